@@ -1,0 +1,241 @@
+"""The selector loop: one thread drives every socket, timer, signal and child process.
+
+Owns: readiness callbacks per file descriptor, a heap of timers, signals delivered through a
+wake-up fd, child processes reaped without blocking, and end-of-turn hooks (group commit
+runs there: everything committed during one turn shares one fdatasync).
+
+Does not know about mail, configuration or the queue. Callbacks get no arguments except
+where noted; they read `loop.now` for the time, so tests drive time with a fake clock.
+
+Idle means asleep: when no timer is pending, `select` waits with no timeout. A callback that
+raises is a bug: the loop reports it through `on_error` (default: re-raise) and goes on.
+"""
+
+import heapq
+import os
+import selectors
+import signal
+import socket
+import time
+
+
+class Timer:
+    """A pending call; `cancel()` stops it from running."""
+
+    __slots__ = ("when", "callback", "cancelled", "seq")
+
+    def __init__(self, when, callback, seq):
+        self.when = when
+        self.callback = callback
+        self.cancelled = False
+        self.seq = seq
+
+    def cancel(self):
+        """Stop the timer from firing (harmless if it already fired)."""
+        self.cancelled = True
+
+    def __lt__(self, other):
+        return (self.when, self.seq) < (other.when, other.seq)
+
+
+class Loop:
+    """A single-threaded event loop over `selectors`."""
+
+    def __init__(self, clock=time.monotonic, selector=None):
+        self.clock = clock
+        self.selector = selector or selectors.DefaultSelector()
+        self.timers = []
+        self.seq = 0
+        self.soon = []
+        self.turn_end = []
+        self.signals = {}
+        self.children = {}
+        self.wake_r = self.wake_w = None
+        self.running = False
+        self.on_error = None
+        self.turns = 0
+
+    @property
+    def now(self):
+        """Return the loop's current time (the clock it was given)."""
+        return self.clock()
+
+    # file descriptors
+
+    def add_reader(self, fd, callback):
+        """Call callback() whenever fd is readable."""
+        self._set(fd, selectors.EVENT_READ, callback)
+
+    def add_writer(self, fd, callback):
+        """Call callback() whenever fd is writable."""
+        self._set(fd, selectors.EVENT_WRITE, callback)
+
+    def remove_reader(self, fd):
+        """Stop watching fd for reading."""
+        self._unset(fd, selectors.EVENT_READ)
+
+    def remove_writer(self, fd):
+        """Stop watching fd for writing."""
+        self._unset(fd, selectors.EVENT_WRITE)
+
+    def _set(self, fd, event, callback):
+        fd = fd if isinstance(fd, int) else fd.fileno()
+        try:
+            key = self.selector.get_key(fd)
+        except KeyError:
+            self.selector.register(fd, event, {event: callback})
+            return
+        key.data[event] = callback
+        self.selector.modify(fd, key.events | event, key.data)
+
+    def _unset(self, fd, event):
+        fd = fd if isinstance(fd, int) else fd.fileno()
+        try:
+            key = self.selector.get_key(fd)
+        except KeyError:
+            return
+        key.data.pop(event, None)
+        events = key.events & ~event
+        if events:
+            self.selector.modify(fd, events, key.data)
+        else:
+            self.selector.unregister(fd)
+
+    # time
+
+    def call_at(self, when, callback):
+        """Call callback() at loop time `when`; return a Timer."""
+        self.seq += 1
+        timer = Timer(when, callback, self.seq)
+        heapq.heappush(self.timers, timer)
+        return timer
+
+    def call_later(self, delay, callback):
+        """Call callback() after `delay` seconds; return a Timer."""
+        return self.call_at(self.now + delay, callback)
+
+    def call_soon(self, callback):
+        """Call callback() in this turn, after the current callbacks."""
+        self.soon.append(callback)
+
+    def at_turn_end(self, callback):
+        """Call callback() once at the end of every turn, before the loop sleeps."""
+        self.turn_end.append(callback)
+
+    def next_deadline(self):
+        """Return the time of the next live timer, or None."""
+        while self.timers and self.timers[0].cancelled:
+            heapq.heappop(self.timers)
+        return self.timers[0].when if self.timers else None
+
+    # signals and children
+
+    def add_signal(self, signum, callback):
+        """Call callback() in the loop whenever signal signum arrives."""
+        if self.wake_r is None:
+            self.wake_r, self.wake_w = socket.socketpair()
+            self.wake_r.setblocking(False)
+            self.wake_w.setblocking(False)
+            signal.set_wakeup_fd(self.wake_w.fileno(), warn_on_full_buffer=False)
+            self.add_reader(self.wake_r, self._read_signals)
+        self.signals[signum] = callback
+        signal.signal(signum, _ignore)
+
+    def _read_signals(self):
+        try:
+            data = self.wake_r.recv(512)
+        except (BlockingIOError, InterruptedError):
+            return
+        for signum in dict.fromkeys(data):
+            callback = self.signals.get(signum)
+            if callback:
+                self._call(callback)
+
+    def watch_child(self, pid, callback):
+        """Call callback(status) when child pid exits (status as from os.waitpid)."""
+        if signal.SIGCHLD not in self.signals:
+            self.add_signal(signal.SIGCHLD, self._reap)
+        self.children[pid] = callback
+        self.call_soon(self._reap)
+
+    def _reap(self):
+        for pid in list(self.children):
+            try:
+                done, status = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done, status = pid, 0
+            if done:
+                callback = self.children.pop(pid)
+                self._call(lambda: callback(status))
+
+    def close(self):
+        """Release the wake-up fd and restore default signal handling."""
+        for signum in self.signals:
+            signal.signal(signum, signal.SIG_DFL)
+        self.signals.clear()
+        if self.wake_r is not None:
+            signal.set_wakeup_fd(-1)
+            self.remove_reader(self.wake_r)
+            self.wake_r.close()
+            self.wake_w.close()
+            self.wake_r = self.wake_w = None
+        self.selector.close()
+
+    # running
+
+    def run_once(self, block=True):
+        """Wait for the next event (or not, if block is False) and run what is due."""
+        deadline = self.next_deadline()
+        if self.soon or not block:
+            timeout = 0
+        elif deadline is None:
+            timeout = None
+        else:
+            timeout = max(0.0, deadline - self.now)
+        self.turns += 1
+        for key, events in self.selector.select(timeout):
+            for event in (selectors.EVENT_READ, selectors.EVENT_WRITE):
+                callback = key.data.get(event) if events & event else None
+                if callback:
+                    self._call(callback)
+        self._run_timers()
+        self._run_soon()
+        for callback in list(self.turn_end):
+            self._call(callback)
+        self._run_soon()
+
+    def _run_timers(self):
+        now = self.now
+        while self.timers and (self.timers[0].cancelled or self.timers[0].when <= now):
+            timer = heapq.heappop(self.timers)
+            if not timer.cancelled:
+                timer.cancelled = True
+                self._call(timer.callback)
+
+    def _run_soon(self):
+        while self.soon:
+            batch, self.soon = self.soon, []
+            for callback in batch:
+                self._call(callback)
+
+    def run(self):
+        """Run turns until stop() is called."""
+        self.running = True
+        while self.running:
+            self.run_once()
+
+    def stop(self):
+        """Make run() return after the current turn."""
+        self.running = False
+
+    def _call(self, callback):
+        try:
+            callback()
+        except Exception as exc:
+            if self.on_error is None:
+                raise
+            self.on_error(exc)
+
+
+def _ignore(signum, frame):
+    """Do nothing in Python: the wake-up fd carries the signal into the loop."""

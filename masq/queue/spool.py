@@ -1,0 +1,306 @@
+"""The spool directory: where the log lives, who may use it how, and keeping it healthy.
+
+Owns the checks made before a spool is trusted (a directory we may use, a log that is a
+masq log, not RAM unless the configuration says so), the locks between processes
+(`runner.lock`: one queue runner at a time; `writers.lock`: appenders share it, compaction
+takes it alone), recovery on open, quarantine files and compaction.
+
+How it fails: a spool that cannot be trusted raises SpoolError with status 78 (EX_CONFIG)
+and one line naming the path and the reason; it never creates a fresh, empty queue that
+would hide an old one. Running out of space or an I/O error raises LogError (temporary).
+"""
+
+import fcntl
+import os
+
+from masq import exits
+from masq.queue import envelope as env_mod
+from masq.queue import record
+from masq.queue.log import LOG_NAME, Log, LogError, create, sync_dir
+from masq.queue.store import CHUNK, Store
+
+COMPACT_MIN = 256 * 1024
+VOLATILE_FS = ("tmpfs", "ramfs")
+
+
+class SpoolError(Exception):
+    """The spool cannot be used; carries the exit status for the command line."""
+
+    def __init__(self, message, status=exits.CONFIG):
+        super().__init__(message)
+        self.status = status
+
+
+def mount_type(path, mounts="/proc/self/mounts"):
+    """Return the file system type of the mount that holds path ('' if unknown)."""
+    path = os.path.realpath(path)
+    best, fstype = "", ""
+    try:
+        with open(mounts) as lines:
+            for line in lines:
+                fields = line.split()
+                if len(fields) < 3:
+                    continue
+                point = fields[1].replace("\\040", " ")
+                inside = path == point or path.startswith(point.rstrip("/") + "/")
+                if inside and len(point) >= len(best):
+                    best, fstype = point, fields[2]
+    except OSError:
+        return ""
+    return fstype
+
+
+def check_dir(spool_dir, volatile_ok):
+    """Create the spool if missing, then make sure it is a directory we may trust."""
+    if not os.path.lexists(spool_dir):
+        try:
+            os.makedirs(spool_dir, 0o700)
+        except OSError as exc:
+            raise SpoolError("cannot create spool_dir %s: %s" % (spool_dir, exc.strerror))
+    if not os.path.isdir(spool_dir):
+        raise SpoolError("spool_dir %s is not a directory" % spool_dir)
+    if not os.access(spool_dir, os.R_OK | os.W_OK | os.X_OK):
+        raise SpoolError("spool_dir %s: permission denied" % spool_dir)
+    if not volatile_ok and mount_type(spool_dir) in VOLATILE_FS:
+        raise SpoolError("spool_dir %s is on %s (RAM): queued mail would die with the power; "
+                         "set option volatile_spool '1' to allow it"
+                         % (spool_dir, mount_type(spool_dir)))
+    path = os.path.join(spool_dir, LOG_NAME)
+    if os.path.islink(path) or (os.path.lexists(path) and not os.path.isfile(path)):
+        raise SpoolError("%s is not a regular file" % path)
+
+
+class Queue:
+    """A spool opened for one kind of use: 'append', 'read' or 'runner'."""
+
+    def __init__(self, spool_dir, volatile_ok=False, report=None):
+        self.dir = spool_dir
+        self.volatile_ok = volatile_ok
+        self.report = report or (lambda text: None)
+        self.path = os.path.join(spool_dir, LOG_NAME)
+        self.lock_fds = {}
+        self.store = None
+
+    def open(self, mode):
+        """Open the spool for mode; SpoolError if it cannot be trusted."""
+        check_dir(self.dir, self.volatile_ok)
+        if mode == "runner":
+            self._take_lock("runner.lock", fcntl.LOCK_EX | fcntl.LOCK_NB,
+                            "another queue runner (the daemon?) holds %s")
+            self._remove_stale()
+        elif mode == "append":
+            self._take_lock("writers.lock", fcntl.LOCK_SH, "cannot lock %s")
+        log = Log(self.path, on_foreign=self._foreign)
+        try:
+            log.open()
+        except LogError as exc:
+            raise SpoolError(str(exc)) from None
+        self.store = Store(log)
+        if mode == "append":
+            log.end = log.size()
+        else:
+            self.recover(repair=mode == "runner")
+        return self
+
+    def close(self):
+        """Release the log and the locks."""
+        if self.store:
+            self.store.log.close()
+        for fd in self.lock_fds.values():
+            os.close(fd)
+        self.lock_fds.clear()
+
+    def _take_lock(self, name, how, failure):
+        path = os.path.join(self.dir, name)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            fcntl.flock(fd, how)
+        except BlockingIOError:
+            os.close(fd)
+            raise SpoolError(failure % path, exits.TEMPFAIL) from None
+        except OSError as exc:
+            raise SpoolError("cannot lock %s: %s" % (path, exc.strerror)) from None
+        self.lock_fds[name] = fd
+
+    def _remove_stale(self):
+        for name in os.listdir(self.dir):
+            if name.startswith(LOG_NAME + ".new.") or name == LOG_NAME + ".compact":
+                os.unlink(os.path.join(self.dir, name))
+
+    def _foreign(self, items):
+        for item in items:
+            self.store.apply(item)
+
+    # recovery
+
+    def recover(self, repair):
+        """Scan the whole log into the index; with repair, cut a torn tail, keep damage."""
+        log = self.store.log
+        log.lock()
+        try:
+            size = log.size()
+            for item in log.scan(record.FILE_HEADER_SIZE, size):
+                if isinstance(item, record.Damage) and item.end == size:
+                    if repair:
+                        self.report("queue: cut torn tail of %d bytes at offset %d"
+                                    % (size - item.offset, item.offset))
+                        log.truncate(item.offset)
+                    size = item.offset
+                    break
+                self.store.apply(item)
+            log.end = size
+            if repair:
+                for damage in self.store.damage:
+                    self._quarantine(damage)
+        finally:
+            log.unlock()
+
+    def _quarantine(self, damage):
+        folder = os.path.join(self.dir, "corrupt")
+        os.makedirs(folder, 0o700, exist_ok=True)
+        path = os.path.join(folder, "offset-%d.bin" % damage.offset)
+        if not os.path.exists(path):
+            with open(path, "wb") as out:
+                out.write(self.store.log.read(damage.offset, damage.end - damage.offset))
+        self.report("queue: damaged bytes %d-%d (message %s) copied to %s"
+                    % (damage.offset, damage.end, (damage.msgid or b"?").decode(), path))
+
+    # compaction
+
+    def compact_due(self):
+        """Return True when dead bytes dominate the log."""
+        dead = self.store.dead_bytes()
+        return dead >= max(COMPACT_MIN, self.store.live_bytes())
+
+    def compact(self):
+        """Rewrite the log with only what must be kept; False if appenders are busy."""
+        path = os.path.join(self.dir, "writers.lock")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        try:
+            self._rewrite()
+        finally:
+            os.close(fd)
+        return True
+
+    def _rewrite(self):
+        log = self.store.log
+        new_path = self.path + ".compact"
+        log.lock()
+        try:
+            log.catch_up()
+            new = _write_compacted(self.store, new_path, self._save_orphan)
+            os.rename(new_path, self.path)
+            sync_dir(self.dir)
+        finally:
+            log.unlock()
+        log.close()
+        new.close()
+        self.store = Store(Log(self.path, on_foreign=self._foreign))
+        self.store.log.open(create_missing=False)
+        self.recover(repair=True)
+
+    def _save_orphan(self, msg):
+        folder = os.path.join(self.dir, "corrupt")
+        os.makedirs(folder, 0o700, exist_ok=True)
+        with open(os.path.join(folder, "%s.body" % msg.id), "wb") as out:
+            for data in self.store.body(msg.id):
+                out.write(data)
+
+
+def _write_compacted(store, path, save_orphan):
+    """Write every kept message to a new log at path, fsync it, return the open Log."""
+    create(path)
+    new = Log(path)
+    new.open(create_missing=False)
+    for msg in list(store.messages.values()):
+        if not msg.kept:
+            continue
+        if not msg.committed:
+            save_orphan(msg)
+            continue
+        envelope = msg.envelope
+        if msg.quarantined:
+            envelope.quarantined = msg.quarantined
+        msgid = msg.id.encode("ascii")
+        out = [new.encode(record.BODY, msgid, b"".join(part))
+               for part in _coalesce(store.body(msg.id))]
+        out.append(new.encode(record.COMMIT, msgid, envelope.encode()))
+        new.append(b"".join(out))
+    new.sync()
+    return new
+
+
+def _coalesce(chunks):
+    part, size = [], 0
+    for data in chunks:
+        while data:
+            take = data[:CHUNK - size]
+            data = data[len(take):]
+            part.append(take)
+            size += len(take)
+            if size == CHUNK:
+                yield part
+                part, size = [], 0
+    if part:
+        yield part
+
+
+class Writer:
+    """Streams one message's text into the log; commit() makes it part of the queue."""
+
+    def __init__(self, store, msgid):
+        self.store = store
+        self.id = msgid
+        self.buffer = bytearray()
+        self.size = 0
+        self.written = False
+
+    def write(self, data):
+        """Add message text; full 64 KiB chunks go to the log at once."""
+        self.buffer += data
+        self.size += len(data)
+        while len(self.buffer) >= CHUNK:
+            chunk = bytes(self.buffer[:CHUNK])
+            del self.buffer[:CHUNK]
+            self.store.append([(record.BODY, self.id, chunk)])
+            self.written = True
+
+    def commit(self, envelope):
+        """Append the rest of the text and the COMMIT record (not yet synced)."""
+        envelope.size = self.size
+        records = []
+        if self.buffer:
+            records.append((record.BODY, self.id, bytes(self.buffer)))
+        records.append((record.COMMIT, self.id, envelope.encode()))
+        self.store.append(records)
+        self.buffer = bytearray()
+        self.written = True
+
+    def abort(self):
+        """Forget the message; tell the log if part of it was written (best effort)."""
+        self.buffer = bytearray()
+        if self.written:
+            try:
+                self.store.append([(record.ABORTED, self.id, b"")])
+            except LogError:
+                pass
+
+
+def record_result(store, msgid, index, rcpt):
+    """Append a RESULT record: recipient number index of msgid is now rcpt."""
+    store.append([(record.RESULT, msgid, env_mod.encode_result(index, rcpt))])
+
+
+def remove(store, msgid, why):
+    """Append a REMOVED record for msgid."""
+    store.append([(record.REMOVED, msgid, env_mod.encode_note(why=why))])
+
+
+def mark_warned(store, msgid, when):
+    """Append a WARNED record: a delay warning for msgid went out at `when`."""
+    store.append([(record.WARNED, msgid, env_mod.encode_note(t=when))])

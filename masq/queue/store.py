@@ -1,0 +1,219 @@
+"""The queue's index: what the log says about each message, rebuilt by scanning it.
+
+Owns the in-memory view of the log (`Message` per id: envelope, body chunk offsets, bytes
+used), recovery (torn tail cut, damage in the middle quarantined), and the operations that
+append records: writing a body, committing it, recording results, removing.
+
+Memory: per message, its envelope and one (offset, length) pair per body chunk of up to
+64 KiB; bodies stay in the log and are read back in chunks.
+
+The store stores; it does not schedule (STYLE.md rule 5). Group commit is `want_sync`
+plus `sync_now` at the end of a loop turn. Crash states and their recovery rules are in
+docs/QUEUE.md.
+"""
+
+import os
+import time
+
+from masq.queue import envelope as env_mod
+from masq.queue import record
+from masq.queue.log import Log, LogError
+
+CHUNK = 64 * 1024
+_ALPHABET = "0123456789abcdefghijklmnopqrstuv"
+
+
+def new_id(now=None):
+    """Return a fresh message id: 7 base-32 digits of time, 7 of randomness."""
+    seconds = int(now if now is not None else time.time())
+    rand = int.from_bytes(os.urandom(5), "big") >> 5
+    return _b32(seconds, 7) + _b32(rand, 7)
+
+
+def _b32(value, width):
+    out = []
+    for _ in range(width):
+        out.append(_ALPHABET[value & 31])
+        value >>= 5
+    return "".join(reversed(out))
+
+
+class Message:
+    """One message as the log describes it."""
+
+    __slots__ = ("id", "envelope", "chunks", "bytes", "removed", "quarantined", "aborted")
+
+    def __init__(self, msgid):
+        self.id = msgid
+        self.envelope = None
+        self.chunks = []      # (payload offset, length)
+        self.bytes = 0        # log bytes its records use
+        self.removed = False
+        self.aborted = False
+        self.quarantined = None
+
+    @property
+    def committed(self):
+        """Return True once the COMMIT record has been seen."""
+        return self.envelope is not None
+
+    @property
+    def live(self):
+        """Return True while the message has recipients left to deliver."""
+        return (self.committed and not self.removed and not self.quarantined
+                and not self.envelope.done)
+
+    @property
+    def kept(self):
+        """Return True if compaction must keep the message."""
+        return self.live or (self.quarantined is not None and not self.removed)
+
+    @property
+    def size(self):
+        """Return the size of the message text in bytes."""
+        return sum(length for _, length in self.chunks)
+
+
+class Store:
+    """The index over one log; `apply` feeds it records in log order."""
+
+    def __init__(self, log):
+        self.log = log
+        self.messages = {}
+        self.damage = []
+        self.sync_waiters = []
+
+    # reading the log
+
+    def get(self, msgid):
+        """Return the Message with this id, creating an empty one if unknown."""
+        msg = self.messages.get(msgid)
+        if msg is None:
+            msg = self.messages[msgid] = Message(msgid)
+        return msg
+
+    def apply(self, item):
+        """Update the index from one scanned Record or Damage."""
+        if isinstance(item, record.Damage):
+            self._damaged(item)
+            return
+        msg = self.get(item.msgid.decode("ascii"))
+        msg.bytes += record.OVERHEAD + item.length
+        try:
+            _APPLY[item.type](msg, item)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            msg.quarantined = msg.quarantined or "bad %s record: %s" % (chr(item.type), exc)
+
+    def _damaged(self, damage):
+        self.damage.append(damage)
+        if damage.msgid:
+            msg = self.get(damage.msgid.decode("ascii"))
+            msg.quarantined = "damaged record at offset %d" % damage.offset
+
+    def forget(self, msgid):
+        """Drop a message from the index (after compaction removed it)."""
+        self.messages.pop(msgid, None)
+
+    # views
+
+    def live(self):
+        """Return the live messages in arrival order."""
+        return [m for m in self.messages.values() if m.live]
+
+    def listed(self):
+        """Return messages mailq shows: live and quarantined, in arrival order."""
+        return [m for m in self.messages.values() if m.kept and m.committed]
+
+    def body(self, msgid):
+        """Yield the message text of msgid in chunks."""
+        for offset, length in self.messages[msgid].chunks:
+            yield self.log.read(offset, length)
+
+    def live_bytes(self):
+        """Return the log bytes used by messages compaction must keep."""
+        return sum(m.bytes for m in self.messages.values() if m.kept)
+
+    def dead_bytes(self):
+        """Return the log bytes compaction would free."""
+        return self.log.end - record.FILE_HEADER_SIZE - self.live_bytes()
+
+    # writing
+
+    def append(self, records):
+        """Append [(type, msgid, payload)] as one write and index them; return offset."""
+        data = b"".join(self.log.encode(t, i.encode("ascii"), p) for t, i, p in records)
+        start = self.log.append(data)
+        pos = start
+        for rtype, msgid, payload in records:
+            item = record.Record(pos, rtype, msgid.encode("ascii"), len(payload), payload)
+            self.apply(item)
+            pos = item.end
+        return start
+
+    def want_sync(self, callback):
+        """Call callback(error or None) after the next group fdatasync."""
+        self.sync_waiters.append(callback)
+
+    def sync_now(self):
+        """Run the group fdatasync if anyone waits for it, then tell each waiter."""
+        if not self.sync_waiters:
+            return
+        waiters, self.sync_waiters = self.sync_waiters, []
+        error = None
+        try:
+            self.log.sync()
+        except LogError as exc:
+            error = exc
+        for callback in waiters:
+            callback(error)
+
+
+def _body(msg, item):
+    if msg.committed:
+        raise ValueError("body after commit")
+    msg.chunks.append((item.payload_offset, item.length))
+
+
+def _commit(msg, item):
+    if msg.committed:
+        raise ValueError("second commit")
+    msg.envelope = env_mod.Envelope.decode(item.payload)
+    if msg.envelope.quarantined:
+        msg.quarantined = msg.envelope.quarantined
+
+
+def _result(msg, item):
+    env_mod.apply_result(msg.envelope, item.payload)
+
+
+def _warned(msg, item):
+    msg.envelope.warned = env_mod.decode_note(item.payload).get("t")
+
+
+def _removed(msg, item):
+    msg.removed = True
+
+
+def _aborted(msg, item):
+    msg.aborted = True
+    msg.chunks = []
+
+
+def _quarantined(msg, item):
+    msg.quarantined = env_mod.decode_note(item.payload).get("why") or "quarantined"
+
+
+_APPLY = {
+    record.BODY: _body, record.COMMIT: _commit, record.RESULT: _result,
+    record.WARNED: _warned, record.REMOVED: _removed, record.ABORTED: _aborted,
+    record.QUARANTINED: _quarantined,
+}
+
+
+def open_store(path):
+    """Open the log at path and return a Store without reading it (appending only)."""
+    log = Log(path)
+    log.open()
+    store = Store(log)
+    log.end = log.size()
+    return store
