@@ -1,0 +1,1 @@
+"""Online detection: which routes are usable now (detectors live beside this file)."""

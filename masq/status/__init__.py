@@ -1,0 +1,1 @@
+"""The status model and its views: JSON document, terminal text, web page."""

@@ -1,0 +1,41 @@
+"""The status document of DESIGN.md: one dict built from the queue, routes and counters.
+
+The same function serves the daemon (`GET /status.json`, the control socket, the status
+file) and `masq status` when no daemon runs (then routes come from the configuration and
+the counters are empty). Fields may be added; none may change meaning.
+"""
+
+import time
+
+from masq import __version__
+
+COUNTERS = ("accepted", "delivered", "deferred", "bounced")
+
+
+def new_counters():
+    """Return a fresh set of counters, all zero."""
+    return dict.fromkeys(COUNTERS, 0)
+
+
+def message_json(msg, now):
+    """Return one queued message's part of the status document."""
+    env = msg.envelope
+    return {
+        "id": msg.id, "sender": env.sender, "size": env.size, "received": env.received,
+        "age": max(0.0, now - env.received), "quarantined": msg.quarantined,
+        "recipients": [{
+            "address": r.address, "state": r.state, "route": r.route,
+            "attempts": r.attempts, "next_attempt": r.next_attempt,
+            "last_error": r.last_error} for r in env.recipients],
+    }
+
+
+def document(hostname, started, routes, messages, counters, log_lines=(), now=None):
+    """Return the status document."""
+    now = time.time() if now is None else now
+    return {
+        "version": "1.0", "masq": __version__, "hostname": hostname,
+        "uptime": None if started is None else round(now - started, 3),
+        "routes": routes, "queue": [message_json(m, now) for m in messages],
+        "counters": dict(counters), "log": list(log_lines),
+    }

@@ -1,0 +1,97 @@
+"""The selector loop: timers on a fake clock, fds, signals, children, turn-end hooks."""
+
+import os
+import signal
+import socket
+
+from masq.loop import Loop
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_timers_fire_in_order_on_fake_clock():
+    clock = FakeClock()
+    loop = Loop(clock)
+    fired = []
+    loop.call_later(5, lambda: fired.append("b"))
+    loop.call_later(1, lambda: fired.append("a"))
+    cancelled = loop.call_later(3, lambda: fired.append("never"))
+    cancelled.cancel()
+    loop.run_once(block=False)
+    assert fired == []
+    clock.now += 2
+    loop.run_once(block=False)
+    assert fired == ["a"]
+    clock.now += 10
+    loop.run_once(block=False)
+    assert fired == ["a", "b"]
+    assert loop.next_deadline() is None
+    loop.close()
+
+
+def test_idle_loop_has_no_deadline_so_select_blocks_forever():
+    loop = Loop(FakeClock())
+    timer = loop.call_later(1, lambda: None)
+    assert loop.next_deadline() == 1001.0
+    timer.cancel()
+    assert loop.next_deadline() is None
+    loop.close()
+
+
+def test_reader_and_turn_end_hook():
+    loop = Loop()
+    a, b = socket.socketpair()
+    got, ends = [], []
+    loop.add_reader(a, lambda: got.append(a.recv(10)))
+    loop.at_turn_end(lambda: ends.append(len(got)))
+    b.send(b"hi")
+    loop.run_once()
+    assert got == [b"hi"]
+    assert ends == [1]
+    loop.remove_reader(a)
+    a.close()
+    b.close()
+    loop.close()
+
+
+def test_signal_arrives_through_wakeup_fd():
+    loop = Loop()
+    seen = []
+    loop.add_signal(signal.SIGUSR1, lambda: seen.append("usr1"))
+    os.kill(os.getpid(), signal.SIGUSR1)
+    loop.run_once()
+    assert seen == ["usr1"]
+    loop.close()
+
+
+def test_child_is_reaped_without_blocking():
+    loop = Loop()
+    pid = os.fork()
+    if pid == 0:
+        os._exit(7)
+    statuses = []
+    loop.watch_child(pid, statuses.append)
+    for _ in range(50):
+        if statuses:
+            break
+        loop.run_once()
+    assert [os.waitstatus_to_exitcode(s) for s in statuses] == [7]
+    loop.close()
+
+
+def test_callback_error_goes_to_on_error():
+    loop = Loop(FakeClock())
+    errors = []
+    loop.on_error = errors.append
+    loop.call_soon(lambda: 1 / 0)
+    loop.call_soon(lambda: errors.append("after"))
+    loop.run_once(block=False)
+    assert isinstance(errors[0], ZeroDivisionError)
+    assert errors[1] == "after"
+    loop.close()

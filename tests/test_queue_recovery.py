@@ -1,0 +1,248 @@
+"""Recovery: cut the log at every byte offset, damage it in the middle, forge records.
+
+The oracle is `masq queue --dump` of the whole log: for a cut at offset c, exactly the
+messages whose COMMIT record ends at or before c come back, with the recipient states of
+the RESULT records that end at or before c.
+"""
+
+import json
+import os
+import shutil
+
+import pytest
+
+from masq.queue import record
+from masq.queue.dump import dump_lines
+from masq.queue.envelope import BOUNCED, DELIVERED, DEFERRED, Envelope, Recipient
+from masq.queue.log import LOG_NAME
+from masq.queue.spool import Queue, SpoolError, Writer, record_result, remove
+from masq.queue.store import new_id
+
+
+def build_log(spool, big=70000):
+    """Write a log with committed, partly delivered, removed and uncommitted messages."""
+    queue = Queue(spool).open("runner")
+    store = queue.store
+    ids = []
+    for n, body in enumerate([b"a" * 300, b"b" * big, b"c" * 10, b"d" * 500]):
+        msgid = new_id()
+        writer = Writer(store, msgid)
+        writer.write(b"Subject: %d\r\n\r\n" % n + body)
+        writer.commit(Envelope("s%d@x" % n, ["r%d@y" % n, "q%d@y" % n], received=n))
+        ids.append(msgid)
+    record_result(store, ids[0], 0, Recipient("r0@y", state=DELIVERED))
+    record_result(store, ids[1], 1, Recipient("q1@y", state=DEFERRED, attempts=1,
+                                             last_error="451 4.3.0 try later"))
+    record_result(store, ids[1], 0, Recipient("r1@y", state=BOUNCED))
+    remove(store, ids[2], "test")
+    # a body chunk whose message was never committed (its writer died)
+    store.append([(record.BODY, new_id(), b"x" * min(big, 64 * 1024))])
+    record_result(store, ids[3], 1, Recipient("q3@y", state=DELIVERED))
+    record_result(store, ids[3], 0, Recipient("r3@y", state=DELIVERED))
+    store.log.sync()
+    queue.close()
+    return ids
+
+
+def oracle(spool):
+    """Return [(end offset, type, id, payload dict or None)] from the dump."""
+    rows = []
+    for line in dump_lines(spool):
+        span, kind, msgid, rest = line.split(" ", 3)
+        end = int(span.split("-")[1])
+        rows.append((end, kind, msgid, json.loads(rest) if kind != "BODY" else None))
+    return rows
+
+
+def expected_at(rows, cut):
+    """Return {id: [states]} of the messages a log cut at `cut` must show."""
+    state = {}
+    for end, kind, msgid, payload in rows:
+        if end > cut:
+            break
+        if kind == "COMMIT":
+            state[msgid] = [r["st"] for r in payload["r"]]
+        elif kind == "RESULT":
+            state[msgid][payload["i"]] = payload["st"]
+        elif kind == "REMOVED":
+            state[msgid] = None
+    return {k: v for k, v in state.items()
+            if v is not None and not all(s in ("delivered", "bounced") for s in v)}
+
+
+def seen(spool):
+    queue = Queue(spool).open("runner")
+    try:
+        return {m.id: [r.state for r in m.envelope.recipients] for m in queue.store.live()}
+    finally:
+        queue.close()
+
+
+@pytest.mark.parametrize("big,stride", [(700, 1), (70000, 211)])
+def test_cut_at_every_offset_recovers_exactly_the_committed(tmp_path, big, stride):
+    """Every byte offset for a log of small messages; for multi-chunk bodies, every
+    offset near a record boundary and a stride in between."""
+    full = str(tmp_path / "full")
+    os.mkdir(full)
+    build_log(full, big)
+    rows = oracle(full)
+    data = open(os.path.join(full, LOG_NAME), "rb").read()
+    ends = sorted({end for end, *_ in rows})
+    cuts = set(range(record.FILE_HEADER_SIZE, len(data) + 1, stride)) | set(ends)
+    for end in ends:
+        cuts |= set(range(max(end - 30, 0), min(end + 30, len(data) + 1)))
+    for cut in sorted(cuts):
+        spool = str(tmp_path / ("cut%d" % cut))
+        os.mkdir(spool)
+        with open(os.path.join(spool, LOG_NAME), "wb") as out:
+            out.write(data[:cut])
+        assert seen(spool) == expected_at(rows, cut), "cut at %d" % cut
+        last_good = max([e for e in ends if e <= cut] + [record.FILE_HEADER_SIZE])
+        assert os.path.getsize(os.path.join(spool, LOG_NAME)) == last_good
+        shutil.rmtree(spool)
+
+
+def test_bodies_read_back_after_recovery(spool):
+    ids = build_log(spool)
+    queue = Queue(spool).open("read")
+    body = b"".join(queue.store.body(ids[1]))
+    assert body == b"Subject: 1\r\n\r\n" + b"b" * 70000
+    queue.close()
+
+
+def test_garbage_appended_is_cut_and_later_appends_work(spool):
+    build_log(spool)
+    before = seen(spool)
+    path = os.path.join(spool, LOG_NAME)
+    size = os.path.getsize(path)
+    with open(path, "ab") as out:
+        out.write(b"Mq\x43\x01garbage that is not a record")
+    assert seen(spool) == before
+    assert os.path.getsize(path) == size
+
+
+def test_damage_in_the_middle_quarantines_only_that_message(spool):
+    ids = build_log(spool)
+    rows = oracle(spool)
+    body_end = next(end for end, kind, msgid, _ in rows if kind == "BODY" and msgid == ids[1])
+    path = os.path.join(spool, LOG_NAME)
+    with open(path, "r+b") as f:
+        f.seek(body_end - 100)
+        f.write(b"\xff\xfe")
+    queue = Queue(spool).open("runner")
+    try:
+        live = {m.id for m in queue.store.live()}
+        assert ids[0] in live and ids[3] not in live   # ids[3] is all delivered
+        assert ids[1] not in live
+        quarantined = [m for m in queue.store.listed() if m.quarantined]
+        assert [m.id for m in quarantined] == [ids[1]]
+        assert os.listdir(os.path.join(spool, "corrupt"))
+    finally:
+        queue.close()
+
+
+def test_forged_record_inside_a_body_is_never_believed(spool):
+    """A body that contains a perfectly framed COMMIT (with a guessed salt) stays a body."""
+    queue = Queue(spool).open("runner")
+    forged = record.encode(record.seed(b"\0" * 8), record.COMMIT, b"0" * 14,
+                           Envelope("evil@x", ["victim@y"]).encode())
+    writer = Writer(queue.store, new_id())
+    writer.write(b"Subject: hi\r\n\r\n" + forged * 3)
+    writer.commit(Envelope("a@b", ["c@d"]))
+    queue.store.log.sync()
+    queue.close()
+    path = os.path.join(spool, LOG_NAME)
+    with open(path, "r+b") as f:        # damage the body record's length field
+        f.seek(record.FILE_HEADER_SIZE + 4)
+        f.write(b"\x7f")
+    state = seen(spool)
+    assert all(m[0] != "victim@y" for m in state.values())
+    queue = Queue(spool).open("read")
+    senders = [m.envelope.sender for m in queue.store.listed()]
+    queue.close()
+    assert "evil@x" not in senders
+
+
+@pytest.mark.parametrize("make", ["garbage", "directory", "empty"])
+def test_bad_log_refuses_with_config_error(spool, make):
+    path = os.path.join(spool, LOG_NAME)
+    if make == "garbage":
+        open(path, "wb").write(b"this is not a queue\n" * 10)
+    elif make == "directory":
+        os.mkdir(path)
+    else:
+        open(path, "wb").close()
+    with pytest.raises(SpoolError) as err:
+        Queue(spool).open("runner")
+    assert err.value.status == 78
+    assert LOG_NAME in str(err.value)
+    assert os.path.lexists(path)
+
+
+def test_spool_on_tmpfs_is_refused_unless_volatile(tmp_path):
+    mounts = tmp_path / "mounts"
+    mounts.write_text("tmpfs %s tmpfs rw 0 0\n" % tmp_path)
+    from masq.queue import spool as spool_mod
+    assert spool_mod.mount_type(str(tmp_path / "spool"), str(mounts)) == "tmpfs"
+
+
+def test_compaction_keeps_live_and_drops_dead(spool):
+    ids = build_log(spool)
+    before = seen(spool)
+    queue = Queue(spool).open("runner")
+    size = queue.store.log.size()
+    assert queue.compact()
+    after = {m.id: [r.state for r in m.envelope.recipients] for m in queue.store.live()}
+    assert after == before
+    assert queue.store.log.size() < size
+    assert b"".join(queue.store.body(ids[0])) == b"Subject: 0\r\n\r\n" + b"a" * 300
+    queue.close()
+    assert seen(spool) == before
+
+
+@pytest.mark.parametrize("step", ["rename", "sync_dir"])
+def test_crash_during_compaction_leaves_one_complete_queue(spool, monkeypatch, step):
+    build_log(spool)
+    before = seen(spool)
+    queue = Queue(spool).open("runner")
+    from masq.queue import spool as spool_mod
+
+    def crash(*args):
+        raise KeyboardInterrupt("crash at %s" % step)
+    target = "os.rename" if step == "rename" else "masq.queue.spool.sync_dir"
+    if step == "rename":
+        monkeypatch.setattr(spool_mod.os, "rename", crash)
+    else:
+        monkeypatch.setattr(spool_mod, "sync_dir", crash)
+    with pytest.raises(KeyboardInterrupt):
+        queue.compact()
+    monkeypatch.undo()
+    queue.close()
+    assert target
+    assert seen(spool) == before
+    assert not os.path.exists(os.path.join(spool, LOG_NAME + ".compact"))
+
+
+def test_second_runner_is_refused(spool):
+    first = Queue(spool).open("runner")
+    with pytest.raises(SpoolError) as err:
+        Queue(spool).open("runner")
+    assert err.value.status == 75
+    first.close()
+
+
+def test_appender_and_runner_share_the_log(spool):
+    runner = Queue(spool).open("runner")
+    appender = Queue(spool).open("append")
+    msgid = new_id()
+    writer = Writer(appender.store, msgid)
+    writer.write(b"Subject: x\r\n\r\nhello\r\n")
+    writer.commit(Envelope("a@b", ["c@d"]))
+    appender.store.log.sync()
+    appender.close()
+    runner.store.log.lock()
+    runner.store.log.catch_up()
+    runner.store.log.unlock()
+    assert [m.id for m in runner.store.live()] == [msgid]
+    assert b"".join(runner.store.body(msgid)).endswith(b"hello\r\n")
+    runner.close()
