@@ -1,0 +1,417 @@
+"""Handle a message's header block and normalise submitted input, streaming, as bytes.
+
+Owns: turning `sendmail` stdin into CRLF text that ends at a lone `.` (`InputNormalizer`),
+splitting the header block from the body (`HeaderReader`), the header fields themselves
+(`Headers`, each field kept as its raw bytes so what we do not change is stored
+byte-identical), and the header texts masq writes: `Date:`, `Message-ID:`, `Received:`;
+plus the counts the loop check needs (Received: hops, Delivered-To:).
+
+Does not decide which headers to add or remove (the acceptance stage does: see MASQMAIL.md
+section 7), parse addresses (masq.address), decode MIME or RFC 2047, or hold a body.
+
+Hostile input: all message bytes. Lines may be 100 MB long and hold NUL, 8-bit data or
+invalid UTF-8: bytes pass through opaque and are never split with `str.splitlines()`. State
+kept between calls is bounded: a line-ending state for `InputNormalizer`, at most the header
+cap for `HeaderReader`. Values we add are checked: CR, LF or NUL raise ValueError (no header
+injection); values from peers for `Received:` are sanitised and bounded.
+
+Fails with `HeaderTooLong` (552 5.3.4) when the header block exceeds its cap, ValueError on
+a bad name or value passed in by our own code.
+
+Decisions: a bare CR ends a line like a bare LF, and a run of CRs before an LF (`\\r\\r\\n`,
+the trace of a double conversion) is one line end, so the stored copy has CRLF line ends
+only and a CR can never hide a line (FAULTS 4.1 #5); a line consisting of a single `.` ends
+`sendmail` input unless `-i`/`-oi`, and nothing else is altered (no dot-unstuffing, unlike
+masqmail); an unterminated last line gets a CRLF. Header values are decoded as UTF-8 with
+surrogateescape, so `get_all()` never fails and re-encoding restores the bytes.
+"""
+
+import re
+import time
+
+_BARE_CR = re.compile(rb"\r+\n")
+_NAME = re.compile(rb"[\x21-\x39\x3b-\x7e]+")
+_HEADER = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:")
+_NAME_STR = re.compile(r"[\x21-\x39\x3b-\x7e]+")
+_UNFOLD = re.compile(rb"\r\n(?=[ \t])")
+_BAD_VALUE = re.compile(r"[\r\n\x00]")
+_FOLD_AT = 78
+_PROBE = 1000  # a field name must show its colon within this many bytes
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun",
+           "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+HEADER_LIMIT = 102400  # Postfix header_size_limit
+
+
+class HeaderTooLong(ValueError):
+    """The header block is over its cap; `code`, `enhanced` and `text` make the reply."""
+
+    code, enhanced = 552, "5.3.4"
+
+    def __init__(self, limit):
+        self.text = "Message header too long (over %d bytes)" % limit
+        super().__init__(self.text)
+
+
+class InputNormalizer:
+    """Turn submitted bytes into CRLF lines, stopping at a lone `.` unless dot_ends is False."""
+
+    def __init__(self, dot_ends=True):
+        self.dot_ends = dot_ends
+        self.ended = False
+        self._crs = 0        # CRs seen at the end of the last piece, not yet resolved
+        self._bol = True     # the output so far ends at a line boundary
+        self._dot = False    # a "." at the start of a line is held back
+
+    def feed(self, data):
+        """Take the next piece of input; return the normalised bytes now available."""
+        if self.ended or not data:
+            return b""
+        data = bytes(data)
+        head = b""
+        if self._dot:
+            if data[:1] in (b"\r", b"\n"):
+                return self._end(b"")
+            self._dot, self._bol, head = False, False, b"."
+        if self._crs:
+            stripped = data.lstrip(b"\r")
+            self._crs += len(data) - len(stripped)
+            if not stripped:
+                return head
+            ends, data = (1, stripped[1:]) if stripped[:1] == b"\n" else (self._crs, stripped)
+            head, self._crs = head + b"\n" * ends, 0
+        body = data.rstrip(b"\r")
+        self._crs = len(data) - len(body)
+        return self._emit(head + body)
+
+    def finish(self):
+        """Signal end of input; return the last bytes (a final CRLF added if missing)."""
+        if self.ended:
+            return b""
+        if self._dot:
+            return self._end(b"")
+        out = b"\r\n" * self._crs
+        self._crs = 0
+        if not self._bol and not out:
+            out = b"\r\n"
+        self.ended, self._bol = True, True
+        return out
+
+    def _emit(self, text):
+        """Normalise LF-or-CR text (no trailing CR) to CRLF and apply the lone-dot rule."""
+        text = _BARE_CR.sub(b"\n", text).replace(b"\r", b"\n")
+        if not text:
+            return b""
+        if self.dot_ends:
+            marked = (b"\n" if self._bol else b"x") + text
+            stop = marked.find(b"\n.\n")
+            if stop >= 0:
+                return self._end(text[:stop])
+            if marked.endswith(b"\n.") and self._crs:
+                return self._end(text[:-1])
+            if marked.endswith(b"\n."):
+                self._dot, text = True, text[:-1]
+        if text:
+            self._bol = text.endswith(b"\n")
+        return text.replace(b"\n", b"\r\n")
+
+    def _end(self, text):
+        self.ended, self._dot, self._crs = True, False, 0
+        return text.replace(b"\n", b"\r\n")
+
+
+def _value_bytes(value):
+    if isinstance(value, (bytes, bytearray)):
+        value = bytes(value).decode("utf-8", "surrogateescape")
+    if _BAD_VALUE.search(value):
+        raise ValueError("CR, LF or NUL in a header value")
+    return value.encode("utf-8", "surrogateescape")
+
+
+def _fold(name, value):
+    """Return `Name: value` CRLF-terminated, folded before spaces to keep lines short."""
+    words = _value_bytes(value).split(b" ")
+    lines, line, filled = [], name.encode("ascii") + b":", False
+    for word in words:
+        if filled and word and len(line) + 1 + len(word) > _FOLD_AT:
+            lines.append(line)
+            line = b""
+        line += b" " + word
+        filled = filled or bool(word)
+    lines.append(line)
+    return b"\r\n".join(lines) + b"\r\n"
+
+
+def _check_name(name):
+    if not _NAME_STR.fullmatch(name):
+        raise ValueError("bad header field name %r" % name)
+    return name
+
+
+class Headers:
+    """An ordered list of header fields, each kept as raw bytes (name, colon, value, CRLFs)."""
+
+    def __init__(self, fields=()):
+        self._fields = [(_key(raw), raw) for raw in fields]
+
+    @classmethod
+    def from_bytes(cls, block):
+        """Return the Headers of a CRLF header block (as written by to_bytes)."""
+        reader = HeaderReader(limit=len(block) + 1)
+        reader.feed(block)
+        reader.finish()
+        return reader.headers
+
+    def _find(self, name):
+        key = name.lower()
+        return [i for i, (k, _) in enumerate(self._fields) if k == key]
+
+    def get_all(self, name):
+        """Return the unfolded values of every field called name, in order."""
+        return [_value(self._fields[i][1]) for i in self._find(name)]
+
+    def get(self, name, default=None):
+        """Return the first value of the field called name, or default."""
+        found = self._find(name)
+        return _value(self._fields[found[0]][1]) if found else default
+
+    def has(self, name):
+        """Return True if a field called name is present."""
+        return bool(self._find(name))
+
+    def count(self, name):
+        """Return how many fields are called name."""
+        return len(self._find(name))
+
+    def remove(self, name):
+        """Remove every field called name; return how many were removed."""
+        key = name.lower()
+        kept = [field for field in self._fields if field[0] != key]
+        removed = len(self._fields) - len(kept)
+        self._fields = kept
+        return removed
+
+    def rename(self, name, new_name):
+        """Rename every field called name, keeping its value bytes; return how many."""
+        new = _check_name(new_name).encode("ascii")
+        found = self._find(name)
+        for i in found:
+            raw = self._fields[i][1]
+            self._fields[i] = (new_name.lower(), new + raw[raw.index(b":"):])
+        return len(found)
+
+    def prepend(self, name, value):
+        """Add a field at the top (a CR, LF or NUL in value raises ValueError)."""
+        self._fields.insert(0, (_check_name(name).lower(), _fold(name, value)))
+
+    def append(self, name, value):
+        """Add a field at the end (a CR, LF or NUL in value raises ValueError)."""
+        self._fields.append((_check_name(name).lower(), _fold(name, value)))
+
+    def items(self):
+        """Return (name, unfolded value) for every field, in order."""
+        return [(raw[:raw.index(b":")].decode("ascii").rstrip(" \t"), _value(raw))
+                for _, raw in self._fields]
+
+    def __len__(self):
+        return len(self._fields)
+
+    def to_bytes(self):
+        """Return the header block as stored: every field's raw bytes, without the blank line."""
+        return b"".join(raw for _, raw in self._fields)
+
+
+def _key(raw):
+    return raw[:raw.index(b":")].rstrip(b" \t").decode("ascii").lower()
+
+
+def _value(raw):
+    value = _UNFOLD.sub(b"", raw[raw.index(b":") + 1:])
+    if value.endswith(b"\r\n"):
+        value = value[:-2]
+    return value.strip(b" \t").decode("utf-8", "surrogateescape")
+
+
+class HeaderReader:
+    """Split CRLF message bytes into Headers and body; feed() returns body bytes."""
+
+    def __init__(self, limit=HEADER_LIMIT):
+        self.limit = limit
+        self.headers = Headers()
+        self.done = False
+        self._buf = bytearray()
+        self._scanned = 0    # no CRLF in _buf before this offset
+        self._size = 0       # bytes taken into the header block so far
+        self._field = []     # lines of the field being collected
+        self._first = True
+        self._pending = None  # what the partial line in _buf was found to be
+
+    def feed(self, data):
+        """Take the next CRLF-normalised bytes; return the body bytes now available."""
+        if self.done:
+            return bytes(data)
+        buf = self._buf
+        buf += data
+        pos = 0
+        while not self.done:
+            end = buf.find(b"\r\n", max(pos, self._scanned))
+            if end < 0:
+                break
+            if not self._line(bytes(buf[pos:end + 2])):
+                return self._to_body(pos)
+            pos, self._pending = end + 2, None
+        del buf[:pos]
+        self._scanned = max(len(buf) - 1, 0)
+        if self.done:
+            return self._to_body(0)
+        if buf and self._pending is None:
+            self._pending = self._start_kind(bytes(buf[:_PROBE]))
+            if self._pending == "body":
+                return self._to_body(0)
+        if self._size + len(buf) > self.limit:
+            raise HeaderTooLong(self.limit)
+        return b""
+
+    def finish(self):
+        """Signal end of input; return any body bytes still held."""
+        if self.done:
+            return b""
+        rest = bytes(self._buf)
+        if rest and self._start_kind(rest) in ("header", "fold", "from"):
+            self._line(rest + b"\r\n")
+            rest = b""
+        return self._to_body(0) + rest
+
+    def _to_body(self, pos):
+        self._close_field()
+        self.done = True
+        body = bytes(self._buf[pos:])
+        self._buf = bytearray()
+        return body
+
+    def _start_kind(self, line):
+        """Say what a (maybe partial) line is: "header", "fold", "from", "body" or None."""
+        if self._first and line.startswith(b"From "):
+            return "from"
+        if line[:1] in (b" ", b"\t"):
+            return "fold" if self._field else "body"
+        probe = line[:_PROBE]
+        if _HEADER.match(probe):
+            return "header"
+        name = _NAME.match(probe)
+        rest = probe[name.end():] if name else probe
+        if len(line) < _PROBE and rest.strip(b" \t") in (b"", b"\r"):
+            return None    # a field name may still be coming: wait for more
+        return "body"
+
+    def _line(self, line):
+        """Take one complete line; return False when it does not belong to the header."""
+        kind = "end" if line == b"\r\n" else self._start_kind(line)
+        if kind not in ("end", "from", "fold", "header"):
+            return False
+        self._size += len(line)
+        if self._size > self.limit:
+            raise HeaderTooLong(self.limit)
+        self._first = False
+        if kind in ("end", "header"):
+            self._close_field()
+        if kind == "end":
+            self.done = True
+        elif kind != "from":
+            self._field.append(line)
+        return True
+
+    def _close_field(self):
+        if self._field:
+            raw = b"".join(self._field)
+            self.headers._fields.append((_key(raw), raw))
+            self._field = []
+
+
+def format_date(timestamp, localtime=True):
+    """Return an RFC 5322 date such as `Thu, 26 Nov 2026 09:41:15 +0100`."""
+    tm = time.localtime(timestamp) if localtime else time.gmtime(timestamp)
+    offset = (tm.tm_gmtoff or 0) // 60 if localtime else 0
+    sign = "-" if offset < 0 else "+"
+    return "%s, %02d %s %04d %02d:%02d:%02d %s%02d%02d" % (
+        _DAYS[tm.tm_wday], tm.tm_mday, _MONTHS[tm.tm_mon - 1], tm.tm_year,
+        tm.tm_hour, tm.tm_min, tm.tm_sec, sign, abs(offset) // 60, abs(offset) % 60)
+
+
+_ID_PART = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+|\[[!-Z^-~]*\]")
+
+
+def make_message_id(unique, hostname):
+    """Return a Message-ID `<unique@hostname>`; ValueError if a part is not dot-atom text."""
+    if not _ID_PART.fullmatch(unique) or not _ID_PART.fullmatch(hostname):
+        raise ValueError("bad Message-ID part %r@%r" % (unique, hostname))
+    return "<%s@%s>" % (unique, hostname)
+
+
+_DOMAIN = re.compile(r"(?=.{1,255}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?")
+_LITERAL = re.compile(r"\[(?:[0-9.]{7,15}|IPv6:[0-9A-Fa-f:.]{2,45})\]", re.I)
+_SAFE = re.compile(r"[^A-Za-z0-9.:_@+=\[\]/-]")
+_IP = re.compile(r"[0-9A-Fa-f:.]{2,45}")
+
+
+def _token(text, limit=64):
+    """Return text reduced to a safe token for a Received: comment: bounded, no specials."""
+    text = _SAFE.sub("?", str(text))
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _ip_literal(ip):
+    if not ip or not _IP.fullmatch(ip):
+        return None
+    return "[IPv6:%s]" % ip if ":" in ip else "[%s]" % ip
+
+
+def _from_clause(from_host, from_rdns, from_ip):
+    """Return `from HELO (rdns [ip])`, with an odd HELO shown sanitised in the comment."""
+    literal = _ip_literal(from_ip)
+    helo = str(from_host or "")[:255]
+    valid = bool(_DOMAIN.fullmatch(helo) or _LITERAL.fullmatch(helo))
+    name = helo if valid else (literal or "unknown")
+    detail = []
+    if literal:
+        rdns = from_rdns if from_rdns and _DOMAIN.fullmatch(from_rdns) else "unknown"
+        detail.append("%s %s" % (rdns, literal))
+    if helo and not valid:
+        detail.append("helo=" + _token(helo))
+    return "from %s (%s)" % (name, " ".join(detail)) if detail else "from " + name
+
+
+def received_line(*, by_host, id, protocol="ESMTP", from_host=None, from_rdns=None,
+                  from_ip=None, from_uid=None, for_rcpt=None, tls=None, auth=None,
+                  timestamp=None):
+    """Return the value of a Received: field (one line; prepend() folds it)."""
+    parts = []
+    if from_host or from_ip:
+        parts.append(_from_clause(from_host, from_rdns, from_ip))
+    if tls:
+        parts.append("(using %s with cipher %s)" % (_token(tls[0]), _token(tls[1])))
+    if auth:
+        parts.append("(authenticated user %s)" % _token(auth))
+    comment = "masq" if from_uid is None else "masq, from userid %d" % int(from_uid)
+    parts.append("by %s (%s)" % (_token(by_host, 255), comment))
+    if protocol == "ESMTP":
+        protocol += ("S" if tls else "") + ("A" if auth else "")
+    if from_host or from_ip:
+        parts.append("with " + _token(protocol, 16))
+    parts.append("id " + _token(id))
+    if for_rcpt:
+        rcpt = re.sub(r"[\x00-\x1f\x7f-\x9f\u2028\u2029<>()\\]", "?", str(for_rcpt))
+        parts.append("for <%s>" % rcpt[:256])
+    when = time.time() if timestamp is None else timestamp
+    return " ".join(parts) + "; " + format_date(when)
+
+
+def count_hops(headers):
+    """Return how many Received: fields the message carries (the hop count)."""
+    return headers.count("Received")
+
+
+def delivered_to(headers):
+    """Return the Delivered-To: addresses, lower-cased, for the local loop check."""
+    return [value.strip().lower() for value in headers.get_all("Delivered-To")]
