@@ -159,7 +159,7 @@ def _decode(text, syntax, smtputf8):
             text = bytes(text).decode("utf-8")
         except UnicodeDecodeError:
             raise AddressError(*BAD_UTF8) from None
-    text = text.strip(" \t")
+    text = text.strip(" ")
     if _CONTROL.search(text) or "\t" in text:
         raise AddressError(*syntax)
     if not smtputf8 and not text.isascii():
