@@ -1,0 +1,49 @@
+# masq: a mail transfer agent for small, often-offline Linux devices.
+#   make run      start masq in the foreground on ./run (loopback ports, no root needed)
+#   make test     install what the tests need, then run them
+#   make bench    measure the queue and submission (figures, not pass/fail)
+#   make install  install masq and its sendmail-compatible links (PREFIX, DESTDIR)
+
+PREFIX  ?= /usr/local
+DESTDIR ?=
+PYTHON  ?= python3
+BINDIR   = $(DESTDIR)$(PREFIX)/bin
+SBINDIR  = $(DESTDIR)$(PREFIX)/sbin
+LIBDIR   = $(PREFIX)/lib/masq
+LINKS    = sendmail mailq runq rmail mailrm newaliases smtpd in.smtpd
+PYTEST_ARGS ?=
+
+.PHONY: run test deps bench soak install uninstall clean
+
+run:
+	$(PYTHON) tools/run.py
+
+deps:
+	sh tools/install-test-deps
+
+test: deps
+	$(PYTHON) -m pytest -q -m "not soak" $(PYTEST_ARGS) tests
+
+soak: deps
+	$(PYTHON) -m pytest -q -m soak tests
+
+bench: deps
+	$(PYTHON) tools/bench_queue.py
+	$(PYTHON) tools/bench_submit.py
+
+install:
+	install -d $(DESTDIR)$(LIBDIR) $(BINDIR) $(SBINDIR)
+	cp -R masq $(DESTDIR)$(LIBDIR)/
+	find $(DESTDIR)$(LIBDIR) -name __pycache__ -prune -exec rm -rf {} +
+	$(PYTHON) tools/launcher.py "$$($(PYTHON) -c 'import sys; print(sys.executable)')" \
+		$(LIBDIR) > $(BINDIR)/masq
+	chmod 755 $(BINDIR)/masq
+	for name in $(LINKS); do ln -sf ../bin/masq $(SBINDIR)/$$name; done
+
+uninstall:
+	rm -rf $(DESTDIR)$(LIBDIR) $(BINDIR)/masq
+	for name in $(LINKS); do rm -f $(SBINDIR)/$$name; done
+
+clean:
+	rm -rf run .pytest_cache
+	find . -name __pycache__ -prune -exec rm -rf {} +

@@ -1,0 +1,1 @@
+"""msg-in stages: the SMTP server (network and stdio). Local submission is masq/cli/submit.py."""

@@ -1,0 +1,229 @@
+"""Binds a protocol engine to a socket in the loop: plain, or TLS through ssl.MemoryBIO.
+
+Owns one non-blocking socket: reading (handing bytes to `on_data`), a bounded write buffer
+flushed when the socket is writable, and TLS without blocking (`ssl.SSLObject` over two
+memory BIOs, so the handshake and every record are driven by the loop). `ssl` is imported
+only when TLS is used. Closing is idempotent and always reported once through `on_close`.
+
+Does not parse anything: the engine above decides what bytes mean. Hostnames never reach
+`ssl` as str (python3-light has no idna codec, and `ssl` encodes a str hostname with it):
+server_hostname is passed as ASCII bytes.
+"""
+
+import socket
+
+READ_SIZE = 65536
+HIGH_WATER = 1 << 20
+
+
+class Stream:
+    """A socket driven by the loop; callbacks: on_data(bytes), on_close(reason)."""
+
+    def __init__(self, loop, sock, on_data, on_close):
+        self.loop = loop
+        self.sock = sock
+        self.on_data = on_data
+        self.on_close = on_close
+        self.out = bytearray()
+        self.tls = None            # ssl.SSLObject
+        self.incoming = self.outgoing = None
+        self.handshake_done = None  # callback(error) while a handshake runs
+        self.reading = False
+        self.closed = False
+        self.close_after_flush = False
+        sock.setblocking(False)
+
+    @property
+    def fileno(self):
+        """Return the socket's file descriptor."""
+        return self.sock.fileno()
+
+    def peer(self):
+        """Return (ip, port) of the other end, or ('', 0) if unknown."""
+        try:
+            address = self.sock.getpeername()
+        except OSError:
+            return "", 0
+        if isinstance(address, tuple):
+            return address[0], address[1]
+        return "", 0
+
+    def resume_reading(self):
+        """Start (or restart) handing incoming bytes to on_data."""
+        if not self.reading and not self.closed:
+            self.reading = True
+            self.loop.add_reader(self.sock, self._readable)
+
+    def pause_reading(self):
+        """Stop reading until resume_reading() (back-pressure)."""
+        if self.reading:
+            self.reading = False
+            self.loop.remove_reader(self.sock)
+
+    # writing
+
+    def write(self, data):
+        """Queue bytes for the peer (encrypted if TLS is on)."""
+        if self.closed or not data:
+            return
+        if self.tls is not None:
+            import ssl
+            try:
+                self.tls.write(data)
+            except ssl.SSLError as exc:
+                self.close("TLS write failed: %s" % exc)
+                return
+            data = self.outgoing.read()
+        self.out += data
+        self._flush()
+
+    def close_when_flushed(self):
+        """Close once everything queued has been sent."""
+        self.close_after_flush = True
+        if not self.out:
+            self.close("closed by us")
+
+    def _flush(self):
+        while self.out and not self.closed:
+            try:
+                sent = self.sock.send(self.out)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                self.close("send failed: %s" % exc.strerror)
+                return
+            del self.out[:sent]
+        if self.closed:
+            return
+        if self.out:
+            self.loop.add_writer(self.sock, self._flush)
+        else:
+            self.loop.remove_writer(self.sock)
+            if self.close_after_flush:
+                self.close("closed by us")
+
+    # reading
+
+    def _readable(self):
+        try:
+            data = self.sock.recv(READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self.close("receive failed: %s" % exc.strerror)
+            return
+        if self.tls is not None:
+            self._tls_in(data)
+            return
+        if not data:
+            self.on_data(b"")
+            self.close("closed by peer")
+            return
+        self.on_data(data)
+
+    # TLS
+
+    def start_tls(self, context, server_side, on_done, server_hostname=None):
+        """Begin a TLS handshake; on_done(None or error text) when it ends."""
+        import ssl
+        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        name = server_hostname.encode("ascii") if isinstance(server_hostname, str) \
+            else server_hostname
+        self.tls = context.wrap_bio(self.incoming, self.outgoing, server_side=server_side,
+                                    server_hostname=name)
+        self.handshake_done = on_done
+        self.resume_reading()
+        self._handshake()
+
+    def _handshake(self):
+        import ssl
+        try:
+            self.tls.do_handshake()
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            self._send_tls_output()
+            return
+        except (ssl.SSLError, ssl.CertificateError, OSError) as exc:
+            self._send_tls_output()
+            done, self.handshake_done = self.handshake_done, None
+            done(str(exc) or type(exc).__name__)
+            return
+        self._send_tls_output()
+        done, self.handshake_done = self.handshake_done, None
+        done(None)
+
+    def _send_tls_output(self):
+        data = self.outgoing.read()
+        if data:
+            self.out += data
+            self._flush()
+
+    def _tls_in(self, data):
+        import ssl
+        if data:
+            self.incoming.write(data)
+        else:
+            self.incoming.write_eof()
+        if self.handshake_done is not None:
+            self._handshake()
+            if self.handshake_done is not None or self.closed or not self.tls:
+                return
+        chunks = []
+        while True:
+            try:
+                chunk = self.tls.read(READ_SIZE)
+            except ssl.SSLWantReadError:
+                break
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                chunk = b""
+            except ssl.SSLError as exc:
+                self.close("TLS error: %s" % exc)
+                return
+            if not chunk:
+                if chunks:
+                    self.on_data(b"".join(chunks))
+                self.on_data(b"")
+                self.close("closed by peer")
+                return
+            chunks.append(chunk)
+        self._send_tls_output()
+        if chunks:
+            self.on_data(b"".join(chunks))
+
+    def tls_info(self):
+        """Return (protocol version, cipher name) of the TLS session, or None."""
+        if self.tls is None or self.handshake_done is not None:
+            return None
+        cipher = self.tls.cipher()
+        return (self.tls.version(), cipher[0] if cipher else "")
+
+    # closing
+
+    def close(self, reason="closed"):
+        """Close the socket now and report it once."""
+        if self.closed:
+            return
+        self.closed = True
+        self.loop.remove_reader(self.sock)
+        self.loop.remove_writer(self.sock)
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        self.on_close(reason)
+
+
+def listen(host, port, backlog=128):
+    """Return a non-blocking listening socket on host (an IP literal) and port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(backlog)
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock

@@ -1,0 +1,119 @@
+"""Passwords of `config user` sections: hashing, verifying, and `masq passwd USER`.
+
+Owns the stored form `$pbkdf2-sha256$ITERATIONS$SALT$HASH` (salt and hash in unpadded
+base64), made with hashlib.pbkdf2_hmac (C code, in python3-light). Verification is
+constant-time (hmac.compare_digest) in both the hashed and the plain-text case. A plain
+text password is accepted (check-config warns about it).
+
+`masq passwd USER` reads the password (twice from a terminal, once from a pipe) and writes
+the hash into the configuration file as a text edit that keeps every other line, comment
+and blank as it was.
+"""
+
+import base64
+import hashlib
+import hmac
+import os
+import re
+import sys
+
+from masq import exits
+
+PREFIX = "$pbkdf2-sha256$"
+ITERATIONS = 20000   # a few tens of ms on a router CPU; stored with the hash
+
+
+def hash_password(password, iterations=ITERATIONS, salt=None):
+    """Return the stored form of password."""
+    salt = salt or os.urandom(12)
+    digest = hashlib.pbkdf2_hmac("sha256", password.encode("utf-8"), salt, iterations)
+    return "%s%d$%s$%s" % (PREFIX, iterations, _b64(salt), _b64(digest))
+
+
+def is_hashed(stored):
+    """Return True if stored is a hash rather than plain text."""
+    return stored.startswith(PREFIX)
+
+
+def verify(stored, password):
+    """Return True if password (bytes or str) matches the stored form."""
+    if isinstance(password, str):
+        password = password.encode("utf-8")
+    if not is_hashed(stored):
+        return hmac.compare_digest(stored.encode("utf-8"), password)
+    try:
+        iterations, salt, digest = stored[len(PREFIX):].split("$")
+        iterations = int(iterations)
+        salt, digest = _unb64(salt), _unb64(digest)
+    except (ValueError, TypeError):
+        return False
+    if not 1000 <= iterations <= 10_000_000:
+        return False
+    return hmac.compare_digest(hashlib.pbkdf2_hmac("sha256", password, salt, iterations),
+                               digest)
+
+
+def _b64(data):
+    return base64.b64encode(data).decode("ascii").rstrip("=")
+
+
+def _unb64(text):
+    return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+
+
+def set_in_config(text, user, stored):
+    """Return config text with `config user 'USER'` holding password stored."""
+    line = "\toption password '%s'\n" % stored
+    lines = text.splitlines(True) if text else []
+    header = re.compile(r"""^\s*config\s+user\s+(['"]?)%s\1\s*(#.*)?$""" % re.escape(user))
+    start = next((i for i, l in enumerate(lines) if header.match(l)), None)
+    if start is None:
+        if lines and not lines[-1].endswith("\n"):
+            lines[-1] += "\n"
+        return "".join(lines) + "\nconfig user '%s'\n%s" % (user, line)
+    end = start + 1
+    while end < len(lines) and not re.match(r"^\s*(config|c|package|p)\s", lines[end]):
+        if re.match(r"^\s*(option|o)\s+password(\s|$)", lines[end]):
+            lines[end] = line
+            return "".join(lines)
+        end += 1
+    lines.insert(start + 1, line)
+    return "".join(lines)
+
+
+def command(user, config_path=None):
+    """Run `masq passwd USER`: read a password, write its hash; return the exit status."""
+    if not re.fullmatch(r"[A-Za-z0-9_]+", user):
+        raise exits.Failure("user name %r: use letters, digits and _ only" % user,
+                            exits.USAGE)
+    password = _read_password()
+    stored = hash_password(password)
+    from masq.cli.common import config_path as find_config
+    path = find_config(config_path)
+    if path is None:
+        sys.stdout.write("config user '%s'\n\toption password '%s'\n" % (user, stored))
+        return exits.OK
+    try:
+        with open(path) as f:
+            text = f.read()
+    except FileNotFoundError:
+        text = ""
+    except OSError as exc:
+        raise exits.Failure("%s: %s" % (path, exc.strerror), exits.CONFIG) from None
+    from masq.uci import write_file
+    write_file(path, set_in_config(text, user, stored))
+    sys.stdout.write("password for %s written to %s\n" % (user, path))
+    return exits.OK
+
+
+def _read_password():
+    if sys.stdin.isatty():
+        import getpass
+        first = getpass.getpass("New password: ")
+        if first != getpass.getpass("Again: "):
+            raise exits.Failure("the passwords differ", exits.DATAERR)
+    else:
+        first = sys.stdin.readline().rstrip("\r\n")
+    if not first:
+        raise exits.Failure("empty password", exits.DATAERR)
+    return first

@@ -1,0 +1,74 @@
+"""Relay control: may this client send to this recipient? A reply, or None to go on.
+
+Owns the decisions Postfix makes with `reject_unauth_destination`,
+`allow_untrusted_routing = no` and `smtpd_reject_unlisted_recipient`:
+- a client is trusted when its address is in `relay_net` or it has authenticated;
+- on a `submission` listener every transaction needs AUTH (530 5.7.0 at MAIL);
+- a recipient in a local domain must be a known local user (550 5.1.1), unless the
+  address is routed (`%`, `!`, source route, quoted `@`) and the client untrusted
+  (554 5.7.1: no relaying through us by tricks);
+- any other recipient needs a trusted client (554 5.7.1 Relay access denied). An IP
+  literal is never a local domain here: `user@[our.ip]` is treated as remote.
+
+Pure: the caller passes what it knows (peer, local domains, a lookup for local users).
+"""
+
+import ipaddress
+
+from masq.proto.reply import Reply
+
+
+class Peer:
+    """What relay control needs to know about the client."""
+
+    __slots__ = ("ip", "trusted_net", "auth_user", "kind")
+
+    def __init__(self, ip, trusted_net=False, auth_user=None, kind="smtp"):
+        self.ip = ip
+        self.trusted_net = trusted_net
+        self.auth_user = auth_user
+        self.kind = kind
+
+    @property
+    def trusted(self):
+        """Return True if the client may relay."""
+        return self.auth_user is not None or (self.trusted_net and self.kind != "submission")
+
+
+def parse_networks(texts):
+    """Return ip_network objects for the relay_net strings."""
+    return [ipaddress.ip_network(text, strict=False) for text in texts]
+
+
+def in_networks(ip, networks):
+    """Return True if the address ip (text) is in one of networks."""
+    try:
+        addr = ipaddress.ip_address(ip.split("%")[0])
+    except ValueError:
+        return False
+    if addr.version == 6 and addr.ipv4_mapped:
+        addr = addr.ipv4_mapped
+    return any(addr.version == net.version and addr in net for net in networks)
+
+
+def check_mail(peer):
+    """Return a refusal for MAIL FROM from this peer, or None."""
+    if peer.kind == "submission" and peer.auth_user is None:
+        return Reply(530, "5.7.0", "Authentication required")
+    return None
+
+
+def check_rcpt(peer, addr, local_domains, is_local_user):
+    """Return a refusal for RCPT TO addr (an Address) from peer, or None."""
+    domain = addr.domain
+    local = not domain or domain in local_domains
+    if addr.routed and not peer.trusted:
+        return Reply(554, "5.7.1", "<%s>: Relay access denied" % addr)
+    if local:
+        if not is_local_user(addr.local):
+            return Reply(550, "5.1.1", "<%s>: Recipient address rejected: User unknown"
+                         % addr)
+        return None
+    if not peer.trusted:
+        return Reply(554, "5.7.1", "<%s>: Relay access denied" % addr)
+    return None
