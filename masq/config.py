@@ -1,0 +1,457 @@
+"""Configuration: the schema of masq's UCI file and the typed, defaulted settings it yields.
+
+Owns the option table (OPTIONS: one row per section type and option, with its type and
+default; docs/CONFIG.md documents every row and a test keeps the two in step), the
+conversion of UCI strings into typed values, and `describe`, the effective settings in
+UCI form for `masq check-config`.
+
+Does not parse UCI syntax (uci.py does), find the file (the command line chooses
+`-C FILE`, $MASQ_CONFIG or the default), nor decide what settings mean: routes,
+listeners and policy read them. Values are checked for form only; no command is run, no
+name is resolved, no file is opened here except the configuration itself.
+
+Hostile input: the file is an administrator's, possibly mistyped. Every unknown section
+or option, wrong type or unnamed route raises ConfigError(path, line, message) naming the
+option, what was expected and, for a typo, the nearest known name. The first error wins.
+"""
+
+import re
+
+from masq import uci
+from masq.uci import ConfigError
+
+__all__ = ["ConfigError", "Config", "Section", "load", "loads", "describe", "OPTIONS"]
+
+
+class Kind:
+    """How an option's text becomes a value: `convert(text)` returns it or raises ValueError."""
+
+    __slots__ = ("name", "expected", "convert", "render", "is_list")
+
+    def __init__(self, name, expected, convert, render=str, is_list=False):
+        self.name = name            # the type as docs/CONFIG.md names it
+        self.expected = expected    # for "expected ..., got ..."
+        self.convert = convert      # for a list: converts one item
+        self.render = render        # value (or item) back to UCI text
+        self.is_list = is_list
+
+
+BOOLS = {"1": True, "yes": True, "on": True, "true": True, "enabled": True,
+         "0": False, "no": False, "off": False, "false": False, "disabled": False}
+SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+TIME_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_INT = re.compile(r"-?[0-9]+\Z")
+_SIZE = re.compile(r"([0-9]+)([kKmMgG]?)\Z")
+_INTERVAL = re.compile(r"([0-9]+(?:\.[0-9]+)?)([smhdw]?)\Z")
+_HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)"
+                        r"(?::([0-9]{1,5}))?\Z")
+LISTEN_SCHEMES = ("smtp", "submission", "smtps", "qmtp")
+
+
+def _text(text):
+    return text
+
+
+def _bool(text):
+    if text not in BOOLS:
+        raise ValueError(text)
+    return BOOLS[text]
+
+
+def _int_kind(low=None, high=None):
+    if low is not None and high is not None:
+        expected = "an integer from %d to %d" % (low, high)
+    elif low is not None:
+        expected = "an integer >= %d" % low
+    else:
+        expected = "an integer"
+
+    def convert(text):
+        if not _INT.match(text):
+            raise ValueError(text)
+        value = int(text)
+        if (low is not None and value < low) or (high is not None and value > high):
+            raise ValueError(text)
+        return value
+    return Kind("int", expected, convert)
+
+
+def _size(text):
+    match = _SIZE.match(text)
+    if not match:
+        raise ValueError(text)
+    return int(match.group(1)) * SIZE_UNITS[match.group(2).lower()]
+
+
+def _render_size(value):
+    for unit in "GMk":
+        if value and value % SIZE_UNITS[unit.lower()] == 0:
+            return "%d%s" % (value // SIZE_UNITS[unit.lower()], unit)
+    return str(value)
+
+
+def _interval(text):
+    match = _INTERVAL.match(text)
+    if not match:
+        raise ValueError(text)
+    return float(match.group(1)) * TIME_UNITS[match.group(2)]
+
+
+def _render_interval(value):
+    for unit in "wdhms":
+        if value and value % TIME_UNITS[unit] == 0:
+            return "%d%s" % (value // TIME_UNITS[unit], unit)
+    return ("%.6f" % value).rstrip("0").rstrip(".")
+
+
+def _enum_kind(*choices):
+    def convert(text):
+        if text not in choices:
+            raise ValueError(text)
+        return text
+    return Kind("enum", "one of " + ", ".join(choices), convert)
+
+
+def _prefixed_kind(expected, exact, prefixes):
+    """Return a str kind whose value is one of `exact` or a prefix plus something."""
+    def convert(text):
+        if text in exact or any(text.startswith(p) and text != p for p in prefixes):
+            return text
+        raise ValueError(text)
+    return Kind("str", expected, convert)
+
+
+def _host_port(text, low_port=1):
+    match = _HOST_PORT.match(text)
+    if not match or (match.group(2) and not low_port <= int(match.group(2)) <= 65535):
+        raise ValueError(text)
+    return text
+
+
+def _listen(text):
+    scheme, sep, rest = text.partition("://")
+    if not sep or scheme not in LISTEN_SCHEMES:
+        raise ValueError(text)
+    _host_port(rest, low_port=0)
+    return text
+
+
+def _network(text):
+    import ipaddress                       # lazily: sendmail starts fast
+    ipaddress.ip_network(text, strict=False)
+    return text
+
+
+STR = Kind("str", "a string", _text)
+PATH = Kind("path", "a path", _text)
+BOOL = Kind("bool", "a boolean (1/0, yes/no, on/off, true/false, enabled/disabled)",
+            _bool, lambda value: "1" if value else "0")
+INT = _int_kind()
+COUNT = _int_kind(1)
+PORT = _int_kind(1, 65535)
+SIZE = Kind("size", "a size (bytes, or a number with k, M or G)", _size, _render_size)
+INTERVAL = Kind("interval", "an interval (seconds, or a number with s, m, h, d or w)",
+                _interval, _render_interval)
+LIST = Kind("list", "a string", _text, is_list=True)
+NETWORKS = Kind("list", "an IP network such as 192.168.1.0/24", _network, is_list=True)
+LISTEN = Kind("list", "a listener such as smtp://127.0.0.1:25 (scheme %s)"
+              % ", ".join(LISTEN_SCHEMES), _listen, is_list=True)
+HOST_PORT = Kind("str", "host or host:port (an IPv6 address in brackets)", _host_port)
+MAILBOX = _prefixed_kind("maildir:PATH, mbox:PATH or mda:COMMAND", (),
+                         ("maildir:", "mbox:", "mda:"))
+ONLINE = _prefixed_kind("always, file:PATH, pipe:COMMAND, iface:NAME, ubus:IFACE or "
+                        "modem:DEVICE", ("always",),
+                        ("file:", "pipe:", "iface:", "ubus:", "modem:"))
+TLS = _enum_kind("none", "opportunistic", "starttls", "tls")
+LOG = _enum_kind("syslog", "stderr")
+LOG_LEVEL = _enum_kind("error", "warning", "info", "debug")
+
+
+def _hostname(values):
+    import socket                          # lazily: only when the file names no hostname
+    return socket.gethostname()
+
+
+def _local_domain(values):
+    return [values["hostname"], "localhost"]
+
+
+class Option:
+    """One row of the schema: where an option lives, its kind and its default."""
+
+    __slots__ = ("section", "name", "kind", "default", "secret")
+
+    def __init__(self, section, name, kind, default=None, secret=False):
+        self.section = section
+        self.name = name
+        self.kind = kind
+        self.default = default      # a value, or a function of the values before it
+        self.secret = secret        # hidden by describe() unless asked
+
+    def default_for(self, values):
+        """Return this option's default given the section's values so far."""
+        if callable(self.default):
+            return self.default(values)
+        if self.kind.is_list:
+            return list(self.default or ())
+        return self.default
+
+
+# The schema. Order matters only for defaults that depend on earlier options, and it is
+# the order `describe` prints. docs/CONFIG.md has one line per row.
+_M, _U, _R = "masq", "user", "route"
+OPTIONS = (
+    Option(_M, "hostname", STR, _hostname),
+    Option(_M, "spool_dir", PATH, "/var/spool/masq"),
+    Option(_M, "volatile_spool", BOOL, False),
+    Option(_M, "listen", LISTEN, ("smtp://127.0.0.1:25",)),
+    Option(_M, "local_domain", LIST, _local_domain),
+    Option(_M, "relay_net", NETWORKS, ("127.0.0.0/8", "::1/128")),
+    Option(_M, "local_users", LIST, ()),
+    Option(_M, "alias_file", PATH, "/etc/aliases"),
+    Option(_M, "mailbox", MAILBOX, "mbox:/var/mail/%u"),
+    Option(_M, "max_message_size", SIZE, 10 << 20),
+    Option(_M, "max_recipients", COUNT, 100),
+    Option(_M, "max_connections", COUNT, 50),
+    Option(_M, "max_connections_per_ip", COUNT, 10),
+    Option(_M, "smtp_timeout", INTERVAL, 300.0),
+    Option(_M, "tls_cert", PATH),
+    Option(_M, "tls_key", PATH),
+    Option(_M, "dns_server", HOST_PORT),
+    Option(_M, "status_listen", STR, ""),
+    Option(_M, "status_password", STR, secret=True),
+    Option(_M, "status_file", PATH, "/var/run/masq/status.json"),
+    Option(_M, "pid_file", PATH, "/var/run/masq/masq.pid"),
+    Option(_M, "user", STR, ""),
+    Option(_M, "trusted_users", LIST, ("root", "mail", "daemon")),
+    Option(_M, "queue_interval", INTERVAL, 0.0),
+    Option(_M, "queue_lifetime", INTERVAL, 5 * 86400.0),
+    Option(_M, "delay_warning", INTERVAL, 4 * 3600.0),
+    Option(_M, "retry_interval", INTERVAL, 300.0),
+    Option(_M, "retry_max", INTERVAL, 4 * 3600.0),
+    Option(_M, "online_check_interval", INTERVAL, 300.0),
+    Option(_M, "do_queue", BOOL, False),
+    Option(_M, "log", LOG, "syslog"),
+    Option(_M, "log_level", LOG_LEVEL, "info"),
+
+    Option(_U, "password", STR, secret=True),
+    Option(_U, "mailbox", MAILBOX),
+
+    Option(_R, "online", ONLINE, "always"),
+    Option(_R, "smarthost", HOST_PORT),
+    Option(_R, "port", PORT, 25),
+    Option(_R, "tls", TLS, "opportunistic"),
+    Option(_R, "tls_verify", BOOL, True),
+    Option(_R, "tls_ca", PATH),
+    Option(_R, "auth_user", STR),
+    Option(_R, "auth_pass", STR, secret=True),
+    Option(_R, "helo", STR),
+    Option(_R, "allowed_sender", LIST, ()),
+    Option(_R, "denied_sender", LIST, ()),
+    Option(_R, "allowed_recipient", LIST, ()),
+    Option(_R, "denied_recipient", LIST, ()),
+    Option(_R, "allowed_from", LIST, ()),
+    Option(_R, "denied_from", LIST, ()),
+    Option(_R, "from_domain", STR),
+    Option(_R, "map_sender", LIST, ()),
+    Option(_R, "map_from", LIST, ()),
+    Option(_R, "last_route", BOOL, False),
+    Option(_R, "connect_error_fail", BOOL, False),
+    Option(_R, "pipe", STR),
+    Option(_R, "wrapper", STR),
+    Option(_R, "timeout", INTERVAL, 300.0),
+)
+
+SCHEMA = {}                                 # section type -> {option name -> Option}
+for _row in OPTIONS:
+    SCHEMA.setdefault(_row.section, {})[_row.name] = _row
+del _row
+NAMED = frozenset(("user", "route"))        # config route 'NAME': a name is required
+PAIRS = {"masq": (("tls_cert", "tls_key"),), "route": (("auth_user", "auth_pass"),)}
+HIDDEN = "(hidden)"                         # what describe() shows for a secret
+
+
+class Section:
+    """One typed section: `route.port` or `route["port"]`, defaults filled in."""
+
+    __slots__ = ("type", "name", "line", "_values", "_lines")
+
+    def __init__(self, type, name, line, values, lines):
+        self.type = type
+        self.name = name            # None for an anonymous masq section
+        self.line = line            # line of its config statement; 0 if not in the file
+        self._values = values       # option name -> typed value, in schema order
+        self._lines = lines         # option name -> line, for options the file set
+
+    def __getattr__(self, name):
+        if not name.startswith("_"):
+            try:
+                return self._values[name]
+            except KeyError:
+                pass
+        raise AttributeError("%s section has no option %r" % (self.type, name))
+
+    def __getitem__(self, name):
+        return self._values[name]
+
+    def items(self):
+        """Return (option, value) pairs in schema order."""
+        return self._values.items()
+
+    def is_set(self, name):
+        """Return True if the file set this option (False: the value is the default)."""
+        return name in self._lines
+
+    def line_of(self, name):
+        """Return the line that set the option, or the section's line if the file did not."""
+        return self._lines.get(name, self.line)
+
+    def __repr__(self):
+        return "<Section %s %r line %d>" % (self.type, self.name, self.line)
+
+
+class Config:
+    """The whole configuration: main settings, routes in file order, users by name."""
+
+    __slots__ = ("path", "main", "routes", "users")
+
+    def __init__(self, path):
+        self.path = path
+        self.main = None
+        self.routes = []
+        self.users = {}
+
+    def route(self, name):
+        """Return the route section called name, or None."""
+        for route in self.routes:
+            if route.name == name:
+                return route
+        return None
+
+    def error(self, section, option, message):
+        """Return a ConfigError pointing at the line that set section's option."""
+        return ConfigError(self.path, section.line_of(option), message)
+
+
+def load(path):
+    """Read the configuration file at path and return its Config; raise ConfigError."""
+    return loads(uci.read_file(path), path)
+
+
+def loads(text, path="<string>"):
+    """Return the Config of UCI text; raise ConfigError naming path and line."""
+    config = Config(path)
+    for raw in uci.parse(text, path):
+        rows = SCHEMA.get(raw.type)
+        if rows is None:
+            raise ConfigError(path, raw.line, "unknown section type '%s'%s"
+                              % (raw.type, _did_you_mean(raw.type, SCHEMA)))
+        if raw.name is None and raw.type in NAMED:
+            raise ConfigError(path, raw.line, "a %s section needs a name: config %s 'NAME'"
+                              % (raw.type, raw.type))
+        _ADD[raw.type](config, _section(raw, rows, path))
+    if config.main is None:
+        config.main = _section(uci.RawSection("masq", "main", 0), SCHEMA["masq"], path)
+    return config
+
+
+def _add_main(config, section):
+    if config.main is not None:
+        raise ConfigError(config.path, section.line, "a second masq section; the first is "
+                          "at line %d and there can be only one" % config.main.line)
+    config.main = section
+
+
+def _add_user(config, section):
+    config.users[section.name] = section
+
+
+def _add_route(config, section):
+    config.routes.append(section)
+
+
+_ADD = {"masq": _add_main, "user": _add_user, "route": _add_route}
+
+
+def _section(raw, rows, path):
+    """Return the typed Section of a RawSection: check every option, fill in defaults."""
+    values, lines = {}, {}
+    for name, option in raw.options.items():
+        row = rows.get(name)
+        if row is None:
+            raise ConfigError(path, option.line, _unknown(name, raw))
+        values[name] = _value(row, option, raw, path)
+        lines[name] = option.line
+    for name, row in rows.items():
+        if name not in values:
+            values[name] = row.default_for(values)
+    for first, second in PAIRS.get(raw.type, ()):
+        if (first in lines) != (second in lines):
+            given, missing = (first, second) if first in lines else (second, first)
+            raise ConfigError(path, lines[given], "option '%s' in %s needs '%s' as well"
+                              % (given, _label(raw), missing))
+    return Section(raw.type, raw.name, raw.line, {n: values[n] for n in rows}, lines)
+
+
+def _value(row, option, raw, path):
+    """Return the typed value of one RawOption, or raise ConfigError at its line."""
+    where = "'%s' in %s" % (row.name, _label(raw))
+    if option.is_list() and not row.kind.is_list:
+        raise ConfigError(path, option.line, "option %s takes one value: write "
+                          "'option %s ...', not 'list'" % (where, row.name))
+    items = option.value if option.is_list() else [option.value]
+    lines = option.item_lines or [option.line] * len(items)
+    values = []
+    for item, line in zip(items, lines):
+        try:
+            values.append(row.kind.convert(item))
+        except ValueError:
+            raise ConfigError(path, line, "option %s: expected %s, got %s"
+                              % (where, row.kind.expected, _show(item))) from None
+    return values if row.kind.is_list else values[0]
+
+
+def _unknown(name, raw):
+    hint = _did_you_mean(name, SCHEMA[raw.type])
+    if not hint:
+        owners = [kind for kind, rows in SCHEMA.items() if name in rows]
+        if owners:
+            hint = "; it belongs in a %s section" % " or ".join(owners)
+    return "unknown option '%s' in %s%s" % (name, _label(raw), hint)
+
+
+def _did_you_mean(word, names):
+    import difflib                         # lazily: only on the error path
+    close = difflib.get_close_matches(word, list(names), n=1)
+    return "; did you mean '%s'?" % close[0] if close else ""
+
+
+def _label(raw):
+    return "%s '%s'" % (raw.type, raw.name) if raw.name else "%s section" % raw.type
+
+
+def _show(value):
+    text = value if len(value) <= 60 else value[:57] + "..."
+    return "'%s'" % text if text.isprintable() else repr(text)
+
+
+def describe(config, show_secrets=False):
+    """Return the effective settings, defaults included, as UCI text in writer format."""
+    sections = [config.main] + list(config.users.values()) + config.routes
+    return uci.dump([_raw(section, show_secrets) for section in sections])
+
+
+def _raw(section, show_secrets):
+    raw = uci.RawSection(section.type, section.name, section.line)
+    for name, row in SCHEMA[section.type].items():
+        value = section[name]
+        if value is None or value == "" or value == []:
+            continue                        # unset: UCI has no way to say "empty"
+        if row.secret and not show_secrets:
+            text = HIDDEN
+        elif row.kind.is_list:
+            text = [row.kind.render(item) for item in value]
+        else:
+            text = row.kind.render(value)
+        raw.options[name] = uci.RawOption(text, section.line_of(name))
+    return raw
