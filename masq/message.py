@@ -54,7 +54,10 @@ class HeaderTooLong(ValueError):
 
 
 class InputNormalizer:
-    """Turn submitted bytes into CRLF lines, stopping at a lone `.` unless dot_ends is False."""
+    """Turn submitted bytes into CRLF lines, stopping at a lone `.` unless dot_ends is False.
+
+    `ended` becomes True only when a lone `.` stopped the input (not at end of input).
+    """
 
     def __init__(self, dot_ends=True):
         self.dot_ends = dot_ends
@@ -62,10 +65,11 @@ class InputNormalizer:
         self._crs = 0        # CRs seen at the end of the last piece, not yet resolved
         self._bol = True     # the output so far ends at a line boundary
         self._dot = False    # a "." at the start of a line is held back
+        self._closed = False
 
     def feed(self, data):
         """Take the next piece of input; return the normalised bytes now available."""
-        if self.ended or not data:
+        if self.ended or self._closed or not data:
             return b""
         data = bytes(data)
         head = b""
@@ -86,15 +90,15 @@ class InputNormalizer:
 
     def finish(self):
         """Signal end of input; return the last bytes (a final CRLF added if missing)."""
-        if self.ended:
+        if self.ended or self._closed:
             return b""
+        self._closed = True
         if self._dot:
             return self._end(b"")
         out = b"\r\n" * self._crs
-        self._crs = 0
         if not self._bol and not out:
             out = b"\r\n"
-        self.ended, self._bol = True, True
+        self._crs, self._bol = 0, True
         return out
 
     def _emit(self, text):
@@ -276,7 +280,7 @@ class HeaderReader:
         """Signal end of input; return any body bytes still held."""
         if self.done:
             return b""
-        rest = bytes(self._buf)
+        rest, self._buf = bytes(self._buf), bytearray()
         if rest and self._start_kind(rest) in ("header", "fold", "from"):
             self._line(rest + b"\r\n")
             rest = b""
