@@ -40,11 +40,11 @@ BOOLS = {"1": True, "yes": True, "on": True, "true": True, "enabled": True,
          "0": False, "no": False, "off": False, "false": False, "disabled": False}
 SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 TIME_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_INT = re.compile(r"-?[0-9]+\Z")
-_SIZE = re.compile(r"([0-9]+)([kKmMgG]?)\Z")
-_INTERVAL = re.compile(r"([0-9]+(?:\.[0-9]+)?)([smhdw]?)\Z")
-_HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)"
-                        r"(?::([0-9]{1,5}))?\Z")
+# Patterns stay strings: re compiles (and caches) one only when a value needs it.
+_SIZE = r"([0-9]+)([kKmMgG]?)"
+_INTERVAL = r"([0-9]+(?:\.[0-9]+)?)([smhdw]?)"
+_HOST_PORT = (r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)"
+              r"(?::([0-9]{1,5}))?")
 LISTEN_SCHEMES = ("smtp", "submission", "smtps", "qmtp")
 
 
@@ -67,7 +67,8 @@ def _int_kind(low=None, high=None):
         expected = "an integer"
 
     def convert(text):
-        if not _INT.match(text):
+        digits = text[1:] if text.startswith("-") else text
+        if not (digits.isascii() and digits.isdigit()):
             raise ValueError(text)
         value = int(text)
         if (low is not None and value < low) or (high is not None and value > high):
@@ -77,7 +78,7 @@ def _int_kind(low=None, high=None):
 
 
 def _size(text):
-    match = _SIZE.match(text)
+    match = re.fullmatch(_SIZE, text)
     if not match:
         raise ValueError(text)
     return int(match.group(1)) * SIZE_UNITS[match.group(2).lower()]
@@ -91,7 +92,7 @@ def _render_size(value):
 
 
 def _interval(text):
-    match = _INTERVAL.match(text)
+    match = re.fullmatch(_INTERVAL, text)
     if not match:
         raise ValueError(text)
     return float(match.group(1)) * TIME_UNITS[match.group(2)]
@@ -122,7 +123,7 @@ def _prefixed_kind(expected, exact, prefixes):
 
 
 def _host_port(text, low_port=1):
-    match = _HOST_PORT.match(text)
+    match = re.fullmatch(_HOST_PORT, text)
     if not match or (match.group(2) and not low_port <= int(match.group(2)) <= 65535):
         raise ValueError(text)
     return text
@@ -146,7 +147,6 @@ STR = Kind("str", "a string", _text)
 PATH = Kind("path", "a path", _text)
 BOOL = Kind("bool", "a boolean (1/0, yes/no, on/off, true/false, enabled/disabled)",
             _bool, lambda value: "1" if value else "0")
-INT = _int_kind()
 COUNT = _int_kind(1)
 PORT = _int_kind(1, 65535)
 SIZE = Kind("size", "a size (bytes, or a number with k, M or G)", _size, _render_size)

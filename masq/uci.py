@@ -28,13 +28,7 @@ import os
 import re
 
 SPACE = " \t\n\r\v\f"                     # C isspace() in the C locale
-NAME = re.compile(r"[A-Za-z0-9_]+\Z")
-PACKAGE = re.compile(r"[A-Za-z0-9_-]+\Z")
-TYPE = re.compile(r"[\x21-\x7e]+\Z")
-SAFE_TYPE = re.compile(r"[A-Za-z0-9_.\-]+\Z")  # written unquoted, as libuci does
-_PLAIN = re.compile(r"[^'\"#;\\ \t\n\r\v\f]+")
-_DQ_PLAIN = re.compile(r'[^"\\]+')
-_WORD = re.compile(r"[^ \t]+")             # strtok(" \t") finds the keyword
+_PLAIN = re.compile(r"[^'\"#;\\ \t\n\r\v\f]+")   # the only regex: imports stay cheap
 KEYWORDS = {"package": "package", "p": "package", "config": "config", "c": "config",
             "option": "option", "o": "option", "list": "list", "l": "list"}
 
@@ -62,7 +56,7 @@ class RawOption:
     def __init__(self, value, line, item_lines=()):
         self.value = value            # str, or list of str
         self.line = line              # line of the statement that last changed it
-        self.item_lines = list(item_lines)  # for a list: the line of each item
+        self.item_lines = list(item_lines)  # the line of each item ([line] for a scalar)
 
     def is_list(self):
         """Return True if the option is a list."""
@@ -87,6 +81,25 @@ class RawSection:
     def __repr__(self):
         return "RawSection(%r, %r, line=%d, %r)" % (
             self.type, self.name, self.line, self.options)
+
+
+def is_name(text):
+    """Return True if text is a valid section or option name: [A-Za-z0-9_]+."""
+    return text.isascii() and text.replace("_", "a").isalnum()
+
+
+def is_type(text):
+    """Return True if text is a valid section type: printable ASCII 0x21-0x7E."""
+    return text.isascii() and text.isprintable() and text != "" and " " not in text
+
+
+def _is_package(text):
+    return is_name(text.replace("-", "_"))
+
+
+def _is_plain_type(text):
+    """Return True if libuci's unquoted way of writing a type reads back the same."""
+    return is_name(text.replace("-", "_").replace(".", "_"))
 
 
 def anonymous_key(type, ordinal):
@@ -151,25 +164,31 @@ class _Parser:
         while True:
             while self.pos < self.stop and self.text[self.pos] in " \t":
                 self.pos += 1
-            word = _WORD.match(self.text, self.pos, self.stop)
-            if word is None or word.group().startswith("#"):
+            if self.pos >= self.stop or self.text[self.pos] == "#":
                 return
-            command = KEYWORDS.get(word.group())
+            start, end = self.pos, self.find_any(" \t", self.pos)   # strtok(" \t")
+            word = self.text[start:end]
+            command = KEYWORDS.get(word)
             if command is None:
-                bare = word.group().strip(SPACE)     # libuci rejects `config` + newline too
+                bare = word.strip(SPACE)             # libuci rejects `config` + newline too
                 self.error("insufficient arguments" if bare in KEYWORDS else
                            "invalid command" + (" '%s'" % bare if bare else ""))
-            if word.end() >= self.stop:
+            if end >= self.stop:
                 self.error("%s without name" % ("option" if command == "list" else command))
-            self.pos = word.end() + 1
-            getattr(self, "do_" + command)(self.line_at(word.start()))
+            self.pos = end + 1
+            getattr(self, "do_" + command)(self.line_at(start))
+
+    def find_any(self, chars, pos):
+        """Return the index of the first of chars at or after pos in the buffer, or its stop."""
+        found = [i for i in (self.text.find(c, pos, self.stop) for c in chars) if i >= 0]
+        return min(found, default=self.stop)
 
     def do_package(self, line):
         # Names the file's package in `uci import` streams; a file loaded by path ignores it.
         name, at = self.arg()
         if not name:
             self.error("insufficient arguments", at)
-        if not PACKAGE.match(name):
+        if not _is_package(name):
             self.error("invalid character in name field", at)
         self.assert_eol()
 
@@ -177,10 +196,10 @@ class _Parser:
         kind, at = self.arg()
         if not kind:
             self.error("insufficient arguments", at)
-        if not TYPE.match(kind):
+        if not is_type(kind):
             self.error("invalid character in type field", at)
         name, at = self.arg()
-        if name and not NAME.match(name):
+        if name and not is_name(name):
             self.error("invalid character in name field", at)
         self.assert_eol()
         self.open_section(kind, name, line)
@@ -197,7 +216,7 @@ class _Parser:
         name, at = self.arg()
         if not name:
             self.error("insufficient arguments", at)
-        if not NAME.match(name):
+        if not is_name(name):
             self.error("invalid character in name field", at)
         value, _ = self.arg()
         self.assert_eol()
@@ -299,9 +318,9 @@ class _Parser:
                     out.append(self.text[self.pos])
                     self.pos += 1
             else:
-                plain = _DQ_PLAIN.match(self.text, self.pos, self.stop)
-                out.append(plain.group())
-                self.pos = plain.end()
+                end = self.find_any('"\\', self.pos)
+                out.append(self.text[self.pos:end])
+                self.pos = end
 
 
 def _set(options, name, value, line):
@@ -340,15 +359,15 @@ def dump(sections):
     """Return sections as UCI text in the format `uci commit` writes."""
     out = []
     for section in sections:
-        if not TYPE.match(section.type):
+        if not is_type(section.type):
             raise ValueError("invalid section type %r" % section.type)
-        if section.name is not None and not NAME.match(section.name):
+        if section.name is not None and not is_name(section.name):
             raise ValueError("invalid section name %r" % section.name)
-        kind = section.type if SAFE_TYPE.match(section.type) else quote(section.type)
+        kind = section.type if _is_plain_type(section.type) else quote(section.type)
         name = "" if section.name is None else " " + quote(section.name)
         out.append("\nconfig %s%s\n" % (kind, name))
         for option_name, option in section.options.items():
-            if not NAME.match(option_name):
+            if not is_name(option_name):
                 raise ValueError("invalid option name %r" % option_name)
             if option.is_list():
                 out.extend("\tlist %s %s\n" % (option_name, quote(v)) for v in option.value)
