@@ -1,0 +1,7 @@
+"""`python3 -m masq`: the same as the installed `masq` launcher."""
+
+import sys
+
+from masq.cli import main
+
+sys.exit(main())

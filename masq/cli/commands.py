@@ -1,0 +1,138 @@
+"""The `masq COMMAND` commands: daemon, queue, flush, rm, online, status, passwd, setup,
+check-config, version.
+
+Owns the table from command name to function and their argument checking; `-C FILE` may
+stand anywhere among a command's arguments. Each command that needs the daemon asks it
+over the control socket; those that can work without it read the spool themselves.
+"""
+
+import sys
+
+from masq import __version__, control, exits
+from masq.cli import common
+
+
+def run(name, args):
+    """Run command name with args; return the exit status."""
+    command = _COMMANDS.get(name)
+    if command is None:
+        raise exits.Failure("unknown command %r (try `masq --help`)" % name, exits.USAGE)
+    path, rest = common.split_command_args(args)
+    return command(path, rest)
+
+
+def _no_args(name, rest):
+    if rest:
+        raise exits.Failure("%s: unexpected argument %r" % (name, rest[0]), exits.USAGE)
+
+
+def _daemon(path, rest):
+    _no_args("daemon", rest)
+    from masq import daemon
+    return daemon.run(common.config_path(path), detach=False)
+
+
+def _queue(path, rest):
+    cfg = common.load_config(path)
+    if rest == ["--dump"]:
+        from masq.queue.dump import dump_lines
+        from masq.queue.log import LogError
+        try:
+            for line in dump_lines(cfg.main.spool_dir):
+                sys.stdout.write(line + "\n")
+        except (LogError, OSError) as exc:
+            raise exits.Failure(str(exc), exits.IOERR) from None
+        return exits.OK
+    _no_args("queue", rest)
+    from masq.cli import mailq
+    return mailq.run(cfg, sys.stdout)
+
+
+def _rm(path, rest):
+    from masq.cli import mailq
+    return mailq.remove(common.load_config(path), rest)
+
+
+def flush(cfg, route=None, forced=False):
+    """Ask the daemon to run the queue (through route only); return the exit status."""
+    reply = control.request(cfg.main.spool_dir, "flush", timeout=3600, route=route,
+                            forced=forced)
+    if reply is None:
+        raise exits.Failure("no daemon runs (start it with `masq daemon`)", exits.UNAVAILABLE)
+    if not reply.get("ok"):
+        raise exits.Failure(reply.get("error", "flush failed"), exits.UNAVAILABLE)
+    if reply.get("note"):
+        print(reply["note"])
+    return exits.OK
+
+
+def _flush(path, rest):
+    if len(rest) > 1:
+        raise exits.Failure("flush: name at most one route", exits.USAGE)
+    return flush(common.load_config(path), rest[0] if rest else None)
+
+
+def _online(path, rest):
+    if len(rest) != 2 or rest[1] not in ("up", "down", "auto"):
+        raise exits.Failure("usage: masq online ROUTE up|down|auto", exits.USAGE)
+    cfg = common.load_config(path)
+    if rest[0] not in [r.name for r in cfg.routes]:
+        raise exits.Failure("no route named %r in the configuration" % rest[0], exits.USAGE)
+    reply = control.request(cfg.main.spool_dir, "online", route=rest[0], how=rest[1])
+    if reply is None:
+        raise exits.Failure("no daemon runs (start it with `masq daemon`)", exits.UNAVAILABLE)
+    if not reply.get("ok"):
+        raise exits.Failure(reply.get("error", "failed"), exits.NOPERM)
+    state = reply["route"]
+    print("route %s is %s" % (state["name"], "online" if state["online"] else "offline"))
+    return exits.OK
+
+
+def _status(path, rest):
+    if rest not in ([], ["--json"]):
+        raise exits.Failure("usage: masq status [--json]", exits.USAGE)
+    from masq.status import text
+    cfg = common.load_config(path)
+    doc = text.status_document(cfg)
+    if rest:
+        from masq import compat
+        sys.stdout.write(compat.dumps(doc) + "\n")
+    else:
+        sys.stdout.write(text.render(doc))
+    return exits.OK
+
+
+def _passwd(path, rest):
+    if len(rest) != 1:
+        raise exits.Failure("usage: masq passwd USER", exits.USAGE)
+    from masq.policy import passwords
+    return passwords.command(rest[0], path)
+
+
+def _check_config(path, rest):
+    _no_args("check-config", rest)
+    from masq import config
+    cfg = common.load_config(path)
+    for warning in getattr(cfg, "warnings", ()):
+        sys.stderr.write("masq: warning: %s\n" % warning)
+    sys.stdout.write(config.describe(cfg))
+    return exits.OK
+
+
+def _version(path, rest):
+    sys.stdout.write("masq %s\n" % __version__)
+    return exits.OK
+
+
+def newaliases(cfg):
+    """Check the aliases file (`newaliases`, `-bi`); masq reads it as text, nothing to build."""
+    print("%s: masq reads the aliases file directly; nothing to rebuild"
+          % cfg.main.alias_file)
+    return exits.OK
+
+
+_COMMANDS = {
+    "daemon": _daemon, "queue": _queue, "flush": _flush, "rm": _rm, "online": _online,
+    "status": _status, "passwd": _passwd, "check-config": _check_config,
+    "version": _version,
+}

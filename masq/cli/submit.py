@@ -1,0 +1,201 @@
+"""Local submission (`sendmail`, `-bm`): read a message on stdin and queue it durably.
+
+Owns what acceptance does to a locally submitted message (MASQMAIL.md section 7): Bcc and
+Return-Path removed; From, Date and Message-ID added when missing; a Received line on top;
+recipients from the arguments and, with -t, from To/Cc/Bcc. Input is normalised to CRLF
+and ends at a lone `.` unless -i/-oi; nothing else in the text is altered.
+
+Exit 0 means the message is on stable storage (its COMMIT record fdatasync'ed). It streams:
+memory stays flat whatever the message size. Works with no daemon; one that runs is poked
+to pick the message up. Errors: bad addresses exit 65 (EX_DATAERR), no recipients 64,
+too big 73, spool full or I/O error 75, spool misconfigured 78 — one line each.
+"""
+
+import os
+import pwd
+import time
+
+from masq import address, exits, message
+from masq.cli import common
+from masq.queue.envelope import Envelope
+from masq.queue.log import LogError
+from masq.queue.spool import Writer
+from masq.queue.store import new_id
+
+READ_SIZE = 65536
+
+
+def run(opts):
+    """Queue the message on stdin as opts say; return the exit status."""
+    cfg = common.load_config(opts.config)
+    hostname = cfg.main.hostname
+    sender, warning = envelope_sender(cfg, opts)
+    recipients = _arguments(opts.recipients, hostname)
+    if not recipients and not opts.extract:
+        raise exits.Failure("no recipients given", exits.USAGE)
+    queue = common.open_queue(cfg, "append")
+    msgid = new_id()
+    writer = Writer(queue.store, msgid)
+    try:
+        recipients = _receive(cfg, opts, writer, msgid, sender, warning, recipients)
+        queue.store.log.sync()
+    except LogError as exc:
+        writer.abort()
+        raise exits.Failure("message not queued: %s" % exc, exits.TEMPFAIL) from None
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        queue.close()
+    _poke(cfg, opts, msgid, recipients)
+    return exits.OK
+
+
+def envelope_sender(cfg, opts):
+    """Return (sender, X-Authentication-Warning text or None) for the submission."""
+    user = common.user_name()
+    own = "%s@%s" % (user, cfg.main.hostname)
+    if opts.sender is None:
+        return own, None
+    given = opts.sender.strip()
+    if given in ("", "<>"):
+        return "", None
+    if not given.startswith("<"):
+        given = "<%s>" % given
+    try:
+        sender = _qualify(address.parse_path(given, sender=True, unqualified=True,
+                                             smtputf8=True), cfg.main.hostname)
+    except address.AddressError as exc:
+        raise exits.Failure("bad sender address %r: %s" % (opts.sender, exc.text),
+                            exits.DATAERR) from None
+    if common.privileged(cfg) or sender == own:
+        return sender, None
+    return sender, "%s: %s set sender to %s using -f" % (cfg.main.hostname, user, sender or "<>")
+
+
+def _qualify(addr, hostname):
+    text = str(addr)
+    if addr.is_null or addr.domain:
+        return text
+    return "%s@%s" % (text, hostname)
+
+
+def _arguments(args, hostname):
+    out = []
+    for arg in args:
+        out.extend(_parse_list(arg, "recipient %r" % arg, hostname))
+    return out
+
+
+def _parse_list(value, what, hostname):
+    try:
+        found = address.parse_address_list(value)
+    except address.AddressError as exc:
+        raise exits.Failure("%s: %s" % (what, exc.text), exits.DATAERR) from None
+    out = []
+    for text in found:
+        try:
+            local, domain = address.split(text)
+        except address.AddressError as exc:
+            raise exits.Failure("%s: %s" % (what, exc.text), exits.DATAERR) from None
+        out.append("%s@%s" % (address.quote_local(local), domain or hostname))
+    return out
+
+
+def _receive(cfg, opts, writer, msgid, sender, warning, recipients):
+    """Read stdin into writer; commit; return the final recipient list."""
+    limit = cfg.main.max_message_size
+    norm = message.InputNormalizer(dot_ends=opts.dot_ends)
+    reader = message.HeaderReader()
+    first_body = b""
+    finished = False
+    try:
+        while not reader.done:
+            data = os.read(0, READ_SIZE)
+            finished = not data or norm.ended
+            text = norm.feed(data) + (norm.finish() if finished else b"")
+            first_body += reader.feed(text)
+            if finished:
+                first_body += reader.finish()
+    except message.HeaderTooLong as exc:
+        raise exits.Failure("message not queued: %s" % exc.text, exits.DATAERR) from None
+    headers = reader.headers
+    if opts.extract:
+        for name in ("To", "Cc", "Bcc"):
+            for value in headers.get_all(name):
+                recipients += _parse_list(value, "%s: header" % name, cfg.main.hostname)
+    recipients = _unique(recipients)
+    if not recipients:
+        raise exits.Failure("no recipients found", exits.USAGE)
+    now = time.time()
+    _cleanup(cfg, opts, headers, msgid, sender, warning, recipients, now)
+    writer.write(headers.to_bytes() + b"\r\n")
+    _copy_body(writer, norm, first_body, limit, finished)
+    writer.commit(Envelope(sender, recipients, received=now, protocol="local",
+                           origin=common.user_name()))
+    return recipients
+
+
+def _copy_body(writer, norm, text, limit, finished):
+    """Stream the rest of stdin into writer until EOF or a lone dot."""
+    while True:
+        if writer.size + len(text) > limit:
+            raise exits.Failure("message not queued: larger than max_message_size "
+                                "(%d bytes)" % limit, exits.CANTCREAT)
+        if text:
+            writer.write(text)
+        if finished:
+            return
+        data = os.read(0, READ_SIZE)
+        text = norm.feed(data)
+        if not data or norm.ended:
+            text += norm.finish()
+            finished = True
+
+
+def _unique(addresses):
+    seen, out = set(), []
+    for addr in addresses:
+        local, _, domain = addr.rpartition("@")
+        key = (local, domain.lower())
+        if key not in seen:
+            seen.add(key)
+            out.append(addr)
+    return out
+
+
+def _cleanup(cfg, opts, headers, msgid, sender, warning, recipients, now):
+    """Apply the acceptance rules to the header block."""
+    hostname = cfg.main.hostname
+    headers.remove("Bcc")
+    headers.remove("Return-Path")
+    if not headers.has("From"):
+        name = opts.fullname if opts.fullname is not None else _gecos()
+        headers.append("From", address.format_address(name or "", sender or
+                                                      "MAILER-DAEMON@" + hostname))
+    if not headers.has("Date"):
+        headers.append("Date", message.format_date(now))
+    if not headers.has("Message-ID"):
+        headers.append("Message-ID", message.make_message_id(msgid, hostname))
+    if warning:
+        headers.prepend("X-Authentication-Warning", warning)
+    headers.prepend("Received", message.received_line(
+        by_host=hostname, id=msgid, protocol="local", from_uid=os.getuid(),
+        for_rcpt=recipients[0] if len(recipients) == 1 else None, timestamp=now))
+
+
+def _gecos():
+    try:
+        return pwd.getpwuid(os.getuid()).pw_gecos.split(",")[0]
+    except KeyError:
+        return ""
+
+
+def _poke(cfg, opts, msgid, recipients):
+    """Tell a running daemon about the new message; report it with -v."""
+    from masq import control
+    reply = control.request(cfg.main.spool_dir, "new", timeout=5)
+    if opts.verbose:
+        os.write(2, ("masq: %s queued for %s%s\n" % (
+            msgid, ", ".join(recipients),
+            "" if reply else " (no daemon runs: it waits in the queue)")).encode())

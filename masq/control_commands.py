@@ -1,0 +1,104 @@
+"""What the daemon does for each control request: status, queue, new, rm, online, flush.
+
+Owns the table from command name to handler and who may run what: anyone may ask for
+status or poke the daemon about new mail; removing mail and overriding routes needs root,
+the daemon's own user or a trusted user (or, for rm, the user who submitted the message).
+"""
+
+import os
+
+from masq.cli import common
+from masq.queue import spool
+
+
+def handle(daemon, req, uid, answer):
+    """Carry out one control request and answer it."""
+    handler = _HANDLERS.get(req.get("cmd"))
+    if handler is None:
+        answer({"ok": False, "error": "unknown command %r" % (req.get("cmd"),)})
+        return
+    try:
+        handler(daemon, req, uid, answer)
+    except (KeyError, TypeError, ValueError) as exc:
+        answer({"ok": False, "error": "bad request: %s" % exc})
+
+
+def _trusted(daemon, uid):
+    return uid == os.getuid() or common.privileged(daemon.cfg, uid)
+
+
+def _status(daemon, req, uid, answer):
+    answer({"ok": True, "status": daemon.status()})
+
+
+def _new(daemon, req, uid, answer):
+    daemon.queue.store.log.lock()
+    try:
+        daemon.queue.store.log.catch_up()
+    finally:
+        daemon.queue.store.log.unlock()
+    daemon.notify("new")
+    answer({"ok": True})
+
+
+def _rm(daemon, req, uid, answer):
+    store = daemon.queue.store
+    removed, errors = [], []
+    for msgid in req["ids"]:
+        msg = store.messages.get(msgid)
+        if msg is None or not msg.kept or not msg.committed:
+            errors.append("%s: no such message" % msgid)
+        elif not (_trusted(daemon, uid) or msg.envelope.origin == common.user_name(uid)):
+            errors.append("%s: permission denied" % msgid)
+        else:
+            spool.remove(store, msgid, "removed by %s" % common.user_name(uid))
+            removed.append(msgid)
+    if removed:
+        store.want_sync(lambda error: answer({"ok": error is None, "removed": removed,
+                                               "errors": errors + _sync_error(error)}))
+        daemon.notify("removed", ids=removed)
+    else:
+        answer({"ok": not errors, "removed": removed, "errors": errors})
+
+
+def _sync_error(error):
+    return [] if error is None else [str(error)]
+
+
+def _online(daemon, req, uid, answer):
+    if not _trusted(daemon, uid):
+        answer({"ok": False, "error": "permission denied"})
+        return
+    name, how = req["route"], req["how"]
+    if name not in daemon.online.by_name:
+        answer({"ok": False, "error": "no route named %r" % name})
+        return
+    if how not in ("up", "down", "auto"):
+        answer({"ok": False, "error": "say up, down or auto"})
+        return
+    daemon.online.set_override(name, how, _now())
+    route = daemon.online.get(name)
+    daemon.log.info("route %s set %s by %s: now %s", name, how, common.user_name(uid),
+                    "online" if route.online else "offline")
+    answer({"ok": True, "route": route.to_json()})
+
+
+def _flush(daemon, req, uid, answer):
+    route = req.get("route")
+    if route is not None and route not in daemon.online.by_name:
+        answer({"ok": False, "error": "no route named %r" % route})
+        return
+    scheduler = getattr(daemon, "scheduler", None)
+    if scheduler is None:
+        answer({"ok": True, "started": False, "note": "no delivery service runs"})
+        return
+    scheduler.flush(route, forced=bool(req.get("forced")),
+                    done=lambda result: answer(dict(result, ok=True)))
+
+
+def _now():
+    import time
+    return time.time()
+
+
+_HANDLERS = {"status": _status, "new": _new, "rm": _rm, "online": _online, "flush": _flush}

@@ -1,0 +1,199 @@
+"""The daemon: one loop that owns the queue, the control socket and every service.
+
+Owns start-up (configuration, queue recovery as the single queue runner, pid file, control
+socket), signals (SIGHUP re-reads the configuration and keeps the old one if the new one is
+bad; SIGTERM and SIGINT stop cleanly), the group commit at the end of every loop turn, and
+compaction when the queue is idle. Services (SMTP listeners, the scheduler, the status page)
+are components: objects with start(), stop() and reload(config), added by the modules that
+provide them.
+
+`-bd` detaches (sendmail's convention): the parent returns only once the child is ready,
+so start-up errors still reach the caller's terminal and exit status.
+"""
+
+import os
+import signal
+import sys
+import time
+
+from masq import exits
+from masq.cli import common
+from masq.control import Server
+from masq.logger import Logger
+from masq.loop import Loop
+from masq.online.state import OnlineState
+from masq.queue.spool import LogError
+from masq.status import model
+
+
+class Daemon:
+    """The running daemon."""
+
+    def __init__(self, config_path, interval=None):
+        self.config_path = config_path
+        self.interval = interval
+        self.cfg = common.load_config(config_path)
+        main = self.cfg.main
+        self.log = Logger(main.log, main.log_level)
+        self.loop = Loop()
+        self.loop.on_error = self._bug
+        self.queue = None
+        self.online = OnlineState(self.cfg.routes, time.time())
+        self.counters = model.new_counters()
+        self.started = time.time()
+        self.components = []
+        self.control = None
+        self.active_writers = 0
+        self.listeners = {}     # name -> callback(event, **data) for queue events
+
+    # start and stop
+
+    def start(self):
+        """Open the queue, bind the sockets, install signal handlers."""
+        self.queue = common.open_queue(self.cfg, "runner", report=self.log.warning)
+        live = len(self.queue.store.live())
+        self.log.info("masq daemon starting: %d message(s) in the queue", live)
+        self.control = Server(self.loop, self.queue.dir, self._control, self.log.warning)
+        try:
+            self.control.start()
+        except OSError as exc:
+            raise exits.Failure("cannot start control socket: %s" % exc, exits.UNAVAILABLE)
+        from masq import services
+        for component in services.make(self):
+            component.start()
+            self.components.append(component)
+        self.loop.at_turn_end(self._turn_end)
+        self.loop.add_signal(signal.SIGHUP, self.reload)
+        self.loop.add_signal(signal.SIGTERM, self.stop)
+        self.loop.add_signal(signal.SIGINT, self.stop)
+        self._write_pid()
+
+    def stop(self):
+        """Stop accepting work and leave the loop after this turn."""
+        self.log.info("masq daemon stopping")
+        for component in reversed(self.components):
+            component.stop()
+        self.loop.stop()
+
+    def close(self):
+        """Release everything (after the loop has stopped)."""
+        if self.queue:
+            self.queue.store.sync_now()
+        if self.control:
+            self.control.stop()
+        self._remove_pid()
+        if self.queue:
+            self.queue.close()
+        self.loop.close()
+
+    def reload(self):
+        """Re-read the configuration; keep the old one if the new one is bad."""
+        try:
+            cfg = common.load_config(self.config_path)
+        except exits.Failure as exc:
+            self.log.error("configuration not reloaded, keeping the old one: %s", exc)
+            return
+        if cfg.main.spool_dir != self.cfg.main.spool_dir:
+            self.log.warning("spool_dir changed: takes effect after a restart")
+        self.cfg = cfg
+        self.log.threshold = Logger(cfg.main.log, cfg.main.log_level).threshold
+        old = {r.name: r for r in self.online.routes}
+        self.online = OnlineState(cfg.routes, time.time())
+        for route in self.online.routes:
+            if route.name in old:
+                route.override = old[route.name].override
+        for component in self.components:
+            component.reload(cfg)
+        self.log.info("configuration reloaded from %s", self.config_path)
+
+    # each turn
+
+    def _turn_end(self):
+        self.queue.store.sync_now()
+        if self.active_writers == 0 and self.queue.compact_due():
+            try:
+                if self.queue.compact():
+                    self.log.info("queue compacted to %d bytes", self.queue.store.log.end)
+            except (OSError, LogError) as exc:
+                self.log.error("queue compaction failed: %s", exc)
+
+    def notify(self, event, **data):
+        """Tell the components about a queue event ('new', 'flush', ...)."""
+        for callback in list(self.listeners.values()):
+            callback(event, **data)
+
+    def status(self):
+        """Return the status document."""
+        return model.document(self.cfg.main.hostname, self.started, self.online.to_json(),
+                              self.queue.store.listed(), self.counters, self.log.recent)
+
+    # control requests
+
+    def _control(self, req, uid, answer):
+        from masq import control_commands
+        control_commands.handle(self, req, uid, answer)
+
+    # pid file
+
+    def _write_pid(self):
+        path = self.cfg.main.pid_file
+        try:
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+            with open(path, "w") as out:
+                out.write("%d\n" % os.getpid())
+        except OSError as exc:
+            self.log.warning("cannot write pid file %s: %s", path, exc.strerror)
+
+    def _remove_pid(self):
+        try:
+            with open(self.cfg.main.pid_file) as pid:
+                if pid.read().strip() == str(os.getpid()):
+                    os.unlink(self.cfg.main.pid_file)
+        except OSError:
+            pass
+
+    def _bug(self, exc):
+        import traceback
+        self.log.error("internal error: %s", "".join(
+            traceback.format_exception(type(exc), exc, exc.__traceback__)).strip())
+
+
+def run(config_path, detach=False, interval=None):
+    """Run the daemon (in the background if detach); return the exit status."""
+    if detach:
+        ready = _detach()
+    daemon = Daemon(config_path, interval)
+    try:
+        daemon.start()
+        if detach:
+            _ready(ready)
+        daemon.loop.run()
+    finally:
+        daemon.close()
+    return exits.OK
+
+
+def _detach():
+    """Fork; the parent waits for the child to say it is ready and exits with its word."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(write_end)
+        word = os.read(read_end, 256)
+        if word.startswith(b"ok"):
+            os._exit(exits.OK)
+        _, status = os.waitpid(pid, 0)
+        os._exit(os.waitstatus_to_exitcode(status) or exits.SOFTWARE)
+    os.close(read_end)
+    os.setsid()
+    return write_end
+
+
+def _ready(write_end):
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1):
+        os.dup2(null, fd)
+    os.close(null)
+    os.write(write_end, b"ok\n")
+    os.close(write_end)
+    sys.stderr.flush()
