@@ -47,6 +47,8 @@ def _say(name, text):
 
 
 def _dispatch(name, args):
+    if name == "masq" and args[:1] == ["-C"] and len(args) > 2 and args[2] in COMMANDS:
+        args = [args[2]] + args[:2] + args[3:]     # `masq -C FILE status` is a command
     if name == "masq" and args and not args[0].startswith("-"):
         from masq.cli import commands
         return commands.run(args[0], args[1:])
