@@ -1,0 +1,377 @@
+"""SMTP server protocol engine (RFC 5321 + ESMTP): bytes in, events out, in the h11 style.
+
+Owns: the engine's public API, input modes (command, DATA, BDAT chunk, SASL, TLS wait),
+applying the application's answers, the EHLO keyword list and the error counter. The state
+table and the command handlers are in `smtp_commands.py` (mixed in as `Commands`).
+Does not: touch sockets, TLS, files, clocks or configuration; decide policy (relay, users,
+credentials, recipient caps): those are the application's answers to decision events.
+
+Use: `receive_data(bytes)` (b"" = EOF), then `next_event()` until NEED_DATA or PAUSED.
+Decision events (`smtp_events.DECISIONS`) pause the engine until `respond(reply)`: None
+accepts with the default reply, a 2xx/3xx Reply accepts with that text, 4xx/5xx refuses.
+Write `data_to_send()` after each turn. Stop reading while `wants_data` is False.
+
+All input is hostile: command lines are capped (`max_line`, 12288 for AUTH) and discarded
+to their LF when longer; message text is streamed, never held whole; the engine keeps only
+counters for a transaction (never the recipient list). Peer faults become replies (and
+count towards `max_errors`, 421 4.7.0 when reached); misuse by the application raises
+`LocalProtocolError`. Framing decisions are documented in `smtp_framing.py`.
+"""
+
+from collections import deque
+
+from . import smtp_auth
+from . import smtp_replies as R
+from .reply import LocalProtocolError, RemoteProtocolError, Reply
+from .smtp_commands import (
+    CHUNK, CLOSED, DATA, GREET, MAIL, RCPT, READY, SAME, TRANSITIONS, Commands)
+from .smtp_events import (
+    NEED_DATA, PAUSED, AuthRequest, ConnectionClosed, DataAborted, DataChunk, DataStart,
+    EndOfData, Hello, MailFrom, RcptTo, Reset, StartTLS)
+from .smtp_framing import DotDecoder, LineSplitter, Meter
+
+__all__ = ["SMTPServer", "TRANSITIONS"]
+
+_FAULT_REPLY = {"too big": R.TOO_BIG, "line too long": R.LINE_TOO_LONG}
+_ACCEPT_CODES = {Hello: (), MailFrom: (250,), RcptTo: (250, 251), DataStart: (354,),
+                 EndOfData: (250,), StartTLS: (220,), AuthRequest: (235,)}
+
+
+def _misuse(text):
+    return LocalProtocolError(Reply(451, "4.3.0", "Error: internal error: " + text))
+
+
+class SMTPServer(Commands):
+    """One SMTP server session as a sans-IO engine."""
+
+    def __init__(self, hostname, *, max_size, max_line=512, max_data_line=65536,
+                 tls_available=False, tls_active=False, auth_mechanisms=(),
+                 auth_needs_tls=True, chunking=True, max_errors=20, max_pending=65536):
+        if not hostname or int(max_size) <= 0:
+            raise ValueError("hostname and a positive max_size are required")
+        unknown = set(auth_mechanisms) - set(smtp_auth.MECHANISMS)
+        if unknown:
+            raise ValueError("unsupported SASL mechanisms: %s" % sorted(unknown))
+        self.hostname, self.max_size = hostname, int(max_size)
+        self.max_line, self.max_data_line = max_line, max_data_line
+        self.tls_available, self.tls_active = tls_available, tls_active
+        self.auth_mechanisms, self.auth_needs_tls = tuple(auth_mechanisms), auth_needs_tls
+        self.chunking, self.max_errors, self.max_pending = chunking, max_errors, max_pending
+        self.state, self.errors, self.authenticated = GREET, 0, False
+        self.helo_name, self.extended, self.recipients = None, False, 0
+        self.close_reason = None
+        self._in, self._out, self._eof = bytearray(), bytearray(), False
+        self._events, self._pending = deque(), None
+        self._reader, self._lines = "command", LineSplitter()
+        self._smtputf8, self._data_open = False, False
+        self._dot = self._meter = self._sasl = None
+        self._chunk_left, self._chunk_size, self._chunk_last, self._chunk_reply = 0, 0, False, None
+
+    @property
+    def wants_data(self):
+        """Return True if the application should read more from the peer now."""
+        return (self.state != CLOSED and self._reader != "tls"
+                and len(self._in) < self.max_pending)
+
+    @property
+    def buffered(self):
+        """Return how many received octets the engine holds unprocessed."""
+        return len(self._in)
+
+    def receive_data(self, data):
+        """Feed bytes read from the peer; b"" means the peer closed its side."""
+        if self.state == CLOSED or self._eof:
+            return
+        if self._reader == "tls":
+            raise _misuse("plaintext fed while the TLS handshake is pending")
+        if not data:
+            self._eof = True
+        elif len(self._in) >= self.max_pending:
+            raise _misuse("input fed while wants_data is False")
+        else:
+            self._in += data
+
+    def next_event(self):
+        """Return the next event, NEED_DATA, or PAUSED (a decision awaits respond())."""
+        while True:
+            if self._events:
+                return self._events.popleft()
+            if self._pending is not None:
+                return PAUSED
+            if self.state == CLOSED:
+                return ConnectionClosed(self.close_reason)
+            if not self._READERS[self._reader](self):
+                if not self._eof:
+                    return NEED_DATA
+                self._close("eof")
+
+    def respond(self, reply=None):
+        """Answer the pending decision event: None or 2xx/3xx accepts, 4xx/5xx refuses."""
+        if self.state == CLOSED:
+            return
+        if self._pending is None:
+            raise _misuse("respond() without a pending decision")
+        event, target, extra = self._pending
+        accepting = reply is None or reply.code < 400
+        if accepting and reply is not None:
+            allowed = () if extra is not None else _ACCEPT_CODES[type(event)]
+            if reply.code not in allowed:
+                raise _misuse("%d cannot accept %s" % (reply.code, type(event).__name__))
+        self._pending = None
+        table = self._ACCEPT if accepting else self._REFUSE
+        table.get(type(event), SMTPServer._refuse)(self, event, target, extra, reply)
+
+    def data_to_send(self):
+        """Return (and forget) the bytes queued for the peer."""
+        out = bytes(self._out)
+        self._out.clear()
+        return out
+
+    def greeting(self, reply=None):
+        """Return the 220 greeting; a 4xx/5xx `reply` refuses the session instead."""
+        reply = reply or R.greeting(self.hostname)
+        self._out += reply.to_bytes()
+        if not reply.is_positive():
+            self._close("refused")
+        return self.data_to_send()
+
+    def start_tls_done(self):
+        """Record a finished TLS handshake: everything is forgotten, the client must EHLO."""
+        if self._reader != "tls":
+            raise _misuse("start_tls_done() without an accepted STARTTLS")
+        self.tls_active, self.state, self.authenticated = True, GREET, False
+        self.helo_name, self.extended = None, False
+        self._reader, self._lines = "command", LineSplitter()
+        self._in.clear()
+
+    def timeout_reply(self):
+        """Close for an expired read timer; return the bytes left to send (ending in 421)."""
+        self._finish(R.timeout(self.hostname), "timeout")
+        return self.data_to_send()
+
+    def shutdown(self, reply=None):
+        """Close because the server is stopping; return the bytes left to send."""
+        self._finish(reply or R.shutting_down(self.hostname), "shutdown")
+        return self.data_to_send()
+
+    # Readers: one per input mode; each consumes what it can, returns False if it could not.
+
+    def _read_command(self):
+        if self._in[:5].upper() == b"AUTH ":
+            line = self._lines.take(self._in, smtp_auth.MAX_LINE, R.AUTH_TOO_LONG)
+        else:
+            line = self._lines.take(self._in, self.max_line, R.TOO_LONG)
+        if line is None:
+            return False
+        try:
+            if isinstance(line, Reply):
+                raise RemoteProtocolError(line)
+            self._command(line)
+        except RemoteProtocolError as err:
+            self._send(err.reply)
+        return True
+
+    def _read_data(self):
+        before = len(self._in)
+        self._body(self._dot.take(self._in))
+        if not self._dot.done:
+            return len(self._in) != before
+        self._reader, self._dot, self._data_open = "command", None, False
+        self._text_complete()
+        return True
+
+    def _read_chunk(self):
+        if self._chunk_left and not self._in:
+            return False
+        take = min(self._chunk_left, len(self._in))
+        if self._chunk_reply is None:
+            self._body(bytes(self._in[:take]))
+        del self._in[:take]
+        self._chunk_left -= take
+        if self._chunk_left == 0:
+            self._reader = "command"
+            self._chunk_done()
+        return True
+
+    def _read_sasl(self):
+        line = self._lines.take(self._in, smtp_auth.MAX_LINE, R.AUTH_TOO_LONG)
+        if line is None:
+            return False
+        if isinstance(line, Reply):
+            self._sasl, self._reader = None, "command"
+            self._send(line)
+        else:
+            self._sasl_step(self._sasl.feed, line)
+        return True
+
+    def _read_nothing(self):
+        return False
+
+    _READERS = {"command": _read_command, "data": _read_data, "chunk": _read_chunk,
+                "sasl": _read_sasl, "tls": _read_nothing, "closed": _read_nothing}
+
+    # The application's answers to decision events: accept or refuse, per event type.
+
+    def _accept_hello(self, event, target, extra, reply):
+        self.helo_name, self.extended = event.name, event.extended
+        self._move(target)
+        self._send(self._ehlo_reply() if event.extended else Reply(250, "", self.hostname))
+
+    def _accept_mail(self, event, target, extra, reply):
+        self._smtputf8 = "SMTPUTF8" in event.params
+        self._move(target)
+        self._send(reply or R.MAIL_OK)
+
+    def _accept_rcpt(self, event, target, extra, reply):
+        self.recipients += 1
+        self._move(target)
+        self._send(reply or R.RCPT_OK)
+
+    def _accept_data(self, event, target, extra, reply):
+        self._move(target)
+        self._meter = Meter(self.max_size, self.max_data_line)
+        self._data_open = True
+        if extra is not None:
+            self._start_chunk(*extra)
+        else:
+            self._reader, self._dot = "data", DotDecoder()
+            self._send(reply or R.GO_AHEAD)
+
+    def _accept_end(self, event, target, extra, reply):
+        self._end_transaction(reset=False)
+        self._send(reply or R.QUEUED)
+
+    def _accept_starttls(self, event, target, extra, reply):
+        self._send(reply or R.TLS_GO_AHEAD)
+        self._in.clear()  # plaintext pipelined after STARTTLS must never be executed
+        self._reader = "tls"
+
+    def _accept_auth(self, event, target, extra, reply):
+        self.authenticated = True
+        self._send(reply or R.AUTH_OK)
+
+    def _refuse(self, event, target, extra, reply):
+        self._send(reply)
+
+    def _refuse_data(self, event, target, extra, reply):
+        if extra is None:
+            self._send(reply)
+        else:
+            self._skip_chunk(extra[0], reply)
+
+    def _refuse_end(self, event, target, extra, reply):
+        self._end_transaction(reset=False)
+        self._send(reply)
+
+    _ACCEPT = {Hello: _accept_hello, MailFrom: _accept_mail, RcptTo: _accept_rcpt,
+               DataStart: _accept_data, EndOfData: _accept_end, StartTLS: _accept_starttls,
+               AuthRequest: _accept_auth}
+    _REFUSE = {DataStart: _refuse_data, EndOfData: _refuse_end}
+
+    def _decide(self, event, target, extra=None):
+        self._pending = (event, target, extra)
+        self._events.append(event)
+
+    def _move(self, target):
+        if target != SAME:
+            self.state = target
+
+    def _send(self, reply):
+        if self.state == CLOSED:
+            return
+        self._out += reply.to_bytes()
+        if reply.code == 421:
+            self._close("refused")
+        elif reply.code >= 500:
+            self.errors += 1
+            if self.errors >= self.max_errors:
+                self._finish(R.too_many_errors(self.hostname), "too many errors")
+
+    def _finish(self, reply, reason):
+        if self.state != CLOSED:
+            self._out += reply.to_bytes()
+            self._close(reason)
+
+    def _close(self, reason):
+        if self._data_open:
+            self._events.append(DataAborted(reason))
+        self._data_open, self._pending, self._sasl = False, None, None
+        self.state, self._reader, self.close_reason = CLOSED, "closed", reason
+        self._in.clear()
+
+    def _end_transaction(self, reset):
+        if self.state in (MAIL, RCPT, DATA, CHUNK):
+            self.state = READY
+        self.recipients, self._smtputf8, self._data_open, self._meter = 0, False, False, None
+        if reset:
+            self._events.append(Reset())
+
+    def _ehlo_reply(self):
+        lines = [self.hostname, "PIPELINING", "SIZE %d" % self.max_size]
+        if self.tls_available and not self.tls_active:
+            lines.append("STARTTLS")
+        if self.auth_mechanisms and (self.tls_active or not self.auth_needs_tls):
+            lines.append("AUTH " + " ".join(self.auth_mechanisms))
+        lines += ["ENHANCEDSTATUSCODES", "8BITMIME", "DSN", "SMTPUTF8"]
+        if self.chunking:
+            lines.append("CHUNKING")
+        return Reply(250, "", lines)
+
+    def _body(self, text):
+        if not text or self._meter is None or self._meter.fault is not None:
+            return
+        fault = self._meter.add(text)
+        if fault is not None:
+            self._abort_text(fault)
+        else:
+            self._events.append(DataChunk(text))
+
+    def _abort_text(self, fault):
+        self._meter.fault, self._data_open = fault, False
+        self._events.append(DataAborted(fault))
+
+    def _text_complete(self):
+        if self._meter.fault is not None:
+            reply = _FAULT_REPLY[self._meter.fault]
+            self._end_transaction(reset=True)
+            self._send(reply)
+        else:
+            self._decide(EndOfData(), READY)
+
+    def _start_chunk(self, count, last):
+        self._chunk_left, self._chunk_size, self._chunk_last = count, count, last
+        self._reader = "chunk"
+        if count == 0:
+            self._reader = "command"
+            self._chunk_done()
+
+    def _skip_chunk(self, count, reply):
+        self._chunk_reply = reply
+        self._start_chunk(count, False)
+
+    def _chunk_done(self):
+        reply, self._chunk_reply = self._chunk_reply, None
+        if reply is None and self._meter.fault is not None:
+            reply = _FAULT_REPLY[self._meter.fault]
+        if reply is not None:
+            self._end_transaction(reset=self.state in (MAIL, RCPT, CHUNK))
+            self._send(reply)
+        elif self._chunk_last:
+            self._data_open = False
+            self._decide(EndOfData(), READY)
+        else:
+            self._send(R.chunk_received(self._chunk_size))
+
+    def _sasl_step(self, step, *args):
+        try:
+            result = step(*args)
+        except RemoteProtocolError as err:
+            self._sasl, self._reader = None, "command"
+            self._send(err.reply)
+            return
+        if isinstance(result, Reply):
+            self._reader = "sasl"
+            self._send(result)
+        else:
+            self._sasl, self._reader = None, "command"
+            self._decide(result, SAME)
