@@ -59,8 +59,12 @@ class Daemon:
         except OSError as exc:
             raise exits.Failure("cannot start control socket: %s" % exc, exits.UNAVAILABLE)
         from masq import services
+        from masq.inbound.listener import ListenError
         for component in services.make(self):
-            component.start()
+            try:
+                component.start()
+            except ListenError as exc:
+                raise exits.Failure(str(exc), exits.CONFIG) from None
             self.components.append(component)
         self.loop.at_turn_end(self._turn_end)
         self.loop.add_signal(signal.SIGHUP, self.reload)
@@ -121,6 +125,10 @@ class Daemon:
         """Tell the components about a queue event ('new', 'flush', ...)."""
         for callback in list(self.listeners.values()):
             callback(event, **data)
+
+    def alias_names(self):
+        """Return the names the aliases file defines (lower-cased)."""
+        return frozenset()
 
     def status(self):
         """Return the status document."""

@@ -7,6 +7,13 @@ start(), stop() and reload(config). Adding a service means adding one line here.
 
 def make(daemon):
     """Return the components the daemon runs for its configuration."""
+    from masq.inbound.listener import Listener
     from masq.status.file import StatusFile
     components = [StatusFile(daemon)]
+    shared = {}
+    for url in daemon.cfg.main.listen:
+        if url.startswith("qmtp://"):
+            daemon.log.warning("listen %s: QMTP is not supported yet; skipped", url)
+            continue
+        components.append(Listener(daemon, url, shared))
     return components

@@ -195,6 +195,8 @@ def _removed(msg, item):
 
 
 def _aborted(msg, item):
+    if msg.committed:
+        raise ValueError("abort after commit")
     msg.aborted = True
     msg.chunks = []
 

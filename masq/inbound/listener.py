@@ -1,0 +1,246 @@
+"""SMTP listeners: the sockets of `list listen`, accepting clients into Sessions.
+
+Owns the listen URLs (`smtp://HOST:PORT`, `submission://…` where every transaction needs
+AUTH, `smtps://…` with TLS from the first byte; `?auth=plain` lets AUTH be offered without
+TLS on that listener), the TLS server context (`tls_cert`, `tls_key`), the limits that are
+not one session's business (connections in all and per client address, the read timeout
+that shrinks under load, free space), and the settings sessions read.
+
+Never dies on accept errors (EMFILE: accepting pauses for a second). A client over a limit
+gets `421 4.7.0` and is closed without a session.
+"""
+
+import os
+
+from masq import net
+from masq.inbound import auth
+from masq.inbound.session import NO_SPACE, Session
+from masq.policy import local, relay
+from masq.proto.reply import Reply
+from masq.proto.smtp_server import SMTPServer
+
+KINDS = ("smtp", "submission", "smtps")
+LOAD_TIMEOUT = 10.0
+MIN_FREE = 1 << 20
+
+
+class ListenError(Exception):
+    """A listen URL is malformed or cannot be bound."""
+
+
+def parse_url(url):
+    """Return (kind, host, port, allow_plain_auth) for a listen URL."""
+    kind, sep, rest = url.partition("://")
+    if not sep or kind not in KINDS:
+        raise ListenError("listen %r: use smtp://, submission:// or smtps://" % url)
+    rest, _, query = rest.partition("?")
+    if rest.startswith("["):
+        host, _, port = rest[1:].partition("]")
+        port = port[1:]
+    else:
+        host, _, port = rest.rpartition(":")
+    default = {"smtp": 25, "submission": 587, "smtps": 465}[kind]
+    try:
+        port = int(port) if port else default
+    except ValueError:
+        raise ListenError("listen %r: bad port" % url) from None
+    return kind, host or "0.0.0.0", port, query == "auth=plain"
+
+
+class Settings:
+    """What sessions need from the configuration, computed once per (re)load."""
+
+    def __init__(self, cfg):
+        main = cfg.main
+        self.hostname = main.hostname
+        self.local_domains = frozenset(d.lower() for d in main.local_domain)
+        self.relay_nets = relay.parse_networks(main.relay_net)
+        self.max_recipients = main.max_recipients
+        self.max_size = main.max_message_size
+        self.timeout = main.smtp_timeout
+        self.max_connections = main.max_connections
+        self.max_per_ip = main.max_connections_per_ip
+        self.local_users = tuple(main.local_users)
+        self.users = dict(cfg.users)
+
+
+class Listener:
+    """One listening socket and its sessions (a daemon component)."""
+
+    def __init__(self, daemon, url, shared):
+        self.daemon = daemon
+        self.loop = daemon.loop
+        self.log = daemon.log
+        self.queue = daemon.queue
+        self.url = url
+        self.kind, self.host, self.port, self.plain_auth = parse_url(url)
+        self.shared = shared          # connection counts shared by every listener
+        self.settings = Settings(daemon.cfg)
+        self.limiter = shared.setdefault("limiter", auth.Limiter())
+        self.auth_delay = auth.FAILURE_DELAY
+        self.tls_context = None
+        self.sock = None
+        self.sessions = set()
+
+    def start(self):
+        """Build the TLS context and bind the socket."""
+        self.tls_context = _tls_context(self.daemon.cfg.main, self.kind)
+        try:
+            self.sock = net.listen(self.host, self.port)
+        except OSError as exc:
+            raise ListenError("cannot listen on %s: %s" % (self.url, exc.strerror)) from None
+        self.loop.add_reader(self.sock, self._accept)
+        self.log.info("listening on %s", self.url)
+
+    def stop(self):
+        """Close the socket and say goodbye to every session."""
+        if self.sock is not None:
+            self.loop.remove_reader(self.sock)
+            self.sock.close()
+            self.sock = None
+        for session in list(self.sessions):
+            session.transport.write(session.engine.shutdown())
+            session.transport.close("shutdown")
+
+    def reload(self, cfg):
+        """Take new settings (a changed listen list needs a restart)."""
+        self.settings = Settings(cfg)
+
+    # accepting
+
+    def _accept(self):
+        for _ in range(16):
+            try:
+                conn, addr = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self.log.error("accept on %s failed: %s", self.url, exc.strerror)
+                self.loop.remove_reader(self.sock)
+                self.loop.call_later(1.0, self._resume)
+                return
+            self._admit(conn, addr[0])
+
+    def _resume(self):
+        if self.sock is not None:
+            self.loop.add_reader(self.sock, self._accept)
+
+    def _admit(self, conn, ip):
+        counts = self.shared.setdefault("per_ip", {})
+        total = sum(counts.values())
+        refusal = None
+        if total >= self.settings.max_connections:
+            refusal = "too many connections"
+        elif counts.get(ip, 0) >= self.settings.max_per_ip:
+            refusal = "too many connections from %s" % ip
+        if refusal:
+            _refuse(conn, Reply(421, "4.7.0", "%s Error: %s" % (self.settings.hostname,
+                                                                 refusal)))
+            self.log.warning("refused %s: %s", ip, refusal)
+            return
+        counts[ip] = counts.get(ip, 0) + 1
+        self._session(conn, ip)
+
+    def _session(self, conn, ip):
+        peer = relay.Peer(ip, relay.in_networks(ip, self.settings.relay_nets), None, self.kind)
+        engine = self._engine(tls_active=self.kind == "smtps")
+        transport = net.Stream(self.loop, conn, None, None)
+        session = Session(self, transport, peer, engine)
+        transport.on_data, transport.on_close = session.on_data, session.on_close
+        self.sessions.add(session)
+        if self.kind == "smtps":
+            transport.start_tls(self.tls_context, True,
+                                lambda error: self._tls_ready(session, error))
+        else:
+            session.start()
+
+    def _tls_ready(self, session, error):
+        if error is not None:
+            self.log.info("TLS handshake with %s failed: %s", session.peer.ip, error)
+            session.transport.close("TLS handshake failed")
+            return
+        session.start()
+
+    def _engine(self, tls_active):
+        mechanisms = ("PLAIN", "LOGIN") if self.settings.users else ()
+        return SMTPServer(
+            self.settings.hostname, max_size=self.settings.max_size,
+            tls_available=self.tls_context is not None, tls_active=tls_active,
+            auth_mechanisms=mechanisms, auth_needs_tls=not self.plain_auth)
+
+    # what sessions ask of the listener
+
+    def timeout(self):
+        """Return the read timeout: the configured one, or a short one under load."""
+        counts = self.shared.get("per_ip", {})
+        busy = sum(counts.values()) >= 0.8 * self.settings.max_connections
+        return min(LOAD_TIMEOUT, self.settings.timeout) if busy else self.settings.timeout
+
+    def now(self):
+        """Return the wall-clock time for envelopes."""
+        import time
+        return time.time()
+
+    def space_refusal(self, declared_size):
+        """Return 452 4.3.1 when the spool lacks room for a message, else None."""
+        need = int(1.5 * (declared_size or min(self.settings.max_size, MIN_FREE)))
+        try:
+            stat = os.statvfs(self.queue.dir)
+        except OSError:
+            return None
+        return NO_SPACE if stat.f_bavail * stat.f_frsize < need else None
+
+    def is_local_user(self, local_part):
+        """Return True if local_part is a recipient this host delivers to."""
+        return local.is_local_user(local_part, self.settings.local_users,
+                                   self.daemon.alias_names())
+
+    def writers(self, delta):
+        """Count transactions that are writing message text (compaction waits for 0)."""
+        self.daemon.active_writers += delta
+
+    def accepted(self, txn):
+        """Note an accepted message and tell the daemon."""
+        self.daemon.counters["accepted"] += 1
+        self.log.info("%s: from=<%s> to=%d size=%d", txn.id, txn.sender,
+                      len(txn.recipients), txn.size)
+        self.daemon.notify("new", ids=[txn.id])
+
+    def authenticate(self, session, event):
+        """Answer an AUTH request for session."""
+        auth.authenticate(self, session, event)
+
+    def session_closed(self, session):
+        """Forget a finished session."""
+        self.sessions.discard(session)
+        counts = self.shared.get("per_ip", {})
+        ip = session.peer.ip
+        if counts.get(ip, 0) <= 1:
+            counts.pop(ip, None)
+        else:
+            counts[ip] -= 1
+
+
+def _refuse(conn, reply):
+    try:
+        conn.setblocking(False)
+        conn.send(reply.to_bytes())
+    except OSError:
+        pass
+    conn.close()
+
+
+def _tls_context(main, kind):
+    """Return the server SSLContext, or None when no certificate is configured."""
+    if not (main.tls_cert and main.tls_key):
+        if kind == "smtps":
+            raise ListenError("smtps:// needs option tls_cert and tls_key")
+        return None
+    import ssl
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(main.tls_cert, main.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ListenError("cannot load tls_cert/tls_key: %s" % exc) from None
+    return context
