@@ -9,12 +9,11 @@ import tracemalloc
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from masq.proto import smtp_commands
+from masq.proto import smtp_server_commands
 from masq.proto.reply import LocalProtocolError, Reply
-from masq.proto.smtp_events import (
+from masq.proto.smtp_server import (
     NEED_DATA, PAUSED, AuthRequest, ConnectionClosed, DataAborted, DataChunk, DataStart,
-    EndOfData, Hello, MailFrom, Quit, RcptTo, Reset, StartTLS)
-from masq.proto.smtp_server import SMTPServer
+    EndOfData, Hello, MailFrom, Quit, RcptTo, Reset, SMTPServer, StartTLS)
 
 HOST = "mx.test"
 EHLO_LINES = [b"250-mx.test", b"250-PIPELINING", b"250-SIZE 10000", b"250-ENHANCEDSTATUSCODES",
@@ -168,9 +167,9 @@ def test_ehlo_advertises_starttls_and_auth_only_when_usable():
 
 
 def test_transition_table_covers_every_command_and_state():
-    columns = len(smtp_commands._COLUMN)
-    assert set(smtp_commands.TRANSITIONS) == set(smtp_commands.Commands._COMMANDS)
-    assert all(len(row) == columns for row in smtp_commands.TRANSITIONS.values())
+    columns = len(smtp_server_commands._COLUMN)
+    assert set(smtp_server_commands.TRANSITIONS) == set(smtp_server_commands.Commands._COMMANDS)
+    assert all(len(row) == columns for row in smtp_server_commands.TRANSITIONS.values())
 
 
 def test_ehlo_inside_transaction_resets_it():

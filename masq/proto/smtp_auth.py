@@ -12,9 +12,9 @@ Faults raise `RemoteProtocolError`; the engine then drops the exchange entirely.
 
 import binascii
 
-from . import smtp_replies as R
+from . import smtp_server_replies as R
 from .reply import RemoteProtocolError, Reply
-from .smtp_events import AuthRequest
+from .smtp_server_events import AuthRequest
 
 MAX_LINE = 12288  # RFC 4954 §4: AUTH command and response lines, CRLF included
 MECHANISMS = ("PLAIN", "LOGIN")

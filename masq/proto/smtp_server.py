@@ -2,35 +2,39 @@
 
 Owns: the engine's public API, input modes (command, DATA, BDAT chunk, SASL, TLS wait),
 applying the application's answers, the EHLO keyword list and the error counter. The state
-table and the command handlers are in `smtp_commands.py` (mixed in as `Commands`).
+table and the command handlers are in `smtp_server_commands.py` (mixed in as `Commands`).
 Does not: touch sockets, TLS, files, clocks or configuration; decide policy (relay, users,
 credentials, recipient caps): those are the application's answers to decision events.
 
 Use: `receive_data(bytes)` (b"" = EOF), then `next_event()` until NEED_DATA or PAUSED.
-Decision events (`smtp_events.DECISIONS`) pause the engine until `respond(reply)`: None
-accepts with the default reply, a 2xx/3xx Reply accepts with that text, 4xx/5xx refuses.
-Write `data_to_send()` after each turn. Stop reading while `wants_data` is False.
+Decision events (`DECISIONS`: Hello, MailFrom, RcptTo, DataStart, EndOfData, StartTLS,
+AuthRequest) pause the engine until `respond(reply)`: None accepts with the default reply,
+a 2xx/3xx Reply accepts with that text, 4xx/5xx refuses. Write `data_to_send()` after each
+turn; read from the peer only while `wants_data`. The events (defined in
+`smtp_server_events.py`) are re-exported here.
 
 All input is hostile: command lines are capped (`max_line`, 12288 for AUTH) and discarded
 to their LF when longer; message text is streamed, never held whole; the engine keeps only
 counters for a transaction (never the recipient list). Peer faults become replies (and
 count towards `max_errors`, 421 4.7.0 when reached); misuse by the application raises
-`LocalProtocolError`. Framing decisions are documented in `smtp_framing.py`.
+`LocalProtocolError`. Framing decisions are documented in `smtp_server_framing.py`.
 """
 
 from collections import deque
 
 from . import smtp_auth
-from . import smtp_replies as R
+from . import smtp_server_replies as R
 from .reply import LocalProtocolError, RemoteProtocolError, Reply
-from .smtp_commands import (
+from .smtp_server_commands import (
     CHUNK, CLOSED, DATA, GREET, MAIL, RCPT, READY, SAME, TRANSITIONS, Commands)
-from .smtp_events import (
-    NEED_DATA, PAUSED, AuthRequest, ConnectionClosed, DataAborted, DataChunk, DataStart,
-    EndOfData, Hello, MailFrom, RcptTo, Reset, StartTLS)
-from .smtp_framing import DotDecoder, LineSplitter, Meter
+from .smtp_server_events import (
+    DECISIONS, NEED_DATA, PAUSED, AuthRequest, ConnectionClosed, DataAborted, DataChunk,
+    DataStart, EndOfData, Hello, MailFrom, Quit, RcptTo, Reset, StartTLS)
+from .smtp_server_framing import DotDecoder, LineSplitter, Meter
 
-__all__ = ["SMTPServer", "TRANSITIONS"]
+__all__ = ["SMTPServer", "TRANSITIONS", "DECISIONS", "NEED_DATA", "PAUSED", "AuthRequest",
+           "ConnectionClosed", "DataAborted", "DataChunk", "DataStart", "EndOfData", "Hello",
+           "MailFrom", "Quit", "RcptTo", "Reset", "StartTLS"]
 
 _FAULT_REPLY = {"too big": R.TOO_BIG, "line too long": R.LINE_TOO_LONG}
 _ACCEPT_CODES = {Hello: (), MailFrom: (250,), RcptTo: (250, 251), DataStart: (354,),

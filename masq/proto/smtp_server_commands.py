@@ -13,9 +13,9 @@ Faults raise `RemoteProtocolError(reply)`; the engine sends the reply and counts
 """
 
 from . import smtp_auth, smtp_params
-from . import smtp_replies as R
+from . import smtp_server_replies as R
 from .reply import RemoteProtocolError, Reply
-from .smtp_events import DataStart, Hello, MailFrom, Quit, RcptTo, StartTLS
+from .smtp_server_events import DataStart, Hello, MailFrom, Quit, RcptTo, StartTLS
 
 # Session states. Commands are read in the first five (the table's columns).
 GREET, READY, MAIL, RCPT, CHUNK = "greet", "ready", "mail", "rcpt", "chunk"
