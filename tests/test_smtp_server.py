@@ -14,6 +14,7 @@ from masq.proto.reply import LocalProtocolError, Reply
 from masq.proto.smtp_server import (
     NEED_DATA, PAUSED, AuthRequest, ConnectionClosed, DataAborted, DataChunk, DataStart,
     EndOfData, Hello, MailFrom, Quit, RcptTo, Reset, SMTPServer, StartTLS)
+from masq.proto.smtp_server_framing import has_long_line
 
 HOST = "mx.test"
 EHLO_LINES = [b"250-mx.test", b"250-PIPELINING", b"250-SIZE 10000", b"250-ENHANCEDSTATUSCODES",
@@ -717,3 +718,12 @@ def test_starttls_refused_by_app():
 def test_reset_event_on_rset():
     client = play([(b"RSET\r\n", OK)])
     assert client.events == [Reset()]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=200).map(lambda b: b.replace(b"\x00", b"\n")),
+       st.integers(min_value=1, max_value=40), st.integers(min_value=0, max_value=40))
+def test_long_line_probe_matches_naive_scan(data, limit, carry):
+    runs = data.split(b"\n")
+    naive = max([carry + len(runs[0])] + [len(r) for r in runs[1:]]) >= limit
+    assert has_long_line(data, limit, carry) == naive

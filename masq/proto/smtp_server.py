@@ -46,7 +46,19 @@ def _misuse(text):
 
 
 class SMTPServer(Commands):
-    """One SMTP server session as a sans-IO engine."""
+    """One SMTP server session as a sans-IO engine.
+
+    max_size: message octets accepted (SIZE, DATA and BDAT; 552 5.3.4 beyond).
+    max_line: command line octets with CRLF (RFC 5321: 512); AUTH lines get 12288.
+    max_data_line: a text line reaching this many octets before its LF fails the
+        transaction after the final dot (552 5.3.4); the line is never split or buffered.
+        Default 64 KiB, far above RFC 5322's 1000 because real mail breaks that; 0 = none.
+    tls_available / tls_active: offer STARTTLS / the session is already encrypted.
+    auth_mechanisms: subset of ("PLAIN", "LOGIN"); empty = no AUTH.
+    auth_needs_tls: AUTH only offered and accepted under TLS (else 538 5.7.11).
+    chunking: offer BDAT (RFC 3030). max_errors: 5xx replies before 421 4.7.0.
+    max_pending: unprocessed input held while paused before `wants_data` turns False.
+    """
 
     def __init__(self, hostname, *, max_size, max_line=512, max_data_line=65536,
                  tls_available=False, tls_active=False, auth_mechanisms=(),

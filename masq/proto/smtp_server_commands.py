@@ -1,9 +1,10 @@
 """SMTP server commands: the session state table and one handler per verb.
 
-Owns: the session states, `TRANSITIONS` (which verb is legal in which state and where it
-leads; everything else is the sequence error written in the table) and `COMMANDS`-style
-dispatch (`Commands._COMMANDS`, verb → handler). Handlers check the argument syntax and
-either answer at once or hand a decision event to the application.
+Owns: the session states, `TRANSITIONS` (for each verb and state: the state the command
+leads to, or the sequence error to answer) and the dispatch table `Commands._COMMANDS`
+(verb → handler). Handlers check the argument syntax, then answer at once or hand a
+decision event to the application. Unknown verbs get 500 5.5.2, except HTTP request and
+header-looking lines (CONNECT/GET/POST, "Name:"), answered 221 2.7.0 and disconnected.
 Does not: frame input, buffer, or apply the application's answers: `Commands` is the
 command half of `smtp_server.SMTPServer`, which supplies `_decide`, `_send`, `_finish`,
 `_end_transaction`, `_move`, the BDAT helpers and the SASL step.

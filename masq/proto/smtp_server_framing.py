@@ -1,7 +1,7 @@
 """SMTP server input framing: command lines, DATA text (dot-stuffed) and message limits.
 
 Owns: where a command line ends, where DATA ends, dot-unstuffing, and counting a message's
-size and longest line. Does not: interpret commands (`smtp_server.py`) or store text.
+size and its line lengths. Does not: interpret commands (`smtp_server.py`) or store text.
 All functions consume from a caller-owned `bytearray` and never hold more than they return.
 
 Decisions, each the only interpretation used (so no peer can make masq see two):
