@@ -189,8 +189,7 @@ def parse_query(data):
     if flags & _QR or qdcount != 1:
         raise DNSFormatError("not a query with one question")
     name = reader.name()
-    qtype, _qclass = reader.u16(), reader.u16()
-    return qid, name, qtype
+    return qid, name, reader.u16()
 
 
 def parse_response(data, qid, name, qtype):
@@ -246,6 +245,31 @@ def _rdata(reader, kind, start, length):
     if sub.pos != start + length:
         raise DNSFormatError("record data length does not match its contents")
     return value
+
+
+# meaning
+
+def chase(response, name, qtype, limit=8):
+    """Return (records of qtype, canonical name, lowest TTL) following CNAMEs in the answers."""
+    current, ttl = normalize(name), 0x7FFFFFFF
+    for _ in range(limit):
+        records = tuple(r for r in response.answers if r.type == qtype and r.name == current)
+        if records:
+            return records, current, min([ttl] + [r.ttl for r in records])
+        alias = next((r for r in response.answers if r.type == CNAME and r.name == current),
+                     None)
+        if alias is None:
+            return (), current, ttl
+        current, ttl = alias.data, min(ttl, alias.ttl)
+    raise DNSFormatError("CNAME chain longer than %d at %s" % (limit, name))
+
+
+def negative_ttl(response):
+    """Return how long a negative answer may be cached: its SOA's TTL and minimum (RFC 2308)."""
+    for record in response.authority:
+        if record.type == SOA:
+            return min(record.ttl, record.data[6])
+    return 0
 
 
 # TCP framing (RFC 1035 section 4.2.2)

@@ -1,0 +1,492 @@
+"""The stub resolver: answer DNS questions inside the loop, never blocking.
+
+Owns: the exchanges with the configured name servers (a fresh non-blocking UDP socket with a
+kernel-chosen source port and a random 16-bit id per try, retried over servers and attempts,
+repeated over TCP when the answer is truncated), following CNAME chains, a small TTL cache
+(positive and negative, bounded), and the mail-routing questions built on them: the MX hosts
+of a domain with their addresses (RFC 5321 section 5.1, RFC 7505) and the addresses of a host.
+Does not decide what to do with a failure: results carry an error with an enhanced status
+code and `temporary`, and the caller defers or bounces. The wire format is `masq/proto/dns.py`.
+
+Hostile input: every datagram that reaches our sockets. A packet whose id or question is not
+ours is ignored and the exchange keeps waiting; the sockets are connected to the server's IP
+literal, so the kernel drops datagrams from other sources. Names from answers are re-checked
+by the codec before they are ever queried. Hostnames never reach `socket` (servers are IP
+literals); nothing blocks except reading /etc/resolv.conf, which is a local file.
+
+Errors: timeouts, SERVFAIL, REFUSED, malformed answers and network errors are temporary
+(4.4.3); NXDOMAIN is permanent (5.1.2); a null MX is 5.1.10; MX hosts that all fail to
+resolve, permanently, 5.4.4; an MX list in which we are the best host is a mail loop (5.4.6).
+Every callback runs exactly once, from the loop, never inside the call that asked.
+Idle means idle: with nothing pending, the resolver holds no timer and no socket.
+"""
+
+import errno
+import ipaddress
+import os
+import random
+import socket
+from dataclasses import dataclass, field, replace
+
+from masq.proto import dns as wire
+from masq.proto.dns import A, AAAA, MX  # noqa: F401 (re-exported for callers)
+
+MAX_CNAME = 8
+MAX_MX = 10
+CACHE_SIZE = 256
+MAX_TTL = 3600
+MAX_NEGATIVE_TTL = 300
+_RCODES = {1: "FORMERR", 2: "SERVFAIL", 4: "NOTIMP", 5: "REFUSED"}
+
+
+@dataclass(frozen=True)
+class DNSError:
+    """Why a lookup failed: temporary (defer) or not (bounce), an enhanced code and text."""
+
+    temporary: bool
+    status: str
+    text: str
+
+
+@dataclass(frozen=True)
+class DNSResult:
+    """One question's answer: records of qtype at the end of any CNAME chain, or an error."""
+
+    name: str
+    qtype: int
+    records: tuple = ()
+    canonical: str = ""
+    error: DNSError = None
+    ttl: int = 0
+
+
+@dataclass(frozen=True)
+class HostResult:
+    """A host's addresses (IPv4 first, then IPv6), or an error."""
+
+    name: str
+    addresses: list = field(default_factory=list)
+    error: DNSError = None
+
+
+@dataclass(frozen=True)
+class MXResult:
+    """The hosts to try for a domain, in order, as (host, [ip, ...]) pairs, or an error."""
+
+    domain: str
+    hosts: list = field(default_factory=list)
+    implicit: bool = False
+    error: DNSError = None
+
+
+def temporary(text):
+    """Return a temporary DNS error (4.4.3)."""
+    return DNSError(True, "4.4.3", text)
+
+
+def _not_found(name):
+    return DNSError(False, "5.1.2", "Host or domain name not found: %s" % name)
+
+
+def parse_server(text):
+    """Return (ip, port) from '1.2.3.4', '1.2.3.4:5353', '::1' or '[::1]:53'; else ValueError."""
+    text, port = text.strip(), "53"
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ValueError("bad DNS server %r" % text)
+        port = rest[1:] if rest else port
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    else:
+        host = text
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("bad DNS server port in %r" % text)
+    return str(ipaddress.ip_address(host)), int(port)
+
+
+def read_resolv_conf(path="/etc/resolv.conf"):
+    """Return the (ip, 53) name servers listed in a resolv.conf (at most three)."""
+    servers = []
+    try:
+        with open(path, encoding="ascii", errors="replace") as lines:
+            for line in lines:
+                words = line.split()
+                if len(words) >= 2 and words[0] == "nameserver":
+                    try:
+                        servers.append((str(ipaddress.ip_address(words[1])), 53))
+                    except ValueError:
+                        continue
+    except OSError:
+        return []
+    return servers[:3]
+
+
+def address_literal(text):
+    """Return the IP in '1.2.3.4', '[1.2.3.4]' or '[IPv6:::1]', or None if text is a name."""
+    inner = text[1:-1] if text.startswith("[") and text.endswith("]") else text
+    if inner[:5].lower() == "ipv6:":
+        inner = inner[5:]
+    try:
+        return str(ipaddress.ip_address(inner))
+    except ValueError:
+        return None
+
+
+class _Exchange:
+    """One question put to the servers in turn: UDP, TCP when truncated, retries on failure."""
+
+    def __init__(self, resolver, name, qtype, depth):
+        self.resolver, self.loop = resolver, resolver.loop
+        self.name, self.qtype, self.depth = name, qtype, depth
+        self.tries = [s for _ in range(resolver.attempts) for s in resolver.servers()]
+        self.callbacks = []
+        self.sock = self.timer = self.server = None
+        self.qid, self.outgoing, self.buffer = 0, b"", b""
+        self.last_error = "no name server"
+
+    def next_try(self, reason=None):
+        """Drop the current try and start the next one, or fail when none are left."""
+        self.drop()
+        self.last_error = reason or self.last_error
+        while self.tries:
+            self.server = self.tries.pop(0)
+            self.qid = int.from_bytes(os.urandom(2), "big")
+            try:
+                self.sock = _socket(self.server, socket.SOCK_DGRAM)
+                self.sock.connect(self.server)
+                self.sock.send(wire.build_query(self.qid, self.name, self.qtype))
+            except OSError as exc:
+                self.drop()
+                self.last_error = "%s: %s" % (self.server[0], exc.strerror or exc)
+                continue
+            self.loop.add_reader(self.sock, self._on_udp)
+            self.timer = self.loop.call_later(self.resolver.timeout, self._on_timeout)
+            return
+        self.resolver.finished(self, None, temporary(
+            "DNS lookup of %s failed: %s" % (self.name, self.last_error)))
+
+    def drop(self):
+        """Close the socket and cancel the timer of the current try."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.sock is not None:
+            self.loop.remove_reader(self.sock)
+            self.loop.remove_writer(self.sock)
+            self.sock.close()
+            self.sock = None
+
+    def _failed(self, what, exc=None):
+        detail = (exc.strerror or str(exc)) if exc is not None else ""
+        self.next_try("%s: %s%s" % (self.server[0], what, detail))
+
+    def _on_timeout(self):
+        self.timer = None
+        self._failed("timeout")
+
+    def _on_udp(self):
+        for _ in range(16):
+            try:
+                data = self.sock.recv(65535)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                return self._failed("", exc)
+            try:
+                response = wire.parse_response(data, self.qid, self.name, self.qtype)
+            except wire.DNSFormatError:
+                continue
+            return self._answer(response)
+
+    def _answer(self, response):
+        if response.tc and self.sock.type == socket.SOCK_DGRAM:
+            return self._start_tcp()
+        if response.tc:
+            return self._failed("truncated answer over TCP")
+        if response.rcode not in (wire.NOERROR, wire.NXDOMAIN):
+            return self._failed(_RCODES.get(response.rcode, "rcode %d" % response.rcode))
+        self.drop()
+        self.resolver.finished(self, response, None)
+
+    def _start_tcp(self):
+        self.drop()
+        self.qid = int.from_bytes(os.urandom(2), "big")
+        self.outgoing = wire.frame(wire.build_query(self.qid, self.name, self.qtype))
+        self.buffer = b""
+        try:
+            self.sock = _socket(self.server, socket.SOCK_STREAM)
+            code = self.sock.connect_ex(self.server)
+        except OSError as exc:
+            return self._failed("TCP: ", exc)
+        if code not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK):
+            return self._failed("TCP: ", OSError(code, os.strerror(code)))
+        self.loop.add_writer(self.sock, self._on_tcp_writable)
+        self.timer = self.loop.call_later(self.resolver.timeout, self._on_timeout)
+
+    def _on_tcp_writable(self):
+        try:
+            code = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if code:
+                raise OSError(code, os.strerror(code))
+            sent = self.sock.send(self.outgoing)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            return self._failed("TCP: ", exc)
+        self.outgoing = self.outgoing[sent:]
+        if not self.outgoing:
+            self.loop.remove_writer(self.sock)
+            self.loop.add_reader(self.sock, self._on_tcp_readable)
+
+    def _on_tcp_readable(self):
+        try:
+            data = self.sock.recv(65537)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            return self._failed("TCP: ", exc)
+        if not data:
+            return self._failed("TCP connection closed early")
+        message, self.buffer = wire.unframe(self.buffer + data)
+        if message is None:
+            return
+        try:
+            response = wire.parse_response(message, self.qid, self.name, self.qtype)
+        except wire.DNSFormatError:
+            return self._failed("malformed answer over TCP")
+        self._answer(response)
+
+
+def _socket(server, kind):
+    family = socket.AF_INET6 if ":" in server[0] else socket.AF_INET
+    sock = socket.socket(family, kind)
+    sock.setblocking(False)
+    return sock
+
+
+class Resolver:
+    """Ask name servers from inside the loop; every answer comes back through a callback."""
+
+    def __init__(self, loop, servers=None, timeout=3.0, attempts=2, own_names=(),
+                 own_addresses=(), resolv_conf="/etc/resolv.conf"):
+        self.loop, self.timeout, self.attempts = loop, timeout, max(1, attempts)
+        self.fixed_servers = list(servers) if servers else None
+        self.resolv_conf, self.resolv_stamp, self.resolv_servers = resolv_conf, None, []
+        self.own_names = {wire.normalize(n) for n in own_names}
+        self.own_addresses = {str(ipaddress.ip_address(a)) for a in own_addresses}
+        self.pending = {}
+        self.cache = {}
+        self.closed = False
+
+    def servers(self):
+        """Return the servers to ask: the fixed list, else resolv.conf (re-read when changed)."""
+        if self.fixed_servers:
+            return self.fixed_servers
+        try:
+            stat = os.stat(self.resolv_conf)
+            stamp = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+        except OSError:
+            stamp = None
+        if stamp != self.resolv_stamp or not self.resolv_servers:
+            self.resolv_stamp = stamp
+            self.resolv_servers = read_resolv_conf(self.resolv_conf) or [("127.0.0.1", 53)]
+        return self.resolv_servers
+
+    # single questions
+
+    def query(self, name, qtype, callback):
+        """Ask (name, qtype); callback(DNSResult) later, exactly once."""
+        self._query(name, qtype, callback, 0)
+
+    def _query(self, name, qtype, callback, depth):
+        key = (wire.normalize(name), qtype)
+        if self.closed:
+            return self._soon(callback, DNSResult(key[0], qtype, error=temporary(
+                "resolver closed")))
+        try:
+            wire.encode_name(key[0])
+        except ValueError:
+            return self._soon(callback, DNSResult(key[0], qtype, error=DNSError(
+                False, "5.1.2", "invalid domain name: %s" % key[0])))
+        cached = self.cache.get(key)
+        if cached is not None and cached[0] > self.loop.now:
+            return self._soon(callback, cached[1])
+        exchange = self.pending.get(key)
+        if exchange is None:
+            exchange = self.pending[key] = _Exchange(self, key[0], qtype, depth)
+            exchange.next_try()
+        exchange.callbacks.append(callback)
+
+    def finished(self, exchange, response, error):
+        """Turn an exchange's response (or error) into a result and deliver it."""
+        if self.pending.get((exchange.name, exchange.qtype)) is exchange:
+            del self.pending[(exchange.name, exchange.qtype)]
+        if error is not None:
+            return self._deliver(exchange, DNSResult(exchange.name, exchange.qtype, error=error))
+        result, follow = _interpret(exchange.name, exchange.qtype, response)
+        if follow is None:
+            return self._deliver(exchange, result)
+        if exchange.depth >= MAX_CNAME:
+            return self._deliver(exchange, replace(result, error=temporary(
+                "CNAME chain too long at %s" % exchange.name)))
+
+        def followed(target):
+            self._deliver(exchange, replace(target, name=exchange.name,
+                                            ttl=min(target.ttl, result.ttl)))
+        self._query(follow, exchange.qtype, followed, exchange.depth + 1)
+
+    def _deliver(self, exchange, result):
+        self._remember(result)
+        for callback in exchange.callbacks:
+            self._soon(callback, result)
+
+    def _soon(self, callback, result):
+        self.loop.call_soon(lambda: callback(result))
+
+    def _remember(self, result):
+        if result.ttl <= 0 or (result.error is not None and result.error.temporary):
+            return
+        now = self.loop.now
+        if len(self.cache) >= CACHE_SIZE:
+            for key in [k for k, v in self.cache.items() if v[0] <= now]:
+                del self.cache[key]
+        while len(self.cache) >= CACHE_SIZE:
+            del self.cache[next(iter(self.cache))]
+        self.cache[(result.name, result.qtype)] = (now + result.ttl, result)
+
+    def close(self):
+        """Abandon every pending question (their callbacks get a temporary error)."""
+        self.closed = True
+        for exchange in list(self.pending.values()):
+            exchange.tries = []
+            exchange.next_try("resolver closed")
+        self.pending.clear()
+        self.cache.clear()
+
+    # mail routing
+
+    def resolve_host(self, name, callback):
+        """Find a host's A and AAAA addresses; callback(HostResult) later, exactly once."""
+        literal = address_literal(name)
+        if literal is not None:
+            return self._soon(callback, HostResult(name, [literal]))
+        self._addresses(name, callback)
+
+    def _addresses(self, name, callback):
+        results = {}
+
+        def got(result):
+            results[result.qtype] = result
+            if len(results) == 2:
+                callback(_host_result(name, results[A], results[AAAA]))
+        self.query(name, A, got)
+        self.query(name, AAAA, got)
+
+    def resolve_mx(self, domain, callback):
+        """Find the hosts to deliver a domain's mail to; callback(MXResult) later, exactly once."""
+        if domain.startswith("["):
+            literal = address_literal(domain)
+            if literal is None:
+                error = DNSError(False, "5.1.3", "bad address literal %s" % domain)
+                return self._soon(callback, MXResult(domain, error=error))
+            if literal in self.own_addresses:
+                return self._soon(callback, MXResult(domain, error=self._loop_error(domain)))
+            return self._soon(callback, MXResult(domain, [(literal, [literal])], True))
+        self.query(domain, MX, lambda result: self._on_mx(domain, result, callback))
+
+    def _on_mx(self, domain, result, callback):
+        if result.error is not None:
+            return callback(MXResult(domain, error=result.error))
+        exchanges = [record.data for record in result.records]
+        if exchanges and all(host == "." for _, host in exchanges):
+            return callback(MXResult(domain, error=DNSError(
+                False, "5.1.10", "Domain %s does not accept mail (null MX)" % domain)))
+        exchanges = [(pref, host) for pref, host in exchanges if host != "."]
+        if not exchanges:
+            return self._addresses(domain, lambda host: callback(
+                self._implicit(domain, host)))
+        ordered = _order(exchanges)[:MAX_MX]
+        ordered = _before(ordered, [p for p, h in ordered if h in self.own_names])
+        if not ordered:
+            return callback(MXResult(domain, error=self._loop_error(domain)))
+        hosts = {}
+
+        def got(host):
+            hosts[host.name] = host
+            if len(hosts) == len(ordered):
+                callback(self._assemble(domain, ordered, hosts))
+        for _, host in ordered:
+            self._addresses(host, got)
+
+    def _implicit(self, domain, host):
+        if host.error is not None and host.error.temporary:
+            return MXResult(domain, error=host.error, implicit=True)
+        if wire.normalize(domain) in self.own_names or self.own_addresses & set(host.addresses):
+            return MXResult(domain, error=self._loop_error(domain), implicit=True)
+        if not host.addresses:
+            return MXResult(domain, implicit=True, error=DNSError(
+                False, "5.4.4", "Unable to route: %s has no MX and no address" % domain))
+        return MXResult(domain, [(host.name, host.addresses)], True)
+
+    def _assemble(self, domain, ordered, hosts):
+        ours = [p for p, h in ordered if self.own_addresses & set(hosts[h].addresses)]
+        ordered = _before(ordered, ours)
+        if not ordered:
+            return MXResult(domain, error=self._loop_error(domain))
+        found = [(h, hosts[h].addresses) for _, h in ordered if hosts[h].addresses]
+        if found:
+            return MXResult(domain, found)
+        for _, host in ordered:
+            if hosts[host].error is not None and hosts[host].error.temporary:
+                return MXResult(domain, error=hosts[host].error)
+        return MXResult(domain, error=DNSError(
+            False, "5.4.4", "Unable to route: no MX host of %s has an address" % domain))
+
+    def _loop_error(self, domain):
+        return DNSError(False, "5.4.6", "Mail for %s loops back to myself" % domain)
+
+
+def _interpret(name, qtype, response):
+    """Return (DNSResult, None) for a final answer, or (partial result, name to follow)."""
+    negative = min(wire.negative_ttl(response), MAX_NEGATIVE_TTL)
+    if response.rcode == wire.NXDOMAIN:
+        return DNSResult(name, qtype, error=_not_found(name), ttl=negative), None
+    try:
+        records, canonical, ttl = wire.chase(response, name, qtype, MAX_CNAME)
+    except wire.DNSFormatError as exc:
+        return DNSResult(name, qtype, error=temporary(str(exc))), None
+    follow = canonical if not records and canonical != name else None
+    ttl = min(ttl, MAX_TTL) if records or follow else negative
+    return DNSResult(name, qtype, records, canonical, ttl=ttl), follow
+
+
+def _host_result(name, a_result, aaaa_result):
+    addresses = [r.data for r in a_result.records + aaaa_result.records]
+    if addresses:
+        return HostResult(name, addresses)
+    errors = [r.error for r in (a_result, aaaa_result) if r.error is not None]
+    for error in errors:
+        if error.temporary:
+            return HostResult(name, error=error)
+    if errors:
+        return HostResult(name, error=errors[0])
+    return HostResult(name, error=DNSError(False, "5.1.2", "No address for %s" % name))
+
+
+def _order(exchanges):
+    """Return (pref, host) sorted by preference, ties in random order, each host once."""
+    shuffled = [(pref, wire.normalize(host)) for pref, host in exchanges]
+    random.shuffle(shuffled)
+    best = {}
+    for pref, host in sorted(shuffled, key=lambda mx: mx[0]):
+        best.setdefault(host, pref)
+    return [(pref, host) for host, pref in best.items()]
+
+
+def _before(ordered, our_preferences):
+    """Drop the MX hosts at or after our own best preference (RFC 5321 section 5.1)."""
+    if not our_preferences:
+        return ordered
+    cut = min(our_preferences)
+    return [(pref, host) for pref, host in ordered if pref < cut]
