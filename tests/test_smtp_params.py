@@ -54,7 +54,7 @@ def test_rcpt_path_syntax():
         assert refused(parse_rcpt, arg, False) == usage
 
 
-def test_split_path_quoted_and_routed_forms_kept_raw():
+def test_faults_15_path_split_keeps_quoted_and_routed_forms_raw():
     usage = Reply(501, "5.5.4", "x")
     assert split_path('<"a>b"@c> SIZE=1', usage) == ('"a>b"@c', "SIZE=1")
     assert split_path('<"a\\"b"@c>', usage) == ('"a\\"b"@c', "")
