@@ -42,7 +42,6 @@ _RCODES = {1: "FORMERR", 2: "SERVFAIL", 4: "NOTIMP", 5: "REFUSED"}
 @dataclass(frozen=True)
 class DNSError:
     """Why a lookup failed: temporary (defer) or not (bounce), an enhanced code and text."""
-
     temporary: bool
     status: str
     text: str
@@ -51,7 +50,6 @@ class DNSError:
 @dataclass(frozen=True)
 class DNSResult:
     """One question's answer: records of qtype at the end of any CNAME chain, or an error."""
-
     name: str
     qtype: int
     records: tuple = ()
@@ -63,7 +61,6 @@ class DNSResult:
 @dataclass(frozen=True)
 class HostResult:
     """A host's addresses (IPv4 first, then IPv6), or an error."""
-
     name: str
     addresses: list = field(default_factory=list)
     error: DNSError = None
@@ -72,7 +69,6 @@ class HostResult:
 @dataclass(frozen=True)
 class MXResult:
     """The hosts to try for a domain, in order, as (host, [ip, ...]) pairs, or an error."""
-
     domain: str
     hosts: list = field(default_factory=list)
     implicit: bool = False
@@ -107,19 +103,13 @@ def parse_server(text):
 
 def read_resolv_conf(path="/etc/resolv.conf"):
     """Return the (ip, 53) name servers listed in a resolv.conf (at most three)."""
-    servers = []
     try:
         with open(path, encoding="ascii", errors="replace") as lines:
-            for line in lines:
-                words = line.split()
-                if len(words) >= 2 and words[0] == "nameserver":
-                    try:
-                        servers.append((str(ipaddress.ip_address(words[1])), 53))
-                    except ValueError:
-                        continue
+            words = [line.split() for line in lines]
     except OSError:
         return []
-    return servers[:3]
+    found = [address_literal(w[1]) for w in words if len(w) >= 2 and w[0] == "nameserver"]
+    return [(ip, 53) for ip in found if ip][:3]
 
 
 def address_literal(text):
@@ -349,8 +339,7 @@ class Resolver:
             return
         now = self.loop.now
         if len(self.cache) >= CACHE_SIZE:
-            for key in [k for k, v in self.cache.items() if v[0] <= now]:
-                del self.cache[key]
+            self.cache = {key: entry for key, entry in self.cache.items() if entry[0] > now}
         while len(self.cache) >= CACHE_SIZE:
             del self.cache[next(iter(self.cache))]
         self.cache[(result.name, result.qtype)] = (now + result.ttl, result)
@@ -437,9 +426,9 @@ class Resolver:
         found = [(h, hosts[h].addresses) for _, h in ordered if hosts[h].addresses]
         if found:
             return MXResult(domain, found)
-        for _, host in ordered:
-            if hosts[host].error is not None and hosts[host].error.temporary:
-                return MXResult(domain, error=hosts[host].error)
+        errors = [hosts[h].error for _, h in ordered if hosts[h].error is not None]
+        if any(error.temporary for error in errors):
+            return MXResult(domain, error=next(e for e in errors if e.temporary))
         return MXResult(domain, error=DNSError(
             False, "5.4.4", "Unable to route: no MX host of %s has an address" % domain))
 
@@ -466,12 +455,9 @@ def _host_result(name, a_result, aaaa_result):
     if addresses:
         return HostResult(name, addresses)
     errors = [r.error for r in (a_result, aaaa_result) if r.error is not None]
-    for error in errors:
-        if error.temporary:
-            return HostResult(name, error=error)
-    if errors:
-        return HostResult(name, error=errors[0])
-    return HostResult(name, error=DNSError(False, "5.1.2", "No address for %s" % name))
+    errors.sort(key=lambda error: not error.temporary)
+    return HostResult(name, error=errors[0] if errors else DNSError(
+        False, "5.1.2", "No address for %s" % name))
 
 
 def _order(exchanges):

@@ -230,6 +230,38 @@ def test_nxdomain_rcode_is_reported():
     assert parse(data).rcode == dns.NXDOMAIN
 
 
+# meaning: CNAME chains and negative TTLs
+
+def test_chase_follows_cnames_to_the_records_and_keeps_the_lowest_ttl():
+    response = dns.Response(0, False, (
+        Record("www.example.test", dns.CNAME, 50, "web.example.test"),
+        Record("web.example.test", dns.CNAME, 500, "host.example.test"),
+        Record("host.example.test", dns.A, 300, "192.0.2.1"),
+        Record("other.example.test", dns.A, 1, "192.0.2.2")))
+    records, canonical, ttl = dns.chase(response, "WWW.example.test.", dns.A)
+    assert [r.data for r in records] == ["192.0.2.1"]
+    assert (canonical, ttl) == ("host.example.test", 50)
+
+
+def test_chase_reports_where_the_chain_leaves_the_answer():
+    response = dns.Response(0, False, (Record("a.test", dns.CNAME, 60, "b.test"),))
+    assert dns.chase(response, "a.test", dns.A) == ((), "b.test", 60)
+    assert dns.chase(response, "a.test", dns.CNAME)[0] == response.answers
+
+
+def test_chase_refuses_a_cname_loop():
+    response = dns.Response(0, False, (Record("a.test", dns.CNAME, 60, "b.test"),
+                                       Record("b.test", dns.CNAME, 60, "a.test")))
+    with pytest.raises(DNSFormatError):
+        dns.chase(response, "a.test", dns.A)
+
+
+def test_negative_ttl_is_the_soa_ttl_or_minimum_whichever_is_lower():
+    soa = Record("test", dns.SOA, 900, ("ns.test", "h.test", 1, 2, 3, 4, 60))
+    assert dns.negative_ttl(dns.Response(3, False, (), (soa,))) == 60
+    assert dns.negative_ttl(dns.Response(3, False)) == 0
+
+
 # TCP framing
 
 def test_frame_and_unframe_round_trip_in_pieces():

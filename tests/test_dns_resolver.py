@@ -6,11 +6,13 @@ thread serves what dnsmasq cannot be made to do: SERVFAIL, silence, truncation f
 stray packets with the wrong id or question, an unfollowed CNAME, SOA-carrying negatives.
 """
 
+import ast
 import os
 import select
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 
@@ -22,6 +24,7 @@ from masq.proto import dns as wire
 from masq.proto.dns import Record
 
 DNSMASQ = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 RECORDS = [
     "--mx-host=example.test,mail.example.test,10",
@@ -568,3 +571,42 @@ def test_resolv_conf_nameservers_are_used(tmp_path, loop):
     assert resolver.servers() == [("192.0.2.54", 53)]
     empty = dns.Resolver(loop, resolv_conf=str(tmp_path / "missing"))
     assert empty.servers() == [("127.0.0.1", 53)]
+
+
+# runtime rules (python3-light: no idna codec, no email/logging/asyncio...)
+
+def test_resolves_with_idna_and_heavy_modules_blocked(dnsmasq):
+    code = (
+        "import sys\n"
+        "for m in ('email', 'logging', 'asyncio', 'http', 'urllib', 'xml', 'unicodedata',\n"
+        "          'uuid', 'stringprep', 'encodings.idna'):\n"
+        "    sys.modules[m] = None\n"
+        "from masq.loop import Loop\n"
+        "from masq.dns import Resolver\n"
+        "loop, mx, host = Loop(), [], []\n"
+        "resolver = Resolver(loop, servers=[('127.0.0.1', %d)], timeout=1)\n"
+        "resolver.resolve_mx('example.test', mx.append)\n"
+        "resolver.resolve_host('www.example.test', host.append)\n"
+        "while not (mx and host):\n"
+        "    loop.run_once()\n"
+        "assert mx[0].hosts[0] == ('mail.example.test', ['127.0.0.2', '::2']), mx\n"
+        "assert host[0].addresses == ['127.0.0.2', '::2'], host\n"
+        "try:\n"
+        "    'x'.encode('idna')\n"
+        "except LookupError:\n"
+        "    print('no idna')\n" % dnsmasq[1])
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          timeout=10)
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout == b"no idna\n"
+
+
+def test_imports_are_python3_light_only():
+    allowed = {"errno", "ipaddress", "os", "random", "socket", "struct", "dataclasses", "masq"}
+    for path in ("masq/dns.py", "masq/proto/dns.py"):
+        tree = ast.parse(open(os.path.join(ROOT, path)).read())
+        names = {alias.name.split(".")[0] for node in ast.walk(tree)
+                 if isinstance(node, ast.Import) for alias in node.names}
+        names |= {node.module.split(".")[0] for node in ast.walk(tree)
+                  if isinstance(node, ast.ImportFrom)}
+        assert names <= allowed, path
