@@ -67,13 +67,9 @@ class Client:
         return [type(e).__name__ for e in self.events]
 
 
-def play(script, client=None, **kw):
-    """Run a golden script [(client bytes, expected server bytes)]; return the Client."""
-    client = client or Client(**kw)
-    for i, (sent, expected) in enumerate(script):
-        got = client.send(sent)
-        assert got == expected, "step %d %r: got %r, want %r" % (i, sent, got, expected)
-    return client
+def converse(client, script):
+    """Send each client turn of a golden script; return [(client bytes, server bytes)]."""
+    return [(sent, client.send(sent)) for sent, _ in script]
 
 
 # ---- golden dialogues --------------------------------------------------------------------
@@ -130,7 +126,8 @@ def test_greeting_default_and_refused():
 
 
 def test_golden_basic_session():
-    client = play(GOLDEN_BASIC)
+    client = Client()
+    assert converse(client, GOLDEN_BASIC) == GOLDEN_BASIC
     assert client.kinds() == ["Hello", "MailFrom", "RcptTo", "DataStart", "DataChunk",
                               "EndOfData", "Reset", "Quit", "ConnectionClosed"]
     assert client.events[1] == MailFrom("alice@example.org", {"SIZE": 100, "BODY": "8BITMIME"})
@@ -140,18 +137,21 @@ def test_golden_basic_session():
 
 
 def test_golden_pipelined_two_messages():
-    client = play(GOLDEN_PIPELINED)
+    client = Client()
+    assert converse(client, GOLDEN_PIPELINED) == GOLDEN_PIPELINED
     assert client.kinds().count("EndOfData") == 2
     assert client.events[-1] == ConnectionClosed("quit")
 
 
 def test_golden_helo():
-    client = play(GOLDEN_HELO)
+    client = Client()
+    assert converse(client, GOLDEN_HELO) == GOLDEN_HELO
     assert client.events[0] == Hello("old.client", False)
 
 
 def test_faults_10_sequence_errors():
-    play(GOLDEN_SEQUENCE)
+    client = Client()
+    assert converse(client, GOLDEN_SEQUENCE) == GOLDEN_SEQUENCE
 
 
 def test_ehlo_advertises_starttls_and_auth_only_when_usable():
@@ -174,8 +174,10 @@ def test_transition_table_covers_every_command_and_state():
 
 
 def test_ehlo_inside_transaction_resets_it():
-    client = play([(ENVELOPE, ENVELOPE_REPLY), (b"EHLO again.test\r\n", EHLO_REPLY),
-                   (b"RCPT TO:<x@y.test>\r\n", b"503 5.5.1 Error: need MAIL command\r\n")])
+    script = [(ENVELOPE, ENVELOPE_REPLY), (b"EHLO again.test\r\n", EHLO_REPLY),
+              (b"RCPT TO:<x@y.test>\r\n", b"503 5.5.1 Error: need MAIL command\r\n")]
+    client = Client()
+    assert converse(client, script) == script
     assert client.kinds()[3:5] == ["Reset", "Hello"]
 
 
@@ -190,18 +192,21 @@ def test_app_refusals_and_custom_accepts():
         if isinstance(event, EndOfData):
             return Reply(250, "2.0.0", "Ok: queued as 42")
         return None
-    play([(b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\n", EHLO_REPLY + MAIL_OK),
-          (b"RCPT TO:<nobody@d.test>\r\n", b"550 5.1.1 <nobody@d.test>: User unknown\r\n"),
-          (b"DATA\r\n", b"503 5.5.1 Error: need RCPT command\r\n"),
-          (b"RCPT TO:<c@d.test>\r\n", b"251 2.1.5 User not local; will forward\r\n"),
-          (b"DATA\r\nhi\r\n.\r\n", GO + b"250 2.0.0 Ok: queued as 42\r\n")], answer=answer)
+    script = [(b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\n", EHLO_REPLY + MAIL_OK),
+              (b"RCPT TO:<nobody@d.test>\r\n", b"550 5.1.1 <nobody@d.test>: User unknown\r\n"),
+              (b"DATA\r\n", b"503 5.5.1 Error: need RCPT command\r\n"),
+              (b"RCPT TO:<c@d.test>\r\n", b"251 2.1.5 User not local; will forward\r\n"),
+              (b"DATA\r\nhi\r\n.\r\n", GO + b"250 2.0.0 Ok: queued as 42\r\n")]
+    client = Client(answer=answer)
+    assert converse(client, script) == script
 
 
 def test_refused_end_of_data_ends_transaction():
     answer = (lambda e: Reply(554, "5.6.0", "rejected") if isinstance(e, EndOfData) else None)
-    play([(ENVELOPE + b"DATA\r\nx\r\n.\r\n", ENVELOPE_REPLY + GO + b"554 5.6.0 rejected\r\n"),
-          (b"RCPT TO:<c@d.test>\r\n", b"503 5.5.1 Error: need MAIL command\r\n")],
-         answer=answer)
+    script = [(ENVELOPE + b"DATA\r\nx\r\n.\r\n", ENVELOPE_REPLY + GO + b"554 5.6.0 rejected\r\n"),
+              (b"RCPT TO:<c@d.test>\r\n", b"503 5.5.1 Error: need MAIL command\r\n")]
+    client = Client(answer=answer)
+    assert converse(client, script) == script
 
 
 def test_end_of_data_answer_may_come_many_turns_later():
@@ -261,9 +266,13 @@ def test_wants_data_bounds_buffer_while_paused():
 def test_faults_01_command_too_long_then_session_continues():
     too_long = b"500 5.5.2 Error: command too long\r\n"
     line = b"RCPT TO:<" + b"a" * 10240 + b"@d.test>\r\n"
-    play([(ENVELOPE, ENVELOPE_REPLY), (line, too_long), (b"NOOP\r\n", OK)])
+    script = [(ENVELOPE, ENVELOPE_REPLY), (line, too_long), (b"NOOP\r\n", OK)]
+    client = Client()
+    assert converse(client, script) == script
     exact = b"NOOP " + b"x" * (512 - 7) + b"\r\n"  # 512 octets with CRLF: allowed
-    play([(exact, OK), (exact[:-2] + b"x\r\n", too_long)])
+    script = [(exact, OK), (exact[:-2] + b"x\r\n", too_long)]
+    client = Client()
+    assert converse(client, script) == script
 
 
 def test_faults_01_megabyte_without_crlf_keeps_memory_bounded():
@@ -282,17 +291,21 @@ def test_faults_01_repeated_abuse_ends_in_421():
 
 
 def test_faults_03_bare_lf_commands_are_normalised():
-    client = play([(b"EHLO c.test\n", EHLO_REPLY), (b"MAIL FROM:<a@b.test>\n", MAIL_OK),
-                   (b"RCPT TO:<c@d.test>\r\n", RCPT_OK), (b"DATA\n", GO),
-                   (b"a\nb\n.\n.\r\n", b""), (b"\r\n.\r\n", QUEUED)])
+    script = [(b"EHLO c.test\n", EHLO_REPLY), (b"MAIL FROM:<a@b.test>\n", MAIL_OK),
+              (b"RCPT TO:<c@d.test>\r\n", RCPT_OK), (b"DATA\n", GO),
+              (b"a\nb\n.\n.\r\n", b""), (b"\r\n.\r\n", QUEUED)]
+    client = Client()
+    assert converse(client, script) == script
     assert client.body() == b"a\nb\n.\n.\r\n\r\n"  # in DATA bare LF is text, never a terminator
 
 
 def test_faults_03_bare_cr_in_command_is_refused():
-    play([(b"EHLO c.test\r\n", EHLO_REPLY),
-          (b"MAIL FROM:<a@b.test>\rRCPT TO:<x@y.test>\r\n",
-           b"500 5.5.2 Error: bare <CR> received\r\n"),
-          (b"NOOP\r\r\n", b"500 5.5.2 Error: bare <CR> received\r\n")])
+    script = [(b"EHLO c.test\r\n", EHLO_REPLY),
+              (b"MAIL FROM:<a@b.test>\rRCPT TO:<x@y.test>\r\n",
+               b"500 5.5.2 Error: bare <CR> received\r\n"),
+              (b"NOOP\r\r\n", b"500 5.5.2 Error: bare <CR> received\r\n")]
+    client = Client()
+    assert converse(client, script) == script
 
 
 def test_faults_07_pipelined_plaintext_after_starttls_is_discarded():
@@ -304,29 +317,39 @@ def test_faults_07_pipelined_plaintext_after_starttls_is_discarded():
     with pytest.raises(LocalProtocolError):
         client.srv.receive_data(b"more plaintext")
     client.srv.start_tls_done()
-    play([(b"MAIL FROM:<a@b.test>\r\n", b"503 5.5.1 Error: send HELO/EHLO first\r\n"),
-          (b"EHLO c.test\r\n", EHLO_REPLY)], client=client)
+    script = [(b"MAIL FROM:<a@b.test>\r\n", b"503 5.5.1 Error: send HELO/EHLO first\r\n"),
+              (b"EHLO c.test\r\n", EHLO_REPLY)]
+    assert converse(client, script) == script
     assert client.srv.tls_active
 
 
 def test_faults_08_starttls_twice_with_argument_after_auth_or_unavailable():
-    play([(b"EHLO c.test\r\n", EHLO_REPLY),
-          (b"STARTTLS\r\n", b"502 5.5.1 Error: command not implemented\r\n")])
-    client = play([(b"STARTTLS now\r\n", b"501 5.5.4 Syntax: STARTTLS\r\n"),
-                   (b"STARTTLS\r\n", b"220 2.0.0 Ready to start TLS\r\n")], tls_available=True)
+    script = [(b"EHLO c.test\r\n", EHLO_REPLY),
+              (b"STARTTLS\r\n", b"502 5.5.1 Error: command not implemented\r\n")]
+    client = Client()
+    assert converse(client, script) == script
+    script = [(b"STARTTLS now\r\n", b"501 5.5.4 Syntax: STARTTLS\r\n"),
+              (b"STARTTLS\r\n", b"220 2.0.0 Ready to start TLS\r\n")]
+    client = Client(tls_available=True)
+    assert converse(client, script) == script
     client.srv.start_tls_done()
-    play([(b"EHLO c.test\r\n", EHLO_REPLY),
-          (b"STARTTLS\r\n", b"554 5.5.1 Error: TLS already active\r\n")], client=client)
+    script = [(b"EHLO c.test\r\n", EHLO_REPLY),
+              (b"STARTTLS\r\n", b"554 5.5.1 Error: TLS already active\r\n")]
+    assert converse(client, script) == script
     auth = Client(tls_available=True, auth_mechanisms=("PLAIN",), auth_needs_tls=False)
     auth.send(b"EHLO c.test\r\nAUTH PLAIN AHUAcA==\r\n")
     assert auth.send(b"STARTTLS\r\n") == b"503 5.5.1 Error: already authenticated\r\n"
-    play([(ENVELOPE + b"STARTTLS\r\n", EHLO_TLS + MAIL_OK + RCPT_OK +
-           b"503 5.5.1 Error: MAIL transaction in progress\r\n")], tls_available=True)
+    script = [(ENVELOPE + b"STARTTLS\r\n", EHLO_TLS + MAIL_OK + RCPT_OK +
+               b"503 5.5.1 Error: MAIL transaction in progress\r\n")]
+    client = Client(tls_available=True)
+    assert converse(client, script) == script
 
 
 def test_faults_11_unknown_verb():
-    play([(b"EHLO c.test\r\nFOO bar\r\n", EHLO_REPLY +
-           b"500 5.5.2 Error: command not recognized\r\n")])
+    script = [(b"EHLO c.test\r\nFOO bar\r\n", EHLO_REPLY +
+               b"500 5.5.2 Error: command not recognized\r\n")]
+    client = Client()
+    assert converse(client, script) == script
 
 
 @pytest.mark.parametrize("line", [b"GET / HTTP/1.1", b"POST /x HTTP/1.0",
@@ -357,39 +380,47 @@ def test_faults_11_tls_client_hello_on_plain_port():
 
 
 def test_faults_12_nul_in_command():
-    play([(b"EHLO c.test\r\n", EHLO_REPLY),
-          (b"MAIL FROM:<a@b.test>\x00 SIZE=1\r\n",
-           b"501 5.5.2 Error: NUL characters are not allowed\r\n"),
-          (b"MAIL FROM:<a@b.test>\r\n", MAIL_OK)])
+    script = [(b"EHLO c.test\r\n", EHLO_REPLY),
+              (b"MAIL FROM:<a@b.test>\x00 SIZE=1\r\n",
+               b"501 5.5.2 Error: NUL characters are not allowed\r\n"),
+              (b"MAIL FROM:<a@b.test>\r\n", MAIL_OK)]
+    client = Client()
+    assert converse(client, script) == script
 
 
 def test_faults_13_nul_8bit_and_bad_utf8_in_data_pass_through():
     text = b"a\x00b\r\n\xff\xfe\x85\x0b\x0c\x1c\x1d\x1e\r\n\xe2\x80\xa8\r\n"
-    client = play([(ENVELOPE + b"DATA\r\n", ENVELOPE_REPLY + GO),
-                   (text + b".\r\n", QUEUED)])
+    script = [(ENVELOPE + b"DATA\r\n", ENVELOPE_REPLY + GO),
+              (text + b".\r\n", QUEUED)]
+    client = Client()
+    assert converse(client, script) == script
     assert client.body() == text
 
 
 def test_faults_14_unicode_addresses_need_smtputf8():
     need = b"553 5.6.7 Must declare SMTPUTF8 to send unicode address\r\n"
-    play([(b"EHLO c.test\r\n", EHLO_REPLY),
-          ("MAIL FROM:<jörg@b.test>\r\n".encode(), need),
-          ("MAIL FROM:<jörg@b.test> SMTPUTF8\r\n".encode(), MAIL_OK),
-          ("RCPT TO:<δοκιμή@d.test>\r\n".encode(), RCPT_OK),
-          (b"RSET\r\nMAIL FROM:<a@b.test>\r\n", OK + MAIL_OK),
-          ("RCPT TO:<δοκιμή@d.test>\r\n".encode(), need),
-          (b"RCPT TO:<\xc3\x28@d.test>\r\n", b"500 5.5.2 Error: bad UTF-8 syntax\r\n")])
+    script = [(b"EHLO c.test\r\n", EHLO_REPLY),
+              ("MAIL FROM:<jörg@b.test>\r\n".encode(), need),
+              ("MAIL FROM:<jörg@b.test> SMTPUTF8\r\n".encode(), MAIL_OK),
+              ("RCPT TO:<δοκιμή@d.test>\r\n".encode(), RCPT_OK),
+              (b"RSET\r\nMAIL FROM:<a@b.test>\r\n", OK + MAIL_OK),
+              ("RCPT TO:<δοκιμή@d.test>\r\n".encode(), need),
+              (b"RCPT TO:<\xc3\x28@d.test>\r\n", b"500 5.5.2 Error: bad UTF-8 syntax\r\n")]
+    client = Client()
+    assert converse(client, script) == script
 
 
 def test_faults_19_parameters_through_the_engine():
-    play([(b"EHLO c.test\r\n", EHLO_REPLY),
-          (b"MAIL FROM:<a@b.test> ENVID=x+0D+0AMAIL\r\n",
-           b"501 5.5.4 Bad ENVID parameter syntax\r\n"),
-          (b"MAIL FROM:<a@b.test> SIZE=1 SIZE=2\r\n",
-           b"501 5.5.4 Error: duplicate SIZE parameter\r\n"),
-          (b"MAIL FROM:<a@b.test> XFOO=1\r\n", b"555 5.5.4 Unsupported option: XFOO\r\n"),
-          (b"MAIL FROM:<a@b.test> AUTH=" + b"x" * 600 + b"\r\n",
-           b"500 5.5.2 Error: command too long\r\n")])
+    script = [(b"EHLO c.test\r\n", EHLO_REPLY),
+              (b"MAIL FROM:<a@b.test> ENVID=x+0D+0AMAIL\r\n",
+               b"501 5.5.4 Bad ENVID parameter syntax\r\n"),
+              (b"MAIL FROM:<a@b.test> SIZE=1 SIZE=2\r\n",
+               b"501 5.5.4 Error: duplicate SIZE parameter\r\n"),
+              (b"MAIL FROM:<a@b.test> XFOO=1\r\n", b"555 5.5.4 Unsupported option: XFOO\r\n"),
+              (b"MAIL FROM:<a@b.test> AUTH=" + b"x" * 600 + b"\r\n",
+               b"500 5.5.2 Error: command too long\r\n")]
+    client = Client()
+    assert converse(client, script) == script
 
 
 @pytest.mark.parametrize("line, reply", [
@@ -407,8 +438,10 @@ def test_faults_20_bad_helo_names(line, reply):
 
 
 def test_faults_20_helo_name_bounded_and_literal_accepted():
-    client = play([(b"EHLO [192.0.2.1]\r\n", EHLO_REPLY),
-                   (b"EHLO " + b"h" * 255 + b"\r\n", EHLO_REPLY)])
+    script = [(b"EHLO [192.0.2.1]\r\n", EHLO_REPLY),
+              (b"EHLO " + b"h" * 255 + b"\r\n", EHLO_REPLY)]
+    client = Client()
+    assert converse(client, script) == script
     assert client.events[0].name == "[192.0.2.1]" and len(client.events[1].name) == 255
 
 
@@ -430,16 +463,20 @@ def test_faults_22_ten_thousand_recipients_keep_memory_flat():
 
 
 def test_faults_24_size_parameter_above_limit():
-    play([(b"EHLO c.test\r\nMAIL FROM:<a@b.test> SIZE=104857600\r\n",
-           EHLO_REPLY + b"552 5.3.4 Message size exceeds fixed limit\r\n")])
+    script = [(b"EHLO c.test\r\nMAIL FROM:<a@b.test> SIZE=104857600\r\n",
+               EHLO_REPLY + b"552 5.3.4 Message size exceeds fixed limit\r\n")]
+    client = Client()
+    assert converse(client, script) == script
 
 
 def test_faults_25_data_over_max_size_read_to_dot_then_552():
-    client = play([(ENVELOPE + b"DATA\r\n", ENVELOPE_REPLY + GO),
-                   (b"x" * 998 + b"\r\n", b"")] +
-                  [(b"y" * 998 + b"\r\n", b"")] * 20 +
-                  [(b".\r\n", b"552 5.3.4 Error: message file too big\r\n"),
-                   (b"MAIL FROM:<a@b.test>\r\n", MAIL_OK)])
+    script = ([(ENVELOPE + b"DATA\r\n", ENVELOPE_REPLY + GO),
+               (b"x" * 998 + b"\r\n", b"")] +
+              [(b"y" * 998 + b"\r\n", b"")] * 20 +
+              [(b".\r\n", b"552 5.3.4 Error: message file too big\r\n"),
+               (b"MAIL FROM:<a@b.test>\r\n", MAIL_OK)])
+    client = Client()
+    assert converse(client, script) == script
     kinds = client.kinds()
     assert "EndOfData" not in kinds and kinds.count("DataAborted") == 1
     assert client.events[kinds.index("DataAborted")] == DataAborted("too big")
@@ -504,30 +541,37 @@ def test_faults_29_eof_right_after_final_dot_still_commits_once():
 # ---- BDAT (FAULTS #30) -------------------------------------------------------------------
 
 def test_faults_30_bdat_chunks_and_last():
-    client = play([(ENVELOPE + b"BDAT 5\r\nhello", ENVELOPE_REPLY +
-                    b"250 2.0.0 Ok: 5 octets received\r\n"),
-                   (b"BDAT 7 LAST\r\n, world", QUEUED),
-                   (b"MAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nBDAT 0 LAST\r\n",
-                    MAIL_OK + RCPT_OK + QUEUED)])
+    script = [(ENVELOPE + b"BDAT 5\r\nhello", ENVELOPE_REPLY +
+               b"250 2.0.0 Ok: 5 octets received\r\n"),
+              (b"BDAT 7 LAST\r\n, world", QUEUED),
+              (b"MAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nBDAT 0 LAST\r\n",
+               MAIL_OK + RCPT_OK + QUEUED)]
+    client = Client()
+    assert converse(client, script) == script
     assert client.body() == b"hello, world"
     assert client.kinds().count("DataStart") == 2 and client.kinds().count("EndOfData") == 2
 
 
 def test_faults_30_bdat_counts_bytes_not_lines():
-    client = play([(ENVELOPE + b"BDAT 13 LAST\r\n.\r\nMAIL FROM:", ENVELOPE_REPLY + QUEUED),
-                   (b"NOOP\r\n", OK)])
+    script = [(ENVELOPE + b"BDAT 13 LAST\r\n.\r\nMAIL FROM:", ENVELOPE_REPLY + QUEUED),
+              (b"NOOP\r\n", OK)]
+    client = Client()
+    assert converse(client, script) == script
     assert client.body() == b".\r\nMAIL FROM:"
 
 
 def test_faults_30_bdat_then_data_and_sequence():
-    play([(b"EHLO c.test\r\nBDAT 3\r\nabc", EHLO_REPLY + b"503 5.5.1 Error: need MAIL command\r\n"),
-          (b"MAIL FROM:<a@b.test>\r\nBDAT 2\r\nxy", MAIL_OK +
-           b"503 5.5.1 Error: need RCPT command\r\n"),
-          (b"MAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nBDAT 1\r\nz",
-           MAIL_OK + RCPT_OK + b"250 2.0.0 Ok: 1 octets received\r\n"),
-          (b"DATA\r\n", b"503 5.5.1 Error: DATA after BDAT\r\n"),
-          (b"RCPT TO:<e@f.test>\r\n", b"503 5.5.1 Error: RCPT after BDAT\r\n"),
-          (b"BDAT 0 LAST\r\n", QUEUED)])
+    script = [(b"EHLO c.test\r\nBDAT 3\r\nabc",
+               EHLO_REPLY + b"503 5.5.1 Error: need MAIL command\r\n"),
+              (b"MAIL FROM:<a@b.test>\r\nBDAT 2\r\nxy", MAIL_OK +
+               b"503 5.5.1 Error: need RCPT command\r\n"),
+              (b"MAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nBDAT 1\r\nz",
+               MAIL_OK + RCPT_OK + b"250 2.0.0 Ok: 1 octets received\r\n"),
+              (b"DATA\r\n", b"503 5.5.1 Error: DATA after BDAT\r\n"),
+              (b"RCPT TO:<e@f.test>\r\n", b"503 5.5.1 Error: RCPT after BDAT\r\n"),
+              (b"BDAT 0 LAST\r\n", QUEUED)]
+    client = Client()
+    assert converse(client, script) == script
 
 
 def test_faults_30_bdat_bad_syntax_closes():
@@ -556,25 +600,31 @@ def test_faults_30_huge_bdat_is_discarded_not_buffered():
 
 
 def test_faults_30_bdat_over_size_across_chunks():
-    client = play([(ENVELOPE + b"BDAT 6000\r\n" + b"a" * 6000, ENVELOPE_REPLY +
-                    b"250 2.0.0 Ok: 6000 octets received\r\n"),
-                   (b"BDAT 6000 LAST\r\n" + b"b" * 6000,
-                    b"552 5.3.4 Error: message file too big\r\n"),
-                   (b"BDAT 1 LAST\r\nc", b"503 5.5.1 Error: need MAIL command\r\n")])
+    script = [(ENVELOPE + b"BDAT 6000\r\n" + b"a" * 6000, ENVELOPE_REPLY +
+               b"250 2.0.0 Ok: 6000 octets received\r\n"),
+              (b"BDAT 6000 LAST\r\n" + b"b" * 6000,
+               b"552 5.3.4 Error: message file too big\r\n"),
+              (b"BDAT 1 LAST\r\nc", b"503 5.5.1 Error: need MAIL command\r\n")]
+    client = Client()
+    assert converse(client, script) == script
     assert client.kinds().count("DataAborted") == 1 and "EndOfData" not in client.kinds()
 
 
 def test_faults_30_bdat_without_chunking_is_skipped():
     ehlo = EHLO_REPLY.replace(b"250-SMTPUTF8\r\n250 CHUNKING", b"250 SMTPUTF8")
-    play([(ENVELOPE + b"BDAT 4\r\nQUIT", ehlo + MAIL_OK + RCPT_OK +
-           b"502 5.5.1 Error: command not implemented\r\n")], chunking=False)
+    script = [(ENVELOPE + b"BDAT 4\r\nQUIT", ehlo + MAIL_OK + RCPT_OK +
+               b"502 5.5.1 Error: command not implemented\r\n")]
+    client = Client(chunking=False)
+    assert converse(client, script) == script
 
 
 def test_bdat_refused_by_app_skips_chunk():
     answer = (lambda e: Reply(554, "5.5.1", "Error: no valid recipients")
               if isinstance(e, DataStart) else None)
-    client = play([(ENVELOPE + b"BDAT 4 LAST\r\nQUIT", ENVELOPE_REPLY +
-                    b"554 5.5.1 Error: no valid recipients\r\n")], answer=answer)
+    script = [(ENVELOPE + b"BDAT 4 LAST\r\nQUIT", ENVELOPE_REPLY +
+               b"554 5.5.1 Error: no valid recipients\r\n")]
+    client = Client(answer=answer)
+    assert converse(client, script) == script
     assert "Quit" not in client.kinds() and client.kinds()[-1] == "Reset"
 
 
@@ -610,13 +660,17 @@ def test_auth_login_two_prompts():
 
 
 def test_faults_32_auth_before_tls():
-    play([(b"EHLO c.test\r\nAUTH PLAIN AHUAcA==\r\n", EHLO_REPLY +
-           b"538 5.7.11 Encryption required for requested authentication mechanism\r\n")],
-         auth_mechanisms=("PLAIN",))
-    play([(b"EHLO c.test\r\nAUTH PLAIN\r\n", EHLO_REPLY +
-           b"503 5.5.1 Error: authentication not enabled\r\n")])
-    play([(b"AUTH PLAIN\r\n", b"503 5.5.1 Error: send HELO/EHLO first\r\n")],
-         auth_mechanisms=("PLAIN",))
+    script = [(b"EHLO c.test\r\nAUTH PLAIN AHUAcA==\r\n", EHLO_REPLY +
+               b"538 5.7.11 Encryption required for requested authentication mechanism\r\n")]
+    client = Client(auth_mechanisms=("PLAIN",))
+    assert converse(client, script) == script
+    script = [(b"EHLO c.test\r\nAUTH PLAIN\r\n", EHLO_REPLY +
+               b"503 5.5.1 Error: authentication not enabled\r\n")]
+    client = Client()
+    assert converse(client, script) == script
+    script = [(b"AUTH PLAIN\r\n", b"503 5.5.1 Error: send HELO/EHLO first\r\n")]
+    client = Client(auth_mechanisms=("PLAIN",))
+    assert converse(client, script) == script
 
 
 def test_faults_33_wrong_passwords_count_as_errors():
@@ -716,7 +770,9 @@ def test_starttls_refused_by_app():
 
 
 def test_reset_event_on_rset():
-    client = play([(b"RSET\r\n", OK)])
+    script = [(b"RSET\r\n", OK)]
+    client = Client()
+    assert converse(client, script) == script
     assert client.events == [Reset()]
 
 
