@@ -57,7 +57,9 @@ class DataStart:
 
 @dataclass(frozen=True)
 class DataChunk:
-    """A piece of message text in wire form (CRLF line ends, dot-stuffing removed)."""
+    """A piece of message text as received, dot-stuffing removed (DATA) or verbatim (BDAT).
+
+    Bare CR, bare LF, NUL and 8-bit octets pass through untouched: cleanup fixes line ends."""
 
     data: bytes
 
@@ -69,14 +71,16 @@ class EndOfData:
 
 @dataclass(frozen=True)
 class DataAborted:
-    """The message text already handed out must be dropped (too big, line too long, EOF...)."""
+    """Drop the message text handed out so far: "too big", "line too long", or a close
+    reason. Reading goes on to the end of the transfer, then Reset follows (unless closed)."""
 
     reason: str
 
 
 @dataclass(frozen=True)
 class Reset:
-    """The current transaction, if any, is abandoned (RSET, or HELO/EHLO inside one)."""
+    """Drop the transaction (envelope and text): RSET, HELO/EHLO inside a transaction, or a
+    transfer the engine failed (too big, line too long, refused or out-of-sequence BDAT)."""
 
 
 @dataclass(frozen=True)
