@@ -57,7 +57,7 @@ def xtext_decode(value, keyword="xtext"):
 
 
 def xtext_encode(text):
-    """Encode str as RFC 3461 xtext (UTF-8 octets, "+XX" for anything outside "!"-"~", "+", "=")."""
+    """Encode str as RFC 3461 xtext: UTF-8 octets, "+XX" outside "!"-"~" and for "+", "="."""
     out = []
     for octet in text.encode("utf-8"):
         if 0x21 <= octet <= 0x7E and octet not in (0x2B, 0x3D):
