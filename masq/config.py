@@ -133,6 +133,9 @@ def _listen(text):
     scheme, sep, rest = text.partition("://")
     if not sep or scheme not in LISTEN_SCHEMES:
         raise ValueError(text)
+    rest, _, query = rest.partition("?")
+    if query not in ("", "auth=plain"):
+        raise ValueError(text)
     _host_port(rest, low_port=0)
     return text
 

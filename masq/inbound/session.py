@@ -13,7 +13,7 @@ checked first) and `451 4.3.0` when a write or the sync fails; an idle client ge
 
 from masq import address, message
 from masq.policy import relay
-from masq.proto import smtp_events as ev
+from masq.proto import smtp_server_events as ev
 from masq.proto.reply import Reply
 from masq.queue.envelope import Envelope, Recipient
 from masq.queue.log import LogError
@@ -196,6 +196,11 @@ class Session:
 
     def _end_of_data(self, event):
         txn = self.txn
+        if txn.failure is None and not txn.headers.done:
+            try:
+                txn.headers.finish()
+            except message.HeaderTooLong as exc:
+                txn.failure = Reply(exc.code, exc.enhanced, exc.text)
         if txn.failure is None and message.count_hops(txn.headers.headers) >= MAX_HOPS:
             txn.failure = TOO_MANY_HOPS
         if txn.failure is not None:
@@ -243,8 +248,9 @@ class Session:
         self.txn = None
 
     def _start_tls(self, event):
-        self.respond(None)
-        self.transport.start_tls(self.server.tls_context, True, self._tls_done)
+        self.respond(None)          # the 220 goes out in plaintext first
+        self.server.loop.call_soon(lambda: self.transport.start_tls(
+            self.server.tls_context, True, self._tls_done))
 
     def _tls_done(self, error):
         if error is not None:

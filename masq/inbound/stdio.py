@@ -1,0 +1,133 @@
+"""`-bs`, `smtpd`, `in.smtpd`: the same SMTP session on stdin and stdout (inetd style).
+
+Owns a transport over two file descriptors and the small host a session needs when no
+daemon is around: the loop, the queue opened for appending (a daemon may run: it is poked
+about each message), the settings. A client whose stdin is a socket is known by its
+address; otherwise it is a local process, trusted like `sendmail`.
+"""
+
+import os
+import socket
+
+from masq import control, exits
+from masq.cli import common
+from masq.inbound.listener import Listener
+from masq.logger import Logger
+from masq.loop import Loop
+from masq.policy import relay
+from masq.inbound.session import Session
+
+
+class StdioTransport:
+    """Reads fd 0 and writes fd 1 for a Session."""
+
+    def __init__(self, loop, on_done):
+        self.loop = loop
+        self.session = None
+        self.on_done = on_done
+        self.reading = False
+        self.closed = False
+
+    def resume_reading(self):
+        """Read stdin in the loop."""
+        if not self.reading and not self.closed:
+            self.reading = True
+            self.loop.add_reader(0, self._readable)
+
+    def pause_reading(self):
+        """Stop reading stdin."""
+        if self.reading:
+            self.reading = False
+            self.loop.remove_reader(0)
+
+    def _readable(self):
+        try:
+            data = os.read(0, 65536)
+        except OSError:
+            data = b""
+        self.session.on_data(data)
+        if not data:
+            self.close("end of input")
+
+    def write(self, data):
+        """Write to stdout (a pipe or terminal: blocking is fine here)."""
+        view = memoryview(data)
+        while view and not self.closed:
+            try:
+                view = view[os.write(1, view):]
+            except OSError:
+                self.close("stdout closed")
+
+    def tls_info(self):
+        """Return None: no TLS on stdio."""
+        return None
+
+    def start_tls(self, context, server_side, on_done):
+        """Refuse: STARTTLS is not offered on stdio."""
+        on_done("no TLS on stdio")
+
+    def close_when_flushed(self):
+        """Close now (writes are synchronous)."""
+        self.close("closed")
+
+    def close(self, reason="closed"):
+        """Stop the session."""
+        if self.closed:
+            return
+        self.closed = True
+        self.pause_reading()
+        self.session.on_close(reason)
+        self.on_done()
+
+
+class Host:
+    """What a Listener needs from a daemon, for a single stdio session."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.loop = Loop()
+        self.log = Logger("syslog" if cfg.main.log == "syslog" else "stderr",
+                          cfg.main.log_level)
+        self.queue = common.open_queue(cfg, "append", report=self.log.warning)
+        self.counters = {"accepted": 0}
+        self.active_writers = 0
+        self.new_ids = []
+
+    def notify(self, event, **data):
+        """Remember accepted messages for the poke at the end."""
+        self.new_ids.extend(data.get("ids", ()))
+
+    def alias_names(self):
+        """Return the alias names (none known without the aliases stage)."""
+        return frozenset()
+
+
+def _peer(settings):
+    try:
+        sock = socket.socket(fileno=os.dup(0))
+        try:
+            ip = sock.getpeername()[0]
+        finally:
+            sock.close()
+    except (OSError, IndexError, TypeError):
+        return relay.Peer("127.0.0.1", True, None, "smtp")
+    return relay.Peer(ip, relay.in_networks(ip, settings.relay_nets), None, "smtp")
+
+
+def run(cfg):
+    """Speak SMTP on stdin/stdout until the client quits; return the exit status."""
+    host = Host(cfg)
+    listener = Listener(host, "smtp://127.0.0.1:0", {})
+    transport = StdioTransport(host.loop, host.loop.stop)
+    session = Session(listener, transport, _peer(listener.settings), listener._engine(False))
+    transport.session = session
+    host.loop.at_turn_end(host.queue.store.sync_now)
+    session.start()
+    host.loop.running = True
+    while host.loop.running:
+        host.loop.run_once()
+    host.queue.store.sync_now()
+    host.queue.close()
+    if host.new_ids:
+        control.request(cfg.main.spool_dir, "new", timeout=5)
+    return exits.OK
