@@ -43,3 +43,70 @@ def status(conf):
     done = masq("status", "--json", "-C", conf)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
+
+
+def free_port():
+    """Return a TCP port on 127.0.0.1 that is free right now."""
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Daemon:
+    """`masq daemon` in a subprocess, for end-to-end tests."""
+
+    def __init__(self, conf, wait_port=None):
+        self.conf = conf
+        self.wait_port = wait_port
+        self.proc = None
+
+    def start(self):
+        """Start the daemon and wait until it answers."""
+        import time
+        environ = dict(os.environ, PYTHONPATH=ROOT)
+        self.proc = subprocess.Popen([sys.executable, "-m", "masq", "-C", self.conf, "daemon"],
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     env=environ, cwd=ROOT)
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("daemon exited: %s" % self.proc.stdout.read().decode())
+            if self._ready():
+                return self
+            time.sleep(0.05)
+        raise RuntimeError("daemon did not come up")
+
+    def _ready(self):
+        import socket
+        if self.wait_port:
+            try:
+                socket.create_connection(("127.0.0.1", self.wait_port), 0.2).close()
+                return True
+            except OSError:
+                return False
+        spool = _spool_of(self.conf)
+        return os.path.exists(os.path.join(spool, "control.sock"))
+
+    def stop(self, sig=None):
+        """Stop the daemon (SIGTERM, or sig) and return its output."""
+        import signal
+        if self.proc is None:
+            return ""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig or signal.SIGTERM)
+        try:
+            out, _ = self.proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, _ = self.proc.communicate()
+        self.proc = None
+        return out.decode("utf-8", "replace")
+
+
+def _spool_of(conf):
+    for line in open(conf):
+        parts = line.split()
+        if parts[:2] == ["option", "spool_dir"]:
+            return parts[2].strip("'")
+    raise ValueError("no spool_dir in %s" % conf)
