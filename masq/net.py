@@ -10,6 +10,7 @@ Does not parse anything: the engine above decides what bytes mean. Hostnames nev
 server_hostname is passed as ASCII bytes.
 """
 
+import os
 import socket
 
 READ_SIZE = 65536
@@ -227,3 +228,52 @@ def listen(host, port, backlog=128):
         raise
     sock.setblocking(False)
     return sock
+
+
+class Connector:
+    """Connect to an IP literal without blocking: on_done(sock, None) or (None, error text).
+
+    One attempt, bounded by `timeout` seconds; `cancel()` abandons it silently."""
+
+    def __init__(self, loop, ip, port, on_done, timeout):
+        import errno
+        self.loop, self.on_done, self.sock, self.timer = loop, on_done, None, None
+        try:
+            self.sock = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET,
+                                      socket.SOCK_STREAM)
+            self.sock.setblocking(False)
+            code = self.sock.connect_ex((ip, port))
+        except OSError as exc:
+            code = exc.errno or errno.EINVAL
+        if code in (0, errno.EINPROGRESS, errno.EWOULDBLOCK):
+            loop.add_writer(self.sock, self._writable)
+            self.timer = loop.call_later(timeout, lambda: self._finish("connection timed out"))
+        else:
+            loop.call_soon(lambda: self._finish(os.strerror(code)))
+
+    def _writable(self):
+        code = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        self._finish(os.strerror(code) if code else None)
+
+    def _finish(self, error):
+        if self.on_done is None:
+            return
+        done, self.on_done = self.on_done, None
+        sock = self._release(close=error is not None)
+        done(None if error else sock, error)
+
+    def _release(self, close):
+        sock, self.sock = self.sock, None
+        if self.timer is not None:
+            self.timer.cancel()
+        if sock is not None:
+            self.loop.remove_writer(sock)
+            if close:
+                sock.close()
+        return sock
+
+    def cancel(self):
+        """Abandon the attempt: close the socket, never call on_done."""
+        if self.on_done is not None:
+            self.on_done = None
+            self._release(close=True)
