@@ -4,6 +4,7 @@ Each FAULTS.md 4.4 row 62-70 has a test named after it. A real masq.loop.Loop ru
 every job has reported; a fake resolver answers from tables; timeouts are shortened.
 """
 
+import ast
 import base64
 import os
 import pathlib
@@ -11,6 +12,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -27,6 +29,7 @@ from masq.outbound.smtp import SMTPAgent, Settings, split_host_port
 aiosmtpd_controller = pytest.importorskip("aiosmtpd.controller")
 from aiosmtpd.smtp import AuthResult  # noqa: E402
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SINK = "/usr/sbin/smtp-sink"
 FAST = {"connect": 2.0, "greeting": 3.0, "command": 3.0, "mail": 3.0, "rcpt": 3.0,
         "data": 3.0, "block": 3.0, "final": 3.0, "quit": 1.0}
@@ -725,3 +728,59 @@ def test_garbage_reply_is_a_temporary_failure(script):
         b"MAIL": lambda peer, line: peer.send(b"2x0 what\r\n")}))
     outcomes = deliver(job(), smarthost="127.0.0.1:%d" % server.port, tls="none")
     assert kinds(outcomes) == [TEMPFAIL] and "protocol error" in outcomes[0].text
+
+
+# Runtime rules: python3-light (no idna codec, no email/logging/asyncio...), ssl lazily
+
+
+LIGHT = '''
+import sys
+for name in ("email", "logging", "asyncio", "http", "urllib", "xml", "unicodedata", "uuid",
+             "smtplib", "stringprep", "encodings.idna"):
+    sys.modules[name] = None
+from types import SimpleNamespace
+from masq.loop import Loop
+from masq.outbound.job import Job
+from masq.outbound.smtp import SMTPAgent, Settings
+assert "ssl" not in sys.modules
+
+class Resolver:
+    def resolve_host(self, name, callback):
+        answer = SimpleNamespace(error=None, addresses=["127.0.0.1"])
+        loop.call_soon(lambda: callback(answer))
+
+loop, out = Loop(), []
+settings = Settings(smarthost="localhost:%d", tls="starttls", tls_ca=%r, helo="me.example")
+job = Job("x", "a@me.example", ["b@dest.example"], lambda: iter([b"Subject: x\\r\\n\\r\\nhi\\r\\n"]))
+SMTPAgent(loop, settings, Resolver()).deliver(job, out.append)
+while not out:
+    loop.run_once()
+assert out[0][0].kind == "ok", out
+print("delivered")
+'''
+
+
+def test_starttls_delivery_with_idna_and_heavy_modules_blocked(aiosmtp, certs):
+    recorder = Recorder()
+    port = aiosmtp(recorder, tls_context=server_context(certs, certs.server, "server.key"),
+                   require_starttls=True)
+    done = subprocess.run([sys.executable, "-c", LIGHT % (port, certs.ca)], cwd=ROOT,
+                          capture_output=True, timeout=20)
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout == b"delivered\n" and recorder.messages[0].tls
+
+
+def test_imports_are_python3_light_only():
+    allowed = {"base64", "hmac", "re", "collections", "dataclasses", "os", "shlex", "signal",
+               "socket", "errno", "ssl", "selectors", "heapq", "time", "masq"}
+    for path in ("masq/proto/smtp_client.py", "masq/outbound/smtp.py", "masq/outbound/tls.py",
+                 "masq/net.py"):
+        tree = ast.parse(open(os.path.join(ROOT, path)).read())
+        names = {alias.name.split(".")[0] for node in ast.walk(tree)
+                 if isinstance(node, ast.Import) for alias in node.names}
+        names |= {node.module.split(".")[0] for node in ast.walk(tree)
+                  if isinstance(node, ast.ImportFrom) and node.level == 0}
+        assert names <= allowed, (path, names - allowed)
+        top = {alias.name for node in tree.body if isinstance(node, ast.Import)
+               for alias in node.names}
+        assert "ssl" not in top, path

@@ -93,7 +93,7 @@ def test_second_message_after_rset_is_pipelined_with_it():
     client = ready()
     client.reset()
     client.send_mail(envelope())
-    assert client.data_to_send() == (b"RSET\r\nMAIL FROM:<a@me.example> SIZE=0\r\n"
+    assert client.data_to_send() == (b"RSET\r\nMAIL FROM:<a@me.example>\r\n"
                                      b"RCPT TO:<b@mx.example>\r\nDATA\r\n")
     events, _ = feed(client, b"250 reset\r\n250 ok\r\n250 ok\r\n354 go\r\n")
     assert events == [C.ResetReply(Reply(250, "", "reset")), C.BodyRequest()]
@@ -104,7 +104,7 @@ def test_rset_waits_for_its_reply_without_pipelining():
     client.reset()
     client.send_mail(envelope())
     assert client.data_to_send() == b"RSET\r\n"
-    assert feed(client, b"250 ok\r\n")[1] == b"MAIL FROM:<a@me.example> SIZE=0\r\n"
+    assert feed(client, b"250 ok\r\n")[1] == b"MAIL FROM:<a@me.example>\r\n"
 
 
 def test_mail_refused_skips_rcpt_and_data_without_pipelining():

@@ -542,6 +542,9 @@ class _Session:
     def _close(self):
         if self.timer is not None:
             self.timer.cancel()
+        if self.body is not None and hasattr(self.body, "close"):
+            self.body.close()
+        self.body = None
         if self.stream is not None:
             self.stream.on_drain = None
             self.stream.close("closed by us")

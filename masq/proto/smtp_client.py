@@ -218,14 +218,18 @@ def _clean_address(address):
     return not any(c < " " or c in "\x7f<>" for c in address)
 
 
+def needs_smtputf8(env):
+    """Return True if the envelope needs SMTPUTF8 (asked for, or a non-ASCII address)."""
+    return env.smtputf8 or not all(a.isascii() for a in (env.sender,) + env.recipients)
+
+
 def check_envelope(env, ext):
     """Return the synthetic refusal for an envelope the server cannot take, or None."""
     limit = ext.size
     if limit is not None and env.size > limit:
         return Reply(552, "5.3.4", "message size %d exceeds the server's limit of %d"
                      % (env.size, limit))
-    needs_utf8 = env.smtputf8 or not all(a.isascii() for a in (env.sender,) + env.recipients)
-    if needs_utf8 and "SMTPUTF8" not in ext:
+    if needs_smtputf8(env) and "SMTPUTF8" not in ext:
         return Reply(553, "5.6.7", "the server does not support SMTPUTF8, which this "
                      "message needs")
     if not _clean_address(env.sender):
@@ -236,11 +240,11 @@ def check_envelope(env, ext):
 def mail_command(env, ext):
     """Return the MAIL FROM line for an envelope and the server's extensions."""
     words = ["MAIL FROM:<%s>" % env.sender]
-    if "SIZE" in ext:
+    if "SIZE" in ext and env.size > 0:
         words.append("SIZE=%d" % env.size)
     if env.body8bit and "8BITMIME" in ext:
         words.append("BODY=8BITMIME")
-    utf8 = env.smtputf8 or not all(a.isascii() for a in (env.sender,) + env.recipients)
+    utf8 = needs_smtputf8(env)
     if utf8:
         words.append("SMTPUTF8")
     if "DSN" in ext:
@@ -279,10 +283,6 @@ def stuff(chunk, at_line_start):
     return chunk.replace(b"\n.", b"\n..")
 
 
-def _b64(data):
-    return base64.b64encode(data)
-
-
 def _challenge(text):
     try:
         return base64.b64decode(text.strip().encode("ascii"), validate=True)
@@ -291,17 +291,17 @@ def _challenge(text):
 
 
 def _plain(user, password):
-    return b"AUTH PLAIN " + _b64(b"\0" + user + b"\0" + password), []
+    return b"AUTH PLAIN " + base64.b64encode(b"\0" + user + b"\0" + password), []
 
 
 def _login(user, password):
-    return b"AUTH LOGIN", [lambda text: _b64(user), lambda text: _b64(password)]
+    return b"AUTH LOGIN", [lambda text: base64.b64encode(user), lambda text: base64.b64encode(password)]
 
 
 def _cram_md5(user, password):
     def answer(text):
         digest = hmac.new(password, _challenge(text), "md5").hexdigest().encode("ascii")
-        return _b64(user + b" " + digest)
+        return base64.b64encode(user + b" " + digest)
     return b"AUTH CRAM-MD5", [answer]
 
 
