@@ -88,7 +88,7 @@ def _flush(daemon, req, uid, answer):
     if route is not None and route not in daemon.online.by_name:
         answer({"ok": False, "error": "no route named %r" % route})
         return
-    scheduler = getattr(daemon, "scheduler", None)
+    scheduler = daemon.scheduler
     if scheduler is None:
         answer({"ok": True, "started": False, "note": "no delivery service runs"})
         return

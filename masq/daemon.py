@@ -45,6 +45,7 @@ class Daemon:
         self.control = None
         self.active_writers = 0
         self.listeners = {}     # name -> callback(event, **data) for queue events
+        self.scheduler = None
 
     # start and stop
 
@@ -102,10 +103,13 @@ class Daemon:
         self.cfg = cfg
         self.log.threshold = Logger(cfg.main.log, cfg.main.log_level).threshold
         old = {r.name: r for r in self.online.routes}
+        listeners = self.online.listeners
         self.online = OnlineState(cfg.routes, time.time())
+        self.online.listeners = listeners
         for route in self.online.routes:
             if route.name in old:
-                route.override = old[route.name].override
+                for name in ("override", "detected", "since", "last_error", "last_delivery"):
+                    setattr(route, name, getattr(old[route.name], name))
         for component in self.components:
             component.reload(cfg)
         self.log.info("configuration reloaded from %s", self.config_path)
@@ -114,7 +118,9 @@ class Daemon:
 
     def _turn_end(self):
         self.queue.store.sync_now()
-        if self.active_writers == 0 and self.queue.compact_due():
+        scheduler = self.scheduler
+        idle = self.active_writers == 0 and (scheduler is None or scheduler.idle())
+        if idle and self.queue.compact_due():
             try:
                 if self.queue.compact():
                     self.log.info("queue compacted to %d bytes", self.queue.store.log.end)

@@ -204,6 +204,16 @@ class Headers:
             self._fields[i] = (new_name.lower(), new + raw[raw.index(b":"):])
         return len(found)
 
+    def replace(self, name, value):
+        """Set the first field called name to value in place, dropping the others of that name."""
+        found = self._find(name)
+        if not found:
+            self.append(name, value)
+            return
+        self._fields[found[0]] = (_check_name(name).lower(), _fold(name, value))
+        for i in reversed(found[1:]):
+            del self._fields[i]
+
     def prepend(self, name, value):
         """Add a field at the top (a CR, LF or NUL in value raises ValueError)."""
         self._fields.insert(0, (_check_name(name).lower(), _fold(name, value)))

@@ -8,8 +8,9 @@ start(), stop() and reload(config). Adding a service means adding one line here.
 def make(daemon):
     """Return the components the daemon runs for its configuration."""
     from masq.inbound.listener import Listener
+    from masq.outbound.delivery import Delivery
     from masq.status.file import StatusFile
-    components = [StatusFile(daemon)]
+    components = [StatusFile(daemon), Delivery(daemon)]
     shared = {}
     for url in daemon.cfg.main.listen:
         if url.startswith("qmtp://"):

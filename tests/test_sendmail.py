@@ -68,7 +68,7 @@ def test_lone_dot_ends_input_unless_i(conf):
 
 
 def test_unqualified_recipient_gets_our_hostname(conf):
-    assert masq("-C", conf, "alice", input=b"\nhi\n").returncode == 0
+    assert masq("-C", conf, "-odq", "alice", input=b"\nhi\n").returncode == 0
     [(env, _)] = stored(conf)
     assert env.recipients[0].address == "alice@test.example"
 
@@ -207,6 +207,9 @@ def test_check_config_prints_effective_settings(conf):
 
 
 def test_works_without_daemon_and_says_so_with_v(conf):
-    done = masq("-C", conf, "-v", "a@example.org", input=b"\nhi\n")
+    done = masq("-C", conf, "-v", "-odq", "a@example.org", input=b"\nhi\n")
     assert done.returncode == 0
-    assert b"no daemon runs" in done.stderr
+    assert b"queued only: no daemon runs" in done.stderr
+    done = masq("-C", conf, "-v", "b@example.org", input=b"\nhi\n")
+    assert done.returncode == 0
+    assert b"0 delivered now" in done.stderr      # no route is configured for it

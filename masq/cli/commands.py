@@ -58,18 +58,28 @@ def flush(cfg, route=None, forced=False):
     reply = control.request(cfg.main.spool_dir, "flush", timeout=3600, route=route,
                             forced=forced)
     if reply is None:
-        raise exits.Failure("no daemon runs (start it with `masq daemon`)", exits.UNAVAILABLE)
+        from masq.outbound import runner
+        summary = runner.run_once(cfg, route, forced)
+        print(_summary(summary))
+        return exits.OK
     if not reply.get("ok"):
         raise exits.Failure(reply.get("error", "flush failed"), exits.UNAVAILABLE)
-    if reply.get("note"):
-        print(reply["note"])
+    print(reply.get("note") or _summary(reply))
     return exits.OK
+
+
+def _summary(summary):
+    return "%d attempted: %d delivered, %d deferred, %d bounced" % tuple(
+        summary.get(k, 0) for k in ("attempted", "delivered", "deferred", "bounced"))
 
 
 def _flush(path, rest):
     if len(rest) > 1:
         raise exits.Failure("flush: name at most one route", exits.USAGE)
-    return flush(common.load_config(path), rest[0] if rest else None)
+    cfg = common.load_config(path)
+    if rest and rest[0] not in [r.name for r in cfg.routes]:
+        raise exits.Failure("no route named %r in the configuration" % rest[0], exits.USAGE)
+    return flush(cfg, rest[0] if rest else None, forced=bool(rest))
 
 
 def _online(path, rest):
@@ -80,7 +90,10 @@ def _online(path, rest):
         raise exits.Failure("no route named %r in the configuration" % rest[0], exits.USAGE)
     reply = control.request(cfg.main.spool_dir, "online", route=rest[0], how=rest[1])
     if reply is None:
-        raise exits.Failure("no daemon runs (start it with `masq daemon`)", exits.UNAVAILABLE)
+        from masq.outbound import runner
+        summary = runner.run_once(cfg, route, forced)
+        print(_summary(summary))
+        return exits.OK
     if not reply.get("ok"):
         raise exits.Failure(reply.get("error", "failed"), exits.NOPERM)
     state = reply["route"]

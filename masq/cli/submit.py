@@ -192,10 +192,31 @@ def _gecos():
 
 
 def _poke(cfg, opts, msgid, recipients):
-    """Tell a running daemon about the new message; report it with -v."""
+    """Tell a running daemon about the new message, or deliver at once without one."""
     from masq import control
     reply = control.request(cfg.main.spool_dir, "new", timeout=5)
+    note = ""
+    if reply is None and not (opts.queue_only or cfg.main.do_queue):
+        note = _deliver_now(cfg, opts)
+    elif reply is None:
+        note = " (queued only: no daemon runs)"
     if opts.verbose:
-        os.write(2, ("masq: %s queued for %s%s\n" % (
-            msgid, ", ".join(recipients),
-            "" if reply else " (no daemon runs: it waits in the queue)")).encode())
+        os.write(2, ("masq: %s queued for %s%s\n" % (msgid, ", ".join(recipients), note))
+                 .encode())
+
+
+def _deliver_now(cfg, opts):
+    """Run the queue once, as masqmail does when no daemon runs; never fails the submission."""
+    if opts.background and os.fork():
+        return " (delivering in the background)"
+    try:
+        from masq.outbound import runner
+        summary = runner.run_once(cfg)
+    except exits.Failure as exc:
+        return " (not delivered now: %s)" % exc
+    except Exception as exc:  # the message is queued: a delivery bug must not lose the 0
+        return " (not delivered now: internal error %s)" % exc
+    if opts.background:
+        os._exit(0)
+    return " (%d delivered now, %d deferred)" % (summary.get("delivered", 0),
+                                                 summary.get("deferred", 0))

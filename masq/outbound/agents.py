@@ -1,0 +1,66 @@
+"""The delivery agents of a host, built from the configuration: local, SMTP per route, pipe.
+
+Owns which agent serves which route (a route with `pipe` is a pipe route; otherwise SMTP
+to its smarthost or to the MX hosts), the one DNS resolver they share, the local agent's
+settings (mailboxes, aliases, local users and domains), and the rewritten outgoing copy
+for routes that rewrite addresses. Rebuilt on reload.
+"""
+
+from masq.outbound import rewrite
+from masq.outbound.local import LocalAgent, LocalSettings
+from masq.outbound.pipe import PipeAgent
+from masq.outbound.smtp import Settings as SMTPSettings, SMTPAgent
+
+
+class Agents:
+    """Agents for one configuration."""
+
+    def __init__(self, host, forward=None):
+        self.host = host
+        self.loop = host.loop
+        self.cfg = host.cfg
+        self.resolver = None
+        self.by_route = {}
+        main = self.cfg.main
+        self.local_domains = frozenset(d.lower() for d in main.local_domain)
+        self.local = LocalAgent(self.loop, LocalSettings(
+            main.hostname, mailbox=main.mailbox,
+            user_mailbox={name: u.mailbox for name, u in self.cfg.users.items() if u.mailbox},
+            alias_file=main.alias_file, local_users=main.local_users,
+            local_domains=sorted(self.local_domains), forward=forward, log=host.log))
+
+    def for_route(self, route):
+        """Return the agent that delivers through route."""
+        agent = self.by_route.get(route.name)
+        if agent is None:
+            if route.pipe:
+                agent = PipeAgent(self.loop, route)
+            else:
+                settings = SMTPSettings.from_route(route, self.cfg.main.hostname)
+                agent = SMTPAgent(self.loop, settings, self._resolver())
+            self.by_route[route.name] = agent
+        return agent
+
+    def _resolver(self):
+        if self.resolver is None:
+            from masq.dns import Resolver, parse_server
+            main = self.cfg.main
+            servers = [parse_server(main.dns_server)] if main.dns_server else None
+            self.resolver = Resolver(self.loop, servers, own_names=[main.hostname])
+        return self.resolver
+
+    def is_local(self, addr):
+        """Return True for an unqualified address or one in a local domain."""
+        domain = addr.rpartition("@")[2].lower()
+        return not domain or domain in self.local_domains
+
+    def rewrite(self, route, msg):
+        """Return (sender, open_body) of msg's outgoing copy for route."""
+        store = self.host.queue.store
+        return rewrite.outgoing(route, msg.envelope.sender, lambda: store.body(msg.id),
+                                self.is_local)
+
+    def close(self):
+        """Release the resolver's sockets."""
+        if self.resolver is not None:
+            self.resolver.close()

@@ -1,0 +1,108 @@
+"""Delivery status notifications (RFC 3464): bounces and delay warnings, as message text.
+
+Owns the text of a `multipart/report; report-type=delivery-status` message: a human part,
+a `message/delivery-status` part (per-message and per-recipient fields: Final-Recipient,
+Original-Recipient, Action failed|delayed, Status, Diagnostic-Code, Last-Attempt-Date,
+Will-Retry-Until) and the returned message (headers only for warnings, for RET=HDRS, and
+for messages over RETURN_LIMIT: `text/rfc822-headers`; otherwise `message/rfc822`).
+
+Who gets it is the scheduler's decision (never the null sender; a failed bounce goes to
+postmaster). Hostile input: everything from the original message and the remote replies;
+reply text is flattened to one line, and the original is carried as it is, after a MIME
+boundary that cannot occur in it.
+"""
+
+import os
+import time
+
+from masq import message
+
+RETURN_LIMIT = 256 * 1024
+
+
+def _boundary(msgid):
+    return "=_masq_%s_%s" % (msgid, os.urandom(6).hex())
+
+
+def _line(text):
+    return " ".join(str(text).replace("\r", " ").replace("\n", " ").split())[:900]
+
+
+def _status_fields(hostname, envelope, failures, action, until):
+    lines = ["Reporting-MTA: dns; %s" % hostname]
+    if envelope.envid:
+        lines.append("Original-Envelope-Id: %s" % _line(envelope.envid))
+    lines.append("Arrival-Date: %s" % message.format_date(envelope.received))
+    for rcpt, outcome in failures:
+        lines.append("")
+        if rcpt.orcpt:
+            lines.append("Original-Recipient: %s" % _line(rcpt.orcpt))
+        lines.append("Final-Recipient: rfc822; %s" % _line(rcpt.address))
+        lines.append("Action: %s" % action)
+        lines.append("Status: %s" % outcome.status)
+        lines.append("Diagnostic-Code: x-masq; %s" % _line(outcome.text))
+        lines.append("Last-Attempt-Date: %s" % message.format_date(time.time()))
+        if action == "delayed" and until:
+            lines.append("Will-Retry-Until: %s" % message.format_date(until))
+    return lines
+
+
+def _human(hostname, failures, action):
+    if action == "failed":
+        lines = ["This is the mail system at host %s." % hostname, "",
+                 "Your message could not be delivered to one or more recipients.",
+                 "It is attached below. The reasons:", ""]
+    else:
+        lines = ["This is the mail system at host %s." % hostname, "",
+                 "Your message has not been delivered yet to the recipients below.",
+                 "The mail system will keep trying; you need not send it again.", ""]
+    for rcpt, outcome in failures:
+        lines.append("<%s>: %s" % (_line(rcpt.address), _line(outcome.text)))
+    return lines
+
+
+def build(hostname, msgid, envelope, failures, body, action="failed", until=None, now=None):
+    """Yield the DSN as bytes chunks (headers, parts, and the original from body)."""
+    boundary = _boundary(msgid)
+    headers_only = (action != "failed" or (envelope.ret or "").upper() == "HDRS"
+                    or envelope.size > RETURN_LIMIT)
+    subject = ("Undelivered Mail Returned to Sender" if action == "failed"
+               else "Delayed Mail (still being retried)")
+    head = message.Headers()
+    head.append("From", "Mail Delivery System <MAILER-DAEMON@%s>" % hostname)
+    head.append("To", "<%s>" % envelope.sender if envelope.sender else "postmaster")
+    head.append("Subject", subject)
+    head.append("Date", message.format_date(time.time() if now is None else now))
+    head.append("Message-ID", message.make_message_id("dsn." + msgid, hostname))
+    head.append("Auto-Submitted", "auto-replied")
+    head.append("MIME-Version", "1.0")
+    head.append("Content-Type", 'multipart/report; report-type=delivery-status;'
+                ' boundary="%s"' % boundary)
+    text = [head.to_bytes().decode("ascii"), "This is a MIME-encapsulated message.", "",
+            "--" + boundary, "Content-Type: text/plain; charset=us-ascii", ""]
+    text += _human(hostname, failures, action)
+    text += ["", "--" + boundary, "Content-Type: message/delivery-status", ""]
+    text += _status_fields(hostname, envelope, failures, action, until)
+    kind = "text/rfc822-headers" if headers_only else "message/rfc822"
+    text += ["", "--" + boundary, "Content-Type: %s" % kind, "", ""]
+    yield "\r\n".join(text).encode("utf-8", "replace")[:-2]
+    yield from _original(body, headers_only)
+    yield ("\r\n--%s--\r\n" % boundary).encode("ascii")
+
+
+def _original(chunks, headers_only):
+    """Yield the original message text, or only its header block."""
+    if not headers_only:
+        for chunk in chunks:
+            yield chunk
+        return
+    reader = message.HeaderReader(limit=1 << 20)
+    try:
+        for chunk in chunks:
+            reader.feed(chunk)
+            if reader.done:
+                break
+        reader.finish()
+    except message.HeaderTooLong:
+        pass
+    yield reader.headers.to_bytes()

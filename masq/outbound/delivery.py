@@ -1,0 +1,62 @@
+"""The daemon's delivery component: agents plus scheduler, wired to the daemon's events.
+
+Owns the lifetime of the scheduler in the daemon: started after recovery (so queued mail is
+looked at once), told about new mail, route transitions and flushes, rebuilt agents on
+reload. Remote targets that aliases expand to are queued as a new message (`forward`).
+"""
+
+from masq.outbound.agents import Agents
+from masq.outbound.outcome import Outcome
+from masq.outbound.scheduler import Scheduler
+from masq.queue import spool
+from masq.queue.envelope import Envelope
+from masq.queue.store import new_id
+
+
+class Delivery:
+    """Delivers the daemon's queue."""
+
+    def __init__(self, host):
+        self.host = host
+        self.agents = None
+        self.scheduler = None
+
+    def start(self):
+        """Build agents and scheduler; look at the queue at once."""
+        self.agents = Agents(self.host, forward=self.forward)
+        self.scheduler = Scheduler(self.host, self.agents)
+        self.host.scheduler = self.scheduler
+        self.host.listeners["delivery"] = self.scheduler.on_event
+        self.host.online.listeners.append(self.scheduler.route_changed)
+        self.scheduler.kick()
+
+    def stop(self):
+        """Stop the timer and close the resolver."""
+        if self.scheduler is not None:
+            self.scheduler.stop()
+        if self.agents is not None:
+            self.agents.close()
+
+    def reload(self, cfg):
+        """Use the new configuration's routes and mailboxes."""
+        self.agents.close()
+        self.agents = Agents(self.host, forward=self.forward)
+        self.scheduler.agents = self.agents
+        if self.scheduler.route_changed not in self.host.online.listeners:
+            self.host.online.listeners.append(self.scheduler.route_changed)
+        self.scheduler.kick()
+
+    def forward(self, job, addresses):
+        """Queue the job's message anew for remote addresses an alias named."""
+        store = self.host.queue.store
+        writer = spool.Writer(store, new_id())
+        try:
+            for chunk in job.open_body():
+                writer.write(chunk)
+            writer.commit(Envelope(job.sender, list(addresses), received=job.received,
+                                   protocol="local", origin="alias"))
+        except spool.LogError as exc:
+            writer.abort()
+            return Outcome.temp("4.3.0", "cannot queue forwarded copy: %s" % exc)
+        store.want_sync(lambda error: self.scheduler.kick())
+        return Outcome.ok("forwarded to %s" % ", ".join(addresses)[:200])

@@ -1,0 +1,61 @@
+"""A queue run without a daemon: `runq`, `masq flush`, and `sendmail`'s delivery at once.
+
+Owns a one-shot host: the queue opened as the single queue runner (a daemon that starts
+meanwhile refuses to, with exit 75: runs are short), the routes' online state from
+synchronous probes, a loop, the agents and a scheduler, run until the flush is done.
+Results are synced before returning.
+"""
+
+import time
+
+from masq.cli import common
+from masq.logger import Logger
+from masq.loop import Loop
+from masq.online import probe
+from masq.online.state import OnlineState
+from masq.outbound.delivery import Delivery
+from masq.status import model
+
+
+class RunnerHost:
+    """What the scheduler needs, for one run."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.loop = Loop()
+        self.log = Logger("syslog" if cfg.main.log == "syslog" else "stderr",
+                          cfg.main.log_level)
+        self.queue = common.open_queue(cfg, "runner", report=self.log.warning)
+        self.online = OnlineState(cfg.routes, time.time())
+        for route in self.online.routes:
+            route.detected = probe.probe(route.name, route.detector)
+        self.counters = model.new_counters()
+        self.listeners = {}
+        self.scheduler = None
+
+    def close(self):
+        """Sync and release the queue and the loop."""
+        self.queue.store.sync_now()
+        self.queue.close()
+        self.loop.close()
+
+
+def run_once(cfg, route=None, forced=False):
+    """Run the queue once (through route only, if given); return the summary dict."""
+    host = RunnerHost(cfg)
+    delivery = Delivery(host)
+    summary = {}
+    try:
+        delivery.start()
+        host.loop.at_turn_end(host.queue.store.sync_now)
+        done = []
+        delivery.scheduler.flush(route, forced, done.append)
+        while not done or not delivery.scheduler.idle():
+            host.loop.run_once()
+        summary = done[0]
+        while host.queue.store.sync_waiters:
+            host.loop.run_once(block=False)
+    finally:
+        delivery.stop()
+        host.close()
+    return summary

@@ -1,0 +1,265 @@
+"""The scheduler: which recipients are tried now, through which agent, and when next.
+
+Owns delivery runs. A run looks at every live message, takes the recipients that are due
+(never tried, or their retry time has come) and not in flight, sends local ones to the local
+agent and remote ones through the first usable route that accepts them (masq.route), and
+hands each group to that route's agent as a Job. Outcomes go to masq.outbound.results.
+
+Triggers: new mail, `flush [ROUTE]` (due or not; `forced` uses the route as if it were
+online, like masqmail's `-qo`), a route coming online, and one timer set for the earliest
+retry among recipients that have a usable way out. While no route is online and nothing is
+local, no timer runs and no connection is attempted.
+
+Concurrency: at most MAX_JOBS jobs at once; SMTP jobs of one run are given to their agent
+together so that one connection carries several messages.
+"""
+
+import time
+
+from masq import address, message, route as routes
+from masq.outbound import results
+from masq.outbound.job import Job
+from masq.queue.envelope import FINAL
+
+MAX_JOBS = 8
+
+
+class Flush:
+    """A flush waiting for its jobs: done(summary) when the last one ends."""
+
+    def __init__(self, done):
+        self.done = done
+        self.jobs = 0
+        self.summary = {"attempted": 0, "delivered": 0, "deferred": 0, "bounced": 0}
+
+    def finished(self, outcomes):
+        self.jobs -= 1
+        self.summary["attempted"] += len(outcomes)
+        for outcome in outcomes:
+            key = {"ok": "delivered", "permfail": "bounced"}.get(outcome.kind, "deferred")
+            self.summary[key] += 1
+        if self.jobs == 0 and self.done:
+            done, self.done = self.done, None
+            done(self.summary)
+
+
+class Scheduler:
+    """Runs deliveries for a host (the daemon, or a one-shot queue runner)."""
+
+    def __init__(self, host, agents):
+        self.host = host
+        self.loop = host.loop
+        self.agents = agents          # agents.for_route(route) / agents.local
+        self.inflight = set()         # (message id, recipient index)
+        self.running = 0
+        self.waiting = []             # (agent kind, agent, jobs, flush)
+        self.timer = None
+        self.kicked = False
+
+    # triggers
+
+    def kick(self):
+        """Run once soon (several kicks in one turn make one run)."""
+        if not self.kicked:
+            self.kicked = True
+            self.loop.call_soon(self._kicked)
+
+    def _kicked(self):
+        self.kicked = False
+        self.run()
+
+    def on_event(self, event, **data):
+        """React to daemon events: new mail starts a run."""
+        if event == "new":
+            self.kick()
+
+    def route_changed(self, state):
+        """A route came online: flush what may use it; went offline: rearm timers."""
+        if state.online:
+            self.host.log.info("route %s is online: flushing", state.name)
+            self.flush(state.name)
+        else:
+            self._arm()
+
+    def flush(self, route_name=None, forced=False, done=None):
+        """Try every pending recipient now (those that may use route_name, if given)."""
+        flush = Flush(done)
+        self.run(flush=flush, ignore_times=True, only=route_name, forced=forced)
+        if flush.jobs == 0 and flush.done:
+            flush.done(flush.summary)
+
+    # a run
+
+    def run(self, flush=None, ignore_times=False, only=None, forced=False):
+        """Start jobs for every due recipient."""
+        now = time.time()
+        usable = self._usable(only, forced)
+        for msg in self.host.queue.store.live():
+            self._plan(msg, now, usable, ignore_times, only, flush)
+        self._arm()
+
+    def _usable(self, only, forced):
+        online = self.host.online
+
+        def usable(route):
+            if only is not None and route.name != only:
+                return False
+            if forced and route.name == only:
+                return True
+            return online.by_name[route.name].online
+        return usable
+
+    def _plan(self, msg, now, usable, ignore_times, only, flush):
+        env = msg.envelope
+        due = [i for i, r in enumerate(env.recipients)
+               if r.state not in FINAL and (msg.id, i) not in self.inflight
+               and (ignore_times or r.next_attempt is None or r.next_attempt <= now)]
+        if not due:
+            return
+        local = [i for i in due if self._is_local(env.recipients[i].address)]
+        if local and only is None:
+            self._start("local", self.agents.local, msg, local, None, flush)
+        remote = [(i, env.recipients[i].address) for i in due if i not in local]
+        if not remote:
+            return
+        chosen, _ = routes.choose(self.host.cfg.routes, usable, env.sender, remote,
+                                  self._from_addresses(msg))
+        for name, indices in chosen.items():
+            route = self.host.cfg.route(name)
+            self._start(name, self.agents.for_route(route), msg, indices, route, flush)
+
+    def _is_local(self, addr):
+        domain = addr.rpartition("@")[2].lower()
+        return not domain or domain in self.agents.local_domains
+
+    def _from_addresses(self, msg):
+        if not any(r.allowed_from or r.denied_from for r in self.host.cfg.routes):
+            return ()
+        headers = read_headers(self.host.queue.store.body(msg.id))
+        try:
+            return [a for v in headers.get_all("From") for a in address.parse_address_list(v)]
+        except address.AddressError:
+            return None
+
+    # jobs
+
+    def _start(self, name, agent, msg, indices, route, flush):
+        env = msg.envelope
+        rcpts = [env.recipients[i] for i in indices]
+        sender, open_body = env.sender, (lambda: self.host.queue.store.body(msg.id))
+        if route is not None and routes.has_rewrites(route):
+            sender, open_body = self.agents.rewrite(route, msg)
+        job = Job(msg.id, sender, [r.address for r in rcpts], open_body, size=env.size,
+                  route=route, notify=[r.notify for r in rcpts], orcpt=[r.orcpt for r in rcpts],
+                  envid=env.envid, ret=env.ret, smtputf8=env.smtputf8,
+                  body8bit=env.body == "8BITMIME", received=env.received)
+        for i in indices:
+            self.inflight.add((msg.id, i))
+        if flush is not None:
+            flush.jobs += 1
+        self.waiting.append((name, agent, job, indices, flush))
+        self._pump()
+
+    def _pump(self):
+        while self.waiting and self.running < MAX_JOBS:
+            name, agent, job, indices, flush = self.waiting.pop(0)
+            self.running += 1
+            started = time.time()
+            agent.deliver(job, lambda outcomes, name=name, job=job, indices=indices,
+                          flush=flush, started=started:
+                          self._done(name, job, indices, outcomes, flush, started))
+
+    def _done(self, name, job, indices, outcomes, flush, started):
+        self.running -= 1
+        for i in indices:
+            self.inflight.discard((job.message_id, i))
+        msg = self.host.queue.store.messages.get(job.message_id)
+        if msg is not None and msg.committed and not msg.removed:
+            counts = name == "local" or self._still_online(name, started)
+            queued_dsn = results.record(self.host, msg, indices, outcomes, name,
+                                        time.time(), counts)
+            self._note_route(name, outcomes)
+            self.host.queue.store.want_sync(
+                lambda error: self._synced(error, queued_dsn))
+        if flush is not None:
+            flush.finished(outcomes)
+        self._pump()
+        if self.idle():
+            self._arm()
+
+    def _synced(self, error, queued_dsn):
+        if error is not None:
+            self.host.log.error("cannot sync delivery results: %s", error)
+        elif queued_dsn:
+            self.kick()
+
+    def _still_online(self, name, started):
+        state = self.host.online.by_name.get(name)
+        return state is None or (state.online and state.since <= started)
+
+    def _note_route(self, name, outcomes):
+        state = self.host.online.by_name.get(name)
+        if state is None:
+            return
+        for outcome in outcomes:
+            if outcome.is_ok:
+                state.last_delivery = time.time()
+            else:
+                state.last_error = outcome.text
+
+    # the retry timer
+
+    def _arm(self):
+        """Set one timer for the earliest retry that could leave now."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        earliest = None
+        usable = self._usable(None, False)
+        for msg in self.host.queue.store.live():
+            when = self._next_time(msg, usable)
+            if when is not None and (earliest is None or when < earliest):
+                earliest = when
+        if earliest is not None:
+            delay = max(0.0, earliest - time.time())
+            self.timer = self.loop.call_later(delay, self._timer_fired)
+
+    def _next_time(self, msg, usable):
+        env = msg.envelope
+        times = []
+        for i, rcpt in enumerate(env.recipients):
+            if rcpt.state in FINAL or (msg.id, i) in self.inflight or rcpt.next_attempt is None:
+                continue
+            if self._is_local(rcpt.address) or any(
+                    usable(r) and routes.accepts_recipient(r, rcpt.address)
+                    for r in self.host.cfg.routes):
+                times.append(rcpt.next_attempt)
+        return min(times) if times else None
+
+    def _timer_fired(self):
+        self.timer = None
+        self.run()
+
+    def idle(self):
+        """Return True when no delivery is in flight (compaction may run)."""
+        return self.running == 0 and not self.waiting
+
+    def stop(self):
+        """Cancel the timer (jobs in flight are abandoned: they will be retried)."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+
+def read_headers(chunks):
+    """Return the Headers of a message text given as chunks."""
+    reader = message.HeaderReader(limit=1 << 20)
+    try:
+        for chunk in chunks:
+            reader.feed(chunk)
+            if reader.done:
+                break
+        reader.finish()
+    except message.HeaderTooLong:
+        pass
+    return reader.headers

@@ -1,0 +1,118 @@
+"""Route selection: which way out each recipient of a message may take. Pure; delivers nothing.
+
+Owns masqmail's route criteria (MASQMAIL.md section 3): glob patterns (`*`, `?`) on the
+envelope sender (`allowed_sender`/`denied_sender`), each recipient
+(`allowed_recipient`/`denied_recipient`) and the address in the From: header
+(`allowed_from`/`denied_from`). A pattern without `@` matches the local part in any domain;
+the domain matches case-insensitively, the local part case-sensitively; `<>` matches the
+null sender; an empty allow list allows everything; a deny match beats an allow match.
+Routes are considered in file order: each recipient leaves by the first usable route whose
+criteria accept it, so one message can leave by several routes.
+
+Also owns the per-route rewrites of the outgoing copy: `from_domain`, `map_sender`,
+`map_from` (masqmail's `map_return_path_addresses` / `map_h_from_addresses`), applied only
+to local addresses (unqualified, or in a local domain).
+"""
+
+import re
+
+
+def _glob(pattern):
+    return re.compile("".join(".*" if c == "*" else "." if c == "?" else re.escape(c)
+                              for c in pattern) + r"\Z", re.S)
+
+
+def matches(pattern, addr):
+    """Return True if the address text addr matches the route pattern."""
+    if pattern == "<>":
+        return addr == ""
+    if addr == "":
+        return False
+    local, _, domain = addr.rpartition("@")
+    if "@" not in pattern:
+        return bool(_glob(pattern).match(local if local else addr))
+    plocal, _, pdomain = pattern.rpartition("@")
+    return bool(_glob(plocal).match(local) and _glob(pdomain.lower()).match(domain.lower()))
+
+
+def _allowed(allow, deny, addr):
+    if any(matches(p, addr) for p in deny):
+        return False
+    return not allow or any(matches(p, addr) for p in allow)
+
+
+def accepts_message(route, sender, from_addrs):
+    """Return True if route's sender and From: criteria let the message through."""
+    if not _allowed(route.allowed_sender, route.denied_sender, sender):
+        return False
+    if not (route.allowed_from or route.denied_from):
+        return True
+    if from_addrs is None:          # a From: header that does not parse skips the route
+        return False
+    return all(_allowed(route.allowed_from, route.denied_from, a) for a in from_addrs)
+
+
+def accepts_recipient(route, rcpt):
+    """Return True if route's recipient criteria accept rcpt."""
+    return _allowed(route.allowed_recipient, route.denied_recipient, rcpt)
+
+
+def choose(routes, usable, sender, recipients, from_addrs, after=None):
+    """Return {route name: [recipient index]} and the indices no usable route takes.
+
+    routes: config sections in file order; usable(route) says whether it may be used now;
+    recipients: [(index, address)]; after: for each index, names of routes already tried.
+    """
+    chosen, left = {}, []
+    candidates = [r for r in routes if usable(r) and accepts_message(r, sender, from_addrs)]
+    for index, rcpt in recipients:
+        tried = (after or {}).get(index, ())
+        for route in candidates:
+            if route.name not in tried and accepts_recipient(route, rcpt):
+                chosen.setdefault(route.name, []).append(index)
+                break
+        else:
+            left.append(index)
+    return chosen, left
+
+
+def _map(rules, addr):
+    """Return the rewrite of addr by `local-part replacement` rules, or addr."""
+    local, _, domain = addr.rpartition("@")
+    for rule in rules:
+        key, _, replacement = rule.partition(" ")
+        replacement = replacement.strip()
+        if replacement and _glob(key.rstrip(":")).match(local):
+            if replacement.startswith("*@"):
+                return "%s@%s" % (local, replacement[2:])
+            return replacement
+    return addr
+
+
+def rewrite_sender(route, sender, is_local):
+    """Return the envelope sender as it leaves by route."""
+    if not sender or not is_local(sender):
+        return sender
+    mapped = _map(route.map_sender, sender)
+    if mapped != sender:
+        return mapped
+    if route.from_domain:
+        return "%s@%s" % (sender.rpartition("@")[0] or sender, route.from_domain)
+    return sender
+
+
+def rewrite_header_address(route, addr, is_local):
+    """Return a From:/Sender: address as it leaves by route."""
+    if not is_local(addr):
+        return addr
+    mapped = _map(route.map_from, addr)
+    if mapped != addr:
+        return mapped
+    if route.from_domain:
+        return "%s@%s" % (addr.rpartition("@")[0] or addr, route.from_domain)
+    return addr
+
+
+def has_rewrites(route):
+    """Return True if route changes anything in the outgoing copy."""
+    return bool(route.from_domain or route.map_sender or route.map_from)
