@@ -13,6 +13,7 @@ syncs them with the next group fdatasync.
 """
 
 from masq.outbound import bounce
+from masq.outbound.outcome import Outcome
 from masq.queue import spool
 from masq.queue.envelope import BOUNCED, DEFERRED, DELIVERED, Envelope, Recipient
 from masq.queue.store import new_id
@@ -59,7 +60,8 @@ def record(host, msg, indices, outcomes, route_name, now, counts):
         host.counters[{DELIVERED: "delivered", BOUNCED: "bounced"}.get(
             rcpt.state, "deferred")] += 1
         if rcpt.state == BOUNCED:
-            failed.append((rcpt, outcome))
+            failed.append((rcpt, outcome if outcome.kind == "permfail"
+                           else Outcome.perm(outcome.status, rcpt.last_error)))
         elif rcpt.state == DEFERRED:
             delayed.append((rcpt, outcome))
     queued = bool(failed) and _bounce(host, msg, failed, now)

@@ -50,11 +50,10 @@ def run_once(cfg, route=None, forced=False):
         host.loop.at_turn_end(host.queue.store.sync_now)
         done = []
         delivery.scheduler.flush(route, forced, done.append)
-        while not done or not delivery.scheduler.idle():
+        scheduler, store = delivery.scheduler, host.queue.store
+        while not done or not scheduler.idle() or scheduler.kicked or store.sync_waiters:
             host.loop.run_once()
         summary = done[0]
-        while host.queue.store.sync_waiters:
-            host.loop.run_once(block=False)
     finally:
         delivery.stop()
         host.close()

@@ -240,6 +240,20 @@ class Scheduler:
         self.timer = None
         self.run()
 
+    def waiting_routes(self):
+        """Return the names of routes that some undelivered remote recipient could use."""
+        names = set()
+        for msg in self.host.queue.store.live():
+            env = msg.envelope
+            for rcpt in env.recipients:
+                if rcpt.state in FINAL or self._is_local(rcpt.address):
+                    continue
+                for r in self.host.cfg.routes:
+                    if r.name not in names and routes.accepts_message(r, env.sender, ()) \
+                            and routes.accepts_recipient(r, rcpt.address):
+                        names.add(r.name)
+        return names
+
     def idle(self):
         """Return True when no delivery is in flight (compaction may run)."""
         return self.running == 0 and not self.waiting

@@ -1,0 +1,128 @@
+"""Real SMTP peers for delivery tests: aiosmtpd in a thread, Postfix's smtp-sink, dnsmasq."""
+
+import os
+import subprocess
+import threading
+import time
+
+from aiosmtpd.controller import Controller
+
+
+class Recorder:
+    """An aiosmtpd handler that records messages; local parts steer the replies:
+    `temp-*` gets 450 at RCPT, `perm-*` gets 550; everything else 250."""
+
+    def __init__(self):
+        self.messages = []
+        self.lock = threading.Lock()
+        self.refuse_all = None          # set to a reply string to refuse every RCPT
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        local = address.partition("@")[0]
+        if self.refuse_all:
+            return self.refuse_all
+        if local.startswith("temp-"):
+            return "450 4.2.0 try again later"
+        if local.startswith("perm-"):
+            return "550 5.1.1 no such user here"
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        with self.lock:
+            self.messages.append((envelope.mail_from, list(envelope.rcpt_tos),
+                                  envelope.original_content))
+        return "250 2.0.0 OK stored"
+
+    def wait(self, count, timeout=10.0):
+        """Wait until count messages arrived; return them."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            with self.lock:
+                if len(self.messages) >= count:
+                    return list(self.messages)
+            time.sleep(0.02)
+        return list(self.messages)
+
+
+class Sink:
+    """aiosmtpd on 127.0.0.1:port (optionally with STARTTLS and AUTH)."""
+
+    def __init__(self, port, host="127.0.0.1", **kwargs):
+        self.recorder = Recorder()
+        self.controller = Controller(self.recorder, hostname=host, port=port, **kwargs)
+
+    def __enter__(self):
+        self.controller.start()
+        return self.recorder
+
+    def __exit__(self, *exc):
+        self.controller.stop()
+
+
+class SmtpSink:
+    """Postfix's smtp-sink on 127.0.0.1:port, dumping messages into a folder."""
+
+    def __init__(self, port, folder, *options):
+        self.port = port
+        self.folder = folder
+        self.options = list(options)
+        self.proc = None
+
+    def __enter__(self):
+        os.makedirs(self.folder, exist_ok=True)
+        template = os.path.join(self.folder, "%Y%m%d%H%M%S.")
+        self.proc = subprocess.Popen(["smtp-sink", "-d", template, "-u", "root"] + self.options
+                                     + ["127.0.0.1:%d" % self.port, "128"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_port(self.port)
+        return self
+
+    def messages(self, count=1, timeout=10.0):
+        """Return the texts of dumped messages once count have arrived."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            names = sorted(os.listdir(self.folder))
+            if len(names) >= count:
+                time.sleep(0.1)
+                return [open(os.path.join(self.folder, n), "rb").read() for n in names]
+            time.sleep(0.05)
+        return []
+
+    def __exit__(self, *exc):
+        self.proc.terminate()
+        self.proc.wait(5)
+
+
+def _wait_port(port, host="127.0.0.1"):
+    import socket
+    for _ in range(200):
+        try:
+            socket.create_connection((host, port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError("nothing listens on %s:%d" % (host, port))
+
+
+class Dnsmasq:
+    """dnsmasq on 127.0.0.1:port serving the given MX and host records."""
+
+    def __init__(self, port, mx=(), hosts=()):
+        self.port = port
+        self.args = ["--mx-host=%s,%s,%d" % m for m in mx]
+        self.args += ["--host-record=%s,%s" % h for h in hosts]
+        self.proc = None
+
+    def __enter__(self):
+        self.proc = subprocess.Popen(
+            ["dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
+             "--port=%d" % self.port, "--listen-address=127.0.0.1", "--bind-interfaces",
+             "--local=/test/", "--user=root"] + self.args,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.3)
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.terminate()
+        self.proc.wait(5)
