@@ -11,7 +11,7 @@ import os
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RUN = os.path.join(ROOT, "run")
+RUN = os.path.abspath(os.environ.get("MASQ_RUN_DIR", os.path.join(ROOT, "run")))
 SMTP_PORT = int(os.environ.get("MASQ_SMTP_PORT", "2525"))
 STATUS_PORT = int(os.environ.get("MASQ_STATUS_PORT", "8025"))
 
