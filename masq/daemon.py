@@ -67,11 +67,12 @@ class Daemon:
             except ListenError as exc:
                 raise exits.Failure(str(exc), exits.CONFIG) from None
             self.components.append(component)
+        self._write_pid()
+        self._drop_privileges()
         self.loop.at_turn_end(self._turn_end)
         self.loop.add_signal(signal.SIGHUP, self.reload)
         self.loop.add_signal(signal.SIGTERM, self.stop)
         self.loop.add_signal(signal.SIGINT, self.stop)
-        self._write_pid()
 
     def stop(self):
         """Stop accepting work and leave the loop after this turn."""
@@ -146,6 +147,29 @@ class Daemon:
     def _control(self, req, uid, answer):
         from masq import control_commands
         control_commands.handle(self, req, uid, answer)
+
+    def _drop_privileges(self):
+        """Become the configured user once every socket is bound (root only)."""
+        name = self.cfg.main.user
+        if not name or os.getuid() != 0:
+            return
+        import pwd
+        try:
+            account = pwd.getpwnam(name)
+        except KeyError:
+            raise exits.Failure("option user: no such user %r" % name, exits.CONFIG) from None
+        paths = [self.queue.dir] + [os.path.join(self.queue.dir, n)
+                                    for n in os.listdir(self.queue.dir)]
+        paths.append(os.path.dirname(self.cfg.main.status_file))
+        for path in paths:
+            try:
+                os.chown(path, account.pw_uid, account.pw_gid, follow_symlinks=False)
+            except OSError:
+                pass
+        os.setgroups([])
+        os.setgid(account.pw_gid)
+        os.setuid(account.pw_uid)
+        self.log.info("running as user %s", name)
 
     # pid file
 

@@ -1,0 +1,124 @@
+"""SMTP server limits with real clients: read timeout, connections per client, AUTH rate
+limit, dropping root after binding, IPv6 listeners."""
+
+import base64
+import os
+import smtplib
+import socket
+import threading
+import time
+
+import pytest
+
+from helpers import Daemon, free_port, write_config
+from masq.policy.passwords import hash_password
+
+
+def start(tmp_path, extra, routes=""):
+    port = free_port()
+    conf = write_config(str(tmp_path / "masq.conf"), str(tmp_path / "spool"),
+                        extra="\tlist listen 'smtp://127.0.0.1:%d'\n" % port + extra,
+                        routes=routes)
+    return port, Daemon(conf, wait_port=port).start()
+
+
+def test_idle_client_gets_421_after_the_timeout(tmp_path):
+    port, daemon = start(tmp_path, "\toption smtp_timeout '1s'\n")
+    try:
+        sock = socket.create_connection(("127.0.0.1", port), 10)
+        assert sock.recv(1000).startswith(b"220 ")
+        sock.sendall(b"EHLO slow\r\n")
+        time.sleep(0.2)
+        sock.recv(4000)
+        sock.sendall(b"MAIL FROM:<a@b.example>")     # a command that never ends
+        sock.settimeout(5)
+        data = sock.recv(1000)
+        assert data.startswith(b"421 4.4.2")
+        assert sock.recv(1000) == b""
+    finally:
+        daemon.stop()
+
+
+def test_too_many_connections_from_one_client(tmp_path):
+    port, daemon = start(tmp_path, "\toption max_connections_per_ip '2'\n")
+    try:
+        time.sleep(0.3)             # the readiness probe's connection is gone by now
+        first = [socket.create_connection(("127.0.0.1", port), 5) for _ in range(2)]
+        assert all(s.recv(100).startswith(b"220 ") for s in first)
+        extra = socket.create_connection(("127.0.0.1", port), 5)
+        assert extra.recv(200).startswith(b"421 4.7.0")
+        for sock in first:
+            sock.close()
+        time.sleep(0.2)
+        again = socket.create_connection(("127.0.0.1", port), 5)
+        assert again.recv(100).startswith(b"220 ")
+        again.close()
+    finally:
+        daemon.stop()
+
+
+def test_auth_failures_are_rate_limited_per_client(tmp_path):
+    users = "config user 'carol'\n\toption password '%s'\n" % hash_password("right")
+    port = free_port()
+    conf = write_config(str(tmp_path / "masq.conf"), str(tmp_path / "spool"), extra=(
+        "\tlist listen 'smtp://127.0.0.1:%d?auth=plain'\n" % port), routes=users)
+    daemon = Daemon(conf, wait_port=port).start()
+    codes = []
+
+    def attempt():
+        with smtplib.SMTP("127.0.0.1", port, timeout=15) as smtp:
+            smtp.ehlo("x")
+            blob = base64.b64encode(b"\0carol\0wrong").decode()
+            codes.append(smtp.docmd("AUTH PLAIN " + blob)[0])
+    try:
+        threads = [threading.Thread(target=attempt) for _ in range(10)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert codes == [535] * 10
+        with smtplib.SMTP("127.0.0.1", port, timeout=15) as smtp:
+            smtp.ehlo("x")
+            blob = base64.b64encode(b"\0carol\0right").decode()
+            assert smtp.docmd("AUTH PLAIN " + blob)[0] == 450     # even the right one, now
+    finally:
+        daemon.stop()
+
+
+def test_root_daemon_drops_to_the_configured_user(tmp_path):
+    if os.getuid() != 0:
+        pytest.skip("needs root")
+    os.chmod(tmp_path, 0o755)
+    port, daemon = start(tmp_path, "\toption user 'nobody'\n\tlist local_users 'bob'\n")
+    try:
+        status = open("/proc/%d/status" % daemon.proc.pid).read()
+        uid_line = [line for line in status.splitlines() if line.startswith("Uid:")][0]
+        assert uid_line.split()[1:] == ["65534"] * 4
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as smtp:
+            smtp.sendmail("a@example.org", ["bob@test.example"], b"\r\nafter the drop\r\n")
+    finally:
+        daemon.stop()
+
+
+def test_ipv6_listener(tmp_path):
+    try:
+        probe = socket.socket(socket.AF_INET6)
+        probe.bind(("::1", 0))
+        probe.close()
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    port = free_port()
+    conf = write_config(str(tmp_path / "masq.conf"), str(tmp_path / "spool"), extra=(
+        "\tlist listen 'smtp://[::1]:%d'\n\tlist local_users 'bob'\n" % port))
+    daemon = Daemon(conf).start()
+    try:
+        for _ in range(100):
+            try:
+                smtp = smtplib.SMTP("::1", port, timeout=5)
+                break
+            except OSError:
+                time.sleep(0.05)
+        smtp.sendmail("a@example.org", ["bob@test.example"], b"\r\nover IPv6\r\n")
+        smtp.quit()
+    finally:
+        daemon.stop()
