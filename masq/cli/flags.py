@@ -68,6 +68,12 @@ def parse(argv, name="sendmail"):
 
 
 def _set_mode(opts, mode):
+    daemon = ("bd", "bD")
+    if opts.mode == "q" and mode in daemon:     # -q30m -bd: a daemon that runs the queue
+        opts.mode = mode
+        return
+    if mode == "q" and opts.mode in daemon:
+        return
     if opts.mode not in (None, mode):
         raise usage("conflicting modes: -%s and -%s" % (opts.mode, mode))
     opts.mode = mode

@@ -20,6 +20,7 @@ class Delivery:
         self.host = host
         self.agents = None
         self.scheduler = None
+        self.timer = None
 
     def start(self):
         """Build agents and scheduler; look at the queue at once."""
@@ -29,9 +30,29 @@ class Delivery:
         self.host.listeners["delivery"] = self.scheduler.on_event
         self.host.online.listeners.append(self.scheduler.route_changed)
         self.scheduler.kick()
+        self._arm_interval()
+
+    def _interval(self):
+        return getattr(self.host, "interval", None) or self.host.cfg.main.queue_interval
+
+    def _arm_interval(self):
+        """`-q30m` / `queue_interval`: flush every interval, as masqmail's daemon does."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self._interval():
+            self.timer = self.host.loop.call_later(self._interval(), self._periodic)
+
+    def _periodic(self):
+        self.timer = None
+        self.scheduler.flush()
+        self._arm_interval()
 
     def stop(self):
-        """Stop the timer and close the resolver."""
+        """Stop the timers and close the resolver."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         if self.scheduler is not None:
             self.scheduler.stop()
         if self.agents is not None:
@@ -45,6 +66,7 @@ class Delivery:
         if self.scheduler.route_changed not in self.host.online.listeners:
             self.host.online.listeners.append(self.scheduler.route_changed)
         self.scheduler.kick()
+        self._arm_interval()
 
     def forward(self, job, addresses):
         """Queue the job's message anew for remote addresses an alias named."""
