@@ -381,6 +381,16 @@ def test_mx_delivery_groups_recipients_by_domain(aiosmtp):
     assert sorted(resolver.asked) == ["one.example", "two.example"]
 
 
+def test_domain_literal_recipients_need_no_resolver(aiosmtp):
+    recorder = Recorder()
+    port = aiosmtp(recorder)
+    resolver = FakeResolver()
+    outcomes = deliver(job("b@[127.0.0.1]", "c@[IPv6:::1]"), resolver, port=port, tls="none",
+                       timeouts=dict(FAST, connect=0.5))
+    assert kinds(outcomes)[0] == OK and resolver.asked == []
+    assert recorder.messages[0].rcpts == ["b@[127.0.0.1]"]
+
+
 def test_smarthost_name_is_resolved_and_the_port_comes_from_it(aiosmtp):
     recorder = Recorder()
     port = aiosmtp(recorder)
@@ -521,7 +531,9 @@ def test_fault_62_drop_mid_data_defers_and_nothing_is_delivered(script):
 
 def test_fault_62_smtp_sink_aborting_after_354_defers(sink):
     server = sink("-A", "0")
-    outcomes = deliver(job(), smarthost="127.0.0.1:%d" % server.port, tls="none")
+    big = b"".join(b"%07d " % i + b"y" * 90 + b"\r\n" for i in range(40000))
+    outcomes = deliver(job(body=BODY + big), smarthost="127.0.0.1:%d" % server.port,
+                       tls="none")
     assert kinds(outcomes) == [TEMPFAIL] and dumped(server) == []
 
 
@@ -728,6 +740,7 @@ def test_garbage_reply_is_a_temporary_failure(script):
         b"MAIL": lambda peer, line: peer.send(b"2x0 what\r\n")}))
     outcomes = deliver(job(), smarthost="127.0.0.1:%d" % server.port, tls="none")
     assert kinds(outcomes) == [TEMPFAIL] and "protocol error" in outcomes[0].text
+    assert outcomes[0].status == "4.5.0" and outcomes[0].text.startswith("[127.0.0.1]: ")
 
 
 # Runtime rules: python3-light (no idna codec, no email/logging/asyncio...), ssl lazily

@@ -134,6 +134,22 @@ def test_354_with_no_recipient_accepted_gets_a_lone_dot():
     assert events[0].rcpts[0].code == 550 and client.state == C.READY
 
 
+def test_a_reply_right_behind_the_354_is_an_aborted_transfer():
+    client = ready()
+    client.send_mail(envelope())
+    with pytest.raises(RemoteProtocolError):
+        feed(client, b"250 ok\r\n250 ok\r\n354 go\r\n550 5.3.0 aborted\r\n")
+
+
+def test_a_reply_during_the_message_text_is_unsolicited():
+    client = ready()
+    client.send_mail(envelope())
+    feed(client, b"250 ok\r\n250 ok\r\n354 go\r\n")
+    client.send_body(b"half of it")
+    with pytest.raises(RemoteProtocolError):
+        feed(client, b"421 4.4.2 timeout\r\n")
+
+
 def test_data_refused_ends_the_transaction():
     client = ready()
     client.send_mail(envelope())

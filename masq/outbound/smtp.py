@@ -2,25 +2,31 @@
 
 Owns: grouping recipients by destination (all to the smarthost or wrapper; else one group
 per recipient domain), resolving through the injected resolver, trying hosts and addresses
-in order, one connection per destination carrying every message given to `deliver_many`
-(RSET between), the TLS mode, AUTH, per-stage timers and the mapping of replies to one
-Outcome per recipient. The wire protocol is `masq.proto.smtp_client`; sockets and TLS are
-`masq.net`; contexts are `masq.outbound.tls`. Does not: read the queue, schedule retries,
-bounce, or decide routes. Nothing blocks; every wait is a loop timer.
+in order, the TLS mode, AUTH, per-stage timers and the mapping of replies to one Outcome per
+recipient. The wire protocol is `masq.proto.smtp_client`, sockets and TLS `masq.net`, TLS
+contexts `masq.outbound.tls`. Does not: read the queue, schedule retries, bounce, or pick
+routes. Nothing blocks; every wait is a loop timer; errors come back as Outcomes.
 
-Failure rules (docs: FAULTS.md 4.4). The next address/MX is tried after a connect failure,
-a 4xx/5xx greeting (treated as 4xx, as Postfix does), a refused EHLO, a 421, a TLS or AUTH
-problem, a timeout or a dropped connection; recipients whose transaction had started keep
-the result they got (a drop or timeout in it is a temp failure; after the final dot the text
-says the message may have been delivered). 5xx to MAIL or DATA or after the dot is a
-permanent failure for the transaction's recipients, 5xx to RCPT for that recipient; every
-4xx and every local or protocol fault is temporary. Hostile replies never raise.
+Use: `SMTPAgent(loop, Settings.from_route(route, hostname), resolver)`, then
+`deliver(job, done)` or `deliver_many(jobs, done_each)`: one connection per destination
+carries every message of that call (RSET between; jobs with recipients in several domains
+are split into one transaction per domain); separate calls never share a connection. At
+most `max_sessions` destinations are served at once.
+
+Failure rules (FAULTS.md 4.4). The next address/MX is tried after a connect failure, a
+4xx/5xx greeting (treated as 4xx, as Postfix does), a refused EHLO, a 421, a TLS or AUTH
+problem, a timeout or a dropped connection, for the messages not yet tried; a transaction
+that had started keeps its result (a drop or timeout in it is a temp failure; after the
+final dot the text says the message may have been delivered twice). 5xx to MAIL or DATA or
+after the dot fails the transaction's recipients, 5xx to RCPT that recipient; every 4xx and
+every local or protocol fault is temporary. Hostile replies never raise.
 TLS modes: none; opportunistic (STARTTLS when offered; a failed handshake, certificate
-checks included, is retried once on that address without TLS, and then no AUTH at all);
+checks included, is retried once on that address without TLS, and then without AUTH);
 starttls (required: not offered, refused or failed defers 4.7.x, no fallback, no AUTH);
-tls (implicit, port 465 unless `port` is set). With a `wrapper`, 'tls' means the wrapper
-encrypts. AUTH runs only when `auth_user` is set, with `choose_mechanism`'s rules; if the
-server offers AUTH but no mechanism that is safe on this link, the host is deferred.
+tls (implicit; port 465 unless `port` is set). With a `wrapper` (argv by sh rules, never a
+shell; its stderr is ours), 'tls' means the wrapper encrypts. AUTH runs only when
+`auth_user` is set, by `choose_mechanism`'s rules; if the server offers AUTH but no
+mechanism safe on this link, the host is deferred; if it offers none, mail goes unauthed.
 """
 
 import os
@@ -192,7 +198,7 @@ class _Destination:
             host = split_host_port(s.smarthost, s.port)[0] if s.smarthost else "wrapper"
             self.candidates.append((host, None, None))
         elif s.smarthost or (self.key or "").startswith("["):
-            text = s.smarthost or self.key.replace("IPv6:", "")
+            text = s.smarthost or self.key.replace("ipv6:", "")
             host, port = split_host_port(text, s.port)
             if not _is_ip(host):
                 return resolver.resolve_host(host, lambda r: self._resolved(r, host, port))
@@ -273,7 +279,7 @@ class _Session:
     def __init__(self, dest, host, ip, port, plaintext):
         self.dest, self.settings, self.loop = dest, dest.settings, dest.agent.loop
         self.host, self.ip, self.port = host, ip, port
-        self.name = "%s[%s]" % (host, ip) if ip else host
+        self.name = host if not ip else "[%s]" % ip if ip == host else "%s[%s]" % (host, ip)
         self.plaintext = plaintext      # a retry after a failed opportunistic handshake
         self.client = C.Client(self.settings.helo, self.settings.pipelining)
         self.stream = self.connector = self.timer = self.child = self.part = None
@@ -291,14 +297,18 @@ class _Session:
                                        self.settings.timeouts["connect"])
 
     def _spawn(self):
-        theirs = None
+        """Run the wrapper on one end of a socketpair (argv by sh rules, never a shell)."""
+        ours = theirs = None
         try:
             argv = shlex.split(self.settings.wrapper)
             ours, theirs = socket.socketpair()
             fd = theirs.fileno()
-            self.child = os.posix_spawnp(argv[0], argv, os.environ, file_actions=[
-                (os.POSIX_SPAWN_DUP2, fd, 0), (os.POSIX_SPAWN_DUP2, fd, 1)])
+            self.child = os.posix_spawnp(argv[0], argv, os.environ, setsigdef=(
+                signal.SIGPIPE,), file_actions=[(os.POSIX_SPAWN_DUP2, fd, 0),
+                                                (os.POSIX_SPAWN_DUP2, fd, 1)])
         except (OSError, ValueError, IndexError) as exc:
+            if ours is not None:
+                ours.close()
             return self._end(Outcome.temp("4.4.1", "cannot run wrapper %r: %s"
                                           % (self.settings.wrapper, exc)), None)
         finally:
@@ -335,7 +345,8 @@ class _Session:
                 if not self.over or type(event) in (C.QuitReply, C.ConnectionClosed):
                     _EVENTS[type(event)](self, event)
         except RemoteProtocolError as exc:
-            return self._lost(self.client.state, "protocol error: %s" % exc.reply.text[0])
+            return self._lost(self.client.state, "protocol error: %s" % exc.reply.text[0],
+                              exc.reply.enhanced or "4.5.0")
         self._flush()
         self._arm()
 

@@ -15,8 +15,8 @@ AUTH continuations, and a lone "." when a server says 354 with no recipient acce
 
 All input is hostile. A reply line longer than MAX_LINE octets, a reply of more than
 MAX_LINES lines, a line that is not `ddd[ -]text`, a multi-line reply whose code changes,
-an unsolicited reply (one nothing was sent for, e.g. after QUIT), bytes piggy-backed after
-the 220 to STARTTLS, or a bad CRAM-MD5 challenge raise `RemoteProtocolError` with a 451
+an unsolicited reply (one nothing was sent for: after QUIT, during the message text, right
+behind a 354), bytes piggy-backed after the 220 to STARTTLS, or a bad CRAM-MD5 challenge raise `RemoteProtocolError` with a 451
 4.5.0 reply describing the fault; the engine is then CLOSED. Calls in the wrong state raise
 `LocalProtocolError`. Envelopes the server cannot take (SIZE, SMTPUTF8, control characters
 in an address) are refused locally with a synthetic 5xx reply, nothing is sent for them.
@@ -29,6 +29,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from .reply import LocalProtocolError, RemoteProtocolError, Reply
+from .smtp_params import xtext_encode
 
 MAX_LINE = 2048   # octets of one reply line, line end included
 MAX_LINES = 100   # lines of one reply
@@ -208,12 +209,6 @@ class Envelope:
     orcpt: tuple = ()
 
 
-def xtext(text):
-    """Encode str as RFC 3461 xtext."""
-    return "".join(chr(o) if 0x21 <= o <= 0x7E and o not in (0x2B, 0x3D) else "+%02X" % o
-                   for o in text.encode("utf-8"))
-
-
 def _clean_address(address):
     return not any(c < " " or c in "\x7f<>" for c in address)
 
@@ -251,7 +246,7 @@ def mail_command(env, ext):
         if env.ret and env.ret.upper() in ("FULL", "HDRS"):
             words.append("RET=" + env.ret.upper())
         if env.envid:
-            words.append("ENVID=" + xtext(env.envid[:100]))
+            words.append("ENVID=" + xtext_encode(env.envid[:100]))
     return (" ".join(words) + "\r\n").encode("utf-8" if utf8 else "ascii")
 
 
@@ -272,7 +267,7 @@ def rcpt_command(env, index, ext):
         if isinstance(orcpt, str) and ";" in orcpt:
             kind, _, value = orcpt.partition(";")
         if kind.isascii() and kind.replace("-", "").isalnum():
-            words.append("ORCPT=%s;%s" % (kind, xtext(value)))
+            words.append("ORCPT=%s;%s" % (kind, xtext_encode(value)))
     return (" ".join(words) + "\r\n").encode("utf-8")
 
 
@@ -581,6 +576,8 @@ class Client:
         if reply.code != 354:
             return
         if txn.mail.is_positive() and txn.any_accepted():
+            if self._in:
+                raise _remote("reply before the message text was sent (transfer aborted)")
             self._move("body")
             self._events.append(BodyRequest())
         else:
