@@ -42,16 +42,26 @@ def _new(daemon, req, uid, answer):
 
 
 def _rm(daemon, req, uid, answer):
+    user = common.user_name(uid)
+    remove_messages(daemon, req["ids"], user,
+                    lambda msg: _trusted(daemon, uid) or msg.envelope.origin == user, answer)
+
+
+def remove_messages(daemon, ids, who, may_remove, answer):
+    """Remove the queued messages ids that may_remove(msg) allows; answer once durable.
+
+    The answer is {"ok", "removed": [ids], "errors": [texts]}; `who` goes into the log record.
+    Used by `masq rm` (control socket) and the status page."""
     store = daemon.queue.store
     removed, errors = [], []
-    for msgid in req["ids"]:
+    for msgid in ids:
         msg = store.messages.get(msgid)
         if msg is None or not msg.kept or not msg.committed:
             errors.append("%s: no such message" % msgid)
-        elif not (_trusted(daemon, uid) or msg.envelope.origin == common.user_name(uid)):
+        elif not may_remove(msg):
             errors.append("%s: permission denied" % msgid)
         else:
-            spool.remove(store, msgid, "removed by %s" % common.user_name(uid))
+            spool.remove(store, msgid, "removed by %s" % who)
             removed.append(msgid)
     if removed:
         store.want_sync(lambda error: answer({"ok": error is None, "removed": removed,
