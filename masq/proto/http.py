@@ -346,7 +346,25 @@ def _framing(version, headers):
     return length, keep
 
 
-# small parsers for the application
+# small helpers for the application
+
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def format_date(t):
+    """Return a UTC time.struct_time as an HTTP date (IMF-fixdate, locale-free)."""
+    return "%s, %02d %s %d %02d:%02d:%02d GMT" % (_DAYS[t.tm_wday], t.tm_mday,
+                                                  _MONTHS[t.tm_mon - 1], t.tm_year,
+                                                  t.tm_hour, t.tm_min, t.tm_sec)
+
+
+def host_of(value):
+    """Return the host of a Host header value: no port, no IPv6 brackets."""
+    if value.startswith("["):
+        return value[1:].partition("]")[0]
+    return value.partition(":")[0]
+
 
 def unquote(text):
     """Return a percent-decoded form value ('+' is a space) as str (UTF-8)."""
