@@ -241,6 +241,8 @@ OPTIONS = (
     Option(_U, "mailbox", MAILBOX),
 
     Option(_R, "online", ONLINE, "always"),
+    Option(_R, "online_require_route", BOOL, False),
+    Option(_R, "modem_min_signal", _int_kind(-113, -51)),
     Option(_R, "smarthost", HOST_PORT),
     Option(_R, "port", PORT, 25),
     Option(_R, "tls", TLS, "opportunistic"),
