@@ -8,9 +8,11 @@ start(), stop() and reload(config). Adding a service means adding one line here.
 def make(daemon):
     """Return the components the daemon runs for its configuration."""
     from masq.inbound.listener import Listener
+    from masq.online.detectors import Detectors
     from masq.outbound.delivery import Delivery
     from masq.status.file import StatusFile
     components = [StatusFile(daemon), Delivery(daemon)]
+    components.append(Detectors(daemon))           # after Delivery: it flushes on online
     shared = {}
     for url in daemon.cfg.main.listen:
         if url.startswith("qmtp://"):
