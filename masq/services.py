@@ -11,7 +11,8 @@ def make(daemon):
     from masq.online.detectors import Detectors
     from masq.outbound.delivery import Delivery
     from masq.status.file import StatusFile
-    components = [StatusFile(daemon), Delivery(daemon)]
+    from masq.status.web import StatusWeb
+    components = [StatusFile(daemon), Delivery(daemon), StatusWeb(daemon)]
     components.append(Detectors(daemon))           # after Delivery: it flushes on online
     shared = {}
     for url in daemon.cfg.main.listen:
