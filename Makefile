@@ -3,6 +3,7 @@
 #   make test     install what the tests need, then run them
 #   make bench    measure the queue and submission (figures, not pass/fail)
 #   make install  install masq and its sendmail-compatible links (PREFIX, DESTDIR)
+#   make ipk      OpenWrt 24.10 packages (masq, luci-app-masq) in dist/, without the SDK
 
 PREFIX  ?= /usr/local
 DESTDIR ?=
@@ -40,6 +41,10 @@ install:
 		$(LIBDIR) > $(BINDIR)/masq
 	chmod 755 $(BINDIR)/masq
 	for name in $(LINKS); do ln -sf ../bin/masq $(SBINDIR)/$$name; done
+
+.PHONY: ipk
+ipk:
+	$(PYTHON) tools/build_ipk.py
 
 uninstall:
 	rm -rf $(DESTDIR)$(LIBDIR) $(BINDIR)/masq

@@ -78,7 +78,9 @@ commands:
                          override a route's online detector
   status [--json]        show routes, queue and counters
   passwd USER            hash a password for a `config user` section
-  setup PRESET           write a configuration for a common case
+  setup PRESET [--board NAME] [--force] [options]
+                         write a configuration: local, smarthost, dialup, mobile,
+                         lan-relay (`masq setup --help`, `--boards`)
   check-config           validate the configuration and print the effective settings
   version                print the version
 

@@ -148,4 +148,5 @@ _COMMANDS = {
     "daemon": _daemon, "queue": _queue, "flush": _flush, "rm": _rm, "online": _online,
     "status": _status, "passwd": _passwd, "check-config": _check_config,
     "version": _version,
+    "setup": lambda path, rest: __import__("masq.setup").setup.run(path, rest),
 }

@@ -69,7 +69,7 @@ footer{border-top:1px solid var(--border);color:var(--muted);font-size:11px;padd
 .tr.table-titles{display:none}
 .tr{border-top:1px solid var(--border);padding:4px 0}
 .td{border:0;padding:3px 10px}
-.td[data-title]:before{content:attr(data-title) ": ";font-weight:bold}
+.td[data-title]:not([data-title=""]):before{content:attr(data-title) ": ";font-weight:bold}
 .right{text-align:left}
 header .right{margin-left:0}}
 """
@@ -87,6 +87,8 @@ function cell(title,content,cls){var c=el('td','td'+(cls?' '+cls:''));
  return c}
 function titles(names){var r=el('tr','tr table-titles');
  names.forEach(function(n){r.appendChild(el('th','th',n))});return r}
+function empty(cls,text,n){var r=el('tr',cls),c=cell('',text,'muted');c.colSpan=n;
+ r.appendChild(c);return r}
 function now(){return Date.now()/1000+skew}
 function span(s){s=Math.max(0,Math.round(s));
  if(s<60)return s+'s';if(s<3600)return Math.floor(s/60)+'m '+(s%60)+'s';
@@ -123,7 +125,7 @@ function routes(list){var t=$('routes');t.textContent='';
   row.appendChild(cell('Last error',r.last_error||'-','small'));
   row.appendChild(cell('',button('send now','cbi-button-action','/flush',{route:r.name}),'right'));
   t.appendChild(row)});
- if(!list.length){var e=el('tr','tr');e.appendChild(cell('','No route configured: mail goes to the MX hosts.','muted'));t.appendChild(e)}}
+ if(!list.length)t.appendChild(empty('tr','No route configured: mail goes to the MX hosts.',6))}
 function recipients(m){var box=el('div');
  m.recipients.forEach(function(r){var line=el('div');
   line.appendChild(label(r.state,STATE[r.state]||''));line.appendChild(document.createTextNode(' '+r.address));
@@ -150,9 +152,9 @@ function queue(list){var t=$('queue');t.textContent='';$('count').textContent=li
   var act=el('div');act.appendChild(button('retry','cbi-button-positive','/retry',{id:m.id}));
   act.appendChild(button('delete','cbi-button-negative','/delete',{id:m.id},'Delete message '+m.id+'? It will not be delivered.'));
   row.appendChild(cell('',act,'right nowrap'));t.appendChild(row)});
- if(!list.length){var e=el('tr','tr empty');e.appendChild(cell('','The queue is empty.','muted'));t.appendChild(e)}}
+ if(!list.length)t.appendChild(empty('tr empty','The queue is empty.',7))}
 function counters(c){var t=$('counters');t.textContent='';var row=el('tr','tr');
- ['accepted','delivered','deferred','bounced'].forEach(function(k){row.appendChild(cell(k,k+': '+(c[k]||0)))});
+ ['accepted','delivered','deferred','bounced'].forEach(function(k){row.appendChild(cell('',k+': '+(c[k]||0)))});
  t.appendChild(row)}
 function render(d){$('host').textContent=d.hostname;
  $('version').textContent='masq '+(d.masq||'');

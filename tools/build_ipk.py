@@ -1,0 +1,291 @@
+#!/usr/bin/env python3
+"""Build the OpenWrt 24.10 packages masq_VERSION-rN_all.ipk and luci-app-masq_... without
+the SDK (the real per-release builds come from openwrt/masq/Makefile in an SDK).
+
+An ipk is what scripts/ipkg-build writes: a gzip'ed tar (GNU format) holding
+./debian-binary ("2.0"), ./data.tar.gz and ./control.tar.gz, in that order. Every tar
+here is GNU format, owner root:root (numeric 0:0), members sorted, mtimes set to
+SOURCE_DATE_EPOCH (else the last commit's time), gzip without name or time: the same
+tree gives the same bytes. control.tar.gz holds control, conffiles, and the postinst and
+prerm wrappers OpenWrt generates (source /lib/functions.sh, call default_postinst /
+default_prerm: enable and start the init script, run uci-defaults, stop and disable on
+removal), plus the package's own postinst-pkg, which only acts on a live system
+(`[ -n "$IPKG_INSTROOT" ] ||`). Installed-Size is the uncompressed data tar's length,
+as ipkg-build computes it.
+
+Differences from an SDK build: the Python sources are shipped as .py, with checked-hash
+byte-code in __pycache__ when the host Python has the target's minor version (3.11 for
+24.10), where the SDK ships legacy .pyc only; the LuCI JavaScript is not minified.
+
+Usage: tools/build_ipk.py [--out DIR] [--python 3.11] [--no-pyc]
+"""
+
+import argparse
+import gzip
+import io
+import os
+import py_compile
+import re
+import subprocess
+import sys
+import tarfile
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TARGET_PYTHON = "3.11"                     # OpenWrt 24.10's python3
+MAINTAINER = "The masq authors <masq@example.org>"
+
+POSTINST = """#!/bin/sh
+[ "${IPKG_NO_SCRIPT}" = "1" ] && exit 0
+[ -s "${IPKG_INSTROOT}/lib/functions.sh" ] || exit 0
+# shellcheck disable=SC1091
+. "${IPKG_INSTROOT}/lib/functions.sh"
+default_postinst "$0" "$@"
+"""
+PRERM = """#!/bin/sh
+[ -s "${IPKG_INSTROOT}/lib/functions.sh" ] || exit 0
+# shellcheck disable=SC1091
+. "${IPKG_INSTROOT}/lib/functions.sh"
+default_prerm "$0" "$@"
+"""
+MASQ_POSTINST_PKG = """#!/bin/sh
+# On an upgrade, restart masq so that the new code runs: procd keeps an instance whose
+# command line and configuration did not change.
+[ -n "${IPKG_INSTROOT}" ] || {
+	[ "${PKG_UPGRADE}" = "1" ] && /etc/init.d/masq restart
+	exit 0
+}
+"""
+LUCI_POSTINST_PKG = """#!/bin/sh
+[ -n "${IPKG_INSTROOT}" ] || {
+	# shellcheck disable=SC1091
+	(. /etc/uci-defaults/40_luci-masq) && rm -f /etc/uci-defaults/40_luci-masq
+	exit 0
+}
+"""
+MASQ_DESCRIPTION = """\
+masq is a sendmail-compatible mail transfer agent for small, often-offline
+devices. It keeps mail in a crash-safe queue on flash until a suitable online
+route (PPP link, LTE modem, WAN interface) is up, then delivers it through a
+smarthost (STARTTLS, AUTH) or to the recipients' MX hosts. Configured in
+/etc/config/masq; `masq setup PRESET` writes a configuration for common cases."""
+LUCI_DESCRIPTION = "Status (routes, queue, counters, send now) and settings pages for masq."
+
+
+def makefile_value(path, name):
+    """Return the value of `NAME:=value` in an OpenWrt Makefile."""
+    with open(path) as f:
+        match = re.search(r"^%s:=(.*)$" % re.escape(name), f.read(), re.M)
+    if not match:
+        raise SystemExit("build_ipk: %s sets no %s" % (path, name))
+    return match.group(1).strip()
+
+
+def masq_version():
+    """Return (version, release), checking masq/__init__.py against the Makefile."""
+    with open(os.path.join(ROOT, "masq", "__init__.py")) as f:
+        code = re.search(r'^__version__ = "([^"]+)"', f.read(), re.M).group(1)
+    makefile = os.path.join(ROOT, "openwrt", "masq", "Makefile")
+    version = makefile_value(makefile, "PKG_VERSION")
+    if version != code:
+        raise SystemExit("build_ipk: PKG_VERSION %s in %s is not masq.__version__ %s"
+                         % (version, makefile, code))
+    return version, makefile_value(makefile, "PKG_RELEASE")
+
+
+def source_epoch():
+    """Return the build's timestamp: SOURCE_DATE_EPOCH, else the last commit's time."""
+    if os.environ.get("SOURCE_DATE_EPOCH"):
+        return int(os.environ["SOURCE_DATE_EPOCH"])
+    try:
+        out = subprocess.run(["git", "-C", ROOT, "log", "-1", "--format=%ct"],
+                             capture_output=True, text=True, timeout=30)
+        return int(out.stdout.strip())
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return 0
+
+
+def read(*parts):
+    """Return the bytes of a file of the source tree."""
+    with open(os.path.join(ROOT, *parts), "rb") as f:
+        return f.read()
+
+
+def tar_gz(files, mtime):
+    """Return a .tar.gz of files {"./path": (mode, bytes)}, with every parent directory."""
+    dirs = {"./"}
+    for name in files:
+        parts = name.split("/")
+        dirs.update("/".join(parts[:i]) for i in range(2, len(parts)))
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for name in sorted(dirs | set(files)):
+            info = tarfile.TarInfo(name)
+            info.mtime, info.uid, info.gid = mtime, 0, 0
+            info.uname = info.gname = "root"
+            if name in files:
+                info.mode, data = files[name]
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+            else:
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                tar.addfile(info)
+    return gzip_bytes(raw.getvalue()), len(raw.getvalue())
+
+
+def gzip_bytes(data):
+    """Return data gzip'ed without file name or time (as `gzip -n`)."""
+    out = io.BytesIO()
+    with gzip.GzipFile(filename="", mode="wb", fileobj=out, mtime=0, compresslevel=9) as z:
+        z.write(data)
+    return out.getvalue()
+
+
+def control_text(fields, description):
+    """Return a control file: the fields in order, then Description as ipkg-build writes."""
+    lines = ["%s: %s" % (key, value) for key, value in fields if value]
+    desc = "\n".join(" " + line.strip() for line in description.strip().splitlines())
+    return "\n".join(lines) + "\nDescription: " + desc + "\n"
+
+
+def build_ipk(out_dir, name, version, data_files, control_fields, description, scripts,
+              mtime):
+    """Write NAME_VERSION_all.ipk into out_dir; return (path, installed size)."""
+    data, tar_length = tar_gz(data_files, mtime)
+    fields = [("Package", name), ("Version", version)] + control_fields + [
+        ("Architecture", "all"), ("Installed-Size", str(tar_length))]
+    control = {"./control": (0o644, control_text(fields, description).encode())}
+    for script, text in scripts.items():
+        mode = 0o644 if script == "conffiles" else 0o755
+        control["./" + script] = (mode, text.encode())
+    control_tgz, _ = tar_gz(control, mtime)
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for member, payload in (("./debian-binary", b"2.0\n"), ("./data.tar.gz", data),
+                                ("./control.tar.gz", control_tgz)):
+            info = tarfile.TarInfo(member)
+            info.size, info.mode, info.mtime = len(payload), 0o644, mtime
+            info.uname = info.gname = "root"
+            tar.addfile(info, io.BytesIO(payload))
+    path = os.path.join(out_dir, "%s_%s_all.ipk" % (name, version))
+    with open(path, "wb") as f:
+        f.write(gzip_bytes(raw.getvalue()))
+    return path, sum(len(data) for _, data in data_files.values())
+
+
+def python_sources():
+    """Yield (relative path, bytes) of every .py file of the masq package, sorted."""
+    top = os.path.join(ROOT, "masq")
+    found = []
+    for folder, dirs, names in os.walk(top):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        for name in names:
+            if name.endswith(".py"):
+                path = os.path.join(folder, name)
+                found.append(os.path.relpath(path, ROOT))
+    for rel in sorted(found):
+        yield rel.replace(os.sep, "/"), read(rel)
+
+
+def compiled(source, installed_path):
+    """Return the checked-hash byte-code of one module, compiled by this interpreter."""
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, os.path.basename(installed_path))
+        with open(src, "wb") as f:
+            f.write(source)
+        pyc = os.path.join(tmp, "out.pyc")
+        py_compile.compile(src, cfile=pyc, dfile=installed_path, doraise=True,
+                           invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH)
+        with open(pyc, "rb") as f:
+            return f.read()
+
+
+def masq_files(pyver, pyc):
+    """Return the data files of the masq package {"./path": (mode, bytes)}."""
+    site = "./usr/lib/python%s/site-packages" % pyver
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    import launcher                        # tools/launcher.py: the installed entry script
+    files = {"./usr/bin/masq": (0o755, (launcher.TEMPLATE % {
+        "python": "/usr/bin/python3", "libdir": site[1:]}).encode())}
+    tag = "cpython-%s" % pyver.replace(".", "")
+    for rel, source in python_sources():
+        files["%s/%s" % (site, rel)] = (0o644, source)
+        if pyc:
+            folder, base = rel.rsplit("/", 1)
+            name = "%s/%s/__pycache__/%s.%s.pyc" % (site, folder, base[:-3], tag)
+            files[name] = (0o644, compiled(source, "%s/%s" % (site[1:], rel)))
+    files["./etc/init.d/masq"] = (0o755, read("openwrt", "masq", "files", "masq.init"))
+    files["./etc/config/masq"] = (0o600, read("openwrt", "masq", "files", "masq.config"))
+    files["./etc/hotplug.d/iface/95-masq"] = (
+        0o644, read("openwrt", "masq", "files", "masq.hotplug"))
+    for name in sorted(os.listdir(os.path.join(ROOT, "board"))):
+        if name.endswith(".conf"):
+            files["./usr/share/masq/board/" + name] = (0o644, read("board", name))
+    return files
+
+
+def luci_files():
+    """Return the data files of luci-app-masq: htdocs/ under /www, root/ under /."""
+    top = os.path.join(ROOT, "openwrt", "luci-app-masq")
+    files = {}
+    for sub, prefix in (("htdocs", "./www"), ("root", ".")):
+        for folder, dirs, names in os.walk(os.path.join(top, sub)):
+            dirs.sort()
+            for name in names:
+                path = os.path.join(folder, name)
+                rel = os.path.relpath(path, os.path.join(top, sub)).replace(os.sep, "/")
+                mode = 0o755 if os.access(path, os.X_OK) else 0o644
+                with open(path, "rb") as f:
+                    files["%s/%s" % (prefix, rel)] = (mode, f.read())
+    return files
+
+
+def build_all(out_dir, pyver=TARGET_PYTHON, pyc=None):
+    """Build both packages into out_dir; return [(path, installed size)]."""
+    version, release = masq_version()
+    full = "%s-r%s" % (version, release)
+    host = "%d.%d" % sys.version_info[:2]
+    if pyc is None:
+        pyc = host == pyver
+    elif pyc and host != pyver:
+        raise SystemExit("build_ipk: byte-code for Python %s needs that interpreter "
+                         "(this is %s)" % (pyver, host))
+    mtime = source_epoch()
+    os.makedirs(out_dir, exist_ok=True)
+    masq = build_ipk(out_dir, "masq", full, masq_files(pyver, pyc), [
+        ("Depends", "python3-light, python3-openssl"),
+        ("Alternatives", "200:/usr/sbin/sendmail:/usr/bin/masq, "
+                         "200:/usr/lib/sendmail:/usr/bin/masq"),
+        ("Source", "feeds/masq/masq"), ("SourceName", "masq"), ("License", "MIT"),
+        ("LicenseFiles", "LICENSE"), ("Section", "mail"), ("Maintainer", MAINTAINER)],
+        MASQ_DESCRIPTION, {"conffiles": "/etc/config/masq\n", "postinst": POSTINST,
+                           "prerm": PRERM, "postinst-pkg": MASQ_POSTINST_PKG}, mtime)
+    luci = build_ipk(out_dir, "luci-app-masq", full, luci_files(), [
+        ("Depends", "luci-base, masq"), ("Source", "feeds/masq/luci-app-masq"),
+        ("SourceName", "luci-app-masq"), ("License", "MIT"), ("Section", "luci"),
+        ("Maintainer", MAINTAINER)],
+        LUCI_DESCRIPTION, {"postinst": POSTINST, "prerm": PRERM,
+                           "postinst-pkg": LUCI_POSTINST_PKG}, mtime)
+    return [masq, luci], pyc
+
+
+def main(argv=None):
+    """Build the packages; print each one's path, size and installed size."""
+    parser = argparse.ArgumentParser(description="Build masq's OpenWrt .ipk files.")
+    parser.add_argument("--out", default=os.path.join(ROOT, "dist"))
+    parser.add_argument("--python", default=TARGET_PYTHON,
+                        help="target Python minor version (default %(default)s, 24.10)")
+    parser.add_argument("--no-pyc", dest="pyc", action="store_false", default=None,
+                        help="ship .py only")
+    args = parser.parse_args(argv)
+    built, pyc = build_all(args.out, args.python, args.pyc)
+    for path, installed in built:
+        print("%s: %d bytes, %d bytes installed%s" % (
+            path, os.path.getsize(path), installed,
+            " (with Python %s byte-code)" % args.python
+            if pyc and "luci" not in path else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
