@@ -37,7 +37,9 @@ def _new(daemon, req, uid, answer):
         daemon.queue.store.log.catch_up()
     finally:
         daemon.queue.store.log.unlock()
-    daemon.notify("new")
+    ids = daemon.queue.take_foreign_commits()
+    daemon.counters["accepted"] += len(ids)
+    daemon.notify("new", ids=ids)
     answer({"ok": True})
 
 

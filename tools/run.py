@@ -49,8 +49,11 @@ def prepare():
                                     user=getpass.getuser()))
     aliases = os.path.join(RUN, "aliases")
     if not os.path.exists(aliases):
+        user = getpass.getuser()
         with open(aliases, "w") as out:
-            out.write("postmaster: %s\nroot: %s\n" % (getpass.getuser(), getpass.getuser()))
+            out.write("# name: target, ... (see docs/LOCAL.md)\n")
+            if user != "root":
+                out.write("postmaster: %s\nroot: %s\n" % (user, user))
     return conf
 
 

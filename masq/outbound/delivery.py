@@ -80,5 +80,5 @@ class Delivery:
         except spool.LogError as exc:
             writer.abort()
             return Outcome.temp("4.3.0", "cannot queue forwarded copy: %s" % exc)
-        store.want_sync(lambda error: self.scheduler.kick())
+        store.want_sync(lambda error: self.scheduler.kick([writer.id]))
         return Outcome.ok("forwarded to %s" % ", ".join(addresses)[:200])

@@ -49,7 +49,7 @@ def new_state(host, env, index, outcome, route_name, now, counts=True):
 
 
 def record(host, msg, indices, outcomes, route_name, now, counts):
-    """Append RESULT records for a job's outcomes and queue DSNs; True if a DSN was queued."""
+    """Append RESULT records for a job's outcomes and queue DSNs; return the DSNs' ids."""
     store = host.queue.store
     env = msg.envelope
     failed, delayed = [], []
@@ -64,10 +64,10 @@ def record(host, msg, indices, outcomes, route_name, now, counts):
                            else Outcome.perm(outcome.status, rcpt.last_error)))
         elif rcpt.state == DEFERRED:
             delayed.append((rcpt, outcome))
-    queued = bool(failed) and _bounce(host, msg, failed, now)
+    queued = [_bounce(host, msg, failed, now)] if failed else []
     if delayed and _warning_due(host, env, now):
-        queued = _warn(host, msg, delayed, now) or queued
-    return queued
+        queued.append(_warn(host, msg, delayed, now))
+    return [dsn for dsn in queued if dsn]
 
 
 def _wants(rcpt, what):
@@ -78,7 +78,7 @@ def _wants(rcpt, what):
 def _bounce(host, msg, failed, now):
     failed = [(r, o) for r, o in failed if _wants(r, "FAILURE")]
     if not failed:
-        return False
+        return None
     env = msg.envelope
     if env.sender:
         target, origin = env.sender, "bounce"
@@ -86,9 +86,8 @@ def _bounce(host, msg, failed, now):
         target, origin = "postmaster@%s" % host.cfg.main.hostname, POSTMASTER_ORIGIN
     else:
         host.log.error("%s: double bounce to postmaster failed; giving up", msg.id)
-        return False
-    _queue_dsn(host, msg, failed, "failed", target, origin, now)
-    return True
+        return None
+    return _queue_dsn(host, msg, failed, "failed", target, origin, now)
 
 
 def _warning_due(host, env, now):
@@ -99,11 +98,11 @@ def _warning_due(host, env, now):
 def _warn(host, msg, delayed, now):
     delayed = [(r, o) for r, o in delayed if _wants(r, "DELAY")]
     if not delayed:
-        return False
+        return None
     until = msg.envelope.received + host.cfg.main.queue_lifetime
-    _queue_dsn(host, msg, delayed, "delayed", msg.envelope.sender, "warning", now, until)
+    dsn = _queue_dsn(host, msg, delayed, "delayed", msg.envelope.sender, "warning", now, until)
     spool.mark_warned(host.queue.store, msg.id, now)
-    return True
+    return dsn
 
 
 def _queue_dsn(host, msg, rows, action, target, origin, now, until=None):
@@ -115,3 +114,4 @@ def _queue_dsn(host, msg, rows, action, target, origin, now, until=None):
         writer.write(chunk)
     writer.commit(Envelope("", [target], received=now, protocol="local", origin=origin))
     host.log.info("%s: %s notice %s queued for <%s>", msg.id, action, dsn_id, target)
+    return dsn_id

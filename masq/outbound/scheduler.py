@@ -54,24 +54,31 @@ class Scheduler:
         self.running = 0
         self.waiting = []             # (agent kind, agent, jobs, flush)
         self.timer = None
+        self.wake = None              # when the timer fires
         self.kicked = False
+        self.new_ids = []             # new messages to look at in the next run
 
     # triggers
 
-    def kick(self):
-        """Run once soon (several kicks in one turn make one run)."""
+    def kick(self, ids=None):
+        """Run soon for ids (or every message); kicks in one turn make one run."""
+        if ids is None:
+            self.new_ids = None
+        elif self.new_ids is not None:
+            self.new_ids.extend(ids)
         if not self.kicked:
             self.kicked = True
             self.loop.call_soon(self._kicked)
 
     def _kicked(self):
+        ids, self.new_ids = self.new_ids, []
         self.kicked = False
-        self.run()
+        self.run(ids=ids)
 
     def on_event(self, event, **data):
-        """React to daemon events: new mail starts a run."""
-        if event == "new":
-            self.kick()
+        """React to daemon events: new mail is tried at once (unless do_queue)."""
+        if event == "new" and not self.host.cfg.main.do_queue:
+            self.kick(data.get("ids"))
 
     def route_changed(self, state):
         """A route came online: flush what may use it; went offline: rearm timers."""
@@ -90,13 +97,19 @@ class Scheduler:
 
     # a run
 
-    def run(self, flush=None, ignore_times=False, only=None, forced=False):
-        """Start jobs for every due recipient."""
+    def run(self, flush=None, ignore_times=False, only=None, forced=False, ids=None):
+        """Start jobs for every due recipient (of the messages ids, if given)."""
         now = time.time()
         usable = self._usable(only, forced)
-        for msg in self.host.queue.store.live():
+        store = self.host.queue.store
+        if ids is None:
+            messages = store.live()
+        else:
+            messages = [store.messages[i] for i in dict.fromkeys(ids) if i in store.live_ids]
+        for msg in messages:
             self._plan(msg, now, usable, ignore_times, only, flush)
-        self._arm()
+        if ids is None:
+            self._arm()
 
     def _usable(self, only, forced):
         online = self.host.online
@@ -184,14 +197,14 @@ class Scheduler:
         if flush is not None:
             flush.finished(outcomes)
         self._pump()
-        if self.idle():
-            self._arm()
+        if msg is not None and msg.live:
+            self._arm_for(msg)
 
     def _synced(self, error, queued_dsn):
         if error is not None:
             self.host.log.error("cannot sync delivery results: %s", error)
         elif queued_dsn:
-            self.kick()
+            self.kick(queued_dsn)
 
     def _still_online(self, name, started):
         state = self.host.online.by_name.get(name)
@@ -213,16 +226,20 @@ class Scheduler:
         """Set one timer for the earliest retry that could leave now."""
         if self.timer is not None:
             self.timer.cancel()
-            self.timer = None
-        earliest = None
+            self.timer, self.wake = None, None
         usable = self._usable(None, False)
         for msg in self.host.queue.store.live():
-            when = self._next_time(msg, usable)
-            if when is not None and (earliest is None or when < earliest):
-                earliest = when
-        if earliest is not None:
-            delay = max(0.0, earliest - time.time())
-            self.timer = self.loop.call_later(delay, self._timer_fired)
+            self._arm_for(msg, usable)
+
+    def _arm_for(self, msg, usable=None):
+        """Bring the timer forward if msg's next retry comes before it."""
+        when = self._next_time(msg, usable or self._usable(None, False))
+        if when is None or (self.wake is not None and self.wake <= when):
+            return
+        if self.timer is not None:
+            self.timer.cancel()
+        self.wake = when
+        self.timer = self.loop.call_later(max(0.0, when - time.time()), self._timer_fired)
 
     def _next_time(self, msg, usable):
         env = msg.envelope
@@ -237,7 +254,7 @@ class Scheduler:
         return min(times) if times else None
 
     def _timer_fired(self):
-        self.timer = None
+        self.timer, self.wake = None, None
         self.run()
 
     def waiting_routes(self):
@@ -262,7 +279,7 @@ class Scheduler:
         """Cancel the timer (jobs in flight are abandoned: they will be retried)."""
         if self.timer is not None:
             self.timer.cancel()
-            self.timer = None
+            self.timer, self.wake = None, None
 
 
 def read_headers(chunks):

@@ -80,6 +80,7 @@ class Queue:
         self.path = os.path.join(spool_dir, LOG_NAME)
         self.lock_fds = {}
         self.store = None
+        self.foreign_commits = []
 
     def open(self, mode):
         """Open the spool for mode; SpoolError if it cannot be trusted."""
@@ -130,6 +131,13 @@ class Queue:
     def _foreign(self, items):
         for item in items:
             self.store.apply(item)
+            if isinstance(item, record.Record) and item.type == record.COMMIT:
+                self.foreign_commits.append(item.msgid.decode("ascii"))
+
+    def take_foreign_commits(self):
+        """Return (and forget) the ids other processes committed since the last call."""
+        ids, self.foreign_commits = self.foreign_commits, []
+        return ids
 
     # recovery
 

@@ -80,6 +80,8 @@ class Store:
     def __init__(self, log):
         self.log = log
         self.messages = {}
+        self.live_ids = {}        # ids of live messages, in arrival order
+        self.kept_bytes = 0       # log bytes of the messages compaction must keep
         self.damage = []
         self.sync_waiters = []
 
@@ -98,27 +100,46 @@ class Store:
             self._damaged(item)
             return
         msg = self.get(item.msgid.decode("ascii"))
+        before = self._state(msg)
         msg.bytes += record.OVERHEAD + item.length
         try:
             _APPLY[item.type](msg, item)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             msg.quarantined = msg.quarantined or "bad %s record: %s" % (chr(item.type), exc)
+        self._track(msg, before)
+
+    def _state(self, msg):
+        return msg.kept, msg.live, msg.bytes
+
+    def _track(self, msg, before):
+        """Keep the kept-bytes total and the live set in step with msg's change."""
+        was_kept, was_live, old_bytes = before
+        self.kept_bytes += (msg.bytes if msg.kept else 0) - (old_bytes if was_kept else 0)
+        if msg.live and not was_live:
+            self.live_ids[msg.id] = None
+        elif was_live and not msg.live:
+            self.live_ids.pop(msg.id, None)
 
     def _damaged(self, damage):
         self.damage.append(damage)
         if damage.msgid:
             msg = self.get(damage.msgid.decode("ascii"))
+            before = self._state(msg)
             msg.quarantined = "damaged record at offset %d" % damage.offset
+            self._track(msg, before)
 
     def forget(self, msgid):
         """Drop a message from the index (after compaction removed it)."""
-        self.messages.pop(msgid, None)
+        msg = self.messages.pop(msgid, None)
+        if msg is not None:
+            self.kept_bytes -= msg.bytes if msg.kept else 0
+            self.live_ids.pop(msgid, None)
 
     # views
 
     def live(self):
         """Return the live messages in arrival order."""
-        return [m for m in self.messages.values() if m.live]
+        return [self.messages[i] for i in self.live_ids]
 
     def listed(self):
         """Return messages mailq shows: live and quarantined, in arrival order."""
@@ -131,7 +152,7 @@ class Store:
 
     def live_bytes(self):
         """Return the log bytes used by messages compaction must keep."""
-        return sum(m.bytes for m in self.messages.values() if m.kept)
+        return self.kept_bytes
 
     def dead_bytes(self):
         """Return the log bytes compaction would free."""
