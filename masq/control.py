@@ -11,8 +11,6 @@ a timeout, which is fine for a short-lived command.
 """
 
 import os
-import socket
-import struct
 
 from masq import compat
 
@@ -27,7 +25,8 @@ def socket_path(spool_dir):
 
 def request(spool_dir, cmd, timeout=30.0, **args):
     """Send one request to the daemon; return its reply dict, or None if none runs."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    import _socket   # the C module: `socket` would cost sendmail a few ms of imports
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
         sock.connect(socket_path(spool_dir))
@@ -66,6 +65,7 @@ class Server:
 
     def start(self):
         """Bind the socket (replacing a stale one) and start accepting."""
+        import socket
         if os.path.lexists(self.path):
             probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
@@ -182,6 +182,8 @@ class Connection:
 
 def peer_uid(conn):
     """Return the uid of the process at the other end of a Unix socket (-1 if unknown)."""
+    import socket
+    import struct
     try:
         creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
         return struct.unpack("3i", creds)[1]
