@@ -1,58 +1,64 @@
 """Synchronous online probes, for queue runs without a daemon (`runq`, `sendmail`).
 
-The daemon's detectors watch for changes; a one-shot run only needs to know the state now:
-`always` is online; `file:PATH` is online while PATH exists and its first line, if any,
-names the route (masqmail's online file); `pipe:COMMAND` is online when the command exits 0
-and prints the route's name (masqmail's online_query); `iface:NAME` is online when the
-interface (or its `NAME_4`/`NAME_6` sub-interfaces) is up. Anything else is offline here.
+The daemon's detectors watch for changes; a one-shot run only needs to know the state now,
+judged by the same rules (the detector modules own them): `always` is online; `file:PATH`
+and `pipe:COMMAND` as masq.online.polled; `iface:NAME` as masq.online.netlink (up,
+addressed, NAME_4/NAME_6 included); `ubus:IFACE` as masq.online.ubus; `modem:DEVICE` as
+masq.online.modem. A route section, when given, supplies `online_require_route` and
+`modem_min_signal`. Anything else is offline here. A probe never raises.
 """
 
-import shlex
 import subprocess
 
+PIPE_TIME_LIMIT = 30
 
-def probe(name, detector):
+
+def probe(name, detector, route=None):
     """Return True if the route called name is online according to detector."""
     kind, _, arg = detector.partition(":")
     handler = _PROBES.get(kind)
-    return bool(handler and handler(name, arg))
+    return bool(handler and handler(name, arg, route))
 
 
-def _always(name, arg):
+def _option(route, option, default):
+    value = getattr(route, option, None) if route is not None else None
+    return default if value is None else value
+
+
+def _always(name, arg, route):
     return True
 
 
-def _file(name, path):
+def _file(name, path, route):
+    from masq.online import polled
+    return polled.file_says(name, path)
+
+
+def _pipe(name, command, route):
+    from masq.online import polled
     try:
-        with open(path, "rb") as f:
-            first = f.readline(1024).strip()
-    except FileNotFoundError:
+        done = subprocess.run(polled.command_argv(command), stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+                              timeout=PIPE_TIME_LIMIT)
+    except (OSError, ValueError, subprocess.SubprocessError):
         return False
-    except OSError:
-        return False
-    return not first or first.decode("utf-8", "replace") == name
+    return polled.pipe_says(name, done.returncode, done.stdout[:polled.OUTPUT_CAP])
 
 
-def _pipe(name, command):
-    try:
-        done = subprocess.run(shlex.split(command), capture_output=True, timeout=30,
-                              stdin=subprocess.DEVNULL)
-    except (OSError, ValueError, subprocess.TimeoutExpired):
-        return False
-    words = done.stdout.decode("utf-8", "replace").split()
-    return done.returncode == 0 and name in words
+def _iface(name, iface, route):
+    from masq.online import netlink
+    return netlink.probe(iface, bool(_option(route, "online_require_route", False)))
 
 
-def _iface(name, iface):
-    for candidate in (iface, iface + "_4", iface + "_6"):
-        try:
-            with open("/sys/class/net/%s/operstate" % candidate) as f:
-                state = f.read().strip()
-        except OSError:
-            continue
-        if state in ("up", "unknown"):
-            return True
-    return False
+def _ubus(name, iface, route):
+    from masq.online import ubus
+    return ubus.probe(iface, bool(_option(route, "online_require_route", False)))
 
 
-_PROBES = {"always": _always, "file": _file, "pipe": _pipe, "iface": _iface}
+def _modem(name, arg, route):
+    from masq.online import modem
+    return modem.probe(arg, _option(route, "modem_min_signal", None))
+
+
+_PROBES = {"always": _always, "file": _file, "pipe": _pipe, "iface": _iface, "ubus": _ubus,
+           "modem": _modem}
