@@ -197,7 +197,8 @@ def _poke(cfg, opts, msgid, recipients):
     reply = control.request(cfg.main.spool_dir, "new", timeout=5)
     note = ""
     if reply is None and not (opts.queue_only or cfg.main.do_queue):
-        note = _deliver_now(cfg, opts)
+        note = _deliver_now(cfg, opts, msgid) if _deliverable(cfg, recipients) else \
+            " (no route is online for it now)"
     elif reply is None:
         note = " (queued only: no daemon runs)"
     if opts.verbose:
@@ -205,13 +206,27 @@ def _poke(cfg, opts, msgid, recipients):
                  .encode())
 
 
-def _deliver_now(cfg, opts):
-    """Run the queue once, as masqmail does when no daemon runs; never fails the submission."""
+def _deliverable(cfg, recipients):
+    """Return True if a recipient is local or an online route would take one."""
+    domains = {d.lower() for d in cfg.main.local_domain}
+    remote = [r for r in recipients if r.rpartition("@")[2].lower() not in domains]
+    if len(remote) < len(recipients):
+        return True
+    if not remote or not cfg.routes:
+        return False
+    from masq import route
+    from masq.online import probe
+    online = [r for r in cfg.routes if probe.probe(r.name, r.online)]
+    return any(route.accepts_recipient(r, rcpt) for r in online for rcpt in remote)
+
+
+def _deliver_now(cfg, opts, msgid):
+    """Try the new message at once, as masqmail does without a daemon; never fails it."""
     if opts.background and os.fork():
         return " (delivering in the background)"
     try:
         from masq.outbound import runner
-        summary = runner.run_once(cfg)
+        summary = runner.run_once(cfg, ids=[msgid])
     except exits.Failure as exc:
         return " (not delivered now: %s)" % exc
     except Exception as exc:  # the message is queued: a delivery bug must not lose the 0

@@ -22,14 +22,15 @@ class Delivery:
         self.scheduler = None
         self.timer = None
 
-    def start(self):
-        """Build agents and scheduler; look at the queue at once."""
+    def start(self, look=True):
+        """Build agents and scheduler; look at the whole queue at once unless look is False."""
         self.agents = Agents(self.host, forward=self.forward)
         self.scheduler = Scheduler(self.host, self.agents)
         self.host.scheduler = self.scheduler
         self.host.listeners["delivery"] = self.scheduler.on_event
         self.host.online.listeners.append(self.scheduler.route_changed)
-        self.scheduler.kick()
+        if look:
+            self.scheduler.kick()
         self._arm_interval()
 
     def _interval(self):

@@ -40,16 +40,16 @@ class RunnerHost:
         self.loop.close()
 
 
-def run_once(cfg, route=None, forced=False):
-    """Run the queue once (through route only, if given); return the summary dict."""
+def run_once(cfg, route=None, forced=False, ids=None):
+    """Run the queue once (through route only, or for messages ids only); return a summary."""
     host = RunnerHost(cfg)
     delivery = Delivery(host)
     summary = {}
     try:
-        delivery.start()
+        delivery.start(look=False)
         host.loop.at_turn_end(host.queue.store.sync_now)
         done = []
-        delivery.scheduler.flush(route, forced, done.append)
+        delivery.scheduler.flush(route, forced, done.append, ids=ids)
         scheduler, store = delivery.scheduler, host.queue.store
         while not done or not scheduler.idle() or scheduler.kicked or store.sync_waiters:
             host.loop.run_once()

@@ -88,10 +88,10 @@ class Scheduler:
         else:
             self._arm()
 
-    def flush(self, route_name=None, forced=False, done=None):
+    def flush(self, route_name=None, forced=False, done=None, ids=None):
         """Try every pending recipient now (those that may use route_name, if given)."""
         flush = Flush(done)
-        self.run(flush=flush, ignore_times=True, only=route_name, forced=forced)
+        self.run(flush=flush, ignore_times=True, only=route_name, forced=forced, ids=ids)
         if flush.jobs == 0 and flush.done:
             flush.done(flush.summary)
 
