@@ -46,6 +46,7 @@ class Daemon:
         self.active_writers = 0
         self.listeners = {}     # name -> callback(event, **data) for queue events
         self.scheduler = None
+        self.alias_file = None
 
     # start and stop
 
@@ -134,8 +135,16 @@ class Daemon:
             callback(event, **data)
 
     def alias_names(self):
-        """Return the names the aliases file defines (lower-cased)."""
-        return frozenset()
+        """Return the names the aliases file defines (lower-cased); None if it is broken."""
+        from masq import aliases
+        path = self.cfg.main.alias_file
+        if self.alias_file is None or self.alias_file.path != path:
+            self.alias_file = aliases.AliasFile(path)
+        try:
+            return frozenset(self.alias_file.get().names())
+        except aliases.AliasError as exc:
+            self.log.warning("aliases: %s", exc)
+            return None
 
     def status(self):
         """Return the status document."""

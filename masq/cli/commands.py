@@ -139,8 +139,18 @@ def _version(path, rest):
 
 def newaliases(cfg):
     """Check the aliases file (`newaliases`, `-bi`); masq reads it as text, nothing to build."""
-    print("%s: masq reads the aliases file directly; nothing to rebuild"
-          % cfg.main.alias_file)
+    import os
+    from masq import aliases
+    path = cfg.main.alias_file
+    if not os.path.exists(path):
+        print("%s: no aliases file; postmaster and MAILER-DAEMON go to root" % path)
+        return exits.OK
+    problems = aliases.check(path, cfg.main.local_domain)
+    for problem in problems:
+        sys.stderr.write("newaliases: %s\n" % problem)
+    if problems:
+        return exits.DATAERR
+    print("%s: no problems (masq reads it directly; nothing to rebuild)" % path)
     return exits.OK
 
 

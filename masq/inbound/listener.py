@@ -191,9 +191,11 @@ class Listener:
         return NO_SPACE if stat.f_bavail * stat.f_frsize < need else None
 
     def is_local_user(self, local_part):
-        """Return True if local_part is a recipient this host delivers to."""
-        return local.is_local_user(local_part, self.settings.local_users,
-                                   self.daemon.alias_names())
+        """Return True if local_part is a recipient this host delivers to (None: can't tell)."""
+        names = self.daemon.alias_names()
+        if local.is_local_user(local_part, self.settings.local_users, names or ()):
+            return True
+        return None if names is None else False
 
     def writers(self, delta):
         """Count transactions that are writing message text (compaction waits for 0)."""

@@ -98,8 +98,13 @@ class Host:
         self.new_ids.extend(data.get("ids", ()))
 
     def alias_names(self):
-        """Return the alias names (none known without the aliases stage)."""
-        return frozenset()
+        """Return the names the aliases file defines (lower-cased); None if it is broken."""
+        from masq import aliases
+        try:
+            return frozenset(aliases.AliasFile(self.cfg.main.alias_file).get().names())
+        except aliases.AliasError as exc:
+            self.log.warning("aliases: %s", exc)
+            return None
 
 
 def _peer(settings):

@@ -4,7 +4,8 @@ Owns the decisions Postfix makes with `reject_unauth_destination`,
 `allow_untrusted_routing = no` and `smtpd_reject_unlisted_recipient`:
 - a client is trusted when its address is in `relay_net` or it has authenticated;
 - on a `submission` listener every transaction needs AUTH (530 5.7.0 at MAIL);
-- a recipient in a local domain must be a known local user (550 5.1.1), unless the
+- a recipient in a local domain must be a known local user (550 5.1.1; 450 4.3.0 while
+  the aliases file cannot be read, so nothing bounces for that), unless the
   address is routed (`%`, `!`, source route, quoted `@`) and the client untrusted
   (554 5.7.1: no relaying through us by tricks);
 - any other recipient needs a trusted client (554 5.7.1 Relay access denied). An IP
@@ -65,7 +66,10 @@ def check_rcpt(peer, addr, local_domains, is_local_user):
     if addr.routed and not peer.trusted:
         return Reply(554, "5.7.1", "<%s>: Relay access denied" % addr)
     if local:
-        if not is_local_user(addr.local):
+        known = is_local_user(addr.local)
+        if known is None:           # the aliases file is broken: never bounce, defer
+            return Reply(450, "4.3.0", "<%s>: Temporary lookup failure" % addr)
+        if not known:
             return Reply(550, "5.1.1", "<%s>: Recipient address rejected: User unknown"
                          % addr)
         return None
