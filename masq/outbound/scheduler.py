@@ -22,6 +22,7 @@ from masq.outbound.job import Job
 from masq.queue.envelope import FINAL
 
 MAX_JOBS = 8
+BATCH = 500         # jobs one SMTP agent gets at once (one connection per destination)
 
 
 class Flush:
@@ -108,6 +109,7 @@ class Scheduler:
             messages = [store.messages[i] for i in dict.fromkeys(ids) if i in store.live_ids]
         for msg in messages:
             self._plan(msg, now, usable, ignore_times, only, flush)
+        self._pump()
         if ids is None:
             self._arm()
 
@@ -171,19 +173,40 @@ class Scheduler:
         if flush is not None:
             flush.jobs += 1
         self.waiting.append((name, agent, job, indices, flush))
-        self._pump()
 
     def _pump(self):
+        """Start waiting jobs; an agent that can gets all its waiting jobs in one batch."""
         while self.waiting and self.running < MAX_JOBS:
-            name, agent, job, indices, flush = self.waiting.pop(0)
+            batch = self._take_batch()
             self.running += 1
             started = time.time()
-            agent.deliver(job, lambda outcomes, name=name, job=job, indices=indices,
-                          flush=flush, started=started:
-                          self._done(name, job, indices, outcomes, flush, started))
+            by_job = {id(item[2]): item for item in batch}
+            left = [len(batch)]
+
+            def done_each(job, outcomes, by_job=by_job, left=left, started=started):
+                name, _, _, indices, flush = by_job[id(job)]
+                left[0] -= 1
+                if left[0] == 0:
+                    self.running -= 1
+                self._done(name, job, indices, outcomes, flush, started)
+            agent = batch[0][1]
+            if hasattr(agent, "deliver_many"):
+                agent.deliver_many([item[2] for item in batch], done_each)
+            else:
+                job = batch[0][2]
+                agent.deliver(job, lambda outcomes, job=job: done_each(job, outcomes))
+
+    def _take_batch(self):
+        first = self.waiting.pop(0)
+        if not hasattr(first[1], "deliver_many"):
+            return [first]
+        batch, rest = [first], []
+        for item in self.waiting:
+            (batch if item[1] is first[1] and len(batch) < BATCH else rest).append(item)
+        self.waiting = rest
+        return batch
 
     def _done(self, name, job, indices, outcomes, flush, started):
-        self.running -= 1
         for i in indices:
             self.inflight.discard((job.message_id, i))
         msg = self.host.queue.store.messages.get(job.message_id)
