@@ -33,6 +33,11 @@ class Stream:
         self.closed = False
         self.close_after_flush = False
         sock.setblocking(False)
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            try:        # replies and pipelined commands are small: no Nagle delays
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
 
     @property
     def fileno(self):
