@@ -386,6 +386,7 @@ class Connection:
                 self.stream.write(self.engine.send_continue())
                 continue
             self.busy = True
+            self.timer.cancel()                 # re-armed by the answer
             self.web.handle(self, event)
         if self.stream.closed:
             return
