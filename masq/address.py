@@ -214,24 +214,6 @@ def _mailbox(inner, sender, unqualified):
     return Address(local, "", routed)
 
 
-def split_argument(text):
-    """Split a MAIL/RCPT argument into the path and the ESMTP parameters that follow it."""
-    if not text.startswith("<"):
-        path, _, rest = text.partition(" ")
-        return path, rest.lstrip(" ")
-    quoted = escaped = False
-    for i, char in enumerate(text):
-        if escaped:
-            escaped = False
-        elif char == "\\":
-            escaped = True
-        elif char == '"':
-            quoted = not quoted
-        elif char == ">" and not quoted:
-            return text[:i + 1], text[i + 1:].lstrip(" ")
-    return text, ""
-
-
 _TOKEN = re.compile(
     r'(?P<ws>[ \t]+)|(?P<atom>%s+)|(?P<qs>"(?:[^"\\]|\\.)*")'
     r"|(?P<dlit>\[(?:[^\[\]\\]|\\.)*\])|(?P<special>[<>:;@,.])" % _ATEXT, re.S)

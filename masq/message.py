@@ -342,6 +342,25 @@ class HeaderReader:
             self._field = []
 
 
+def split_message(chunks, limit=1 << 20):
+    """Return (Headers, the body bytes read so far, the iterator of the rest) of a text.
+
+    A header block over limit is cut there (for reading only: nothing is stored).
+    """
+    reader = HeaderReader(limit=limit)
+    source = iter(chunks)
+    body = b""
+    try:
+        for chunk in source:
+            body += reader.feed(chunk)
+            if reader.done:
+                break
+        body += reader.finish()
+    except HeaderTooLong:
+        pass
+    return reader.headers, body, source
+
+
 def format_date(timestamp, localtime=True):
     """Return an RFC 5322 date such as `Thu, 26 Nov 2026 09:41:15 +0100`."""
     tm = time.localtime(timestamp) if localtime else time.gmtime(timestamp)

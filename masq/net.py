@@ -209,6 +209,7 @@ class Stream:
         if self.closed:
             return
         self.closed = True
+        self.reading = False
         self.loop.remove_reader(self.sock)
         self.loop.remove_writer(self.sock)
         try:

@@ -13,7 +13,7 @@ from email.headerregistry import HeaderRegistry
 from hypothesis import assume, given, settings, strategies as st
 
 from masq.address import (NULL, Address, AddressError, format_address, parse_address_list,
-                          parse_path, quote_local, split, split_argument)
+                          parse_path, quote_local, split)
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -259,15 +259,6 @@ def test_quote_local():
     assert quote_local("a..b") == '"a..b"'
     assert quote_local('a"b') == '"a\\"b"'
     assert quote_local("") == '""'
-
-
-def test_split_argument_separates_esmtp_parameters():
-    assert split_argument("<a@b> SIZE=100 BODY=8BITMIME") == ("<a@b>", "SIZE=100 BODY=8BITMIME")
-    assert split_argument('<"x> y"@b> SIZE=1') == ('<"x> y"@b>', "SIZE=1")
-    assert split_argument('<"x\\"> y"@b>') == ('<"x\\"> y"@b>', "")
-    assert split_argument("<>") == ("<>", "")
-    assert split_argument("a@b SIZE=1") == ("a@b", "SIZE=1")
-    assert split_argument("<a@b") == ("<a@b", "")
 
 
 def test_split_plain_addr_spec():

@@ -96,13 +96,4 @@ def _original(chunks, headers_only):
         for chunk in chunks:
             yield chunk
         return
-    reader = message.HeaderReader(limit=1 << 20)
-    try:
-        for chunk in chunks:
-            reader.feed(chunk)
-            if reader.done:
-                break
-        reader.finish()
-    except message.HeaderTooLong:
-        pass
-    yield reader.headers.to_bytes()
+    yield message.split_message(chunks)[0].to_bytes()

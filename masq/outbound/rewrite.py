@@ -26,15 +26,7 @@ def outgoing(route, sender, open_chunks, is_local):
     new_sender = routes.rewrite_sender(route, sender, is_local)
 
     def body():
-        reader = message.HeaderReader(limit=1 << 20)
-        rest = b""
-        source = iter(open_chunks())
-        for chunk in source:
-            rest += reader.feed(chunk)
-            if reader.done:
-                break
-        rest += reader.finish()
-        headers = reader.headers
+        headers, rest, source = message.split_message(open_chunks())
         for name in ("From", "Sender"):
             value = headers.get(name)
             if value is not None:

@@ -150,7 +150,7 @@ class Scheduler:
     def _from_addresses(self, msg):
         if not any(r.allowed_from or r.denied_from for r in self.host.cfg.routes):
             return ()
-        headers = read_headers(self.host.queue.store.body(msg.id))
+        headers = message.split_message(self.host.queue.store.body(msg.id))[0]
         try:
             return [a for v in headers.get_all("From") for a in address.parse_address_list(v)]
         except address.AddressError:
@@ -304,16 +304,3 @@ class Scheduler:
             self.timer.cancel()
             self.timer, self.wake = None, None
 
-
-def read_headers(chunks):
-    """Return the Headers of a message text given as chunks."""
-    reader = message.HeaderReader(limit=1 << 20)
-    try:
-        for chunk in chunks:
-            reader.feed(chunk)
-            if reader.done:
-                break
-        reader.finish()
-    except message.HeaderTooLong:
-        pass
-    return reader.headers

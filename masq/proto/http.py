@@ -20,6 +20,8 @@ import base64
 import re
 from dataclasses import dataclass
 
+from . import Sentinel
+
 REASONS = {100: "Continue", 200: "OK", 204: "No Content", 303: "See Other",
            304: "Not Modified", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
            404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
@@ -38,18 +40,8 @@ MAX_FIELDS = 100
 MAX_BLANK_LINES = 8          # empty lines tolerated before a request line (RFC 9112 2.2)
 
 
-class _Sentinel:
-    __slots__ = ("name",)
-
-    def __init__(self, name):
-        self.name = name
-
-    def __repr__(self):
-        return self.name
-
-
-NEED_DATA = _Sentinel("NEED_DATA")   # feed more bytes with receive_data()
-PAUSED = _Sentinel("PAUSED")         # answer the last Request with send()
+NEED_DATA = Sentinel("NEED_DATA")   # feed more bytes with receive_data()
+PAUSED = Sentinel("PAUSED")         # answer the last Request with send()
 
 
 @dataclass(frozen=True)

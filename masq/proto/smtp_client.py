@@ -28,6 +28,7 @@ import re
 from collections import deque
 from dataclasses import dataclass
 
+from . import Sentinel
 from .reply import LocalProtocolError, RemoteProtocolError, Reply
 from .smtp_params import xtext_encode
 
@@ -35,17 +36,7 @@ MAX_LINE = 2048   # octets of one reply line, line end included
 MAX_LINES = 100   # lines of one reply
 
 
-class _Sentinel:
-    __slots__ = ("name",)
-
-    def __init__(self, name):
-        self.name = name
-
-    def __repr__(self):
-        return self.name
-
-
-NEED_DATA = _Sentinel("NEED_DATA")
+NEED_DATA = Sentinel("NEED_DATA")
 
 # Events, in the order a session produces them.
 

@@ -98,7 +98,7 @@ class SMTPServer(Commands):
         """Feed bytes read from the peer; b"" means the peer closed its side."""
         if self.state == CLOSED or self._eof:
             return
-        if self._reader == "tls":
+        if self._reader == "tls" and data:      # EOF may still come: the peer went away
             raise _misuse("plaintext fed while the TLS handshake is pending")
         if not data:
             self._eof = True

@@ -11,19 +11,10 @@ engine); message text and SASL credentials stay `bytes`.
 
 from dataclasses import dataclass, field
 
+from . import Sentinel
 
-class _Sentinel:
-    __slots__ = ("name",)
-
-    def __init__(self, name):
-        self.name = name
-
-    def __repr__(self):
-        return self.name
-
-
-NEED_DATA = _Sentinel("NEED_DATA")  # feed more bytes with receive_data()
-PAUSED = _Sentinel("PAUSED")  # answer the last decision event with respond()
+NEED_DATA = Sentinel("NEED_DATA")  # feed more bytes with receive_data()
+PAUSED = Sentinel("PAUSED")  # answer the last decision event with respond()
 
 
 @dataclass(frozen=True)
