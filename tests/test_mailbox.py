@@ -143,7 +143,8 @@ def test_maildir_that_is_a_symlink_is_refused(tmp_path):
     md.mkdir()
     os.symlink(str(elsewhere), str(md / "new"))
     outcome = mailbox.deliver_maildir(str(md), [MESSAGE], b"")
-    assert outcome.kind == "tempfail"
+    assert (outcome.kind, outcome.status) == ("tempfail", "4.2.0")
+    assert "new is not a directory" in outcome.text
     assert os.listdir(str(elsewhere)) == [] and os.listdir(str(md / "tmp")) == []
 
 

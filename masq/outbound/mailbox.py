@@ -168,26 +168,18 @@ def unique_name(hostname, now=None):
                                   next(_counter), hostname)
 
 
-def _subdir(parent_fd, name):
+def _directory(name, parent_fd=None, shown=None):
+    """Create (0700) and open a directory, refusing a symlink or a non-directory."""
     try:
         os.mkdir(name, 0o700, dir_fd=parent_fd)
     except FileExistsError:
         pass
-    return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent_fd)
-
-
-def _open_maildir(path):
-    _ensure_parent(path)
     try:
-        os.mkdir(path, 0o700)
-    except FileExistsError:
-        pass
-    try:
-        return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent_fd)
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.ENOTDIR):
             raise _Refuse(Outcome.temp("4.2.0", "maildir %s is not a directory (or is a "
-                                       "symbolic link)" % path)) from None
+                                       "symbolic link)" % (shown or name))) from None
         raise
 
 
@@ -247,10 +239,11 @@ def deliver_maildir(path, data_iter, prefix_headers, hostname=None, now=None):
     hostname, now = _hostname(hostname), time.time() if now is None else now
     fds, name = [], None
     try:
-        fds.append(_open_maildir(path))
-        tmp_fd, new_fd = _subdir(fds[0], "tmp"), _subdir(fds[0], "new")
-        fds += [tmp_fd, new_fd]
-        os.close(_subdir(fds[0], "cur"))
+        _ensure_parent(path)
+        fds.append(_directory(path))
+        for sub in ("tmp", "new", "cur"):
+            fds.append(_directory(sub, fds[0], os.path.join(path, sub)))
+        tmp_fd, new_fd = fds[1], fds[2]
         clean_tmp(tmp_fd, now)
         name = _write_tmp(tmp_fd, hostname, now,
                           to_lf(itertools.chain((prefix_headers,), data_iter)))
