@@ -26,6 +26,7 @@ def server(tmp_path_factory):
                    check=True, capture_output=True)
     ports = {kind: free_port() for kind in ("smtp", "submission", "smtps", "plain")}
     extra = (
+        "\toption do_queue '1'\n"          # accepted mail stays queued for inspection
         "\tlist relay_net '10.99.0.0/16'\n"
         "\tlist local_users 'alice'\n"
         "\toption max_recipients '100'\n"
