@@ -433,18 +433,9 @@ def _flush(ctx):
 
 
 def _retry(ctx):
-    from masq.outbound.scheduler import Flush
-    from masq.queue.envelope import FINAL
     msg = ctx.message()
-    scheduler, now = ctx.scheduler(), time.time()
-    for rcpt in msg.envelope.recipients:        # due now: the next run takes them
-        if rcpt.state not in FINAL and rcpt.next_attempt is not None:
-            rcpt.next_attempt = min(rcpt.next_attempt, now)
     ctx.web.log.info("status page (%s): retry %s", ctx.conn.ip, msg.id)
-    flush = Flush(ctx.run_done("retry"))
-    scheduler.run(flush=flush)
-    if flush.jobs == 0 and flush.done:
-        flush.done(flush.summary)
+    ctx.scheduler().flush(None, done=ctx.run_done("retry"), ids=[msg.id])
 
 
 def _delete(ctx):
