@@ -2,9 +2,9 @@
 
 Owns, for each recipient of a Job: the forwarding-loop check (our own `Delivered-To:`
 already in the header), alias expansion, the choice of method per final target (a user's
-mailbox spec, `|command`, `/file`, a remote address handed to `settings.forward`), who each
-delivery runs as (`Identity`), the `Return-Path:` and `Delivered-To:` lines put in front, and folding
-the targets' outcomes into one Outcome per recipient.
+mailbox spec, `|command`, `/file`, a remote address handed to `settings.forward`), who
+each delivery runs as (`Identity`), the `Return-Path:` and `Delivered-To:` lines put in
+front, and folding the targets' outcomes into one Outcome per recipient.
 
 Does not touch the queue, retry or bounce (the scheduler does, from the Outcomes), and does
 not parse the configuration (the daemon builds a LocalSettings).
@@ -96,7 +96,8 @@ class Identity:
     @classmethod
     def current(cls):
         """Return the Identity this process runs as."""
-        return cls.of_uid(os.geteuid())
+        me = cls.of_uid(os.geteuid())
+        return cls(me.uid, os.getegid(), me.name, me.home)
 
     def groups(self):
         """Return the supplementary groups of this identity (its own gid at least)."""
