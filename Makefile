@@ -32,6 +32,7 @@ bench: deps
 	$(PYTHON) tools/bench_queue.py
 	$(PYTHON) tools/bench_submit.py
 	$(PYTHON) tools/bench_smtp.py
+	$(PYTHON) tools/bench_flush.py
 
 install:
 	install -d $(DESTDIR)$(LIBDIR) $(BINDIR) $(SBINDIR)

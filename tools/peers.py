@@ -384,6 +384,143 @@ def serve_aiosmtpd(port, folder):
     asyncio.run(main())
 
 
+
+class SmtpSink(Peer):
+    """Postfix's smtp-sink on 127.0.0.1:port, throwing mail away and counting it (-c).
+
+    counters() returns smtp-sink's own running counters, {"sess": N, "quit": N, "mesg": N}:
+    messages ("." received) and SMTP sessions (counted when a session ends).
+    """
+
+    def __init__(self, base, port, backlog=256):
+        self.base = base
+        self.port = port
+        self.backlog = backlog
+        self.out_path = os.path.join(base, "smtp-sink.out")
+        self.proc = None
+
+    def start(self):
+        """Start smtp-sink and wait until it answers."""
+        os.makedirs(self.base, exist_ok=True)
+        with open(self.out_path, "wb") as out:
+            self.proc = subprocess.Popen(
+                ["smtp-sink", "-c", "-u", "root", "127.0.0.1:%d" % self.port,
+                 str(self.backlog)], stdin=subprocess.DEVNULL, stdout=out,
+                stderr=subprocess.STDOUT)
+        wait_port(self.port, lambda: self.proc.poll() is None, "smtp-sink", self.out_path)
+        return self
+
+    def stop(self):
+        """Stop the smtp-sink we started."""
+        _stop_process(self.proc)
+
+    def counters(self):
+        """Return the last counters smtp-sink printed (zeros before the first)."""
+        with open(self.out_path, "rb") as out:
+            size = out.seek(0, os.SEEK_END)
+            out.seek(max(0, size - 512))
+            lines = out.read().replace(b"\n", b"\r").split(b"\r")
+        for line in reversed(lines[1:] if size > 512 else lines):    # skip a cut first line
+            fields = dict(f.split(b"=", 1) for f in line.split() if b"=" in f)
+            if b"mesg" in fields:
+                return {k.decode(): int(v) for k, v in fields.items() if v.isdigit()}
+        return {"sess": 0, "quit": 0, "mesg": 0}
+
+    def connections(self):
+        """Return how many TCP connections to the sink are established right now."""
+        count = 0
+        with open("/proc/net/tcp") as table:
+            next(table)
+            for line in table:
+                local, state = line.split()[1], line.split()[3]
+                if state == "01" and int(local.rpartition(":")[2], 16) == self.port:
+                    count += 1
+        return count
+
+
+RELAY_MASTER = """\
+smtp      unix  - - n -  - smtp
+scache    unix  - - n -  1 scache
+"""
+
+
+class RelayingPostfix(PostfixInstance):
+    """A PostfixInstance that relays all mail over SMTP to [127.0.0.1]:relay_port.
+
+    With hold (the default) the smtp transport is listed in defer_transports, so mail
+    waits in the deferred queue; release() lifts that (postconf -e, postfix reload) and
+    waits for the new qmgr; flush() is `postqueue -f`. No TLS; concurrency and connection
+    caching as Postfix's defaults; smtp and scache added to master.cf.
+    """
+
+    def __init__(self, base, port, relay_port, hold=True):
+        super().__init__(base, port)
+        self.relay_port = relay_port
+        self.hold = hold
+
+    def postconf(self, *settings):
+        """Set main.cf parameters (`postconf -c DIR -e NAME=VALUE ...`)."""
+        subprocess.run(["postconf", "-c", self.conf_dir, "-e"] + list(settings),
+                       check=True, capture_output=True, timeout=60)
+
+    def write_config(self):
+        """Write the base configuration, then turn the discard transport into relaying."""
+        super().write_config()
+        with open(os.path.join(self.conf_dir, "master.cf"), "a") as out:
+            out.write(RELAY_MASTER)
+        self.postconf("relayhost = [127.0.0.1]:%d" % self.relay_port,
+                      "default_transport = smtp", "relay_transport = smtp",
+                      "smtp_tls_security_level = none",
+                      "defer_transports = %s" % ("smtp" if self.hold else ""))
+        self._postfix("check")
+
+    def children(self, name=None):
+        """Return the pids of the master's children (only those running `name`)."""
+        pid = self._master_pid()
+        try:
+            with open("/proc/%d/task/%d/children" % (pid, pid)) as kids:
+                pids = [int(p) for p in kids.read().split()]
+        except (OSError, TypeError):
+            return []
+        if name is None:
+            return pids
+        found = []
+        for kid in pids:
+            try:
+                with open("/proc/%d/cmdline" % kid, "rb") as cmd:
+                    if cmd.read().split(b"\0")[0].split(b"/")[-1] == name.encode():
+                        found.append(kid)
+            except OSError:
+                pass
+        return found
+
+    def release(self, timeout=20.0):
+        """Stop deferring the smtp transport: postconf, reload, wait for a new qmgr."""
+        old = set(self.children("qmgr"))
+        self.postconf("defer_transports =")
+        self._postfix("reload")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            now = set(self.children("qmgr"))
+            if now and not now & old:
+                return
+            time.sleep(0.05)
+        raise RuntimeError("postfix: no new qmgr after reload%s" % _tail(self.log_path))
+
+    def flush(self):
+        """Ask qmgr to try every deferred message now (`postqueue -c DIR -f`)."""
+        subprocess.run(["postqueue", "-c", self.conf_dir, "-f"], check=True,
+                       capture_output=True, timeout=60)
+
+    def queue_files(self, names=("maildrop", "incoming", "active", "deferred", "hold")):
+        """Return how many queue files the named queues hold (hashed folders included)."""
+        count = 0
+        for name in names:
+            for _, _, files in os.walk(os.path.join(self.base, "queue", name)):
+                count += len(files)
+        return count
+
+
 if __name__ == "__main__":
     if len(sys.argv) != 4 or sys.argv[1] != "aiosmtpd":
         sys.stderr.write("usage: peers.py aiosmtpd PORT FOLDER\n")
