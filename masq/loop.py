@@ -19,6 +19,9 @@ import socket
 import time
 
 
+UNKNOWN_STATUS = 0xFF00     # reads as exit 255: a child whose status was lost never "succeeded"
+
+
 class Timer:
     """A pending call; `cancel()` stops it from running."""
 
@@ -162,8 +165,8 @@ class Loop:
         for pid in list(self.children):
             try:
                 done, status = os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                done, status = pid, 0
+            except ChildProcessError:       # reaped elsewhere: the status is lost
+                done, status = pid, UNKNOWN_STATUS
             if done:
                 callback = self.children.pop(pid)
                 self._call(lambda: callback(status))

@@ -8,7 +8,6 @@ smarthost of the route the page flushes.
 import base64
 import http.client
 import json
-import os
 import re
 import signal
 import socket

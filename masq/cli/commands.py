@@ -89,11 +89,13 @@ def _online(path, rest):
     if rest[0] not in [r.name for r in cfg.routes]:
         raise exits.Failure("no route named %r in the configuration" % rest[0], exits.USAGE)
     reply = control.request(cfg.main.spool_dir, "online", route=rest[0], how=rest[1])
-    if reply is None:
+    if reply is None and rest[1] == "up":     # no daemon to hold the state: flush, as -qo
         from masq.outbound import runner
-        summary = runner.run_once(cfg, route, forced)
-        print(_summary(summary))
+        print("no daemon runs: flushing through route %s once" % rest[0])
+        print(_summary(runner.run_once(cfg, rest[0], True)))
         return exits.OK
+    if reply is None:
+        raise exits.Failure("no daemon runs (start it with `masq daemon`)", exits.UNAVAILABLE)
     if not reply.get("ok"):
         raise exits.Failure(reply.get("error", "failed"), exits.NOPERM)
     state = reply["route"]

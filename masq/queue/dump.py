@@ -8,7 +8,7 @@ bodies as their length only.
 import os
 
 from masq.queue import record
-from masq.queue.log import LOG_NAME, Log, LogError
+from masq.queue.log import LOG_NAME, Log
 
 NAMES = {
     record.BODY: "BODY", record.COMMIT: "COMMIT", record.RESULT: "RESULT",
