@@ -249,3 +249,17 @@ def test_pipe_route_exit_codes(tmp_path, code, state):
         assert states["x@example.org"]["state"] == "deferred"
     else:
         assert "x@example.org" not in states
+
+
+def test_masq_online_up_without_a_daemon_flushes_once(tmp_path):
+    port = free_port()
+    conf = setup(tmp_path, route("isp", online="file:%s" % (tmp_path / "absent"),
+                                 smarthost="127.0.0.1:%d" % port, tls="none"))
+    with Sink(port) as sink:
+        send(conf, "x@example.org")
+        done = masq("online", "isp", "up", "-C", conf)
+        assert done.returncode == 0, done.stderr
+        assert b"1 delivered" in done.stdout
+        assert len(sink.wait(1)) == 1
+    done = masq("online", "isp", "down", "-C", conf)
+    assert done.returncode == 69 and b"no daemon runs" in done.stderr

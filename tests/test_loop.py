@@ -95,3 +95,16 @@ def test_callback_error_goes_to_on_error():
     assert isinstance(errors[0], ZeroDivisionError)
     assert errors[1] == "after"
     loop.close()
+
+
+def test_child_reaped_elsewhere_never_reads_as_success():
+    loop = Loop()
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)                     # someone else took the status
+    statuses = []
+    loop.watch_child(pid, statuses.append)
+    loop.run_once(block=False)
+    assert [os.waitstatus_to_exitcode(s) for s in statuses] == [255]
+    loop.close()
