@@ -1,27 +1,25 @@
-"""Read the aliases file and expand a local part into its final delivery targets.
+"""Read the aliases file: parse `/etc/aliases` and `:include:` files into items per alias.
 
 Owns the classic `/etc/aliases` syntax (`name: target, target`, continuation lines that
 start with whitespace, `#` comment lines, double-quoted names and targets with backslash
-escapes), `:include:` files, and recursive expansion with its limits. A final target is
-`local` (a user), `remote` (an address to forward to), `pipe` (a command line, split later
-with shlex, never given to a shell) or `file` (a path appended to in mbox format).
+escapes), reading an aliases or include file whole and unchanged, and `AliasFile`, which
+parses the file again when it changes. An item is a NAME (to expand further), a FINAL
+local user (`\\user`), an ADDRESS, an INCLUDE file, a PIPE (a command line, split later
+with shlex, never given to a shell) or a FILE (a path appended to in mbox format). A final
+`Target`, what expansion ends in, is LOCAL (a user), REMOTE (an address), PIPE or FILE.
 
+Does not expand: recursive expansion with its limits, loops and the include-file rules is
+`masq.alias_expansion`, whose `expand`, `check`, `Expansion`, `ALWAYS`, `DEPTH_LIMIT` and
+`SIZE_LIMIT` are re-exported here (imported on first use: that module imports this one).
 Does not deliver, check that a user exists, run commands or read `.forward` files.
 
-Hostile input: the aliases file is the administrator's, but a recipient's local part comes
-from a peer, and an include file may be edited by a list owner. Include files may hold
-addresses only: a `|command`, a `/file` or a nested `:include:` in an include file fails
-the expansion (5.7.1), the way Postfix refuses commands in includes by default. Error texts
-about an include file name its path and line, never its content (it might be /etc/shadow).
+Hostile input: the aliases file is the administrator's, but an include file may be edited
+by a list owner. Error texts about an include file name its path and line, never its
+content (it might be /etc/shadow).
 
 Fails: `load()` raises `AliasError(path, line, message)`; a missing file is no aliases (a
 router often has none); an unreadable file, a syntax error or a file that changed while it
 was read is an error, which the local agent turns into a deferral (4.3.0), never a bounce.
-`expand()` never raises: its `Expansion` carries the targets or a status and a text:
-a loop (`a: b`, `b: a`, and `a: a`; write `\\a` to keep a copy) is 5.4.6, nesting deeper
-than the depth limit is 5.4.6, more distinct addresses than the size limit is 5.3.5, an
-unreadable include file is 4.3.0. Duplicates are collapsed, and each alias is expanded
-once, so an alias bomb costs time linear in the file, not in its expansion.
 """
 
 import os
@@ -32,10 +30,7 @@ import stat
 from masq import address
 
 LOCAL, REMOTE, PIPE, FILE = "local", "remote", "pipe", "file"
-_NAME, _FINAL, _ADDRESS, _INCLUDE = "name", "final", "address", "include"
-ALWAYS = ("postmaster", "mailer-daemon")   # resolvable even when not aliased: to root
-DEPTH_LIMIT = 20
-SIZE_LIMIT = 1000
+NAME, FINAL, ADDRESS, INCLUDE = "name", "final", "address", "include"   # kinds before expansion
 FILE_LIMIT = 16 << 20                      # bytes: an aliases or include file larger is an error
 _CONTROL = {chr(c) for c in range(32)} | {"\x7f"}
 _PLAIN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_+=-]*(?:\.[A-Za-z0-9_+=-]+)*")  # common names
@@ -97,32 +92,6 @@ class Aliases:
     def names(self):
         """Return the alias names, lower-cased, in file order."""
         return list(self.entries)
-
-
-class Expansion:
-    """What a local part expands to: `targets`, or a failure `status` and `text`."""
-
-    __slots__ = ("targets", "status", "text")
-
-    def __init__(self, targets=(), status=None, text=None):
-        self.targets = list(targets)
-        self.status = status
-        self.text = text
-
-    @property
-    def failed(self):
-        """Return True if the expansion failed (then targets is empty)."""
-        return self.status is not None
-
-    @property
-    def temporary(self):
-        """Return True for a failure worth retrying (4.x.x)."""
-        return bool(self.status) and self.status.startswith("4")
-
-    def __repr__(self):
-        if self.failed:
-            return "Expansion(%s %s)" % (self.status, self.text)
-        return "Expansion(%r)" % (self.targets,)
 
 
 def read_file(path, missing_ok=False):
@@ -272,7 +241,7 @@ def parse_items(text, path, line):
     for piece in _split(text, ",", path, line):
         piece = piece.strip()
         if piece:
-            items.append(Item(_NAME, piece, line) if plain(piece) else _item(piece, path, line))
+            items.append(Item(NAME, piece, line) if plain(piece) else _item(piece, path, line))
     return items
 
 
@@ -290,15 +259,15 @@ def _item(piece, path, line):
         target = text[9:].strip()
         if not target.startswith("/"):
             raise AliasError(path, line, "include file %r must be an absolute path" % target)
-        return Item(_INCLUDE, target, line)
+        return Item(INCLUDE, target, line)
     if text.startswith("\\"):
-        return Item(_FINAL, _local_name(text[1:], path, line, quoted), line)
+        return Item(FINAL, _local_name(text[1:], path, line, quoted), line)
     if text.startswith(":"):
         raise AliasError(path, line, "unknown target %r" % text)
     if quoted:
-        return Item(_NAME, _local_name(text, path, line, quoted), line)
+        return Item(NAME, _local_name(text, path, line, quoted), line)
     local, domain = _address(text, path, line)
-    return Item(_ADDRESS, (local, domain), line) if domain else Item(_NAME, local, line)
+    return Item(ADDRESS, (local, domain), line) if domain else Item(NAME, local, line)
 
 
 def _command(command, path, line):
@@ -362,103 +331,6 @@ class AliasFile:
         return self._aliases
 
 
-class _Fail(Exception):
-    def __init__(self, status, text):
-        super().__init__(text)
-        self.status = status
-        self.text = text
-
-
-def _chain(names, last):
-    text = " -> ".join(list(names) + [last])
-    return text if len(text) <= 200 else text[:97] + " ... " + text[-97:]
-
-
-class _Expander:
-    """One expansion: the results so far, what was expanded, and the limits."""
-
-    def __init__(self, aliases, local_domains, depth_limit, size_limit, read_include):
-        self.aliases = aliases
-        self.local_domains = {d.lower() for d in local_domains}
-        self.depth_limit = depth_limit
-        self.size_limit = size_limit
-        self.read_include = read_include
-        self.results = {}
-        self.expanded = set()
-
-    def name(self, name, ancestors, alias):
-        key = name.lower()
-        if key in ancestors:
-            raise _Fail("5.4.6", "mail forwarding loop: " + _chain(ancestors, key))
-        items = self.aliases.get(key) if self.aliases is not None else None
-        if items is None and key in ALWAYS:
-            items = [Item(_NAME, "root", 0)]
-        if items is None:
-            self.final(LOCAL, name, alias)
-            return
-        if key in self.expanded:
-            return                                  # a duplicate: expanded already
-        self.enter(key, ancestors)
-        for item in items:
-            self.item(item, ancestors + (key,), key, None)
-
-    def enter(self, key, ancestors):
-        if len(ancestors) >= self.depth_limit:
-            raise _Fail("5.4.6", "aliases nested deeper than %d levels: %s"
-                        % (self.depth_limit, _chain(ancestors[:3] + ("...",), key)))
-        self.expanded.add(key)
-        if len(self.expanded) > self.size_limit:
-            raise _Fail("5.3.5", "alias expansion too large: over %d aliases and include "
-                        "files" % self.size_limit)
-
-    def item(self, item, ancestors, alias, include):
-        kind, value = item.kind, item.value
-        if include is not None and kind in (PIPE, FILE, _INCLUDE):
-            raise _Fail("5.7.1", "include file %s line %d: commands, files and includes are "
-                        "not allowed in an include file" % (include, item.line))
-        if kind == _NAME:
-            self.name(value, ancestors, alias)
-        elif kind == _FINAL:
-            self.final(LOCAL, value, alias)
-        elif kind == _ADDRESS:
-            self.address(value, ancestors, alias)
-        elif kind == _INCLUDE:
-            self.include(value, ancestors, alias)
-        else:
-            self.final(kind, value, alias)
-
-    def address(self, pair, ancestors, alias):
-        local, domain = pair
-        if not domain or domain in self.local_domains:
-            self.name(local, ancestors, alias)
-        else:
-            self.final(REMOTE, "%s@%s" % (address.quote_local(local), domain), alias)
-
-    def include(self, path, ancestors, alias):
-        key = ":include:" + path
-        if key in ancestors:
-            raise _Fail("5.4.6", "mail forwarding loop: " + _chain(ancestors, key))
-        if key in self.expanded:
-            return
-        self.enter(key, ancestors)
-        try:
-            items = self.read_include(path)
-        except AliasError as exc:
-            where = " line %d" % exc.line if exc.line else ""
-            raise _Fail("4.3.0", "include file %s%s: %s" % (path, where, exc.message)) from None
-        for item in items:
-            self.item(item, ancestors + (key,), alias, path)
-
-    def final(self, kind, value, alias):
-        key = (kind, value.lower() if kind in (LOCAL, REMOTE) else value)
-        if key in self.results:
-            return
-        self.results[key] = Target(kind, value, alias)
-        if len(self.results) > self.size_limit:
-            raise _Fail("5.3.5", "alias expansion too large: over %d addresses"
-                        % self.size_limit)
-
-
 def read_include(path):
     """Return the Items of an include file: targets separated by commas or newlines.
 
@@ -476,30 +348,13 @@ def read_include(path):
     return items
 
 
-def expand(aliases, local_part, local_domains=(), depth_limit=DEPTH_LIMIT,
-           size_limit=SIZE_LIMIT, read_include=read_include):
-    """Return the Expansion of local_part through aliases (an Aliases, or None for none)."""
-    expander = _Expander(aliases, local_domains, depth_limit, size_limit, read_include)
-    try:
-        expander.name(local_part, (), None)
-    except _Fail as fail:
-        return Expansion(status=fail.status, text=fail.text)
-    except RecursionError:
-        return Expansion(status="5.4.6", text="aliases nested too deeply")
-    return Expansion(expander.results.values())
+_EXPANSION = ("Expansion", "expand", "check", "DEPTH_LIMIT", "SIZE_LIMIT", "ALWAYS")
 
 
-def check(path, local_domains=()):
-    """Return every problem in the aliases file at path (for newaliases / -bi), in order."""
-    try:
-        text, _ = read_file(path)
-    except AliasError as exc:
-        return [exc]
-    aliases, errors = parse(text, path)
-    problems = errors + aliases.warnings
-    for name, (line, _) in aliases.entries.items():
-        result = expand(aliases, name, local_domains)
-        if result.failed:
-            problems.append(AliasError(path, line, "alias %r: %s %s"
-                                       % (name, result.status, result.text)))
-    return sorted(problems, key=lambda problem: problem.line)
+def __getattr__(name):
+    """Return a name re-exported from masq.alias_expansion (imported here on first use)."""
+    if name not in _EXPANSION:
+        raise AttributeError("module %r has no attribute %r" % (__name__, name))
+    from masq import alias_expansion
+    value = globals()[name] = getattr(alias_expansion, name)
+    return value
