@@ -3,8 +3,9 @@
 Owns: the exchanges with the configured name servers (a fresh non-blocking UDP socket with a
 kernel-chosen source port and a random 16-bit id per try, retried over servers and attempts,
 repeated over TCP when the answer is truncated), following CNAME chains, a small TTL cache
-(positive and negative, bounded), and the mail-routing questions built on them: the MX hosts
-of a domain with their addresses (RFC 5321 section 5.1, RFC 7505) and the addresses of a host.
+(positive and negative, bounded), and the addresses of a host. The MX question (ordering,
+null MX, implicit MX, the own-host loop rule) is `masq/mx.py`: `Resolver.resolve_mx`
+delegates there, and `MXResult` and `MAX_MX` are re-exported here (imported on first use).
 Does not decide what to do with a failure: results carry an error with an enhanced status
 code and `temporary`, and the caller defers or bounces. The wire format is `masq/proto/dns.py`.
 
@@ -15,8 +16,7 @@ by the codec before they are ever queried. Hostnames never reach `socket` (serve
 literals); nothing blocks except reading /etc/resolv.conf, which is a local file.
 
 Errors: timeouts, SERVFAIL, REFUSED, malformed answers and network errors are temporary
-(4.4.3); NXDOMAIN is permanent (5.1.2); a null MX is 5.1.10; MX hosts that all fail to
-resolve, permanently, 5.4.4; an MX list in which we are the best host is a mail loop (5.4.6).
+(4.4.3); NXDOMAIN is permanent (5.1.2); the MX errors are listed in `masq/mx.py`.
 Every callback runs exactly once, from the loop, never inside the call that asked.
 Idle means idle: with nothing pending, the resolver holds no timer and no socket.
 """
@@ -24,15 +24,18 @@ Idle means idle: with nothing pending, the resolver holds no timer and no socket
 import errno
 import ipaddress
 import os
-import random
 import socket
 from dataclasses import dataclass, field, replace
 
 from masq.proto import dns as wire
-from masq.proto.dns import A, AAAA, MX  # noqa: F401 (re-exported for callers)
+from masq.proto.dns import A, AAAA, MX
+
+__all__ = [  # and, from masq.mx, MXResult and MAX_MX (see __getattr__ at the end)
+    "A", "AAAA", "MX", "MAX_CNAME", "CACHE_SIZE", "MAX_TTL", "MAX_NEGATIVE_TTL", "DNSError",
+    "DNSResult", "HostResult", "temporary", "parse_server", "read_resolv_conf",
+    "address_literal", "Resolver"]
 
 MAX_CNAME = 8
-MAX_MX = 10
 CACHE_SIZE = 256
 MAX_TTL = 3600
 MAX_NEGATIVE_TTL = 300
@@ -63,15 +66,6 @@ class HostResult:
     """A host's addresses (IPv4 first, then IPv6), or an error."""
     name: str
     addresses: list = field(default_factory=list)
-    error: DNSError = None
-
-
-@dataclass(frozen=True)
-class MXResult:
-    """The hosts to try for a domain, in order, as (host, [ip, ...]) pairs, or an error."""
-    domain: str
-    hosts: list = field(default_factory=list)
-    implicit: bool = False
     error: DNSError = None
 
 
@@ -360,9 +354,10 @@ class Resolver:
         literal = address_literal(name)
         if literal is not None:
             return self._soon(callback, HostResult(name, [literal]))
-        self._addresses(name, callback)
+        self.addresses(name, callback)
 
-    def _addresses(self, name, callback):
+    def addresses(self, name, callback):
+        """Ask for a name's A and AAAA records; callback(HostResult) later, exactly once."""
         results = {}
 
         def got(result):
@@ -374,66 +369,8 @@ class Resolver:
 
     def resolve_mx(self, domain, callback):
         """Find the hosts to deliver a domain's mail to; callback(MXResult) later, exactly once."""
-        if domain.startswith("["):
-            literal = address_literal(domain)
-            if literal is None:
-                error = DNSError(False, "5.1.3", "bad address literal %s" % domain)
-                return self._soon(callback, MXResult(domain, error=error))
-            if literal in self.own_addresses:
-                return self._soon(callback, MXResult(domain, error=self._loop_error(domain)))
-            return self._soon(callback, MXResult(domain, [(literal, [literal])], True))
-        self.query(domain, MX, lambda result: self._on_mx(domain, result, callback))
-
-    def _on_mx(self, domain, result, callback):
-        if result.error is not None:
-            return callback(MXResult(domain, error=result.error))
-        exchanges = [record.data for record in result.records]
-        if exchanges and all(host == "." for _, host in exchanges):
-            return callback(MXResult(domain, error=DNSError(
-                False, "5.1.10", "Domain %s does not accept mail (null MX)" % domain)))
-        exchanges = [(pref, host) for pref, host in exchanges if host != "."]
-        if not exchanges:
-            return self._addresses(domain, lambda host: callback(
-                self._implicit(domain, host)))
-        ordered = _order(exchanges)[:MAX_MX]
-        ordered = _before(ordered, [p for p, h in ordered if h in self.own_names])
-        if not ordered:
-            return callback(MXResult(domain, error=self._loop_error(domain)))
-        hosts = {}
-
-        def got(host):
-            hosts[host.name] = host
-            if len(hosts) == len(ordered):
-                callback(self._assemble(domain, ordered, hosts))
-        for _, host in ordered:
-            self._addresses(host, got)
-
-    def _implicit(self, domain, host):
-        if host.error is not None and host.error.temporary:
-            return MXResult(domain, error=host.error, implicit=True)
-        if wire.normalize(domain) in self.own_names or self.own_addresses & set(host.addresses):
-            return MXResult(domain, error=self._loop_error(domain), implicit=True)
-        if not host.addresses:
-            return MXResult(domain, implicit=True, error=DNSError(
-                False, "5.4.4", "Unable to route: %s has no MX and no address" % domain))
-        return MXResult(domain, [(host.name, host.addresses)], True)
-
-    def _assemble(self, domain, ordered, hosts):
-        ours = [p for p, h in ordered if self.own_addresses & set(hosts[h].addresses)]
-        ordered = _before(ordered, ours)
-        if not ordered:
-            return MXResult(domain, error=self._loop_error(domain))
-        found = [(h, hosts[h].addresses) for _, h in ordered if hosts[h].addresses]
-        if found:
-            return MXResult(domain, found)
-        errors = [hosts[h].error for _, h in ordered if hosts[h].error is not None]
-        if any(error.temporary for error in errors):
-            return MXResult(domain, error=next(e for e in errors if e.temporary))
-        return MXResult(domain, error=DNSError(
-            False, "5.4.4", "Unable to route: no MX host of %s has an address" % domain))
-
-    def _loop_error(self, domain):
-        return DNSError(False, "5.4.6", "Mail for %s loops back to myself" % domain)
+        from masq import mx
+        mx.resolve(self, domain, callback)
 
 
 def _interpret(name, qtype, response):
@@ -460,19 +397,13 @@ def _host_result(name, a_result, aaaa_result):
         False, "5.1.2", "No address for %s" % name))
 
 
-def _order(exchanges):
-    """Return (pref, host) sorted by preference, ties in random order, each host once."""
-    shuffled = [(pref, wire.normalize(host)) for pref, host in exchanges]
-    random.shuffle(shuffled)
-    best = {}
-    for pref, host in sorted(shuffled, key=lambda mx: mx[0]):
-        best.setdefault(host, pref)
-    return [(pref, host) for host, pref in best.items()]
+_MX_NAMES = ("MXResult", "MAX_MX")
 
 
-def _before(ordered, our_preferences):
-    """Drop the MX hosts at or after our own best preference (RFC 5321 section 5.1)."""
-    if not our_preferences:
-        return ordered
-    cut = min(our_preferences)
-    return [(pref, host) for pref, host in ordered if pref < cut]
+def __getattr__(name):
+    """Return a name re-exported from masq.mx (imported here on first use)."""
+    if name not in _MX_NAMES:
+        raise AttributeError("module %r has no attribute %r" % (__name__, name))
+    from masq import mx
+    value = globals()[name] = getattr(mx, name)
+    return value
