@@ -19,10 +19,13 @@ import time
 from masq import address, message, route as routes
 from masq.outbound import results
 from masq.outbound.job import Job
+from masq.outbound.outcome import Outcome
 from masq.queue.envelope import FINAL
+from masq.queue.log import LogError
 
 MAX_JOBS = 8
-BATCH = 500         # jobs one SMTP agent gets at once (one connection per destination)
+BATCH = 100         # jobs one SMTP agent gets at once (one connection per destination)
+STALL = 60.0        # seconds without new deliveries after results could not be written
 
 
 class Flush:
@@ -55,6 +58,7 @@ class Scheduler:
         self.running = 0
         self.waiting = []             # (agent kind, agent, jobs, flush)
         self.timer = None
+        self.stalled = None           # a Timer while results cannot be written
         self.wake = None              # when the timer fires
         self.kicked = False
         self.new_ids = []             # new messages to look at in the next run
@@ -174,8 +178,33 @@ class Scheduler:
             flush.jobs += 1
         self.waiting.append((name, agent, job, indices, flush))
 
+    def _stall(self, error):
+        """Results cannot be written (disk full, I/O error): start nothing new for a while.
+
+        Deliveries whose results are lost are made again later (duplicates, bounded by the
+        jobs already handed to agents); waiting jobs are dropped, not started (FAULTS #47).
+        """
+        if self.stalled is None:
+            self.host.log.error("cannot record delivery results (%s): no new deliveries "
+                                "for %d s", error, STALL)
+            self.stalled = self.loop.call_later(STALL, self._unstall)
+        waiting, self.waiting = self.waiting, []
+        for _, _, job, indices, flush in waiting:
+            for i in indices:
+                self.inflight.discard((job.message_id, i))
+            if flush is not None:
+                flush.finished([Outcome.temp("4.3.1", "not attempted: queue not writable")]
+                               * len(indices))
+
+    def _unstall(self):
+        self.stalled = None
+        self.kick()
+
     def _pump(self):
         """Start waiting jobs; an agent that can gets all its waiting jobs in one batch."""
+        if self.stalled is not None:
+            self._stall("still")
+            return
         while self.waiting and self.running < MAX_JOBS:
             batch = self._take_batch()
             self.running += 1
@@ -212,11 +241,15 @@ class Scheduler:
         msg = self.host.queue.store.messages.get(job.message_id)
         if msg is not None and msg.committed and not msg.removed:
             counts = name == "local" or self._still_online(name, started)
-            queued_dsn = results.record(self.host, msg, indices, outcomes, name,
-                                        time.time(), counts)
-            self._note_route(name, outcomes)
-            self.host.queue.store.want_sync(
-                lambda error: self._synced(error, queued_dsn))
+            try:
+                queued_dsn = results.record(self.host, msg, indices, outcomes, name,
+                                            time.time(), counts)
+            except LogError as exc:
+                self._stall(exc)
+            else:
+                self._note_route(name, outcomes)
+                self.host.queue.store.want_sync(
+                    lambda error: self._synced(error, queued_dsn))
         if flush is not None:
             flush.finished(outcomes)
         self._pump()
@@ -299,7 +332,10 @@ class Scheduler:
         return self.running == 0 and not self.waiting
 
     def stop(self):
-        """Cancel the timer (jobs in flight are abandoned: they will be retried)."""
+        """Cancel the timers (jobs in flight are abandoned: they will be retried)."""
+        if self.stalled is not None:
+            self.stalled.cancel()
+            self.stalled = None
         if self.timer is not None:
             self.timer.cancel()
             self.timer, self.wake = None, None
