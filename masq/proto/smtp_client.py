@@ -1,40 +1,43 @@
 """SMTP client protocol engine (RFC 5321 + ESMTP): replies in, events out; calls in, bytes out.
 
-Owns: reading the server's replies (multi-line, bounded), the session state machine (one
-table, `TRANSITIONS`), EHLO with the HELO fallback, the extension list, the STARTTLS step,
-the AUTH exchanges (PLAIN, LOGIN, CRAM-MD5) and mechanism choice, MAIL/RCPT parameters
-(SIZE, BODY, SMTPUTF8, DSN), PIPELINING (RFC 2920: commands queue until they may be sent,
-replies are matched in order), dot-stuffing, RSET and QUIT.
+Owns: the session state machine (one table, `TRANSITIONS`), EHLO with the HELO fallback,
+the STARTTLS step, the AUTH exchanges, the mail transaction, PIPELINING (RFC 2920: commands
+queue until they may be sent, replies are matched in order), RSET and QUIT.
 Does not: touch sockets, TLS, clocks or configuration; decide what a reply means for a
-recipient (the delivery agent does), or which TLS mode or credentials to use.
+recipient (the delivery agent does), or which TLS mode or credentials to use. The wire
+syntax (reply parsing, extensions, MAIL/RCPT parameters, SASL, dot-stuffing) lives in
+`smtp_client_wire`; its public names are re-exported here.
 
 Use: `receive_data(bytes)` (b"" = EOF), then `next_event()` until NEED_DATA; after every
 call and event write `data_to_send()`. The engine answers the protocol by itself where the
 protocol leaves no choice: EHLO after the greeting and after TLS, HELO after a 5xx to EHLO,
 AUTH continuations, and a lone "." when a server says 354 with no recipient accepted.
 
-All input is hostile. A reply line longer than MAX_LINE octets, a reply of more than
-MAX_LINES lines, a line that is not `ddd[ -]text`, a multi-line reply whose code changes,
-an unsolicited reply (one nothing was sent for: after QUIT, during the message text, right
-behind a 354), bytes piggy-backed after the 220 to STARTTLS, or a bad CRAM-MD5 challenge raise `RemoteProtocolError` with a 451
-4.5.0 reply describing the fault; the engine is then CLOSED. Calls in the wrong state raise
-`LocalProtocolError`. Envelopes the server cannot take (SIZE, SMTPUTF8, control characters
-in an address) are refused locally with a synthetic 5xx reply, nothing is sent for them.
+All input is hostile. A malformed or over-long reply (see `smtp_client_wire`), an
+unsolicited reply (one nothing was sent for: after QUIT, during the message text, right
+behind a 354), or bytes piggy-backed after the 220 to STARTTLS raise `RemoteProtocolError`
+with a 451 4.5.0 reply describing the fault; the engine is then CLOSED. Calls in the wrong
+state raise `LocalProtocolError`. Envelopes the server cannot take (SIZE, SMTPUTF8, control
+characters in an address) are refused locally with a synthetic 5xx reply, nothing is sent
+for them.
 """
 
-import base64
-import hmac
-import re
 from collections import deque
 from dataclasses import dataclass
 
 from . import Sentinel
 from .reply import LocalProtocolError, RemoteProtocolError, Reply
-from .smtp_params import xtext_encode
+from .smtp_client_wire import (MAX_LINE, MAX_LINES, MECHANISMS, Envelope, Extensions,
+                               ReplyReader, check_envelope, choose_mechanism, mail_command,
+                               needs_smtputf8, rcpt_command, remote_error, stuff)
 
-MAX_LINE = 2048   # octets of one reply line, line end included
-MAX_LINES = 100   # lines of one reply
-
+__all__ = [  # the engine, and the wire syntax it re-exports
+    "NEED_DATA", "Client", "TRANSITIONS", "Greeting", "Hello", "StartTLSReply", "AuthReply",
+    "BodyRequest", "TransactionDone", "ResetReply", "QuitReply", "ConnectionClosed",
+    "GREETING", "HELLO", "READY", "TLS", "HANDSHAKE", "AUTH", "TXN", "BODY", "DOT",
+    "REFUSED", "QUIT", "CLOSED", "ANY",
+    "MAX_LINE", "MAX_LINES", "MECHANISMS", "Envelope", "Extensions", "check_envelope",
+    "choose_mechanism", "mail_command", "needs_smtputf8", "rcpt_command", "stuff"]
 
 NEED_DATA = Sentinel("NEED_DATA")
 
@@ -132,166 +135,6 @@ TRANSITIONS = {
 
 # Commands after which more may be sent without waiting (RFC 2920 §3.1).
 _GROUPABLE = frozenset(("RSET", "MAIL", "RCPT"))
-_LINE = re.compile(rb"([2-5][0-9][0-9])(?:([ -])(.*))?\Z", re.S)
-_ENHANCED = re.compile(r"([245])\.([0-9]{1,3})\.([0-9]{1,3})(?: +|\Z)")
-_NOTIFY = re.compile(r"[A-Z]+(?:,[A-Z]+)*\Z")
-
-
-def _remote(text):
-    return RemoteProtocolError(Reply(451, "4.5.0", text))
-
-
-class Extensions:
-    """What an EHLO reply offered: keyword -> parameter words."""
-
-    __slots__ = ("keywords",)
-
-    def __init__(self, lines=()):
-        self.keywords = {}
-        for line in lines:
-            words = line.upper().split()
-            if words and words[0].startswith("AUTH="):          # the old AUTH=LOGIN form
-                words = ["AUTH", words[0][5:]] + words[1:]
-            if words and words[0].isascii() and words[0].replace("-", "").isalnum():
-                self.keywords[words[0]] = words[1:]
-
-    def __contains__(self, keyword):
-        return keyword in self.keywords
-
-    @property
-    def size(self):
-        """Return the SIZE limit in octets, or None if there is none (or no SIZE)."""
-        words = self.keywords.get("SIZE") or ["0"]
-        limit = int(words[0]) if words[0].isdigit() and len(words[0]) < 20 else 0
-        return limit or None
-
-    @property
-    def auth(self):
-        """Return the set of AUTH mechanisms offered."""
-        return frozenset(self.keywords.get("AUTH", ()))
-
-    def __repr__(self):
-        return "Extensions(%r)" % (sorted(self.keywords),)
-
-
-def choose_mechanism(offered, encrypted, plaintext_ok=False):
-    """Return the AUTH mechanism to use, or None if none is safe and offered.
-
-    Under TLS: PLAIN, LOGIN, CRAM-MD5. On a plain link only CRAM-MD5 (the password does not
-    cross the wire), unless `plaintext_ok` (the route said tls 'none'): then any."""
-    order = ("PLAIN", "LOGIN", "CRAM-MD5") if encrypted else ("CRAM-MD5", "PLAIN", "LOGIN")
-    for mechanism in order:
-        if mechanism in offered and (encrypted or plaintext_ok or mechanism == "CRAM-MD5"):
-            return mechanism
-    return None
-
-
-@dataclass(frozen=True)
-class Envelope:
-    """What one mail transaction carries; notify/orcpt are per recipient (None: unset)."""
-    sender: str
-    recipients: tuple
-    size: int = 0
-    body8bit: bool = False
-    smtputf8: bool = False
-    ret: str = None
-    envid: str = None
-    notify: tuple = ()
-    orcpt: tuple = ()
-
-
-def _clean_address(address):
-    return not any(c < " " or c in "\x7f<>" for c in address)
-
-
-def needs_smtputf8(env):
-    """Return True if the envelope needs SMTPUTF8 (asked for, or a non-ASCII address)."""
-    return env.smtputf8 or not all(a.isascii() for a in (env.sender,) + env.recipients)
-
-
-def check_envelope(env, ext):
-    """Return the synthetic refusal for an envelope the server cannot take, or None."""
-    limit = ext.size
-    if limit is not None and env.size > limit:
-        return Reply(552, "5.3.4", "message size %d exceeds the server's limit of %d"
-                     % (env.size, limit))
-    if needs_smtputf8(env) and "SMTPUTF8" not in ext:
-        return Reply(553, "5.6.7", "the server does not support SMTPUTF8, which this "
-                     "message needs")
-    if not _clean_address(env.sender):
-        return Reply(553, "5.1.7", "bad sender address")
-    return None
-
-
-def mail_command(env, ext):
-    """Return the MAIL FROM line for an envelope and the server's extensions."""
-    words = ["MAIL FROM:<%s>" % env.sender]
-    if "SIZE" in ext and env.size > 0:
-        words.append("SIZE=%d" % env.size)
-    if env.body8bit and "8BITMIME" in ext:
-        words.append("BODY=8BITMIME")
-    utf8 = needs_smtputf8(env)
-    if utf8:
-        words.append("SMTPUTF8")
-    if "DSN" in ext:
-        if env.ret and env.ret.upper() in ("FULL", "HDRS"):
-            words.append("RET=" + env.ret.upper())
-        if env.envid:
-            words.append("ENVID=" + xtext_encode(env.envid[:100]))
-    return (" ".join(words) + "\r\n").encode("utf-8" if utf8 else "ascii")
-
-
-def rcpt_command(env, index, ext):
-    """Return the RCPT TO line for recipient `index`, or None if the address is unusable."""
-    address = env.recipients[index]
-    if not address or not _clean_address(address):
-        return None
-    words = ["RCPT TO:<%s>" % address]
-    notify = env.notify[index] if index < len(env.notify) else None
-    orcpt = env.orcpt[index] if index < len(env.orcpt) else None
-    if "DSN" in ext and notify:
-        value = notify if isinstance(notify, str) else ",".join(notify)
-        if _NOTIFY.match(value.upper()):
-            words.append("NOTIFY=" + value.upper())
-    if "DSN" in ext and orcpt:
-        kind, value = orcpt if isinstance(orcpt, tuple) else ("rfc822", orcpt)
-        if isinstance(orcpt, str) and ";" in orcpt:
-            kind, _, value = orcpt.partition(";")
-        if kind.isascii() and kind.replace("-", "").isalnum():
-            words.append("ORCPT=%s;%s" % (kind, xtext_encode(value)))
-    return (" ".join(words) + "\r\n").encode("utf-8")
-
-
-def stuff(chunk, at_line_start):
-    """Return chunk dot-stuffed, given whether it starts at the beginning of a line."""
-    if at_line_start and chunk[:1] == b".":
-        chunk = b"." + chunk
-    return chunk.replace(b"\n.", b"\n..")
-
-
-def _challenge(text):
-    try:
-        return base64.b64decode(text.strip().encode("ascii"), validate=True)
-    except (ValueError, UnicodeError):
-        raise _remote("malformed AUTH challenge") from None
-
-
-def _plain(user, password):
-    return b"AUTH PLAIN " + base64.b64encode(b"\0" + user + b"\0" + password), []
-
-
-def _login(user, password):
-    return b"AUTH LOGIN", [lambda text: base64.b64encode(user), lambda text: base64.b64encode(password)]
-
-
-def _cram_md5(user, password):
-    def answer(text):
-        digest = hmac.new(password, _challenge(text), "md5").hexdigest().encode("ascii")
-        return base64.b64encode(user + b" " + digest)
-    return b"AUTH CRAM-MD5", [answer]
-
-
-MECHANISMS = {"PLAIN": _plain, "LOGIN": _login, "CRAM-MD5": _cram_md5}
 
 
 class _Transaction:
@@ -323,8 +166,7 @@ class Client:
         self.extensions = Extensions()
         self.extended = False           # True once EHLO (not HELO) was accepted
         self.replies = 0                # complete replies received so far
-        self._in, self._out = bytearray(), bytearray()
-        self._lines, self._code = [], None
+        self._reader, self._out = ReplyReader(), bytearray()
         self._events = deque()
         self._pending = deque([("GREETING", None)])   # replies awaited, in order
         self._backlog = deque()                        # (kind, index, line) not yet sent
@@ -341,7 +183,7 @@ class Client:
         if self.state == CLOSED or self._eof:
             return
         if data:
-            self._in += data
+            self._reader.buffer += data
         else:
             self._eof = True
 
@@ -351,7 +193,7 @@ class Client:
             while not self._events:
                 if self.state == CLOSED:
                     return NEED_DATA
-                reply = self._read_reply()
+                reply = self._reader.read()
                 if reply is not None:
                     self._on_reply(reply)
                 elif self._eof:
@@ -361,7 +203,7 @@ class Client:
                     return NEED_DATA
         except RemoteProtocolError:
             self._move("broken")
-            self._in.clear()
+            self._reader.buffer.clear()
             self._out.clear()
             raise
         return self._events.popleft()
@@ -472,45 +314,9 @@ class Client:
             self._events.append(TransactionDone(txn.mail, tuple(txn.rcpts), txn.data,
                                                 txn.final))
 
-    def _read_reply(self):
-        while True:
-            end = self._in.find(b"\n", 0, MAX_LINE)
-            if end < 0:
-                if len(self._in) >= MAX_LINE:
-                    raise _remote("reply line longer than %d octets" % MAX_LINE)
-                return None
-            line = bytes(self._in[:end])
-            del self._in[:end + 1]
-            match = _LINE.match(line[:-1] if line.endswith(b"\r") else line)
-            if match is None:
-                raise _remote("malformed reply line %r" % line[:60])
-            code = int(match.group(1))
-            if self._code is not None and code != self._code:
-                raise _remote("reply code changed within a reply (%d, %d)" % (self._code, code))
-            self._code = code
-            self._lines.append((match.group(3) or b"").decode("utf-8", "replace"))
-            if len(self._lines) > MAX_LINES:
-                raise _remote("reply longer than %d lines" % MAX_LINES)
-            if match.group(2) != b"-":
-                return self._build_reply()
-
-    def _build_reply(self):
-        code, lines = self._code, self._lines
-        self._code, self._lines = None, []
-        match = _ENHANCED.match(lines[0])
-        if match is None or match.group(1) != str(code)[0]:
-            return Reply(code, "", lines)
-        enhanced = "%s.%s.%s" % match.groups()
-        text = []
-        for line in lines:
-            again = _ENHANCED.match(line)
-            same = again is not None and "%s.%s.%s" % again.groups() == enhanced
-            text.append(line[again.end():] if same else line)
-        return Reply(code, enhanced, text)
-
     def _on_reply(self, reply):
         if not self._pending:
-            raise _remote("unsolicited reply %s" % reply)
+            raise remote_error("unsolicited reply %s" % reply)
         kind, index = self._pending.popleft()
         self.replies += 1
         _HANDLERS[kind](self, reply, index)
@@ -537,8 +343,8 @@ class Client:
         self._events.append(Hello(reply, self.extensions))
 
     def _on_starttls(self, reply, index):
-        if reply.code == 220 and self._in:
-            raise _remote("data after the 220 to STARTTLS (a command injection attempt)")
+        if reply.code == 220 and self._reader.buffer:
+            raise remote_error("data after the 220 to STARTTLS (a command injection attempt)")
         self._move("tls go" if reply.code == 220 else "tls refused")
         self._events.append(StartTLSReply(reply))
 
@@ -567,8 +373,8 @@ class Client:
         if reply.code != 354:
             return
         if txn.mail.is_positive() and txn.any_accepted():
-            if self._in:
-                raise _remote("reply before the message text was sent (transfer aborted)")
+            if self._reader.buffer:
+                raise remote_error("reply before the message text was sent (transfer aborted)")
             self._move("body")
             self._events.append(BodyRequest())
         else:
@@ -582,8 +388,8 @@ class Client:
         self._events.append(ResetReply(reply))
 
     def _on_quit(self, reply, index):
-        if self._in:
-            raise _remote("data after the reply to QUIT")
+        if self._reader.buffer:
+            raise remote_error("data after the reply to QUIT")
         self._move("quit reply")
         self._events.append(QuitReply(reply))
 

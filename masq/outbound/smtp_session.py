@@ -1,0 +1,370 @@
+"""SMTP delivery session: one connection (or wrapper process) and the transactions it carries.
+
+Owns: connecting (or spawning the `wrapper`), feeding the `masq.proto.smtp_client` engine
+and dispatching its events (one table, `_EVENTS`), STARTTLS or implicit TLS, the AUTH step,
+streaming message text under a low-water mark, the per-stage timers, QUIT, and turning a
+finished transaction's replies into one Outcome per recipient. It applies the failure rules
+and TLS modes stated in `masq.outbound.smtp`.
+Does not: resolve, choose addresses, group recipients or retry: its destination
+(`smtp._Destination`) hands it parts (`take_part`) and hears how it ended
+(`session_over(session, outcome, retry)`; retry is None, "next" for the next address, or
+"plain" for the same address without TLS).
+
+The server is hostile: its replies and protocol faults never raise out of here. A drop, a
+timeout or a protocol error becomes a temporary Outcome for the transaction in flight
+(noting when the message may have been delivered twice); the parts not yet sent stay with
+the destination for its next address.
+"""
+
+import os
+import shlex
+import signal
+import socket
+
+from masq import net
+from masq.outbound import tls
+from masq.outbound.outcome import Outcome
+from masq.proto import smtp_client as C
+from masq.proto.reply import RemoteProtocolError
+
+_TIMER_FOR = {"GREETING": "greeting", "EHLO": "command", "HELO": "command",
+              "STARTTLS": "command", "AUTH": "command", "RSET": "command", "QUIT": "quit",
+              "MAIL": "mail", "RCPT": "rcpt", "DATA": "data", "DOT": "final"}
+LOW_WATER = 65536   # message text buffered for the socket before reading more
+
+
+class _Stream(net.Stream):
+    """A net.Stream that calls `on_drain` (once, next turn) when its buffer runs low."""
+
+    on_drain = None
+
+    def _flush(self):
+        super()._flush()
+        if self.on_drain is not None and not self.closed and len(self.out) < LOW_WATER:
+            callback, self.on_drain = self.on_drain, None
+            self.loop.call_soon(callback)
+
+
+class Session:
+    """One connection (or wrapper process) and the transactions sent over it."""
+
+    def __init__(self, dest, host, ip, port, plaintext):
+        self.dest, self.settings, self.loop = dest, dest.settings, dest.agent.loop
+        self.host, self.ip, self.port = host, ip, port
+        self.name = host if not ip else "[%s]" % ip if ip == host else "%s[%s]" % (host, ip)
+        self.plaintext = plaintext      # a retry after a failed opportunistic handshake
+        self.client = C.Client(self.settings.helo, self.settings.pipelining)
+        self.stream = self.connector = self.timer = self.child = self.part = None
+        self.body = self.armed = None
+        self.implicit = self.settings.tls == "tls" and not self.settings.wrapper
+        self.encrypted = self.settings.tls == "tls" and bool(self.settings.wrapper)
+        self.tls_refused = self.authed = self.connected = self.over = False
+        self.sent = 0
+
+    def start(self):
+        """Connect (or spawn the wrapper) and let the greeting drive the rest."""
+        if self.settings.wrapper:
+            return self._spawn()
+        self.connector = net.Connector(self.loop, self.ip, self.port, self._connected,
+                                       self.settings.timeouts["connect"])
+
+    def _spawn(self):
+        """Run the wrapper on one end of a socketpair (argv by sh rules, never a shell)."""
+        ours = theirs = None
+        try:
+            argv = shlex.split(self.settings.wrapper)
+            ours, theirs = socket.socketpair()
+            fd = theirs.fileno()
+            self.child = os.posix_spawnp(argv[0], argv, os.environ, setsigdef=(
+                signal.SIGPIPE,), file_actions=[(os.POSIX_SPAWN_DUP2, fd, 0),
+                                                (os.POSIX_SPAWN_DUP2, fd, 1)])
+        except (OSError, ValueError, IndexError) as exc:
+            if ours is not None:
+                ours.close()
+            return self._end(Outcome.temp("4.4.1", "cannot run wrapper %r: %s"
+                                          % (self.settings.wrapper, exc)), None)
+        finally:
+            if theirs is not None:
+                theirs.close()
+        self.loop.watch_child(self.child, self._child_exited)
+        self._connected(ours, None)
+
+    def _child_exited(self, status):
+        self.child = None
+
+    def _connected(self, sock, error):
+        self.connector = None
+        if error is not None:
+            return self._end(Outcome.temp("4.4.1", "connect to %s: %s" % (self.name, error)),
+                             "next")
+        self.connected = True
+        self.stream = _Stream(self.loop, sock, self._on_data, self._on_close)
+        if self.implicit:
+            self._start_tls()
+        else:
+            self.stream.resume_reading()
+        self._arm()
+
+    # Reading: bytes into the engine, events through the _EVENTS table.
+
+    def _on_data(self, data):
+        self.client.receive_data(data)
+        try:
+            while self.stream is not None and not self.stream.closed:
+                event = self.client.next_event()
+                if event is C.NEED_DATA:
+                    break
+                if not self.over or type(event) in (C.QuitReply, C.ConnectionClosed):
+                    _EVENTS[type(event)](self, event)
+        except RemoteProtocolError as exc:
+            return self._lost(self.client.state, "protocol error: %s" % exc.reply.text[0],
+                              exc.reply.enhanced or "4.5.0")
+        self._flush()
+        self._arm()
+
+    def _on_close(self, reason):
+        if not self.over:
+            self._lost(self.client.state, reason)
+
+    def _flush(self):
+        data = self.client.data_to_send()
+        if data and self.stream is not None:
+            self.stream.write(data)
+
+    # Timers: one per awaited reply (re-armed only when a reply completes, so slow-drip
+    # replies still time out), one per block of message text, one for the handshake.
+
+    def _arm(self):
+        kind = self.client.waiting_for
+        if self.over or self.client.state in (C.BODY, C.HANDSHAKE) or kind is None:
+            return
+        if (kind, self.client.replies) != self.armed:
+            self._set_timer(_TIMER_FOR[kind], "waiting for the reply to %s" % kind)
+            self.armed = (kind, self.client.replies)
+
+    def _set_timer(self, stage, doing):
+        if self.timer is not None:
+            self.timer.cancel()
+        self.armed = None
+        self.timer = self.loop.call_later(self.settings.timeouts[stage],
+                                          lambda: self._lost(self.client.state,
+                                                             "timeout " + doing))
+
+    # Events
+
+    def _on_greeting(self, event):
+        if self.client.state == C.REFUSED:
+            self._refused(event.reply, "greeting")
+
+    def _on_hello(self, event):
+        if self.client.state == C.REFUSED:
+            return self._refused(event.reply, "EHLO/HELO")
+        self._proceed()
+
+    def _refused(self, reply, what):
+        status = "4" + reply.enhanced[1:] if reply.enhanced else "4.4.0"
+        self._end(Outcome.temp(status, "%s refused the session (%s): %s"
+                               % (self.name, what, reply)), "next")
+
+    def _proceed(self):
+        """After EHLO: STARTTLS if the mode wants it, then AUTH if configured, then mail."""
+        s, ext = self.settings, self.client.extensions
+        if s.tls in ("opportunistic", "starttls") and not (
+                self.encrypted or self.plaintext or self.tls_refused):
+            if "STARTTLS" in ext:
+                return self.client.starttls()
+            if s.tls == "starttls":
+                return self._end(Outcome.temp("4.7.0", "%s does not offer STARTTLS, which "
+                                              "the route requires" % self.name), "next")
+        if s.auth_user and not self.authed:
+            mechanism = None if self.plaintext else C.choose_mechanism(
+                ext.auth, self.encrypted, plaintext_ok=s.tls == "none")
+            if mechanism:
+                return self.client.authenticate(mechanism, s.auth_user, s.auth_pass or "")
+            if ext.auth:
+                return self._end(Outcome.temp("4.7.0", "%s: not sending credentials without "
+                                              "TLS (server offers AUTH %s)" % (
+                                                  self.name, " ".join(sorted(ext.auth)))),
+                                 "next")
+        self._next_message()
+
+    def _on_starttls(self, event):
+        if event.reply.code == 220:
+            return self._start_tls()
+        if self.settings.tls == "starttls":
+            return self._end(Outcome.temp("4.7.0", "%s refused STARTTLS: %s"
+                                          % (self.name, event.reply)), "next")
+        self.tls_refused = True
+        self._proceed()
+
+    def _start_tls(self):
+        context, error = tls.context(self.settings.tls_verify, self.settings.tls_ca)
+        if error is None:
+            try:
+                name = self.host.encode("ascii")
+            except UnicodeError:
+                error = "host name %r is not ASCII" % self.host
+        if error is not None:
+            return self._tls_failed(error)
+        self._set_timer("command", "in the TLS handshake")
+        self.stream.start_tls(context, False, self._handshake_done, server_hostname=name)
+
+    def _handshake_done(self, error):
+        if self.over:
+            return
+        if error is not None:
+            return self._tls_failed(tls.describe_failure(error, self.name))
+        self.encrypted = True
+        if not self.implicit:
+            self.client.tls_done()
+            self._flush()
+        self._arm()
+
+    def _tls_failed(self, text):
+        if self.settings.tls == "opportunistic":
+            return self._end(Outcome.temp("4.7.5", text + "; retrying without TLS"), "plain",
+                             close=True)
+        self._end(Outcome.temp("4.7.5", text), "next", close=True)
+
+    def _on_auth(self, event):
+        if event.reply.is_positive():
+            self.authed = True
+            return self._next_message()
+        status = "4" + event.reply.enhanced[1:] if event.reply.enhanced else "4.7.8"
+        self._end(Outcome.temp(status, "%s: authentication failed: %s"
+                               % (self.name, event.reply)), "next")
+
+    def _next_message(self):
+        part = self.dest.take_part()
+        if part is None:
+            return self._end(None, None)
+        if self.sent:
+            self.client.reset()
+        self.sent += 1
+        self.part = part
+        self.client.send_mail(part.envelope())
+
+    def _on_body(self, event):
+        try:
+            self.body = iter(self.part.job.open_body())
+        except OSError as exc:
+            return self._abort(Outcome.temp("4.3.0", "cannot read the message: %s" % exc))
+        self._pump()
+
+    def _pump(self):
+        """Feed message text while the socket keeps up; then wait for it to drain."""
+        while not self.over and self.client.state == C.BODY:
+            if len(self.stream.out) >= LOW_WATER:
+                self.stream.on_drain = self._pump
+                return self._set_timer("block", "sending the message text")
+            try:
+                chunk = next(self.body, None)
+            except OSError as exc:
+                return self._abort(Outcome.temp("4.3.0", "cannot read the message: %s" % exc))
+            if chunk is None:
+                self.body = None
+                self.client.end_body()
+            else:
+                self.client.send_body(chunk)
+            self._flush()
+        self._arm()
+
+    def _on_done(self, event):
+        part, self.part = self.part, None
+        part.finish(_outcomes(event, len(part.indices), self.name))
+        replies = (event.mail, event.data, event.final) + event.rcpts
+        if any(r is not None and r.code == 421 for r in replies):
+            return self._end(Outcome.temp("4.4.2", "%s closed the session (421)" % self.name),
+                             "next")
+        self._next_message()
+
+    def _on_reset(self, event):
+        pass    # a failed RSET shows in the MAIL reply that follows
+
+    def _on_quit(self, event):
+        self._close()
+
+    def _on_eof(self, event):
+        self._lost(event.state, "connection closed by the server")
+
+    # Ending
+
+    def _lost(self, state, why, status="4.4.2"):
+        """The connection failed (drop, timeout, protocol error) in engine state `state`."""
+        if self.over:
+            return self._close()
+        if state == C.DOT and not (self.stream is not None and self.stream.out):
+            why += (" after the end of the message, before the reply: the message may have "
+                    "been delivered and may be delivered twice")
+        elif state in (C.BODY, C.DOT):
+            why += " while sending the message text (not delivered)"
+        self._abort(Outcome.temp(status, "%s: %s" % (self.name, why)))
+
+    def _abort(self, outcome):
+        if self.part is not None:
+            part, self.part = self.part, None
+            part.finish([outcome] * len(part.indices))
+        self._end(outcome, "next", close=True)
+
+    def _end(self, outcome, retry, close=False):
+        """Stop this session (politely with QUIT unless close) and report to the destination."""
+        if self.over:
+            return
+        self.over = True
+        if self.connector is not None:
+            self.connector.cancel()
+        if not close and self.stream is not None and self.client.state in (C.READY,
+                                                                            C.REFUSED):
+            self.client.quit()
+            self._flush()
+            self._set_timer("quit", "waiting for the reply to QUIT")
+        else:
+            self._close()
+        self.dest.session_over(self, outcome, retry)
+
+    def _close(self):
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.body is not None and hasattr(self.body, "close"):
+            self.body.close()
+        self.body = None
+        if self.stream is not None:
+            self.stream.on_drain = None
+            self.stream.close("closed by us")
+        if self.child is not None:
+            try:
+                os.kill(self.child, signal.SIGTERM)
+            except OSError:
+                pass
+
+
+_EVENTS = {
+    C.Greeting: Session._on_greeting, C.Hello: Session._on_hello,
+    C.StartTLSReply: Session._on_starttls, C.AuthReply: Session._on_auth,
+    C.BodyRequest: Session._on_body, C.TransactionDone: Session._on_done,
+    C.ResetReply: Session._on_reset, C.QuitReply: Session._on_quit,
+    C.ConnectionClosed: Session._on_eof,
+}
+
+
+def _said(reply, what, where):
+    return Outcome.from_reply(reply, "%s (reply to %s)" % (where, what))
+
+
+def _outcomes(done, count, where):
+    """Return the Outcomes a finished transaction means for its recipients."""
+    if not done.mail.is_positive():
+        return [_said(done.mail, "MAIL FROM", where)] * count
+    outcomes = []
+    for reply in done.rcpts:
+        if reply is None:
+            outcomes.append(Outcome.temp("4.4.2", "%s: no reply to RCPT TO" % where))
+        elif not reply.is_positive():
+            outcomes.append(_said(reply, "RCPT TO", where))
+        elif done.final is not None:
+            outcomes.append(_said(done.final, "end of data", where))
+        elif done.data is not None and not done.data.is_positive():
+            outcomes.append(_said(done.data, "DATA", where))
+        else:
+            outcomes.append(Outcome.temp("4.4.2", "%s: transaction ended early" % where))
+    return outcomes
