@@ -50,20 +50,31 @@ def submit(conf, token, size):
 
 
 def test_sigkill_sendmail_and_daemon_at_random_moments(tmp_path):
-    rng = random.Random(1234)
+    kill_at_random(tmp_path, 60, 1234)
+
+
+@pytest.mark.soak
+@pytest.mark.parametrize("seed", range(5))
+def test_sigkill_soak(tmp_path, seed):
+    kill_at_random(tmp_path, 600, seed)
+
+
+def kill_at_random(tmp_path, count, seed):
+    """Submit count messages, SIGKILL a quarter of the submissions and the daemon."""
+    rng = random.Random(seed)
     spool = str(tmp_path / "spool")
     conf = write_config(str(tmp_path / "masq.conf"), spool)
     daemon = Daemon(conf).start()
     acknowledged, running = set(), []
     try:
-        for n in range(60):
-            token = "t%03d" % n
+        for n in range(count):
+            token = "t%04d" % n
             running.append((token, submit(conf, token, rng.choice([10, 5000, 200000]))))
             if n % 4 == 3:                       # kill one of the running submissions
                 victim = rng.choice(running)[1]
                 time.sleep(rng.random() * 0.05)
                 victim.send_signal(signal.SIGKILL)
-            if n == 30:                          # and the daemon itself, then restart it
+            if n % 30 == 29:                     # and the daemon itself, then restart it
                 daemon.stop(signal.SIGKILL)
                 daemon = Daemon(conf).start()
             for token_, proc in list(running):
@@ -76,7 +87,7 @@ def test_sigkill_sendmail_and_daemon_at_random_moments(tmp_path):
                 acknowledged.add(token_)
     finally:
         daemon.stop(signal.SIGKILL)
-    assert len(acknowledged) >= 30
+    assert len(acknowledged) >= count // 2
     assert acknowledged <= tokens_in_queue(spool)
     runner = Queue(spool).open("runner")     # recovery after the kills is clean
     assert len(runner.store.live()) >= len(acknowledged)

@@ -56,6 +56,7 @@ class Scheduler:
         self.agents = agents          # agents.for_route(route) / agents.local
         self.inflight = set()         # (message id, recipient index)
         self.running = 0
+        self.busy = set()             # ids of batch agents with a batch in hand
         self.waiting = []             # (agent kind, agent, jobs, flush)
         self.timer = None
         self.stalled = None           # a Timer while results cannot be written
@@ -201,24 +202,31 @@ class Scheduler:
         self.kick()
 
     def _pump(self):
-        """Start waiting jobs; an agent that can gets all its waiting jobs in one batch."""
+        """Start waiting jobs; an agent that can takes its waiting jobs in batches, one
+        batch at a time (so a failure bounds what is already handed out)."""
         if self.stalled is not None:
             self._stall("still")
             return
-        while self.waiting and self.running < MAX_JOBS:
+        while self.running < MAX_JOBS:
             batch = self._take_batch()
+            if not batch:
+                return
+            agent = batch[0][1]
             self.running += 1
+            if hasattr(agent, "deliver_many"):
+                self.busy.add(id(agent))
             started = time.time()
             by_job = {id(item[2]): item for item in batch}
             left = [len(batch)]
 
-            def done_each(job, outcomes, by_job=by_job, left=left, started=started):
+            def done_each(job, outcomes, by_job=by_job, left=left, started=started,
+                          agent=agent):
                 name, _, _, indices, flush = by_job[id(job)]
                 left[0] -= 1
                 if left[0] == 0:
                     self.running -= 1
+                    self.busy.discard(id(agent))
                 self._done(name, job, indices, outcomes, flush, started)
-            agent = batch[0][1]
             if hasattr(agent, "deliver_many"):
                 agent.deliver_many([item[2] for item in batch], done_each)
             else:
@@ -226,12 +234,17 @@ class Scheduler:
                 agent.deliver(job, lambda outcomes, job=job: done_each(job, outcomes))
 
     def _take_batch(self):
-        first = self.waiting.pop(0)
-        if not hasattr(first[1], "deliver_many"):
-            return [first]
-        batch, rest = [first], []
+        """Return the next jobs to start together (none if every waiting agent is busy)."""
+        first = next((i for i, item in enumerate(self.waiting)
+                      if id(item[1]) not in self.busy), None)
+        if first is None:
+            return []
+        head = self.waiting.pop(first)
+        if not hasattr(head[1], "deliver_many"):
+            return [head]
+        batch, rest = [head], []
         for item in self.waiting:
-            (batch if item[1] is first[1] and len(batch) < BATCH else rest).append(item)
+            (batch if item[1] is head[1] and len(batch) < BATCH else rest).append(item)
         self.waiting = rest
         return batch
 
@@ -328,7 +341,7 @@ class Scheduler:
         return names
 
     def idle(self):
-        """Return True when no delivery is in flight (compaction may run)."""
+        """Return True when no delivery is in flight or waiting (compaction may run)."""
         return self.running == 0 and not self.waiting
 
     def stop(self):
