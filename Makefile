@@ -1,7 +1,7 @@
 # masq: a mail transfer agent for small, often-offline Linux devices.
 #   make run      start masq in the foreground on ./run (loopback ports, no root needed)
 #   make test     install what the tests need, then run them
-#   make bench    measure the queue and submission (figures, not pass/fail)
+#   make bench    benchmarks beside Postfix and aiosmtpd (figures, not pass/fail)
 #   make install  install masq and its sendmail-compatible links (PREFIX, DESTDIR)
 #   make ipk      OpenWrt 24.10 packages (masq, luci-app-masq) in dist/, without the SDK
 
@@ -33,6 +33,8 @@ bench: deps
 	$(PYTHON) tools/bench_submit.py
 	$(PYTHON) tools/bench_smtp.py
 	$(PYTHON) tools/bench_flush.py
+	$(PYTHON) tools/bench_online.py
+	$(PYTHON) tools/bench_status.py
 
 install:
 	install -d $(DESTDIR)$(LIBDIR) $(BINDIR) $(SBINDIR)

@@ -104,6 +104,7 @@ def _flush(daemon, req, uid, answer):
     if scheduler is None:
         answer({"ok": True, "started": False, "note": "no delivery service runs"})
         return
+    daemon.notify("flush", route=route)        # polled detectors look again first
     scheduler.flush(route, forced=bool(req.get("forced")),
                     done=lambda result: answer(dict(result, ok=True)))
 

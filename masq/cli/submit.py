@@ -216,7 +216,7 @@ def _deliverable(cfg, recipients):
         return False
     from masq import route
     from masq.online import probe
-    online = [r for r in cfg.routes if probe.probe(r.name, r.online)]
+    online = [r for r in cfg.routes if probe.probe(r.name, r.online, r)]
     return any(route.accepts_recipient(r, rcpt) for r in online for rcpt in remote)
 
 

@@ -28,7 +28,7 @@ class RunnerHost:
         self.queue = common.open_queue(cfg, "runner", report=self.log.warning)
         self.online = OnlineState(cfg.routes, time.time())
         for route in self.online.routes:
-            route.detected = probe.probe(route.name, route.detector)
+            route.detected = probe.probe(route.name, route.detector, cfg.route(route.name))
         self.counters = model.new_counters()
         self.listeners = {}
         self.scheduler = None
