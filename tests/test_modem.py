@@ -14,11 +14,10 @@ import time
 
 import pytest
 
-from helpers import ROOT, Daemon, free_port, masq, write_config
+from helpers import ROOT
 from masq.online import modem, probe
 from masq.online.modem import Dialogue, ModemDetector
-from sinks import Sink
-from test_online_detectors import Host
+from test_online_detectors import Host, held_then_delivered
 
 TRANSCRIPT = (b"AT+CREG?\r\r\n+CREG: 0,2\r\n\r\nOK\r\n"
               b"\r\n^RSSI: 14\r\n"
@@ -331,24 +330,7 @@ def test_asked_only_while_mail_waits(fakemodem, host):
 
 def test_daemon_delivers_when_the_modem_registers(fakemodem, tmp_path):
     fakemodem.registered(2)
-    port = free_port()
-    conf = write_config(str(tmp_path / "masq.conf"), str(tmp_path / "spool"),
-                        extra="\toption online_check_interval '0.2'\n", routes=(
-                            "config route 'lte'\n\toption online 'modem:%s'\n"
-                            "\toption smarthost '127.0.0.1:%d'\n\toption tls 'none'\n"
-                            % (fakemodem.link, port)))
-    daemon = Daemon(conf).start()
-    try:
-        with Sink(port) as sink:
-            done = masq("-C", conf, "-odq", "far@example.org", input=b"Subject: t\n\nheld\n")
-            assert done.returncode == 0, done.stderr
-            time.sleep(0.5)
-            assert sink.messages == []
-            fakemodem.registered(5)
-            started = time.monotonic()
-            [(_, rcpts, _)] = sink.wait(1, timeout=3)
-            assert rcpts == ["far@example.org"]
-            assert time.monotonic() - started < 1.0
-    finally:
-        log = daemon.stop()
+    log = held_then_delivered(tmp_path, "modem:%s" % fakemodem.link,
+                              lambda: fakemodem.registered(5))
     assert "says online" in log
+

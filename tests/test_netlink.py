@@ -19,10 +19,9 @@ import time
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from helpers import ROOT, Daemon, free_port, masq, write_config
+from helpers import ROOT
 from masq.online import netlink, probe
-from sinks import Sink
-from test_online_detectors import Host
+from test_online_detectors import Host, held_then_delivered
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not hasattr(socket, "AF_NETLINK"),
                                 reason="needs root and Linux netlink")
@@ -217,7 +216,7 @@ def test_interface_created_later_is_noticed(veth):
 NETNS_WATCHER = """
 import sys, time
 sys.path[:0] = [%(root)r, %(tests)r]
-from test_online_detectors import Host
+from test_online_detectors import Host, held_then_delivered
 host = Host([("isp", "iface:v0", ("online_require_route", "1"))]).start()
 print("ready", flush=True)
 last, end = None, time.monotonic() + 20
@@ -262,22 +261,7 @@ def test_require_route_follows_the_default_route_in_a_namespace():
 def test_daemon_delivers_within_a_second_of_link_up(veth, tmp_path):
     name = veth(address="10.231.7.1/24")
     sh("ip link set %s down" % name)
-    port = free_port()
-    conf = write_config(str(tmp_path / "masq.conf"), str(tmp_path / "spool"), routes=(
-        "config route 'isp'\n\toption online 'iface:%s'\n\toption smarthost '127.0.0.1:%d'\n"
-        "\toption tls 'none'\n" % (name, port)))
-    daemon = Daemon(conf).start()
-    try:
-        with Sink(port) as sink:
-            done = masq("-C", conf, "-odq", "far@example.org", input=b"Subject: t\n\nheld\n")
-            assert done.returncode == 0, done.stderr
-            time.sleep(0.5)
-            assert sink.messages == []
-            sh("ip link set %s up" % name)
-            started = time.monotonic()
-            [(_, rcpts, _)] = sink.wait(1, timeout=3)
-            assert rcpts == ["far@example.org"]
-            assert time.monotonic() - started < 1.0
-    finally:
-        log = daemon.stop()
+    log = held_then_delivered(tmp_path, "iface:%s" % name,
+                              lambda: sh("ip link set %s up" % name))
     assert "says online" in log
+

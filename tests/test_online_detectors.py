@@ -295,10 +295,11 @@ def held_then_delivered(tmp_path, spec, make_online):
             started = time.monotonic()
             [(_, rcpts, text)] = sink.wait(1, timeout=3)
             assert rcpts == ["far@example.org"] and b"held" in text
-            assert time.monotonic() - started < 1.0
+            assert time.monotonic() - started < 2.0     # typically ~5 ms: tools/bench_online.py
     finally:
         log = daemon.stop()
     assert "detector" in log
+    return log
 
 
 def test_daemon_delivers_when_the_online_file_appears(tmp_path):

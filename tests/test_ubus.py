@@ -13,10 +13,9 @@ import time
 
 import pytest
 
-from helpers import ROOT, Daemon, free_port, masq, write_config
+from helpers import ROOT
 from masq.online import probe, ubus
-from sinks import Sink
-from test_online_detectors import Host
+from test_online_detectors import Host, held_then_delivered
 
 OPENWRT_LINE = '{ "network.interface": {"action":"ifup","interface":"wan"} }'
 
@@ -206,22 +205,10 @@ def test_hostile_listener_output_is_ignored(fake, host):
 
 def test_daemon_delivers_when_ubus_says_ifup(fake, tmp_path):
     fake.status("wan", up=False)
-    port = free_port()
-    conf = write_config(str(tmp_path / "masq.conf"), str(tmp_path / "spool"), routes=(
-        "config route 'isp'\n\toption online 'ubus:wan'\n\toption smarthost '127.0.0.1:%d'\n"
-        "\toption tls 'none'\n" % port))
-    daemon = Daemon(conf).start()
-    try:
-        with Sink(port) as sink:
-            done = masq("-C", conf, "-odq", "far@example.org", input=b"Subject: t\n\nheld\n")
-            assert done.returncode == 0, done.stderr
-            time.sleep(0.5)
-            assert sink.messages == [] and fake.starts() == 1
-            fake.event("ifup", "wan", status={})
-            started = time.monotonic()
-            [(_, rcpts, _)] = sink.wait(1, timeout=3)
-            assert rcpts == ["far@example.org"]
-            assert time.monotonic() - started < 1.0
-    finally:
-        log = daemon.stop()
+
+    def come_up():
+        assert fake.starts() == 1           # one shared `ubus listen` child
+        fake.event("ifup", "wan", status={})
+    log = held_then_delivered(tmp_path, "ubus:wan", come_up)
     assert "says online" in log
+
