@@ -3,14 +3,17 @@ limit, dropping root after binding, IPv6 listeners."""
 
 import base64
 import os
+import signal
 import smtplib
 import socket
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
 
-from helpers import Daemon, free_port, write_config
+from helpers import ROOT, Daemon, free_port, masq, write_config
 from masq.policy.passwords import hash_password
 
 
@@ -122,3 +125,31 @@ def test_ipv6_listener(tmp_path):
         smtp.quit()
     finally:
         daemon.stop()
+
+
+def test_bd_detaches_and_accepts_mail_from_swaks(tmp_path):
+    port = free_port()
+    conf = write_config(str(tmp_path / "masq.conf"), str(tmp_path / "spool"), extra=(
+        "\tlist listen 'smtp://127.0.0.1:%d'\n\tlist local_users 'bob'\n"
+        "\toption do_queue '1'\n" % port))
+    started = time.time()
+    with open(tmp_path / "daemon.log", "wb") as log:  # the daemon keeps stderr (log 'stderr')
+        done = subprocess.run([sys.executable, "-m", "masq", "-C", conf, "-bd"], cwd=ROOT,
+                              env=dict(os.environ, PYTHONPATH=ROOT), stdout=log, stderr=log,
+                              stdin=subprocess.DEVNULL, timeout=30)
+    assert done.returncode == 0, (tmp_path / "daemon.log").read_text()  # returns once ready
+    assert time.time() - started < 20
+    pid = int(open(tmp_path / "masq.pid").read())
+    try:
+        swaks = subprocess.run(["swaks", "--server", "127.0.0.1:%d" % port,
+                                "--to", "bob@test.example", "--from", "a@example.org"],
+                               capture_output=True, timeout=30)
+        assert b"250 2.0.0 Ok: queued" in swaks.stdout
+        assert b"<bob@test.example>" in masq("-C", conf, "-bp").stdout
+    finally:
+        os.kill(pid, signal.SIGTERM)
+    for _ in range(100):
+        if not os.path.exists("/proc/%d" % pid):
+            break
+        time.sleep(0.05)
+    assert not os.path.exists(tmp_path / "masq.pid")     # removed on a clean stop
