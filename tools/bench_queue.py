@@ -27,7 +27,7 @@ from masq.queue.spool import Queue, Writer       # noqa: E402
 from masq.queue.store import new_id              # noqa: E402
 
 BODY = (b"From: a@example.org\r\nTo: b@example.org\r\nSubject: bench\r\n\r\n"
-        + b"x" * 76 + b"\r\n") * 25          # about 2 KB
+        + (b"x" * 76 + b"\r\n") * 25)        # about 2 KB
 RUNS = 5
 
 

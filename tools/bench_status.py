@@ -162,7 +162,8 @@ class Browser:
 
     def open(self):
         self.tools.call("Page.navigate", url="http://127.0.0.1:%d/" % self.port)
-        self.tools.wait("document.getElementById('count').textContent !== '\u2026'")
+        self.tools.wait("document.getElementById('count') !== null && "
+                        "document.getElementById('count').textContent !== '\u2026'")
         self.tools.evaluate("window.fetches = 0; (function(f){window.fetch = function(){"
                             "window.fetches++; return f.apply(this, arguments)}})(window.fetch)")
 
