@@ -304,10 +304,12 @@ def held_then_delivered(tmp_path, spec, make_online):
 
 def test_daemon_delivers_when_the_online_file_appears(tmp_path):
     path = tmp_path / "online"
-    held_then_delivered(tmp_path, "file:%s" % path, lambda: path.write_text("isp\n"))
+    log = held_then_delivered(tmp_path, "file:%s" % path, lambda: path.write_text("isp\n"))
+    assert "isp" in log
 
 
 def test_daemon_delivers_when_the_query_starts_saying_the_name(tmp_path):
     flag = tmp_path / "up"
     command = script(tmp_path, "[ -e %s ] && echo isp\n" % flag)
-    held_then_delivered(tmp_path, "pipe:%s" % command, lambda: flag.write_text(""))
+    log = held_then_delivered(tmp_path, "pipe:%s" % command, lambda: flag.write_text(""))
+    assert "isp" in log

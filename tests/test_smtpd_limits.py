@@ -121,8 +121,9 @@ def test_ipv6_listener(tmp_path):
                 break
             except OSError:
                 time.sleep(0.05)
-        smtp.sendmail("a@example.org", ["bob@test.example"], b"\r\nover IPv6\r\n")
+        refused = smtp.sendmail("a@example.org", ["bob@test.example"], b"\r\nover IPv6\r\n")
         smtp.quit()
+        assert refused == {}
     finally:
         daemon.stop()
 
