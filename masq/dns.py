@@ -25,8 +25,8 @@ import errno
 import ipaddress
 import os
 import socket
-from dataclasses import dataclass, field, replace
 
+from masq.proto import Factory, frozen, replace
 from masq.proto import dns as wire
 from masq.proto.dns import A, AAAA, MX
 
@@ -42,7 +42,7 @@ MAX_NEGATIVE_TTL = 300
 _RCODES = {1: "FORMERR", 2: "SERVFAIL", 4: "NOTIMP", 5: "REFUSED"}
 
 
-@dataclass(frozen=True)
+@frozen
 class DNSError:
     """Why a lookup failed: temporary (defer) or not (bounce), an enhanced code and text."""
     temporary: bool
@@ -50,7 +50,7 @@ class DNSError:
     text: str
 
 
-@dataclass(frozen=True)
+@frozen
 class DNSResult:
     """One question's answer: records of qtype at the end of any CNAME chain, or an error."""
     name: str
@@ -61,11 +61,11 @@ class DNSResult:
     ttl: int = 0
 
 
-@dataclass(frozen=True)
+@frozen
 class HostResult:
     """A host's addresses (IPv4 first, then IPv6), or an error."""
     name: str
-    addresses: list = field(default_factory=list)
+    addresses: list = Factory(list)
     error: DNSError = None
 
 

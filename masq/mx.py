@@ -19,20 +19,20 @@ The callback runs exactly once, from the loop, never inside the call that asked.
 """
 
 import random
-from dataclasses import dataclass, field
 
 from masq.dns import DNSError, address_literal
+from masq.proto import Factory, frozen
 from masq.proto import dns as wire
 from masq.proto.dns import MX
 
 MAX_MX = 10
 
 
-@dataclass(frozen=True)
+@frozen
 class MXResult:
     """The hosts to try for a domain, in order, as (host, [ip, ...]) pairs, or an error."""
     domain: str
-    hosts: list = field(default_factory=list)
+    hosts: list = Factory(list)
     implicit: bool = False
     error: DNSError = None
 

@@ -16,7 +16,8 @@ Our own misuse (a bad name to query) raises `ValueError`.
 
 import ipaddress
 import struct
-from dataclasses import dataclass
+
+from . import frozen
 
 A, NS, CNAME, SOA, PTR, MX, TXT, AAAA, OPT = 1, 2, 5, 6, 12, 15, 16, 28, 41
 IN = 1
@@ -33,7 +34,7 @@ class DNSFormatError(Exception):
     """A packet that is malformed, truncated, or not the answer to our question."""
 
 
-@dataclass(frozen=True)
+@frozen
 class Record:
     """One resource record; `data` is text for A/AAAA, (pref, host) for MX, a name for
     CNAME/PTR/NS, a 7-tuple for SOA, raw bytes for other types."""
@@ -44,7 +45,7 @@ class Record:
     data: object
 
 
-@dataclass(frozen=True)
+@frozen
 class Response:
     """A parsed response: rcode (extended by EDNS0), truncation flag, answers, authority."""
 

@@ -18,9 +18,8 @@ LocalProtocolError.
 
 import base64
 import re
-from dataclasses import dataclass
 
-from . import Sentinel
+from . import Sentinel, frozen
 
 REASONS = {100: "Continue", 200: "OK", 204: "No Content", 303: "See Other",
            304: "Not Modified", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
@@ -44,7 +43,7 @@ NEED_DATA = Sentinel("NEED_DATA")   # feed more bytes with receive_data()
 PAUSED = Sentinel("PAUSED")         # answer the last Request with send()
 
 
-@dataclass(frozen=True)
+@frozen
 class Request:
     """A complete request. Header names are lower case; values are latin-1 str."""
 
@@ -65,17 +64,17 @@ class Request:
         return self.target.partition("?")[0]
 
 
-@dataclass(frozen=True)
+@frozen
 class ExpectContinue:
     """The client waits for `100 Continue` before sending the body: write send_continue()."""
 
 
-@dataclass(frozen=True)
+@frozen
 class ConnectionClosed:
     """The client closed its side between requests."""
 
 
-@dataclass(frozen=True)
+@frozen
 class Response:
     """What the application answers: status, extra headers ((name, value) pairs), body."""
 

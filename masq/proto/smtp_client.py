@@ -23,9 +23,8 @@ for them.
 """
 
 from collections import deque
-from dataclasses import dataclass
 
-from . import Sentinel
+from . import Sentinel, frozen
 from .reply import LocalProtocolError, RemoteProtocolError, Reply
 from .smtp_client_wire import (MAX_LINE, MAX_LINES, MECHANISMS, Envelope, Extensions,
                                ReplyReader, check_envelope, choose_mechanism, mail_command,
@@ -44,37 +43,37 @@ NEED_DATA = Sentinel("NEED_DATA")
 # Events, in the order a session produces them.
 
 
-@dataclass(frozen=True)
+@frozen
 class Greeting:
     """The server's banner; positive: EHLO is already on its way."""
     reply: Reply
 
 
-@dataclass(frozen=True)
+@frozen
 class Hello:
     """The final answer to EHLO (or to the HELO fallback) and the extensions it named."""
     reply: Reply
     extensions: "Extensions"
 
 
-@dataclass(frozen=True)
+@frozen
 class StartTLSReply:
     """The answer to STARTTLS; 220: run the handshake now, then call tls_done()."""
     reply: Reply
 
 
-@dataclass(frozen=True)
+@frozen
 class AuthReply:
     """The final answer to AUTH (235 or a failure)."""
     reply: Reply
 
 
-@dataclass(frozen=True)
+@frozen
 class BodyRequest:
     """354 with at least one recipient accepted: call send_body()..., then end_body()."""
 
 
-@dataclass(frozen=True)
+@frozen
 class TransactionDone:
     """A mail transaction ended: every reply it got, None where it did not get that far."""
     mail: Reply
@@ -83,19 +82,19 @@ class TransactionDone:
     final: Reply = None
 
 
-@dataclass(frozen=True)
+@frozen
 class ResetReply:
     """The answer to RSET."""
     reply: Reply
 
 
-@dataclass(frozen=True)
+@frozen
 class QuitReply:
     """The answer to QUIT."""
     reply: Reply
 
 
-@dataclass(frozen=True)
+@frozen
 class ConnectionClosed:
     """The server closed the connection; `state` says what was in flight."""
     state: str

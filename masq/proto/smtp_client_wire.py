@@ -16,8 +16,8 @@ fault. An envelope the server cannot take gets a synthetic 5xx reply from
 import base64
 import hmac
 import re
-from dataclasses import dataclass
 
+from . import frozen
 from .reply import RemoteProtocolError, Reply
 from .smtp_params import xtext_encode
 
@@ -127,7 +127,7 @@ def choose_mechanism(offered, encrypted, plaintext_ok=False):
     return None
 
 
-@dataclass(frozen=True)
+@frozen
 class Envelope:
     """What one mail transaction carries; notify/orcpt are per recipient (None: unset)."""
     sender: str

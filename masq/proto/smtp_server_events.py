@@ -1,6 +1,6 @@
 """Events the SMTP server engine hands to the application, and its two sentinels.
 
-Owns: the event types (small frozen dataclasses named as nouns) and `NEED_DATA` / `PAUSED`.
+Owns: the event types (small frozen records named as nouns) and `NEED_DATA` / `PAUSED`.
 Does not: decide anything; the engine (`smtp_server.py`) creates them, the application reads
 them. Events marked "decision" leave the engine PAUSED until the application calls
 `respond()`; the others are informational.
@@ -9,15 +9,14 @@ Text fields are `str` (already checked as UTF-8 and free of control characters b
 engine); message text and SASL credentials stay `bytes`.
 """
 
-from dataclasses import dataclass, field
 
-from . import Sentinel
+from . import Sentinel, frozen
 
 NEED_DATA = Sentinel("NEED_DATA")  # feed more bytes with receive_data()
 PAUSED = Sentinel("PAUSED")  # answer the last decision event with respond()
 
 
-@dataclass(frozen=True)
+@frozen
 class Hello:
     """HELO or EHLO (decision). `extended` is True for EHLO."""
 
@@ -25,7 +24,7 @@ class Hello:
     extended: bool
 
 
-@dataclass(frozen=True)
+@frozen
 class MailFrom:
     """MAIL FROM (decision). `address` is the raw path between < and >, "" for <>."""
 
@@ -33,7 +32,7 @@ class MailFrom:
     params: dict
 
 
-@dataclass(frozen=True)
+@frozen
 class RcptTo:
     """RCPT TO (decision). `address` is the raw path between < and >."""
 
@@ -41,12 +40,12 @@ class RcptTo:
     params: dict
 
 
-@dataclass(frozen=True)
+@frozen
 class DataStart:
     """DATA, or the first BDAT of a transaction (decision)."""
 
 
-@dataclass(frozen=True)
+@frozen
 class DataChunk:
     """A piece of message text as received, dot-stuffing removed (DATA) or verbatim (BDAT).
 
@@ -55,12 +54,12 @@ class DataChunk:
     data: bytes
 
 
-@dataclass(frozen=True)
+@frozen
 class EndOfData:
     """The message text is complete (decision: answer after the durable commit)."""
 
 
-@dataclass(frozen=True)
+@frozen
 class DataAborted:
     """Drop the message text handed out so far: "too big", "line too long", or a close
     reason. Reading goes on to the end of the transfer, then Reset follows (unless closed)."""
@@ -68,33 +67,35 @@ class DataAborted:
     reason: str
 
 
-@dataclass(frozen=True)
+@frozen
 class Reset:
     """Drop the transaction (envelope and text): RSET, HELO/EHLO inside a transaction, or a
     transfer the engine failed (too big, line too long, refused or out-of-sequence BDAT)."""
 
 
-@dataclass(frozen=True)
+@frozen
 class StartTLS:
     """STARTTLS (decision). Accept, flush data_to_send(), handshake, then start_tls_done()."""
 
 
-@dataclass(frozen=True)
+@frozen
 class AuthRequest:
     """Decoded SASL credentials (decision: 235 2.7.0 or 535 5.7.8)."""
 
+    _hidden = ("password",)
+
     mechanism: str
     username: bytes
-    password: bytes = field(repr=False)
+    password: bytes
     authzid: bytes = b""
 
 
-@dataclass(frozen=True)
+@frozen
 class Quit:
     """QUIT; the engine has queued 221 and is closing."""
 
 
-@dataclass(frozen=True)
+@frozen
 class ConnectionClosed:
     """The session is over: write out data_to_send(), then close the socket.
 
