@@ -11,8 +11,8 @@ def make(daemon):
     from masq.online.detectors import Detectors
     from masq.outbound.delivery import Delivery
     from masq.status.file import StatusFile
-    from masq.status.web import StatusWeb
-    components = [StatusFile(daemon), Delivery(daemon), StatusWeb(daemon)]
+    components = [StatusFile(daemon), Delivery(daemon),
+                  WhenConfigured(daemon, "status_listen", _status_web)]
     components.append(Detectors(daemon))           # after Delivery: it flushes on online
     shared = {}
     for url in daemon.cfg.main.listen:
@@ -21,3 +21,38 @@ def make(daemon):
             continue
         components.append(Listener(daemon, url, shared))
     return components
+
+
+def _status_web(daemon):
+    from masq.status.web import StatusWeb
+    return StatusWeb(daemon)
+
+
+class WhenConfigured:
+    """A component built only once its option is set: a daemon without a status page never
+    imports the page, the HTTP engine or hashlib (several MB on a router)."""
+
+    def __init__(self, daemon, option, make):
+        self.daemon = daemon
+        self.option = option
+        self.make = make
+        self.real = None
+
+    def start(self):
+        """Start the real component if the option is set."""
+        if getattr(self.daemon.cfg.main, self.option):
+            self.real = self.make(self.daemon)
+            self.real.start()
+
+    def stop(self):
+        """Stop the real component, if any."""
+        if self.real is not None:
+            self.real.stop()
+
+    def reload(self, cfg):
+        """Pass the reload on, or start the component if the option appeared."""
+        if self.real is not None:
+            self.real.reload(cfg)
+        elif getattr(cfg.main, self.option):
+            self.real = self.make(self.daemon)
+            self.real.start()

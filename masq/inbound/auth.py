@@ -8,7 +8,6 @@ a client address with too many recent failures is refused outright (`450 4.7.1`)
 age out.
 """
 
-from masq.policy import passwords
 from masq.proto.reply import Reply
 
 FAILURE_DELAY = 1.0
@@ -16,7 +15,7 @@ WINDOW = 600.0
 MAX_FAILURES = 10
 FAILED = Reply(535, "5.7.8", "Error: authentication failed")
 LIMITED = Reply(450, "4.7.1", "Error: too many failed authentications, try again later")
-_DUMMY = passwords.hash_password("not a password", salt=b"masq-dummy-s")
+_DUMMY = []          # a hash to check unknown users against, made on first use
 
 
 class Limiter:
@@ -49,8 +48,11 @@ def check(users, event):
         user = event.username.decode("utf-8")
     except UnicodeDecodeError:
         user = None
+    from masq.policy import passwords      # hashlib: only when someone authenticates
+    if not _DUMMY:
+        _DUMMY.append(passwords.hash_password("not a password", salt=b"masq-dummy-s"))
     section = users.get(user) if user else None
-    stored = section.password if section is not None and section.password else _DUMMY
+    stored = section.password if section is not None and section.password else _DUMMY[0]
     good = passwords.verify(stored, event.password)
     if section is None or not good:
         return None

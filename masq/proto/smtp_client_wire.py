@@ -14,7 +14,6 @@ fault. An envelope the server cannot take gets a synthetic 5xx reply from
 """
 
 import base64
-import hmac
 import re
 
 from . import frozen
@@ -227,6 +226,7 @@ def _login(user, password):
 
 def _cram_md5(user, password):
     def answer(text):
+        import hmac          # hashlib's OpenSSL: only for CRAM-MD5
         digest = hmac.new(password, _challenge(text), "md5").hexdigest().encode("ascii")
         return base64.b64encode(user + b" " + digest)
     return b"AUTH CRAM-MD5", [answer]
