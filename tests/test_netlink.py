@@ -266,3 +266,16 @@ def test_daemon_delivers_within_a_second_of_link_up(veth, tmp_path):
                               lambda: sh("ip link set %s up" % name))
     assert "says online" in log
 
+
+
+def test_daemon_delivers_when_an_ifb_device_comes_up(tmp_path):
+    """The issue's other link kind: an ifb device (no carrier, operstate 'unknown' when up)."""
+    name = unique("mi")
+    sh("ip link add %s type ifb" % name)
+    try:
+        sh("ip addr add 10.231.9.1/24 dev %s" % name)
+        log = held_then_delivered(tmp_path, "iface:%s" % name,
+                                  lambda: sh("ip link set %s up" % name))
+        assert "says online" in log
+    finally:
+        subprocess.run(["ip", "link", "del", name], capture_output=True)
