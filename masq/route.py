@@ -89,28 +89,26 @@ def _map(rules, addr):
     return addr
 
 
-def rewrite_sender(route, sender, is_local):
-    """Return the envelope sender as it leaves by route."""
-    if not sender or not is_local(sender):
-        return sender
-    mapped = _map(route.map_sender, sender)
-    if mapped != sender:
-        return mapped
-    if route.from_domain:
-        return "%s@%s" % (sender.rpartition("@")[0] or sender, route.from_domain)
-    return sender
-
-
-def rewrite_header_address(route, addr, is_local):
-    """Return a From:/Sender: address as it leaves by route."""
-    if not is_local(addr):
+def _rewrite(rules, route, addr, is_local):
+    """Return a local addr mapped by rules, else with from_domain, else unchanged."""
+    if not addr or not is_local(addr):
         return addr
-    mapped = _map(route.map_from, addr)
+    mapped = _map(rules, addr)
     if mapped != addr:
         return mapped
     if route.from_domain:
         return "%s@%s" % (addr.rpartition("@")[0] or addr, route.from_domain)
     return addr
+
+
+def rewrite_sender(route, sender, is_local):
+    """Return the envelope sender as it leaves by route."""
+    return _rewrite(route.map_sender, route, sender, is_local)
+
+
+def rewrite_header_address(route, addr, is_local):
+    """Return a From:/Sender: address as it leaves by route."""
+    return _rewrite(route.map_from, route, addr, is_local)
 
 
 def has_rewrites(route):

@@ -45,6 +45,18 @@ def status(conf):
     return json.loads(done.stdout)
 
 
+def wait_for(predicate, timeout=10.0):
+    """Poll predicate until it is true (or timeout seconds pass); return its last value."""
+    import time
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    return predicate()
+
+
 def free_port():
     """Return a TCP port on 127.0.0.1 that is free right now."""
     import socket

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from helpers import Daemon, free_port, masq, write_config
+from helpers import Daemon, free_port, masq, wait_for, write_config
 from sinks import Dnsmasq, Sink, SmtpSink
 
 
@@ -46,16 +46,6 @@ def queue_states(conf):
     done = masq("status", "--json", "-C", conf)
     doc = json.loads(done.stdout)
     return {r["address"]: r for m in doc["queue"] for r in m["recipients"]}
-
-
-def wait_for(predicate, timeout=10.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    return predicate()
 
 
 def test_offline_route_waits_then_masq_online_up_delivers(tmp_path):

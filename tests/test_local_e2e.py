@@ -9,11 +9,10 @@ import pathlib
 import shutil
 import tempfile
 import smtplib
-import time
 
 import pytest
 
-from helpers import Daemon, free_port, masq, write_config
+from helpers import Daemon, free_port, masq, wait_for, write_config
 from sinks import Sink
 
 
@@ -62,13 +61,6 @@ def mbox_texts(path):
     return [bytes(m) for m in mailbox.mbox(str(path))]
 
 
-def wait_until(check, timeout=10.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline and not check():
-        time.sleep(0.05)
-    return check()
-
-
 @pytest.mark.skipif(not shutil.which("procmail"), reason="procmail is not installed")
 def test_sendmail_to_maildir_mbox_and_procmail(site):
     base = site["base"]
@@ -95,8 +87,8 @@ def test_smtp_to_local_users_and_unknown_user_refused(site):
             assert smtp.rcpt("alice@test.example")[0] == 250
             assert smtp.data(b"Subject: over smtp\r\n\r\nvia SMTP\r\n")[0] == 250
         base = site["base"]
-        assert wait_until(lambda: len(maildir_texts(base / "mail" / "alice")) == 1)
-        assert wait_until(lambda: len(mbox_texts(base / "mail" / "bob.mbox")) == 1)
+        assert wait_for(lambda: len(maildir_texts(base / "mail" / "alice")) == 1)
+        assert wait_for(lambda: len(mbox_texts(base / "mail" / "bob.mbox")) == 1)
     finally:
         daemon.stop()
 

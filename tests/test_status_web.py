@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from helpers import Daemon, free_port, masq, status, write_config
+from helpers import Daemon, free_port, masq, status, wait_for, write_config
 from sinks import Sink
 
 from masq.policy import passwords
@@ -41,16 +41,6 @@ def make_conf(tmp_path, listen, password=None, routes=""):
 def submit(conf, *rcpts):
     done = masq("-C", conf, "-odq", *rcpts, input=b"Subject: web\n\nhello from the page\n")
     assert done.returncode == 0, done.stderr
-
-
-def wait_for(predicate, timeout=10.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    return predicate()
 
 
 class Client:
