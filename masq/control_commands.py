@@ -8,7 +8,6 @@ the daemon's own user or a trusted user (or, for rm, the user who submitted the 
 import os
 
 from masq.cli import common
-from masq.queue import spool
 
 
 def handle(daemon, req, uid, answer):
@@ -32,11 +31,7 @@ def _status(daemon, req, uid, answer):
 
 
 def _new(daemon, req, uid, answer):
-    daemon.queue.store.log.lock()
-    try:
-        daemon.queue.store.log.catch_up()
-    finally:
-        daemon.queue.store.log.unlock()
+    daemon.queue.catch_up()
     ids = daemon.queue.take_foreign_commits()
     daemon.counters["accepted"] += len(ids)
     daemon.notify("new", ids=ids)
@@ -54,19 +49,9 @@ def remove_messages(daemon, ids, who, may_remove, answer):
 
     The answer is {"ok", "removed": [ids], "errors": [texts]}; `who` goes into the log record.
     Used by `masq rm` (control socket) and the status page."""
-    store = daemon.queue.store
-    removed, errors = [], []
-    for msgid in ids:
-        msg = store.messages.get(msgid)
-        if msg is None or not msg.kept or not msg.committed:
-            errors.append("%s: no such message" % msgid)
-        elif not may_remove(msg):
-            errors.append("%s: permission denied" % msgid)
-        else:
-            spool.remove(store, msgid, "removed by %s" % who)
-            removed.append(msgid)
+    removed, errors = daemon.queue.remove_each(ids, may_remove, who)
     if removed:
-        store.want_sync(lambda error: answer({"ok": error is None, "removed": removed,
+        daemon.queue.want_sync(lambda error: answer({"ok": error is None, "removed": removed,
                                                "errors": errors + _sync_error(error)}))
         daemon.notify("removed", ids=removed)
     else:

@@ -53,7 +53,7 @@ class Daemon:
     def start(self):
         """Open the queue, bind the sockets, install signal handlers."""
         self.queue = common.open_queue(self.cfg, "runner", report=self.log.warning)
-        live = len(self.queue.store.live())
+        live = len(self.queue.live())
         self.log.info("masq daemon starting: %d message(s) in the queue", live)
         self.control = Server(self.loop, self.queue.dir, self._control, self.log.warning)
         try:
@@ -85,7 +85,7 @@ class Daemon:
     def close(self):
         """Release everything (after the loop has stopped)."""
         if self.queue:
-            self.queue.store.sync_now()
+            self.queue.sync_now()
         if self.control:
             self.control.stop()
         self._remove_pid()
@@ -119,13 +119,13 @@ class Daemon:
     # each turn
 
     def _turn_end(self):
-        self.queue.store.sync_now()
+        self.queue.sync_now()
         scheduler = self.scheduler
         idle = self.active_writers == 0 and (scheduler is None or scheduler.idle())
         if idle and self.queue.compact_due():
             try:
                 if self.queue.compact():
-                    self.log.info("queue compacted to %d bytes", self.queue.store.log.end)
+                    self.log.info("queue compacted to %d bytes", self.queue.log_size())
             except (OSError, LogError) as exc:
                 self.log.error("queue compaction failed: %s", exc)
 
@@ -149,7 +149,7 @@ class Daemon:
     def status(self):
         """Return the status document."""
         return model.document(self.cfg.main.hostname, self.started, self.online.to_json(),
-                              self.queue.store.listed(), self.counters, self.log.recent)
+                              self.queue.listed(), self.counters, self.log.recent)
 
     # control requests
 

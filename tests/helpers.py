@@ -122,3 +122,21 @@ def _spool_of(conf):
         if parts[:2] == ["option", "spool_dir"]:
             return parts[2].strip("'")
     raise ValueError("no spool_dir in %s" % conf)
+
+
+def absent_users(*names):
+    """Return names after checking that no account on this machine has one of them.
+
+    Tests that deliver to local users who are not system accounts use names of their own
+    (mq-prefixed) so that a machine with a real `bob` does not change what they test."""
+    import pwd
+    taken = []
+    for name in names:
+        try:
+            pwd.getpwnam(name)
+            taken.append(name)
+        except KeyError:
+            pass
+    if taken:
+        raise RuntimeError("test user names already exist on this machine: %s" % ", ".join(taken))
+    return names

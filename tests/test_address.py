@@ -443,7 +443,10 @@ def test_format_then_parse_round_trips(entries, as_group):
     if as_group:
         value = "group: " + value + ";"
     assert [split(a) for a in parse_address_list(value)] == expected
-    assert email_package_addresses(value) == expected
+    # the email package decodes RFC 2047 encoded words even inside an addr-spec, where
+    # RFC 2047 section 5 forbids them: it is no oracle for such local parts
+    if not any("=?" in local for _, local, _ in entries):
+        assert email_package_addresses(value) == expected
 
 
 @given(NAMES)

@@ -16,8 +16,7 @@ from helpers import ROOT, Daemon, free_port, masq, write_config
 from masq.queue import log as log_mod
 from masq.queue.envelope import Envelope
 from masq.queue.log import LogError
-from masq.queue.spool import Queue, Writer
-from masq.queue.store import new_id
+from masq.queue.spool import Queue
 
 
 def tokens_in_queue(spool):
@@ -25,8 +24,8 @@ def tokens_in_queue(spool):
     queue = Queue(spool, volatile_ok=True).open("read")
     try:
         found = set()
-        for msg in queue.store.live():
-            text = b"".join(queue.store.body(msg.id))
+        for msg in queue.live():
+            text = b"".join(queue.body(msg.id))
             for line in text.split(b"\r\n"):
                 if line.startswith(b"X-Token: "):
                     found.add(line[9:].decode())
@@ -90,7 +89,7 @@ def kill_at_random(tmp_path, count, seed):
     assert len(acknowledged) >= count // 2
     assert acknowledged <= tokens_in_queue(spool)
     runner = Queue(spool).open("runner")     # recovery after the kills is clean
-    assert len(runner.store.live()) >= len(acknowledged)
+    assert len(runner.live()) >= len(acknowledged)
     runner.close()
     return len(acknowledged)
 
@@ -167,7 +166,7 @@ def test_smtp_disk_full_gives_452_at_mail_and_451_during_data(tmp_path, tiny_dis
 
 def test_fdatasync_error_is_never_trusted(spool, monkeypatch):
     queue = Queue(spool).open("runner")
-    writer = Writer(queue.store, new_id())
+    writer = queue.writer()
     writer.write(b"Subject: x\r\n\r\nhi\r\n")
     writer.commit(Envelope("a@b", ["c@d"]))
 
@@ -175,8 +174,8 @@ def test_fdatasync_error_is_never_trusted(spool, monkeypatch):
         raise OSError(errno.EIO, os.strerror(errno.EIO))
     monkeypatch.setattr(log_mod.os, "fdatasync", failing)
     results = []
-    queue.store.want_sync(results.append)
-    queue.store.sync_now()
+    queue.want_sync(results.append)
+    queue.sync_now()
     assert isinstance(results[0], LogError) and results[0].temporary
     monkeypatch.undo()
     queue.close()

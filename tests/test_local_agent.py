@@ -15,6 +15,10 @@ from masq.outbound.job import Job
 from masq.outbound.local import LocalAgent, LocalSettings, combine
 from masq.outbound.outcome import Outcome
 
+from helpers import absent_users
+
+absent_users("mqalice", "mqbob", "mqcarol", "mqdave", "mqerin")
+
 ROOT = os.geteuid() == 0
 BODY = b"From: a@example.org\r\nSubject: local\r\n\r\nhello\r\nFrom the past\r\n"
 needs_root = pytest.mark.skipif(not ROOT, reason="needs root (setuid deliveries)")
@@ -43,11 +47,11 @@ def settings(base, aliases="", **kw):
     path = os.path.join(base, "aliases")
     with open(path, "w") as out:
         out.write(aliases)
-    users = {"bob": "mbox:%s/mail/bob.mbox" % base,
-             "carol": "mda:/usr/bin/procmail -m %s/procmailrc" % base,
-             "dave": "mda:/usr/bin/maildrop %s/maildroprc" % base}
+    users = {"mqbob": "mbox:%s/mail/mqbob.mbox" % base,
+             "mqcarol": "mda:/usr/bin/procmail -m %s/procmailrc" % base,
+             "mqdave": "mda:/usr/bin/maildrop %s/maildroprc" % base}
     users.update(kw.pop("users", {}))
-    kw.setdefault("local_users", ["alice", "bob", "carol", "dave", "erin"])
+    kw.setdefault("local_users", ["mqalice", "mqbob", "mqcarol", "mqdave", "mqerin"])
     kw.setdefault("lock_timeout", 0.3)
     return LocalSettings("test.example", mailbox="maildir:%s/mail/%%u" % base,
                          user_mailbox=users, alias_file=path, **kw)
@@ -90,22 +94,22 @@ def mbox(path):
 @pytest.mark.skipif(not (shutil.which("procmail") and shutil.which("maildrop")),
                     reason="procmail and maildrop are needed")
 def test_maildir_mbox_procmail_and_maildrop_per_user(site):
-    outcomes = deliver(settings(site), job(["alice@test.example", "bob@test.example",
-                                            "carol@test.example", "dave@test.example"]))
+    outcomes = deliver(settings(site), job(["mqalice@test.example", "mqbob@test.example",
+                                            "mqcarol@test.example", "mqdave@test.example"]))
     assert [o.kind for o in outcomes] == ["ok"] * 4, outcomes
-    [alice] = maildir(os.path.join(site, "mail", "alice"))
-    assert alice.startswith(b"Return-Path: <a@example.org>\nDelivered-To: alice@test.example\n")
-    assert alice.endswith(b"hello\nFrom the past\n")
-    [bob] = mbox(os.path.join(site, "mail", "bob.mbox"))
-    assert b"Delivered-To: bob@test.example" in bob and b"\n>From the past" in bob
-    [carol] = maildir(os.path.join(site, "procmail"))
-    assert b"Delivered-To: carol@test.example" in carol and b"hello" in carol
-    [dave] = maildir(os.path.join(site, "maildrop"))
-    assert b"Delivered-To: dave@test.example" in dave and b"\r" not in dave
+    [mqalice] = maildir(os.path.join(site, "mail", "mqalice"))
+    assert mqalice.startswith(b"Return-Path: <a@example.org>\nDelivered-To: mqalice@test.example\n")
+    assert mqalice.endswith(b"hello\nFrom the past\n")
+    [mqbob] = mbox(os.path.join(site, "mail", "mqbob.mbox"))
+    assert b"Delivered-To: mqbob@test.example" in mqbob and b"\n>From the past" in mqbob
+    [mqcarol] = maildir(os.path.join(site, "procmail"))
+    assert b"Delivered-To: mqcarol@test.example" in mqcarol and b"hello" in mqcarol
+    [mqdave] = maildir(os.path.join(site, "maildrop"))
+    assert b"Delivered-To: mqdave@test.example" in mqdave and b"\r" not in mqdave
 
 
 def test_unknown_user_bounces_5_1_1_and_outcomes_keep_order(site):
-    outcomes = deliver(settings(site), job(["nosuchuser@test.example", "alice@test.example"]))
+    outcomes = deliver(settings(site), job(["nosuchuser@test.example", "mqalice@test.example"]))
     assert kinds(outcomes) == [("permfail", "5.1.1"), ("ok", "2.0.0")]
     assert "nosuchuser" in outcomes[0].text
 
@@ -131,33 +135,33 @@ def test_real_user_mailbox_is_created_owned_by_the_user(site):
 def test_in_process_delivery_does_not_wait_for_a_lock(site):
     conf = settings(site, in_child=False, lock_timeout=30)
     os.makedirs(os.path.join(site, "mail"))
-    with open(os.path.join(site, "mail", "bob.mbox.lock"), "w"):
+    with open(os.path.join(site, "mail", "mqbob.mbox.lock"), "w"):
         pass
     started = time.monotonic()
-    [outcome] = deliver(conf, job(["bob@test.example"]))
+    [outcome] = deliver(conf, job(["mqbob@test.example"]))
     assert kinds([outcome]) == [("tempfail", "4.2.1")]
     assert time.monotonic() - started < 2
-    assert deliver(conf, job(["alice@test.example"]))[0].is_ok
+    assert deliver(conf, job(["mqalice@test.example"]))[0].is_ok
 
 
 # aliases
 
 
 ALIASES = """\
-team: alice, bob
+team: mqalice, mqbob
 everyone: :include:{site}/members
-outside: friend@remote.example, alice
+outside: friend@remote.example, mqalice
 logger: "|/bin/sh -c 'cat >> {site}/public/piped'"
 whoami: "|/bin/sh -c 'id -u > {site}/public/who'"
 archive: {site}/public/archive.mbox
-mixed: alice, nosuchuser
-mixedtemp: alice, "|/bin/sh -c 'exit 75'"
+mixed: mqalice, nosuchuser
+mixedtemp: mqalice, "|/bin/sh -c 'exit 75'"
 """
 
 
 def alias_settings(site, **kw):
     with open(os.path.join(site, "members"), "w") as out:
-        out.write("# the list\nerin, alice\n")
+        out.write("# the list\nmqerin, mqalice\n")
     return settings(site, ALIASES.format(site=site), **kw)
 
 
@@ -165,9 +169,9 @@ def test_alias_to_users_and_include(site):
     conf = alias_settings(site)
     assert kinds(deliver(conf, job(["team@test.example", "everyone@test.example"]))) == \
         [("ok", "2.0.0")] * 2
-    assert len(maildir(os.path.join(site, "mail", "alice"))) == 1   # one copy for two paths
-    assert len(mbox(os.path.join(site, "mail", "bob.mbox"))) == 1
-    assert len(maildir(os.path.join(site, "mail", "erin"))) == 1
+    assert len(maildir(os.path.join(site, "mail", "mqalice"))) == 1   # one copy for two paths
+    assert len(mbox(os.path.join(site, "mail", "mqbob.mbox"))) == 1
+    assert len(maildir(os.path.join(site, "mail", "mqerin"))) == 1
 
 
 def test_pipe_and_file_targets_from_a_root_owned_aliases_file_run_as_nobody(site):
@@ -198,7 +202,7 @@ def test_remote_targets_are_forwarded_with_a_delivered_to_line(site):
     [(sender, addresses, body)] = calls
     assert (sender, addresses) == ("a@example.org", ["friend@remote.example"])
     assert body == b"Delivered-To: outside@test.example\r\n" + BODY
-    assert len(maildir(os.path.join(site, "mail", "alice"))) == 1
+    assert len(maildir(os.path.join(site, "mail", "mqalice"))) == 1
 
 
 def test_remote_targets_without_a_forwarder_defer(site):
@@ -228,17 +232,17 @@ def test_combine_rule_table():
 
 def test_fault_49_alias_loop_bounces_5_4_6(site):
     conf = settings(site, "a: b\nb: a\nself: self\n")
-    outcomes = deliver(conf, job(["a@test.example", "self@test.example", "alice@test.example"]))
+    outcomes = deliver(conf, job(["a@test.example", "self@test.example", "mqalice@test.example"]))
     assert kinds(outcomes) == [("permfail", "5.4.6"), ("permfail", "5.4.6"), ("ok", "2.0.0")]
     assert "mail forwarding loop" in outcomes[0].text
 
 
 def test_fault_49_our_delivered_to_already_in_the_message_bounces_5_4_6(site):
-    looped = b"Delivered-To: alice@test.example\r\n" + BODY
-    outcomes = deliver(settings(site), job(["Alice@test.example", "bob@test.example"],
+    looped = b"Delivered-To: mqalice@test.example\r\n" + BODY
+    outcomes = deliver(settings(site), job(["MqAlice@test.example", "mqbob@test.example"],
                                            body=looped))
     assert kinds(outcomes) == [("permfail", "5.4.6"), ("ok", "2.0.0")]
-    assert maildir(os.path.join(site, "mail", "alice")) == []
+    assert maildir(os.path.join(site, "mail", "mqalice")) == []
 
 
 def test_fault_50_alias_bomb_bounces_quickly_with_a_clear_reason(site):
@@ -256,12 +260,12 @@ def test_fault_50_alias_bomb_bounces_quickly_with_a_clear_reason(site):
 
 
 def test_fault_51_broken_aliases_file_defers_then_recovers(site):
-    conf = settings(site, 'team: alice, "bob\n')
-    outcomes = deliver(conf, job(["team@test.example", "alice@test.example"]))
+    conf = settings(site, 'team: mqalice, "mqbob\n')
+    outcomes = deliver(conf, job(["team@test.example", "mqalice@test.example"]))
     assert kinds(outcomes) == [("tempfail", "4.3.0")] * 2
     assert "aliases unusable" in outcomes[0].text and "unterminated quote" in outcomes[0].text
     with open(conf.alias_file, "w") as out:
-        out.write("team: alice, bob\n")
+        out.write("team: mqalice, mqbob\n")
     assert kinds(deliver(conf, job(["team@test.example"]))) == [("ok", "2.0.0")]
 
 
@@ -269,17 +273,17 @@ def test_fault_51_unreadable_aliases_file_defers(site):
     conf = settings(site)
     os.unlink(conf.alias_file)
     os.mkdir(conf.alias_file)                 # root reads anything: a directory it cannot
-    [outcome] = deliver(conf, job(["alice@test.example"]))
+    [outcome] = deliver(conf, job(["mqalice@test.example"]))
     assert kinds([outcome]) == [("tempfail", "4.3.0")]
     os.rmdir(conf.alias_file)                 # missing: no aliases, delivery goes on
-    assert deliver(conf, job(["alice@test.example"]))[0].is_ok
+    assert deliver(conf, job(["mqalice@test.example"]))[0].is_ok
 
 
 def test_fault_52_bad_mailbox_setting_defers_4_3_5_never_bounces(site):
-    conf = settings(site, users={"erin": "mbox:relative/%u", "dave": "pop3:somewhere",
-                                 "carol": "mda:/usr/bin/procmail -d %q"})
-    outcomes = deliver(conf, job(["erin@test.example", "dave@test.example",
-                                  "carol@test.example", "alice@test.example"]))
+    conf = settings(site, users={"mqerin": "mbox:relative/%u", "mqdave": "pop3:somewhere",
+                                 "mqcarol": "mda:/usr/bin/procmail -d %q"})
+    outcomes = deliver(conf, job(["mqerin@test.example", "mqdave@test.example",
+                                  "mqcarol@test.example", "mqalice@test.example"]))
     assert kinds(outcomes) == [("tempfail", "4.3.5")] * 3 + [("ok", "2.0.0")]
     assert "not absolute" in outcomes[0].text and "bad mailbox setting" in outcomes[1].text
     assert "bad placeholder %q" in outcomes[2].text
@@ -289,29 +293,29 @@ def test_fault_52_bad_mailbox_setting_defers_4_3_5_never_bounces(site):
 
 
 def mda_settings(site, script, **kw):
-    return settings(site, users={"erin": "mda:/bin/sh -c '%s'" % script}, **kw)
+    return settings(site, users={"mqerin": "mda:/bin/sh -c '%s'" % script}, **kw)
 
 
 def test_fault_53_mda_exit_75_defers(site):
     os.rmdir(os.path.join(site, "maildrop", "new"))    # maildrop cannot deliver: exit 75
-    [outcome] = deliver(settings(site), job(["dave@test.example"]))
+    [outcome] = deliver(settings(site), job(["mqdave@test.example"]))
     assert kinds([outcome]) == [("tempfail", "4.3.0")]
     assert "EX_TEMPFAIL" in outcome.text
-    [outcome] = deliver(mda_settings(site, "cat >/dev/null; exit 75"), job(["erin@test.example"]))
+    [outcome] = deliver(mda_settings(site, "cat >/dev/null; exit 75"), job(["mqerin@test.example"]))
     assert kinds([outcome]) == [("tempfail", "4.3.0")]
 
 
 def test_fault_54_mda_exit_67_bounces_5_1_1(site):
     with open(os.path.join(site, "procmailrc"), "w") as rc:
         rc.write("EXITCODE=67\n:0\n/dev/null\n")
-    [outcome] = deliver(settings(site), job(["carol@test.example"]))
+    [outcome] = deliver(settings(site), job(["mqcarol@test.example"]))
     assert kinds([outcome]) == [("permfail", "5.1.1")]
 
 
 @pytest.mark.parametrize("script", ["exit 1", "exit 2", "exit 255", "kill -KILL $$"])
 def test_fault_55_mda_unknown_exit_or_signal_defers_with_output(site, script):
     conf = mda_settings(site, "echo mda says why; " + script)
-    [outcome] = deliver(conf, job(["erin@test.example"]))
+    [outcome] = deliver(conf, job(["mqerin@test.example"]))
     assert kinds([outcome]) == [("tempfail", "4.3.0")]
     assert "mda says why" in outcome.text
 
@@ -319,7 +323,7 @@ def test_fault_55_mda_unknown_exit_or_signal_defers_with_output(site, script):
 def test_fault_56_hanging_mda_is_killed_and_deferred(site):
     conf = mda_settings(site, "sleep 1000", command_timeout=0.5)
     started = time.monotonic()
-    outcomes = deliver(conf, job(["erin@test.example", "alice@test.example"]))
+    outcomes = deliver(conf, job(["mqerin@test.example", "mqalice@test.example"]))
     assert kinds(outcomes) == [("tempfail", "4.3.0"), ("ok", "2.0.0")]
     assert "timed out" in outcomes[0].text
     assert time.monotonic() - started < 5
@@ -330,8 +334,8 @@ def test_fault_56_hanging_mda_is_killed_and_deferred(site):
 
 def test_fault_58_mbox_write_failure_leaves_the_mailbox_as_it_was(site):
     conf = settings(site)
-    assert deliver(conf, job(["bob@test.example"]))[0].is_ok
-    path = os.path.join(site, "mail", "bob.mbox")
+    assert deliver(conf, job(["mqbob@test.example"]))[0].is_ok
+    path = os.path.join(site, "mail", "mqbob.mbox")
     with open(path, "rb") as f:
         before = f.read()
 
@@ -339,7 +343,7 @@ def test_fault_58_mbox_write_failure_leaves_the_mailbox_as_it_was(site):
         yield b"Subject: half\r\n\r\n" + b"x" * 100000
         raise OSError(5, "Input/output error")
 
-    failing = Job("M2", "a@example.org", ["bob@test.example"], broken)
+    failing = Job("M2", "a@example.org", ["mqbob@test.example"], broken)
     [outcome] = deliver(conf, failing)              # the read fails half-way through
     assert kinds([outcome]) == [("tempfail", "4.3.0")]
     with open(path, "rb") as f:
@@ -352,12 +356,12 @@ def test_fault_59_symlinked_hardlinked_or_foreign_mbox_is_refused(site):
     victim = os.path.join(site, "victim")
     with open(victim, "w") as f:
         f.write("precious\n")
-    path = os.path.join(site, "mail", "bob.mbox")
+    path = os.path.join(site, "mail", "mqbob.mbox")
     os.symlink(victim, path)
-    assert kinds(deliver(conf, job(["bob@test.example"]))) == [("tempfail", "4.2.0")]
+    assert kinds(deliver(conf, job(["mqbob@test.example"]))) == [("tempfail", "4.2.0")]
     os.unlink(path)
     os.link(victim, path)
-    assert kinds(deliver(conf, job(["bob@test.example"]))) == [("tempfail", "4.2.0")]
+    assert kinds(deliver(conf, job(["mqbob@test.example"]))) == [("tempfail", "4.2.0")]
     with open(victim) as f:
         assert f.read() == "precious\n"
     if ROOT:
@@ -365,7 +369,7 @@ def test_fault_59_symlinked_hardlinked_or_foreign_mbox_is_refused(site):
         with open(path, "w"):
             pass
         os.chown(path, 65534, 65534)
-        [outcome] = deliver(conf, job(["bob@test.example"]))
+        [outcome] = deliver(conf, job(["mqbob@test.example"]))
         assert kinds([outcome]) == [("tempfail", "4.2.0")]
         assert "owned by uid 65534" in outcome.text
 
@@ -373,20 +377,20 @@ def test_fault_59_symlinked_hardlinked_or_foreign_mbox_is_refused(site):
 def test_fault_59_mbox_lock_held_defers_4_2_1(site):
     conf = settings(site)
     os.makedirs(os.path.join(site, "mail"))
-    with open(os.path.join(site, "mail", "bob.mbox.lock"), "w"):
+    with open(os.path.join(site, "mail", "mqbob.mbox.lock"), "w"):
         pass
-    [outcome] = deliver(conf, job(["bob@test.example"]))
+    [outcome] = deliver(conf, job(["mqbob@test.example"]))
     assert kinds([outcome]) == [("tempfail", "4.2.1")]
 
 
 def test_fault_60_maildir_delivery_leaves_tmp_empty(site):
-    assert deliver(settings(site), job(["alice@test.example"]))[0].is_ok
-    assert os.listdir(os.path.join(site, "mail", "alice", "tmp")) == []
+    assert deliver(settings(site), job(["mqalice@test.example"]))[0].is_ok
+    assert os.listdir(os.path.join(site, "mail", "mqalice", "tmp")) == []
 
 
 def test_fault_61_path_and_option_injection_in_recipients_refused(site):
-    conf = settings(site, local_users=["alice", "erin", "-oQ"],
-                    users={"erin": "mda:/bin/echo %u"})
+    conf = settings(site, local_users=["mqalice", "mqerin", "-oQ"],
+                    users={"mqerin": "mda:/bin/echo %u"})
     outcomes = deliver(conf, job(['"../../etc/cron.d/x"@test.example', "-oQ@test.example",
                                   '".."@test.example', '"a/b"@test.example']))
     assert kinds(outcomes) == [("permfail", "5.1.3")] * 4
@@ -419,5 +423,5 @@ def test_message_that_cannot_be_read_defers_every_recipient(site):
     def unreadable():
         raise OSError(5, "Input/output error")
 
-    broken = Job("M3", "a@example.org", ["alice@test.example", "bob@test.example"], unreadable)
+    broken = Job("M3", "a@example.org", ["mqalice@test.example", "mqbob@test.example"], unreadable)
     assert kinds(deliver(settings(site), broken)) == [("tempfail", "4.3.0")] * 2

@@ -12,7 +12,9 @@ import smtplib
 
 import pytest
 
-from helpers import Daemon, free_port, masq, wait_for, write_config
+from helpers import Daemon, absent_users, free_port, masq, wait_for, write_config
+
+absent_users("mqalice", "mqbob", "mqcarol")
 from sinks import Sink
 
 
@@ -25,22 +27,22 @@ def site(tmp_path):
     public = tempfile.mkdtemp(dir="/var/tmp")
     os.chmod(public, 0o1777)
     (base / "mail").mkdir()
-    (base / "include").write_text("carol\n# a comment\nalice\n")
+    (base / "include").write_text("mqcarol\n# a comment\nmqalice\n")
     (base / "procmailrc").write_text("DEFAULT=%s/procmail/\nMAILDIR=%s\n" % (base, base))
     sink_port, smtp_port = free_port(), free_port()
     (base / "aliases").write_text(
-        "postmaster: alice\n"
-        "team: alice, bob,\n  carol\n"
+        "postmaster: mqalice\n"
+        "team: mqalice, mqbob,\n  mqcarol\n"
         "everyone: :include:%s/include\n"
         "outside: friend@remote.example\n"
         "logger: \"|/bin/sh -c 'cat >> %s/piped'\"\n"
         "archive: %s/archive.mbox\n" % (base, public, public))
     extra = ("\tlist listen 'smtp://127.0.0.1:%d'\n"
-             "\tlist local_users 'alice'\n\tlist local_users 'bob'\n\tlist local_users 'carol'\n"
+             "\tlist local_users 'mqalice'\n\tlist local_users 'mqbob'\n\tlist local_users 'mqcarol'\n"
              "\toption mailbox 'maildir:%s/mail/%%u'\n"
              "\toption alias_file '%s/aliases'\n" % (smtp_port, base, base))
-    users = ("config user 'bob'\n\toption mailbox 'mbox:%s/mail/bob.mbox'\n\n"
-             "config user 'carol'\n\toption mailbox 'mda:/usr/bin/procmail -m %s/procmailrc'\n\n"
+    users = ("config user 'mqbob'\n\toption mailbox 'mbox:%s/mail/mqbob.mbox'\n\n"
+             "config user 'mqcarol'\n\toption mailbox 'mda:/usr/bin/procmail -m %s/procmailrc'\n\n"
              "config route 'isp'\n\toption smarthost '127.0.0.1:%d'\n\toption tls 'none'\n"
              % (base, base, sink_port))
     conf = write_config(str(base / "masq.conf"), str(base / "spool"), extra=extra, routes=users)
@@ -64,16 +66,16 @@ def mbox_texts(path):
 @pytest.mark.skipif(not shutil.which("procmail"), reason="procmail is not installed")
 def test_sendmail_to_maildir_mbox_and_procmail(site):
     base = site["base"]
-    done = masq("-C", site["conf"], "alice@test.example", "bob", "carol@test.example",
+    done = masq("-C", site["conf"], "mqalice@test.example", "mqbob", "mqcarol@test.example",
                 input=b"Subject: three ways\n\nhello locals\n")
     assert done.returncode == 0, done.stderr
-    [alice] = maildir_texts(base / "mail" / "alice")
-    assert b"hello locals" in alice
-    assert alice.startswith(b"Return-Path: <") and b"Delivered-To: alice@test.example" in alice
-    [bob] = mbox_texts(base / "mail" / "bob.mbox")
-    assert b"hello locals" in bob
-    [carol] = maildir_texts(base / "procmail")
-    assert b"hello locals" in carol
+    [mqalice] = maildir_texts(base / "mail" / "mqalice")
+    assert b"hello locals" in mqalice
+    assert mqalice.startswith(b"Return-Path: <") and b"Delivered-To: mqalice@test.example" in mqalice
+    [mqbob] = mbox_texts(base / "mail" / "mqbob.mbox")
+    assert b"hello locals" in mqbob
+    [mqcarol] = maildir_texts(base / "procmail")
+    assert b"hello locals" in mqcarol
 
 
 def test_smtp_to_local_users_and_unknown_user_refused(site):
@@ -84,11 +86,11 @@ def test_smtp_to_local_users_and_unknown_user_refused(site):
             smtp.mail("someone@example.org")
             assert smtp.rcpt("nosuchuser@test.example")[0] == 550
             assert smtp.rcpt("team@test.example")[0] == 250      # an alias is a local user
-            assert smtp.rcpt("alice@test.example")[0] == 250
+            assert smtp.rcpt("mqalice@test.example")[0] == 250
             assert smtp.data(b"Subject: over smtp\r\n\r\nvia SMTP\r\n")[0] == 250
         base = site["base"]
-        assert wait_for(lambda: len(maildir_texts(base / "mail" / "alice")) == 1)
-        assert wait_for(lambda: len(mbox_texts(base / "mail" / "bob.mbox")) == 1)
+        assert wait_for(lambda: len(maildir_texts(base / "mail" / "mqalice")) == 1)
+        assert wait_for(lambda: len(mbox_texts(base / "mail" / "mqbob.mbox")) == 1)
     finally:
         daemon.stop()
 
@@ -105,7 +107,7 @@ def test_aliases_expand_to_remote_pipe_file_and_include(site):
     assert b"expanded" in (site["public"] / "piped").read_bytes()
     [archived] = mbox_texts(site["public"] / "archive.mbox")
     assert b"expanded" in archived
-    assert len(maildir_texts(base / "mail" / "alice")) == 1     # from the include file
+    assert len(maildir_texts(base / "mail" / "mqalice")) == 1     # from the include file
 
 
 def test_newaliases_checks_the_file(site):

@@ -15,31 +15,30 @@ from masq.queue import record
 from masq.queue.dump import dump_lines
 from masq.queue.envelope import BOUNCED, DELIVERED, DEFERRED, Envelope, Recipient
 from masq.queue.log import LOG_NAME
-from masq.queue.spool import Queue, SpoolError, Writer, record_result, remove
+from masq.queue.spool import Queue, SpoolError
 from masq.queue.store import new_id
 
 
 def build_log(spool, big=70000):
     """Write a log with committed, partly delivered, removed and uncommitted messages."""
     queue = Queue(spool).open("runner")
-    store = queue.store
     ids = []
     for n, body in enumerate([b"a" * 300, b"b" * big, b"c" * 10, b"d" * 500]):
         msgid = new_id()
-        writer = Writer(store, msgid)
+        writer = queue.writer(msgid)
         writer.write(b"Subject: %d\r\n\r\n" % n + body)
         writer.commit(Envelope("s%d@x" % n, ["r%d@y" % n, "q%d@y" % n], received=n))
         ids.append(msgid)
-    record_result(store, ids[0], 0, Recipient("r0@y", state=DELIVERED))
-    record_result(store, ids[1], 1, Recipient("q1@y", state=DEFERRED, attempts=1,
+    queue.record_result(ids[0], 0, Recipient("r0@y", state=DELIVERED))
+    queue.record_result(ids[1], 1, Recipient("q1@y", state=DEFERRED, attempts=1,
                                              last_error="451 4.3.0 try later"))
-    record_result(store, ids[1], 0, Recipient("r1@y", state=BOUNCED))
-    remove(store, ids[2], "test")
+    queue.record_result(ids[1], 0, Recipient("r1@y", state=BOUNCED))
+    queue.remove(ids[2], "test")
     # a body chunk whose message was never committed (its writer died)
-    store.append([(record.BODY, new_id(), b"x" * min(big, 64 * 1024))])
-    record_result(store, ids[3], 1, Recipient("q3@y", state=DELIVERED))
-    record_result(store, ids[3], 0, Recipient("r3@y", state=DELIVERED))
-    store.log.sync()
+    queue.append([(record.BODY, new_id(), b"x" * min(big, 64 * 1024))])
+    queue.record_result(ids[3], 1, Recipient("q3@y", state=DELIVERED))
+    queue.record_result(ids[3], 0, Recipient("r3@y", state=DELIVERED))
+    queue.sync()
     queue.close()
     return ids
 
@@ -73,7 +72,7 @@ def expected_at(rows, cut):
 def seen(spool):
     queue = Queue(spool).open("runner")
     try:
-        return {m.id: [r.state for r in m.envelope.recipients] for m in queue.store.live()}
+        return {m.id: [r.state for r in m.envelope.recipients] for m in queue.live()}
     finally:
         queue.close()
 
@@ -105,7 +104,7 @@ def test_cut_at_every_offset_recovers_exactly_the_committed(tmp_path, big, strid
 def test_bodies_read_back_after_recovery(spool):
     ids = build_log(spool)
     queue = Queue(spool).open("read")
-    body = b"".join(queue.store.body(ids[1]))
+    body = b"".join(queue.body(ids[1]))
     assert body == b"Subject: 1\r\n\r\n" + b"b" * 70000
     queue.close()
 
@@ -131,10 +130,10 @@ def test_damage_in_the_middle_quarantines_only_that_message(spool):
         f.write(b"\xff\xfe")
     queue = Queue(spool).open("runner")
     try:
-        live = {m.id for m in queue.store.live()}
+        live = {m.id for m in queue.live()}
         assert ids[0] in live and ids[3] not in live   # ids[3] is all delivered
         assert ids[1] not in live
-        quarantined = [m for m in queue.store.listed() if m.quarantined]
+        quarantined = [m for m in queue.listed() if m.quarantined]
         assert [m.id for m in quarantined] == [ids[1]]
         assert os.listdir(os.path.join(spool, "corrupt"))
     finally:
@@ -146,10 +145,10 @@ def test_forged_record_inside_a_body_is_never_believed(spool):
     queue = Queue(spool).open("runner")
     forged = record.encode(record.seed(b"\0" * 8), record.COMMIT, b"0" * 14,
                            Envelope("evil@x", ["victim@y"]).encode())
-    writer = Writer(queue.store, new_id())
+    writer = queue.writer()
     writer.write(b"Subject: hi\r\n\r\n" + forged * 3)
     writer.commit(Envelope("a@b", ["c@d"]))
-    queue.store.log.sync()
+    queue.sync()
     queue.close()
     path = os.path.join(spool, LOG_NAME)
     with open(path, "r+b") as f:        # damage the body record's length field
@@ -158,7 +157,7 @@ def test_forged_record_inside_a_body_is_never_believed(spool):
     state = seen(spool)
     assert all(m[0] != "victim@y" for m in state.values())
     queue = Queue(spool).open("read")
-    senders = [m.envelope.sender for m in queue.store.listed()]
+    senders = [m.envelope.sender for m in queue.listed()]
     queue.close()
     assert "evil@x" not in senders
 
@@ -190,12 +189,12 @@ def test_compaction_keeps_live_and_drops_dead(spool):
     ids = build_log(spool)
     before = seen(spool)
     queue = Queue(spool).open("runner")
-    size = queue.store.log.size()
+    size = queue.log_size()
     assert queue.compact()
-    after = {m.id: [r.state for r in m.envelope.recipients] for m in queue.store.live()}
+    after = {m.id: [r.state for r in m.envelope.recipients] for m in queue.live()}
     assert after == before
-    assert queue.store.log.size() < size
-    assert b"".join(queue.store.body(ids[0])) == b"Subject: 0\r\n\r\n" + b"a" * 300
+    assert queue.log_size() < size
+    assert b"".join(queue.body(ids[0])) == b"Subject: 0\r\n\r\n" + b"a" * 300
     queue.close()
     assert seen(spool) == before
 
@@ -235,14 +234,12 @@ def test_appender_and_runner_share_the_log(spool):
     runner = Queue(spool).open("runner")
     appender = Queue(spool).open("append")
     msgid = new_id()
-    writer = Writer(appender.store, msgid)
+    writer = appender.writer(msgid)
     writer.write(b"Subject: x\r\n\r\nhello\r\n")
     writer.commit(Envelope("a@b", ["c@d"]))
-    appender.store.log.sync()
+    appender.sync()
     appender.close()
-    runner.store.log.lock()
-    runner.store.log.catch_up()
-    runner.store.log.unlock()
-    assert [m.id for m in runner.store.live()] == [msgid]
-    assert b"".join(runner.store.body(msgid)).endswith(b"hello\r\n")
+    runner.catch_up()
+    assert [m.id for m in runner.live()] == [msgid]
+    assert b"".join(runner.body(msgid)).endswith(b"hello\r\n")
     runner.close()

@@ -52,9 +52,9 @@ def queued(server):
     queue = Queue(server["spool"]).open("read")
     try:
         out = {}
-        for msg in queue.store.live():
+        for msg in queue.live():
             for rcpt in msg.envelope.recipients:
-                out[rcpt.address] = b"".join(queue.store.body(msg.id))
+                out[rcpt.address] = b"".join(queue.body(msg.id))
         return out
     finally:
         queue.close()

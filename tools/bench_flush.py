@@ -47,8 +47,7 @@ import peers                                      # noqa: E402
 sys.path.insert(0, peers.ROOT)
 
 from masq.queue.envelope import Envelope          # noqa: E402
-from masq.queue.spool import Queue, Writer        # noqa: E402
-from masq.queue.store import new_id               # noqa: E402
+from masq.queue.spool import Queue        # noqa: E402
 
 MESSAGES = 2000
 RUNS = 5
@@ -87,11 +86,11 @@ def fill(spool, count=MESSAGES):
     try:
         now = time.time()
         for n in range(count):
-            writer = Writer(queue.store, new_id())
+            writer = queue.writer()
             writer.write(BODY)
             writer.commit(Envelope("a@example.org", ["rcpt%d@dest.example" % n],
                                    received=now))
-        queue.store.log.sync()
+        queue.sync()
     finally:
         queue.close()
 

@@ -23,8 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from masq.queue import log as log_mod            # noqa: E402
 from masq.queue.envelope import Envelope         # noqa: E402
-from masq.queue.spool import Queue, Writer       # noqa: E402
-from masq.queue.store import new_id              # noqa: E402
+from masq.queue.spool import Queue       # noqa: E402
 
 BODY = (b"From: a@example.org\r\nTo: b@example.org\r\nSubject: bench\r\n\r\n"
         + (b"x" * 76 + b"\r\n") * 25)        # about 2 KB
@@ -47,8 +46,8 @@ def fresh_spool():
     return tempfile.mkdtemp(prefix="masq-bench-", dir="/var/tmp")
 
 
-def commit_one(store):
-    writer = Writer(store, new_id())
+def commit_one(queue):
+    writer = queue.writer()
     writer.write(BODY)
     writer.commit(Envelope("a@example.org", ["b@example.org"], received=time.time()))
 
@@ -58,14 +57,14 @@ def single_writer(count=300):
     queue = Queue(spool).open("runner")
     counter = SyncCounter()
     log_mod.os.fdatasync = counter
-    start_size = queue.store.log.size()
+    start_size = queue.log_size()
     start = time.perf_counter()
     for _ in range(count):
-        commit_one(queue.store)
-        queue.store.log.sync()
+        commit_one(queue)
+        queue.sync()
     elapsed = time.perf_counter() - start
     log_mod.os.fdatasync = counter.real
-    written = queue.store.log.size() - start_size
+    written = queue.log_size() - start_size
     queue.close()
     shutil.rmtree(spool)
     return count / elapsed, counter.calls / count, written / count
@@ -79,9 +78,9 @@ def group_commit(count=1000, sessions=10):
     start = time.perf_counter()
     for _ in range(count // sessions):
         for _ in range(sessions):          # one loop turn: 10 sessions reach end of data
-            commit_one(queue.store)
-            queue.store.want_sync(lambda error: None)
-        queue.store.sync_now()             # the turn ends: one fdatasync for all
+            commit_one(queue)
+            queue.want_sync(lambda error: None)
+        queue.sync_now()             # the turn ends: one fdatasync for all
     elapsed = time.perf_counter() - start
     log_mod.os.fdatasync = counter.real
     queue.close()
@@ -92,8 +91,8 @@ def group_commit(count=1000, sessions=10):
 def _appender(spool, count):
     queue = Queue(spool).open("append")
     for _ in range(count):
-        commit_one(queue.store)
-        queue.store.log.sync()
+        commit_one(queue)
+        queue.sync()
     queue.close()
 
 
@@ -108,7 +107,7 @@ def processes(count=100, writers=10):
         proc.join()
     elapsed = time.perf_counter() - start
     queue = Queue(spool).open("read")
-    found = len(queue.store.live())
+    found = len(queue.live())
     queue.close()
     shutil.rmtree(spool)
     return found / elapsed, found
@@ -118,18 +117,18 @@ def recovery(count=10000):
     spool = fresh_spool()
     queue = Queue(spool).open("runner")
     for n in range(count):
-        commit_one(queue.store)
+        commit_one(queue)
         if n % 500 == 0:
-            queue.store.log.sync()
-    queue.store.log.sync()
-    size = queue.store.log.size()
+            queue.sync()
+    queue.sync()
+    size = queue.log_size()
     queue.close()
     times = []
     for _ in range(RUNS):
         start = time.perf_counter()
         queue = Queue(spool).open("runner")
         times.append(time.perf_counter() - start)
-        assert len(queue.store.live()) == count
+        assert len(queue.live()) == count
         queue.close()
     shutil.rmtree(spool)
     return statistics.median(times), size

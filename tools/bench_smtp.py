@@ -101,17 +101,16 @@ def prefill(base, count):
     peers.masq_config(base)
     sys.path.insert(0, peers.ROOT)
     from masq.queue.envelope import Envelope
-    from masq.queue.spool import Queue, Writer
-    from masq.queue.store import new_id
+    from masq.queue.spool import Queue
     body = b"Subject: held\r\n\r\n" + LINE * 25
     queue = Queue(spool).open("runner")
     try:
         for _ in range(count):
-            writer = Writer(queue.store, new_id())
+            writer = queue.writer()
             writer.write(body)
             writer.commit(Envelope("a@example.org", ["c@offline.example"],
                                    received=time.time()))
-        queue.store.log.sync()
+        queue.sync()
     finally:
         queue.close()
 

@@ -151,7 +151,7 @@ def masq_queued(spool):
     from masq.queue.spool import Queue
     queue = Queue(spool).open("read")
     try:
-        return len(queue.store.live())
+        return len(queue.live())
     finally:
         queue.close()
 

@@ -21,7 +21,7 @@ def queue_document(cfg):
     queue = common.open_queue(cfg, "read")
     try:
         now = time.time()
-        return [model.message_json(m, now) for m in queue.store.listed()]
+        return [model.message_json(m, now) for m in queue.listed()]
     finally:
         queue.close()
 
@@ -90,20 +90,11 @@ def remove(cfg, ids):
 def _remove_offline(cfg, ids):
     queue = common.open_queue(cfg, "runner")
     try:
-        store = queue.store
-        removed, errors = [], []
         me = common.user_name()
-        for msgid in ids:
-            msg = store.messages.get(msgid)
-            if msg is None or not msg.kept or not msg.committed:
-                errors.append("%s: no such message" % msgid)
-            elif not (common.privileged(cfg) or msg.envelope.origin == me):
-                errors.append("%s: permission denied" % msgid)
-            else:
-                spool.remove(store, msgid, "removed by %s" % me)
-                removed.append(msgid)
+        removed, errors = queue.remove_each(
+            ids, lambda msg: common.privileged(cfg) or msg.envelope.origin == me, me)
         if removed:
-            store.log.sync()
+            queue.sync()
         return {"removed": removed, "errors": errors}
     except spool.LogError as exc:
         raise exits.Failure(str(exc), exits.TEMPFAIL) from None

@@ -19,8 +19,6 @@ from masq import address, exits, message
 from masq.cli import common
 from masq.queue.envelope import Envelope
 from masq.queue.log import LogError
-from masq.queue.spool import Writer
-from masq.queue.store import new_id
 
 READ_SIZE = 65536
 
@@ -34,11 +32,11 @@ def run(opts):
     if not recipients and not opts.extract:
         raise exits.Failure("no recipients given", exits.USAGE)
     queue = common.open_queue(cfg, "append")
-    msgid = new_id()
-    writer = Writer(queue.store, msgid)
+    writer = queue.writer()
+    msgid = writer.id
     try:
         recipients = _receive(cfg, opts, writer, msgid, sender, warning, recipients)
-        queue.store.log.sync()
+        queue.sync()
     except LogError as exc:
         writer.abort()
         raise exits.Failure("message not queued: %s" % exc, exits.TEMPFAIL) from None

@@ -17,7 +17,6 @@ from masq.proto import smtp_server_events as ev
 from masq.proto.reply import Reply
 from masq.queue.envelope import Envelope, Recipient
 from masq.queue.log import LogError
-from masq.queue.spool import Writer
 from masq.queue.store import new_id
 
 MAX_HOPS = 50
@@ -155,7 +154,7 @@ class Session:
     def _data_start(self, event):
         txn = self.txn
         txn.id = new_id()
-        txn.writer = Writer(self.server.queue.store, txn.id)
+        txn.writer = self.server.queue.writer(txn.id)
         txn.headers = message.HeaderReader()
         self.server.writers(+1)
         try:
@@ -222,7 +221,7 @@ class Session:
         txn.size = txn.writer.size
         txn.writer = None           # committed: nothing left to abort, even if the client goes
         self.server.writers(-1)
-        self.server.queue.store.want_sync(lambda error: self._synced(txn, error))
+        self.server.queue.want_sync(lambda error: self._synced(txn, error))
 
     def _synced(self, txn, error):
         if error is not None:

@@ -126,12 +126,12 @@ def run(cfg):
     transport = StdioTransport(host.loop, host.loop.stop)
     session = Session(listener, transport, _peer(listener.settings), listener._engine(False))
     transport.session = session
-    host.loop.at_turn_end(host.queue.store.sync_now)
+    host.loop.at_turn_end(host.queue.sync_now)
     session.start()
     host.loop.running = True
     while host.loop.running:
         host.loop.run_once()
-    host.queue.store.sync_now()
+    host.queue.sync_now()
     host.queue.close()
     if host.new_ids:
         control.request(cfg.main.spool_dir, "new", timeout=5)

@@ -56,8 +56,8 @@ class Agents:
 
     def rewrite(self, route, msg):
         """Return (sender, open_body) of msg's outgoing copy for route."""
-        store = self.host.queue.store
-        return rewrite.outgoing(route, msg.envelope.sender, lambda: store.body(msg.id),
+        queue = self.host.queue
+        return rewrite.outgoing(route, msg.envelope.sender, lambda: queue.body(msg.id),
                                 self.is_local)
 
     def close(self):

@@ -10,7 +10,6 @@ from masq.outbound.outcome import Outcome
 from masq.outbound.scheduler import Scheduler
 from masq.queue import spool
 from masq.queue.envelope import Envelope
-from masq.queue.store import new_id
 
 
 class Delivery:
@@ -71,8 +70,7 @@ class Delivery:
 
     def forward(self, job, addresses):
         """Queue the job's message anew for remote addresses an alias named."""
-        store = self.host.queue.store
-        writer = spool.Writer(store, new_id())
+        writer = self.host.queue.writer()
         try:
             for chunk in job.open_body():
                 writer.write(chunk)
@@ -81,5 +79,5 @@ class Delivery:
         except spool.LogError as exc:
             writer.abort()
             return Outcome.temp("4.3.0", "cannot queue forwarded copy: %s" % exc)
-        store.want_sync(lambda error: self.scheduler.kick([writer.id]))
+        self.host.queue.want_sync(lambda error: self.scheduler.kick([writer.id]))
         return Outcome.ok("forwarded to %s" % ", ".join(addresses)[:200])

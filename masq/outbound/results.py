@@ -14,9 +14,7 @@ syncs them with the next group fdatasync.
 
 from masq.outbound import bounce
 from masq.outbound.outcome import Outcome
-from masq.queue import spool
 from masq.queue.envelope import BOUNCED, DEFERRED, DELIVERED, Envelope, Recipient
-from masq.queue.store import new_id
 
 POSTMASTER_ORIGIN = "double-bounce"
 
@@ -50,13 +48,12 @@ def new_state(host, env, index, outcome, route_name, now, counts=True):
 
 def record(host, msg, indices, outcomes, route_name, now, counts):
     """Append RESULT records for a job's outcomes and queue DSNs; return the DSNs' ids."""
-    store = host.queue.store
     env = msg.envelope
     failed, delayed = [], []
     for index, outcome in zip(indices, outcomes):
         rcpt = new_state(host, env, index, outcome, route_name, now,
                          counts and outcome.counts)
-        spool.record_result(store, msg.id, index, rcpt)
+        host.queue.record_result(msg.id, index, rcpt)
         host.counters[{DELIVERED: "delivered", BOUNCED: "bounced"}.get(
             rcpt.state, "deferred")] += 1
         if rcpt.state == BOUNCED:
@@ -101,16 +98,15 @@ def _warn(host, msg, delayed, now):
         return None
     until = msg.envelope.received + host.cfg.main.queue_lifetime
     dsn = _queue_dsn(host, msg, delayed, "delayed", msg.envelope.sender, "warning", now, until)
-    spool.mark_warned(host.queue.store, msg.id, now)
+    host.queue.mark_warned(msg.id, now)
     return dsn
 
 
 def _queue_dsn(host, msg, rows, action, target, origin, now, until=None):
-    store = host.queue.store
-    dsn_id = new_id()
-    writer = spool.Writer(store, dsn_id)
+    writer = host.queue.writer()
+    dsn_id = writer.id
     for chunk in bounce.build(host.cfg.main.hostname, msg.id, msg.envelope, rows,
-                              store.body(msg.id), action, until, now):
+                              host.queue.body(msg.id), action, until, now):
         writer.write(chunk)
     writer.commit(Envelope("", [target], received=now, protocol="local", origin=origin))
     host.log.info("%s: %s notice %s queued for <%s>", msg.id, action, dsn_id, target)

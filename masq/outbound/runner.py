@@ -35,7 +35,7 @@ class RunnerHost:
 
     def close(self):
         """Sync and release the queue and the loop."""
-        self.queue.store.sync_now()
+        self.queue.sync_now()
         self.queue.close()
         self.loop.close()
 
@@ -47,11 +47,11 @@ def run_once(cfg, route=None, forced=False, ids=None):
     summary = {}
     try:
         delivery.start(look=False)
-        host.loop.at_turn_end(host.queue.store.sync_now)
+        host.loop.at_turn_end(host.queue.sync_now)
         done = []
         delivery.scheduler.flush(route, forced, done.append, ids=ids)
-        scheduler, store = delivery.scheduler, host.queue.store
-        while not done or not scheduler.idle() or scheduler.kicked or store.sync_waiters:
+        scheduler, queue = delivery.scheduler, host.queue
+        while not done or not scheduler.idle() or scheduler.kicked or queue.sync_pending():
             host.loop.run_once()
         summary = done[0]
     finally:

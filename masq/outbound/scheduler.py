@@ -107,11 +107,11 @@ class Scheduler:
         """Start jobs for every due recipient (of the messages ids, if given)."""
         now = time.time()
         usable = self._usable(only, forced)
-        store = self.host.queue.store
+        queue = self.host.queue
         if ids is None:
-            messages = store.live()
+            messages = queue.live()
         else:
-            messages = [store.messages[i] for i in dict.fromkeys(ids) if i in store.live_ids]
+            messages = [m for m in map(queue.get_live, dict.fromkeys(ids)) if m is not None]
         for msg in messages:
             self._plan(msg, now, usable, ignore_times, only, flush)
         self._pump()
@@ -155,7 +155,7 @@ class Scheduler:
     def _from_addresses(self, msg):
         if not any(r.allowed_from or r.denied_from for r in self.host.cfg.routes):
             return ()
-        headers = message.split_message(self.host.queue.store.body(msg.id))[0]
+        headers = message.split_message(self.host.queue.body(msg.id))[0]
         try:
             return [a for v in headers.get_all("From") for a in address.parse_address_list(v)]
         except address.AddressError:
@@ -166,7 +166,7 @@ class Scheduler:
     def _start(self, name, agent, msg, indices, route, flush):
         env = msg.envelope
         rcpts = [env.recipients[i] for i in indices]
-        sender, open_body = env.sender, (lambda: self.host.queue.store.body(msg.id))
+        sender, open_body = env.sender, (lambda: self.host.queue.body(msg.id))
         if route is not None and routes.has_rewrites(route):
             sender, open_body = self.agents.rewrite(route, msg)
         job = Job(msg.id, sender, [r.address for r in rcpts], open_body, size=env.size,
@@ -251,7 +251,7 @@ class Scheduler:
     def _done(self, name, job, indices, outcomes, flush, started):
         for i in indices:
             self.inflight.discard((job.message_id, i))
-        msg = self.host.queue.store.messages.get(job.message_id)
+        msg = self.host.queue.get(job.message_id)
         if msg is not None and msg.committed and not msg.removed:
             counts = name == "local" or self._still_online(name, started)
             try:
@@ -261,7 +261,7 @@ class Scheduler:
                 self._stall(exc)
             else:
                 self._note_route(name, outcomes)
-                self.host.queue.store.want_sync(
+                self.host.queue.want_sync(
                     lambda error: self._synced(error, queued_dsn))
         if flush is not None:
             flush.finished(outcomes)
@@ -297,7 +297,7 @@ class Scheduler:
             self.timer.cancel()
             self.timer, self.wake = None, None
         usable = self._usable(None, False)
-        for msg in self.host.queue.store.live():
+        for msg in self.host.queue.live():
             self._arm_for(msg, usable)
 
     def _arm_for(self, msg, usable=None):
@@ -329,7 +329,7 @@ class Scheduler:
     def waiting_routes(self):
         """Return the names of routes that some undelivered remote recipient could use."""
         names = set()
-        for msg in self.host.queue.store.live():
+        for msg in self.host.queue.live():
             env = msg.envelope
             for rcpt in env.recipients:
                 if rcpt.state in FINAL or self._is_local(rcpt.address):

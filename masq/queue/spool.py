@@ -17,7 +17,7 @@ from masq import exits
 from masq.queue import envelope as env_mod
 from masq.queue import record
 from masq.queue.log import LOG_NAME, Log, LogError, create, sync_dir
-from masq.queue.store import CHUNK, Store
+from masq.queue.store import CHUNK, Store, new_id
 
 COMPACT_MIN = 256 * 1024
 VOLATILE_FS = ("tmpfs", "ramfs")
@@ -138,6 +138,95 @@ class Queue:
         """Return (and forget) the ids other processes committed since the last call."""
         ids, self.foreign_commits = self.foreign_commits, []
         return ids
+
+    # the facade: everything code outside masq/queue/ may do with a queue
+
+    def live(self):
+        """Return the live messages in arrival order."""
+        return self.store.live()
+
+    def listed(self):
+        """Return the messages mailq shows (live and quarantined), in arrival order."""
+        return self.store.listed()
+
+    def get(self, msgid):
+        """Return the committed message msgid that is still kept (live or quarantined), or None."""
+        msg = self.store.messages.get(msgid)
+        return msg if msg is not None and msg.committed and msg.kept else None
+
+    def get_live(self, msgid):
+        """Return the message msgid while it is live, else None."""
+        msg = self.store.messages.get(msgid)
+        return msg if msg is not None and msg.live else None
+
+    def body(self, msgid):
+        """Yield the text of message msgid in chunks."""
+        return self.store.body(msgid)
+
+    def writer(self, msgid=None):
+        """Return a Writer for a new message (a fresh id unless msgid is given)."""
+        return Writer(self, msgid or new_id())
+
+    def append(self, records):
+        """Append [(type, msgid, payload)] as one write (Writer and the record helpers)."""
+        return self.store.append(records)
+
+    def remove_each(self, ids, may_remove, who):
+        """Remove the kept messages ids that may_remove(msg) allows; return (removed, errors).
+
+        Errors are texts naming the id; nothing is synced here."""
+        removed, errors = [], []
+        for msgid in ids:
+            msg = self.get(msgid)
+            if msg is None:
+                errors.append("%s: no such message" % msgid)
+            elif not may_remove(msg):
+                errors.append("%s: permission denied" % msgid)
+            else:
+                self.remove(msgid, "removed by %s" % who)
+                removed.append(msgid)
+        return removed, errors
+
+    def record_result(self, msgid, index, rcpt):
+        """Append a RESULT record: recipient number index of msgid is now rcpt."""
+        self.append([(record.RESULT, msgid, env_mod.encode_result(index, rcpt))])
+
+    def remove(self, msgid, why):
+        """Append a REMOVED record for msgid."""
+        self.append([(record.REMOVED, msgid, env_mod.encode_note(why=why))])
+
+    def mark_warned(self, msgid, when):
+        """Append a WARNED record: a delay warning for msgid went out at `when`."""
+        self.append([(record.WARNED, msgid, env_mod.encode_note(t=when))])
+
+    def want_sync(self, callback):
+        """Call callback(error or None) after the next group fdatasync."""
+        self.store.want_sync(callback)
+
+    def sync_pending(self):
+        """Return True while someone waits for the group fdatasync."""
+        return bool(self.store.sync_waiters)
+
+    def sync_now(self):
+        """Run the group fdatasync if anyone waits for it."""
+        self.store.sync_now()
+
+    def sync(self):
+        """fdatasync the log now (a one-shot writer); LogError on failure."""
+        self.store.log.sync()
+
+    def catch_up(self):
+        """Read, under the append lock, what other processes appended."""
+        log = self.store.log
+        log.lock()
+        try:
+            log.catch_up()
+        finally:
+            log.unlock()
+
+    def log_size(self):
+        """Return the bytes the log uses."""
+        return self.store.log.end
 
     # recovery
 
@@ -261,8 +350,8 @@ def _coalesce(chunks):
 class Writer:
     """Streams one message's text into the log; commit() makes it part of the queue."""
 
-    def __init__(self, store, msgid):
-        self.store = store
+    def __init__(self, queue, msgid):
+        self.queue = queue
         self.id = msgid
         self.buffer = bytearray()
         self.size = 0
@@ -275,7 +364,7 @@ class Writer:
         while len(self.buffer) >= CHUNK:
             chunk = bytes(self.buffer[:CHUNK])
             del self.buffer[:CHUNK]
-            self.store.append([(record.BODY, self.id, chunk)])
+            self.queue.append([(record.BODY, self.id, chunk)])
             self.written = True
 
     def commit(self, envelope):
@@ -285,7 +374,7 @@ class Writer:
         if self.buffer:
             records.append((record.BODY, self.id, bytes(self.buffer)))
         records.append((record.COMMIT, self.id, envelope.encode()))
-        self.store.append(records)
+        self.queue.append(records)
         self.buffer = bytearray()
         self.written = True
 
@@ -294,21 +383,7 @@ class Writer:
         self.buffer = bytearray()
         if self.written:
             try:
-                self.store.append([(record.ABORTED, self.id, b"")])
+                self.queue.append([(record.ABORTED, self.id, b"")])
             except LogError:
                 pass
 
-
-def record_result(store, msgid, index, rcpt):
-    """Append a RESULT record: recipient number index of msgid is now rcpt."""
-    store.append([(record.RESULT, msgid, env_mod.encode_result(index, rcpt))])
-
-
-def remove(store, msgid, why):
-    """Append a REMOVED record for msgid."""
-    store.append([(record.REMOVED, msgid, env_mod.encode_note(why=why))])
-
-
-def mark_warned(store, msgid, when):
-    """Append a WARNED record: a delay warning for msgid went out at `when`."""
-    store.append([(record.WARNED, msgid, env_mod.encode_note(t=when))])

@@ -21,7 +21,7 @@ def status_document(cfg):
     try:
         now = time.time()
         routes = OnlineState(cfg.routes, now).to_json()
-        return model.document(cfg.main.hostname, None, routes, queue.store.listed(),
+        return model.document(cfg.main.hostname, None, routes, queue.listed(),
                               model.new_counters(), (), now)
     finally:
         queue.close()

@@ -270,8 +270,8 @@ class Context:
 
     def message(self):
         """Return the queued message named by the form's `id` (404 if there is none)."""
-        msg = self.daemon.queue.store.messages.get(self.form.get("id", ""))
-        if msg is None or not msg.kept or not msg.committed:
+        msg = self.daemon.queue.get(self.form.get("id", ""))
+        if msg is None:
             raise http.RemoteProtocolError(404, "no such message")
         return msg
 
