@@ -6,13 +6,7 @@ import socket
 
 from masq.loop import Loop
 
-
-class FakeClock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self):
-        return self.now
+from fakes import FakeClock
 
 
 def test_timers_fire_in_order_on_fake_clock():
@@ -25,10 +19,10 @@ def test_timers_fire_in_order_on_fake_clock():
     cancelled.cancel()
     loop.run_once(block=False)
     assert fired == []
-    clock.now += 2
+    clock.advance(2)
     loop.run_once(block=False)
     assert fired == ["a"]
-    clock.now += 10
+    clock.advance(10)
     loop.run_once(block=False)
     assert fired == ["a", "b"]
     assert loop.next_deadline() is None
