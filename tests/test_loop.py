@@ -102,3 +102,35 @@ def test_child_reaped_elsewhere_never_reads_as_success():
     loop.run_once(block=False)
     assert [os.waitstatus_to_exitcode(s) for s in statuses] == [255]
     loop.close()
+
+
+def test_work_started_by_a_turn_end_hook_gets_the_hooks_again_before_sleeping():
+    """A group commit whose waiter queues more work (a bounce of a bounce) must not leave
+    the new waiter for a turn that never comes (sendmail hung holding runner.lock)."""
+    loop = Loop(FakeClock())
+    waiters, synced = [], []
+
+    def commit():
+        batch, waiters[:] = list(waiters), []
+        for waiter in batch:
+            waiter()
+
+    def second():
+        synced.append("second")
+
+    def first():
+        synced.append("first")
+        loop.call_soon(lambda: waiters.append(second))
+    loop.at_turn_end(commit)
+    waiters.append(first)
+    loop.run_once(block=False)
+    assert synced == ["first", "second"] and waiters == []
+    loop.close()
+
+
+def test_loop_time_is_the_clocks_wall_time():
+    clock = FakeClock()
+    loop = Loop(clock)
+    clock.advance(30)
+    assert (loop.now, loop.time()) == (clock.mono, clock.wall)
+    loop.close()
