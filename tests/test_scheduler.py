@@ -377,3 +377,11 @@ def test_local_retry_runs_on_the_timer(tmp_path):
     host.agents.local.answer = lambda addr: Outcome.ok()
     host.later(1)
     assert len(host.agents.local.jobs) == 2 and host.queue.get_live(msgid) is None
+
+
+def test_new_mail_is_waiting_before_the_run(tmp_path):
+    """Detectors ask which routes have mail waiting in the same turn as the arrival."""
+    host = Host(tmp_path, routes="config route 'isp'\n\toption online 'file:/nonexistent'\n")
+    msgid = host.send("far@example.org")
+    host.scheduler.on_event("new", ids=[msgid])
+    assert host.scheduler.waiting_routes() == {"isp"}

@@ -146,15 +146,16 @@ class Scheduler:
         self.run(ids=ids)
 
     def on_event(self, event, **data):
-        """React to daemon events: new mail is tried at once (only noted under do_queue)."""
+        """React to daemon events: new mail is noted at once (the detectors ask which
+        routes have mail waiting in this same turn) and tried soon (unless do_queue)."""
         if event != "new":
             return
-        if not self.host.cfg.main.do_queue:
-            self.kick(data.get("ids"))
-            return
-        for msg in map(self.host.queue.get_live, data.get("ids") or ()):
+        ids = data.get("ids")
+        for msg in map(self.host.queue.get_live, ids or ()):
             if msg is not None:
                 self._learn(msg, push=False)
+        if not self.host.cfg.main.do_queue:
+            self.kick(ids)
 
     def route_changed(self, state):
         """A route came online: flush what may use it; went offline: rearm the timer."""
