@@ -104,6 +104,7 @@ class Daemon:
             self.log.warning("spool_dir changed: takes effect after a restart")
         self.cfg = cfg
         self.log.threshold = Logger(cfg.main.log, cfg.main.log_level).threshold
+        self.log.retarget(cfg.main.log)
         old = {r.name: r for r in self.online.routes}
         listeners = self.online.listeners
         self.online = OnlineState(cfg.routes, time.time())
@@ -149,7 +150,8 @@ class Daemon:
     def status(self):
         """Return the status document."""
         return model.document(self.cfg.main.hostname, self.started, self.online.to_json(),
-                              self.queue.listed(), self.counters, self.log.recent)
+                              self.queue.listed(), self.counters, self.log.recent,
+                              deliveries=self.log.deliveries)
 
     # control requests
 

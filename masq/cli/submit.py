@@ -37,6 +37,7 @@ def run(opts):
     try:
         recipients = _receive(cfg, opts, writer, msgid, sender, warning, recipients)
         queue.sync()
+        size = writer.size
     except LogError as exc:
         writer.abort()
         raise exits.Failure("message not queued: %s" % exc, exits.TEMPFAIL) from None
@@ -45,8 +46,18 @@ def run(opts):
         raise
     finally:
         queue.close()
+    _log_received(cfg, msgid, sender, size, len(recipients))
     _poke(cfg, opts, msgid, recipients)
     return exits.OK
+
+
+def _log_received(cfg, msgid, sender, size, nrcpt):
+    """Write the delivery log's line for the queued message (docs/LOG.md)."""
+    from masq import maillog
+    from masq.logger import Logger
+    log = Logger(cfg.main.log, cfg.main.log_level)
+    maillog.received(log, msgid, sender, size, nrcpt, uid=os.getuid())
+    log.close()
 
 
 def envelope_sender(cfg, opts):

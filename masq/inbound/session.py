@@ -228,7 +228,7 @@ class Session:
             self.server.log.error("queue sync failed: %s", error)
             self.respond(WRITE_ERROR)
             return
-        self.server.accepted(txn)
+        self.server.accepted(txn, self.peer)
         self.respond(Reply(250, "2.0.0", "Ok: queued as %s" % txn.id))
 
     def _drop(self, txn):
