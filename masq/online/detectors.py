@@ -13,10 +13,10 @@ system tells them something changed and set no timers. Polled detectors (`file:`
 every `online_check_interval` seconds, but only while some undelivered mail could use
 their route (`daemon.scheduler.waiting_routes()`); with no mail waiting no timer is set,
 so an idle daemon sleeps. An interval of 0 means: only at start and on events (for a
-detector without its own interval). A detector
-whose check is cheap says so with its own `interval` (`file:`: 2 s, a stat and a read):
-it is asked that often while mail waits (or at `online_check_interval` if shorter), so a
-dial-on-demand link that is up for a minute is noticed within seconds.
+detector without its own interval). A detector whose check is cheap says so with its own
+`interval` (`file:`: 2 s, a stat and a read): it is asked that often while mail waits (or
+at `online_check_interval` if shorter), so a dial-on-demand link that is up for a minute
+is noticed within seconds.
 
 The detector interface: `cls(ctx, route, arg)` with ctx this component (`loop`, `log`,
 `cfg`, `report(name, online, error)`, `shared(key, make)`), then `start()`, `stop()`,
