@@ -141,3 +141,25 @@ def test_removal_by_masq_rm_is_logged(tmp_path):
     done = masq("rm", "-C", conf, received.group(1))
     assert done.returncode == 0, done.stderr
     assert find(log, r"^%s: removed \(by \S+\)$" % received.group(1))
+
+
+def test_expiry_and_an_unreachable_relay_are_logged(tmp_path):
+    sink_port, dead_port = free_port(), free_port()
+    log = tmp_path / "maillog"
+    routes = ("config route 'down'\n\toption smarthost '127.0.0.1:%d'\n\toption tls 'none'\n"
+              "\tlist allowed_recipient '*@down.example'\n\toption last_route '1'\n\n"
+              "config route 'isp'\n\toption smarthost '127.0.0.1:%d'\n\toption tls 'none'\n"
+              % (dead_port, sink_port))
+    conf = write_config(str(tmp_path / "masq.conf"), str(tmp_path / "spool"),
+                        extra="\toption log '%s'\n\toption queue_lifetime '0s'\n" % log,
+                        routes=routes)
+    with Sink(sink_port):
+        for rcpt in ("temp-forever@example.org", "x@down.example"):
+            done = masq("-C", conf, "-odq", rcpt, input=b"Subject: x\n\nx\n")
+            assert done.returncode == 0, done.stderr
+        masq("flush", "-C", conf)
+    assert find(str(log), r": to=<temp-forever@example\.org>, relay=\[127\.0\.0\.1\]:%d, "
+                          r"delay=\S+, dsn=4\.2\.0, status=expired \(.*450 4\.2\.0 try again "
+                          r"later\) route=isp$" % sink_port), texts(str(log))
+    assert find(str(log), r": to=<x@down\.example>, relay=none, delay=\S+, dsn=4\.4\.1, "
+                          r"status=expired \(connect to .*\) route=down$"), texts(str(log))
