@@ -31,8 +31,11 @@ class Logger:
         self.retarget(target)
 
     def retarget(self, target):
-        """Send the following lines to target: 'syslog', 'stderr' or a file path."""
+        """Send the following lines to target: 'syslog', 'stderr' or a file path (a file
+        is reopened at the next line even if it is the same: it may have been rotated)."""
         if target == self.target:
+            if self.fd is not None:
+                self.close()
             return
         self.close()
         self.target = target

@@ -163,3 +163,24 @@ def test_expiry_and_an_unreachable_relay_are_logged(tmp_path):
                           r"later\) route=isp$" % sink_port), texts(str(log))
     assert find(str(log), r": to=<x@down\.example>, relay=none, delay=\S+, dsn=4\.4\.1, "
                           r"status=expired \(connect to .*\) route=down$"), texts(str(log))
+
+
+def test_sighup_reopens_a_rotated_log_file(tmp_path):
+    import os
+    import signal
+    smtp_port = free_port()
+    conf = site(tmp_path, free_port(), smtp_port)
+    log = tmp_path / "maillog"
+    daemon = Daemon(conf, wait_port=smtp_port).start()
+    try:
+        assert wait_for(lambda: find(str(log), r"^listening on "))
+        os.rename(log, tmp_path / "maillog.1")
+        daemon.proc.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: find(str(tmp_path / "maillog.1"), r"^configuration reloaded")
+                        or find(str(log), r"^configuration reloaded"))
+        with smtplib.SMTP("127.0.0.1", smtp_port) as client:
+            client.sendmail("writer@example.org", ["mqlogu@test.example"], b"Subject: r\r\n\r\nr")
+        assert wait_for(lambda: find(str(log), r": from=<writer@example\.org>, .*nrcpt=1, "))
+        assert not find(str(tmp_path / "maillog.1"), r": from=<writer@example\.org>")
+    finally:
+        daemon.stop()
