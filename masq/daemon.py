@@ -172,6 +172,8 @@ class Daemon:
         paths = [self.queue.dir] + [os.path.join(self.queue.dir, n)
                                     for n in os.listdir(self.queue.dir)]
         paths.append(os.path.dirname(self.cfg.main.status_file))
+        if self.cfg.main.log.startswith("/"):
+            paths.append(self.cfg.main.log)     # reopened after SIGHUP (rotation)
         for path in paths:
             try:
                 os.chown(path, account.pw_uid, account.pw_gid, follow_symlinks=False)
