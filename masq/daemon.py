@@ -14,7 +14,6 @@ so start-up errors still reach the caller's terminal and exit status.
 import os
 import signal
 import sys
-import time
 
 from masq import exits
 from masq.cli import common
@@ -38,9 +37,9 @@ class Daemon:
         self.loop = Loop()
         self.loop.on_error = self._bug
         self.queue = None
-        self.online = OnlineState(self.cfg.routes, time.time())
+        self.online = OnlineState(self.cfg.routes, self.loop.time())
         self.counters = model.new_counters()
-        self.started = time.time()
+        self.started = self.loop.time()
         self.components = []
         self.control = None
         self.active_writers = 0
@@ -104,9 +103,10 @@ class Daemon:
             self.log.warning("spool_dir changed: takes effect after a restart")
         self.cfg = cfg
         self.log.threshold = Logger(cfg.main.log, cfg.main.log_level).threshold
+        self.log.retarget(cfg.main.log)
         old = {r.name: r for r in self.online.routes}
         listeners = self.online.listeners
-        self.online = OnlineState(cfg.routes, time.time())
+        self.online = OnlineState(cfg.routes, self.loop.time())
         self.online.listeners = listeners
         for route in self.online.routes:
             if route.name in old:
@@ -149,7 +149,8 @@ class Daemon:
     def status(self):
         """Return the status document."""
         return model.document(self.cfg.main.hostname, self.started, self.online.to_json(),
-                              self.queue.listed(), self.counters, self.log.recent)
+                              self.queue.listed(), self.counters, self.log.recent,
+                              deliveries=self.log.deliveries)
 
     # control requests
 
@@ -170,6 +171,8 @@ class Daemon:
         paths = [self.queue.dir] + [os.path.join(self.queue.dir, n)
                                     for n in os.listdir(self.queue.dir)]
         paths.append(os.path.dirname(self.cfg.main.status_file))
+        if self.cfg.main.log.startswith("/"):
+            paths.append(self.cfg.main.log)     # reopened after SIGHUP (rotation)
         for path in paths:
             try:
                 os.chown(path, account.pw_uid, account.pw_gid, follow_symlinks=False)

@@ -86,8 +86,7 @@ class Host:
     def __init__(self, cfg):
         self.cfg = cfg
         self.loop = Loop()
-        self.log = Logger("syslog" if cfg.main.log == "syslog" else "stderr",
-                          cfg.main.log_level)
+        self.log = Logger(cfg.main.log, cfg.main.log_level)
         self.queue = common.open_queue(cfg, "append", report=self.log.warning)
         self.counters = {"accepted": 0}
         self.active_writers = 0

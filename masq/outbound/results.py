@@ -17,6 +17,7 @@ written, so the caller may record the same outcomes again later; the worst case 
 queued twice.
 """
 
+from masq import maillog
 from masq.outbound import bounce
 from masq.outbound.outcome import Outcome
 from masq.queue.envelope import BOUNCED, DEFERRED, DELIVERED, Envelope, Recipient
@@ -72,7 +73,8 @@ def record(host, msg, indices, outcomes, route_name, now, counts):
         queued.append(_warn(host, msg, delayed, now))
         warned = now
     host.queue.record_results(msg.id, rows, warned)
-    for _, rcpt in rows:
+    for (_, rcpt), outcome in zip(rows, outcomes):
+        maillog.result(host, msg, rcpt, outcome, route_name, now)
         host.counters[{DELIVERED: "delivered", BOUNCED: "bounced"}.get(
             rcpt.state, "deferred")] += 1
     return [dsn for dsn in queued if dsn]
@@ -127,5 +129,5 @@ def _queue_dsn(host, msg, rows, action, target, origin, now, until=None):
     except LogError:
         writer.abort()
         raise
-    host.log.info("%s: %s notice %s queued for <%s>", msg.id, action, dsn_id, target)
+    maillog.dsn_queued(host.log, msg.id, action, dsn_id, target)
     return dsn_id

@@ -1,0 +1,186 @@
+"""The delivery log (docs/LOG.md) as a real daemon writes it to `option log` FILE.
+
+Real deliveries to an aiosmtpd sink (250, 450 and 550 per recipient), a pipe route and a
+local maildir, the bounce that follows, and `sendmail` without a daemon: every event is one
+line in Postfix's format, and the status document shows the last deliveries.
+"""
+
+import json
+import re
+import smtplib
+
+from helpers import Daemon, absent_users, free_port, masq, wait_for, write_config
+from sinks import Sink
+
+absent_users("mqlogu")
+
+LINE = re.compile(r"^\w{3} [ \d]\d \d\d:\d\d:\d\d \S+ masq\[\d+\]: (?P<text>.*)$")
+
+
+def texts(path):
+    """Return the text of every log line (after the syslog-style prefix)."""
+    try:
+        lines = open(path, encoding="utf-8").read().splitlines()
+    except FileNotFoundError:
+        return []
+    out = []
+    for line in lines:
+        match = LINE.match(line)
+        assert match, "not a syslog-format line: %r" % line
+        out.append(match.group("text"))
+    return out
+
+
+def find(path, pattern):
+    """Return the match objects of pattern among the log texts."""
+    return [m for m in map(re.compile(pattern).search, texts(path)) if m]
+
+
+def site(tmp_path, sink_port, smtp_port):
+    script = tmp_path / "gateway.sh"
+    script.write_text("#!/bin/sh\ncat >> %s\n" % (tmp_path / "piped"))
+    script.chmod(0o755)
+    extra = ("\tlist listen 'smtp://127.0.0.1:%d'\n"
+             "\toption log '%s'\n"
+             "\tlist local_users 'mqlogu'\n"
+             "\toption mailbox 'maildir:%s/mail/%%u'\n"
+             "\toption retry_interval '1h'\n" % (smtp_port, tmp_path / "maillog", tmp_path))
+    routes = ("config route 'sms'\n\toption pipe '%s'\n\tlist allowed_recipient '*@sms.example'\n\n"
+              "config route 'isp'\n\toption smarthost '127.0.0.1:%d'\n\toption tls 'none'\n"
+              % (script, sink_port))
+    return write_config(str(tmp_path / "masq.conf"), str(tmp_path / "spool"), extra=extra,
+                        routes=routes)
+
+
+def test_every_delivery_event_is_one_postfix_style_line(tmp_path):
+    sink_port, smtp_port = free_port(), free_port()
+    conf = site(tmp_path, sink_port, smtp_port)
+    log = str(tmp_path / "maillog")
+    rcpts = ["ok@example.org", "temp-x@example.org", "perm-y@example.org", "z@sms.example"]
+    with Sink(sink_port) as sink:
+        daemon = Daemon(conf, wait_port=smtp_port).start()
+        try:
+            with smtplib.SMTP("127.0.0.1", smtp_port) as client:
+                client.sendmail("writer@example.org", rcpts, b"Subject: log\r\n\r\nhello\r\n")
+                assert wait_for(lambda: len(find(log, r"status=sent")) >= 3), texts(log)
+                client.sendmail("writer@example.org", ["mqlogu@test.example"], b"Subject: l\r\n"
+                                b"\r\nhello\r\n")
+                assert wait_for(lambda: len(find(log, r"status=sent")) >= 4), texts(log)
+            doc = json.loads(masq("status", "--json", "-C", conf).stdout)
+            shown = masq("status", "-C", conf).stdout.decode()
+        finally:
+            daemon.stop()
+        messages = sink.messages
+
+    [received] = find(log, r"^(\S+): from=<writer@example\.org>, size=(\d+), nrcpt=4, "
+                           r"client=unknown\[127\.0\.0\.1\]$")
+    msgid = received.group(1)
+    [local] = find(log, r"^(\S+): from=<writer@example\.org>, size=(\d+), nrcpt=1, "
+                        r"client=unknown\[127\.0\.0\.1\]$")
+    assert int(received.group(2)) > len("Subject: log\r\n\r\nhello\r\n")
+
+    def one(rcpt, tail, msgid=msgid):
+        found = find(log, r"^%s: to=<%s>, relay=(\S+), delay=(\d+\.\d\d), dsn=(\d\.\d+\.\d+), "
+                          r"status=%s" % (msgid, re.escape(rcpt), tail))
+        assert len(found) == 1, (rcpt, texts(log))
+        return found[0]
+
+    sent = one("ok@example.org", r"sent \(.*250 2\.0\.0 OK stored\) route=isp$")
+    assert sent.group(1) == "[127.0.0.1]:%d" % sink_port and sent.group(3) == "2.0.0"
+    deferred = one("temp-x@example.org",
+                   r"deferred \(.*450 4\.2\.0 try again later\) route=isp, next=\S+$")
+    assert deferred.group(3) == "4.2.0"
+    bounced = one("perm-y@example.org", r"bounced \(.*550 5\.1\.1 no such user here\) route=isp$")
+    assert bounced.group(3) == "5.1.1"
+    assert one("mqlogu@test.example", r"sent \(.*\) route=local$",
+               local.group(1)).group(1) == "local"
+    assert find(log, r"^%s: removed$" % local.group(1))
+    assert one("z@sms.example", r"sent \(.*\) route=sms$").group(1) == "pipe"
+
+    [notice] = find(log, r"^%s: sender non-delivery notification: (\S+) "
+                         r"to=<writer@example\.org>$" % msgid)
+    dsn_id = notice.group(1)
+    assert find(log, r"^%s: to=<writer@example\.org>, relay=\[127\.0\.0\.1\]:%d, .*status=sent"
+                % (dsn_id, sink_port))
+    assert find(log, r"^%s: removed$" % dsn_id)         # the bounce is done
+    assert not find(log, r"^%s: removed" % msgid)       # temp-x still waits
+    assert any(m[0] in ("", "<>") for m in messages)          # the bounce reached the sink
+
+    events = [e for e in doc["deliveries"] if e["id"] in (msgid, local.group(1))]
+    assert {(e["to"], e["status"]) for e in events} == {
+        ("ok@example.org", "sent"), ("temp-x@example.org", "deferred"),
+        ("perm-y@example.org", "bounced"), ("mqlogu@test.example", "sent"),
+        ("z@sms.example", "sent")}
+    assert "counters" in doc and "queue" in doc and "log" in doc     # old fields stay
+    assert "last deliveries:" in shown and "<perm-y@example.org> bounced" in shown
+
+
+def test_sendmail_without_a_daemon_logs_the_submission_and_its_delivery(tmp_path):
+    sink_port, smtp_port = free_port(), free_port()
+    conf = site(tmp_path, sink_port, smtp_port)
+    log = str(tmp_path / "maillog")
+    with Sink(sink_port) as sink:
+        done = masq("-C", conf, "-f", "writer@example.org", "far@example.org",
+                    input=b"Subject: now\n\nhi\n")
+        assert done.returncode == 0, done.stderr
+        assert sink.wait(1)
+    import os
+    [received] = find(log, r"^(\S+): from=<writer@example\.org>, size=\d+, nrcpt=1, "
+                           r"uid=%d$" % os.getuid())
+    assert find(log, r"^%s: to=<far@example\.org>, relay=\[127\.0\.0\.1\]:%d, delay=\S+, "
+                     r"dsn=2\.0\.0, status=sent \(" % (received.group(1), sink_port))
+    assert find(log, r"^%s: removed$" % received.group(1))
+
+
+def test_removal_by_masq_rm_is_logged(tmp_path):
+    conf = site(tmp_path, free_port(), free_port())
+    log = str(tmp_path / "maillog")
+    done = masq("-C", conf, "-odq", "far@example.org", input=b"Subject: x\n\nx\n")
+    assert done.returncode == 0, done.stderr
+    [received] = find(log, r"^(\S+): from=<\S+>, size=\d+, nrcpt=1, uid=\d+$")
+    done = masq("rm", "-C", conf, received.group(1))
+    assert done.returncode == 0, done.stderr
+    assert find(log, r"^%s: removed \(by \S+\)$" % received.group(1))
+
+
+def test_expiry_and_an_unreachable_relay_are_logged(tmp_path):
+    sink_port, dead_port = free_port(), free_port()
+    log = tmp_path / "maillog"
+    routes = ("config route 'down'\n\toption smarthost '127.0.0.1:%d'\n\toption tls 'none'\n"
+              "\tlist allowed_recipient '*@down.example'\n\toption last_route '1'\n\n"
+              "config route 'isp'\n\toption smarthost '127.0.0.1:%d'\n\toption tls 'none'\n"
+              % (dead_port, sink_port))
+    conf = write_config(str(tmp_path / "masq.conf"), str(tmp_path / "spool"),
+                        extra="\toption log '%s'\n\toption queue_lifetime '0s'\n" % log,
+                        routes=routes)
+    with Sink(sink_port):
+        for rcpt in ("temp-forever@example.org", "x@down.example"):
+            done = masq("-C", conf, "-odq", rcpt, input=b"Subject: x\n\nx\n")
+            assert done.returncode == 0, done.stderr
+        masq("flush", "-C", conf)
+    assert find(str(log), r": to=<temp-forever@example\.org>, relay=\[127\.0\.0\.1\]:%d, "
+                          r"delay=\S+, dsn=4\.2\.0, status=expired \(.*450 4\.2\.0 try again "
+                          r"later\) route=isp$" % sink_port), texts(str(log))
+    assert find(str(log), r": to=<x@down\.example>, relay=none, delay=\S+, dsn=4\.4\.1, "
+                          r"status=expired \(connect to .*\) route=down$"), texts(str(log))
+
+
+def test_sighup_reopens_a_rotated_log_file(tmp_path):
+    import os
+    import signal
+    smtp_port = free_port()
+    conf = site(tmp_path, free_port(), smtp_port)
+    log = tmp_path / "maillog"
+    daemon = Daemon(conf, wait_port=smtp_port).start()
+    try:
+        assert wait_for(lambda: find(str(log), r"^listening on "))
+        os.rename(log, tmp_path / "maillog.1")
+        daemon.proc.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: find(str(tmp_path / "maillog.1"), r"^configuration reloaded")
+                        or find(str(log), r"^configuration reloaded"))
+        with smtplib.SMTP("127.0.0.1", smtp_port) as client:
+            client.sendmail("writer@example.org", ["mqlogu@test.example"], b"Subject: r\r\n\r\nr")
+        assert wait_for(lambda: find(str(log), r": from=<writer@example\.org>, .*nrcpt=1, "))
+        assert not find(str(tmp_path / "maillog.1"), r": from=<writer@example\.org>")
+    finally:
+        daemon.stop()
