@@ -1,8 +1,10 @@
 """The delivery log (docs/LOG.md) as a real daemon writes it to `option log` FILE.
 
 Real deliveries to an aiosmtpd sink (250, 450 and 550 per recipient), a pipe route and a
-local maildir, the bounce that follows, and `sendmail` without a daemon: every event is one
-line in Postfix's format, and the status document shows the last deliveries.
+local maildir, the bounce that follows, expiry, an unreachable relay, `sendmail` and `-bs`
+without a daemon, `masq rm`: every event is one line in Postfix's format, and the status
+document shows the last deliveries. Also: SIGHUP reopens a rotated file, and the syslog
+target reaches /dev/log (our own socket, in a mount namespace).
 """
 
 import json
@@ -222,3 +224,14 @@ def test_syslog_target_sends_mail_facility_datagrams_to_dev_log(tmp_path):
         receiver.close()
     assert re.match(r"^<22>\w{3} [ \d]\d \d\d:\d\d:\d\d masq\[\d+\]: \S+: "
                     r"from=<writer@example\.org>, size=\d+, nrcpt=1, uid=0$", datagram), datagram
+
+
+def test_bs_from_a_local_process_logs_its_uid(tmp_path):
+    conf = site(tmp_path, free_port(), free_port())
+    log = str(tmp_path / "maillog")
+    dialogue = (b"EHLO local\r\nMAIL FROM:<writer@example.org>\r\nRCPT TO:<far@example.org>\r\n"
+                b"DATA\r\nSubject: bs\r\n\r\nvia -bs\r\n.\r\nQUIT\r\n")
+    done = masq("-C", conf, "-bs", input=dialogue)
+    assert b"250 2.0.0 Ok: queued" in done.stdout, done.stdout + done.stderr
+    assert find(log, r"^\S+: from=<writer@example\.org>, size=\d+, nrcpt=1, uid=%d$"
+                % os.getuid()), texts(log)
