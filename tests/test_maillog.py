@@ -1,15 +1,25 @@
 """The delivery log (docs/LOG.md) as a real daemon writes it to `option log` FILE.
 
 Real deliveries to an aiosmtpd sink (250, 450 and 550 per recipient), a pipe route and a
-local maildir, the bounce that follows, and `sendmail` without a daemon: every event is one
-line in Postfix's format, and the status document shows the last deliveries.
+local maildir, the bounce that follows, expiry, an unreachable relay, `sendmail` and `-bs`
+without a daemon, `masq rm`: every event is one line in Postfix's format, and the status
+document shows the last deliveries. Also: SIGHUP reopens a rotated file, and the syslog
+target reaches /dev/log (our own socket, in a mount namespace).
 """
 
 import json
+import os
 import re
+import shutil
+import signal
 import smtplib
+import socket
+import subprocess
+import sys
 
-from helpers import Daemon, absent_users, free_port, masq, wait_for, write_config
+import pytest
+
+from helpers import ROOT, Daemon, absent_users, free_port, masq, wait_for, write_config
 from sinks import Sink
 
 absent_users("mqlogu")
@@ -124,7 +134,6 @@ def test_sendmail_without_a_daemon_logs_the_submission_and_its_delivery(tmp_path
                     input=b"Subject: now\n\nhi\n")
         assert done.returncode == 0, done.stderr
         assert sink.wait(1)
-    import os
     [received] = find(log, r"^(\S+): from=<writer@example\.org>, size=\d+, nrcpt=1, "
                            r"uid=%d$" % os.getuid())
     assert find(log, r"^%s: to=<far@example\.org>, relay=\[127\.0\.0\.1\]:%d, delay=\S+, "
@@ -166,8 +175,6 @@ def test_expiry_and_an_unreachable_relay_are_logged(tmp_path):
 
 
 def test_sighup_reopens_a_rotated_log_file(tmp_path):
-    import os
-    import signal
     smtp_port = free_port()
     conf = site(tmp_path, free_port(), smtp_port)
     log = tmp_path / "maillog"
@@ -184,3 +191,47 @@ def test_sighup_reopens_a_rotated_log_file(tmp_path):
         assert not find(str(tmp_path / "maillog.1"), r": from=<writer@example\.org>")
     finally:
         daemon.stop()
+
+
+def test_syslog_target_sends_mail_facility_datagrams_to_dev_log(tmp_path):
+    """`option log 'syslog'` (the default): sendmail's line reaches /dev/log as facility
+    mail, level info, ident masq. /dev/log is our socket, inside a mount namespace of its
+    own (a tmpfs over /dev holding the few devices Python needs), so the machine's logger
+    is never touched."""
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("needs root and unshare(1) for a mount namespace")
+    conf = write_config(str(tmp_path / "masq.conf"), str(tmp_path / "spool"))
+    text = open(conf).read().replace("option log 'stderr'", "option log 'syslog'")
+    open(conf, "w").write(text)
+    sock_path = str(tmp_path / "log")
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind(sock_path)
+    receiver.settimeout(10)
+    script = (
+        "set -e; old=%(tmp)s/olddev; mkdir -p $old; mount --bind /dev $old; "
+        "mount -t tmpfs tmpfs /dev; "
+        "for n in null zero random urandom; do touch /dev/$n; mount --bind $old/$n /dev/$n; done; "
+        "touch /dev/log; mount --bind %(sock)s /dev/log; "
+        "exec %(python)s -m masq -C %(conf)s -odq -f writer@example.org far@example.org"
+        % {"tmp": tmp_path, "sock": sock_path, "python": sys.executable, "conf": conf})
+    try:
+        done = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                               script], input=b"Subject: s\n\ns\n", capture_output=True,
+                              env=dict(os.environ, PYTHONPATH=ROOT), cwd=ROOT, timeout=60)
+        assert done.returncode == 0, done.stderr
+        datagram = receiver.recv(4096).decode()
+    finally:
+        receiver.close()
+    assert re.match(r"^<22>\w{3} [ \d]\d \d\d:\d\d:\d\d masq\[\d+\]: \S+: "
+                    r"from=<writer@example\.org>, size=\d+, nrcpt=1, uid=0$", datagram), datagram
+
+
+def test_bs_from_a_local_process_logs_its_uid(tmp_path):
+    conf = site(tmp_path, free_port(), free_port())
+    log = str(tmp_path / "maillog")
+    dialogue = (b"EHLO local\r\nMAIL FROM:<writer@example.org>\r\nRCPT TO:<far@example.org>\r\n"
+                b"DATA\r\nSubject: bs\r\n\r\nvia -bs\r\n.\r\nQUIT\r\n")
+    done = masq("-C", conf, "-bs", input=dialogue)
+    assert b"250 2.0.0 Ok: queued" in done.stdout, done.stdout + done.stderr
+    assert find(log, r"^\S+: from=<writer@example\.org>, size=\d+, nrcpt=1, uid=%d$"
+                % os.getuid()), texts(log)

@@ -204,8 +204,10 @@ class Listener:
     def accepted(self, txn, peer):
         """Note an accepted message (from peer) in the log and tell the daemon."""
         self.daemon.counters["accepted"] += 1
+        uid = getattr(self.daemon, "local_uid", None)       # -bs from a local process
         maillog.received(self.log, txn.id, txn.sender, txn.size, len(txn.recipients),
-                         client="unknown[%s]" % peer.ip)
+                         client=None if uid is not None else "unknown[%s]" % peer.ip,
+                         uid=uid)
         self.daemon.notify("new", ids=[txn.id])
 
     def authenticate(self, session, event):
