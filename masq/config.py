@@ -218,6 +218,7 @@ OPTIONS = (
     Option(_M, "max_connections", COUNT, 50),
     Option(_M, "max_connections_per_ip", COUNT, 10),
     Option(_M, "smtp_timeout", INTERVAL, 300.0),
+    Option(_M, "smtp_min_data_rate", COUNT, 500),
     Option(_M, "tls_cert", PATH),
     Option(_M, "tls_key", PATH),
     Option(_M, "dns_server", HOST_PORT),

@@ -3,12 +3,18 @@ stderr (foreground runs, procd's `stderr 1`, tests).
 
 Owns the level filter and a ring of the last lines for the status page. Nothing here
 blocks the loop for long: syslog(3) is a datagram to the local logger.
+
+Hostile input: logged texts carry what peers sent (a command, an address, a traceback of
+their making). A line is cut in the middle to `MAX_LINE` characters, keeping its head and
+its tail (where a traceback names the error), so one client can never put more than that
+into the log or the status document's ring of recent lines.
 """
 
 import sys
 import time
 
 LEVELS = {"error": 3, "warning": 4, "info": 6, "debug": 7}
+MAX_LINE = 2000
 
 
 class Logger:
@@ -33,6 +39,10 @@ class Logger:
         if args:
             text = text % args
         text = text.replace("\r", "\\r").replace("\n", "\\n")
+        if len(text) > MAX_LINE:
+            cut = len(text) - MAX_LINE
+            text = "%s ...(%d characters cut)... %s" % (
+                text[:MAX_LINE // 2], cut, text[-MAX_LINE // 2:])
         self.recent.append("%s %s: %s" % (time.strftime("%Y-%m-%d %H:%M:%S"), level, text))
         del self.recent[:-self.keep]
         if self.syslog:
