@@ -19,7 +19,8 @@ HIGH_WATER = 1 << 20
 
 class Stream:
     """A socket driven by the loop; callbacks: on_data(bytes), on_close(reason), and
-    on_drain() when everything queued has been sent after the socket was full."""
+    on_drain() (one shot: set it again to hear again) once the socket took everything
+    queued after it was full."""
 
     def __init__(self, loop, sock, on_data, on_close):
         self.loop = loop
@@ -121,7 +122,8 @@ class Stream:
     def _writable(self):
         self._flush()
         if not self.out and not self.closed and self.on_drain is not None:
-            self.on_drain()
+            callback, self.on_drain = self.on_drain, None
+            callback()
 
     # reading
 

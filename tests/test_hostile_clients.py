@@ -161,6 +161,23 @@ def test_a_client_that_never_reads_its_replies_is_not_buffered_for(tmp_path):
         daemon.stop()
 
 
+def test_a_client_that_reads_late_still_gets_every_reply(tmp_path):
+    port, daemon = start(tmp_path, "")
+    count = 200000
+    try:
+        sock = connect(port, timeout=60)
+        sender = threading.Thread(target=sock.sendall, args=(b"NOOP\r\n" * count + b"QUIT\r\n",))
+        sender.start()
+        sender.join(0.5)                        # the server stops reading meanwhile
+        lines = read_all(sock).split(b"\r\n")
+        sender.join()
+        assert lines[0].startswith(b"220 ")
+        assert sum(line.startswith(b"250 ") for line in lines) == count
+        assert lines[count + 1].startswith(b"221 ")
+    finally:
+        daemon.stop()
+
+
 def test_one_error_puts_a_bounded_line_in_the_log():
     from masq.logger import Logger, MAX_LINE
     log = Logger("stderr", "info")

@@ -64,7 +64,6 @@ class Session:
         self.closed = False
         self.pumping = False
         self.out = bytearray()      # replies collected from the engine, not yet written
-        transport.on_drain = self.pump
         self._arm()
 
     def start(self):
@@ -111,7 +110,10 @@ class Session:
             self._arm()
         if self.closed:
             return
-        if self.engine.wants_data and self.transport.unsent() < MAX_UNSENT:
+        if self.transport.unsent() >= MAX_UNSENT:     # go on when the client has read
+            self.transport.on_drain = self.pump
+            self.transport.pause_reading()
+        elif self.engine.wants_data:
             self.transport.resume_reading()
         else:
             self.transport.pause_reading()
