@@ -168,6 +168,7 @@ ONLINE = _prefixed_kind("always, file:PATH, pipe:COMMAND, iface:NAME, ubus:IFACE
 TLS = _enum_kind("none", "opportunistic", "starttls", "tls")
 LOG = _enum_kind("syslog", "stderr")
 LOG_LEVEL = _enum_kind("error", "warning", "info", "debug")
+BARE_LINE_ENDS = _enum_kind("normalise", "refuse")
 
 
 def _hostname(values):
@@ -219,6 +220,7 @@ OPTIONS = (
     Option(_M, "max_connections_per_ip", COUNT, 10),
     Option(_M, "smtp_timeout", INTERVAL, 300.0),
     Option(_M, "smtp_min_data_rate", COUNT, 500),
+    Option(_M, "bare_line_ends", BARE_LINE_ENDS, "normalise"),
     Option(_M, "tls_cert", PATH),
     Option(_M, "tls_key", PATH),
     Option(_M, "dns_server", HOST_PORT),

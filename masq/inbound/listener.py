@@ -59,6 +59,7 @@ class Settings:
         self.max_size = main.max_message_size
         self.timeout = main.smtp_timeout
         self.min_data_rate = main.smtp_min_data_rate
+        self.refuse_bare = main.bare_line_ends == "refuse"
         self.max_connections = main.max_connections
         self.max_per_ip = main.max_connections_per_ip
         self.local_users = tuple(main.local_users)

@@ -6,7 +6,9 @@ engine hands out is dispatched through one table to a handler that checks policy
 goes out only after the group commit's fdatasync has returned (queue rule 2).
 
 Hostile input: everything the client sends; the engine bounds it, this module never holds
-more than one body chunk. Pipelined input is handed out by one loop (`pump`), never by
+more than one body chunk. Message text (DATA and BDAT alike) is stored with CRLF line ends
+only: a bare CR or LF becomes CRLF (`masq.message.InputNormalizer`, the rule `sendmail`
+input follows), or, with `bare_line_ends 'refuse'`, fails the message with `550 5.6.0`. Pipelined input is handed out by one loop (`pump`), never by
 recursion, and it stops while `MAX_UNSENT` octets of replies wait for a client that does
 not read (reading resumes when they are sent). Failures: a full disk answers `452 4.3.1`
 at MAIL (free space is checked first) and `451 4.3.0` when a write or the sync fails.
@@ -32,6 +34,8 @@ WRITE_ERROR = Reply(451, "4.3.0", "Error: queue file write error")
 NO_SPACE = Reply(452, "4.3.1", "Insufficient system storage")
 TOO_MANY_RCPTS = Reply(452, "4.5.3", "Error: too many recipients")
 TOO_MANY_HOPS = Reply(554, "5.4.0", "Error: too many hops")
+BARE_LINE_END = Reply(550, "5.6.0", "Error: bare CR or LF in the message text "
+                                    "(only CRLF ends a line)")
 MAX_UNSENT = 65536      # octets of replies waiting for the client before input stops
 BATCH = 4096            # replies are written in batches of about this size
 
@@ -47,6 +51,7 @@ class Transaction:
         self.id = None
         self.size = 0
         self.headers = None        # HeaderReader: header cap and hop count
+        self.line_ends = None      # InputNormalizer: bare CR and LF become CRLF
         self.failure = None        # a Reply to give at end of data
 
 
@@ -212,6 +217,7 @@ class Session:
         txn.id = new_id()
         txn.writer = self.server.queue.writer(txn.id)
         txn.headers = message.HeaderReader()
+        txn.line_ends = message.InputNormalizer(dot_ends=False)
         self.server.writers(+1)
         try:
             txn.writer.write(self._received(txn))
@@ -231,17 +237,25 @@ class Session:
         return headers.to_bytes()
 
     def _data_chunk(self, event):
+        self._text(self.txn.line_ends.feed(event.data))
+
+    def _text(self, data):
+        """Store message text that has CRLF line ends only (unless the transaction failed)."""
         txn = self.txn
-        if txn.failure is not None:
+        if txn.failure is not None or not data:
+            return
+        if self.server.settings.refuse_bare and (txn.line_ends.bare_cr or
+                                                  txn.line_ends.bare_lf):
+            txn.failure = BARE_LINE_END
             return
         if not txn.headers.done:
             try:
-                txn.headers.feed(event.data)
+                txn.headers.feed(data)
             except message.HeaderTooLong as exc:
                 txn.failure = Reply(exc.code, exc.enhanced, exc.text)
                 return
         try:
-            txn.writer.write(event.data)
+            txn.writer.write(data)
         except LogError as exc:
             self._fail(exc)
 
@@ -251,6 +265,7 @@ class Session:
 
     def _end_of_data(self, event):
         txn = self.txn
+        self._text(txn.line_ends.finish())
         if txn.failure is None and not txn.headers.done:
             try:
                 txn.headers.finish()
