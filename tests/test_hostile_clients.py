@@ -232,3 +232,36 @@ def test_data_trickled_one_byte_at_a_time_is_dropped_at_its_deadline(tmp_path):
         for sock in socks:
             sock.close()
         daemon.stop()
+
+
+def test_sessions_already_trickling_get_the_short_timeout_once_the_server_is_busy(tmp_path):
+    """smtp_timeout is long here; at 80% of max_connections every client, including those
+    already in DATA, has 10 s plus what its octets bought at smtp_min_data_rate."""
+    port, daemon = start(tmp_path, (
+        "\toption smtp_timeout '10m'\n\toption max_connections '5'\n"
+        "\toption max_connections_per_ip '5'\n\toption smtp_min_data_rate '100000'\n"))
+    stop, threads, socks = threading.Event(), [], []
+    try:
+        wait_for(lambda: not daemon_busy(port))
+        for n in range(2):
+            sock = connect(port, source="127.0.0.2", timeout=60)
+            sock.sendall(b"EHLO slow\r\nMAIL FROM:<a@b.example>\r\n"
+                         b"RCPT TO:<bob@test.example>\r\nDATA\r\n")
+            reply = b""
+            while b"354 " not in reply:
+                reply += sock.recv(4096)
+            threads.append(threading.Thread(target=trickle, args=(sock, stop)))
+            threads[-1].start()
+            socks.append(sock)
+        idle = [connect(port, source="127.0.0.3") for _ in range(3)]   # 5 of 5: busy
+        for sock in socks:
+            assert b"421 4.4.2" in read_all(sock)
+        for sock in idle:
+            sock.close()
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+        for sock in socks:
+            sock.close()
+        daemon.stop()

@@ -65,7 +65,8 @@ class Session:
         self.engine = engine
         self.txn = None
         self.timer = None
-        self.deadline = 0.0
+        self.since = 0.0            # loop time of the last progress
+        self.budget = 0.0           # seconds the message text received since has bought
         self.closed = False
         self.pumping = False
         self.out = bytearray()      # replies collected from the engine, not yet written
@@ -101,7 +102,7 @@ class Session:
                 if event is ev.NEED_DATA or event is ev.PAUSED:
                     break
                 if type(event) is ev.DataChunk:
-                    self.deadline += len(event.data) / self.server.settings.min_data_rate
+                    self.budget += len(event.data) / self.server.settings.min_data_rate
                 else:
                     progress = True
                 _HANDLERS[type(event)](self, event)
@@ -142,19 +143,28 @@ class Session:
 
     # deadlines
 
-    def _arm(self):
-        """Give the client a fresh timeout from now (after progress)."""
-        self.deadline = self.server.loop.now + self.server.timeout()
-        if self.timer is None or self.timer.when > self.deadline:
+    def deadline(self):
+        """Return the loop time at which the client has run out of time."""
+        return self.since + self.server.timeout() + self.budget
+
+    def reschedule(self):
+        """Move the timer earlier if the deadline is earlier now (the listener calls this
+        when the timeout shrinks under load); later deadlines are found when it fires."""
+        due = self.deadline()
+        if self.timer is None or self.timer.when > due:
             if self.timer is not None:
                 self.timer.cancel()
-            self.timer = self.server.loop.call_at(self.deadline, self._timed_out)
+            self.timer = self.server.loop.call_at(due, self._timed_out)
+
+    def _arm(self):
+        """Give the client a fresh timeout from now (after progress)."""
+        self.since, self.budget = self.server.loop.now, 0.0
+        self.reschedule()
 
     def _timed_out(self):
         self.timer = None
-        loop = self.server.loop
-        if loop.now < self.deadline:        # progress moved the deadline since
-            self.timer = loop.call_at(self.deadline, self._timed_out)
+        if self.server.loop.now < self.deadline():   # progress moved the deadline since
+            self.reschedule()
             return
         if self.closed or self.transport.handshaking() or \
                 self.transport.unsent() >= MAX_UNSENT:
@@ -328,6 +338,7 @@ class Session:
             self.transport.close("TLS handshake failed")
             return
         self.engine.start_tls_done()
+        self._arm()
         self.pump()
 
     def _auth(self, event):
