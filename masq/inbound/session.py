@@ -23,6 +23,7 @@ finish within the timeout plus its size at the minimum rate. At the deadline a c
 
 from masq import address, message
 from masq.policy import relay
+from masq.proto import smtp_path
 from masq.proto import smtp_server_events as ev
 from masq.proto.reply import Reply
 from masq.queue.envelope import Envelope, Recipient
@@ -194,6 +195,9 @@ class Session:
         except address.AddressError as exc:
             self.respond(Reply(exc.code, exc.enhanced, exc.text))
             return
+        if not smtp_path.sendable(str(sender)):
+            self.respond(smtp_path.BAD_SENDER)
+            return
         self.txn = Transaction(str(sender), event.params)
         self.respond(None)
 
@@ -204,6 +208,9 @@ class Session:
                                       smtputf8="SMTPUTF8" in txn.params)
         except address.AddressError as exc:
             self.respond(Reply(exc.code, exc.enhanced, exc.text))
+            return
+        if not smtp_path.sendable(str(addr)):
+            self.respond(smtp_path.BAD_RECIPIENT)
             return
         if len(txn.recipients) >= settings.max_recipients:
             self.respond(TOO_MANY_RCPTS)
@@ -309,7 +316,7 @@ class Session:
             self.server.log.error("queue sync failed: %s", error)
             self.respond(WRITE_ERROR)
             return
-        self.server.accepted(txn)
+        self.server.accepted(txn, self.peer)
         self.respond(Reply(250, "2.0.0", "Ok: queued as %s" % txn.id))
 
     def _drop(self, txn):
