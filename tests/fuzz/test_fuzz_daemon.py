@@ -13,7 +13,6 @@ replies; HTTP clients get an HTTP/1.1 response or nothing; every connection is c
 """
 
 import json
-import os
 import socket
 
 import pytest

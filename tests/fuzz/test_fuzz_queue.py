@@ -15,7 +15,7 @@ import json
 import os
 
 import pytest
-from hypothesis import example, given, strategies as st
+from hypothesis import given, strategies as st
 
 from fuzzing import fuzz_settings, mutated
 from masq.cli import mailq
