@@ -15,7 +15,7 @@ import os
 from hypothesis import HealthCheck, settings, strategies as st
 
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "fuzz-quick")
-_EXAMPLES = {"fuzz-quick": 40, "fuzz": int(os.environ.get("FUZZ_EXAMPLES", "6000"))}
+_EXAMPLES = {"fuzz-quick": 40, "fuzz": int(os.environ.get("FUZZ_EXAMPLES", "10000"))}
 _SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much,
             HealthCheck.function_scoped_fixture]
 

@@ -30,7 +30,10 @@ _text = st.one_of(
     st.integers(100, 3000).map(lambda n: b"y" * n))
 _line = st.tuples(_code, st.sampled_from([b" ", b"-", b"", b"_"]), _text,
                   st.sampled_from([b"\r\n", b"\r\n", b"\n", b""])).map(b"".join)
-_server = mixed(_line)
+_start = st.sampled_from([b"", b"220 hi\r\n", b"220 hi\r\n250-mx\r\n250-PIPELINING\r\n"
+                          b"250-SIZE 100000\r\n250-STARTTLS\r\n250-DSN\r\n250-SMTPUTF8\r\n"
+                          b"250 AUTH PLAIN LOGIN CRAM-MD5\r\n", b"220 hi\r\n250 mx\r\n"])
+_server = st.tuples(_start, mixed(_line)).map(b"".join)
 _plan = st.lists(st.sampled_from(["tls", "auth-plain", "auth-login", "auth-cram", "mail",
                                   "mail", "reset", "quit"]), max_size=8)
 _EVENTS = (C.Greeting, C.Hello, C.StartTLSReply, C.AuthReply, C.BodyRequest,

@@ -42,7 +42,11 @@ _line = st.one_of(
     st.integers(500, 13000).map(lambda n: b"X" * n),
 )
 _ending = st.sampled_from([b"\r\n", b"\r\n", b"\n", b"\r", b"\r\r\n", b""])
-_client = mixed(st.tuples(_line, _ending).map(b"".join))
+_ENVELOPE = b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\n"
+_start = st.sampled_from([b"", b"", _ENVELOPE + b"DATA\r\n", _ENVELOPE + b"BDAT 20\r\n",
+                          _ENVELOPE + b"DATA\r\nSubject: x\r\n\r\n.", b"EHLO c\r\nAUTH LOGIN\r\n",
+                          _ENVELOPE + b"BDAT 5\r\n12345BDAT 3 LAST\r\n"])
+_client = st.tuples(_start, mixed(st.tuples(_line, _ending).map(b"".join))).map(b"".join)
 
 _answers = st.lists(st.sampled_from([None, None, None, "temp", "perm", "421"]), max_size=60)
 _REFUSALS = {"temp": Reply(450, "4.7.1", "later"), "perm": Reply(550, "5.7.1", "no"),
