@@ -8,7 +8,8 @@ delivery agent would.
 Properties: the only exception is RemoteProtocolError with a 451 4.5.0 reply, after which
 the engine is CLOSED and inert; every event is one of the documented types carrying Reply
 values; a partial reply held is below MAX_LINE octets and MAX_LINES lines; what the engine
-writes is CRLF-terminated command lines with no bare CR or LF (message text aside).
+writes is CRLF-terminated command lines with no bare CR or LF (message text aside); cut
+at any offset, a session that completes gets the same events and sends the same bytes.
 """
 
 from hypothesis import example, given, strategies as st
@@ -49,7 +50,7 @@ class Agent:
         self.client = C.Client("me.test")
         self.plan = list(plan)
         self.sent = bytearray()
-        self.in_body = False
+        self.events = []
 
     def act(self, event):
         client = self.client
@@ -82,6 +83,7 @@ class Agent:
                 assert len(held.buffer) < C.MAX_LINE and len(held._lines) <= C.MAX_LINES
                 break
             assert isinstance(event, _EVENTS), event
+            self.events.append(event)
             for value in event._fields:
                 field = getattr(event, value)
                 assert field is None or isinstance(field, (Reply, C.Extensions, tuple, str))
@@ -121,3 +123,25 @@ def test_any_server_bytes_end_in_events_or_a_remote_error(data, cuts, plan):
     assert agent.client.state == C.CLOSED
     body_free = bytes(agent.sent).split(b"Subject: x")[0]
     assert commands_are_clean(body_free) or not body_free
+
+
+def session(reads, plan):
+    """Run one session; return (events, what was sent) or None if the server broke it."""
+    agent = Agent(plan)
+    try:
+        for piece in reads + [b""]:
+            agent.feed(piece)
+    except RemoteProtocolError:
+        return None
+    return [repr(e) for e in agent.events], bytes(agent.sent)
+
+
+@fuzz_settings(weight=4)
+@given(_server.filter(lambda d: len(d) <= 400), _plan)
+def test_a_session_cut_at_any_offset_ends_the_same_or_in_a_remote_error(data, plan):
+    whole = session([data], plan)
+    for cut in range(1, len(data)):
+        parts = session([data[:cut], data[cut:]], plan)
+        # bytes behind a 220 to STARTTLS, a 354 or a QUIT reply are refused only when they
+        # arrive in the same read: a cut may turn that error into a session
+        assert parts is None or whole is None or parts == whole, cut
