@@ -19,7 +19,7 @@ import selectors
 import signal
 import socket
 
-from masq.clock import Clock
+from masq.clock import Clock, Monotonic
 
 
 UNKNOWN_STATUS = 0xFF00     # reads as exit 255: a child whose status was lost never "succeeded"
@@ -48,6 +48,8 @@ class Loop:
     """A single-threaded event loop over `selectors`."""
 
     def __init__(self, clock=None, selector=None):
+        if clock is not None and not hasattr(clock, "monotonic"):
+            clock = Monotonic(clock)        # a bare function: the monotonic time only
         self.clock = clock or Clock()
         self.selector = selector or selectors.DefaultSelector()
         self.timers = []
