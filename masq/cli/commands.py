@@ -63,7 +63,8 @@ def flush(cfg, route=None, forced=False):
         print(_summary(summary))
         return exits.OK
     if not reply.get("ok"):
-        raise exits.Failure(reply.get("error", "flush failed"), exits.UNAVAILABLE)
+        raise exits.Failure(reply.get("error", "flush failed"),
+                            exits.NOPERM if reply.get("denied") else exits.UNAVAILABLE)
     print(reply.get("note") or _summary(reply))
     return exits.OK
 
