@@ -67,3 +67,66 @@ def test_a_local_user_cannot_force_a_route_root_set_down(world):
     done = masq("-C", world.conf, "flush", "isp")               # root may force it
     assert done.returncode == 0, done.stderr
     assert len(world.sink.wait(1)) == 1
+
+
+PAGE_CLIENT = r"""
+import http.client, json, re, sys
+port, actions = int(sys.argv[1]), json.loads(sys.argv[2])
+
+def request(method, path, body=None, headers={}):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request(method, path, body=body, headers=dict(headers, Host="127.0.0.1:%d" % port))
+    response = conn.getresponse()
+    return response, response.read()
+
+response, page = request("GET", "/")
+cookie = re.match(r"masq=([0-9a-f]+);", response.getheader("Set-Cookie")).group(1)
+token = re.search(rb'<meta name="csrf" content="([0-9a-f]+)">', page).group(1).decode()
+answers = [response.status]
+for path, form in actions:
+    form["csrf"] = token
+    body = "&".join("%s=%s" % item for item in form.items())
+    response, data = request("POST", path, body, {
+        "Cookie": "masq=" + cookie, "Content-Type": "application/x-www-form-urlencoded"})
+    answers.append([response.status, json.loads(data)])
+print(json.dumps(answers))
+"""
+
+
+def page_actions(user, port, *actions):
+    """Load the page as user, then POST each (path, form); return [GET status, [code, reply]...]."""
+    import json
+    done = user.python(PAGE_CLIENT, str(port), json.dumps(actions))
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_a_local_user_cannot_delete_or_force_through_the_page(world):
+    assert masq("-C", world.conf, "online", "isp", "down").returncode == 0
+    msgid = queue_one(world.conf)
+    answers = page_actions(world.user, world.web, ["/delete", {"id": msgid}],
+                           ["/flush", {"route": "isp"}], ["/flush", {}],
+                           ["/retry", {"id": msgid}])
+    assert answers[0] == 200                                    # viewing stays open
+    (deleted, reply), (forced, _), (flushed, _), (retried, _) = answers[1:]
+    assert deleted == 403 and "permission denied" in reply["error"]
+    assert forced == 403                                        # as `masq flush isp`
+    assert flushed == 200 and retried == 200                   # as `masq flush`
+    assert [m["id"] for m in status(world.conf)["queue"]] == [msgid]
+    assert world.sink.messages == []
+
+
+def test_root_on_the_same_page_may_delete(world):
+    assert masq("-C", world.conf, "online", "isp", "down").returncode == 0
+    msgid = queue_one(world.conf)
+    root = type("Root", (), {"python": staticmethod(_as_root)})
+    answers = page_actions(root, world.web, ["/delete", {"id": msgid}])
+    assert answers[1][0] == 200 and answers[1][1]["removed"] == [msgid]
+    assert status(world.conf)["queue"] == []
+
+
+def _as_root(code, *args):
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, "-c", code] + list(args), capture_output=True,
+                          text=True, timeout=120)
