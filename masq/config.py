@@ -224,7 +224,7 @@ OPTIONS = (
     Option(_M, "status_listen", STR, ""),
     Option(_M, "status_password", STR, secret=True),
     Option(_M, "status_file", PATH, "/var/run/masq/status.json"),
-    Option(_M, "pid_file", PATH, "/var/run/masq/masq.pid"),
+    Option(_M, "pid_file", PATH, "/var/run/masq.pid"),
     Option(_M, "user", STR, ""),
     Option(_M, "trusted_users", LIST, ("root", "mail", "daemon")),
     Option(_M, "queue_interval", INTERVAL, 0.0),

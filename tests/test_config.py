@@ -42,7 +42,7 @@ MAIN_DEFAULTS = {
     "max_message_size": 10 * 1024 * 1024, "max_recipients": 100, "max_connections": 50,
     "max_connections_per_ip": 10, "smtp_timeout": 300.0, "tls_cert": None, "tls_key": None,
     "dns_server": None, "status_listen": "", "status_password": None,
-    "status_file": "/var/run/masq/status.json", "pid_file": "/var/run/masq/masq.pid",
+    "status_file": "/var/run/masq/status.json", "pid_file": "/var/run/masq.pid",
     "user": "", "trusted_users": ["root", "mail", "daemon"], "queue_interval": 0.0,
     "queue_lifetime": 5 * 86400.0, "delay_warning": 4 * 3600.0, "retry_interval": 300.0,
     "retry_max": 4 * 3600.0, "online_check_interval": 300.0, "do_queue": False,
