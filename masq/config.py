@@ -23,6 +23,10 @@ from masq.uci import ConfigError
 __all__ = ["ConfigError", "Config", "Section", "load", "loads", "describe", "OPTIONS"]
 
 
+class Invalid(ValueError):
+    """A value's own reason for refusal, shown instead of the value in the error."""
+
+
 class Kind:
     """How an option's text becomes a value: `convert(text)` returns it or raises ValueError."""
 
@@ -134,9 +138,95 @@ def _listen(text):
     if not sep or scheme not in LISTEN_SCHEMES:
         raise ValueError(text)
     rest, _, query = rest.partition("?")
-    if query not in ("", "auth=plain"):
+    if query not in ("", "auth=plain") or (rest.count(":") > 1 and rest[:1] != "["):
         raise ValueError(text)
-    _host_port(rest, low_port=0)
+    parse_ip_port(rest, default_port=25, low_port=0)     # an address to bind: no names
+    return text
+
+
+def parse_ip_port(text, default_port=None, low_port=1):
+    """Return (ip, port) from IP[:PORT] or [IPv6][:PORT]; `localhost` is 127.0.0.1.
+
+    The port may be left out only when default_port is given; raise ValueError."""
+    import ipaddress                       # lazily: sendmail starts fast
+    text = text.strip()
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ValueError(text)
+        port = rest[1:] if rest else None
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    else:
+        host, port = text, None
+    if port is None and default_port is None:
+        raise ValueError(text)
+    port = default_port if port is None else port
+    if not (str(port).isascii() and str(port).isdigit() and low_port <= int(port) < 65536):
+        raise ValueError(text)
+    host = "127.0.0.1" if host == "localhost" else host
+    return str(ipaddress.ip_address(host)), int(port)
+
+
+def _ip_port_kind(expected, default_port=None):
+    def convert(text):
+        parse_ip_port(text, default_port)
+        return text
+    return Kind("str", expected, convert)
+
+
+def _hostname_text(text):
+    """Check a host name as SMTP needs it (RFC 5321 Domain): LDH labels, at most 253."""
+    if len(text) > 253 or not all(_LABEL.fullmatch(label) for label in text.split(".")):
+        raise ValueError(text)
+    return text
+
+
+_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+PLACEHOLDERS = "udsr%"       # what a command or mailbox path may hold: %u %d %s %r %%
+
+
+def _template(text):
+    """Check the placeholders of a command or path template; raise ValueError."""
+    for match in re.finditer("%(.?)", text):
+        if match.group(1) == "" or match.group(1) not in PLACEHOLDERS:
+            raise Invalid("%s: unknown placeholder %%%s (use %%u, %%d, %%s, %%r or %%%%)"
+                             % (_show(text), match.group(1)))
+
+
+def _command(text):
+    """Check a command template as delivery splits it (shlex, no shell); raise ValueError."""
+    import shlex                           # lazily: only for a command
+    try:
+        words = shlex.split(text)
+    except ValueError as exc:              # "No closing quotation", "No escaped character"
+        raise Invalid("%s: %s" % (_show(text), str(exc).lower())) from None
+    if not words:
+        raise Invalid("%s: no command" % _show(text))
+    _template(text)
+    return text
+
+
+def _mailbox(text):
+    method, sep, rest = text.partition(":")
+    rest = rest.strip()
+    if not sep or method not in ("maildir", "mbox", "mda") or not rest:
+        raise ValueError(text)
+    if method == "mda":
+        _command(rest)
+    elif not rest.startswith("/"):
+        raise Invalid("%s: the path must be absolute (start with /)" % _show(text))
+    else:
+        _template(rest)
+    return text
+
+
+def _online(text):
+    if text != "always" and not any(text.startswith(p) and text != p for p in
+                                    ("file:", "pipe:", "iface:", "ubus:", "modem:")):
+        raise ValueError(text)
+    if text.startswith("pipe:"):
+        _command(text[len("pipe:"):])
     return text
 
 
@@ -157,14 +247,18 @@ INTERVAL = Kind("interval", "an interval (seconds, or a number with s, m, h, d o
                 _interval, _render_interval)
 LIST = Kind("list", "a string", _text, is_list=True)
 NETWORKS = Kind("list", "an IP network such as 192.168.1.0/24", _network, is_list=True)
-LISTEN = Kind("list", "a listener such as smtp://127.0.0.1:25 (scheme %s)"
+LISTEN = Kind("list", "a listener such as smtp://127.0.0.1:25 (scheme %s; an IP address, "
+              "IPv6 in brackets)"
               % ", ".join(LISTEN_SCHEMES), _listen, is_list=True)
 HOST_PORT = Kind("str", "host or host:port (an IPv6 address in brackets)", _host_port)
-MAILBOX = _prefixed_kind("maildir:PATH, mbox:PATH or mda:COMMAND", (),
-                         ("maildir:", "mbox:", "mda:"))
-ONLINE = _prefixed_kind("always, file:PATH, pipe:COMMAND, iface:NAME, ubus:IFACE or "
-                        "modem:DEVICE", ("always",),
-                        ("file:", "pipe:", "iface:", "ubus:", "modem:"))
+MAILBOX = Kind("str", "maildir:/PATH, mbox:/PATH or mda:COMMAND", _mailbox)
+ONLINE = Kind("str", "always, file:PATH, pipe:COMMAND, iface:NAME, ubus:IFACE or "
+              "modem:DEVICE", _online)
+COMMAND = Kind("str", "a command (split as the shell would, run without one)", _command)
+HOSTNAME = Kind("str", "a host name: letters, digits, hyphens and dots, at most 253",
+                _hostname_text)
+SERVER = _ip_port_kind("an IP address, optionally with :PORT (IPv6 in brackets)", 53)
+STATUS_LISTEN = _ip_port_kind("IP:PORT (e.g. 127.0.0.1:8025 or [::1]:8025)")
 TLS = _enum_kind("none", "opportunistic", "starttls", "tls")
 LOG = _enum_kind("syslog", "stderr")
 LOG_LEVEL = _enum_kind("error", "warning", "info", "debug")
@@ -204,7 +298,7 @@ class Option:
 # the order `describe` prints. docs/CONFIG.md has one line per row.
 _M, _U, _R = "masq", "user", "route"
 OPTIONS = (
-    Option(_M, "hostname", STR, _hostname),
+    Option(_M, "hostname", HOSTNAME, _hostname),
     Option(_M, "spool_dir", PATH, "/var/spool/masq"),
     Option(_M, "volatile_spool", BOOL, False),
     Option(_M, "listen", LISTEN, ("smtp://127.0.0.1:25",)),
@@ -220,8 +314,8 @@ OPTIONS = (
     Option(_M, "smtp_timeout", INTERVAL, 300.0),
     Option(_M, "tls_cert", PATH),
     Option(_M, "tls_key", PATH),
-    Option(_M, "dns_server", HOST_PORT),
-    Option(_M, "status_listen", STR, ""),
+    Option(_M, "dns_server", SERVER),
+    Option(_M, "status_listen", STATUS_LISTEN, ""),
     Option(_M, "status_password", STR, secret=True),
     Option(_M, "status_file", PATH, "/var/run/masq/status.json"),
     Option(_M, "pid_file", PATH, "/var/run/masq.pid"),
@@ -250,7 +344,7 @@ OPTIONS = (
     Option(_R, "tls_ca", PATH),
     Option(_R, "auth_user", STR),
     Option(_R, "auth_pass", STR, secret=True),
-    Option(_R, "helo", STR),
+    Option(_R, "helo", HOSTNAME),
     Option(_R, "allowed_sender", LIST, ()),
     Option(_R, "denied_sender", LIST, ()),
     Option(_R, "allowed_recipient", LIST, ()),
@@ -262,8 +356,8 @@ OPTIONS = (
     Option(_R, "map_from", LIST, ()),
     Option(_R, "last_route", BOOL, False),
     Option(_R, "connect_error_fail", BOOL, False),
-    Option(_R, "pipe", STR),
-    Option(_R, "wrapper", STR),
+    Option(_R, "pipe", COMMAND),
+    Option(_R, "wrapper", COMMAND),
     Option(_R, "timeout", INTERVAL, 300.0),
 )
 
@@ -357,7 +451,31 @@ def loads(text, path="<string>"):
         _ADD[raw.type](config, _section(raw, rows, path))
     if config.main is None:
         config.main = _section(uci.RawSection("masq", "main", 0), SCHEMA["masq"], path)
+    _check_together(config)
     return config
+
+
+def _check_together(config):
+    """Refuse what each option allows alone but the daemon refuses in combination."""
+    main = config.main
+    try:
+        _hostname_text(main.hostname)
+    except ValueError:
+        raise config.error(main, "hostname", "the %s %s cannot be used in SMTP: set option "
+                           "hostname (letters, digits, hyphens and dots, at most 253)"
+                           % ("option hostname" if main.is_set("hostname")
+                              else "system host name", _show(main.hostname))) from None
+    if main.status_listen and not main.status_password:
+        import ipaddress
+        if not ipaddress.ip_address(parse_ip_port(main.status_listen)[0]).is_loopback:
+            raise config.error(main, "status_listen", "status_listen %s is not a loopback "
+                               "address: set status_password (the page would be open to "
+                               "the network)" % main.status_listen)
+    if not main.tls_cert:
+        for url in main.listen:
+            if url.startswith("smtps://"):
+                raise config.error(main, "listen", "listen %s needs option tls_cert and "
+                                   "tls_key" % url)
 
 
 def _add_main(config, section):
@@ -410,9 +528,10 @@ def _value(row, option, raw, path):
     for item, line in zip(items, lines):
         try:
             values.append(row.kind.convert(item))
-        except ValueError:
+        except ValueError as exc:
+            detail = str(exc) if isinstance(exc, Invalid) else ""
             raise ConfigError(path, line, "option %s: expected %s, got %s"
-                              % (where, row.kind.expected, _show(item))) from None
+                              % (where, row.kind.expected, detail or _show(item))) from None
     return values if row.kind.is_list else values[0]
 
 

@@ -32,7 +32,7 @@ class Daemon:
     def __init__(self, config_path, interval=None):
         self.config_path = config_path
         self.interval = interval
-        self.cfg = common.load_config(config_path)
+        self.cfg = common.load_config(config_path, host=True)
         main = self.cfg.main
         self.log = Logger(main.log, main.log_level)
         self.loop = Loop()
@@ -99,7 +99,7 @@ class Daemon:
     def reload(self):
         """Re-read the configuration; keep the old one if the new one is bad."""
         try:
-            cfg = common.load_config(self.config_path)
+            cfg = common.load_config(self.config_path, host=True)
         except exits.Failure as exc:
             self.log.error("configuration not reloaded, keeping the old one: %s", exc)
             return

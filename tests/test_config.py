@@ -163,9 +163,10 @@ def test_interval(text, value):
     ("queue_lifetime", "5 days", "an interval (seconds, or a number with s, m, h, d or w)"),
     ("log", "file", "one of syslog, stderr"),
     ("log_level", "INFO", "one of error, warning, info, debug"),
-    ("mailbox", "/var/mail/%u", "maildir:PATH, mbox:PATH or mda:COMMAND"),
-    ("mailbox", "mbox:", "maildir:PATH, mbox:PATH or mda:COMMAND"),
-    ("dns_server", "127.0.0.1:99999", "host or host:port (an IPv6 address in brackets)"),
+    ("mailbox", "/var/mail/%u", "maildir:/PATH, mbox:/PATH or mda:COMMAND"),
+    ("mailbox", "mbox:", "maildir:/PATH, mbox:/PATH or mda:COMMAND"),
+    ("dns_server", "127.0.0.1:99999", "an IP address, optionally with :PORT (IPv6 in "
+     "brackets)"),
 ])
 def test_wrong_type_names_file_line_option_and_expectation(option, text, expected):
     error = error_of("config masq 'main'\n\n\toption %s '%s'\n" % (option, text))
@@ -213,7 +214,8 @@ def test_relay_net_each_item_checked_at_its_line():
 
 def test_listen_urls():
     main = main_with("list listen smtp://0.0.0.0:25", "list listen submission://[::]:587",
-                     "list listen smtps://192.0.2.1", "list listen qmtp://127.0.0.1:0")
+                     "list listen smtps://192.0.2.1", "list listen qmtp://127.0.0.1:0",
+                     "option tls_cert /etc/masq/cert.pem", "option tls_key /etc/masq/key.pem")
     assert len(main.listen) == 4
     assert "expected a listener" in error_of(
         "config masq\n\tlist listen http://127.0.0.1:80\n").message

@@ -128,10 +128,12 @@ def _passwd(path, rest):
 def _check_config(path, rest):
     _no_args("check-config", rest)
     from masq import config
-    cfg = common.load_config(path)
+    cfg = common.load_config(path, host=True)
     for warning in getattr(cfg, "warnings", ()):
         sys.stderr.write("masq: warning: %s\n" % warning)
+    sys.stdout.write("# masq: the settings read from %s, defaults included\n" % cfg.path)
     sys.stdout.write(config.describe(cfg))
+    sys.stdout.write("# ok: %s is valid\n" % cfg.path)
     return exits.OK
 
 

@@ -44,18 +44,12 @@ _NONCE = re.compile(r"[0-9a-f]{32}\Z")
 
 def parse_listen(text):
     """Return (ip, port) for a status_listen value `HOST:PORT` or `[V6]:PORT`."""
-    host, sep, port = text.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    host = "127.0.0.1" if host == "localhost" else host
+    from masq.config import parse_ip_port   # the configuration checked it with this
     try:
-        ip = str(ipaddress.ip_address(host))
-        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(port)
+        return parse_ip_port(text)
     except ValueError:
         raise exits.Failure("status_listen %r: use IP:PORT (e.g. 127.0.0.1:8025 or "
                             "[::1]:8025)" % text, exits.CONFIG) from None
-    return ip, int(port)
 
 
 class Guard:
