@@ -230,6 +230,16 @@ def _online(text):
     return text
 
 
+def fingerprint(text):
+    """Return a certificate fingerprint `sha256:HEX` (colons optional) as 64 lower-case hex."""
+    method, sep, digits = text.partition(":")
+    digits = digits.replace(":", "").lower()
+    if method.lower() != "sha256" or not sep or len(digits) != 64 or \
+            digits.strip("0123456789abcdef"):
+        raise ValueError(text)
+    return digits
+
+
 def _network(text):
     import ipaddress                       # lazily: sendmail starts fast
     ipaddress.ip_network(text, strict=False)
@@ -247,6 +257,9 @@ INTERVAL = Kind("interval", "an interval (seconds, or a number with s, m, h, d o
                 _interval, _render_interval)
 LIST = Kind("list", "a string", _text, is_list=True)
 NETWORKS = Kind("list", "an IP network such as 192.168.1.0/24", _network, is_list=True)
+FINGERPRINTS = Kind("list", "sha256:FINGERPRINT (64 hex digits, colons allowed), as "
+                   "`openssl x509 -noout -fingerprint -sha256` prints it",
+                   lambda text: (fingerprint(text), text)[1], is_list=True)
 LISTEN = Kind("list", "a listener such as smtp://127.0.0.1:25 (scheme %s; an IP address, "
               "IPv6 in brackets)"
               % ", ".join(LISTEN_SCHEMES), _listen, is_list=True)
@@ -314,6 +327,8 @@ OPTIONS = (
     Option(_M, "smtp_timeout", INTERVAL, 300.0),
     Option(_M, "tls_cert", PATH),
     Option(_M, "tls_key", PATH),
+    Option(_M, "tls_client_ca", PATH),
+    Option(_M, "relay_cert", FINGERPRINTS, ()),
     Option(_M, "dns_server", SERVER),
     Option(_M, "status_listen", STATUS_LISTEN, ""),
     Option(_M, "status_password", STR, secret=True),
@@ -471,6 +486,9 @@ def _check_together(config):
             raise config.error(main, "status_listen", "status_listen %s is not a loopback "
                                "address: set status_password (the page would be open to "
                                "the network)" % main.status_listen)
+    if main.relay_cert and not (main.tls_cert and main.tls_client_ca):
+        raise config.error(main, "relay_cert", "relay_cert needs tls_cert (TLS for clients) "
+                           "and tls_client_ca (what their certificates are checked against)")
     if not main.tls_cert:
         for url in main.listen:
             if url.startswith("smtps://"):

@@ -2,8 +2,8 @@
 
 masq.config checks each value's form, and every command runs that. This checks what only
 the host can answer, so that what `masq check-config` passes, the daemon runs: the `user`
-account exists, `tls_cert` and `tls_key` load as a pair, each route's `tls_ca` can be
-read, and the spool is not on RAM unless `volatile_spool` says so. Run by check-config, by
+account exists, `tls_cert` and `tls_key` load as a pair, `tls_client_ca` loads, each
+route's `tls_ca` can be read, and the spool is not on RAM unless `volatile_spool` says so. Run by check-config, by
 the daemon at start and on SIGHUP (a failing reload keeps the old configuration). Not by
 `sendmail`: it needs none of these (a missing certificate must not stop mail being
 queued), and an unprivileged user could not read the key anyway.
@@ -28,6 +28,8 @@ def check(cfg):
                             % main.user) from None
     if main.tls_cert:
         _check_pair(cfg, main)
+    if main.tls_client_ca:
+        _check_client_ca(cfg, main)
     for route in cfg.routes:
         if route.tls_ca and not os.access(route.tls_ca, os.R_OK):
             raise cfg.error(route, "tls_ca", "option tls_ca in route '%s': cannot read %s"
@@ -47,6 +49,17 @@ def _check_pair(cfg, main):
         raise cfg.error(main, "tls_cert", "option tls_cert/tls_key: %s and %s do not load "
                         "as a certificate and its key (%s)"
                         % (main.tls_cert, main.tls_key, exc.reason or exc)) from None
+
+
+def _check_client_ca(cfg, main):
+    import ssl
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_verify_locations(main.tls_client_ca)
+    except (OSError, ssl.SSLError) as exc:
+        raise cfg.error(main, "tls_client_ca", "option tls_client_ca: cannot load %s: %s"
+                        % (main.tls_client_ca, getattr(exc, "strerror", None)
+                           or getattr(exc, "reason", None) or exc)) from None
 
 
 def _check_spool(cfg, main):
