@@ -56,6 +56,13 @@ def _text(text):
     return text
 
 
+def _absolute(text):
+    """Check a path: absolute, so the daemon (cwd /) and a command agree on what it names."""
+    if not text.startswith("/") or "\0" in text:
+        raise ValueError(text)
+    return text
+
+
 def _bool(text):
     if text not in BOOLS:
         raise ValueError(text)
@@ -247,7 +254,7 @@ def _network(text):
 
 
 STR = Kind("str", "a string", _text)
-PATH = Kind("path", "a path", _text)
+PATH = Kind("path", "an absolute path (one that starts with /)", _absolute)
 BOOL = Kind("bool", "a boolean (1/0, yes/no, on/off, true/false, enabled/disabled)",
             _bool, lambda value: "1" if value else "0")
 COUNT = _int_kind(1)

@@ -47,6 +47,7 @@ BAD = [   # (id, text added to the main section, routes, kind, words the error n
      "config route 'ssh'\n\toption wrapper '/usr/bin/ssh %%q'\n", FORM, "%q"),
     ("online-pipe-unterminated", "",
      "config route 'isp'\n\toption online 'pipe:/bin/check \"x'\n", FORM, "online"),
+    ("alias-file-relative", "\toption alias_file 'etc/aliases'\n", "", FORM, "alias_file"),
     ("dns-server-name", "\toption dns_server 'dns.example:53'\n", "", FORM, "dns_server"),
     ("user-mailbox-relative", "", "config user 'alice'\n\toption mailbox 'mbox:mail/%%u'\n",
      FORM, "mailbox"),
