@@ -8,6 +8,7 @@ smarthost of the route the page flushes.
 import base64
 import http.client
 import json
+import os
 import re
 import signal
 import socket
@@ -420,12 +421,17 @@ def test_reload_moves_the_page_and_keeps_it_when_the_new_one_is_unsafe(tmp_path)
 def _log_line(daemon, words, timeout=15.0):
     """Read the daemon's output until a line holds words; return that line."""
     import select
+    fd, seen = daemon.proc.stdout.fileno(), b""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if select.select([daemon.proc.stdout], [], [], deadline - time.time())[0]:
-            line = daemon.proc.stdout.readline().decode("utf-8", "replace")
-            if words in line or not line:
+        for line in seen.decode("utf-8", "replace").splitlines():
+            if words in line:
                 return line
+        if select.select([fd], [], [], max(0.0, deadline - time.time()))[0]:
+            part = os.read(fd, 65536)
+            if not part:
+                break
+            seen += part
     return ""
 
 
