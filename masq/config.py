@@ -280,8 +280,17 @@ HOSTNAME = Kind("str", "a host name: letters, digits, hyphens and dots, at most 
 SERVER = _ip_port_kind("an IP address, optionally with :PORT (IPv6 in brackets)", 53)
 STATUS_LISTEN = _ip_port_kind("IP:PORT (e.g. 127.0.0.1:8025 or [::1]:8025)")
 TLS = _enum_kind("none", "opportunistic", "starttls", "tls")
-LOG = _enum_kind("syslog", "stderr")
+
+
+def _log_target(text):
+    if text in ("syslog", "stderr") or text.startswith("/"):
+        return text
+    raise ValueError(text)
+
+
+LOG = Kind("str", "syslog, stderr or an absolute file path", _log_target)
 LOG_LEVEL = _enum_kind("error", "warning", "info", "debug")
+BARE_LINE_ENDS = _enum_kind("normalise", "refuse")
 
 
 def _hostname(values):
@@ -332,11 +341,14 @@ OPTIONS = (
     Option(_M, "max_connections", COUNT, 50),
     Option(_M, "max_connections_per_ip", COUNT, 10),
     Option(_M, "smtp_timeout", INTERVAL, 300.0),
+    Option(_M, "smtp_min_data_rate", COUNT, 500),
+    Option(_M, "bare_line_ends", BARE_LINE_ENDS, "normalise"),
     Option(_M, "tls_cert", PATH),
     Option(_M, "tls_key", PATH),
     Option(_M, "tls_client_ca", PATH),
     Option(_M, "relay_cert", FINGERPRINTS, ()),
     Option(_M, "dns_server", SERVER),
+    Option(_M, "hosts_file", PATH, "/etc/hosts"),
     Option(_M, "status_listen", STATUS_LISTEN, ""),
     Option(_M, "status_password", STR, secret=True),
     Option(_M, "status_file", PATH, "/var/run/masq/status.json"),

@@ -9,12 +9,14 @@ message). The status page asks the same questions (`trusted`, `may_remove`, `may
 
 import os
 
+from masq import maillog
 from masq.cli import common
 
 
 def handle(daemon, req, uid, answer):
     """Carry out one control request and answer it."""
-    handler = _HANDLERS.get(req.get("cmd"))
+    cmd = req.get("cmd")
+    handler = _HANDLERS.get(cmd) if isinstance(cmd, str) else None
     if handler is None:
         answer({"ok": False, "error": "unknown command %r" % (req.get("cmd"),)})
         return
@@ -70,6 +72,8 @@ def remove_messages(daemon, ids, who, may_remove, answer):
     The answer is {"ok", "removed": [ids], "errors": [texts]}; `who` goes into the log record.
     Used by `masq rm` (control socket) and the status page."""
     removed, errors = daemon.queue.remove_each(ids, may_remove, who)
+    for msgid in removed:
+        maillog.removed(daemon.log, msgid, "by %s" % who)
     if removed:
         daemon.queue.want_sync(lambda error: answer({"ok": error is None, "removed": removed,
                                                "errors": errors + _sync_error(error)}))

@@ -107,6 +107,7 @@ class Daemon:
             self.log.warning("spool_dir changed: takes effect after a restart")
         self.cfg = cfg
         self.log.threshold = Logger(cfg.main.log, cfg.main.log_level).threshold
+        self.log.retarget(cfg.main.log)
         old = {r.name: r for r in self.online.routes}
         listeners = self.online.listeners
         self.online = OnlineState(cfg.routes, time.time())
@@ -152,7 +153,8 @@ class Daemon:
     def status(self):
         """Return the status document."""
         return model.document(self.cfg.main.hostname, self.started, self.online.to_json(),
-                              self.queue.listed(), self.counters, self.log.recent)
+                              self.queue.listed(), self.counters, self.log.recent,
+                              deliveries=self.log.deliveries)
 
     # control requests
 
@@ -202,6 +204,11 @@ class Daemon:
             files.make_dir_for(directory, account.pw_uid, account.pw_gid)
         except OSError as exc:
             self.log.warning("status file: %s", exc)
+        if self.cfg.main.log.startswith("/"):     # reopened after SIGHUP (rotation)
+            try:
+                files.give_file(self.cfg.main.log, account.pw_uid, account.pw_gid)
+            except OSError as exc:
+                self.log.warning("log file: %s", exc)
         os.setgroups([])
         os.setgid(account.pw_gid)
         os.setuid(account.pw_uid)

@@ -7,7 +7,9 @@ Owns three rules, for every file masq writes by a name the configuration gives:
 - a file written as root goes only into a directory that root (or the process's own
   user) owns and nobody else may write (`unsafe_dir` says why not);
 - a directory is given away (to the `option user` account) only if masq has just made it
-  itself; one that exists, which the administrator named, is never chowned.
+  itself; one that exists, which the administrator named, is never chowned. A file the
+  daemon's user must reopen (the log) is given away only through an fd opened without
+  following a symlink, and only if it has no other name (a hard link to someone's file).
 
 Fails with OSError (the caller decides whether that is a warning or an error); never
 follows a symlink in the last component.
@@ -79,3 +81,16 @@ def make_dir_for(directory, uid, gid, mode=0o755):
     finally:
         os.close(fd)
     return True
+
+
+def give_file(path, uid, gid):
+    """Give the file at path (created if missing) to uid:gid; never a symlink or hard link."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NOCTTY,
+                 0o640)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+            raise OSError("%s: not a regular file with one name; left as it is" % path)
+        os.fchown(fd, uid, gid)
+    finally:
+        os.close(fd)

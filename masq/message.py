@@ -30,6 +30,8 @@ import re
 import time
 
 _BARE_CR = re.compile(rb"\r+\n")
+_BARE_LF = re.compile(rb"(?<!\r)\n")
+_BARE_CR_ONLY = re.compile(rb"\r(?=[^\n])")
 _NAME = re.compile(rb"[\x21-\x39\x3b-\x7e]+")
 _HEADER = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:")
 _NAME_STR = re.compile(r"[\x21-\x39\x3b-\x7e]+")
@@ -57,11 +59,15 @@ class InputNormalizer:
     """Turn submitted bytes into CRLF lines, stopping at a lone `.` unless dot_ends is False.
 
     `ended` becomes True only when a lone `.` stopped the input (not at end of input).
+    `bare_cr` / `bare_lf` become True once the input held a CR not followed by LF / an LF
+    not preceded by CR (so `\\r\\r\\n` counts as a bare CR), for callers that refuse them.
     """
 
     def __init__(self, dot_ends=True):
         self.dot_ends = dot_ends
         self.ended = False
+        self.bare_cr = self.bare_lf = False
+        self._cr_last = False  # the last piece ended in CR: its fate is in the next one
         self._crs = 0        # CRs seen at the end of the last piece, not yet resolved
         self._bol = True     # the output so far ends at a line boundary
         self._dot = False    # a "." at the start of a line is held back
@@ -72,6 +78,7 @@ class InputNormalizer:
         if self.ended or self._closed or not data:
             return b""
         data = bytes(data)
+        self._watch(data)
         head = b""
         if self._dot:
             if data[:1] in (b"\r", b"\n"):
@@ -93,6 +100,8 @@ class InputNormalizer:
         if self.ended or self._closed:
             return b""
         self._closed = True
+        if self._cr_last:
+            self.bare_cr = True
         if self._dot:
             return self._end(b"")
         out = b"\r\n" * self._crs
@@ -100,6 +109,15 @@ class InputNormalizer:
             out = b"\r\n"
         self._crs, self._bol = 0, True
         return out
+
+    def _watch(self, data):
+        """Note bare CRs and LFs in data (a CR at its end is decided by the next piece)."""
+        if not (self.bare_cr and self.bare_lf) and (
+                self._cr_last or b"\r" in data or b"\n" in data):
+            text = b"\r" + data if self._cr_last else data
+            self.bare_lf = self.bare_lf or _BARE_LF.search(text) is not None
+            self.bare_cr = self.bare_cr or _BARE_CR_ONLY.search(text) is not None
+        self._cr_last = data.endswith(b"\r")
 
     def _emit(self, text):
         """Normalise LF-or-CR text (no trailing CR) to CRLF and apply the lone-dot rule."""

@@ -477,8 +477,6 @@ def _delete(ctx):
                                        % msg.id)
 
     def removed(reply):
-        if reply["removed"]:
-            ctx.web.log.info("%s: removed by %s", msg.id, who)
         status = 200 if reply["ok"] else 500 if reply["removed"] else 404
         ctx.answer(json_response(status, reply))
     control_commands.remove_messages(ctx.daemon, [msg.id], who, may, removed)
