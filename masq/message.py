@@ -78,6 +78,10 @@ class InputNormalizer:
         if self.ended or self._closed or not data:
             return b""
         data = bytes(data)
+        if not (self.dot_ends or self._crs) and \
+                data.count(b"\r") == data.count(b"\n") == data.count(b"\r\n"):
+            self._bol, self._cr_last = data.endswith(b"\n"), False   # CRLF only: as is
+            return data
         self._watch(data)
         head = b""
         if self._dot:
