@@ -439,7 +439,7 @@ def _from_clause(from_host, from_rdns, from_ip):
 
 def received_line(*, by_host, id, protocol="ESMTP", from_host=None, from_rdns=None,
                   from_ip=None, from_uid=None, for_rcpt=None, tls=None, auth=None,
-                  timestamp=None):
+                  cert=None, timestamp=None):
     """Return the value of a Received: field (one line; prepend() folds it)."""
     parts = []
     if from_host or from_ip:
@@ -448,6 +448,8 @@ def received_line(*, by_host, id, protocol="ESMTP", from_host=None, from_rdns=No
         parts.append("(using %s with cipher %s)" % (_token(tls[0]), _token(tls[1])))
     if auth:
         parts.append("(authenticated user %s)" % _token(auth))
+    if cert:
+        parts.append("(client certificate sha256:%s)" % _token(cert))
     comment = "masq" if from_uid is None else "masq, from userid %d" % int(from_uid)
     parts.append("by %s (%s)" % (_token(by_host, 255), comment))
     if protocol == "ESMTP":

@@ -27,6 +27,7 @@ import bisect
 import os
 import re
 
+MAX_FILE = 1 << 20                         # a configuration is a few KiB; refuse more
 SPACE = " \t\n\r\v\f"                     # C isspace() in the C locale
 _PLAIN = re.compile(r"[^'\"#;\\ \t\n\r\v\f]+")   # the only regex: imports stay cheap
 KEYWORDS = {"package": "package", "p": "package", "config": "config", "c": "config",
@@ -381,9 +382,12 @@ def read_file(path):
     """Return the text of a configuration file; raise ConfigError(path, 0, reason)."""
     try:
         with open(path, "rb") as f:
-            data = f.read()
+            data = f.read(MAX_FILE + 1)
     except OSError as e:
         raise ConfigError(path, 0, "cannot read: %s" % (e.strerror or e)) from None
+    if len(data) > MAX_FILE:                # /dev/zero, a log file named by mistake
+        raise ConfigError(path, 0, "larger than %d KiB: not a configuration file"
+                          % (MAX_FILE >> 10))
     return data.decode("utf-8", "surrogateescape")
 
 
