@@ -3,7 +3,8 @@
 Owns the listen URLs (`smtp://HOST:PORT`, `submission://…` where every transaction needs
 AUTH, `smtps://…` with TLS from the first byte; `?auth=plain` lets AUTH be offered without
 TLS on that listener), the TLS server context (`tls_cert`, `tls_key`), the limits that are
-not one session's business (connections in all and per client address, the client
+not one session's business (connections in all and per client address, an IPv6 client
+counted by its /64, the client
 timeout that shrinks under load, for sessions already running too, free space), and the
 settings sessions read.
 
@@ -133,18 +134,18 @@ class Listener:
 
     def _admit(self, conn, ip):
         counts = self.shared.setdefault("per_ip", {})
-        total = sum(counts.values())
+        total, key = sum(counts.values()), net.client_key(ip)
         refusal = None
         if total >= self.settings.max_connections:
             refusal = "too many connections"
-        elif counts.get(ip, 0) >= self.settings.max_per_ip:
-            refusal = "too many connections from %s" % ip
+        elif counts.get(key, 0) >= self.settings.max_per_ip:
+            refusal = "too many connections from %s" % key
         if refusal:
             _refuse(conn, Reply(421, "4.7.0", "%s Error: %s" % (self.settings.hostname,
                                                                  refusal)))
             self.log.warning("refused %s: %s", ip, refusal)
             return
-        counts[ip] = counts.get(ip, 0) + 1
+        counts[key] = counts.get(key, 0) + 1
         if not self._busy(total) and self._busy(total + 1):    # every timeout shrinks now
             for listener in self.shared["listeners"]:
                 for session in listener.sessions:
@@ -230,11 +231,11 @@ class Listener:
         """Forget a finished session."""
         self.sessions.discard(session)
         counts = self.shared.get("per_ip", {})
-        ip = session.peer.ip
-        if counts.get(ip, 0) <= 1:
-            counts.pop(ip, None)
+        key = net.client_key(session.peer.ip)
+        if counts.get(key, 0) <= 1:
+            counts.pop(key, None)
         else:
-            counts[ip] -= 1
+            counts[key] -= 1
 
 
 def _refuse(conn, reply):
