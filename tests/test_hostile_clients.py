@@ -321,6 +321,18 @@ def trickle(sock, stop):
         pass
 
 
+def keep_alive(sock, stop):
+    """Send NOOP every second and read its reply until stop is set or the server closes."""
+    try:
+        read_reply(sock)
+        while not stop.wait(1.0):
+            sock.sendall(b"NOOP\r\n")
+            if not read_reply(sock):
+                return
+    except OSError:
+        pass
+
+
 def test_data_trickled_one_byte_at_a_time_is_dropped_at_its_deadline(tmp_path):
     port, daemon = start(tmp_path, (
         "\toption smtp_timeout '2s'\n\toption smtp_min_data_rate '100'\n"
@@ -375,11 +387,13 @@ def test_sessions_already_trickling_get_the_short_timeout_once_the_server_is_bus
             threads.append(threading.Thread(target=trickle, args=(sock, stop)))
             threads[-1].start()
             socks.append(sock)
-        idle = [connect(port, source="127.0.0.3") for _ in range(3)]   # 5 of 5: busy
+        busy = [connect(port, source="127.0.0.3") for _ in range(3)]   # 5 of 5: busy
+        for sock in busy:                       # clients that make progress stay
+            threads.append(threading.Thread(target=keep_alive, args=(sock, stop)))
+            threads[-1].start()
         for sock in socks:
             assert b"421 4.4.2" in read_all(sock)
-        for sock in idle:
-            sock.close()
+        socks += busy
     finally:
         stop.set()
         for thread in threads:
