@@ -15,8 +15,6 @@ or option, wrong type or unnamed route raises ConfigError(path, line, message) n
 option, what was expected and, for a typo, the nearest known name. The first error wins.
 """
 
-import re
-
 from masq import uci
 from masq.uci import ConfigError
 
@@ -40,11 +38,8 @@ BOOLS = {"1": True, "yes": True, "on": True, "true": True, "enabled": True,
          "0": False, "no": False, "off": False, "false": False, "disabled": False}
 SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 TIME_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-# Patterns stay strings: re compiles (and caches) one only when a value needs it.
-_SIZE = r"([0-9]+)([kKmMgG]?)"
-_INTERVAL = r"([0-9]+(?:\.[0-9]+)?)([smhdw]?)"
-_HOST_PORT = (r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)"
-              r"(?::([0-9]{1,5}))?")
+# Values are checked with string methods, not re: `sendmail` reads the file on every run.
+_LITERAL_CHARS = frozenset("0123456789ABCDEFabcdef:.")
 LISTEN_SCHEMES = ("smtp", "submission", "smtps", "qmtp")
 
 
@@ -77,11 +72,16 @@ def _int_kind(low=None, high=None):
     return Kind("int", expected, convert)
 
 
+def _digits(text):
+    return text.isascii() and text.isdigit()
+
+
 def _size(text):
-    match = re.fullmatch(_SIZE, text)
-    if not match:
+    """Return the bytes `10M`, `64k` or `1000` stand for."""
+    number, unit = (text[:-1], text[-1]) if text[-1:] in tuple("kKmMgG") else (text, "")
+    if not _digits(number):
         raise ValueError(text)
-    return int(match.group(1)) * SIZE_UNITS[match.group(2).lower()]
+    return int(number) * SIZE_UNITS[unit.lower()]
 
 
 def _render_size(value):
@@ -92,10 +92,12 @@ def _render_size(value):
 
 
 def _interval(text):
-    match = re.fullmatch(_INTERVAL, text)
-    if not match:
+    """Return the seconds `30m`, `1.5h` or `90` stand for."""
+    number, unit = (text[:-1], text[-1]) if text[-1:] in tuple("smhdw") else (text, "")
+    whole, dot, fraction = number.partition(".")
+    if not _digits(whole) or (dot and not _digits(fraction)):
         raise ValueError(text)
-    return float(match.group(1)) * TIME_UNITS[match.group(2)]
+    return float(number) * TIME_UNITS[unit]
 
 
 def _render_interval(value):
@@ -123,8 +125,20 @@ def _prefixed_kind(expected, exact, prefixes):
 
 
 def _host_port(text, low_port=1):
-    match = re.fullmatch(_HOST_PORT, text)
-    if not match or (match.group(2) and not low_port <= int(match.group(2)) <= 65535):
+    """Return text if it is `host`, `host:port`, `[literal]` or `[literal]:port`."""
+    if text.startswith("["):
+        close = text.find("]")
+        good = close > 1 and _LITERAL_CHARS.issuperset(text[1:close])
+        rest = text[close + 1:]
+    else:
+        host, colon, port = text.partition(":")
+        rest = colon + port
+        good = (host[:1].isalnum() and host[-1:].isalnum() and host.isascii()
+                and host.replace("-", "a").replace(".", "a").isalnum())
+    port = rest[1:]
+    if rest and not (rest[0] == ":" and _digits(port) and len(port) <= 5):
+        good = False
+    if not good or (port and not low_port <= int(port) <= 65535):
         raise ValueError(text)
     return text
 
