@@ -87,10 +87,14 @@ class Message:
 
 
 class Store:
-    """The index over one log; `apply` feeds it records in log order."""
+    """The index over one log; `apply` feeds it records in log order.
 
-    def __init__(self, log):
+    A store opened only to append (`sendmail`, `-bs`) is not `indexed`: it keeps no index,
+    so appending decodes nothing (and `sendmail` never imports json)."""
+
+    def __init__(self, log, indexed=True):
         self.log = log
+        self.indexed = indexed
         self.messages = {}        # id -> Message, unfinished messages only, in arrival order
         self.kept_bytes = 0       # log bytes of the messages compaction must keep
         self.recent = {}          # id -> Message, the last RECENT messages that finished
@@ -108,6 +112,8 @@ class Store:
 
     def apply(self, item):
         """Update the index from one scanned Record or Damage."""
+        if not self.indexed:
+            return
         if isinstance(item, record.Damage):
             self._damaged(item)
             return
@@ -255,6 +261,6 @@ def open_store(path):
     """Open the log at path and return a Store without reading it (appending only)."""
     log = Log(path)
     log.open()
-    store = Store(log)
+    store = Store(log, indexed=False)
     log.end = log.size()
     return store
