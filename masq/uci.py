@@ -23,7 +23,6 @@ defect raises ConfigError(path, line, message), strict like libuci's default (on
 rejects the file). Nothing is evaluated; values are plain strings.
 """
 
-import bisect
 import os
 
 SPACE = " \t\n\r\v\f"                     # C isspace() in the C locale
@@ -124,11 +123,6 @@ class _Parser:
         self.text = text
         self.path = path
         self.pos = self.end = self.stop = 0    # stop < end after an unquoted '#'
-        self.starts = [0]
-        at = text.find("\n")
-        while at >= 0:
-            self.starts.append(at + 1)
-            at = text.find("\n", at + 1)
         self.sections = []
         self.by_key = {}
         self.section = None
@@ -152,7 +146,7 @@ class _Parser:
         return self.text[self.pos] if self.pos < self.stop else ""
 
     def line_at(self, pos):
-        return bisect.bisect_right(self.starts, pos)
+        return self.text.count("\n", 0, pos) + 1
 
     def error(self, message, pos=None):
         raise ConfigError(self.path, self.line_at(self.pos if pos is None else pos), message)
