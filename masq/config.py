@@ -180,7 +180,15 @@ ONLINE = _prefixed_kind("always, file:PATH, pipe:COMMAND, iface:NAME, ubus:IFACE
                         "modem:DEVICE", ("always",),
                         ("file:", "pipe:", "iface:", "ubus:", "modem:"))
 TLS = _enum_kind("none", "opportunistic", "starttls", "tls")
-LOG = _enum_kind("syslog", "stderr")
+
+
+def _log_target(text):
+    if text in ("syslog", "stderr") or text.startswith("/"):
+        return text
+    raise ValueError(text)
+
+
+LOG = Kind("str", "syslog, stderr or an absolute file path", _log_target)
 LOG_LEVEL = _enum_kind("error", "warning", "info", "debug")
 
 
@@ -235,6 +243,7 @@ OPTIONS = (
     Option(_M, "tls_cert", PATH),
     Option(_M, "tls_key", PATH),
     Option(_M, "dns_server", HOST_PORT),
+    Option(_M, "hosts_file", PATH, "/etc/hosts"),
     Option(_M, "status_listen", STR, ""),
     Option(_M, "status_password", STR, secret=True),
     Option(_M, "status_file", PATH, "/var/run/masq/status.json"),

@@ -7,6 +7,7 @@ the daemon's own user or a trusted user (or, for rm, the user who submitted the 
 
 import os
 
+from masq import maillog
 from masq.cli import common
 
 
@@ -50,6 +51,8 @@ def remove_messages(daemon, ids, who, may_remove, answer):
     The answer is {"ok", "removed": [ids], "errors": [texts]}; `who` goes into the log record.
     Used by `masq rm` (control socket) and the status page."""
     removed, errors = daemon.queue.remove_each(ids, may_remove, who)
+    for msgid in removed:
+        maillog.removed(daemon.log, msgid, "by %s" % who)
     if removed:
         daemon.queue.want_sync(lambda error: answer({"ok": error is None, "removed": removed,
                                                "errors": errors + _sync_error(error)}))

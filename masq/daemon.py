@@ -104,6 +104,7 @@ class Daemon:
             self.log.warning("spool_dir changed: takes effect after a restart")
         self.cfg = cfg
         self.log.threshold = Logger(cfg.main.log, cfg.main.log_level).threshold
+        self.log.retarget(cfg.main.log)
         old = {r.name: r for r in self.online.routes}
         listeners = self.online.listeners
         self.online = OnlineState(cfg.routes, time.time())
@@ -149,7 +150,8 @@ class Daemon:
     def status(self):
         """Return the status document."""
         return model.document(self.cfg.main.hostname, self.started, self.online.to_json(),
-                              self.queue.listed(), self.counters, self.log.recent)
+                              self.queue.listed(), self.counters, self.log.recent,
+                              deliveries=self.log.deliveries)
 
     # control requests
 
@@ -170,6 +172,8 @@ class Daemon:
         paths = [self.queue.dir] + [os.path.join(self.queue.dir, n)
                                     for n in os.listdir(self.queue.dir)]
         paths.append(os.path.dirname(self.cfg.main.status_file))
+        if self.cfg.main.log.startswith("/"):
+            paths.append(self.cfg.main.log)     # reopened after SIGHUP (rotation)
         for path in paths:
             try:
                 os.chown(path, account.pw_uid, account.pw_gid, follow_symlinks=False)

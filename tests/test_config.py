@@ -161,7 +161,7 @@ def test_interval(text, value):
     ("max_message_size", "10MB", "a size (bytes, or a number with k, M or G)"),
     ("max_message_size", "-1", "a size (bytes, or a number with k, M or G)"),
     ("queue_lifetime", "5 days", "an interval (seconds, or a number with s, m, h, d or w)"),
-    ("log", "file", "one of syslog, stderr"),
+    ("log", "file", "syslog, stderr or an absolute file path"),
     ("log_level", "INFO", "one of error, warning, info, debug"),
     ("mailbox", "/var/mail/%u", "maildir:PATH, mbox:PATH or mda:COMMAND"),
     ("mailbox", "mbox:", "maildir:PATH, mbox:PATH or mda:COMMAND"),

@@ -17,6 +17,7 @@ import time
 
 from masq import address, exits, message
 from masq.cli import common
+from masq.proto import smtp_path
 from masq.queue.envelope import Envelope
 from masq.queue.log import LogError
 
@@ -37,6 +38,7 @@ def run(opts):
     try:
         recipients = _receive(cfg, opts, writer, msgid, sender, warning, recipients)
         queue.sync()
+        size = writer.size
     except LogError as exc:
         writer.abort()
         raise exits.Failure("message not queued: %s" % exc, exits.TEMPFAIL) from None
@@ -45,8 +47,18 @@ def run(opts):
         raise
     finally:
         queue.close()
+    _log_received(cfg, msgid, sender, size, len(recipients))
     _poke(cfg, opts, msgid, recipients)
     return exits.OK
+
+
+def _log_received(cfg, msgid, sender, size, nrcpt):
+    """Write the delivery log's line for the queued message (docs/LOG.md)."""
+    from masq import maillog
+    from masq.logger import Logger
+    log = Logger(cfg.main.log, cfg.main.log_level)
+    maillog.received(log, msgid, sender, size, nrcpt, uid=os.getuid())
+    log.close()
 
 
 def envelope_sender(cfg, opts):
@@ -66,6 +78,9 @@ def envelope_sender(cfg, opts):
     except address.AddressError as exc:
         raise exits.Failure("bad sender address %r: %s" % (opts.sender, exc.text),
                             exits.DATAERR) from None
+    if not smtp_path.sendable(sender):
+        raise exits.Failure("bad sender address %r: %s" % (opts.sender, smtp_path.BAD_SENDER
+                                                           .text[0]), exits.DATAERR)
     if common.privileged(cfg) or sender == own:
         return sender, None
     return sender, "%s: %s set sender to %s using -f" % (cfg.main.hostname, user, sender or "<>")
@@ -96,7 +111,11 @@ def _parse_list(value, what, hostname):
             local, domain = address.split(text)
         except address.AddressError as exc:
             raise exits.Failure("%s: %s" % (what, exc.text), exits.DATAERR) from None
-        out.append("%s@%s" % (address.quote_local(local), domain or hostname))
+        text = "%s@%s" % (address.quote_local(local), domain or hostname)
+        if not smtp_path.sendable(text):
+            raise exits.Failure("%s: %s" % (what, smtp_path.BAD_RECIPIENT.text[0]),
+                                exits.DATAERR)
+        out.append(text)
     return out
 
 

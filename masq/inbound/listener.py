@@ -12,7 +12,7 @@ gets `421 4.7.0` and is closed without a session.
 
 import os
 
-from masq import net
+from masq import maillog, net
 from masq.inbound import auth
 from masq.inbound.session import NO_SPACE, Session
 from masq.policy import local, relay
@@ -201,11 +201,13 @@ class Listener:
         """Count transactions that are writing message text (compaction waits for 0)."""
         self.daemon.active_writers += delta
 
-    def accepted(self, txn):
-        """Note an accepted message and tell the daemon."""
+    def accepted(self, txn, peer):
+        """Note an accepted message (from peer) in the log and tell the daemon."""
         self.daemon.counters["accepted"] += 1
-        self.log.info("%s: from=<%s> to=%d size=%d", txn.id, txn.sender,
-                      len(txn.recipients), txn.size)
+        uid = getattr(self.daemon, "local_uid", None)       # -bs from a local process
+        maillog.received(self.log, txn.id, txn.sender, txn.size, len(txn.recipients),
+                         client=None if uid is not None else "unknown[%s]" % peer.ip,
+                         uid=uid)
         self.daemon.notify("new", ids=[txn.id])
 
     def authenticate(self, session, event):

@@ -13,6 +13,7 @@ checked first) and `451 4.3.0` when a write or the sync fails; an idle client ge
 
 from masq import address, message
 from masq.policy import relay
+from masq.proto import smtp_path
 from masq.proto import smtp_server_events as ev
 from masq.proto.reply import Reply
 from masq.queue.envelope import Envelope, Recipient
@@ -123,6 +124,9 @@ class Session:
         except address.AddressError as exc:
             self.respond(Reply(exc.code, exc.enhanced, exc.text))
             return
+        if not smtp_path.sendable(str(sender)):
+            self.respond(smtp_path.BAD_SENDER)
+            return
         self.txn = Transaction(str(sender), event.params)
         self.respond(None)
 
@@ -133,6 +137,9 @@ class Session:
                                       smtputf8="SMTPUTF8" in txn.params)
         except address.AddressError as exc:
             self.respond(Reply(exc.code, exc.enhanced, exc.text))
+            return
+        if not smtp_path.sendable(str(addr)):
+            self.respond(smtp_path.BAD_RECIPIENT)
             return
         if len(txn.recipients) >= settings.max_recipients:
             self.respond(TOO_MANY_RCPTS)
@@ -228,7 +235,7 @@ class Session:
             self.server.log.error("queue sync failed: %s", error)
             self.respond(WRITE_ERROR)
             return
-        self.server.accepted(txn)
+        self.server.accepted(txn, self.peer)
         self.respond(Reply(250, "2.0.0", "Ok: queued as %s" % txn.id))
 
     def _drop(self, txn):

@@ -46,7 +46,8 @@ class Agents:
             from masq.dns import Resolver, parse_server
             main = self.cfg.main
             servers = [parse_server(main.dns_server)] if main.dns_server else None
-            self.resolver = Resolver(self.loop, servers, own_names=[main.hostname])
+            self.resolver = Resolver(self.loop, servers, own_names=[main.hostname],
+                                     hosts_file=main.hosts_file)
         return self.resolver
 
     def is_local(self, addr):

@@ -11,13 +11,14 @@ OK, TEMPFAIL, PERMFAIL = "ok", "tempfail", "permfail"
 class Outcome:
     """The result of one delivery attempt for one recipient."""
 
-    __slots__ = ("kind", "status", "text", "counts")
+    __slots__ = ("kind", "status", "text", "counts", "relay")
 
-    def __init__(self, kind, status, text, counts=True):
+    def __init__(self, kind, status, text, counts=True, relay=None):
         self.kind = kind
         self.status = status        # enhanced status code, e.g. "4.4.1"
         self.text = text            # one line for the log, mailq and the bounce
         self.counts = counts        # False: the attempt does not count (link went away)
+        self.relay = relay          # who answered, `host[ip]:port`, for the log; or None
 
     @classmethod
     def ok(cls, text="delivered", status="2.0.0"):

@@ -12,6 +12,7 @@ Every change is a queue record (RESULT, WARNED, or a new message for a DSN); the
 syncs them with the next group fdatasync.
 """
 
+from masq import maillog
 from masq.outbound import bounce
 from masq.outbound.outcome import Outcome
 from masq.queue.envelope import BOUNCED, DEFERRED, DELIVERED, Envelope, Recipient
@@ -54,6 +55,7 @@ def record(host, msg, indices, outcomes, route_name, now, counts):
         rcpt = new_state(host, env, index, outcome, route_name, now,
                          counts and outcome.counts)
         host.queue.record_result(msg.id, index, rcpt)
+        maillog.result(host, msg, rcpt, outcome, route_name, now)
         host.counters[{DELIVERED: "delivered", BOUNCED: "bounced"}.get(
             rcpt.state, "deferred")] += 1
         if rcpt.state == BOUNCED:
@@ -109,5 +111,5 @@ def _queue_dsn(host, msg, rows, action, target, origin, now, until=None):
                               host.queue.body(msg.id), action, until, now):
         writer.write(chunk)
     writer.commit(Envelope("", [target], received=now, protocol="local", origin=origin))
-    host.log.info("%s: %s notice %s queued for <%s>", msg.id, action, dsn_id, target)
+    maillog.dsn_queued(host.log, msg.id, action, dsn_id, target)
     return dsn_id

@@ -23,8 +23,7 @@ class RunnerHost:
     def __init__(self, cfg):
         self.cfg = cfg
         self.loop = Loop()
-        self.log = Logger("syslog" if cfg.main.log == "syslog" else "stderr",
-                          cfg.main.log_level)
+        self.log = Logger(cfg.main.log, cfg.main.log_level)
         self.queue = common.open_queue(cfg, "runner", report=self.log.warning)
         self.online = OnlineState(cfg.routes, time.time())
         for route in self.online.routes:

@@ -271,7 +271,11 @@ class Session:
 
     def _on_done(self, event):
         part, self.part = self.part, None
-        part.finish(_outcomes(event, len(part.indices), self.name))
+        outcomes = _outcomes(event, len(part.indices), self.name)
+        relay = "%s:%d" % (self.name, self.port) if self.port else self.name
+        for outcome in outcomes:
+            outcome.relay = relay
+        part.finish(outcomes)
         replies = (event.mail, event.data, event.final) + event.rcpts
         if any(r is not None and r.code == 421 for r in replies):
             return self._end(Outcome.temp("4.4.2", "%s closed the session (421)" % self.name),

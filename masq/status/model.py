@@ -30,12 +30,14 @@ def message_json(msg, now):
     }
 
 
-def document(hostname, started, routes, messages, counters, log_lines=(), now=None):
-    """Return the status document."""
+def document(hostname, started, routes, messages, counters, log_lines=(), now=None,
+             deliveries=()):
+    """Return the status document (deliveries: the last delivery events, oldest first)."""
     now = time.time() if now is None else now
     return {
         "version": "1.0", "masq": __version__, "hostname": hostname,
         "uptime": None if started is None else round(now - started, 3),
         "routes": routes, "queue": [message_json(m, now) for m in messages],
         "counters": dict(counters), "log": list(log_lines),
+        "deliveries": [dict(event) for event in deliveries],
     }

@@ -444,8 +444,6 @@ def _delete(ctx):
     who = "the status page (%s)" % ctx.conn.ip
 
     def removed(reply):
-        if reply["removed"]:
-            ctx.web.log.info("%s: removed by %s", msg.id, who)
         status = 200 if reply["ok"] else 500 if reply["removed"] else 404
         ctx.answer(json_response(status, reply))
     remove_messages(ctx.daemon, [msg.id], who, lambda m: True, removed)
