@@ -25,6 +25,11 @@ from masq.online.state import OnlineState
 from masq.queue.spool import LogError
 from masq.status import model
 
+# Modules masq imports only when first needed, so that `sendmail` starts fast (json for the
+# first envelope or control request, re for a HELO check): the daemon imports them before
+# it drops privileges, after which the Python library may not be readable.
+LAZY = ("json", "re")
+
 
 class Daemon:
     """The running daemon."""
@@ -69,6 +74,8 @@ class Daemon:
                 raise exits.Failure(str(exc), exits.CONFIG) from None
             self.components.append(component)
         self._write_pid()
+        for name in LAZY:
+            __import__(name)
         self._drop_privileges()
         self.loop.at_turn_end(self._turn_end)
         self.loop.add_signal(signal.SIGHUP, self.reload)

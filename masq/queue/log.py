@@ -15,6 +15,7 @@ Does not interpret records; see store.py.
 
 import errno
 import fcntl
+import mmap
 import os
 
 from masq.queue import record
@@ -158,7 +159,6 @@ class Log:
             limit = self.size()
         if limit <= start:
             return
-        import mmap     # not at the top: `sendmail` appends without ever scanning
         with mmap.mmap(self.fd, limit, prot=mmap.PROT_READ) as buf:
             for item in record.scan(buf, start, limit, self.seed, with_bodies):
                 yield item
