@@ -154,11 +154,13 @@ class Daemon:
             self.log.warning("aliases: %s", exc)
             return None
 
-    def status(self):
-        """Return the status document."""
+    def status(self, limit=None):
+        """Return the status document (listing the first `limit` queued messages, if given)."""
+        listed = self.queue.listed()
         return model.document(self.cfg.main.hostname, self.started, self.online.to_json(),
-                              self.queue.listed(), self.counters, self.log.recent,
-                              deliveries=self.log.deliveries)
+                              listed[:limit] if limit is not None else listed, self.counters,
+                              self.log.recent, deliveries=self.log.deliveries,
+                              queue_total=len(listed))
 
     # control requests
 
