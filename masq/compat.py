@@ -7,6 +7,10 @@ about 5 ms. Until something has imported it (the daemon has, for its first contr
 request), `dumps` writes JSON itself, byte for byte what `json.dumps` with compact
 separators and `ensure_ascii` writes, for the small objects `sendmail` encodes (an envelope,
 a control request).
+
+Hostile input: `loads` reads outside bytes (the control socket, ubus output). Any text
+becomes an object or a ValueError: nesting too deep for the decoder's recursion (a few
+thousand `[`) is a ValueError too, never a RecursionError.
 """
 
 import sys
@@ -37,10 +41,13 @@ def dumps(obj):
 
 def loads(text):
     """Return the object that the JSON text encodes; ValueError on bad input."""
-    if _ujson is not None:
-        return _ujson.loads(text)
-    import json
-    return json.loads(text)
+    try:
+        if _ujson is not None:
+            return _ujson.loads(text)
+        import json
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
 
 
 def _encode(obj, write):

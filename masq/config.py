@@ -190,6 +190,7 @@ def _log_target(text):
 
 LOG = Kind("str", "syslog, stderr or an absolute file path", _log_target)
 LOG_LEVEL = _enum_kind("error", "warning", "info", "debug")
+BARE_LINE_ENDS = _enum_kind("normalise", "refuse")
 
 
 def _hostname(values):
@@ -240,6 +241,8 @@ OPTIONS = (
     Option(_M, "max_connections", COUNT, 50),
     Option(_M, "max_connections_per_ip", COUNT, 10),
     Option(_M, "smtp_timeout", INTERVAL, 300.0),
+    Option(_M, "smtp_min_data_rate", COUNT, 500),
+    Option(_M, "bare_line_ends", BARE_LINE_ENDS, "normalise"),
     Option(_M, "tls_cert", PATH),
     Option(_M, "tls_key", PATH),
     Option(_M, "dns_server", HOST_PORT),

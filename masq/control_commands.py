@@ -13,7 +13,8 @@ from masq.cli import common
 
 def handle(daemon, req, uid, answer):
     """Carry out one control request and answer it."""
-    handler = _HANDLERS.get(req.get("cmd"))
+    cmd = req.get("cmd")
+    handler = _HANDLERS.get(cmd) if isinstance(cmd, str) else None
     if handler is None:
         answer({"ok": False, "error": "unknown command %r" % (req.get("cmd"),)})
         return

@@ -8,12 +8,18 @@ Never raises: a log line that cannot be written (disk full, I/O error, stderr cl
 counted and dropped, and the next line that can be written says how many were lost.
 Logging must never take the daemon down. Nothing here blocks the loop for long: syslog(3)
 is a datagram to the local logger, a file line is one append.
+
+Hostile input: logged texts carry what peers sent (a command, an address, a traceback of
+their making). A line is cut in the middle to `MAX_LINE` characters, keeping its head and
+its tail (where a traceback names the error), so one client can never put more than that
+into the log or the status document's ring of recent lines.
 """
 
 import os
 import time
 
 LEVELS = {"error": 3, "warning": 4, "info": 6, "debug": 7}
+MAX_LINE = 2000
 KEEP_DELIVERIES = 20
 
 
@@ -62,6 +68,10 @@ class Logger:
         if args:
             text = text % args
         text = text.replace("\r", "\\r").replace("\n", "\\n")
+        if len(text) > MAX_LINE:
+            cut = len(text) - MAX_LINE
+            text = "%s ...(%d characters cut)... %s" % (
+                text[:MAX_LINE // 2], cut, text[-MAX_LINE // 2:])
         self.recent.append("%s %s: %s" % (time.strftime("%Y-%m-%d %H:%M:%S"), level, text))
         del self.recent[:-self.keep]
         if self.lost and self._write(priority, level, "%d log line(s) lost: could not "

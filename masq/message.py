@@ -52,11 +52,15 @@ class InputNormalizer:
     """Turn submitted bytes into CRLF lines, stopping at a lone `.` unless dot_ends is False.
 
     `ended` becomes True only when a lone `.` stopped the input (not at end of input).
+    `bare_cr` / `bare_lf` become True once the input held a CR not followed by LF / an LF
+    not preceded by CR (so `\\r\\r\\n` counts as a bare CR), for callers that refuse them.
     """
 
     def __init__(self, dot_ends=True):
         self.dot_ends = dot_ends
         self.ended = False
+        self.bare_cr = self.bare_lf = False
+        self._cr_last = False  # the last piece ended in CR: its fate is in the next one
         self._crs = 0        # CRs seen at the end of the last piece, not yet resolved
         self._bol = True     # the output so far ends at a line boundary
         self._dot = False    # a "." at the start of a line is held back
@@ -67,6 +71,7 @@ class InputNormalizer:
         if self.ended or self._closed or not data:
             return b""
         data = bytes(data)
+        self._watch(data)
         head = b""
         if self._dot:
             if data[:1] in (b"\r", b"\n"):
@@ -88,6 +93,8 @@ class InputNormalizer:
         if self.ended or self._closed:
             return b""
         self._closed = True
+        if self._cr_last:
+            self.bare_cr = True
         if self._dot:
             return self._end(b"")
         out = b"\r\n" * self._crs
@@ -95,6 +102,16 @@ class InputNormalizer:
             out = b"\r\n"
         self._crs, self._bol = 0, True
         return out
+
+    def _watch(self, data):
+        """Note bare CRs and LFs in data (a CR at its end is decided by the next piece)."""
+        if not (self.bare_cr and self.bare_lf) and (
+                self._cr_last or b"\r" in data or b"\n" in data):
+            text = b"\r" + data if self._cr_last else data
+            crlf = text.count(b"\r\n")     # every other LF is bare, and every other CR
+            self.bare_lf = self.bare_lf or text.count(b"\n") > crlf
+            self.bare_cr = self.bare_cr or text[:-1].count(b"\r") > crlf
+        self._cr_last = data.endswith(b"\r")
 
     def _emit(self, text):
         """Normalise LF-or-CR text (no trailing CR) to CRLF and apply the lone-dot rule."""

@@ -3,12 +3,15 @@
 Owns what acceptance does to a locally submitted message (MASQMAIL.md section 7): Bcc and
 Return-Path removed; From, Date and Message-ID added when missing; a Received line on top;
 recipients from the arguments and, with -t, from To/Cc/Bcc. Input is normalised to CRLF
-and ends at a lone `.` unless -i/-oi; nothing else in the text is altered.
+(LF or CRLF end a line; a bare CR becomes CRLF too, or refuses the message with
+`option bare_line_ends 'refuse'`) and ends at a lone `.` unless -i/-oi; nothing else in
+the text is altered.
 
 Exit 0 means the message is on stable storage (its COMMIT record fdatasync'ed). It streams:
 memory stays flat whatever the message size. Works with no daemon; one that runs is poked
 to pick the message up. Errors: bad addresses exit 65 (EX_DATAERR), no recipients 64,
-too big 73, spool full or I/O error 75, spool misconfigured 78 — one line each.
+too big 73, spool full or I/O error 75, spool misconfigured 78, a refused bare CR 65 — one
+line each.
 """
 
 import os
@@ -148,6 +151,9 @@ def _receive(cfg, opts, writer, msgid, sender, warning, recipients):
     _cleanup(cfg, opts, headers, msgid, sender, warning, recipients, now)
     writer.write(headers.to_bytes() + b"\r\n")
     _copy_body(writer, norm, first_body, limit, finished)
+    if norm.bare_cr and cfg.main.bare_line_ends == "refuse":   # LF is the local line end
+        raise exits.Failure("message not queued: a bare CR in the text (option "
+                            "bare_line_ends 'refuse')", exits.DATAERR)
     writer.commit(Envelope(sender, recipients, received=now, protocol="local",
                            origin=common.user_name()))
     return recipients

@@ -3,8 +3,9 @@
 Owns the listen URLs (`smtp://HOST:PORT`, `submission://…` where every transaction needs
 AUTH, `smtps://…` with TLS from the first byte; `?auth=plain` lets AUTH be offered without
 TLS on that listener), the TLS server context (`tls_cert`, `tls_key`), the limits that are
-not one session's business (connections in all and per client address, the read timeout
-that shrinks under load, free space), and the settings sessions read.
+not one session's business (connections in all and per client address, the client
+timeout that shrinks under load, for sessions already running too, free space), and the
+settings sessions read.
 
 Never dies on accept errors (EMFILE: accepting pauses for a second). A client over a limit
 gets `421 4.7.0` and is closed without a session.
@@ -58,6 +59,8 @@ class Settings:
         self.max_recipients = main.max_recipients
         self.max_size = main.max_message_size
         self.timeout = main.smtp_timeout
+        self.min_data_rate = main.smtp_min_data_rate
+        self.refuse_bare = main.bare_line_ends == "refuse"
         self.max_connections = main.max_connections
         self.max_per_ip = main.max_connections_per_ip
         self.local_users = tuple(main.local_users)
@@ -75,6 +78,7 @@ class Listener:
         self.url = url
         self.kind, self.host, self.port, self.plain_auth = parse_url(url)
         self.shared = shared          # connection counts shared by every listener
+        shared.setdefault("listeners", []).append(self)
         self.settings = Settings(daemon.cfg)
         self.limiter = shared.setdefault("limiter", auth.Limiter())
         self.auth_delay = auth.FAILURE_DELAY
@@ -101,6 +105,8 @@ class Listener:
         for session in list(self.sessions):
             session.transport.write(session.engine.shutdown())
             session.transport.close("shutdown")
+        if self in self.shared.get("listeners", ()):
+            self.shared["listeners"].remove(self)
 
     def reload(self, cfg):
         """Take new settings (a changed listen list needs a restart)."""
@@ -139,6 +145,10 @@ class Listener:
             self.log.warning("refused %s: %s", ip, refusal)
             return
         counts[ip] = counts.get(ip, 0) + 1
+        if not self._busy(total) and self._busy(total + 1):    # every timeout shrinks now
+            for listener in self.shared["listeners"]:
+                for session in listener.sessions:
+                    session.reschedule()
         self._session(conn, ip)
 
     def _session(self, conn, ip):
@@ -171,10 +181,12 @@ class Listener:
     # what sessions ask of the listener
 
     def timeout(self):
-        """Return the read timeout: the configured one, or a short one under load."""
-        counts = self.shared.get("per_ip", {})
-        busy = sum(counts.values()) >= 0.8 * self.settings.max_connections
+        """Return the client timeout: the configured one, or a short one under load."""
+        busy = self._busy(sum(self.shared.get("per_ip", {}).values()))
         return min(LOAD_TIMEOUT, self.settings.timeout) if busy else self.settings.timeout
+
+    def _busy(self, connections):
+        return connections >= 0.8 * self.settings.max_connections
 
     def now(self):
         """Return the wall-clock time for envelopes."""

@@ -6,9 +6,19 @@ engine hands out is dispatched through one table to a handler that checks policy
 goes out only after the group commit's fdatasync has returned (queue rule 2).
 
 Hostile input: everything the client sends; the engine bounds it, this module never holds
-more than one body chunk. Failures: a full disk answers `452 4.3.1` at MAIL (free space is
-checked first) and `451 4.3.0` when a write or the sync fails; an idle client gets `421
-4.4.2` after the timeout (shorter under load).
+more than one body chunk. Message text (DATA and BDAT alike) is stored with CRLF line ends
+only: a bare CR or LF becomes CRLF (`masq.message.InputNormalizer`, the rule `sendmail`
+input follows), or, with `bare_line_ends 'refuse'`, fails the message with `550 5.6.0`. Pipelined input is handed out by one loop (`pump`), never by
+recursion, and it stops while `MAX_UNSENT` octets of replies wait for a client that does
+not read (reading resumes when they are sent). Failures: a full disk answers `452 4.3.1`
+at MAIL (free space is checked first) and `451 4.3.0` when a write or the sync fails.
+
+Deadlines: every phase of a connection has one, so no client holds a slot by sending
+slowly. The clock starts when the session is made (a TLS handshake on `smtps://` is
+inside it) and restarts only on progress: a reply or a decision, never a mere read. In
+message text, each octet received buys `1/smtp_min_data_rate` seconds more, so DATA must
+finish within the timeout plus its size at the minimum rate. At the deadline a client gets
+`421 4.4.2`; one in a TLS handshake or not reading its replies is just closed.
 """
 
 from masq import address, message
@@ -25,6 +35,10 @@ WRITE_ERROR = Reply(451, "4.3.0", "Error: queue file write error")
 NO_SPACE = Reply(452, "4.3.1", "Insufficient system storage")
 TOO_MANY_RCPTS = Reply(452, "4.5.3", "Error: too many recipients")
 TOO_MANY_HOPS = Reply(554, "5.4.0", "Error: too many hops")
+BARE_LINE_END = Reply(550, "5.6.0", "Error: bare CR or LF in the message text "
+                                    "(only CRLF ends a line)")
+MAX_UNSENT = 65536      # octets of replies waiting for the client before input stops
+BATCH = 4096            # replies are written in batches of about this size
 
 
 class Transaction:
@@ -38,6 +52,7 @@ class Transaction:
         self.id = None
         self.size = 0
         self.headers = None        # HeaderReader: header cap and hop count
+        self.line_ends = None      # InputNormalizer: bare CR and LF become CRLF
         self.failure = None        # a Reply to give at end of data
 
 
@@ -51,7 +66,12 @@ class Session:
         self.engine = engine
         self.txn = None
         self.timer = None
+        self.since = 0.0            # loop time of the last progress
+        self.budget = 0.0           # seconds the message text received since has bought
         self.closed = False
+        self.pumping = False
+        self.out = bytearray()      # replies collected from the engine, not yet written
+        self._arm()
 
     def start(self):
         """Greet the client and start reading."""
@@ -65,21 +85,42 @@ class Session:
         """Take bytes from the client (b"" at EOF)."""
         if self.closed:
             return
-        self._arm()
         self.engine.receive_data(data)
         self.pump()
 
     def pump(self):
-        """Hand out engine events until it needs data or a decision."""
-        while not self.closed:
-            event = self.engine.next_event()
-            if event is ev.NEED_DATA or event is ev.PAUSED:
-                break
-            _HANDLERS[type(event)](self, event)
+        """Hand out engine events until it needs data or a decision, or replies pile up.
+
+        Handlers answer through respond(), which lets this loop go on: pipelined commands
+        are processed one after another, never by recursion."""
+        if self.pumping or self.closed:
+            return
+        self.pumping, progress = True, False
+        try:
+            while not self.closed and self.transport.unsent() < MAX_UNSENT:
+                event = self.engine.next_event()
+                progress = self._collect() or progress
+                if event is ev.NEED_DATA or event is ev.PAUSED:
+                    break
+                if type(event) is ev.DataChunk:
+                    self.budget += len(event.data) / self.server.settings.min_data_rate
+                else:
+                    progress = True
+                _HANDLERS[type(event)](self, event)
+                progress = self._collect() or progress
+                if len(self.out) >= BATCH:
+                    self._flush()
+        finally:
+            self.pumping = False
         self._flush()
+        if progress:
+            self._arm()
         if self.closed:
             return
-        if self.engine.wants_data:
+        if self.transport.unsent() >= MAX_UNSENT:     # go on when the client has read
+            self.transport.on_drain = self.pump
+            self.transport.pause_reading()
+        elif self.engine.wants_data:
             self.transport.resume_reading()
         else:
             self.transport.pause_reading()
@@ -90,21 +131,51 @@ class Session:
             self.engine.respond(reply)
             self.pump()
 
-    def _flush(self):
+    def _collect(self):
         data = self.engine.data_to_send()
-        if data:
+        self.out += data
+        return bool(data)
+
+    def _flush(self):
+        self._collect()
+        if self.out:
+            data, self.out = bytes(self.out), bytearray()
             self.transport.write(data)
 
-    # timers
+    # deadlines
+
+    def deadline(self):
+        """Return the loop time at which the client has run out of time."""
+        return self.since + self.server.timeout() + self.budget
+
+    def reschedule(self):
+        """Move the timer earlier if the deadline is earlier now (the listener calls this
+        when the timeout shrinks under load); later deadlines are found when it fires."""
+        due = self.deadline()
+        if self.timer is None or self.timer.when > due:
+            if self.timer is not None:
+                self.timer.cancel()
+            self.timer = self.server.loop.call_at(due, self._timed_out)
 
     def _arm(self):
-        if self.timer:
-            self.timer.cancel()
-        self.timer = self.server.loop.call_later(self.server.timeout(), self._timed_out)
+        """Give the client a fresh timeout from now (after progress)."""
+        self.since, self.budget = self.server.loop.now, 0.0
+        self.reschedule()
 
     def _timed_out(self):
         self.timer = None
-        self.transport.write(self.engine.timeout_reply())
+        if self.server.loop.now < self.deadline():   # progress moved the deadline since
+            self.reschedule()
+            return
+        if self.closed or self.transport.handshaking() or \
+                self.transport.unsent() >= MAX_UNSENT:
+            what = ("TLS handshake" if self.transport.handshaking() else
+                    "sending to" if self.transport.unsent() else "closing")
+            self.server.log.info("%s with %s timed out", what, self.peer.ip)
+            self.transport.close("timed out")
+            return
+        self.server.log.info("client %s timed out", self.peer.ip)
+        self.out += self.engine.timeout_reply()
         self.pump()
 
     # handlers, one per event type
@@ -163,6 +234,7 @@ class Session:
         txn.id = new_id()
         txn.writer = self.server.queue.writer(txn.id)
         txn.headers = message.HeaderReader()
+        txn.line_ends = message.InputNormalizer(dot_ends=False)
         self.server.writers(+1)
         try:
             txn.writer.write(self._received(txn))
@@ -182,17 +254,25 @@ class Session:
         return headers.to_bytes()
 
     def _data_chunk(self, event):
+        self._text(self.txn.line_ends.feed(event.data))
+
+    def _text(self, data):
+        """Store message text that has CRLF line ends only (unless the transaction failed)."""
         txn = self.txn
-        if txn.failure is not None:
+        if txn.failure is not None or not data:
+            return
+        if self.server.settings.refuse_bare and (txn.line_ends.bare_cr or
+                                                  txn.line_ends.bare_lf):
+            txn.failure = BARE_LINE_END
             return
         if not txn.headers.done:
             try:
-                txn.headers.feed(event.data)
+                txn.headers.feed(data)
             except message.HeaderTooLong as exc:
                 txn.failure = Reply(exc.code, exc.enhanced, exc.text)
                 return
         try:
-            txn.writer.write(event.data)
+            txn.writer.write(data)
         except LogError as exc:
             self._fail(exc)
 
@@ -202,6 +282,7 @@ class Session:
 
     def _end_of_data(self, event):
         txn = self.txn
+        self._text(txn.line_ends.finish())
         if txn.failure is None and not txn.headers.done:
             try:
                 txn.headers.finish()
@@ -264,6 +345,7 @@ class Session:
             self.transport.close("TLS handshake failed")
             return
         self.engine.start_tls_done()
+        self._arm()
         self.pump()
 
     def _auth(self, event):
@@ -277,8 +359,7 @@ class Session:
         self.closed = True
         if self.txn is not None:
             self._drop(self.txn)
-        if self.timer:
-            self.timer.cancel()
+        self._arm()                 # the last replies must go out in time too
         self.transport.close_when_flushed()
 
     def on_close(self, reason):

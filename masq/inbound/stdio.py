@@ -25,6 +25,7 @@ class StdioTransport:
         self.loop = loop
         self.session = None
         self.on_done = on_done
+        self.on_drain = None       # writes are synchronous: nothing ever waits to be sent
         self.reading = False
         self.closed = False
 
@@ -57,6 +58,14 @@ class StdioTransport:
                 view = view[os.write(1, view):]
             except OSError:
                 self.close("stdout closed")
+
+    def unsent(self):
+        """Return 0: every write has gone out."""
+        return 0
+
+    def handshaking(self):
+        """Return False: no TLS on stdio."""
+        return False
 
     def tls_info(self):
         """Return None: no TLS on stdio."""

@@ -178,10 +178,28 @@ def _pack(obj, keys, always):
     return data
 
 
+_NUMBER = (int, float)
+# attribute -> the JSON type of its value (the others are strings); null where the
+# attribute's default is None, never for those in _NOT_NULL
+_TYPES = {"received": _NUMBER, "size": int, "smtputf8": bool, "warned": _NUMBER,
+          "attempts": int, "next_attempt": _NUMBER, "updated": _NUMBER}
+_NOT_NULL = frozenset(("received", "size", "protocol", "smtputf8", "attempts", "state"))
+
+
 def _unpack(obj, data, keys):
     for name, key in keys:
         if key in data:
-            setattr(obj, name, _intern(data[key]))
+            setattr(obj, name, _intern(_typed(name, data[key])))
+
+
+def _typed(name, value):
+    """Return value if it has the JSON type attribute name takes; ValueError if not."""
+    kind = _TYPES.get(name, str)
+    if (value is None and name not in _NOT_NULL) or (isinstance(value, kind) and (kind is bool
+                                                      or not isinstance(value, bool))):
+        return value
+    raise ValueError("%s: expected %s, got %r" % (name, getattr(kind, "__name__", "a number"),
+                                                   value))
 
 
 def _intern(value):

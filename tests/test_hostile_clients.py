@@ -1,0 +1,267 @@
+"""Hostile SMTP clients (issue 12 cases 1-3), driven as an attacker would: raw sockets on
+loopback against a running daemon with short configured deadlines.
+
+1. TLS handshakes that never start must not hold connection slots forever.
+2. Pipelined input is processed without recursion, and replies buffered for a client that
+   does not read are bounded.
+3. A client trickling DATA one byte at a time is dropped at its deadline, and the
+   per-address limit keeps slots for other clients meanwhile.
+No test asserts a duration: each waits (with a generous socket timeout) for what the
+server must do, and the old code never did it at all.
+"""
+
+import select
+import socket
+import ssl
+import subprocess
+import threading
+
+import pytest
+
+from helpers import Daemon, free_port, wait_for, write_config
+
+
+def start(tmp_path, extra):
+    port = free_port()
+    conf = write_config(str(tmp_path / "masq.conf"), str(tmp_path / "spool"),
+                        extra="\tlist listen 'smtp://127.0.0.1:%d'\n\tlist local_users 'bob'\n"
+                        % port + extra)
+    return port, Daemon(conf, wait_port=port).start()
+
+
+def connect(port, source="127.0.0.1", timeout=15):
+    sock = socket.socket()
+    sock.bind((source, 0))
+    sock.settimeout(timeout)
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
+def read_all(sock):
+    """Read until the server closes; return everything it sent."""
+    data = b""
+    while True:
+        part = sock.recv(65536)
+        if not part:
+            return data
+        data += part
+
+
+def read_reply(sock):
+    data = b""
+    while not data.endswith(b"\r\n") or data.split(b"\r\n")[-2][3:4] == b"-":
+        part = sock.recv(4096)
+        if not part:
+            break
+        data += part
+    return data
+
+
+@pytest.fixture(scope="module")
+def cert(tmp_path_factory):
+    base = tmp_path_factory.mktemp("cert")
+    cert, key = str(base / "cert.pem"), str(base / "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj",
+                    "/CN=localhost", "-days", "2", "-keyout", key, "-out", cert],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+# 1. TLS handshakes have a deadline
+
+
+def test_silent_smtps_clients_are_dropped_and_new_clients_get_in(tmp_path, cert):
+    smtps = free_port()
+    port, daemon = start(tmp_path, (
+        "\toption tls_cert '%s'\n\toption tls_key '%s'\n\tlist listen 'smtps://127.0.0.1:%d'\n"
+        "\toption smtp_timeout '2s'\n\toption max_connections '5'\n"
+        "\toption max_connections_per_ip '5'\n" % (cert[0], cert[1], smtps)))
+    try:
+        wait_for(lambda: not daemon_busy(port))
+        silent = [connect(smtps, timeout=20) for _ in range(5)]     # never a ClientHello
+        for sock in silent:
+            assert read_all(sock) == b""        # closed by the server, nothing in plaintext
+            sock.close()
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        with context.wrap_socket(connect(smtps), server_hostname="localhost") as tls:
+            assert read_reply(tls).startswith(b"220 ")
+    finally:
+        output = daemon.stop()
+    assert "TLS handshake" in output and "timed out" in output
+
+
+def test_a_stalled_starttls_handshake_is_dropped(tmp_path, cert):
+    port, daemon = start(tmp_path, (
+        "\toption tls_cert '%s'\n\toption tls_key '%s'\n\toption smtp_timeout '2s'\n"
+        % cert))
+    try:
+        sock = connect(port, timeout=20)
+        assert read_reply(sock).startswith(b"220 ")
+        sock.sendall(b"EHLO attacker\r\n")
+        assert b"STARTTLS" in read_reply(sock)
+        sock.sendall(b"STARTTLS\r\n")
+        assert read_reply(sock).startswith(b"220 ")
+        assert read_all(sock) == b""            # no ClientHello: closed, no plaintext 421
+        sock.close()
+    finally:
+        daemon.stop()
+
+
+def daemon_busy(port):
+    """Return True while the readiness probe's connection may still hold a slot."""
+    try:
+        sock = connect(port, timeout=5)
+    except OSError:
+        return True
+    with sock:
+        busy = not read_reply(sock).startswith(b"220 ")
+        sock.sendall(b"QUIT\r\n")
+        read_all(sock)
+    return busy
+
+
+# 2. Pipelining
+
+
+def test_400_pipelined_commands_in_one_read_get_400_replies(tmp_path):
+    port, daemon = start(tmp_path, "")
+    try:
+        sock = connect(port)
+        assert read_reply(sock).startswith(b"220 ")
+        sock.sendall(b"HELO x\r\n" * 400 + b"QUIT\r\n")
+        lines = read_all(sock).split(b"\r\n")
+        assert lines.count(b"250 test.example") == 400
+        assert lines[400].startswith(b"221 ")
+    finally:
+        output = daemon.stop()
+    assert "RecursionError" not in output and "internal error" not in output
+
+
+def test_a_client_that_never_reads_its_replies_is_not_buffered_for(tmp_path):
+    port, daemon = start(tmp_path, "")
+    total = 8 << 20
+    try:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        sock.connect(("127.0.0.1", port))
+        sock.setblocking(False)
+        chunk, sent = b"NOOP\r\n" * 10000, 0
+        while sent < total:
+            try:
+                sent += sock.send(chunk)
+            except BlockingIOError:
+                _, writable, _ = select.select([], [sock], [], 3.0)
+                if not writable:
+                    break                       # the server stopped reading: good
+        assert sent < total // 2
+        sock.close()
+    finally:
+        daemon.stop()
+
+
+def test_a_client_that_reads_late_still_gets_every_reply(tmp_path):
+    port, daemon = start(tmp_path, "")
+    count = 200000
+    try:
+        sock = connect(port, timeout=60)
+        sender = threading.Thread(target=sock.sendall, args=(b"NOOP\r\n" * count + b"QUIT\r\n",))
+        sender.start()
+        sender.join(0.5)                        # the server stops reading meanwhile
+        lines = read_all(sock).split(b"\r\n")
+        sender.join()
+        assert lines[0].startswith(b"220 ")
+        assert sum(line.startswith(b"250 ") for line in lines) == count
+        assert lines[count + 1].startswith(b"221 ")
+    finally:
+        daemon.stop()
+
+
+def test_one_error_puts_a_bounded_line_in_the_log():
+    from masq.logger import Logger, MAX_LINE
+    log = Logger("stderr", "info")
+    log.error("internal error: %s", "Traceback\n" + "  frame\n" * 20000 + "RecursionError")
+    line = log.recent[-1]
+    assert len(line) < MAX_LINE + 100
+    assert "Traceback" in line and line.endswith("RecursionError")
+
+
+# 3. Slowloris in DATA
+
+
+def trickle(sock, stop):
+    """Send one byte of message text every 0.3 s until the server closes or stop is set."""
+    try:
+        while not stop.wait(0.3):
+            sock.send(b"x")
+    except OSError:
+        pass
+
+
+def test_data_trickled_one_byte_at_a_time_is_dropped_at_its_deadline(tmp_path):
+    port, daemon = start(tmp_path, (
+        "\toption smtp_timeout '2s'\n\toption smtp_min_data_rate '100'\n"
+        "\toption max_connections '6'\n\toption max_connections_per_ip '3'\n"))
+    stop, threads, socks = threading.Event(), [], []
+    try:
+        wait_for(lambda: not daemon_busy(port))
+        for n in range(3):
+            sock = connect(port, source="127.0.0.2", timeout=30)
+            sock.sendall(b"EHLO slow\r\nMAIL FROM:<a@b.example>\r\n"
+                         b"RCPT TO:<bob@test.example>\r\nDATA\r\n")
+            reply = b""
+            while b"354 " not in reply:
+                reply += sock.recv(4096)
+            threads.append(threading.Thread(target=trickle, args=(sock, stop)))
+            threads[-1].start()
+            socks.append(sock)
+        extra = connect(port, source="127.0.0.2")
+        assert read_reply(extra).startswith(b"421 4.7.0")     # per-address limit
+        extra.close()
+        other = connect(port, source="127.0.0.1")               # a slot for someone else
+        assert read_reply(other).startswith(b"220 ")
+        other.close()
+        for sock in socks:
+            tail = read_all(sock)                               # the server ends it
+            assert b"421 4.4.2" in tail
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+        for sock in socks:
+            sock.close()
+        daemon.stop()
+
+
+def test_sessions_already_trickling_get_the_short_timeout_once_the_server_is_busy(tmp_path):
+    """smtp_timeout is long here; at 80% of max_connections every client, including those
+    already in DATA, has 10 s plus what its octets bought at smtp_min_data_rate."""
+    port, daemon = start(tmp_path, (
+        "\toption smtp_timeout '10m'\n\toption max_connections '5'\n"
+        "\toption max_connections_per_ip '5'\n\toption smtp_min_data_rate '100000'\n"))
+    stop, threads, socks = threading.Event(), [], []
+    try:
+        wait_for(lambda: not daemon_busy(port))
+        for n in range(2):
+            sock = connect(port, source="127.0.0.2", timeout=60)
+            sock.sendall(b"EHLO slow\r\nMAIL FROM:<a@b.example>\r\n"
+                         b"RCPT TO:<bob@test.example>\r\nDATA\r\n")
+            reply = b""
+            while b"354 " not in reply:
+                reply += sock.recv(4096)
+            threads.append(threading.Thread(target=trickle, args=(sock, stop)))
+            threads[-1].start()
+            socks.append(sock)
+        idle = [connect(port, source="127.0.0.3") for _ in range(3)]   # 5 of 5: busy
+        for sock in socks:
+            assert b"421 4.4.2" in read_all(sock)
+        for sock in idle:
+            sock.close()
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+        for sock in socks:
+            sock.close()
+        daemon.stop()
