@@ -71,6 +71,10 @@ class InputNormalizer:
         if self.ended or self._closed or not data:
             return b""
         data = bytes(data)
+        if not (self.dot_ends or self._crs) and \
+                data.count(b"\r") == data.count(b"\n") == data.count(b"\r\n"):
+            self._bol, self._cr_last = data.endswith(b"\n"), False   # CRLF only: as is
+            return data
         self._watch(data)
         head = b""
         if self._dot:
@@ -455,7 +459,7 @@ def _from_clause(from_host, from_rdns, from_ip):
 
 def received_line(*, by_host, id, protocol="ESMTP", from_host=None, from_rdns=None,
                   from_ip=None, from_uid=None, for_rcpt=None, tls=None, auth=None,
-                  timestamp=None):
+                  cert=None, timestamp=None):
     """Return the value of a Received: field (one line; prepend() folds it)."""
     parts = []
     if from_host or from_ip:
@@ -464,6 +468,8 @@ def received_line(*, by_host, id, protocol="ESMTP", from_host=None, from_rdns=No
         parts.append("(using %s with cipher %s)" % (_token(tls[0]), _token(tls[1])))
     if auth:
         parts.append("(authenticated user %s)" % _token(auth))
+    if cert:
+        parts.append("(client certificate sha256:%s)" % _token(cert))
     comment = "masq" if from_uid is None else "masq, from userid %d" % int(from_uid)
     parts.append("by %s (%s)" % (_token(by_host, 255), comment))
     if protocol == "ESMTP":

@@ -25,6 +25,7 @@ rejects the file). Nothing is evaluated; values are plain strings.
 
 import os
 
+MAX_FILE = 1 << 20                         # a configuration is a few KiB; refuse more
 SPACE = " \t\n\r\v\f"                     # C isspace() in the C locale
 _NOT_PLAIN = frozenset("'\"#;\\ \t\n\r\v\f")   # no regex: `sendmail` never imports re
 KEYWORDS = {"package": "package", "p": "package", "config": "config", "c": "config",
@@ -380,9 +381,12 @@ def read_file(path):
     """Return the text of a configuration file; raise ConfigError(path, 0, reason)."""
     try:
         with open(path, "rb") as f:
-            data = f.read()
+            data = f.read(MAX_FILE + 1)
     except OSError as e:
         raise ConfigError(path, 0, "cannot read: %s" % (e.strerror or e)) from None
+    if len(data) > MAX_FILE:                # /dev/zero, a log file named by mistake
+        raise ConfigError(path, 0, "larger than %d KiB: not a configuration file"
+                          % (MAX_FILE >> 10))
     return data.decode("utf-8", "surrogateescape")
 
 

@@ -2,7 +2,10 @@
 
 The LuCI rpcd plugin is a /bin/sh script that only reads this file: it never starts a
 Python interpreter per poll. Written at most once per second, and only when the document
-(leaving out uptime and ages) changed, through a temporary file and a rename.
+(leaving out uptime and ages) changed, through a temporary file and a rename that never
+follow a symlink (masq.files). With `option user` the daemon writes it as that user, after
+dropping root: its directory must let that user write (masq makes it so only when it
+creates the directory itself).
 
 Cost that does not grow with the queue: the document is built at most once per second (at
 the end of a turn in which something ran, or by one timer when the second is not over;
@@ -14,7 +17,7 @@ accepting mail 30 times slower and the daemon's RSS twice as large. The whole qu
 
 import os
 
-from masq import compat
+from masq import compat, files
 
 MIN_INTERVAL = 1.0
 FILE_MESSAGES = 100
@@ -74,12 +77,9 @@ class StatusFile:
 
     def _write(self, doc):
         path = self.daemon.cfg.main.status_file
-        tmp = path + ".tmp"
         try:
             os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-            with open(tmp, "w") as out:
-                out.write(compat.dumps(doc))
-            os.rename(tmp, path)
+            files.replace(path, compat.dumps(doc).encode("utf-8"))
         except OSError as exc:
             self.daemon.log.debug("cannot write status file %s: %s", path, exc.strerror)
 
