@@ -276,7 +276,7 @@ class Session:
             by_host=self.server.settings.hostname, id=txn.writer.id,
             protocol="ESMTP" if self.engine.extended else "SMTP",
             from_host=self.engine.helo_name or "unknown", from_ip=self.peer.ip,
-            tls=info, auth=self.peer.auth_user,
+            tls=info, auth=self.peer.auth_user, cert=self.peer.cert,
             for_rcpt=txn.recipients[0].address if len(txn.recipients) == 1 else None))
         return headers.to_bytes()
 
@@ -372,6 +372,7 @@ class Session:
             self.server.log.info("TLS handshake with %s failed: %s", self.peer.ip, error)
             self.transport.close("TLS handshake failed")
             return
+        self.server.tls_established(self)
         self.engine.start_tls_done()
         self._arm()
         self.pump()
