@@ -83,19 +83,8 @@ def _not_found(name):
 
 def parse_server(text):
     """Return (ip, port) from '1.2.3.4', '1.2.3.4:5353', '::1' or '[::1]:53'; else ValueError."""
-    text, port = text.strip(), "53"
-    if text.startswith("["):
-        host, bracket, rest = text[1:].partition("]")
-        if not bracket or (rest and not rest.startswith(":")):
-            raise ValueError("bad DNS server %r" % text)
-        port = rest[1:] if rest else port
-    elif text.count(":") == 1:
-        host, port = text.split(":")
-    else:
-        host = text
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError("bad DNS server port in %r" % text)
-    return str(ipaddress.ip_address(host)), int(port)
+    from masq.config import parse_ip_port   # one parser: the configuration checks with it
+    return parse_ip_port(text, 53)
 
 
 def read_resolv_conf(path="/etc/resolv.conf"):

@@ -98,7 +98,7 @@ class Logger:
     def _write_file(self, text):
         if self.fd is None:
             self.fd = os.open(self.target, os.O_WRONLY | os.O_APPEND | os.O_CREAT
-                              | os.O_CLOEXEC, 0o640)
+                              | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NOCTTY, 0o640)
         line = "%s %s %s[%d]: %s\n" % (time.strftime("%b %e %H:%M:%S"), _hostname(),
                                        self.ident, os.getpid(), text)
         return _write_all(self.fd, line.encode("utf-8", "backslashreplace"))

@@ -219,6 +219,12 @@ class Stream:
         cipher = self.tls.cipher()
         return (self.tls.version(), cipher[0] if cipher else "")
 
+    def peer_certificate(self):
+        """Return the certificate the peer presented in the TLS handshake (DER), or None."""
+        if self.tls is None or self.handshake_done is not None:
+            return None
+        return self.tls.getpeercert(binary_form=True)
+
     # closing
 
     def close(self, reason="closed"):

@@ -108,6 +108,26 @@ def test_a_stalled_starttls_handshake_is_dropped(tmp_path, cert):
         daemon.stop()
 
 
+def test_plaintext_pipelined_after_starttls_is_never_executed(tmp_path, cert):
+    """More than one slice of plaintext after STARTTLS (CVE-2011-0411's class): none of it
+    may reach the engine once TLS is up."""
+    port, daemon = start(tmp_path, "\toption tls_cert '%s'\n\toption tls_key '%s'\n" % cert)
+    try:
+        sock = connect(port)
+        assert read_reply(sock).startswith(b"220 ")
+        sock.sendall(b"EHLO x\r\nSTARTTLS\r\n" + b"NOOP\r\n" * 3000)
+        replies = b""
+        while b"220 2.0.0" not in replies:
+            replies += sock.recv(4096)
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        with context.wrap_socket(sock, server_hostname="localhost") as tls:
+            tls.sendall(b"EHLO x\r\n")
+            assert read_reply(tls).startswith(b"250-test.example")
+    finally:
+        daemon.stop()
+
+
 def daemon_busy(port):
     """Return True while the readiness probe's connection may still hold a slot."""
     try:
@@ -176,6 +196,54 @@ def test_a_client_that_reads_late_still_gets_every_reply(tmp_path):
         assert lines[count + 1].startswith(b"221 ")
     finally:
         daemon.stop()
+
+
+class Host:
+    """What a Session asks of its listener, for a session on a socketpair."""
+
+    def __init__(self, loop):
+        self.loop = loop
+        self.settings = type("Settings", (), {"min_data_rate": 500, "refuse_bare": False})
+        self.log = type("Log", (), {"info": lambda *a: None, "error": lambda *a: None})
+
+    def timeout(self):
+        return 300.0
+
+    def session_closed(self, session):
+        pass
+
+
+def test_replies_held_for_a_client_that_never_reads_stay_bounded():
+    """HELP makes 16 times its size in replies: one read (64 KiB) answered at once would
+    be 1 MiB held per connection; the session answers one slice at a time."""
+    from masq.inbound.session import Session
+    from masq.loop import Loop
+    from masq.net import Stream
+    from masq.proto.smtp_server import SMTPServer
+    ours, theirs = socket.socketpair()
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    theirs.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    loop = Loop()
+    try:
+        transport = Stream(loop, ours, None, None)
+        session = Session(Host(loop), transport, None, SMTPServer("mx.test", max_size=1000))
+        transport.on_data, transport.on_close = session.on_data, session.on_close
+        session.start()
+        theirs.setblocking(False)
+        sent = 0
+        for _ in range(200):
+            try:
+                sent += theirs.send(b"HELP\r\n" * 10000)
+            except BlockingIOError:
+                pass
+            loop.run_once(block=False)
+        assert sent >= 65536                         # the server did read a whole read's worth
+        held = transport.unsent() + len(session.out) + len(session.inbox)
+        assert held <= 256 * 1024, held             # it was 1 MiB and more
+    finally:
+        loop.close()
+        ours.close()
+        theirs.close()
 
 
 def test_one_error_puts_a_bounded_line_in_the_log():

@@ -2,10 +2,11 @@
 
 Owns the listen URLs (`smtp://HOST:PORT`, `submission://…` where every transaction needs
 AUTH, `smtps://…` with TLS from the first byte; `?auth=plain` lets AUTH be offered without
-TLS on that listener), the TLS server context (`tls_cert`, `tls_key`), the limits that are
-not one session's business (connections in all and per client address, the client
-timeout that shrinks under load, for sessions already running too, free space), and the
-settings sessions read.
+TLS on that listener), the TLS server context (`tls_cert`, `tls_key`; with `relay_cert`
+it asks clients for a certificate, checked against `tls_client_ca`, and notes a listed
+one on the session's peer), the limits that are not one session's business (connections
+in all and per client address, the client timeout that shrinks under load, for sessions
+already running too, free space), and the settings sessions read.
 
 Never dies on accept errors (EMFILE: accepting pauses for a second). A client over a limit
 gets `421 4.7.0` and is closed without a session.
@@ -13,7 +14,7 @@ gets `421 4.7.0` and is closed without a session.
 
 import os
 
-from masq import maillog, net
+from masq import config, maillog, net
 from masq.inbound import auth
 from masq.inbound.session import NO_SPACE, Session
 from masq.policy import local, relay
@@ -64,6 +65,7 @@ class Settings:
         self.max_connections = main.max_connections
         self.max_per_ip = main.max_connections_per_ip
         self.local_users = tuple(main.local_users)
+        self.relay_certs = frozenset(config.fingerprint(text) for text in main.relay_cert)
         self.users = dict(cfg.users)
 
 
@@ -169,7 +171,16 @@ class Listener:
             self.log.info("TLS handshake with %s failed: %s", session.peer.ip, error)
             session.transport.close("TLS handshake failed")
             return
+        self.tls_established(session)
         session.start()
+
+    def tls_established(self, session):
+        """Note a listed client certificate (relay_cert) once a TLS handshake is done."""
+        cert = relay.certificate(session.transport.peer_certificate(),
+                                 self.settings.relay_certs)
+        if cert is not None:
+            session.peer.cert = cert
+            self.log.info("%s presented listed certificate sha256:%s", session.peer.ip, cert)
 
     def _engine(self, tls_active):
         mechanisms = ("PLAIN", "LOGIN") if self.settings.users else ()
@@ -257,6 +268,9 @@ def _tls_context(main, kind):
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
         context.load_cert_chain(main.tls_cert, main.tls_key)
+        if main.relay_cert:         # requested, never required; judged by fingerprint
+            context.load_verify_locations(main.tls_client_ca)
+            context.verify_mode = ssl.CERT_OPTIONAL
     except (OSError, ssl.SSLError) as exc:
-        raise ListenError("cannot load tls_cert/tls_key: %s" % exc) from None
+        raise ListenError("cannot load tls_cert/tls_key/tls_client_ca: %s" % exc) from None
     return context

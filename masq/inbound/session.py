@@ -6,12 +6,14 @@ engine hands out is dispatched through one table to a handler that checks policy
 goes out only after the group commit's fdatasync has returned (queue rule 2).
 
 Hostile input: everything the client sends; the engine bounds it, this module never holds
-more than one body chunk. Message text (DATA and BDAT alike) is stored with CRLF line ends
-only: a bare CR or LF becomes CRLF (`masq.message.InputNormalizer`, the rule `sendmail`
-input follows), or, with `bare_line_ends 'refuse'`, fails the message with `550 5.6.0`. Pipelined input is handed out by one loop (`pump`), never by
-recursion, and it stops while `MAX_UNSENT` octets of replies wait for a client that does
-not read (reading resumes when they are sent). Failures: a full disk answers `452 4.3.1`
-at MAIL (free space is checked first) and `451 4.3.0` when a write or the sync fails.
+more than one read of it, handed to the engine in slices of `SLICE` octets. Message text
+(DATA and BDAT alike) is stored with CRLF line ends only: a bare CR or LF becomes CRLF
+(`masq.message.InputNormalizer`, the rule `sendmail` input follows), or, with
+`bare_line_ends 'refuse'`, fails the message with `550 5.6.0`. Pipelined input is handed
+out by one loop (`pump`), never by recursion, and it stops while `MAX_UNSENT` octets of
+replies wait for a client that does not read (reading resumes when they are sent).
+Failures: a full disk answers `452 4.3.1` at MAIL (free space is checked first) and
+`451 4.3.0` when a write or the sync fails.
 
 Deadlines: every phase of a connection has one, so no client holds a slot by sending
 slowly. The clock starts when the session is made (a TLS handshake on `smtps://` is
@@ -39,6 +41,7 @@ BARE_LINE_END = Reply(550, "5.6.0", "Error: bare CR or LF in the message text "
                                     "(only CRLF ends a line)")
 MAX_UNSENT = 65536      # octets of replies waiting for the client before input stops
 BATCH = 4096            # replies are written in batches of about this size
+SLICE = 8192            # input handed to the engine at a time (bounds the replies to it)
 
 
 class Transaction:
@@ -71,6 +74,8 @@ class Session:
         self.closed = False
         self.pumping = False
         self.out = bytearray()      # replies collected from the engine, not yet written
+        self.inbox = bytearray()    # input read but not yet handed to the engine
+        self.eof = 0                # 1: the client closed its side; 2: the engine knows
         self._arm()
 
     def start(self):
@@ -85,8 +90,26 @@ class Session:
         """Take bytes from the client (b"" at EOF)."""
         if self.closed:
             return
-        self.engine.receive_data(data)
+        if data:
+            self.inbox += data
+        else:
+            self.eof = max(self.eof, 1)
         self.pump()
+
+    def _feed(self):
+        """Hand the engine the next slice of input; return False if there is none for it.
+
+        Slices keep what one next_event() call can answer small: 8 KiB of pipelined HELP
+        makes about 130 KiB of replies, where a whole read of 64 KiB would make 1 MiB."""
+        if self.inbox and self.engine.wants_data:
+            self.engine.receive_data(bytes(self.inbox[:SLICE]))
+            del self.inbox[:SLICE]
+            return True
+        if self.eof == 1 and not self.inbox:
+            self.eof = 2
+            self.engine.receive_data(b"")
+            return True
+        return False
 
     def pump(self):
         """Hand out engine events until it needs data or a decision, or replies pile up.
@@ -97,9 +120,15 @@ class Session:
             return
         self.pumping, progress = True, False
         try:
-            while not self.closed and self.transport.unsent() < MAX_UNSENT:
+            while not self.closed:
+                if len(self.out) >= BATCH:
+                    self._flush()
+                if self.transport.unsent() >= MAX_UNSENT:
+                    break
                 event = self.engine.next_event()
                 progress = self._collect() or progress
+                if event is ev.NEED_DATA and self._feed():
+                    continue
                 if event is ev.NEED_DATA or event is ev.PAUSED:
                     break
                 if type(event) is ev.DataChunk:
@@ -108,8 +137,6 @@ class Session:
                     progress = True
                 _HANDLERS[type(event)](self, event)
                 progress = self._collect() or progress
-                if len(self.out) >= BATCH:
-                    self._flush()
         finally:
             self.pumping = False
         self._flush()
@@ -120,7 +147,7 @@ class Session:
         if self.transport.unsent() >= MAX_UNSENT:     # go on when the client has read
             self.transport.on_drain = self.pump
             self.transport.pause_reading()
-        elif self.engine.wants_data:
+        elif self.engine.wants_data and not self.inbox:
             self.transport.resume_reading()
         else:
             self.transport.pause_reading()
@@ -249,7 +276,7 @@ class Session:
             by_host=self.server.settings.hostname, id=txn.writer.id,
             protocol="ESMTP" if self.engine.extended else "SMTP",
             from_host=self.engine.helo_name or "unknown", from_ip=self.peer.ip,
-            tls=info, auth=self.peer.auth_user,
+            tls=info, auth=self.peer.auth_user, cert=self.peer.cert,
             for_rcpt=txn.recipients[0].address if len(txn.recipients) == 1 else None))
         return headers.to_bytes()
 
@@ -335,6 +362,7 @@ class Session:
         self.txn = None
 
     def _start_tls(self, event):
+        self.inbox.clear()          # plaintext pipelined after STARTTLS is never executed
         self.respond(None)          # the 220 goes out in plaintext first
         self.server.loop.call_soon(lambda: self.transport.start_tls(
             self.server.tls_context, True, self._tls_done))
@@ -344,6 +372,7 @@ class Session:
             self.server.log.info("TLS handshake with %s failed: %s", self.peer.ip, error)
             self.transport.close("TLS handshake failed")
             return
+        self.server.tls_established(self)
         self.engine.start_tls_done()
         self._arm()
         self.pump()
