@@ -26,7 +26,9 @@ DOCUMENTED = {0, 64, 65, 67, 69, 73, 75, 78}
 def conf(tmp_path_factory):
     root = tmp_path_factory.mktemp("sendmail")
     (root / "spool").mkdir()
-    return write_config(str(root / "masq.conf"), str(root / "spool"))
+    (root / "mail").mkdir()
+    return write_config(str(root / "masq.conf"), str(root / "spool"),
+                        extra="\toption mailbox 'maildir:%s/mail/%%u'\n" % root)
 
 
 def sendmail(conf, args, data):
