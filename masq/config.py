@@ -266,6 +266,8 @@ SIZE = Kind("size", "a size (bytes, or a number with k, M or G)", _size, _render
 INTERVAL = Kind("interval", "an interval (seconds, or a number with s, m, h, d or w)",
                 _interval, _render_interval)
 LIST = Kind("list", "a string", _text, is_list=True)
+INTERVALS = Kind("list", "an interval (seconds, or a number with s, m, h, d or w)",
+                 _interval, _render_interval, is_list=True)
 NETWORKS = Kind("list", "an IP network such as 192.168.1.0/24", _network, is_list=True)
 FINGERPRINTS = Kind("list", "sha256:FINGERPRINT (64 hex digits, colons allowed), as "
                    "`openssl x509 -noout -fingerprint -sha256` prints it",
@@ -361,6 +363,7 @@ OPTIONS = (
     Option(_M, "queue_interval", INTERVAL, 0.0),
     Option(_M, "queue_lifetime", INTERVAL, 5 * 86400.0),
     Option(_M, "delay_warning", INTERVAL, 4 * 3600.0),
+    Option(_M, "warn_intervals", INTERVALS, lambda values: [values["delay_warning"]]),
     Option(_M, "retry_interval", INTERVAL, 300.0),
     Option(_M, "retry_max", INTERVAL, 4 * 3600.0),
     Option(_M, "online_check_interval", INTERVAL, 300.0),

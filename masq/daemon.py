@@ -14,7 +14,6 @@ so start-up errors still reach the caller's terminal and exit status.
 import os
 import signal
 import sys
-import time
 
 from masq import exits, files
 from masq.cli import common
@@ -38,9 +37,9 @@ class Daemon:
         self.loop = Loop()
         self.loop.on_error = self._bug
         self.queue = None
-        self.online = OnlineState(self.cfg.routes, time.time())
+        self.online = OnlineState(self.cfg.routes, self.loop.time())
         self.counters = model.new_counters()
-        self.started = time.time()
+        self.started = self.loop.time()
         self.components = []
         self.control = None
         self.active_writers = 0
@@ -110,7 +109,7 @@ class Daemon:
         self.log.retarget(cfg.main.log)
         old = {r.name: r for r in self.online.routes}
         listeners = self.online.listeners
-        self.online = OnlineState(cfg.routes, time.time())
+        self.online = OnlineState(cfg.routes, self.loop.time())
         self.online.listeners = listeners
         for route in self.online.routes:
             if route.name in old:

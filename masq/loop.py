@@ -5,7 +5,9 @@ wake-up fd, child processes reaped without blocking, and end-of-turn hooks (grou
 runs there: everything committed during one turn shares one fdatasync).
 
 Does not know about mail, configuration or the queue. Callbacks get no arguments except
-where noted; they read `loop.now` for the time, so tests drive time with a fake clock.
+where noted; they read `loop.now` (monotonic, for timers) or `loop.time()` (wall clock,
+for what is stored) from the loop's Clock (masq.clock), so tests drive time with a fake
+clock.
 
 Idle means asleep: when no timer is pending, `select` waits with no timeout. A callback that
 raises is a bug: the loop reports it through `on_error` (default: re-raise) and goes on.
@@ -16,7 +18,8 @@ import os
 import selectors
 import signal
 import socket
-import time
+
+from masq.clock import Clock, Monotonic
 
 
 UNKNOWN_STATUS = 0xFF00     # reads as exit 255: a child whose status was lost never "succeeded"
@@ -44,8 +47,10 @@ class Timer:
 class Loop:
     """A single-threaded event loop over `selectors`."""
 
-    def __init__(self, clock=time.monotonic, selector=None):
-        self.clock = clock
+    def __init__(self, clock=None, selector=None):
+        if clock is not None and not hasattr(clock, "monotonic"):
+            clock = Monotonic(clock)        # a bare function: the monotonic time only
+        self.clock = clock or Clock()
         self.selector = selector or selectors.DefaultSelector()
         self.timers = []
         self.seq = 0
@@ -60,8 +65,12 @@ class Loop:
 
     @property
     def now(self):
-        """Return the loop's current time (the clock it was given)."""
-        return self.clock()
+        """Return the loop's monotonic time (timers run on it)."""
+        return self.clock.monotonic()
+
+    def time(self):
+        """Return the wall-clock time of the loop's clock (for times that are stored)."""
+        return self.clock.time()
 
     # file descriptors
 
@@ -169,7 +178,7 @@ class Loop:
                 done, status = pid, UNKNOWN_STATUS
             if done:
                 callback = self.children.pop(pid)
-                self._call(lambda: callback(status))
+                self._call(lambda callback=callback, status=status: callback(status))
 
     def close(self):
         """Release the wake-up fd and restore default signal handling."""
@@ -203,9 +212,17 @@ class Loop:
                     self._call(callback)
         self._run_timers()
         self._run_soon()
-        for callback in list(self.turn_end):
-            self._call(callback)
-        self._run_soon()
+        self._end_turn()
+
+    def _end_turn(self):
+        """Run the turn-end hooks last: work they start (callbacks soon) gets them again,
+        so nothing a hook should see (a group commit) is left waiting while the loop sleeps."""
+        while True:
+            for callback in list(self.turn_end):
+                self._call(callback)
+            if not self.soon:
+                return
+            self._run_soon()
 
     def _run_timers(self):
         now = self.now

@@ -191,6 +191,15 @@ class Queue:
         """Append a RESULT record: recipient number index of msgid is now rcpt."""
         self.append([(record.RESULT, msgid, env_mod.encode_result(index, rcpt))])
 
+    def record_results(self, msgid, rows, warned=None):
+        """Append one job's RESULT records [(index, rcpt)] (and WARNED at `warned`, if
+        given) as one write: all of them are indexed, or none (LogError)."""
+        records = [(record.RESULT, msgid, env_mod.encode_result(index, rcpt))
+                   for index, rcpt in rows]
+        if warned is not None:
+            records.append((record.WARNED, msgid, env_mod.encode_note(t=warned)))
+        self.append(records)
+
     def remove(self, msgid, why):
         """Append a REMOVED record for msgid."""
         self.append([(record.REMOVED, msgid, env_mod.encode_note(why=why))])

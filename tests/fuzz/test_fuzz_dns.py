@@ -103,7 +103,10 @@ class Clock:
     def __init__(self):
         self.now = 1000.0
 
-    def __call__(self):
+    def monotonic(self):
+        return self.now
+
+    def time(self):
         return self.now
 
 
