@@ -15,8 +15,6 @@ or option, wrong type or unnamed route raises ConfigError(path, line, message) n
 option, what was expected and, for a typo, the nearest known name. The first error wins.
 """
 
-import re
-
 from masq import uci
 from masq.uci import ConfigError
 
@@ -44,11 +42,8 @@ BOOLS = {"1": True, "yes": True, "on": True, "true": True, "enabled": True,
          "0": False, "no": False, "off": False, "false": False, "disabled": False}
 SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 TIME_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-# Patterns stay strings: re compiles (and caches) one only when a value needs it.
-_SIZE = r"([0-9]+)([kKmMgG]?)"
-_INTERVAL = r"([0-9]+(?:\.[0-9]+)?)([smhdw]?)"
-_HOST_PORT = (r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)"
-              r"(?::([0-9]{1,5}))?")
+# Values are checked with string methods, not re: `sendmail` reads the file on every run.
+_LITERAL_CHARS = frozenset("0123456789ABCDEFabcdef:.")
 LISTEN_SCHEMES = ("smtp", "submission", "smtps", "qmtp")
 
 
@@ -88,11 +83,16 @@ def _int_kind(low=None, high=None):
     return Kind("int", expected, convert)
 
 
+def _digits(text):
+    return text.isascii() and text.isdigit()
+
+
 def _size(text):
-    match = re.fullmatch(_SIZE, text)
-    if not match:
+    """Return the bytes `10M`, `64k` or `1000` stand for."""
+    number, unit = (text[:-1], text[-1]) if text[-1:] in tuple("kKmMgG") else (text, "")
+    if not _digits(number):
         raise ValueError(text)
-    return int(match.group(1)) * SIZE_UNITS[match.group(2).lower()]
+    return int(number) * SIZE_UNITS[unit.lower()]
 
 
 def _render_size(value):
@@ -103,10 +103,12 @@ def _render_size(value):
 
 
 def _interval(text):
-    match = re.fullmatch(_INTERVAL, text)
-    if not match:
+    """Return the seconds `30m`, `1.5h` or `90` stand for."""
+    number, unit = (text[:-1], text[-1]) if text[-1:] in tuple("smhdw") else (text, "")
+    whole, dot, fraction = number.partition(".")
+    if not _digits(whole) or (dot and not _digits(fraction)):
         raise ValueError(text)
-    return float(match.group(1)) * TIME_UNITS[match.group(2)]
+    return float(number) * TIME_UNITS[unit]
 
 
 def _render_interval(value):
@@ -134,8 +136,20 @@ def _prefixed_kind(expected, exact, prefixes):
 
 
 def _host_port(text, low_port=1):
-    match = re.fullmatch(_HOST_PORT, text)
-    if not match or (match.group(2) and not low_port <= int(match.group(2)) <= 65535):
+    """Return text if it is `host`, `host:port`, `[literal]` or `[literal]:port`."""
+    if text.startswith("["):
+        close = text.find("]")
+        good = close > 1 and _LITERAL_CHARS.issuperset(text[1:close])
+        rest = text[close + 1:]
+    else:
+        host, colon, port = text.partition(":")
+        rest = colon + port
+        good = (host[:1].isalnum() and host[-1:].isalnum() and host.isascii()
+                and host.replace("-", "a").replace(".", "a").isalnum())
+    port = rest[1:]
+    if rest and not (rest[0] == ":" and _digits(port) and len(port) <= 5):
+        good = False
+    if not good or (port and not low_port <= int(port) <= 65535):
         raise ValueError(text)
     return text
 
@@ -155,7 +169,6 @@ def parse_ip_port(text, default_port=None, low_port=1):
     """Return (ip, port) from IP[:PORT] or [IPv6][:PORT]; `localhost` is 127.0.0.1.
 
     The port may be left out only when default_port is given; raise ValueError."""
-    import ipaddress                       # lazily: sendmail starts fast
     text = text.strip()
     if text.startswith("["):
         host, bracket, rest = text[1:].partition("]")
@@ -172,7 +185,19 @@ def parse_ip_port(text, default_port=None, low_port=1):
     if not (str(port).isascii() and str(port).isdigit() and low_port <= int(port) < 65536):
         raise ValueError(text)
     host = "127.0.0.1" if host == "localhost" else host
+    if _is_ipv4(host):
+        return host, int(port)
+    import ipaddress                       # lazily: sendmail starts fast
     return str(ipaddress.ip_address(host)), int(port)
+
+
+def _is_ipv4(text):
+    """Return True for dotted-quad IPv4 as ipaddress accepts it (checked without importing
+    it: ipaddress costs `sendmail` ~2 ms, and most configurations name only IPv4)."""
+    parts = text.split(".")
+    return len(parts) == 4 and all(
+        part.isascii() and part.isdigit() and len(part) <= 3 and (part == "0" or part[0] != "0")
+        and int(part) <= 255 for part in parts)
 
 
 def _ip_port_kind(expected, default_port=None):
@@ -184,21 +209,29 @@ def _ip_port_kind(expected, default_port=None):
 
 def _hostname_text(text):
     """Check a host name as SMTP needs it (RFC 5321 Domain): LDH labels, at most 253."""
-    if len(text) > 253 or not all(_LABEL.fullmatch(label) for label in text.split(".")):
+    if len(text) > 253 or not all(_is_label(label) for label in text.split(".")):
         raise ValueError(text)
     return text
 
 
-_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+def _is_label(label):
+    """Return True for a DNS label: 1-63 ASCII letters, digits and inner hyphens."""
+    return (0 < len(label) <= 63 and label.isascii() and label[0] != "-" and label[-1] != "-"
+            and label.replace("-", "a").isalnum())
+
+
 PLACEHOLDERS = "udsr%"       # what a command or mailbox path may hold: %u %d %s %r %%
 
 
 def _template(text):
     """Check the placeholders of a command or path template; raise ValueError."""
-    for match in re.finditer("%(.?)", text):
-        if match.group(1) == "" or match.group(1) not in PLACEHOLDERS:
+    at = text.find("%")
+    while at >= 0:
+        letter = text[at + 1:at + 2].replace("\n", "")
+        if letter == "" or letter not in PLACEHOLDERS:
             raise Invalid("%s: unknown placeholder %%%s (use %%u, %%d, %%s, %%r or %%%%)"
-                             % (_show(text), match.group(1)))
+                          % (_show(text), letter))
+        at = text.find("%", at + 2)
 
 
 def _command(text):
@@ -251,6 +284,10 @@ def fingerprint(text):
 
 
 def _network(text):
+    address, slash, prefix = text.partition("/")
+    if _is_ipv4(address) and (not slash or (prefix.isascii() and prefix.isdigit()
+                                            and int(prefix) <= 32)):
+        return text
     import ipaddress                       # lazily: sendmail starts fast
     ipaddress.ip_network(text, strict=False)
     return text

@@ -24,6 +24,11 @@ from masq.online.state import OnlineState
 from masq.queue.spool import LogError
 from masq.status import model
 
+# Modules masq imports only when first needed, so that `sendmail` starts fast (json for the
+# first envelope or control request, re for a HELO check): the daemon imports them before
+# it acts as or becomes `option user`, who may not be able to read the Python library.
+LAZY = ("json", "re")
+
 
 class Daemon:
     """The running daemon."""
@@ -51,6 +56,8 @@ class Daemon:
 
     def start(self):
         """Open the queue, bind the sockets, install signal handlers."""
+        for name in LAZY:           # while root may still read the whole library
+            __import__(name)
         account = self._account()
         with _acting_as(account):   # the spool is the daemon user's: root never writes it
             self.queue = common.open_queue(self.cfg, "runner", report=self.log.warning)
@@ -149,11 +156,13 @@ class Daemon:
             self.log.warning("aliases: %s", exc)
             return None
 
-    def status(self):
-        """Return the status document."""
+    def status(self, limit=None):
+        """Return the status document (listing the first `limit` queued messages, if given)."""
+        listed = self.queue.listed()
         return model.document(self.cfg.main.hostname, self.started, self.online.to_json(),
-                              self.queue.listed(), self.counters, self.log.recent,
-                              deliveries=self.log.deliveries)
+                              listed[:limit] if limit is not None else listed, self.counters,
+                              self.log.recent, deliveries=self.log.deliveries,
+                              queue_total=len(listed))
 
     # control requests
 

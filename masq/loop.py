@@ -22,6 +22,7 @@ import socket
 from masq.clock import Clock, Monotonic
 
 
+MIN_TIMERS = 64             # below this many timers the heap is never rebuilt
 UNKNOWN_STATUS = 0xFF00     # reads as exit 255: a child whose status was lost never "succeeded"
 
 
@@ -37,8 +38,13 @@ class Timer:
         self.seq = seq
 
     def cancel(self):
-        """Stop the timer from firing (harmless if it already fired)."""
+        """Stop the timer from firing (harmless if it already fired).
+
+        The callback is let go at once: a cancelled timer waits in the heap until the loop
+        drops it, and must not keep what its callback refers to (a closed SMTP session)
+        alive until then."""
         self.cancelled = True
+        self.callback = None
 
     def __lt__(self, other):
         return (self.when, self.seq) < (other.when, other.seq)
@@ -53,6 +59,7 @@ class Loop:
         self.clock = clock or Clock()
         self.selector = selector or selectors.DefaultSelector()
         self.timers = []
+        self.compact_at = MIN_TIMERS      # heap size at which cancelled timers are dropped
         self.seq = 0
         self.soon = []
         self.turn_end = []
@@ -120,7 +127,16 @@ class Loop:
         self.seq += 1
         timer = Timer(when, callback, self.seq)
         heapq.heappush(self.timers, timer)
+        if len(self.timers) > self.compact_at:
+            self._drop_cancelled()
         return timer
+
+    def _drop_cancelled(self):
+        """Rebuild the heap without cancelled timers (sessions re-arm theirs on every
+        command): it stays within twice the live timers, at amortised constant cost."""
+        self.timers = [t for t in self.timers if not t.cancelled]
+        heapq.heapify(self.timers)
+        self.compact_at = max(MIN_TIMERS, 2 * len(self.timers))
 
     def call_later(self, delay, callback):
         """Call callback() after `delay` seconds; return a Timer."""

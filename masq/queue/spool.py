@@ -96,7 +96,7 @@ class Queue:
             log.open()
         except LogError as exc:
             raise SpoolError(str(exc)) from None
-        self.store = Store(log)
+        self.store = Store(log, indexed=mode != "append")
         if mode == "append":
             log.end = log.size()
         else:

@@ -4,8 +4,12 @@ Owns the in-memory view of the log (`Message` per id: envelope, body chunk offse
 used), recovery (torn tail cut, damage in the middle quarantined), and the operations that
 append records: writing a body, committing it, recording results, removing.
 
-Memory: per message, its envelope and one (offset, length) pair per body chunk of up to
-64 KiB; bodies stay in the log and are read back in chunks.
+Memory: the index holds only unfinished messages (live, quarantined, or still being
+written); a message leaves it as soon as its last recipient is final, it is removed, or its
+writer aborts, and later records for an id the index no longer holds are dead bytes. Per
+message it keeps its envelope (repeated strings shared, see envelope.py) and a flat tuple of
+(offset, length) per body chunk of up to 64 KiB; bodies stay in the log and are read back in
+chunks. `tools/bench_queue.py` measures the bytes per waiting message.
 
 The store stores; it does not schedule (STYLE.md rule 5). Group commit is `want_sync`
 plus `sync_now` at the end of a loop turn. Crash states and their recovery rules are in
@@ -20,6 +24,7 @@ from masq.queue import record
 from masq.queue.log import Log, LogError
 
 CHUNK = 64 * 1024
+RECENT = 64     # finished messages whose bodies stay readable (a bounce built after the last result)
 _ALPHABET = "0123456789abcdefghijklmnopqrstuv"
 
 
@@ -39,14 +44,14 @@ def _b32(value, width):
 
 
 class Message:
-    """One message as the log describes it."""
+    """One unfinished message as the log describes it."""
 
-    __slots__ = ("id", "envelope", "chunks", "bytes", "removed", "quarantined", "aborted")
+    __slots__ = ("id", "envelope", "at", "bytes", "removed", "aborted", "quarantined")
 
     def __init__(self, msgid):
         self.id = msgid
         self.envelope = None
-        self.chunks = []      # (payload offset, length)
+        self.at = ()          # body chunks, flat: (offset, length, offset, length, ...)
         self.bytes = 0        # log bytes its records use
         self.removed = False
         self.aborted = False
@@ -69,19 +74,30 @@ class Message:
         return self.live or (self.quarantined is not None and not self.removed)
 
     @property
+    def finished(self):
+        """Return True once nothing will happen to the message any more (it leaves the index)."""
+        if self.removed or self.aborted:
+            return True
+        return self.committed and not self.kept
+
+    @property
     def size(self):
         """Return the size of the message text in bytes."""
-        return sum(length for _, length in self.chunks)
+        return sum(self.at[1::2])
 
 
 class Store:
-    """The index over one log; `apply` feeds it records in log order."""
+    """The index over one log; `apply` feeds it records in log order.
 
-    def __init__(self, log):
+    A store opened only to append (`sendmail`, `-bs`) is not `indexed`: it keeps no index,
+    so appending decodes nothing (and `sendmail` never imports json)."""
+
+    def __init__(self, log, indexed=True):
         self.log = log
-        self.messages = {}
-        self.live_ids = {}        # ids of live messages, in arrival order
+        self.indexed = indexed
+        self.messages = {}        # id -> Message, unfinished messages only, in arrival order
         self.kept_bytes = 0       # log bytes of the messages compaction must keep
+        self.recent = {}          # id -> Message, the last RECENT messages that finished
         self.damage = []
         self.sync_waiters = []
 
@@ -96,50 +112,54 @@ class Store:
 
     def apply(self, item):
         """Update the index from one scanned Record or Damage."""
+        if not self.indexed:
+            return
         if isinstance(item, record.Damage):
             self._damaged(item)
             return
-        msg = self.get(item.msgid.decode("ascii"))
-        before = self._state(msg)
+        msgid = item.msgid.decode("ascii")
+        msg = self.messages.get(msgid)
+        if msg is None:
+            if item.type != record.BODY and item.type != record.COMMIT:
+                return            # a record of a finished message: dead bytes
+            msg = self.messages[msgid] = Message(msgid)
+        was_kept = msg.kept
+        old_bytes = msg.bytes
         msg.bytes += record.OVERHEAD + item.length
         try:
             _APPLY[item.type](msg, item)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             msg.quarantined = msg.quarantined or "bad %s record: %s" % (chr(item.type), exc)
-        self._track(msg, before)
+        self._track(msg, was_kept, old_bytes)
 
-    def _state(self, msg):
-        return msg.kept, msg.live, msg.bytes
-
-    def _track(self, msg, before):
-        """Keep the kept-bytes total and the live set in step with msg's change."""
-        was_kept, was_live, old_bytes = before
+    def _track(self, msg, was_kept, old_bytes):
+        """Keep the kept-bytes total in step with msg's change; drop msg once finished."""
         self.kept_bytes += (msg.bytes if msg.kept else 0) - (old_bytes if was_kept else 0)
-        if msg.live and not was_live:
-            self.live_ids[msg.id] = None
-        elif was_live and not msg.live:
-            self.live_ids.pop(msg.id, None)
+        if msg.finished and self.messages.pop(msg.id, None) is not None:
+            recent = self.recent
+            recent[msg.id] = msg
+            if len(recent) > RECENT:
+                del recent[next(iter(recent))]
 
     def _damaged(self, damage):
         self.damage.append(damage)
         if damage.msgid:
             msg = self.get(damage.msgid.decode("ascii"))
-            before = self._state(msg)
+            was_kept, old_bytes = msg.kept, msg.bytes
             msg.quarantined = "damaged record at offset %d" % damage.offset
-            self._track(msg, before)
+            self._track(msg, was_kept, old_bytes)
 
     def forget(self, msgid):
         """Drop a message from the index (after compaction removed it)."""
         msg = self.messages.pop(msgid, None)
         if msg is not None:
             self.kept_bytes -= msg.bytes if msg.kept else 0
-            self.live_ids.pop(msgid, None)
 
     # views
 
     def live(self):
         """Return the live messages in arrival order."""
-        return [self.messages[i] for i in self.live_ids]
+        return [m for m in self.messages.values() if m.live]
 
     def listed(self):
         """Return messages mailq shows: live and quarantined, in arrival order."""
@@ -147,8 +167,12 @@ class Store:
 
     def body(self, msgid):
         """Yield the message text of msgid in chunks."""
-        for offset, length in self.messages[msgid].chunks:
-            yield self.log.read(offset, length)
+        msg = self.messages.get(msgid) or self.recent.get(msgid)
+        if msg is None:
+            raise LogError("%s: message %s is no longer in the queue" % (self.log.path, msgid))
+        at = msg.at
+        for i in range(0, len(at), 2):
+            yield self.log.read(at[i], at[i + 1])
 
     def live_bytes(self):
         """Return the log bytes used by messages compaction must keep."""
@@ -192,7 +216,7 @@ class Store:
 def _body(msg, item):
     if msg.committed:
         raise ValueError("body after commit")
-    msg.chunks.append((item.payload_offset, item.length))
+    msg.at += (item.payload_offset, item.length)
 
 
 def _commit(msg, item):
@@ -219,7 +243,7 @@ def _aborted(msg, item):
     if msg.committed:
         raise ValueError("abort after commit")
     msg.aborted = True
-    msg.chunks = []
+    msg.at = ()
 
 
 def _quarantined(msg, item):
@@ -237,6 +261,6 @@ def open_store(path):
     """Open the log at path and return a Store without reading it (appending only)."""
     log = Log(path)
     log.open()
-    store = Store(log)
+    store = Store(log, indexed=False)
     log.end = log.size()
     return store
