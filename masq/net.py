@@ -242,6 +242,20 @@ class Stream:
         self.on_close(reason)
 
 
+def client_key(ip):
+    """Return what per-client limits count a peer address under: an IPv4 address itself,
+    an IPv6 address's /64 (one host gets a whole /64 to pick addresses from)."""
+    if ":" not in ip:
+        return ip
+    try:
+        packed = socket.inet_pton(socket.AF_INET6, ip.partition("%")[0])
+    except (OSError, ValueError):
+        return ip
+    if packed[:12] == b"\0" * 10 + b"\xff\xff":       # IPv4-mapped: the IPv4 address
+        return socket.inet_ntop(socket.AF_INET, packed[12:])
+    return socket.inet_ntop(socket.AF_INET6, packed[:8] + b"\0" * 8) + "/64"
+
+
 def listen(host, port, backlog=128):
     """Return a non-blocking listening socket on host (an IP literal) and port."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET

@@ -5,20 +5,24 @@ loopback against a running daemon with short configured deadlines.
 2. Pipelined input is processed without recursion, and replies buffered for a client that
    does not read are bounded.
 3. A client trickling DATA one byte at a time is dropped at its deadline, and the
-   per-address limit keeps slots for other clients meanwhile.
+   per-address limit (an IPv6 client counted by its /64) keeps slots for other clients.
 No test asserts a duration: each waits (with a generous socket timeout) for what the
 server must do, and the old code never did it at all.
 """
 
+import json
+import os
 import select
+import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 
 import pytest
 
-from helpers import Daemon, free_port, wait_for, write_config
+from helpers import ROOT, Daemon, free_port, wait_for, write_config
 
 
 def start(tmp_path, extra):
@@ -255,7 +259,57 @@ def test_one_error_puts_a_bounded_line_in_the_log():
     assert "Traceback" in line and line.endswith("RecursionError")
 
 
-# 3. Slowloris in DATA
+# 3. Per-address limits: an IPv6 client is one /64
+
+
+IPV6_CLIENTS = r"""
+import json, socket, subprocess, sys
+sys.path.insert(0, "tests")
+from helpers import Daemon, write_config
+for cmd in ("ip link set lo up", "ip -6 addr add fd00::1/64 dev lo nodad",
+            "ip -6 addr add fd00::2/64 dev lo nodad", "ip -6 addr add fd00::3/64 dev lo nodad",
+            "ip -6 addr add fd00:0:0:1::1/64 dev lo nodad"):
+    subprocess.run(cmd.split(), check=True)
+base = sys.argv[1]
+conf = write_config(base + "/masq.conf", base + "/spool", extra=(
+    "\tlist listen 'smtp://[fd00::1]:2525'\n\tlist listen 'smtp://127.0.0.1:2526'\n"
+    "\toption max_connections_per_ip '2'\n"))
+daemon = Daemon(conf, wait_port=2526).start()
+socks, greetings = [], []
+try:
+    for source in ("fd00::2", "fd00::3", "fd00::1", "fd00:0:0:1::1"):
+        sock = socket.socket(socket.AF_INET6)
+        sock.settimeout(10)
+        sock.bind((source, 0))
+        sock.connect(("fd00::1", 2525))
+        greetings.append(sock.recv(200).decode()[:9])
+        socks.append(sock)
+finally:
+    daemon.stop()
+print(json.dumps(greetings))
+"""
+
+
+@pytest.mark.parametrize("ip, key", [
+    ("192.0.2.7", "192.0.2.7"), ("2001:db8::1", "2001:db8::/64"),
+    ("2001:db8::ffff:1:2", "2001:db8::/64"), ("2001:db8:0:1::1", "2001:db8:0:1::/64"),
+    ("::ffff:192.0.2.7", "192.0.2.7"), ("fe80::1%eth0", "fe80::/64")])
+def test_per_client_limits_count_an_ipv6_client_by_its_64(ip, key):
+    from masq.net import client_key
+    assert client_key(ip) == key
+
+
+def test_an_ipv6_client_cannot_take_more_slots_by_changing_address_in_its_64(tmp_path):
+    if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("ip"):
+        pytest.skip("needs root, unshare(1) and ip(8) for a network namespace")
+    done = subprocess.run(["unshare", "--net", sys.executable, "-c", IPV6_CLIENTS,
+                           str(tmp_path)], capture_output=True, cwd=ROOT, timeout=60,
+                          env=dict(os.environ, PYTHONPATH=ROOT))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == ["220 test.", "220 test.", "421 4.7.0", "220 test."]
+
+
+# 4. Slowloris in DATA
 
 
 def trickle(sock, stop):
@@ -263,6 +317,18 @@ def trickle(sock, stop):
     try:
         while not stop.wait(0.3):
             sock.send(b"x")
+    except OSError:
+        pass
+
+
+def keep_alive(sock, stop):
+    """Send NOOP every second and read its reply until stop is set or the server closes."""
+    try:
+        read_reply(sock)
+        while not stop.wait(1.0):
+            sock.sendall(b"NOOP\r\n")
+            if not read_reply(sock):
+                return
     except OSError:
         pass
 
@@ -321,11 +387,13 @@ def test_sessions_already_trickling_get_the_short_timeout_once_the_server_is_bus
             threads.append(threading.Thread(target=trickle, args=(sock, stop)))
             threads[-1].start()
             socks.append(sock)
-        idle = [connect(port, source="127.0.0.3") for _ in range(3)]   # 5 of 5: busy
+        busy = [connect(port, source="127.0.0.3") for _ in range(3)]   # 5 of 5: busy
+        for sock in busy:                       # clients that make progress stay
+            threads.append(threading.Thread(target=keep_alive, args=(sock, stop)))
+            threads[-1].start()
         for sock in socks:
             assert b"421 4.4.2" in read_all(sock)
-        for sock in idle:
-            sock.close()
+        socks += busy
     finally:
         stop.set()
         for thread in threads:

@@ -69,6 +69,8 @@ def test_auth_failures_are_rate_limited_per_client(tmp_path):
     conf = write_config(str(tmp_path / "masq.conf"), str(tmp_path / "spool"), extra=(
         "\tlist listen 'smtp://127.0.0.1:%d?auth=plain'\n" % port), routes=users)
     daemon = Daemon(conf, wait_port=port).start()
+    with smtplib.SMTP("127.0.0.1", port, timeout=15) as smtp:   # the readiness probe's
+        smtp.noop()                 # slot is free once a whole session has been served
     codes = []
 
     def attempt():

@@ -5,8 +5,9 @@ AUTH, `smtps://…` with TLS from the first byte; `?auth=plain` lets AUTH be off
 TLS on that listener), the TLS server context (`tls_cert`, `tls_key`; with `relay_cert`
 it asks clients for a certificate, checked against `tls_client_ca`, and notes a listed
 one on the session's peer), the limits that are not one session's business (connections
-in all and per client address, the client timeout that shrinks under load, for sessions
-already running too, free space), and the settings sessions read.
+in all and per client address, an IPv6 client counted by its /64, the client timeout that
+shrinks under load, for sessions already running too, free space), and the settings
+sessions read.
 
 Never dies on accept errors (EMFILE: accepting pauses for a second). A client over a limit
 gets `421 4.7.0` and is closed without a session.
@@ -135,18 +136,18 @@ class Listener:
 
     def _admit(self, conn, ip):
         counts = self.shared.setdefault("per_ip", {})
-        total = sum(counts.values())
+        total, key = sum(counts.values()), net.client_key(ip)
         refusal = None
         if total >= self.settings.max_connections:
             refusal = "too many connections"
-        elif counts.get(ip, 0) >= self.settings.max_per_ip:
-            refusal = "too many connections from %s" % ip
+        elif counts.get(key, 0) >= self.settings.max_per_ip:
+            refusal = "too many connections from %s" % key
         if refusal:
             _refuse(conn, Reply(421, "4.7.0", "%s Error: %s" % (self.settings.hostname,
                                                                  refusal)))
             self.log.warning("refused %s: %s", ip, refusal)
             return
-        counts[ip] = counts.get(ip, 0) + 1
+        counts[key] = counts.get(key, 0) + 1
         if not self._busy(total) and self._busy(total + 1):    # every timeout shrinks now
             for listener in self.shared["listeners"]:
                 for session in listener.sessions:
@@ -241,11 +242,11 @@ class Listener:
         """Forget a finished session."""
         self.sessions.discard(session)
         counts = self.shared.get("per_ip", {})
-        ip = session.peer.ip
-        if counts.get(ip, 0) <= 1:
-            counts.pop(ip, None)
+        key = net.client_key(session.peer.ip)
+        if counts.get(key, 0) <= 1:
+            counts.pop(key, None)
         else:
-            counts[ip] -= 1
+            counts[key] -= 1
 
 
 def _refuse(conn, reply):
