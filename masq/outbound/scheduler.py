@@ -34,6 +34,7 @@ Concurrency: at most MAX_JOBS batches at once, at most BATCH jobs per batch.
 """
 
 import heapq
+from collections import deque
 
 from masq import address, message, route as routes
 from masq.outbound import results
@@ -115,7 +116,7 @@ class Scheduler:
         self.inflight = set()         # (message id, recipient index)
         self.running = 0              # batches handed to agents
         self.busy = set()             # ids of batch agents with a batch in hand
-        self.waiting = []             # Items not started yet
+        self.waiting = {}             # id(agent) -> (agent, deque of Items not started yet)
         self.tried = {}               # (message id, index) -> routes tried in this attempt
         self.heaps = {}               # route name (LOCAL) -> heap of (retry time, message id)
         self.waiting_on = {}          # route name -> {message id: None} that may use it
@@ -297,7 +298,8 @@ class Scheduler:
             self.tried.setdefault((msg.id, i), []).append(name)
         if flush is not None:
             flush.jobs += 1
-        self.waiting.append(Item(name, agent, job, indices, flush, usable, from_addrs))
+        item = Item(name, agent, job, indices, flush, usable, from_addrs)
+        self.waiting.setdefault(id(agent), (agent, deque()))[1].append(item)
 
     def _pump(self):
         """Start waiting jobs; an agent that can takes its waiting jobs in batches, one
@@ -319,28 +321,30 @@ class Scheduler:
                 agent.deliver(items[0].job, batch.done_only)
 
     def _take_batch(self):
-        """Return the next jobs to start together (none if every waiting agent is busy)."""
-        first = next((i for i, item in enumerate(self.waiting)
-                      if id(item.agent) not in self.busy), None)
-        if first is None:
-            return []
-        head = self.waiting.pop(first)
-        if not hasattr(head.agent, "deliver_many"):
-            return [head]
-        batch, rest = [head], []
-        for item in self.waiting:
-            (batch if item.agent is head.agent and len(batch) < BATCH else rest).append(item)
-        self.waiting = rest
-        return batch
+        """Return the next jobs to start together (none if every waiting agent is busy).
+
+        Looks at each agent once, not at each waiting job: the jobs wait per agent, and an
+        agent that got a batch goes to the back of the line."""
+        for key, (agent, items) in self.waiting.items():
+            if key in self.busy:
+                continue
+            size = BATCH if hasattr(agent, "deliver_many") else 1
+            batch = [items.popleft() for _ in range(min(size, len(items)))]
+            del self.waiting[key]
+            if items:
+                self.waiting[key] = (agent, items)
+            return batch
+        return []
 
     def _drop_waiting(self):
         """Forget jobs not started yet (results cannot be written): they run again later."""
-        waiting, self.waiting = self.waiting, []
-        for item in waiting:
-            self._release(item.job.message_id, item.indices)
-            if item.flush is not None:
-                item.flush.finished([Outcome.temp("4.3.1", "not attempted: queue not "
-                                                  "writable")] * len(item.indices))
+        waiting, self.waiting = self.waiting, {}
+        for _, items in waiting.values():
+            for item in items:
+                self._release(item.job.message_id, item.indices)
+                if item.flush is not None:
+                    item.flush.finished([Outcome.temp("4.3.1", "not attempted: queue not "
+                                                      "writable")] * len(item.indices))
 
     def _release(self, msgid, indices):
         for i in indices:

@@ -35,7 +35,8 @@ def daemon(tmp_path_factory):
     smtp, web = free_port(), free_port()
     conf = write_config(str(root / "masq.conf"), str(spool),
                         extra="\tlist listen 'smtp://127.0.0.1:%d'\n"
-                              "\toption status_listen '127.0.0.1:%d'\n" % (smtp, web),
+                              "\toption status_listen '127.0.0.1:%d'\n"
+                              "\toption mailbox 'maildir:%s/mail/%%u'\n" % (smtp, web, root),
                         routes="config route 'isp'\n\toption online 'file:%s/online'\n"
                                "\toption smarthost '127.0.0.1:9'\n" % root)
     d = Daemon(conf)
