@@ -26,7 +26,9 @@ from masq.status import model
 
 # Modules masq imports only when first needed, so that `sendmail` starts fast (json for the
 # first envelope or control request, re for a HELO check): the daemon imports them before
-# it acts as or becomes `option user`, who may not be able to read the Python library.
+# it acts as or becomes `option user`, who may not be able to read the Python library (and
+# with `option user`, the delivery agents' modules too, which are otherwise loaded by the
+# first delivery).
 LAZY = ("json", "re")
 
 
@@ -58,6 +60,10 @@ class Daemon:
         """Open the queue, bind the sockets, install signal handlers."""
         for name in LAZY:           # while root may still read the whole library
             __import__(name)
+        if self.cfg.main.user:
+            from masq.outbound import agents
+            for name in agents.MODULES:
+                __import__(name)
         account = self._account()
         with _acting_as(account):   # the spool is the daemon user's: root never writes it
             self.queue = common.open_queue(self.cfg, "runner", report=self.log.warning)
