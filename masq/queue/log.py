@@ -38,7 +38,12 @@ def _salt():
 def create(path, salt=None):
     """Create an empty log at path unless one exists (atomic: temp file + link)."""
     tmp = "%s.new.%d" % (path, os.getpid())
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW   # never a planted name
+    try:
+        fd = os.open(tmp, flags, 0o600)
+    except FileExistsError:                 # left by a crash with our pid (or planted)
+        os.unlink(tmp)
+        fd = os.open(tmp, flags, 0o600)
     try:
         os.write(fd, record.file_header(salt or _salt()))
         os.fsync(fd)

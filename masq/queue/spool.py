@@ -261,12 +261,34 @@ class Queue:
         finally:
             log.unlock()
 
-    def _quarantine(self, damage):
+    def _corrupt_file(self, name, replace):
+        """Return (a new file in corrupt/ opened for writing, its path), or (None, path) if
+        it exists and replace is false. Never through a symlink: the spool may belong to
+        the daemon's user while root repairs it."""
         folder = os.path.join(self.dir, "corrupt")
-        os.makedirs(folder, 0o700, exist_ok=True)
-        path = os.path.join(folder, "offset-%d.bin" % damage.offset)
-        if not os.path.exists(path):
-            with open(path, "wb") as out:
+        path = os.path.join(folder, name)
+        if not os.path.isdir(folder) or os.path.islink(folder):
+            if os.path.lexists(folder):
+                os.unlink(folder)                   # a planted symlink or file
+            os.mkdir(folder, 0o700)
+        dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+        try:
+            try:
+                fd = os.open(name, flags, 0o600, dir_fd=dir_fd)
+            except FileExistsError:
+                if not replace:
+                    return None, path
+                os.unlink(name, dir_fd=dir_fd)     # a hard link loses only this name
+                fd = os.open(name, flags, 0o600, dir_fd=dir_fd)
+        finally:
+            os.close(dir_fd)
+        return os.fdopen(fd, "wb"), path
+
+    def _quarantine(self, damage):
+        out, path = self._corrupt_file("offset-%d.bin" % damage.offset, replace=False)
+        if out is not None:
+            with out:
                 out.write(self.store.log.read(damage.offset, damage.end - damage.offset))
         self.report("queue: damaged bytes %d-%d (message %s) copied to %s"
                     % (damage.offset, damage.end, (damage.msgid or b"?").decode(), path))
@@ -311,9 +333,8 @@ class Queue:
         self.recover(repair=True)
 
     def _save_orphan(self, msg):
-        folder = os.path.join(self.dir, "corrupt")
-        os.makedirs(folder, 0o700, exist_ok=True)
-        with open(os.path.join(folder, "%s.body" % msg.id), "wb") as out:
+        out, _ = self._corrupt_file("%s.body" % msg.id, replace=True)
+        with out:
             for data in self.store.body(msg.id):
                 out.write(data)
 
