@@ -1,11 +1,13 @@
 """The queue's index: what the log says about each message, rebuilt by scanning it.
 
-Owns the in-memory view of the log (`Message` per id: envelope, body chunk offsets, bytes
-used), recovery (torn tail cut, damage in the middle quarantined), and the operations that
-append records: writing a body, committing it, recording results, removing.
+Owns the in-memory view of the log (`Message` per id: envelope, body chunk locations, bytes
+used, the oldest segment it needs), what each record means for its message (a COPY record
+starts a copy made by compaction, whose COMMIT replaces the original; ABORTED after COMMIT
+withdraws a commit whose sync failed), and the operations that append records.
 
-Memory: per message, its envelope and one (offset, length) pair per body chunk of up to
-64 KiB; bodies stay in the log and are read back in chunks.
+Memory: per kept message, its envelope and one (segment, offset, length) triple per body
+chunk of up to 64 KiB; bodies stay in the log and are read back in chunks. Finished
+messages leave the index at once.
 
 The store stores; it does not schedule (STYLE.md rule 5). Group commit is `want_sync`
 plus `sync_now` at the end of a loop turn. Crash states and their recovery rules are in
@@ -17,7 +19,7 @@ import time
 
 from masq.queue import envelope as env_mod
 from masq.queue import record
-from masq.queue.log import Log, LogError
+from masq.queue.log import LogError
 
 CHUNK = 64 * 1024
 _ALPHABET = "0123456789abcdefghijklmnopqrstuv"
@@ -41,16 +43,20 @@ def _b32(value, width):
 class Message:
     """One message as the log describes it."""
 
-    __slots__ = ("id", "envelope", "chunks", "bytes", "removed", "quarantined", "aborted")
+    __slots__ = ("id", "envelope", "chunks", "bytes", "removed", "quarantined", "aborted",
+                 "first_seg", "copy", "suspect")
 
     def __init__(self, msgid):
         self.id = msgid
         self.envelope = None
-        self.chunks = []      # (payload offset, length)
+        self.chunks = []      # (segment, payload offset, length)
         self.bytes = 0        # log bytes its records use
-        self.removed = False
+        self.removed = False  # removed, or its commit withdrawn (ABORTED after COMMIT)
         self.aborted = False
         self.quarantined = None
+        self.first_seg = None  # the oldest segment holding a record that still matters
+        self.copy = None      # chunks of a copy in progress (after a COPY record)
+        self.suspect = None   # damage right after its last chunk: perhaps its COMMIT
 
     @property
     def committed(self):
@@ -66,24 +72,35 @@ class Message:
     @property
     def kept(self):
         """Return True if compaction must keep the message."""
-        return self.live or (self.quarantined is not None and not self.removed)
+        return self.live or (self.quarantined is not None and not self.removed
+                             and self.committed)
+
+    @property
+    def pending(self):
+        """Return True while the message is being written (chunks, no COMMIT or ABORTED)."""
+        return not self.committed and not self.aborted and bool(self.chunks)
 
     @property
     def size(self):
         """Return the size of the message text in bytes."""
-        return sum(length for _, length in self.chunks)
+        return sum(length for _, _, length in self.chunks)
 
 
 class Store:
-    """The index over one log; `apply` feeds it records in log order."""
+    """The index over one journal; `apply` feeds it records in log order.
 
-    def __init__(self, log):
-        self.log = log
+    Finished messages leave the index at once: it holds the kept messages (live or
+    quarantined) and the ones still being written."""
+
+    def __init__(self, journal):
+        self.journal = journal
         self.messages = {}
         self.live_ids = {}        # ids of live messages, in arrival order
         self.kept_bytes = 0       # log bytes of the messages compaction must keep
+        self.pins = {}            # segment -> ids of kept or pending messages starting there
         self.damage = []
         self.sync_waiters = []
+        self.unsynced_commits = []
 
     # reading the log
 
@@ -99,7 +116,13 @@ class Store:
         if isinstance(item, record.Damage):
             self._damaged(item)
             return
-        msg = self.get(item.msgid.decode("ascii"))
+        msgid = item.msgid.decode("ascii")
+        if item.type in _STARTS:
+            msg = self.get(msgid)
+        else:
+            msg = self.messages.get(msgid)
+            if msg is None:         # its message finished, or its COMMIT was in a segment
+                return              # compaction removed (a copy follows): nothing to do
         before = self._state(msg)
         msg.bytes += record.OVERHEAD + item.length
         try:
@@ -109,31 +132,56 @@ class Store:
         self._track(msg, before)
 
     def _state(self, msg):
-        return msg.kept, msg.live, msg.bytes
+        return msg.kept, msg.live, msg.bytes, self._pin(msg)
+
+    @staticmethod
+    def _pin(msg):
+        return msg.first_seg if (msg.kept or msg.pending) else None
 
     def _track(self, msg, before):
-        """Keep the kept-bytes total and the live set in step with msg's change."""
-        was_kept, was_live, old_bytes = before
+        """Keep kept bytes, the live set and the pins in step; forget finished messages."""
+        was_kept, was_live, old_bytes, old_pin = before
         self.kept_bytes += (msg.bytes if msg.kept else 0) - (old_bytes if was_kept else 0)
         if msg.live and not was_live:
             self.live_ids[msg.id] = None
         elif was_live and not msg.live:
             self.live_ids.pop(msg.id, None)
+        pin = self._pin(msg)
+        if pin != old_pin:
+            if old_pin is not None:
+                ids = self.pins.get(old_pin)
+                if ids is not None:
+                    ids.discard(msg.id)
+                    if not ids:
+                        del self.pins[old_pin]
+            if pin is not None:
+                self.pins.setdefault(pin, set()).add(msg.id)
+        if pin is None:
+            self.messages.pop(msg.id, None)
 
     def _damaged(self, damage):
         self.damage.append(damage)
-        if damage.msgid:
-            msg = self.get(damage.msgid.decode("ascii"))
+        msgid = damage.msgid.decode("ascii") if damage.msgid else None
+        for msg in self.messages.values():
+            if msg.pending and msg.chunks[-1][0] == damage.seg and \
+                    msg.chunks[-1][1] + msg.chunks[-1][2] + record.TRAILER_SIZE == damage.offset:
+                msg.suspect = "damaged record after its text at segment %d offset %d" % (
+                    damage.seg, damage.offset)
+        msg = self.messages.get(msgid) if msgid else None
+        if msg is not None:
             before = self._state(msg)
-            msg.quarantined = "damaged record at offset %d" % damage.offset
+            msg.quarantined = "damaged record at segment %d offset %d" % (
+                damage.seg, damage.offset)
             self._track(msg, before)
 
     def forget(self, msgid):
-        """Drop a message from the index (after compaction removed it)."""
-        msg = self.messages.pop(msgid, None)
+        """Drop a message from the index (its writer gave up without saying so)."""
+        msg = self.messages.get(msgid)
         if msg is not None:
-            self.kept_bytes -= msg.bytes if msg.kept else 0
-            self.live_ids.pop(msgid, None)
+            before = self._state(msg)
+            msg.aborted = True
+            msg.chunks = []
+            self._track(msg, before)
 
     # views
 
@@ -147,8 +195,9 @@ class Store:
 
     def body(self, msgid):
         """Yield the message text of msgid in chunks."""
-        for offset, length in self.messages[msgid].chunks:
-            yield self.log.read(offset, length)
+        segments = self.journal.segments
+        for seg, offset, length in self.messages[msgid].chunks:
+            yield segments[seg].read(offset, length)
 
     def live_bytes(self):
         """Return the log bytes used by messages compaction must keep."""
@@ -156,24 +205,52 @@ class Store:
 
     def dead_bytes(self):
         """Return the log bytes compaction would free."""
-        return self.log.end - record.FILE_HEADER_SIZE - self.live_bytes()
+        used = sum(seg.end - seg.header_size for seg in self.journal.segments.values())
+        return used - self.kept_bytes
 
     # writing
 
-    def append(self, records):
-        """Append [(type, msgid, payload)] as one write and index them; return offset."""
-        data = b"".join(self.log.encode(t, i.encode("ascii"), p) for t, i, p in records)
-        start = self.log.append(data)
+    def append(self, records, track=True):
+        """Append [(type, msgid, payload)] as one write and index them; return (seg, offset).
+
+        With track, its COMMIT records are withdrawn if the next sync fails (not for copies
+        made by compaction: their original stays acknowledged)."""
+        def frame(seg):
+            return b"".join(seg.encode(t, i.encode("ascii"), p) for t, i, p in records)
+        number, start = self.journal.append(frame)
         pos = start
         for rtype, msgid, payload in records:
-            item = record.Record(pos, rtype, msgid.encode("ascii"), len(payload), payload)
+            item = record.Record(pos, rtype, msgid.encode("ascii"), len(payload), payload,
+                                 number)
             self.apply(item)
             pos = item.end
-        return start
+            if rtype == record.COMMIT and track:
+                self.unsynced_commits.append(msgid)
+        return number, start
 
     def want_sync(self, callback):
         """Call callback(error or None) after the next group fdatasync."""
         self.sync_waiters.append(callback)
+
+    def sync(self):
+        """fdatasync what was appended; on error withdraw the commits it covered, raise."""
+        commits, self.unsynced_commits = self.unsynced_commits, []
+        try:
+            self.journal.sync()
+        except LogError:
+            self.withdraw(commits)
+            raise
+
+    def withdraw(self, ids):
+        """Append ABORTED for commits whose sync failed: they were never acknowledged."""
+        records = [(record.ABORTED, i, b"") for i in ids
+                   if i in self.messages and self.messages[i].committed]
+        if records:
+            try:
+                self.append(records)
+            except LogError:
+                pass            # the COMMIT stays: at worst a duplicate, never a loss
+            self.unsynced_commits = []
 
     def sync_now(self):
         """Run the group fdatasync if anyone waits for it, then tell each waiter."""
@@ -182,25 +259,50 @@ class Store:
         waiters, self.sync_waiters = self.sync_waiters, []
         error = None
         try:
-            self.log.sync()
+            self.sync()
         except LogError as exc:
             error = exc
         for callback in waiters:
             callback(error)
 
 
+def _first(msg, item):
+    if msg.first_seg is None:
+        msg.first_seg = item.seg
+
+
 def _body(msg, item):
     if msg.committed:
-        raise ValueError("body after commit")
-    msg.chunks.append((item.payload_offset, item.length))
+        if msg.copy is None:
+            raise ValueError("body after commit")
+        msg.copy.append((item.seg, item.payload_offset, item.length))
+        return
+    _first(msg, item)
+    msg.chunks.append((item.seg, item.payload_offset, item.length))
+
+
+def _copy(msg, item):
+    if not msg.committed:
+        raise ValueError("copy of an uncommitted message")
+    msg.copy = []
 
 
 def _commit(msg, item):
     if msg.committed:
-        raise ValueError("second commit")
+        if not msg.copy:
+            raise ValueError("second commit")
+        msg.chunks, msg.copy = msg.copy, None       # the copy replaces the original
+        msg.first_seg = msg.chunks[0][0]
+        msg.bytes = sum(length for _, _, length in msg.chunks) + record.OVERHEAD * (
+            len(msg.chunks) + 1) + item.length
+        return
+    _first(msg, item)
     msg.envelope = env_mod.Envelope.decode(item.payload)
+    msg.suspect = None
     if msg.envelope.quarantined:
         msg.quarantined = msg.envelope.quarantined
+    elif msg.size != msg.envelope.size:
+        msg.quarantined = "text of %d bytes, envelope says %d" % (msg.size, msg.envelope.size)
 
 
 def _result(msg, item):
@@ -217,7 +319,8 @@ def _removed(msg, item):
 
 def _aborted(msg, item):
     if msg.committed:
-        raise ValueError("abort after commit")
+        msg.removed = True          # a commit withdrawn: its sync failed, never acknowledged
+        return
     msg.aborted = True
     msg.chunks = []
 
@@ -229,14 +332,6 @@ def _quarantined(msg, item):
 _APPLY = {
     record.BODY: _body, record.COMMIT: _commit, record.RESULT: _result,
     record.WARNED: _warned, record.REMOVED: _removed, record.ABORTED: _aborted,
-    record.QUARANTINED: _quarantined,
+    record.QUARANTINED: _quarantined, record.COPY: _copy,
 }
-
-
-def open_store(path):
-    """Open the log at path and return a Store without reading it (appending only)."""
-    log = Log(path)
-    log.open()
-    store = Store(log)
-    log.end = log.size()
-    return store
+_STARTS = frozenset((record.BODY, record.COMMIT))
