@@ -30,6 +30,7 @@ soak: deps
 
 bench: deps
 	$(PYTHON) tools/bench_queue.py
+	$(PYTHON) tools/bench_sustained.py
 	$(PYTHON) tools/bench_submit.py
 	$(PYTHON) tools/bench_smtp.py
 	$(PYTHON) tools/bench_flush.py

@@ -308,7 +308,7 @@ class Queue:
                 continue
             try:
                 return env_mod.Envelope.decode(data[start:end + 1])
-            except ValueError:
+            except (ValueError, KeyError, TypeError, AttributeError):
                 continue
         return None
 
