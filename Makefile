@@ -2,6 +2,7 @@
 #   make run      start masq in the foreground on ./run (loopback ports, no root needed)
 #   make test     install what the tests need, then run them
 #   make bench    benchmarks beside Postfix and aiosmtpd (figures, not pass/fail)
+#   make fuzz     the fuzzers of tests/fuzz at length (well over ten minutes); see docs/FUZZING.md
 #   make install  install masq and its sendmail-compatible links (PREFIX, DESTDIR)
 #   make ipk      OpenWrt 24.10 packages (masq, luci-app-masq) in dist/, without the SDK
 
@@ -14,7 +15,7 @@ LIBDIR   = $(PREFIX)/lib/masq
 LINKS    = sendmail mailq runq rmail mailrm newaliases smtpd in.smtpd
 PYTEST_ARGS ?=
 
-.PHONY: run test deps bench soak install uninstall clean
+.PHONY: run test deps bench soak fuzz install uninstall clean
 
 run:
 	$(PYTHON) tools/run.py
@@ -28,9 +29,14 @@ test: deps
 soak: deps
 	$(PYTHON) -m pytest -q -m soak tests
 
+fuzz: deps
+	HYPOTHESIS_PROFILE=fuzz $(PYTHON) -m pytest -q --hypothesis-show-statistics \
+		-r fEx $(PYTEST_ARGS) tests/fuzz
+
 bench: deps
 	$(PYTHON) tools/bench_queue.py
 	$(PYTHON) tools/bench_sustained.py
+	$(PYTHON) tools/bench_index.py
 	$(PYTHON) tools/bench_submit.py
 	$(PYTHON) tools/bench_smtp.py
 	$(PYTHON) tools/bench_flush.py

@@ -15,12 +15,14 @@ or option, wrong type or unnamed route raises ConfigError(path, line, message) n
 option, what was expected and, for a typo, the nearest known name. The first error wins.
 """
 
-import re
-
 from masq import uci
 from masq.uci import ConfigError
 
 __all__ = ["ConfigError", "Config", "Section", "load", "loads", "describe", "OPTIONS"]
+
+
+class Invalid(ValueError):
+    """A value's own reason for refusal, shown instead of the value in the error."""
 
 
 class Kind:
@@ -40,15 +42,19 @@ BOOLS = {"1": True, "yes": True, "on": True, "true": True, "enabled": True,
          "0": False, "no": False, "off": False, "false": False, "disabled": False}
 SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 TIME_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-# Patterns stay strings: re compiles (and caches) one only when a value needs it.
-_SIZE = r"([0-9]+)([kKmMgG]?)"
-_INTERVAL = r"([0-9]+(?:\.[0-9]+)?)([smhdw]?)"
-_HOST_PORT = (r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)"
-              r"(?::([0-9]{1,5}))?")
+# Values are checked with string methods, not re: `sendmail` reads the file on every run.
+_LITERAL_CHARS = frozenset("0123456789ABCDEFabcdef:.")
 LISTEN_SCHEMES = ("smtp", "submission", "smtps", "qmtp")
 
 
 def _text(text):
+    return text
+
+
+def _absolute(text):
+    """Check a path: absolute, so the daemon (cwd /) and a command agree on what it names."""
+    if not text.startswith("/") or "\0" in text:
+        raise ValueError(text)
     return text
 
 
@@ -77,11 +83,16 @@ def _int_kind(low=None, high=None):
     return Kind("int", expected, convert)
 
 
+def _digits(text):
+    return text.isascii() and text.isdigit()
+
+
 def _size(text):
-    match = re.fullmatch(_SIZE, text)
-    if not match:
+    """Return the bytes `10M`, `64k` or `1000` stand for."""
+    number, unit = (text[:-1], text[-1]) if text[-1:] in tuple("kKmMgG") else (text, "")
+    if not _digits(number):
         raise ValueError(text)
-    return int(match.group(1)) * SIZE_UNITS[match.group(2).lower()]
+    return int(number) * SIZE_UNITS[unit.lower()]
 
 
 def _render_size(value):
@@ -92,10 +103,12 @@ def _render_size(value):
 
 
 def _interval(text):
-    match = re.fullmatch(_INTERVAL, text)
-    if not match:
+    """Return the seconds `30m`, `1.5h` or `90` stand for."""
+    number, unit = (text[:-1], text[-1]) if text[-1:] in tuple("smhdw") else (text, "")
+    whole, dot, fraction = number.partition(".")
+    if not _digits(whole) or (dot and not _digits(fraction)):
         raise ValueError(text)
-    return float(match.group(1)) * TIME_UNITS[match.group(2)]
+    return float(number) * TIME_UNITS[unit]
 
 
 def _render_interval(value):
@@ -123,8 +136,20 @@ def _prefixed_kind(expected, exact, prefixes):
 
 
 def _host_port(text, low_port=1):
-    match = re.fullmatch(_HOST_PORT, text)
-    if not match or (match.group(2) and not low_port <= int(match.group(2)) <= 65535):
+    """Return text if it is `host`, `host:port`, `[literal]` or `[literal]:port`."""
+    if text.startswith("["):
+        close = text.find("]")
+        good = close > 1 and _LITERAL_CHARS.issuperset(text[1:close])
+        rest = text[close + 1:]
+    else:
+        host, colon, port = text.partition(":")
+        rest = colon + port
+        good = (host[:1].isalnum() and host[-1:].isalnum() and host.isascii()
+                and host.replace("-", "a").replace(".", "a").isalnum())
+    port = rest[1:]
+    if rest and not (rest[0] == ":" and _digits(port) and len(port) <= 5):
+        good = False
+    if not good or (port and not low_port <= int(port) <= 65535):
         raise ValueError(text)
     return text
 
@@ -134,20 +159,142 @@ def _listen(text):
     if not sep or scheme not in LISTEN_SCHEMES:
         raise ValueError(text)
     rest, _, query = rest.partition("?")
-    if query not in ("", "auth=plain"):
+    if query not in ("", "auth=plain") or (rest.count(":") > 1 and rest[:1] != "["):
         raise ValueError(text)
-    _host_port(rest, low_port=0)
+    parse_ip_port(rest, default_port=25, low_port=0)     # an address to bind: no names
     return text
 
 
+def parse_ip_port(text, default_port=None, low_port=1):
+    """Return (ip, port) from IP[:PORT] or [IPv6][:PORT]; `localhost` is 127.0.0.1.
+
+    The port may be left out only when default_port is given; raise ValueError."""
+    text = text.strip()
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ValueError(text)
+        port = rest[1:] if rest else None
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    else:
+        host, port = text, None
+    if port is None and default_port is None:
+        raise ValueError(text)
+    port = default_port if port is None else port
+    if not (str(port).isascii() and str(port).isdigit() and low_port <= int(port) < 65536):
+        raise ValueError(text)
+    host = "127.0.0.1" if host == "localhost" else host
+    if _is_ipv4(host):
+        return host, int(port)
+    import ipaddress                       # lazily: sendmail starts fast
+    return str(ipaddress.ip_address(host)), int(port)
+
+
+def _is_ipv4(text):
+    """Return True for dotted-quad IPv4 as ipaddress accepts it (checked without importing
+    it: ipaddress costs `sendmail` ~2 ms, and most configurations name only IPv4)."""
+    parts = text.split(".")
+    return len(parts) == 4 and all(
+        part.isascii() and part.isdigit() and len(part) <= 3 and (part == "0" or part[0] != "0")
+        and int(part) <= 255 for part in parts)
+
+
+def _ip_port_kind(expected, default_port=None):
+    def convert(text):
+        parse_ip_port(text, default_port)
+        return text
+    return Kind("str", expected, convert)
+
+
+def _hostname_text(text):
+    """Check a host name as SMTP needs it (RFC 5321 Domain): LDH labels, at most 253."""
+    if len(text) > 253 or not all(_is_label(label) for label in text.split(".")):
+        raise ValueError(text)
+    return text
+
+
+def _is_label(label):
+    """Return True for a DNS label: 1-63 ASCII letters, digits and inner hyphens."""
+    return (0 < len(label) <= 63 and label.isascii() and label[0] != "-" and label[-1] != "-"
+            and label.replace("-", "a").isalnum())
+
+
+PLACEHOLDERS = "udsr%"       # what a command or mailbox path may hold: %u %d %s %r %%
+
+
+def _template(text):
+    """Check the placeholders of a command or path template; raise ValueError."""
+    at = text.find("%")
+    while at >= 0:
+        letter = text[at + 1:at + 2].replace("\n", "")
+        if letter == "" or letter not in PLACEHOLDERS:
+            raise Invalid("%s: unknown placeholder %%%s (use %%u, %%d, %%s, %%r or %%%%)"
+                          % (_show(text), letter))
+        at = text.find("%", at + 2)
+
+
+def _command(text):
+    """Check a command template as delivery splits it (shlex, no shell); raise ValueError."""
+    if not any(c in text for c in "'\"\\"):    # no quoting: shlex splits on white space
+        words = text.split()
+    else:
+        import shlex                       # lazily: costs sendmail about 1 ms to import
+        try:
+            words = shlex.split(text)
+        except ValueError as exc:          # "No closing quotation", "No escaped character"
+            raise Invalid("%s: %s" % (_show(text), str(exc).lower())) from None
+    if not words:
+        raise Invalid("%s: no command" % _show(text))
+    _template(text)
+    return text
+
+
+def _mailbox(text):
+    method, sep, rest = text.partition(":")
+    rest = rest.strip()
+    if not sep or method not in ("maildir", "mbox", "mda") or not rest:
+        raise ValueError(text)
+    if method == "mda":
+        _command(rest)
+    elif not rest.startswith("/"):
+        raise Invalid("%s: the path must be absolute (start with /)" % _show(text))
+    else:
+        _template(rest)
+    return text
+
+
+def _online(text):
+    if text != "always" and not any(text.startswith(p) and text != p for p in
+                                    ("file:", "pipe:", "iface:", "ubus:", "modem:")):
+        raise ValueError(text)
+    if text.startswith("pipe:"):
+        _command(text[len("pipe:"):])
+    return text
+
+
+def fingerprint(text):
+    """Return a certificate fingerprint `sha256:HEX` (colons optional) as 64 lower-case hex."""
+    method, sep, digits = text.partition(":")
+    digits = digits.replace(":", "").lower()
+    if method.lower() != "sha256" or not sep or len(digits) != 64 or \
+            digits.strip("0123456789abcdef"):
+        raise ValueError(text)
+    return digits
+
+
 def _network(text):
+    address, slash, prefix = text.partition("/")
+    if _is_ipv4(address) and (not slash or (prefix.isascii() and prefix.isdigit()
+                                            and int(prefix) <= 32)):
+        return text
     import ipaddress                       # lazily: sendmail starts fast
     ipaddress.ip_network(text, strict=False)
     return text
 
 
 STR = Kind("str", "a string", _text)
-PATH = Kind("path", "a path", _text)
+PATH = Kind("path", "an absolute path (one that starts with /)", _absolute)
 BOOL = Kind("bool", "a boolean (1/0, yes/no, on/off, true/false, enabled/disabled)",
             _bool, lambda value: "1" if value else "0")
 COUNT = _int_kind(1)
@@ -156,18 +303,36 @@ SIZE = Kind("size", "a size (bytes, or a number with k, M or G)", _size, _render
 INTERVAL = Kind("interval", "an interval (seconds, or a number with s, m, h, d or w)",
                 _interval, _render_interval)
 LIST = Kind("list", "a string", _text, is_list=True)
+INTERVALS = Kind("list", "an interval (seconds, or a number with s, m, h, d or w)",
+                 _interval, _render_interval, is_list=True)
 NETWORKS = Kind("list", "an IP network such as 192.168.1.0/24", _network, is_list=True)
-LISTEN = Kind("list", "a listener such as smtp://127.0.0.1:25 (scheme %s)"
+FINGERPRINTS = Kind("list", "sha256:FINGERPRINT (64 hex digits, colons allowed), as "
+                   "`openssl x509 -noout -fingerprint -sha256` prints it",
+                   lambda text: (fingerprint(text), text)[1], is_list=True)
+LISTEN = Kind("list", "a listener such as smtp://127.0.0.1:25 (scheme %s; an IP address, "
+              "IPv6 in brackets)"
               % ", ".join(LISTEN_SCHEMES), _listen, is_list=True)
 HOST_PORT = Kind("str", "host or host:port (an IPv6 address in brackets)", _host_port)
-MAILBOX = _prefixed_kind("maildir:PATH, mbox:PATH or mda:COMMAND", (),
-                         ("maildir:", "mbox:", "mda:"))
-ONLINE = _prefixed_kind("always, file:PATH, pipe:COMMAND, iface:NAME, ubus:IFACE or "
-                        "modem:DEVICE", ("always",),
-                        ("file:", "pipe:", "iface:", "ubus:", "modem:"))
+MAILBOX = Kind("str", "maildir:/PATH, mbox:/PATH or mda:COMMAND", _mailbox)
+ONLINE = Kind("str", "always, file:PATH, pipe:COMMAND, iface:NAME, ubus:IFACE or "
+              "modem:DEVICE", _online)
+COMMAND = Kind("str", "a command (split as the shell would, run without one)", _command)
+HOSTNAME = Kind("str", "a host name: letters, digits, hyphens and dots, at most 253",
+                _hostname_text)
+SERVER = _ip_port_kind("an IP address, optionally with :PORT (IPv6 in brackets)", 53)
+STATUS_LISTEN = _ip_port_kind("IP:PORT (e.g. 127.0.0.1:8025 or [::1]:8025)")
 TLS = _enum_kind("none", "opportunistic", "starttls", "tls")
-LOG = _enum_kind("syslog", "stderr")
+
+
+def _log_target(text):
+    if text in ("syslog", "stderr") or text.startswith("/"):
+        return text
+    raise ValueError(text)
+
+
+LOG = Kind("str", "syslog, stderr or an absolute file path", _log_target)
 LOG_LEVEL = _enum_kind("error", "warning", "info", "debug")
+BARE_LINE_ENDS = _enum_kind("normalise", "refuse")
 
 
 def _hostname(values):
@@ -204,7 +369,7 @@ class Option:
 # the order `describe` prints. docs/CONFIG.md has one line per row.
 _M, _U, _R = "masq", "user", "route"
 OPTIONS = (
-    Option(_M, "hostname", STR, _hostname),
+    Option(_M, "hostname", HOSTNAME, _hostname),
     Option(_M, "spool_dir", PATH, "/var/spool/masq"),
     Option(_M, "volatile_spool", BOOL, False),
     Option(_M, "queue_segment_size", SIZE, 1 << 20),
@@ -219,18 +384,24 @@ OPTIONS = (
     Option(_M, "max_connections", COUNT, 50),
     Option(_M, "max_connections_per_ip", COUNT, 10),
     Option(_M, "smtp_timeout", INTERVAL, 300.0),
+    Option(_M, "smtp_min_data_rate", COUNT, 500),
+    Option(_M, "bare_line_ends", BARE_LINE_ENDS, "normalise"),
     Option(_M, "tls_cert", PATH),
     Option(_M, "tls_key", PATH),
-    Option(_M, "dns_server", HOST_PORT),
-    Option(_M, "status_listen", STR, ""),
+    Option(_M, "tls_client_ca", PATH),
+    Option(_M, "relay_cert", FINGERPRINTS, ()),
+    Option(_M, "dns_server", SERVER),
+    Option(_M, "hosts_file", PATH, "/etc/hosts"),
+    Option(_M, "status_listen", STATUS_LISTEN, ""),
     Option(_M, "status_password", STR, secret=True),
     Option(_M, "status_file", PATH, "/var/run/masq/status.json"),
-    Option(_M, "pid_file", PATH, "/var/run/masq/masq.pid"),
+    Option(_M, "pid_file", PATH, "/var/run/masq.pid"),
     Option(_M, "user", STR, ""),
     Option(_M, "trusted_users", LIST, ("root", "mail", "daemon")),
     Option(_M, "queue_interval", INTERVAL, 0.0),
     Option(_M, "queue_lifetime", INTERVAL, 5 * 86400.0),
     Option(_M, "delay_warning", INTERVAL, 4 * 3600.0),
+    Option(_M, "warn_intervals", INTERVALS, lambda values: [values["delay_warning"]]),
     Option(_M, "retry_interval", INTERVAL, 300.0),
     Option(_M, "retry_max", INTERVAL, 4 * 3600.0),
     Option(_M, "online_check_interval", INTERVAL, 300.0),
@@ -251,7 +422,7 @@ OPTIONS = (
     Option(_R, "tls_ca", PATH),
     Option(_R, "auth_user", STR),
     Option(_R, "auth_pass", STR, secret=True),
-    Option(_R, "helo", STR),
+    Option(_R, "helo", HOSTNAME),
     Option(_R, "allowed_sender", LIST, ()),
     Option(_R, "denied_sender", LIST, ()),
     Option(_R, "allowed_recipient", LIST, ()),
@@ -263,8 +434,8 @@ OPTIONS = (
     Option(_R, "map_from", LIST, ()),
     Option(_R, "last_route", BOOL, False),
     Option(_R, "connect_error_fail", BOOL, False),
-    Option(_R, "pipe", STR),
-    Option(_R, "wrapper", STR),
+    Option(_R, "pipe", COMMAND),
+    Option(_R, "wrapper", COMMAND),
     Option(_R, "timeout", INTERVAL, 300.0),
 )
 
@@ -358,7 +529,34 @@ def loads(text, path="<string>"):
         _ADD[raw.type](config, _section(raw, rows, path))
     if config.main is None:
         config.main = _section(uci.RawSection("masq", "main", 0), SCHEMA["masq"], path)
+    _check_together(config)
     return config
+
+
+def _check_together(config):
+    """Refuse what each option allows alone but the daemon refuses in combination."""
+    main = config.main
+    try:
+        _hostname_text(main.hostname)
+    except ValueError:
+        raise config.error(main, "hostname", "the %s %s cannot be used in SMTP: set option "
+                           "hostname (letters, digits, hyphens and dots, at most 253)"
+                           % ("option hostname" if main.is_set("hostname")
+                              else "system host name", _show(main.hostname))) from None
+    if main.status_listen and not main.status_password:
+        import ipaddress
+        if not ipaddress.ip_address(parse_ip_port(main.status_listen)[0]).is_loopback:
+            raise config.error(main, "status_listen", "status_listen %s is not a loopback "
+                               "address: set status_password (the page would be open to "
+                               "the network)" % main.status_listen)
+    if main.relay_cert and not (main.tls_cert and main.tls_client_ca):
+        raise config.error(main, "relay_cert", "relay_cert needs tls_cert (TLS for clients) "
+                           "and tls_client_ca (what their certificates are checked against)")
+    if not main.tls_cert:
+        for url in main.listen:
+            if url.startswith("smtps://"):
+                raise config.error(main, "listen", "listen %s needs option tls_cert and "
+                                   "tls_key" % url)
 
 
 def _add_main(config, section):
@@ -411,9 +609,10 @@ def _value(row, option, raw, path):
     for item, line in zip(items, lines):
         try:
             values.append(row.kind.convert(item))
-        except ValueError:
+        except ValueError as exc:
+            detail = str(exc) if isinstance(exc, Invalid) else ""
             raise ConfigError(path, line, "option %s: expected %s, got %s"
-                              % (where, row.kind.expected, _show(item))) from None
+                              % (where, row.kind.expected, detail or _show(item))) from None
     return values if row.kind.is_list else values[0]
 
 

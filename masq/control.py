@@ -46,6 +46,8 @@ def request(spool_dir, cmd, timeout=30.0, **args):
         return None
     finally:
         sock.close()
+    if data == b'{"ok":true}\n':       # the usual answer, read without importing json
+        return {"ok": True}
     try:
         reply = compat.loads(data.decode("utf-8"))
     except ValueError:

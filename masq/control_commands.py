@@ -1,18 +1,22 @@
 """What the daemon does for each control request: status, queue, new, rm, online, flush.
 
 Owns the table from command name to handler and who may run what: anyone may ask for
-status or poke the daemon about new mail; removing mail and overriding routes needs root,
-the daemon's own user or a trusted user (or, for rm, the user who submitted the message).
+status, poke the daemon about new mail or ask for a flush of the routes that are online;
+removing mail, overriding routes and forcing mail through a route that is offline need
+root, the daemon's own user or a trusted user (or, for rm, the user who submitted the
+message). The status page asks the same questions (`trusted`, `may_remove`, `may_force`).
 """
 
 import os
 
+from masq import maillog
 from masq.cli import common
 
 
 def handle(daemon, req, uid, answer):
     """Carry out one control request and answer it."""
-    handler = _HANDLERS.get(req.get("cmd"))
+    cmd = req.get("cmd")
+    handler = _HANDLERS.get(cmd) if isinstance(cmd, str) else None
     if handler is None:
         answer({"ok": False, "error": "unknown command %r" % (req.get("cmd"),)})
         return
@@ -22,8 +26,27 @@ def handle(daemon, req, uid, answer):
         answer({"ok": False, "error": "bad request: %s" % exc})
 
 
-def _trusted(daemon, uid):
-    return uid == os.getuid() or common.privileged(daemon.cfg, uid)
+def trusted(daemon, uid):
+    """Return True if uid may change the queue and the routes: root, the daemon, trusted."""
+    return uid is not None and (uid == os.getuid() or common.privileged(daemon.cfg, uid))
+
+
+def may_remove(daemon, uid):
+    """Return the predicate msg -> True if uid may remove that queued message."""
+    user = None if uid is None else common.user_name(uid)
+    return lambda msg: trusted(daemon, uid) or (user is not None
+                                                and msg.envelope.origin == user)
+
+
+def may_force(daemon, uid, route):
+    """Return None if uid may force mail through route (a name), else the refusal text.
+
+    Forcing a route that is online changes nothing, so anyone may; one that is offline
+    (its detector says so, or root set it down) needs the authority `masq online` needs."""
+    if daemon.online.get(route).online or trusted(daemon, uid):
+        return None
+    return ("permission denied: route %s is offline and only root or a trusted user may "
+            "force it (`masq online %s up`)" % (route, route))
 
 
 def _status(daemon, req, uid, answer):
@@ -39,9 +62,8 @@ def _new(daemon, req, uid, answer):
 
 
 def _rm(daemon, req, uid, answer):
-    user = common.user_name(uid)
-    remove_messages(daemon, req["ids"], user,
-                    lambda msg: _trusted(daemon, uid) or msg.envelope.origin == user, answer)
+    remove_messages(daemon, req["ids"], common.user_name(uid), may_remove(daemon, uid),
+                    answer)
 
 
 def remove_messages(daemon, ids, who, may_remove, answer):
@@ -50,6 +72,8 @@ def remove_messages(daemon, ids, who, may_remove, answer):
     The answer is {"ok", "removed": [ids], "errors": [texts]}; `who` goes into the log record.
     Used by `masq rm` (control socket) and the status page."""
     removed, errors = daemon.queue.remove_each(ids, may_remove, who)
+    for msgid in removed:
+        maillog.removed(daemon.log, msgid, "by %s" % who)
     if removed:
         daemon.queue.want_sync(lambda error: answer({"ok": error is None, "removed": removed,
                                                "errors": errors + _sync_error(error)}))
@@ -63,8 +87,8 @@ def _sync_error(error):
 
 
 def _online(daemon, req, uid, answer):
-    if not _trusted(daemon, uid):
-        answer({"ok": False, "error": "permission denied"})
+    if not trusted(daemon, uid):
+        answer({"ok": False, "error": "permission denied", "denied": True})
         return
     name, how = req["route"], req["how"]
     if name not in daemon.online.by_name:
@@ -85,12 +109,17 @@ def _flush(daemon, req, uid, answer):
     if route is not None and route not in daemon.online.by_name:
         answer({"ok": False, "error": "no route named %r" % route})
         return
+    forced = bool(req.get("forced")) and route is not None
+    refusal = may_force(daemon, uid, route) if forced else None
+    if refusal:
+        answer({"ok": False, "error": refusal, "denied": True})
+        return
     scheduler = daemon.scheduler
     if scheduler is None:
         answer({"ok": True, "started": False, "note": "no delivery service runs"})
         return
     daemon.notify("flush", route=route)        # polled detectors look again first
-    scheduler.flush(route, forced=bool(req.get("forced")),
+    scheduler.flush(route, forced=forced,
                     done=lambda result: answer(dict(result, ok=True)))
 
 

@@ -14,9 +14,8 @@ so start-up errors still reach the caller's terminal and exit status.
 import os
 import signal
 import sys
-import time
 
-from masq import exits
+from masq import exits, files
 from masq.cli import common
 from masq.control import Server
 from masq.logger import Logger
@@ -25,6 +24,13 @@ from masq.online.state import OnlineState
 from masq.queue.spool import LogError
 from masq.status import model
 
+# Modules masq imports only when first needed, so that `sendmail` starts fast (json for the
+# first envelope or control request, re for a HELO check): the daemon imports them before
+# it acts as or becomes `option user`, who may not be able to read the Python library (and
+# with `option user`, the delivery agents' modules too, which are otherwise loaded by the
+# first delivery).
+LAZY = ("json", "re")
+
 
 class Daemon:
     """The running daemon."""
@@ -32,15 +38,15 @@ class Daemon:
     def __init__(self, config_path, interval=None):
         self.config_path = config_path
         self.interval = interval
-        self.cfg = common.load_config(config_path)
+        self.cfg = common.load_config(config_path, host=True)
         main = self.cfg.main
         self.log = Logger(main.log, main.log_level)
         self.loop = Loop()
         self.loop.on_error = self._bug
         self.queue = None
-        self.online = OnlineState(self.cfg.routes, time.time())
+        self.online = OnlineState(self.cfg.routes, self.loop.time())
         self.counters = model.new_counters()
-        self.started = time.time()
+        self.started = self.loop.time()
         self.components = []
         self.control = None
         self.active_writers = 0
@@ -52,14 +58,23 @@ class Daemon:
 
     def start(self):
         """Open the queue, bind the sockets, install signal handlers."""
-        self.queue = common.open_queue(self.cfg, "runner", report=self.log.warning)
-        live = len(self.queue.live())
-        self.log.info("masq daemon starting: %d message(s) in the queue", live)
-        self.control = Server(self.loop, self.queue.dir, self._control, self.log.warning)
-        try:
-            self.control.start()
-        except OSError as exc:
-            raise exits.Failure("cannot start control socket: %s" % exc, exits.UNAVAILABLE)
+        for name in LAZY:           # while root may still read the whole library
+            __import__(name)
+        if self.cfg.main.user:
+            from masq.outbound import agents
+            for name in agents.MODULES:
+                __import__(name)
+        account = self._account()
+        with _acting_as(account):   # the spool is the daemon user's: root never writes it
+            self.queue = common.open_queue(self.cfg, "runner", report=self.log.warning)
+            live = len(self.queue.live())
+            self.log.info("masq daemon starting: %d message(s) in the queue", live)
+            self.control = Server(self.loop, self.queue.dir, self._control, self.log.warning)
+            try:
+                self.control.start()
+            except OSError as exc:
+                raise exits.Failure("cannot start control socket: %s" % exc,
+                                    exits.UNAVAILABLE) from None
         from masq import services
         from masq.inbound.listener import ListenError
         for component in services.make(self):
@@ -69,7 +84,7 @@ class Daemon:
                 raise exits.Failure(str(exc), exits.CONFIG) from None
             self.components.append(component)
         self._write_pid()
-        self._drop_privileges()
+        self._drop_privileges(account)
         self.loop.at_turn_end(self._turn_end)
         self.loop.add_signal(signal.SIGHUP, self.reload)
         self.loop.add_signal(signal.SIGTERM, self.stop)
@@ -96,7 +111,7 @@ class Daemon:
     def reload(self):
         """Re-read the configuration; keep the old one if the new one is bad."""
         try:
-            cfg = common.load_config(self.config_path)
+            cfg = common.load_config(self.config_path, host=True)
         except exits.Failure as exc:
             self.log.error("configuration not reloaded, keeping the old one: %s", exc)
             return
@@ -104,9 +119,10 @@ class Daemon:
             self.log.warning("spool_dir changed: takes effect after a restart")
         self.cfg = cfg
         self.log.threshold = Logger(cfg.main.log, cfg.main.log_level).threshold
+        self.log.retarget(cfg.main.log)
         old = {r.name: r for r in self.online.routes}
         listeners = self.online.listeners
-        self.online = OnlineState(cfg.routes, time.time())
+        self.online = OnlineState(cfg.routes, self.loop.time())
         self.online.listeners = listeners
         for route in self.online.routes:
             if route.name in old:
@@ -146,10 +162,13 @@ class Daemon:
             self.log.warning("aliases: %s", exc)
             return None
 
-    def status(self):
-        """Return the status document."""
+    def status(self, limit=None):
+        """Return the status document (listing the first `limit` queued messages, if given)."""
+        listed = self.queue.listed()
         return model.document(self.cfg.main.hostname, self.started, self.online.to_json(),
-                              self.queue.listed(), self.counters, self.log.recent)
+                              listed[:limit] if limit is not None else listed, self.counters,
+                              self.log.recent, deliveries=self.log.deliveries,
+                              queue_total=len(listed))
 
     # control requests
 
@@ -157,39 +176,73 @@ class Daemon:
         from masq import control_commands
         control_commands.handle(self, req, uid, answer)
 
-    def _drop_privileges(self):
-        """Become the configured user once every socket is bound (root only)."""
+    def _account(self):
+        """Return the pwd entry of `option user` when root must become it, else None.
+
+        Its spool directory is made for it if missing; an existing one must be its own
+        (masq never chowns a directory the administrator named)."""
         name = self.cfg.main.user
         if not name or os.getuid() != 0:
-            return
+            return None
         import pwd
         try:
             account = pwd.getpwnam(name)
         except KeyError:
             raise exits.Failure("option user: no such user %r" % name, exits.CONFIG) from None
-        paths = [self.queue.dir] + [os.path.join(self.queue.dir, n)
-                                    for n in os.listdir(self.queue.dir)]
-        paths.append(os.path.dirname(self.cfg.main.status_file))
-        for path in paths:
+        spool = self.cfg.main.spool_dir
+        try:
+            files.make_dir_for(spool, account.pw_uid, account.pw_gid, 0o700)
+            owner = os.stat(spool).st_uid
+        except OSError as exc:
+            raise exits.Failure("spool_dir %s: %s" % (spool, exc), exits.CONFIG) from None
+        if owner != account.pw_uid:
+            raise exits.Failure("spool_dir %s belongs to uid %d, not to user %s (option "
+                                "user): `chown -R %s %s`" % (spool, owner, name, name, spool),
+                                exits.CONFIG)
+        with _acting_as(account):
+            reachable = os.access(spool, os.R_OK | os.W_OK | os.X_OK, effective_ids=True)
+        if not reachable:
+            raise exits.Failure("spool_dir %s: user %s cannot reach it (a directory above "
+                                "it keeps the user out)" % (spool, name), exits.CONFIG)
+        return account
+
+    def _drop_privileges(self, account):
+        """Become the configured user once every socket is bound (root only).
+
+        The status file is written by that user afterwards: its directory is made for the
+        user if missing, and otherwise left as the administrator set it up."""
+        if account is None:
+            return
+        directory = os.path.dirname(os.path.abspath(self.cfg.main.status_file))
+        try:
+            files.make_dir_for(directory, account.pw_uid, account.pw_gid)
+        except OSError as exc:
+            self.log.warning("status file: %s", exc)
+        if self.cfg.main.log.startswith("/"):     # reopened after SIGHUP (rotation)
             try:
-                os.chown(path, account.pw_uid, account.pw_gid, follow_symlinks=False)
-            except OSError:
-                pass
+                files.give_file(self.cfg.main.log, account.pw_uid, account.pw_gid)
+            except OSError as exc:
+                self.log.warning("log file: %s", exc)
         os.setgroups([])
         os.setgid(account.pw_gid)
         os.setuid(account.pw_uid)
-        self.log.info("running as user %s", name)
+        if not os.access(directory, os.W_OK | os.X_OK):
+            self.log.warning("status file: user %s may not write in %s; the status file "
+                             "stays unwritten", account.pw_name, directory)
+        self.log.info("running as user %s", account.pw_name)
 
     # pid file
 
     def _write_pid(self):
+        """Write the pid file: a new file renamed into a directory only root may write."""
         path = self.cfg.main.pid_file
         try:
-            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-            with open(path, "w") as out:
-                out.write("%d\n" % os.getpid())
+            why = files.unsafe_dir(os.path.dirname(os.path.abspath(path)))
+            if why:
+                raise OSError("not written: %s" % why)
+            files.replace(path, b"%d\n" % os.getpid())
         except OSError as exc:
-            self.log.warning("cannot write pid file %s: %s", path, exc.strerror)
+            self.log.warning("pid file %s: %s", path, exc.strerror or exc)
 
     def _remove_pid(self):
         try:
@@ -203,6 +256,24 @@ class Daemon:
         import traceback
         self.log.error("internal error: %s", "".join(
             traceback.format_exception(type(exc), exc, exc.__traceback__)).strip())
+
+
+class _acting_as:
+    """Within it, act as account (effective uid and gid) if one is given; then root again."""
+
+    def __init__(self, account):
+        self.account = account
+
+    def __enter__(self):
+        if self.account is not None:
+            os.setgroups([])
+            os.setegid(self.account.pw_gid)
+            os.seteuid(self.account.pw_uid)
+
+    def __exit__(self, *exc):
+        if self.account is not None:
+            os.seteuid(0)
+            os.setegid(0)
 
 
 def run(config_path, detach=False, interval=None):

@@ -3,7 +3,9 @@
 Owns: the exchanges with the configured name servers (a fresh non-blocking UDP socket with a
 kernel-chosen source port and a random 16-bit id per try, retried over servers and attempts,
 repeated over TCP when the answer is truncated), following CNAME chains, a small TTL cache
-(positive and negative, bounded), and the addresses of a host. The MX question (ordering,
+(positive and negative, bounded), and the addresses of a host: first from the hosts file
+(`/etc/hosts`, or option `hosts_file`), as the C library's resolver does, then from DNS.
+The MX question (ordering,
 null MX, implicit MX, the own-host loop rule) is `masq/mx.py`: `Resolver.resolve_mx`
 delegates there, and `MXResult` and `MAX_MX` are re-exported here (imported on first use).
 Does not decide what to do with a failure: results carry an error with an enhanced status
@@ -13,7 +15,8 @@ Hostile input: every datagram that reaches our sockets. A packet whose id or que
 ours is ignored and the exchange keeps waiting; the sockets are connected to the server's IP
 literal, so the kernel drops datagrams from other sources. Names from answers are re-checked
 by the codec before they are ever queried. Hostnames never reach `socket` (servers are IP
-literals); nothing blocks except reading /etc/resolv.conf, which is a local file.
+literals); nothing blocks except reading /etc/resolv.conf and the hosts file, which are
+local files (re-read only when they change).
 
 Errors: timeouts, SERVFAIL, REFUSED, malformed answers and network errors are temporary
 (4.4.3); NXDOMAIN is permanent (5.1.2); the MX errors are listed in `masq/mx.py`.
@@ -32,7 +35,7 @@ from masq.proto.dns import A, AAAA, MX
 
 __all__ = [  # and, from masq.mx, MXResult and MAX_MX (see __getattr__ at the end)
     "A", "AAAA", "MX", "MAX_CNAME", "CACHE_SIZE", "MAX_TTL", "MAX_NEGATIVE_TTL", "DNSError",
-    "DNSResult", "HostResult", "temporary", "parse_server", "read_resolv_conf",
+    "DNSResult", "HostResult", "temporary", "parse_server", "read_resolv_conf", "read_hosts",
     "address_literal", "Resolver"]
 
 MAX_CNAME = 8
@@ -80,19 +83,8 @@ def _not_found(name):
 
 def parse_server(text):
     """Return (ip, port) from '1.2.3.4', '1.2.3.4:5353', '::1' or '[::1]:53'; else ValueError."""
-    text, port = text.strip(), "53"
-    if text.startswith("["):
-        host, bracket, rest = text[1:].partition("]")
-        if not bracket or (rest and not rest.startswith(":")):
-            raise ValueError("bad DNS server %r" % text)
-        port = rest[1:] if rest else port
-    elif text.count(":") == 1:
-        host, port = text.split(":")
-    else:
-        host = text
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError("bad DNS server port in %r" % text)
-    return str(ipaddress.ip_address(host)), int(port)
+    from masq.config import parse_ip_port   # one parser: the configuration checks with it
+    return parse_ip_port(text, 53)
 
 
 def read_resolv_conf(path="/etc/resolv.conf"):
@@ -104,6 +96,28 @@ def read_resolv_conf(path="/etc/resolv.conf"):
         return []
     found = [address_literal(w[1]) for w in words if len(w) >= 2 and w[0] == "nameserver"]
     return [(ip, 53) for ip in found if ip][:3]
+
+
+def read_hosts(path="/etc/hosts"):
+    """Return {name: [ip, ...]} from a hosts file: names normalized, IPv4 before IPv6."""
+    found = {}
+    try:
+        with open(path, encoding="utf-8", errors="replace") as lines:
+            for line in lines:
+                words = line.partition("#")[0].split()
+                ip = address_literal(words[0]) if len(words) >= 2 and \
+                    not words[0].startswith("[") else None
+                if ip is None:
+                    continue
+                for name in words[1:]:
+                    ips = found.setdefault(wire.normalize(name), [])
+                    if ip not in ips:
+                        ips.append(ip)
+    except OSError:
+        return {}
+    for ips in found.values():
+        ips.sort(key=lambda ip: ":" in ip)
+    return found
 
 
 def address_literal(text):
@@ -242,6 +256,15 @@ class _Exchange:
         self._answer(response)
 
 
+def _stamp(path):
+    """Return what tells whether a file changed (None if it cannot be read)."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+
+
 def _socket(server, kind):
     family = socket.AF_INET6 if ":" in server[0] else socket.AF_INET
     sock = socket.socket(family, kind)
@@ -253,10 +276,11 @@ class Resolver:
     """Ask name servers from inside the loop; every answer comes back through a callback."""
 
     def __init__(self, loop, servers=None, timeout=3.0, attempts=2, own_names=(),
-                 own_addresses=(), resolv_conf="/etc/resolv.conf"):
+                 own_addresses=(), resolv_conf="/etc/resolv.conf", hosts_file="/etc/hosts"):
         self.loop, self.timeout, self.attempts = loop, timeout, max(1, attempts)
         self.fixed_servers = list(servers) if servers else None
         self.resolv_conf, self.resolv_stamp, self.resolv_servers = resolv_conf, None, []
+        self.hosts_file, self.hosts_stamp, self.hosts = hosts_file, None, {}
         self.own_names = {wire.normalize(n) for n in own_names}
         self.own_addresses = {str(ipaddress.ip_address(a)) for a in own_addresses}
         self.pending = {}
@@ -267,15 +291,20 @@ class Resolver:
         """Return the servers to ask: the fixed list, else resolv.conf (re-read when changed)."""
         if self.fixed_servers:
             return self.fixed_servers
-        try:
-            stat = os.stat(self.resolv_conf)
-            stamp = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
-        except OSError:
-            stamp = None
+        stamp = _stamp(self.resolv_conf)
         if stamp != self.resolv_stamp or not self.resolv_servers:
             self.resolv_stamp = stamp
             self.resolv_servers = read_resolv_conf(self.resolv_conf) or [("127.0.0.1", 53)]
         return self.resolv_servers
+
+    def hosts_entry(self, name):
+        """Return the addresses the hosts file gives name (re-read when changed), or None."""
+        if not self.hosts_file:
+            return None
+        stamp = _stamp(self.hosts_file)
+        if stamp != self.hosts_stamp:
+            self.hosts_stamp, self.hosts = stamp, read_hosts(self.hosts_file)
+        return self.hosts.get(wire.normalize(name))
 
     # single questions
 
@@ -357,7 +386,11 @@ class Resolver:
         self.addresses(name, callback)
 
     def addresses(self, name, callback):
-        """Ask for a name's A and AAAA records; callback(HostResult) later, exactly once."""
+        """Find a name's addresses in the hosts file, else ask for its A and AAAA records;
+        callback(HostResult) later, exactly once."""
+        listed = self.hosts_entry(name)
+        if listed:
+            return self._soon(callback, HostResult(name, list(listed)))
         results = {}
 
         def got(result):

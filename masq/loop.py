@@ -5,7 +5,9 @@ wake-up fd, child processes reaped without blocking, and end-of-turn hooks (grou
 runs there: everything committed during one turn shares one fdatasync).
 
 Does not know about mail, configuration or the queue. Callbacks get no arguments except
-where noted; they read `loop.now` for the time, so tests drive time with a fake clock.
+where noted; they read `loop.now` (monotonic, for timers) or `loop.time()` (wall clock,
+for what is stored) from the loop's Clock (masq.clock), so tests drive time with a fake
+clock.
 
 Idle means asleep: when no timer is pending, `select` waits with no timeout. A callback that
 raises is a bug: the loop reports it through `on_error` (default: re-raise) and goes on.
@@ -16,9 +18,11 @@ import os
 import selectors
 import signal
 import socket
-import time
+
+from masq.clock import Clock, Monotonic
 
 
+MIN_TIMERS = 64             # below this many timers the heap is never rebuilt
 UNKNOWN_STATUS = 0xFF00     # reads as exit 255: a child whose status was lost never "succeeded"
 
 
@@ -34,8 +38,13 @@ class Timer:
         self.seq = seq
 
     def cancel(self):
-        """Stop the timer from firing (harmless if it already fired)."""
+        """Stop the timer from firing (harmless if it already fired).
+
+        The callback is let go at once: a cancelled timer waits in the heap until the loop
+        drops it, and must not keep what its callback refers to (a closed SMTP session)
+        alive until then."""
         self.cancelled = True
+        self.callback = None
 
     def __lt__(self, other):
         return (self.when, self.seq) < (other.when, other.seq)
@@ -44,10 +53,13 @@ class Timer:
 class Loop:
     """A single-threaded event loop over `selectors`."""
 
-    def __init__(self, clock=time.monotonic, selector=None):
-        self.clock = clock
+    def __init__(self, clock=None, selector=None):
+        if clock is not None and not hasattr(clock, "monotonic"):
+            clock = Monotonic(clock)        # a bare function: the monotonic time only
+        self.clock = clock or Clock()
         self.selector = selector or selectors.DefaultSelector()
         self.timers = []
+        self.compact_at = MIN_TIMERS      # heap size at which cancelled timers are dropped
         self.seq = 0
         self.soon = []
         self.turn_end = []
@@ -60,8 +72,12 @@ class Loop:
 
     @property
     def now(self):
-        """Return the loop's current time (the clock it was given)."""
-        return self.clock()
+        """Return the loop's monotonic time (timers run on it)."""
+        return self.clock.monotonic()
+
+    def time(self):
+        """Return the wall-clock time of the loop's clock (for times that are stored)."""
+        return self.clock.time()
 
     # file descriptors
 
@@ -111,7 +127,16 @@ class Loop:
         self.seq += 1
         timer = Timer(when, callback, self.seq)
         heapq.heappush(self.timers, timer)
+        if len(self.timers) > self.compact_at:
+            self._drop_cancelled()
         return timer
+
+    def _drop_cancelled(self):
+        """Rebuild the heap without cancelled timers (sessions re-arm theirs on every
+        command): it stays within twice the live timers, at amortised constant cost."""
+        self.timers = [t for t in self.timers if not t.cancelled]
+        heapq.heapify(self.timers)
+        self.compact_at = max(MIN_TIMERS, 2 * len(self.timers))
 
     def call_later(self, delay, callback):
         """Call callback() after `delay` seconds; return a Timer."""
@@ -169,7 +194,7 @@ class Loop:
                 done, status = pid, UNKNOWN_STATUS
             if done:
                 callback = self.children.pop(pid)
-                self._call(lambda: callback(status))
+                self._call(lambda callback=callback, status=status: callback(status))
 
     def close(self):
         """Release the wake-up fd and restore default signal handling."""
@@ -203,9 +228,17 @@ class Loop:
                     self._call(callback)
         self._run_timers()
         self._run_soon()
-        for callback in list(self.turn_end):
-            self._call(callback)
-        self._run_soon()
+        self._end_turn()
+
+    def _end_turn(self):
+        """Run the turn-end hooks last: work they start (callbacks soon) gets them again,
+        so nothing a hook should see (a group commit) is left waiting while the loop sleeps."""
+        while True:
+            for callback in list(self.turn_end):
+                self._call(callback)
+            if not self.soon:
+                return
+            self._run_soon()
 
     def _run_timers(self):
         now = self.now

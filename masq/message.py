@@ -26,15 +26,10 @@ masqmail); an unterminated last line gets a CRLF. Header values are decoded as U
 surrogateescape, so `get_all()` never fails and re-encoding restores the bytes.
 """
 
-import re
 import time
 
-_BARE_CR = re.compile(rb"\r+\n")
-_NAME = re.compile(rb"[\x21-\x39\x3b-\x7e]+")
-_HEADER = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:")
-_NAME_STR = re.compile(r"[\x21-\x39\x3b-\x7e]+")
-_UNFOLD = re.compile(rb"\r\n(?=[ \t])")
-_BAD_VALUE = re.compile(r"[\r\n\x00]")
+# What `sendmail` runs uses no regular expressions (importing `re` costs it ~5 ms); only
+# the SMTP side's Received: clause imports `re`, when it needs to check a HELO name.
 _FOLD_AT = 78
 _PROBE = 1000  # a field name must show its colon within this many bytes
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -57,11 +52,15 @@ class InputNormalizer:
     """Turn submitted bytes into CRLF lines, stopping at a lone `.` unless dot_ends is False.
 
     `ended` becomes True only when a lone `.` stopped the input (not at end of input).
+    `bare_cr` / `bare_lf` become True once the input held a CR not followed by LF / an LF
+    not preceded by CR (so `\\r\\r\\n` counts as a bare CR), for callers that refuse them.
     """
 
     def __init__(self, dot_ends=True):
         self.dot_ends = dot_ends
         self.ended = False
+        self.bare_cr = self.bare_lf = False
+        self._cr_last = False  # the last piece ended in CR: its fate is in the next one
         self._crs = 0        # CRs seen at the end of the last piece, not yet resolved
         self._bol = True     # the output so far ends at a line boundary
         self._dot = False    # a "." at the start of a line is held back
@@ -72,6 +71,11 @@ class InputNormalizer:
         if self.ended or self._closed or not data:
             return b""
         data = bytes(data)
+        if not (self.dot_ends or self._crs) and \
+                data.count(b"\r") == data.count(b"\n") == data.count(b"\r\n"):
+            self._bol, self._cr_last = data.endswith(b"\n"), False   # CRLF only: as is
+            return data
+        self._watch(data)
         head = b""
         if self._dot:
             if data[:1] in (b"\r", b"\n"):
@@ -93,6 +97,8 @@ class InputNormalizer:
         if self.ended or self._closed:
             return b""
         self._closed = True
+        if self._cr_last:
+            self.bare_cr = True
         if self._dot:
             return self._end(b"")
         out = b"\r\n" * self._crs
@@ -101,9 +107,22 @@ class InputNormalizer:
         self._crs, self._bol = 0, True
         return out
 
+    def _watch(self, data):
+        """Note bare CRs and LFs in data (a CR at its end is decided by the next piece)."""
+        if not (self.bare_cr and self.bare_lf) and (
+                self._cr_last or b"\r" in data or b"\n" in data):
+            text = b"\r" + data if self._cr_last else data
+            crlf = text.count(b"\r\n")     # every other LF is bare, and every other CR
+            self.bare_lf = self.bare_lf or text.count(b"\n") > crlf
+            self.bare_cr = self.bare_cr or text[:-1].count(b"\r") > crlf
+        self._cr_last = data.endswith(b"\r")
+
     def _emit(self, text):
         """Normalise LF-or-CR text (no trailing CR) to CRLF and apply the lone-dot rule."""
-        text = _BARE_CR.sub(b"\n", text).replace(b"\r", b"\n")
+        if b"\r" in text:      # CR+ LF is one line end, and so is a lone CR
+            lines = text.split(b"\n")
+            text = b"\n".join([line.rstrip(b"\r") for line in lines[:-1]] + lines[-1:])
+            text = text.replace(b"\r", b"\n")
         if not text:
             return b""
         if self.dot_ends:
@@ -127,7 +146,7 @@ class InputNormalizer:
 def _value_bytes(value):
     if isinstance(value, (bytes, bytearray)):
         value = bytes(value).decode("utf-8", "surrogateescape")
-    if _BAD_VALUE.search(value):
+    if "\r" in value or "\n" in value or "\x00" in value:
         raise ValueError("CR, LF or NUL in a header value")
     return value.encode("utf-8", "surrogateescape")
 
@@ -146,8 +165,17 @@ def _fold(name, value):
     return b"\r\n".join(lines) + b"\r\n"
 
 
+def _name_end(line):
+    """Return the length of the field name (printable ASCII but colon) that starts line."""
+    i, end = 0, len(line)
+    while i < end and 0x21 <= line[i] <= 0x7e and line[i] != 0x3a:
+        i += 1
+    return i
+
+
 def _check_name(name):
-    if not _NAME_STR.fullmatch(name):
+    if not (name and name.isascii() and name.isprintable() and " " not in name
+            and ":" not in name):
         raise ValueError("bad header field name %r" % name)
     return name
 
@@ -240,7 +268,7 @@ def _key(raw):
 
 
 def _value(raw):
-    value = _UNFOLD.sub(b"", raw[raw.index(b":") + 1:])
+    value = raw[raw.index(b":") + 1:].replace(b"\r\n ", b" ").replace(b"\r\n\t", b"\t")
     if value.endswith(b"\r\n"):
         value = value[:-2]
     return value.strip(b" \t").decode("utf-8", "surrogateescape")
@@ -310,10 +338,10 @@ class HeaderReader:
         if line[:1] in (b" ", b"\t"):
             return "fold" if self._field else "body"
         probe = line[:_PROBE]
-        if _HEADER.match(probe):
+        name = _name_end(probe)
+        rest = probe[name:]
+        if name and rest.lstrip(b" \t").startswith(b":"):
             return "header"
-        name = _NAME.match(probe)
-        rest = probe[name.end():] if name else probe
         if len(line) < _PROBE and rest.strip(b" \t") in (b"", b"\r"):
             return None    # a field name may still be coming: wait for more
         return "body"
@@ -371,44 +399,58 @@ def format_date(timestamp, localtime=True):
         tm.tm_hour, tm.tm_min, tm.tm_sec, sign, abs(offset) // 60, abs(offset) % 60)
 
 
-_ID_PART = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+|\[[!-Z^-~]*\]")
+_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+                      "!#$%&'*+/=?^_`{|}~.-")
+_LITERAL_CHARS = frozenset(map(chr, range(0x21, 0x7f))) - frozenset("[\\]")
+
+
+def _id_part(text):
+    """Return True for dot-atom text or a `[...]` literal (what a Message-ID part may be)."""
+    if text.startswith("[") and text.endswith("]") and len(text) > 1:
+        return _LITERAL_CHARS.issuperset(text[1:-1])
+    return bool(text) and _ID_CHARS.issuperset(text)
 
 
 def make_message_id(unique, hostname):
     """Return a Message-ID `<unique@hostname>`; ValueError if a part is not dot-atom text."""
-    if not _ID_PART.fullmatch(unique) or not _ID_PART.fullmatch(hostname):
+    if not _id_part(unique) or not _id_part(hostname):
         raise ValueError("bad Message-ID part %r@%r" % (unique, hostname))
     return "<%s@%s>" % (unique, hostname)
 
 
-_DOMAIN = re.compile(r"(?=.{1,255}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-                     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?")
-_LITERAL = re.compile(r"\[(?:[0-9.]{7,15}|IPv6:[0-9A-Fa-f:.]{2,45})\]", re.I)
-_SAFE = re.compile(r"[^A-Za-z0-9.:_@+=\[\]/-]")
-_IP = re.compile(r"[0-9A-Fa-f:.]{2,45}")
+# Strings, not compiled: re is imported (and compiles them) only when a HELO is checked.
+_DOMAIN = (r"(?=.{1,255}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+           r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?")
+_LITERAL = r"(?i)\[(?:[0-9.]{7,15}|IPv6:[0-9A-Fa-f:.]{2,45})\]"
+_SAFE_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+                        ".:_@+=[]/-")
+_IP_CHARS = frozenset("0123456789ABCDEFabcdef:.")
+_NOT_IN_RCPT = frozenset("".join(map(chr, range(0x20))) + "".join(map(chr, range(0x7f, 0xa0)))
+                         + "\u2028\u2029<>()\\")
 
 
 def _token(text, limit=64):
     """Return text reduced to a safe token for a Received: comment: bounded, no specials."""
-    text = _SAFE.sub("?", str(text))
+    text = "".join(c if c in _SAFE_CHARS else "?" for c in str(text))
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _ip_literal(ip):
-    if not ip or not _IP.fullmatch(ip):
+    if not ip or not 2 <= len(ip) <= 45 or not _IP_CHARS.issuperset(ip):
         return None
     return "[IPv6:%s]" % ip if ":" in ip else "[%s]" % ip
 
 
 def _from_clause(from_host, from_rdns, from_ip):
     """Return `from HELO (rdns [ip])`, with an odd HELO shown sanitised in the comment."""
+    import re
     literal = _ip_literal(from_ip)
     helo = str(from_host or "")[:255]
-    valid = bool(_DOMAIN.fullmatch(helo) or _LITERAL.fullmatch(helo))
+    valid = bool(re.fullmatch(_DOMAIN, helo) or re.fullmatch(_LITERAL, helo))
     name = helo if valid else (literal or "unknown")
     detail = []
     if literal:
-        rdns = from_rdns if from_rdns and _DOMAIN.fullmatch(from_rdns) else "unknown"
+        rdns = from_rdns if from_rdns and re.fullmatch(_DOMAIN, from_rdns) else "unknown"
         detail.append("%s %s" % (rdns, literal))
     if helo and not valid:
         detail.append("helo=" + _token(helo))
@@ -417,7 +459,7 @@ def _from_clause(from_host, from_rdns, from_ip):
 
 def received_line(*, by_host, id, protocol="ESMTP", from_host=None, from_rdns=None,
                   from_ip=None, from_uid=None, for_rcpt=None, tls=None, auth=None,
-                  timestamp=None):
+                  cert=None, timestamp=None):
     """Return the value of a Received: field (one line; prepend() folds it)."""
     parts = []
     if from_host or from_ip:
@@ -426,6 +468,8 @@ def received_line(*, by_host, id, protocol="ESMTP", from_host=None, from_rdns=No
         parts.append("(using %s with cipher %s)" % (_token(tls[0]), _token(tls[1])))
     if auth:
         parts.append("(authenticated user %s)" % _token(auth))
+    if cert:
+        parts.append("(client certificate sha256:%s)" % _token(cert))
     comment = "masq" if from_uid is None else "masq, from userid %d" % int(from_uid)
     parts.append("by %s (%s)" % (_token(by_host, 255), comment))
     if protocol == "ESMTP":
@@ -434,7 +478,7 @@ def received_line(*, by_host, id, protocol="ESMTP", from_host=None, from_rdns=No
         parts.append("with " + _token(protocol, 16))
     parts.append("id " + _token(id))
     if for_rcpt:
-        rcpt = re.sub(r"[\x00-\x1f\x7f-\x9f\u2028\u2029<>()\\]", "?", str(for_rcpt))
+        rcpt = "".join("?" if c in _NOT_IN_RCPT else c for c in str(for_rcpt))
         parts.append("for <%s>" % rcpt[:256])
     when = time.time() if timestamp is None else timestamp
     return " ".join(parts) + "; " + format_date(when)

@@ -18,13 +18,16 @@ HIGH_WATER = 1 << 20
 
 
 class Stream:
-    """A socket driven by the loop; callbacks: on_data(bytes), on_close(reason)."""
+    """A socket driven by the loop; callbacks: on_data(bytes), on_close(reason), and
+    on_drain() (one shot: set it again to hear again) once the socket took everything
+    queued after it was full."""
 
     def __init__(self, loop, sock, on_data, on_close):
         self.loop = loop
         self.sock = sock
         self.on_data = on_data
         self.on_close = on_close
+        self.on_drain = None
         self.out = bytearray()
         self.tls = None            # ssl.SSLObject
         self.incoming = self.outgoing = None
@@ -66,6 +69,14 @@ class Stream:
             self.reading = False
             self.loop.remove_reader(self.sock)
 
+    def unsent(self):
+        """Return how many queued octets the peer has not taken yet."""
+        return len(self.out)
+
+    def handshaking(self):
+        """Return True while a TLS handshake runs."""
+        return self.handshake_done is not None
+
     # writing
 
     def write(self, data):
@@ -102,11 +113,17 @@ class Stream:
         if self.closed:
             return
         if self.out:
-            self.loop.add_writer(self.sock, self._flush)
+            self.loop.add_writer(self.sock, self._writable)
         else:
             self.loop.remove_writer(self.sock)
             if self.close_after_flush:
                 self.close("closed by us")
+
+    def _writable(self):
+        self._flush()
+        if not self.out and not self.closed and self.on_drain is not None:
+            callback, self.on_drain = self.on_drain, None
+            callback()
 
     # reading
 
@@ -202,6 +219,12 @@ class Stream:
         cipher = self.tls.cipher()
         return (self.tls.version(), cipher[0] if cipher else "")
 
+    def peer_certificate(self):
+        """Return the certificate the peer presented in the TLS handshake (DER), or None."""
+        if self.tls is None or self.handshake_done is not None:
+            return None
+        return self.tls.getpeercert(binary_form=True)
+
     # closing
 
     def close(self, reason="closed"):
@@ -217,6 +240,20 @@ class Stream:
         except OSError:
             pass
         self.on_close(reason)
+
+
+def client_key(ip):
+    """Return what per-client limits count a peer address under: an IPv4 address itself,
+    an IPv6 address's /64 (one host gets a whole /64 to pick addresses from)."""
+    if ":" not in ip:
+        return ip
+    try:
+        packed = socket.inet_pton(socket.AF_INET6, ip.partition("%")[0])
+    except (OSError, ValueError):
+        return ip
+    if packed[:12] == b"\0" * 10 + b"\xff\xff":       # IPv4-mapped: the IPv4 address
+        return socket.inet_ntop(socket.AF_INET, packed[12:])
+    return socket.inet_ntop(socket.AF_INET6, packed[:8] + b"\0" * 8) + "/64"
 
 
 def listen(host, port, backlog=128):

@@ -23,12 +23,11 @@ defect raises ConfigError(path, line, message), strict like libuci's default (on
 rejects the file). Nothing is evaluated; values are plain strings.
 """
 
-import bisect
 import os
-import re
 
+MAX_FILE = 1 << 20                         # a configuration is a few KiB; refuse more
 SPACE = " \t\n\r\v\f"                     # C isspace() in the C locale
-_PLAIN = re.compile(r"[^'\"#;\\ \t\n\r\v\f]+")   # the only regex: imports stay cheap
+_NOT_PLAIN = frozenset("'\"#;\\ \t\n\r\v\f")   # no regex: `sendmail` never imports re
 KEYWORDS = {"package": "package", "p": "package", "config": "config", "c": "config",
             "option": "option", "o": "option", "list": "list", "l": "list"}
 
@@ -125,7 +124,6 @@ class _Parser:
         self.text = text
         self.path = path
         self.pos = self.end = self.stop = 0    # stop < end after an unquoted '#'
-        self.starts = [0] + [m.end() for m in re.finditer("\n", text)]
         self.sections = []
         self.by_key = {}
         self.section = None
@@ -149,7 +147,7 @@ class _Parser:
         return self.text[self.pos] if self.pos < self.stop else ""
 
     def line_at(self, pos):
-        return bisect.bisect_right(self.starts, pos)
+        return self.text.count("\n", 0, pos) + 1
 
     def error(self, message, pos=None):
         raise ConfigError(self.path, self.line_at(self.pos if pos is None else pos), message)
@@ -269,9 +267,11 @@ class _Parser:
                     out.append(self.text[self.pos])
                     self.pos += 1
             else:
-                plain = _PLAIN.match(self.text, self.pos, self.stop)
-                out.append(plain.group())
-                self.pos = plain.end()
+                end = self.pos
+                while end < self.stop and self.text[end] not in _NOT_PLAIN:
+                    end += 1
+                out.append(self.text[self.pos:end])
+                self.pos = end
             c = self.char()
             if not c or c in SPACE:
                 break
@@ -381,9 +381,12 @@ def read_file(path):
     """Return the text of a configuration file; raise ConfigError(path, 0, reason)."""
     try:
         with open(path, "rb") as f:
-            data = f.read()
+            data = f.read(MAX_FILE + 1)
     except OSError as e:
         raise ConfigError(path, 0, "cannot read: %s" % (e.strerror or e)) from None
+    if len(data) > MAX_FILE:                # /dev/zero, a log file named by mistake
+        raise ConfigError(path, 0, "larger than %d KiB: not a configuration file"
+                          % (MAX_FILE >> 10))
     return data.decode("utf-8", "surrogateescape")
 
 

@@ -42,7 +42,7 @@ MAIN_DEFAULTS = {
     "max_message_size": 10 * 1024 * 1024, "max_recipients": 100, "max_connections": 50,
     "max_connections_per_ip": 10, "smtp_timeout": 300.0, "tls_cert": None, "tls_key": None,
     "dns_server": None, "status_listen": "", "status_password": None,
-    "status_file": "/var/run/masq/status.json", "pid_file": "/var/run/masq/masq.pid",
+    "status_file": "/var/run/masq/status.json", "pid_file": "/var/run/masq.pid",
     "user": "", "trusted_users": ["root", "mail", "daemon"], "queue_interval": 0.0,
     "queue_lifetime": 5 * 86400.0, "delay_warning": 4 * 3600.0, "retry_interval": 300.0,
     "retry_max": 4 * 3600.0, "online_check_interval": 300.0, "do_queue": False,
@@ -161,11 +161,12 @@ def test_interval(text, value):
     ("max_message_size", "10MB", "a size (bytes, or a number with k, M or G)"),
     ("max_message_size", "-1", "a size (bytes, or a number with k, M or G)"),
     ("queue_lifetime", "5 days", "an interval (seconds, or a number with s, m, h, d or w)"),
-    ("log", "file", "one of syslog, stderr"),
+    ("log", "file", "syslog, stderr or an absolute file path"),
     ("log_level", "INFO", "one of error, warning, info, debug"),
-    ("mailbox", "/var/mail/%u", "maildir:PATH, mbox:PATH or mda:COMMAND"),
-    ("mailbox", "mbox:", "maildir:PATH, mbox:PATH or mda:COMMAND"),
-    ("dns_server", "127.0.0.1:99999", "host or host:port (an IPv6 address in brackets)"),
+    ("mailbox", "/var/mail/%u", "maildir:/PATH, mbox:/PATH or mda:COMMAND"),
+    ("mailbox", "mbox:", "maildir:/PATH, mbox:/PATH or mda:COMMAND"),
+    ("dns_server", "127.0.0.1:99999", "an IP address, optionally with :PORT (IPv6 in "
+     "brackets)"),
 ])
 def test_wrong_type_names_file_line_option_and_expectation(option, text, expected):
     error = error_of("config masq 'main'\n\n\toption %s '%s'\n" % (option, text))
@@ -213,7 +214,8 @@ def test_relay_net_each_item_checked_at_its_line():
 
 def test_listen_urls():
     main = main_with("list listen smtp://0.0.0.0:25", "list listen submission://[::]:587",
-                     "list listen smtps://192.0.2.1", "list listen qmtp://127.0.0.1:0")
+                     "list listen smtps://192.0.2.1", "list listen qmtp://127.0.0.1:0",
+                     "option tls_cert /etc/masq/cert.pem", "option tls_key /etc/masq/key.pem")
     assert len(main.listen) == 4
     assert "expected a listener" in error_of(
         "config masq\n\tlist listen http://127.0.0.1:80\n").message

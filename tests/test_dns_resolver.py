@@ -203,6 +203,7 @@ def assert_idle(loop, resolver):
 
 def make(loop, server, **kw):
     kw.setdefault("timeout", 0.3)
+    kw.setdefault("hosts_file", None)       # never this machine's /etc/hosts
     return dns.Resolver(loop, servers=[server], **kw)
 
 
@@ -577,6 +578,33 @@ def test_resolv_conf_nameservers_are_used(tmp_path, loop):
     assert resolver.servers() == [("192.0.2.54", 53)]
     empty = dns.Resolver(loop, resolv_conf=str(tmp_path / "missing"))
     assert empty.servers() == [("127.0.0.1", 53)]
+
+
+# the hosts file, before DNS (as the C library's resolver)
+
+def test_hosts_file_is_read_like_the_c_library_does(tmp_path):
+    hosts = tmp_path / "hosts"
+    hosts.write_text("# comment\n127.0.0.1\tlocalhost\n::1 localhost ip6-localhost  # v6\n"
+                     "192.0.2.7 Relay.Example.TEST. relay\nbogus name.test\n\n"
+                     "192.0.2.8 relay.example.test\n")
+    assert dns.read_hosts(str(hosts)) == {
+        "localhost": ["127.0.0.1", "::1"], "ip6-localhost": ["::1"],
+        "relay.example.test": ["192.0.2.7", "192.0.2.8"], "relay": ["192.0.2.7"]}
+    assert dns.read_hosts(str(tmp_path / "missing")) == {}
+
+
+def test_hosts_file_answers_before_dns_and_is_reread_when_changed(tmp_path, loop, dnsmasq):
+    hosts = tmp_path / "hosts"
+    hosts.write_text("10.1.2.3 mail.example.test\n")
+    resolver = make(loop, dnsmasq, hosts_file=str(hosts))
+    listed = run(loop, lambda cb: resolver.addresses("MAIL.example.test.", cb))
+    assert listed.error is None and listed.addresses == ["10.1.2.3"]
+    from_dns = run(loop, lambda cb: resolver.addresses("backup.example.test", cb))
+    assert from_dns.error is None and from_dns.addresses == ["127.0.0.3"]
+    hosts.write_text("10.9.9.9 mail.example.test\n")
+    os.utime(hosts, ns=(1, 1))
+    again = run(loop, lambda cb: resolver.resolve_host("mail.example.test", cb))
+    assert again.addresses == ["10.9.9.9"]
 
 
 # runtime rules (python3-light: no idna codec, no email/logging/asyncio...)

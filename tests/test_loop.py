@@ -6,13 +6,7 @@ import socket
 
 from masq.loop import Loop
 
-
-class FakeClock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self):
-        return self.now
+from fakes import FakeClock
 
 
 def test_timers_fire_in_order_on_fake_clock():
@@ -25,10 +19,10 @@ def test_timers_fire_in_order_on_fake_clock():
     cancelled.cancel()
     loop.run_once(block=False)
     assert fired == []
-    clock.now += 2
+    clock.advance(2)
     loop.run_once(block=False)
     assert fired == ["a"]
-    clock.now += 10
+    clock.advance(10)
     loop.run_once(block=False)
     assert fired == ["a", "b"]
     assert loop.next_deadline() is None
@@ -107,4 +101,47 @@ def test_child_reaped_elsewhere_never_reads_as_success():
     loop.watch_child(pid, statuses.append)
     loop.run_once(block=False)
     assert [os.waitstatus_to_exitcode(s) for s in statuses] == [255]
+    loop.close()
+
+
+def test_work_started_by_a_turn_end_hook_gets_the_hooks_again_before_sleeping():
+    """A group commit whose waiter queues more work (a bounce of a bounce) must not leave
+    the new waiter for a turn that never comes (sendmail hung holding runner.lock)."""
+    loop = Loop(FakeClock())
+    waiters, synced = [], []
+
+    def commit():
+        batch, waiters[:] = list(waiters), []
+        for waiter in batch:
+            waiter()
+
+    def second():
+        synced.append("second")
+
+    def first():
+        synced.append("first")
+        loop.call_soon(lambda: waiters.append(second))
+    loop.at_turn_end(commit)
+    waiters.append(first)
+    loop.run_once(block=False)
+    assert synced == ["first", "second"] and waiters == []
+    loop.close()
+
+
+def test_loop_time_is_the_clocks_wall_time():
+    clock = FakeClock()
+    loop = Loop(clock)
+    clock.advance(30)
+    assert (loop.now, loop.time()) == (clock.mono, clock.wall)
+    loop.close()
+
+
+def test_a_bare_function_is_taken_as_the_monotonic_clock():
+    now = [5.0]
+    loop = Loop(lambda: now[0])
+    fired = []
+    loop.call_later(1, lambda: fired.append(True))
+    now[0] = 6.0
+    loop.run_once(block=False)
+    assert fired == [True] and loop.now == 6.0
     loop.close()

@@ -141,6 +141,19 @@ def test_split_invariance_on_line_end_heavy_input(data, cuts, dot_ends):
     assert normalise(pieces_of(data, cuts), dot_ends) == reference(data, dot_ends)
 
 
+@given(st.lists(ALPHABET, max_size=60).map(b"".join),
+       st.lists(st.integers(min_value=0), max_size=20))
+@settings(max_examples=800)
+def test_bare_cr_and_lf_are_noticed_however_input_is_split(data, cuts):
+    """Issue 12 case 4: `option bare_line_ends 'refuse'` relies on these two flags."""
+    norm = InputNormalizer(dot_ends=False)
+    for piece in pieces_of(data, cuts):
+        norm.feed(piece)
+    norm.finish()
+    assert norm.bare_lf == (re.search(rb"(?<!\r)\n", data) is not None)
+    assert norm.bare_cr == (re.search(rb"\r(?!\n)", data) is not None)
+
+
 def test_one_megabyte_line_streams_with_bounded_state():
     line = bytes(range(32, 127)) * (1024 * 1024 // 95 + 1)
     norm = InputNormalizer()

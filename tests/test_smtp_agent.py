@@ -797,3 +797,48 @@ def test_imports_are_python3_light_only():
         top = {alias.name for node in tree.body if isinstance(node, ast.Import)
                for alias in node.names}
         assert "ssl" not in top, path
+
+
+# Bare line ends in a queued body (issue 12 case 5): what leaves masq carries CRLF only
+
+
+def test_a_body_ending_in_a_bare_lf_still_ends_with_crlf_dot_crlf(aiosmtp):
+    recorder = Recorder()
+    port = aiosmtp(recorder)
+    body = b"Subject: bare\r\n\r\none\ntwo\rthree\r\nbefore\r.\rMAIL FROM:<s@bank.example>\n"
+    outcomes = deliver(job("b@dest.example", body=body), smarthost="127.0.0.1:%d" % port,
+                       tls="none")
+    assert kinds(outcomes) == [OK], outcomes
+    [message] = recorder.messages
+    assert message.content == (b"Subject: bare\r\n\r\none\r\ntwo\r\nthree\r\nbefore\r\n"
+                               b".\r\nMAIL FROM:<s@bank.example>\r\n")
+
+
+def test_bare_line_ends_are_crlf_whatever_the_chunking(aiosmtp):
+    recorder = Recorder()
+    port = aiosmtp(recorder)
+    text = b"a\r\n.b\r\r\n\n.\r.c\rd\n"
+    pieces = [text[i:i + 1] for i in range(len(text))]     # every CR and LF split apart
+    bare = Job("id-split", "a@me.example", ("b@dest.example",), lambda: iter(pieces),
+               size=len(text))
+    outcomes = deliver(bare, smarthost="127.0.0.1:%d" % port, tls="none")
+    assert kinds(outcomes) == [OK], outcomes
+    # the rule of masq.message: a run of CRs before an LF is one line end
+    assert recorder.messages[0].content == b"a\r\n.b\r\n\r\n.\r\n.c\r\nd\r\n"
+
+
+def test_a_hostile_reply_of_100_long_lines_makes_a_bounded_outcome_text(script):
+    """Issue 12 case 2's class from the other side: the text of one reply goes into the
+    queue's RESULT record, the log, the status page's last deliveries and a bounce."""
+    long_reply = b"".join(b"550-5.1.1 " + b"%03d" % i + b"x" * 2000 + b"\r\n"
+                          for i in range(99)) + b"550 5.1.1 the end\r\n"
+
+    def refuse_rcpt(peer, n):
+        play(peer, on={b"RCPT": lambda peer, line: peer.send(long_reply)})
+
+    server = script(refuse_rcpt)
+    [outcome] = deliver(job("b@dest.example"), smarthost="127.0.0.1:%d" % server.port,
+                        tls="none")
+    assert outcome.kind == PERMFAIL and outcome.status == "5.1.1"
+    assert len(outcome.text) <= 1100, len(outcome.text)
+    assert "000xxx" in outcome.text and outcome.text.endswith("the end")

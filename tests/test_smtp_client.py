@@ -73,6 +73,26 @@ def test_dialogue_without_pipelining_sends_one_command_per_reply():
     assert client.state == C.CLOSED
 
 
+@pytest.mark.parametrize("pieces, wire_end", [
+    ((b"x\n",), b"x\n\r\n.\r\n"),              # issue 12 case 5: never \n.\r\n
+    ((b"x\r", b"\n"), b"x\r\n.\r\n"),
+    ((b"x\r\n", b"y\r"), b"y\r\r\n.\r\n"),
+    ((b"x\r\n", b"\n"), b"x\r\n\n\r\n.\r\n"),
+    ((b"x",), b"x\r\n.\r\n"),
+    ((), b"354 go\r\n.\r\n"),
+])
+def test_message_text_always_ends_with_crlf_dot_crlf(pieces, wire_end):
+    client = ready(EHLO_PLAIN)
+    client.send_mail(envelope())
+    feed(client, b"250 ok\r\n")
+    feed(client, b"250 ok\r\n")
+    feed(client, b"354 go\r\n")
+    for piece in pieces:
+        client.send_body(piece)
+    client.end_body()
+    assert (b"354 go\r\n" + client.data_to_send()).endswith(wire_end)
+
+
 def test_pipelining_sends_mail_rcpts_and_data_at_once_and_matches_replies_in_order():
     client = ready()
     client.send_mail(envelope("b@mx.example", "c@mx.example", "d@mx.example", size=10))

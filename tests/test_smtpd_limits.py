@@ -3,6 +3,8 @@ limit, dropping root after binding, IPv6 listeners."""
 
 import base64
 import os
+import pathlib
+import shutil
 import signal
 import smtplib
 import socket
@@ -14,6 +16,7 @@ import time
 import pytest
 
 from helpers import ROOT, Daemon, free_port, masq, write_config
+from local_user import open_dir
 from masq.policy.passwords import hash_password
 
 
@@ -66,6 +69,8 @@ def test_auth_failures_are_rate_limited_per_client(tmp_path):
     conf = write_config(str(tmp_path / "masq.conf"), str(tmp_path / "spool"), extra=(
         "\tlist listen 'smtp://127.0.0.1:%d?auth=plain'\n" % port), routes=users)
     daemon = Daemon(conf, wait_port=port).start()
+    with smtplib.SMTP("127.0.0.1", port, timeout=15) as smtp:   # the readiness probe's
+        smtp.noop()                 # slot is free once a whole session has been served
     codes = []
 
     def attempt():
@@ -91,8 +96,9 @@ def test_auth_failures_are_rate_limited_per_client(tmp_path):
 def test_root_daemon_drops_to_the_configured_user(tmp_path):
     if os.getuid() != 0:
         pytest.skip("needs root")
-    os.chmod(tmp_path, 0o755)
-    port, daemon = start(tmp_path, "\toption user 'nobody'\n\tlist local_users 'bob'\n")
+    base = open_dir()                   # the spool must be reachable for user nobody
+    port, daemon = start(pathlib.Path(base),
+                         "\toption user 'nobody'\n\tlist local_users 'bob'\n")
     try:
         status = open("/proc/%d/status" % daemon.proc.pid).read()
         uid_line = [line for line in status.splitlines() if line.startswith("Uid:")][0]
@@ -101,6 +107,7 @@ def test_root_daemon_drops_to_the_configured_user(tmp_path):
             smtp.sendmail("a@example.org", ["bob@test.example"], b"\r\nafter the drop\r\n")
     finally:
         daemon.stop()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_ipv6_listener(tmp_path):

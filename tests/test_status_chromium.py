@@ -266,6 +266,10 @@ def test_send_now_delivers_and_the_table_empties_without_reload(tmp_path, browse
             assert rcpts == ["far@example.org"] and b"seen in chromium" in text
             assert browser.wait(ROWS + " === 0 && !!document.querySelector('#queue tr.empty')")
             assert browser.evaluate("window.notReloaded") is True
+            assert browser.wait("document.getElementById('deliveries').textContent"
+                                ".indexOf('far@example.org') >= 0")
+            shown = browser.evaluate("document.getElementById('deliveries').textContent")
+            assert "sent 2.0.0" in shown and "[127.0.0.1]:%d" % smtp in shown
             assert "send now" in browser.evaluate("document.getElementById('notice')"
                                                   ".textContent")
             browser.screenshot(str(tmp_path / "masq-status-after.png"))

@@ -16,8 +16,11 @@ Prints figures (medians of several runs); asserts nothing. Run: `python3 tools/b
               each message to the discard transport; the next turn waits for its queue to
               drain, so its deliveries do not slow the other peers
   aiosmtpd    each message written to its own file and fsync'ed before the 250
-  backlog     masq again, with 4,000 messages already waiting in its queue (for a domain no
-              route serves: a router whose link is down)
+  router      the router's case: a route whose link is down (`file:` detector, the file
+              absent), no do_queue, mail for a remote domain that only that route serves; a
+              fresh masq with 0, 10,000 and 50,000 messages already waiting for it (written
+              into the spool before the daemon starts), and Postfix's rate beside each;
+              masq's VmRSS idle with them waiting, before the load
   memory      masq's VmRSS idle before and after a turn's load; the growth while it accepts
               one 50 MB message streamed in 64 KB chunks (a fresh daemon, sampled every 20 ms)
   syncs       fdatasync and fsync calls per accepted message, from `strace -f -c` around a
@@ -42,8 +45,8 @@ import peers                                      # noqa: E402
 RUNS = 3
 MESSAGES = 2000
 SESSIONS = 10
-BACKLOG = 4000
-BACKLOG_MESSAGES = 1000
+WAITING = (0, 10000, 50000)
+REMOTE = "c@offline.example"
 STRACE_MESSAGES = 1000
 BIG_SIZE = 50 * 1024 * 1024
 LINE = b"x" * 78 + b"\r\n"
@@ -51,12 +54,16 @@ CHUNK = LINE * (65536 // len(LINE))
 # Postfix's own default client limit (50 connections per client) for a like-for-like load.
 MASQ_EXTRA = ("\toption max_connections_per_ip '50'\n"
               "\toption max_message_size '60M'\n")
+# The router: queue_only off, one route out whose link is down (the flag file never exists).
+ROUTER_EXTRA = (MASQ_EXTRA + "\toption do_queue '0'\n\n"
+                "config route 'uplink'\n\toption online 'file:{base}/uplink-is-up'\n"
+                "\toption smarthost '127.0.0.1:9'\n\toption tls 'none'\n")
 
 
-def smtp_source(port, messages=MESSAGES):
+def smtp_source(port, messages=MESSAGES, rcpt="b@test.example"):
     """Send messages with smtp-source to 127.0.0.1:port; return messages per second."""
     cmd = ["smtp-source", "-s", str(SESSIONS), "-m", str(messages), "-l", "2048",
-           "-f", "a@example.org", "-t", "b@test.example", "127.0.0.1:%d" % port]
+           "-f", "a@example.org", "-t", rcpt, "127.0.0.1:%d" % port]
     start = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     elapsed = time.perf_counter() - start
@@ -86,9 +93,9 @@ def masq_turn(base, messages=MESSAGES):
     return rate, before, after
 
 
-def postfix_turn(postfix, timeout=120):
+def postfix_turn(postfix, timeout=120, rcpt="b@test.example"):
     """Run the load against Postfix, then wait until its queue has drained; return the rate."""
-    rate = smtp_source(postfix.port)
+    rate = smtp_source(postfix.port, rcpt=rcpt)
     deadline = time.monotonic() + timeout
     while postfix.queue_size() and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -96,7 +103,7 @@ def postfix_turn(postfix, timeout=120):
 
 
 def prefill(base, count):
-    """Queue count messages for a domain no route serves into the spool of base."""
+    """Queue count messages for the offline route's domain into the spool of base."""
     spool = os.path.join(base, "spool")
     peers.masq_config(base)
     sys.path.insert(0, peers.ROOT)
@@ -108,8 +115,7 @@ def prefill(base, count):
         for _ in range(count):
             writer = queue.writer()
             writer.write(body)
-            writer.commit(Envelope("a@example.org", ["c@offline.example"],
-                                   received=time.time()))
+            writer.commit(Envelope("a@example.org", [REMOTE], received=time.time()))
         queue.sync()
     finally:
         queue.close()
@@ -227,10 +233,35 @@ def accept_rates(base, missing):
     return {name: values for name, values in rates.items() if values}, memory
 
 
-def backlog_rate(base):
-    """Return masq's rate with BACKLOG messages already queued."""
-    prefill(base, BACKLOG)
-    return masq_turn(base, BACKLOG_MESSAGES)[0]
+def router_turn(base, waiting):
+    """Return (rate, RSS with `waiting` messages queued, RSS after) behind an offline route."""
+    prefill(base, waiting)
+    extra = ROUTER_EXTRA.format(base=base)
+    with peers.MasqDaemon(base, peers.free_port(), extra) as daemon:
+        before = settled_rss(daemon.pid)
+        rate = smtp_source(daemon.port, rcpt=REMOTE)
+        after = settled_rss(daemon.pid)
+    shutil.rmtree(base, ignore_errors=True)
+    return rate, before, after
+
+
+def router_rates(base, missing):
+    """Print the router's accept rates with 0, 10,000 and 50,000 waiting, Postfix beside."""
+    peers.START_TIMEOUT = 300          # recovery of 50,000 messages on a loaded machine
+    print("behind an offline route (not do_queue; %d messages to %s)" % (MESSAGES, REMOTE))
+    print("  %-34s %10s %12s %12s %12s" % ("", "messages/s", "Postfix", "VmRSS idle",
+                                            "VmRSS after"))
+    with ExitStack() as stack:
+        postfix = start_optional(stack, lambda: peers.PostfixInstance(
+            os.path.join(base, "postfix"), peers.free_port()), missing, "Postfix (router)")
+        for waiting in WAITING:
+            rate, before, after = router_turn(os.path.join(base, "w%d" % waiting), waiting)
+            other = postfix_turn(postfix, rcpt=REMOTE) if postfix else None
+            print("  %-34s %10.0f %12s %9.1f MB %9.1f MB" % (
+                "masq, %d messages waiting" % waiting, rate,
+                "%.0f" % other if other else "-", before, after))
+    print("  (goals: the three rates within 10 %, each >= 1.5 x Postfix; "
+          "VmRSS with 50,000 waiting <= 32 MB)")
 
 
 def main():
@@ -246,9 +277,7 @@ def main():
         for name, values in rates.items():
             print("  %-34s %10.0f   %s" % (name, statistics.median(values),
                                            " ".join("%.0f" % v for v in values)))
-        print("  %-34s %10.0f   (%d messages sent)" % (
-            "masq, %d messages already queued" % BACKLOG,
-            backlog_rate(os.path.join(base, "backlog")), BACKLOG_MESSAGES))
+        router_rates(os.path.join(base, "router"), missing)
         print("masq daemon")
         print("  VmRSS idle: %.1f MB before the load, %.1f MB after %d messages (medians)" % (
             statistics.median(m[0] for m in memory), statistics.median(m[1] for m in memory),

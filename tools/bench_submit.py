@@ -1,16 +1,19 @@
 #!/usr/bin/env python3
-"""Measure `sendmail -t` submission latency: masq against Postfix, in the same run.
+"""Measure `sendmail -t -oi` submission latency: masq against Postfix, in the same run.
 
 Prints figures (median and 90th percentile of N runs); asserts nothing. Run:
 `python3 tools/bench_submit.py` (or `make bench`); Postfix's part needs root.
 
   masq      installed as `make install` does into a temporary prefix (the `-IS` launcher,
             sbin/sendmail -> ../bin/masq), configured by a temporary file with its spool
-            under /var/tmp; no daemon runs, so a submission is the queue append and its
-            fdatasync (the poke of an absent daemon fails at once)
+            under /var/tmp. Twice: with no daemon (a submission is the queue append and its
+            fdatasync; the poke of an absent daemon fails at once), and with a daemon
+            running (do_queue: the daemon is poked and takes the message into its index)
   Postfix   Debian's /usr/sbin/sendmail: postdrop writes the message into the maildrop
-            queue and fsyncs it; no master runs, so nothing is ever picked up, and the
-            maildrop files this run made are removed at the end
+            queue and fsyncs it. Without a daemon: no master runs, nothing is picked up, and
+            the maildrop files this run made are removed at the end. With a daemon: a
+            throwaway instance (tools/peers.py, `sendmail -C DIR`) whose pickup takes the
+            message on
 
 The two are timed alternately (masq, Postfix, masq, ...) so that load from elsewhere on the
 machine falls on both alike, after warm-up runs (the first masq run compiles the .pyc files).
@@ -31,12 +34,15 @@ import peers                                      # noqa: E402
 
 ROOT = peers.ROOT
 RUNS = 30
+DAEMON_RUNS = 200
 WARMUP = 3
 MESSAGE = b"To: a@example.org\nSubject: x\n\nhi\n"
 MAILDROP = "/var/spool/postfix/maildrop"
 POSTFIX_MAIN = "/etc/postfix/main.cf"
-LABELS = {"masq": "masq sendmail -t", "postfix": "Postfix sendmail -t",
-          "masq -bV": "masq -bV (start-up only)"}
+LABELS = {"masq": "masq sendmail -t -oi", "postfix": "Postfix sendmail -t -oi",
+          "masq -bV": "masq -bV (start-up only)",
+          "masq+daemon": "masq sendmail -t -oi, daemon running",
+          "postfix+daemon": "Postfix sendmail -t -oi, master running"}
 MINIMAL_MAIN = "compatibility_level = 3.6\nmydestination =\ninet_interfaces = loopback-only\n"
 
 
@@ -90,24 +96,39 @@ def p90(values):
     return statistics.quantiles(values, n=10)[8]
 
 
-def syncs_per_submission(cmd):
-    """Return 'N fsync + M fdatasync' one submission makes (strace -f -c), or None."""
+def syscalls(cmd):
+    """Return {syscall: calls, "total": calls} of one submission (strace -f -c), or None."""
     if shutil.which("strace") is None:
         return None
     out = "/var/tmp/masq-bench-strace.%d" % os.getpid()
     try:
-        subprocess.run(["strace", "-f", "-c", "-o", out, "-e", "trace=fsync,fdatasync"] + cmd,
+        subprocess.run(["strace", "-f", "-c", "-o", out] + cmd,
                        input=MESSAGE, capture_output=True, timeout=60, check=True)
         counts = {"fsync": 0, "fdatasync": 0}
         with open(out) as table:
             for line in table:
                 fields = line.split()
-                if fields and fields[-1] in counts:
+                if len(fields) >= 5 and fields[3].isdigit():
                     counts[fields[-1]] = int(fields[3])
-        return "%(fsync)d fsync + %(fdatasync)d fdatasync" % counts
+                elif fields and fields[-1] == "total":
+                    counts["total"] = int(fields[2])
+        return counts
     finally:
         if os.path.exists(out):
             os.unlink(out)
+
+
+def syncs_per_submission(cmd):
+    """Return 'N fsync + M fdatasync' one submission makes (strace -f -c), or None."""
+    counts = syscalls(cmd)
+    return counts and "%(fsync)d fsync + %(fdatasync)d fdatasync" % counts
+
+
+def syscall_line(cmd):
+    """Return 'N system calls (M newfstatat, K openat)' of one submission, or None."""
+    counts = syscalls(cmd)
+    return counts and "%d system calls (%d newfstatat, %d openat)" % (
+        counts.get("total", 0), counts.get("newfstatat", 0), counts.get("openat", 0))
 
 
 def maildrop_files():
@@ -120,9 +141,9 @@ def maildrop_files():
 
 def report(times, figures):
     """Print the side-by-side table, then the other figures."""
-    print("  %-30s %10s %10s" % ("", "median ms", "p90 ms"))
+    print("  %-42s %10s %10s" % ("", "median ms", "p90 ms"))
     for name, values in times.items():
-        print("  %-30s %10.1f %10.1f" % (LABELS.get(name, name), statistics.median(values) * 1e3,
+        print("  %-42s %10.1f %10.1f" % (LABELS.get(name, name), statistics.median(values) * 1e3,
                                          p90(values) * 1e3))
     for line in figures:
         print("  " + line)
@@ -145,27 +166,62 @@ def other_figures(times, commands, why, spool):
     return lines
 
 
+def with_daemons(base, sendmail, postfix, why):
+    """Time masq and Postfix with their daemons running; return (times, figure lines)."""
+    lines = []
+    with peers.MasqDaemon(os.path.join(base, "daemon"), peers.free_port(),
+                          "\toption do_queue '1'\n") as daemon:
+        commands = {"masq+daemon": [sendmail, "-C", daemon.conf, "-t", "-oi"]}
+        instance = None
+        if postfix:
+            try:
+                instance = peers.PostfixInstance(os.path.join(base, "postfix"),
+                                                 peers.free_port()).start()
+                commands["postfix+daemon"] = [postfix, "-C", instance.conf_dir, "-t", "-oi"]
+            except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+                why = str(exc).splitlines()[0]
+        try:
+            times = timed_alternately(commands, DAEMON_RUNS)
+            if "postfix+daemon" in times:
+                ratio = (statistics.median(times["masq+daemon"])
+                         / statistics.median(times["postfix+daemon"]))
+                lines.append("masq / Postfix with daemons (median): %.2fx   (goal: at most 1x)"
+                             % ratio)
+            else:
+                lines.append("Postfix with a daemon not measured: %s" % why)
+            for name, cmd in commands.items():
+                lines.append("%-15s per submission: %s" % (
+                    name, syscall_line(cmd) or "not measured (strace is not installed)"))
+        finally:
+            if instance is not None:
+                instance.stop()
+    return times, lines
+
+
 def main():
     base = peers.fresh_dir("masq-bench-submit-")
     created_main = False
     before = maildrop_files()
     try:
         sendmail = install_masq(os.path.join(base, "prefix"))
-        commands = {"masq": [sendmail, "-C", peers.masq_config(base), "-t"]}
+        commands = {"masq": [sendmail, "-C", peers.masq_config(base), "-t", "-oi"]}
         postfix, why = postfix_sendmail()
         if postfix and not os.path.exists(POSTFIX_MAIN):
             with open(POSTFIX_MAIN, "w") as out:
                 out.write(MINIMAL_MAIN)
             created_main = True
         if postfix:
-            commands["postfix"] = [postfix, "-t"]
-        print("sendmail -t submission latency (%d runs each, alternating, after %d warm-up; "
-              "spool on /var/tmp)" % (RUNS, WARMUP))
+            commands["postfix"] = [postfix, "-t", "-oi"]
+        print("sendmail -t -oi submission latency (%d runs each, %d with daemons running, "
+              "alternating, after %d warm-up; spool on /var/tmp)" % (RUNS, DAEMON_RUNS, WARMUP))
         times = timed_alternately(commands)
         times.update(timed_alternately({
             "masq -bV": [os.path.join(base, "prefix", "bin", "masq"), "-bV"],
             "python3 -IS -c pass": [sys.executable, "-IS", "-c", "pass"]}))
-        report(times, other_figures(times, commands, why, os.path.join(base, "spool")))
+        figures = other_figures(times, commands, why, os.path.join(base, "spool"))
+        daemon_times, daemon_lines = with_daemons(base, sendmail, postfix, why)
+        times.update(daemon_times)
+        report(times, figures + daemon_lines)
     finally:
         made = maildrop_files() - before
         for name in made:

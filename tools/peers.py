@@ -6,8 +6,9 @@ stops what it started on exit, whatever happened inside. Everything listens on 1
 free high port and keeps its files in a fresh folder under /var/tmp (on disk: fdatasync is
 real there). Not a test helper: it asserts nothing about masq, and prints nothing.
 
-  MasqDaemon      `python3 -m masq -C CONF daemon` from this checkout (optionally under a
-                  wrapper such as strace); its log goes to a file, never to a pipe
+  MasqDaemon      `masq -C CONF daemon` from this checkout, run as the installed launcher
+                  runs it (`python3 -I -S`), optionally under a wrapper such as strace; its
+                  log goes to a file, never to a pipe
   PostfixInstance Debian's Postfix with its own config_directory, queue_directory and
                   data_directory, an smtpd on the port and a `discard` transport for all mail
                   (durably accepted, then thrown away); the system Postfix is never started
@@ -184,10 +185,15 @@ class MasqDaemon(Peer):
             return None
 
     def start(self):
-        """Start the daemon and wait until its SMTP port answers."""
-        env = dict(os.environ, PYTHONPATH=ROOT)
+        """Start the daemon as the installed launcher does (`python3 -I -S`, tools/launcher.py)
+        and wait until its SMTP port answers: site-packages would add megabytes to its RSS
+        that a router never has."""
+        env = dict(os.environ)
         env.pop("MASQ_CONFIG", None)
-        cmd = self.wrapper + [sys.executable, "-m", "masq", "-C", self.conf, "daemon"]
+        launcher = ("import sys; sys.path.insert(0, %r); from masq.cli import main; "
+                    "sys.exit(main(['masq'] + sys.argv[1:]))" % ROOT)
+        cmd = self.wrapper + [sys.executable, "-I", "-S", "-c", launcher,
+                              "-C", self.conf, "daemon"]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
                                          stderr=subprocess.STDOUT, env=env, cwd=ROOT)

@@ -63,7 +63,8 @@ def flush(cfg, route=None, forced=False):
         print(_summary(summary))
         return exits.OK
     if not reply.get("ok"):
-        raise exits.Failure(reply.get("error", "flush failed"), exits.UNAVAILABLE)
+        raise exits.Failure(reply.get("error", "flush failed"),
+                            exits.NOPERM if reply.get("denied") else exits.UNAVAILABLE)
     print(reply.get("note") or _summary(reply))
     return exits.OK
 
@@ -127,10 +128,12 @@ def _passwd(path, rest):
 def _check_config(path, rest):
     _no_args("check-config", rest)
     from masq import config
-    cfg = common.load_config(path)
+    cfg = common.load_config(path, host=True)
     for warning in getattr(cfg, "warnings", ()):
         sys.stderr.write("masq: warning: %s\n" % warning)
+    sys.stdout.write("# masq: the settings read from %s, defaults included\n" % cfg.path)
     sys.stdout.write(config.describe(cfg))
+    sys.stdout.write("# ok: %s is valid\n" % cfg.path)
     return exits.OK
 
 

@@ -24,14 +24,19 @@ def config_path(explicit=None):
     return None
 
 
-def load_config(explicit=None):
-    """Return the loaded Config; Failure(78) naming file and line if it is bad."""
+def load_config(explicit=None, host=False):
+    """Return the loaded Config; Failure(78) naming file and line if it is bad.
+
+    Every command checks the form of every value (masq.config); with host=True (the daemon,
+    check-config) also what the host must provide (masq.preflight)."""
     from masq import config
     path = config_path(explicit)
     try:
-        if path is None:
-            return config.loads("", path="(defaults)")
-        return config.load(path)
+        cfg = config.loads("", path="(defaults)") if path is None else config.load(path)
+        if host:
+            from masq import preflight
+            preflight.check(cfg)
+        return cfg
     except config.ConfigError as exc:
         raise exits.Failure(str(exc), exits.CONFIG) from None
 

@@ -87,6 +87,15 @@ def remove(cfg, ids):
     return exits.OK
 
 
+def _log_removed(cfg, ids, who):
+    from masq import maillog
+    from masq.logger import Logger
+    log = Logger(cfg.main.log, cfg.main.log_level)
+    for msgid in ids:
+        maillog.removed(log, msgid, "by %s" % who)
+    log.close()
+
+
 def _remove_offline(cfg, ids):
     queue = common.open_queue(cfg, "runner")
     try:
@@ -95,6 +104,7 @@ def _remove_offline(cfg, ids):
             ids, lambda msg: common.privileged(cfg) or msg.envelope.origin == me, me)
         if removed:
             queue.sync()
+            _log_removed(cfg, removed, me)
         return {"removed": removed, "errors": errors}
     except spool.LogError as exc:
         raise exits.Failure(str(exc), exits.TEMPFAIL) from None

@@ -3,12 +3,15 @@
 Owns what acceptance does to a locally submitted message (MASQMAIL.md section 7): Bcc and
 Return-Path removed; From, Date and Message-ID added when missing; a Received line on top;
 recipients from the arguments and, with -t, from To/Cc/Bcc. Input is normalised to CRLF
-and ends at a lone `.` unless -i/-oi; nothing else in the text is altered.
+(LF or CRLF end a line; a bare CR becomes CRLF too, or refuses the message with
+`option bare_line_ends 'refuse'`) and ends at a lone `.` unless -i/-oi; nothing else in
+the text is altered.
 
 Exit 0 means the message is on stable storage (its COMMIT record fdatasync'ed). It streams:
 memory stays flat whatever the message size. Works with no daemon; one that runs is poked
 to pick the message up. Errors: bad addresses exit 65 (EX_DATAERR), no recipients 64,
-too big 73, spool full or I/O error 75, spool misconfigured 78 — one line each.
+too big 73, spool full or I/O error 75, spool misconfigured 78, a refused bare CR 65 — one
+line each.
 """
 
 import os
@@ -17,6 +20,7 @@ import time
 
 from masq import address, exits, message
 from masq.cli import common
+from masq.proto import smtp_path
 from masq.queue.envelope import Envelope
 from masq.queue.log import LogError
 
@@ -37,6 +41,7 @@ def run(opts):
     try:
         recipients = _receive(cfg, opts, writer, msgid, sender, warning, recipients)
         queue.sync()
+        size = writer.size
     except LogError as exc:
         writer.abort()
         raise exits.Failure("message not queued: %s" % exc, exits.TEMPFAIL) from None
@@ -45,8 +50,18 @@ def run(opts):
         raise
     finally:
         queue.close()
+    _log_received(cfg, msgid, sender, size, len(recipients))
     _poke(cfg, opts, msgid, recipients)
     return exits.OK
+
+
+def _log_received(cfg, msgid, sender, size, nrcpt):
+    """Write the delivery log's line for the queued message (docs/LOG.md)."""
+    from masq import maillog
+    from masq.logger import Logger
+    log = Logger(cfg.main.log, cfg.main.log_level)
+    maillog.received(log, msgid, sender, size, nrcpt, uid=os.getuid())
+    log.close()
 
 
 def envelope_sender(cfg, opts):
@@ -66,6 +81,9 @@ def envelope_sender(cfg, opts):
     except address.AddressError as exc:
         raise exits.Failure("bad sender address %r: %s" % (opts.sender, exc.text),
                             exits.DATAERR) from None
+    if not smtp_path.sendable(sender):
+        raise exits.Failure("bad sender address %r: %s" % (opts.sender, smtp_path.BAD_SENDER
+                                                           .text[0]), exits.DATAERR)
     if common.privileged(cfg) or sender == own:
         return sender, None
     return sender, "%s: %s set sender to %s using -f" % (cfg.main.hostname, user, sender or "<>")
@@ -96,7 +114,11 @@ def _parse_list(value, what, hostname):
             local, domain = address.split(text)
         except address.AddressError as exc:
             raise exits.Failure("%s: %s" % (what, exc.text), exits.DATAERR) from None
-        out.append("%s@%s" % (address.quote_local(local), domain or hostname))
+        text = "%s@%s" % (address.quote_local(local), domain or hostname)
+        if not smtp_path.sendable(text):
+            raise exits.Failure("%s: %s" % (what, smtp_path.BAD_RECIPIENT.text[0]),
+                                exits.DATAERR)
+        out.append(text)
     return out
 
 
@@ -129,6 +151,9 @@ def _receive(cfg, opts, writer, msgid, sender, warning, recipients):
     _cleanup(cfg, opts, headers, msgid, sender, warning, recipients, now)
     writer.write(headers.to_bytes() + b"\r\n")
     _copy_body(writer, norm, first_body, limit, finished)
+    if norm.bare_cr and cfg.main.bare_line_ends == "refuse":   # LF is the local line end
+        raise exits.Failure("message not queued: a bare CR in the text (option "
+                            "bare_line_ends 'refuse')", exits.DATAERR)
     writer.commit(Envelope(sender, recipients, received=now, protocol="local",
                            origin=common.user_name()))
     return recipients

@@ -4,10 +4,11 @@ Owns the decision on an AuthRequest from the engine: the user must be a `config 
 section, the password must match its stored hash (constant-time; an unknown user costs the
 same as a known one, so replies do not tell which names exist), and an authorization
 identity other than the user itself is refused. Each failure is answered after a delay, and
-a client address with too many recent failures is refused outright (`450 4.7.1`) until they
-age out.
+a client address (an IPv6 client by its /64) with too many recent failures is refused
+outright (`450 4.7.1`) until they age out.
 """
 
+from masq import net
 from masq.proto.reply import Reply
 
 FAILURE_DELAY = 1.0
@@ -64,8 +65,8 @@ def check(users, event):
 def authenticate(listener, session, event):
     """Answer an AuthRequest for session, after a delay if it fails."""
     now = listener.loop.now
-    ip = session.peer.ip
-    if listener.limiter.blocked(ip, now):
+    ip, key = session.peer.ip, net.client_key(session.peer.ip)
+    if listener.limiter.blocked(key, now):
         session.respond(LIMITED)
         return
     user = check(listener.settings.users, event)
@@ -74,6 +75,6 @@ def authenticate(listener, session, event):
         listener.log.info("%s authenticated as %s", ip, user)
         session.respond(None)
         return
-    listener.limiter.failed(ip, now)
+    listener.limiter.failed(key, now)
     listener.log.warning("authentication failed for %s", ip)
     listener.loop.call_later(listener.auth_delay, lambda: session.respond(FAILED))

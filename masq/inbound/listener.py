@@ -2,9 +2,12 @@
 
 Owns the listen URLs (`smtp://HOST:PORT`, `submission://…` where every transaction needs
 AUTH, `smtps://…` with TLS from the first byte; `?auth=plain` lets AUTH be offered without
-TLS on that listener), the TLS server context (`tls_cert`, `tls_key`), the limits that are
-not one session's business (connections in all and per client address, the read timeout
-that shrinks under load, free space), and the settings sessions read.
+TLS on that listener), the TLS server context (`tls_cert`, `tls_key`; with `relay_cert`
+it asks clients for a certificate, checked against `tls_client_ca`, and notes a listed
+one on the session's peer), the limits that are not one session's business (connections
+in all and per client address, an IPv6 client counted by its /64, the client timeout that
+shrinks under load, for sessions already running too, free space), and the settings
+sessions read.
 
 Never dies on accept errors (EMFILE: accepting pauses for a second). A client over a limit
 gets `421 4.7.0` and is closed without a session.
@@ -12,7 +15,7 @@ gets `421 4.7.0` and is closed without a session.
 
 import os
 
-from masq import net
+from masq import config, maillog, net
 from masq.inbound import auth
 from masq.inbound.session import NO_SPACE, Session
 from masq.policy import local, relay
@@ -58,9 +61,12 @@ class Settings:
         self.max_recipients = main.max_recipients
         self.max_size = main.max_message_size
         self.timeout = main.smtp_timeout
+        self.min_data_rate = main.smtp_min_data_rate
+        self.refuse_bare = main.bare_line_ends == "refuse"
         self.max_connections = main.max_connections
         self.max_per_ip = main.max_connections_per_ip
         self.local_users = tuple(main.local_users)
+        self.relay_certs = frozenset(config.fingerprint(text) for text in main.relay_cert)
         self.users = dict(cfg.users)
 
 
@@ -75,6 +81,7 @@ class Listener:
         self.url = url
         self.kind, self.host, self.port, self.plain_auth = parse_url(url)
         self.shared = shared          # connection counts shared by every listener
+        shared.setdefault("listeners", []).append(self)
         self.settings = Settings(daemon.cfg)
         self.limiter = shared.setdefault("limiter", auth.Limiter())
         self.auth_delay = auth.FAILURE_DELAY
@@ -101,6 +108,8 @@ class Listener:
         for session in list(self.sessions):
             session.transport.write(session.engine.shutdown())
             session.transport.close("shutdown")
+        if self in self.shared.get("listeners", ()):
+            self.shared["listeners"].remove(self)
 
     def reload(self, cfg):
         """Take new settings (a changed listen list needs a restart)."""
@@ -127,18 +136,22 @@ class Listener:
 
     def _admit(self, conn, ip):
         counts = self.shared.setdefault("per_ip", {})
-        total = sum(counts.values())
+        total, key = sum(counts.values()), net.client_key(ip)
         refusal = None
         if total >= self.settings.max_connections:
             refusal = "too many connections"
-        elif counts.get(ip, 0) >= self.settings.max_per_ip:
-            refusal = "too many connections from %s" % ip
+        elif counts.get(key, 0) >= self.settings.max_per_ip:
+            refusal = "too many connections from %s" % key
         if refusal:
             _refuse(conn, Reply(421, "4.7.0", "%s Error: %s" % (self.settings.hostname,
                                                                  refusal)))
             self.log.warning("refused %s: %s", ip, refusal)
             return
-        counts[ip] = counts.get(ip, 0) + 1
+        counts[key] = counts.get(key, 0) + 1
+        if not self._busy(total) and self._busy(total + 1):    # every timeout shrinks now
+            for listener in self.shared["listeners"]:
+                for session in listener.sessions:
+                    session.reschedule()
         self._session(conn, ip)
 
     def _session(self, conn, ip):
@@ -159,7 +172,16 @@ class Listener:
             self.log.info("TLS handshake with %s failed: %s", session.peer.ip, error)
             session.transport.close("TLS handshake failed")
             return
+        self.tls_established(session)
         session.start()
+
+    def tls_established(self, session):
+        """Note a listed client certificate (relay_cert) once a TLS handshake is done."""
+        cert = relay.certificate(session.transport.peer_certificate(),
+                                 self.settings.relay_certs)
+        if cert is not None:
+            session.peer.cert = cert
+            self.log.info("%s presented listed certificate sha256:%s", session.peer.ip, cert)
 
     def _engine(self, tls_active):
         mechanisms = ("PLAIN", "LOGIN") if self.settings.users else ()
@@ -171,10 +193,12 @@ class Listener:
     # what sessions ask of the listener
 
     def timeout(self):
-        """Return the read timeout: the configured one, or a short one under load."""
-        counts = self.shared.get("per_ip", {})
-        busy = sum(counts.values()) >= 0.8 * self.settings.max_connections
+        """Return the client timeout: the configured one, or a short one under load."""
+        busy = self._busy(sum(self.shared.get("per_ip", {}).values()))
         return min(LOAD_TIMEOUT, self.settings.timeout) if busy else self.settings.timeout
+
+    def _busy(self, connections):
+        return connections >= 0.8 * self.settings.max_connections
 
     def now(self):
         """Return the wall-clock time for envelopes."""
@@ -201,11 +225,13 @@ class Listener:
         """Count transactions that are writing message text (compaction waits for 0)."""
         self.daemon.active_writers += delta
 
-    def accepted(self, txn):
-        """Note an accepted message and tell the daemon."""
+    def accepted(self, txn, peer):
+        """Note an accepted message (from peer) in the log and tell the daemon."""
         self.daemon.counters["accepted"] += 1
-        self.log.info("%s: from=<%s> to=%d size=%d", txn.id, txn.sender,
-                      len(txn.recipients), txn.size)
+        uid = getattr(self.daemon, "local_uid", None)       # -bs from a local process
+        maillog.received(self.log, txn.id, txn.sender, txn.size, len(txn.recipients),
+                         client=None if uid is not None else "unknown[%s]" % peer.ip,
+                         uid=uid)
         self.daemon.notify("new", ids=[txn.id])
 
     def authenticate(self, session, event):
@@ -216,11 +242,11 @@ class Listener:
         """Forget a finished session."""
         self.sessions.discard(session)
         counts = self.shared.get("per_ip", {})
-        ip = session.peer.ip
-        if counts.get(ip, 0) <= 1:
-            counts.pop(ip, None)
+        key = net.client_key(session.peer.ip)
+        if counts.get(key, 0) <= 1:
+            counts.pop(key, None)
         else:
-            counts[ip] -= 1
+            counts[key] -= 1
 
 
 def _refuse(conn, reply):
@@ -243,6 +269,9 @@ def _tls_context(main, kind):
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
         context.load_cert_chain(main.tls_cert, main.tls_key)
+        if main.relay_cert:         # requested, never required; judged by fingerprint
+            context.load_verify_locations(main.tls_client_ca)
+            context.verify_mode = ssl.CERT_OPTIONAL
     except (OSError, ssl.SSLError) as exc:
-        raise ListenError("cannot load tls_cert/tls_key: %s" % exc) from None
+        raise ListenError("cannot load tls_cert/tls_key/tls_client_ca: %s" % exc) from None
     return context

@@ -6,13 +6,26 @@ engine hands out is dispatched through one table to a handler that checks policy
 goes out only after the group commit's fdatasync has returned (queue rule 2).
 
 Hostile input: everything the client sends; the engine bounds it, this module never holds
-more than one body chunk. Failures: a full disk answers `452 4.3.1` at MAIL (free space is
-checked first) and `451 4.3.0` when a write or the sync fails; an idle client gets `421
-4.4.2` after the timeout (shorter under load).
+more than one read of it, handed to the engine in slices of `SLICE` octets. Message text
+(DATA and BDAT alike) is stored with CRLF line ends only: a bare CR or LF becomes CRLF
+(`masq.message.InputNormalizer`, the rule `sendmail` input follows), or, with
+`bare_line_ends 'refuse'`, fails the message with `550 5.6.0`. Pipelined input is handed
+out by one loop (`pump`), never by recursion, and it stops while `MAX_UNSENT` octets of
+replies wait for a client that does not read (reading resumes when they are sent).
+Failures: a full disk answers `452 4.3.1` at MAIL (free space is checked first) and
+`451 4.3.0` when a write or the sync fails.
+
+Deadlines: every phase of a connection has one, so no client holds a slot by sending
+slowly. The clock starts when the session is made (a TLS handshake on `smtps://` is
+inside it) and restarts only on progress: a reply or a decision, never a mere read. In
+message text, each octet received buys `1/smtp_min_data_rate` seconds more, so DATA must
+finish within the timeout plus its size at the minimum rate. At the deadline a client gets
+`421 4.4.2`; one in a TLS handshake or not reading its replies is just closed.
 """
 
 from masq import address, message
 from masq.policy import relay
+from masq.proto import smtp_path
 from masq.proto import smtp_server_events as ev
 from masq.proto.reply import Reply
 from masq.queue.envelope import Envelope, Recipient
@@ -24,6 +37,11 @@ WRITE_ERROR = Reply(451, "4.3.0", "Error: queue file write error")
 NO_SPACE = Reply(452, "4.3.1", "Insufficient system storage")
 TOO_MANY_RCPTS = Reply(452, "4.5.3", "Error: too many recipients")
 TOO_MANY_HOPS = Reply(554, "5.4.0", "Error: too many hops")
+BARE_LINE_END = Reply(550, "5.6.0", "Error: bare CR or LF in the message text "
+                                    "(only CRLF ends a line)")
+MAX_UNSENT = 65536      # octets of replies waiting for the client before input stops
+BATCH = 4096            # replies are written in batches of about this size
+SLICE = 8192            # input handed to the engine at a time (bounds the replies to it)
 
 
 class Transaction:
@@ -37,6 +55,7 @@ class Transaction:
         self.id = None
         self.size = 0
         self.headers = None        # HeaderReader: header cap and hop count
+        self.line_ends = None      # InputNormalizer: bare CR and LF become CRLF
         self.failure = None        # a Reply to give at end of data
 
 
@@ -50,7 +69,14 @@ class Session:
         self.engine = engine
         self.txn = None
         self.timer = None
+        self.since = 0.0            # loop time of the last progress
+        self.budget = 0.0           # seconds the message text received since has bought
         self.closed = False
+        self.pumping = False
+        self.out = bytearray()      # replies collected from the engine, not yet written
+        self.inbox = bytearray()    # input read but not yet handed to the engine
+        self.eof = 0                # 1: the client closed its side; 2: the engine knows
+        self._arm()
 
     def start(self):
         """Greet the client and start reading."""
@@ -64,21 +90,64 @@ class Session:
         """Take bytes from the client (b"" at EOF)."""
         if self.closed:
             return
-        self._arm()
-        self.engine.receive_data(data)
+        if data:
+            self.inbox += data
+        else:
+            self.eof = max(self.eof, 1)
         self.pump()
 
+    def _feed(self):
+        """Hand the engine the next slice of input; return False if there is none for it.
+
+        Slices keep what one next_event() call can answer small: 8 KiB of pipelined HELP
+        makes about 130 KiB of replies, where a whole read of 64 KiB would make 1 MiB."""
+        if self.inbox and self.engine.wants_data:
+            self.engine.receive_data(bytes(self.inbox[:SLICE]))
+            del self.inbox[:SLICE]
+            return True
+        if self.eof == 1 and not self.inbox:
+            self.eof = 2
+            self.engine.receive_data(b"")
+            return True
+        return False
+
     def pump(self):
-        """Hand out engine events until it needs data or a decision."""
-        while not self.closed:
-            event = self.engine.next_event()
-            if event is ev.NEED_DATA or event is ev.PAUSED:
-                break
-            _HANDLERS[type(event)](self, event)
+        """Hand out engine events until it needs data or a decision, or replies pile up.
+
+        Handlers answer through respond(), which lets this loop go on: pipelined commands
+        are processed one after another, never by recursion."""
+        if self.pumping or self.closed:
+            return
+        self.pumping, progress = True, False
+        try:
+            while not self.closed:
+                if len(self.out) >= BATCH:
+                    self._flush()
+                if self.transport.unsent() >= MAX_UNSENT:
+                    break
+                event = self.engine.next_event()
+                progress = self._collect() or progress
+                if event is ev.NEED_DATA and self._feed():
+                    continue
+                if event is ev.NEED_DATA or event is ev.PAUSED:
+                    break
+                if type(event) is ev.DataChunk:
+                    self.budget += len(event.data) / self.server.settings.min_data_rate
+                else:
+                    progress = True
+                _HANDLERS[type(event)](self, event)
+                progress = self._collect() or progress
+        finally:
+            self.pumping = False
         self._flush()
+        if progress:
+            self._arm()
         if self.closed:
             return
-        if self.engine.wants_data:
+        if self.transport.unsent() >= MAX_UNSENT:     # go on when the client has read
+            self.transport.on_drain = self.pump
+            self.transport.pause_reading()
+        elif self.engine.wants_data and not self.inbox:
             self.transport.resume_reading()
         else:
             self.transport.pause_reading()
@@ -89,21 +158,53 @@ class Session:
             self.engine.respond(reply)
             self.pump()
 
-    def _flush(self):
+    def _collect(self):
         data = self.engine.data_to_send()
-        if data:
+        self.out += data
+        return bool(data)
+
+    def _flush(self):
+        self._collect()
+        if self.out:
+            data, self.out = bytes(self.out), bytearray()
             self.transport.write(data)
 
-    # timers
+    # deadlines
+
+    def deadline(self):
+        """Return the loop time at which the client has run out of time."""
+        return self.since + self.server.timeout() + self.budget
+
+    def reschedule(self):
+        """Move the timer earlier if the deadline is earlier now (the listener calls this
+        when the timeout shrinks under load); later deadlines are found when it fires."""
+        if self.transport.closed:        # on_close has run: a timer would only keep the
+            return                       # session alive for its whole timeout
+        due = self.deadline()
+        if self.timer is None or self.timer.when > due:
+            if self.timer is not None:
+                self.timer.cancel()
+            self.timer = self.server.loop.call_at(due, self._timed_out)
 
     def _arm(self):
-        if self.timer:
-            self.timer.cancel()
-        self.timer = self.server.loop.call_later(self.server.timeout(), self._timed_out)
+        """Give the client a fresh timeout from now (after progress)."""
+        self.since, self.budget = self.server.loop.now, 0.0
+        self.reschedule()
 
     def _timed_out(self):
         self.timer = None
-        self.transport.write(self.engine.timeout_reply())
+        if self.server.loop.now < self.deadline():   # progress moved the deadline since
+            self.reschedule()
+            return
+        if self.closed or self.transport.handshaking() or \
+                self.transport.unsent() >= MAX_UNSENT:
+            what = ("TLS handshake" if self.transport.handshaking() else
+                    "sending to" if self.transport.unsent() else "closing")
+            self.server.log.info("%s with %s timed out", what, self.peer.ip)
+            self.transport.close("timed out")
+            return
+        self.server.log.info("client %s timed out", self.peer.ip)
+        self.out += self.engine.timeout_reply()
         self.pump()
 
     # handlers, one per event type
@@ -123,6 +224,9 @@ class Session:
         except address.AddressError as exc:
             self.respond(Reply(exc.code, exc.enhanced, exc.text))
             return
+        if not smtp_path.sendable(str(sender)):
+            self.respond(smtp_path.BAD_SENDER)
+            return
         self.txn = Transaction(str(sender), event.params)
         self.respond(None)
 
@@ -133,6 +237,9 @@ class Session:
                                       smtputf8="SMTPUTF8" in txn.params)
         except address.AddressError as exc:
             self.respond(Reply(exc.code, exc.enhanced, exc.text))
+            return
+        if not smtp_path.sendable(str(addr)):
+            self.respond(smtp_path.BAD_RECIPIENT)
             return
         if len(txn.recipients) >= settings.max_recipients:
             self.respond(TOO_MANY_RCPTS)
@@ -156,6 +263,7 @@ class Session:
         txn.id = new_id()
         txn.writer = self.server.queue.writer(txn.id)
         txn.headers = message.HeaderReader()
+        txn.line_ends = message.InputNormalizer(dot_ends=False)
         self.server.writers(+1)
         try:
             txn.writer.write(self._received(txn))
@@ -170,22 +278,30 @@ class Session:
             by_host=self.server.settings.hostname, id=txn.writer.id,
             protocol="ESMTP" if self.engine.extended else "SMTP",
             from_host=self.engine.helo_name or "unknown", from_ip=self.peer.ip,
-            tls=info, auth=self.peer.auth_user,
+            tls=info, auth=self.peer.auth_user, cert=self.peer.cert,
             for_rcpt=txn.recipients[0].address if len(txn.recipients) == 1 else None))
         return headers.to_bytes()
 
     def _data_chunk(self, event):
+        self._text(self.txn.line_ends.feed(event.data))
+
+    def _text(self, data):
+        """Store message text that has CRLF line ends only (unless the transaction failed)."""
         txn = self.txn
-        if txn.failure is not None:
+        if txn.failure is not None or not data:
+            return
+        if self.server.settings.refuse_bare and (txn.line_ends.bare_cr or
+                                                  txn.line_ends.bare_lf):
+            txn.failure = BARE_LINE_END
             return
         if not txn.headers.done:
             try:
-                txn.headers.feed(event.data)
+                txn.headers.feed(data)
             except message.HeaderTooLong as exc:
                 txn.failure = Reply(exc.code, exc.enhanced, exc.text)
                 return
         try:
-            txn.writer.write(event.data)
+            txn.writer.write(data)
         except LogError as exc:
             self._fail(exc)
 
@@ -195,6 +311,7 @@ class Session:
 
     def _end_of_data(self, event):
         txn = self.txn
+        self._text(txn.line_ends.finish())
         if txn.failure is None and not txn.headers.done:
             try:
                 txn.headers.finish()
@@ -228,7 +345,7 @@ class Session:
             self.server.log.error("queue sync failed: %s", error)
             self.respond(WRITE_ERROR)
             return
-        self.server.accepted(txn)
+        self.server.accepted(txn, self.peer)
         self.respond(Reply(250, "2.0.0", "Ok: queued as %s" % txn.id))
 
     def _drop(self, txn):
@@ -247,6 +364,7 @@ class Session:
         self.txn = None
 
     def _start_tls(self, event):
+        self.inbox.clear()          # plaintext pipelined after STARTTLS is never executed
         self.respond(None)          # the 220 goes out in plaintext first
         self.server.loop.call_soon(lambda: self.transport.start_tls(
             self.server.tls_context, True, self._tls_done))
@@ -256,7 +374,9 @@ class Session:
             self.server.log.info("TLS handshake with %s failed: %s", self.peer.ip, error)
             self.transport.close("TLS handshake failed")
             return
+        self.server.tls_established(self)
         self.engine.start_tls_done()
+        self._arm()
         self.pump()
 
     def _auth(self, event):
@@ -270,8 +390,7 @@ class Session:
         self.closed = True
         if self.txn is not None:
             self._drop(self.txn)
-        if self.timer:
-            self.timer.cancel()
+        self._arm()                 # the last replies must go out in time too
         self.transport.close_when_flushed()
 
     def on_close(self, reason):

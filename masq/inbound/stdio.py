@@ -25,6 +25,7 @@ class StdioTransport:
         self.loop = loop
         self.session = None
         self.on_done = on_done
+        self.on_drain = None       # writes are synchronous: nothing ever waits to be sent
         self.reading = False
         self.closed = False
 
@@ -58,6 +59,14 @@ class StdioTransport:
             except OSError:
                 self.close("stdout closed")
 
+    def unsent(self):
+        """Return 0: every write has gone out."""
+        return 0
+
+    def handshaking(self):
+        """Return False: no TLS on stdio."""
+        return False
+
     def tls_info(self):
         """Return None: no TLS on stdio."""
         return None
@@ -86,12 +95,12 @@ class Host:
     def __init__(self, cfg):
         self.cfg = cfg
         self.loop = Loop()
-        self.log = Logger("syslog" if cfg.main.log == "syslog" else "stderr",
-                          cfg.main.log_level)
+        self.log = Logger(cfg.main.log, cfg.main.log_level)
         self.queue = common.open_queue(cfg, "append", report=self.log.warning)
         self.counters = {"accepted": 0}
         self.active_writers = 0
         self.new_ids = []
+        self.local_uid = None       # the uid of a local (non-socket) client, for the log
 
     def notify(self, event, **data):
         """Remember accepted messages for the poke at the end."""
@@ -107,7 +116,7 @@ class Host:
             return None
 
 
-def _peer(settings):
+def _peer(host, settings):
     try:
         sock = socket.socket(fileno=os.dup(0))
         try:
@@ -115,6 +124,7 @@ def _peer(settings):
         finally:
             sock.close()
     except (OSError, IndexError, TypeError):
+        host.local_uid = os.getuid()
         return relay.Peer("127.0.0.1", True, None, "smtp")
     return relay.Peer(ip, relay.in_networks(ip, settings.relay_nets), None, "smtp")
 
@@ -124,7 +134,8 @@ def run(cfg):
     host = Host(cfg)
     listener = Listener(host, "smtp://127.0.0.1:0", {})
     transport = StdioTransport(host.loop, host.loop.stop)
-    session = Session(listener, transport, _peer(listener.settings), listener._engine(False))
+    session = Session(listener, transport, _peer(host, listener.settings),
+                      listener._engine(False))
     transport.session = session
     host.loop.at_turn_end(host.queue.sync_now)
     session.start()

@@ -12,7 +12,11 @@ system tells them something changed and set no timers. Polled detectors (`file:`
 `pipe:`, `modem:`) are asked once at start, on every 'new' and 'flush' event, and then
 every `online_check_interval` seconds, but only while some undelivered mail could use
 their route (`daemon.scheduler.waiting_routes()`); with no mail waiting no timer is set,
-so an idle daemon sleeps. An interval of 0 means: only at start and on events.
+so an idle daemon sleeps. An interval of 0 means: only at start and on events (for a
+detector without its own interval). A detector whose check is cheap says so with its own
+`interval` (`file:`: 2 s, a stat and a read): it is asked that often while mail waits (or
+at `online_check_interval` if shorter), so a dial-on-demand link that is up for a minute
+is noticed within seconds.
 
 The detector interface: `cls(ctx, route, arg)` with ctx this component (`loop`, `log`,
 `cfg`, `report(name, online, error)`, `shared(key, make)`), then `start()`, `stop()`,
@@ -75,7 +79,9 @@ class Detectors:
         self.errors = {}            # route name -> last error logged
         self.busy = set()           # polled detectors with a check in flight
         self.forced = set()         # routes to check at the next round, waiting or not
+        self.due = {}               # polled detector -> loop time of its next timed check
         self.timer = None
+        self.wake = None            # loop time the timer fires
         self.round_due = False
 
     # component interface
@@ -96,7 +102,8 @@ class Detectors:
         """Stop every detector and release what they shared."""
         if self.timer is not None:
             self.timer.cancel()
-            self.timer = None
+            self.timer = self.wake = None
+        self.due.clear()
         for detector in self.detectors:
             detector.stop()
         for share in self.shares.values():
@@ -162,28 +169,43 @@ class Detectors:
         self._round()
 
     def _timer_fired(self):
-        self.timer = None
-        self._round()
+        self.timer = self.wake = None
+        self._round(timed=True)
 
-    def _round(self, everyone=False):
+    def _round(self, everyone=False, timed=False):
         polled = [d for d in self.detectors if d.polled]
         if not polled:
             return
         waiting = self._waiting()
+        now = self.loop.now
         for detector in polled:
-            if everyone or detector.name in waiting or detector.name in self.forced:
+            due = detector.name in waiting and (not timed or self.due.get(detector, now) <= now)
+            if everyone or due or detector.name in self.forced:
                 self._check(detector)
+                self.due[detector] = now + self._interval(detector)
         self.forced.clear()
-        self._arm(any(d.name in waiting for d in polled))
+        self._arm([d for d in polled if d.name in waiting])
 
-    def _arm(self, wanted):
+    def _interval(self, detector):
+        """Return how often detector is asked while mail waits (0: only on events)."""
         interval = self.cfg.main.online_check_interval
-        if wanted and interval > 0:
-            if self.timer is None:
-                self.timer = self.loop.call_later(interval, self._timer_fired)
-        elif self.timer is not None:
+        own = getattr(detector, "interval", None)
+        if own is None or (interval > 0 and interval < own):
+            return interval
+        return own
+
+    def _arm(self, waiting):
+        """Set the timer for the earliest timed check among the detectors mail waits for."""
+        times = [self.due[d] for d in waiting if self._interval(d) > 0 and d in self.due]
+        when = min(times) if times else None
+        if when == self.wake:
+            return
+        if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+        self.wake = when
+        if when is not None:
+            self.timer = self.loop.call_at(when, self._timer_fired)
 
     def _waiting(self):
         scheduler = self.daemon.scheduler

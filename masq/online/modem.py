@@ -45,20 +45,24 @@ _ERRORS = ("ERROR", "+CME ERROR", "+CMS ERROR", "NO CARRIER", "COMMAND NOT SUPPO
 
 # the AT dialogue, without IO
 
+def _small(field):
+    """Return a field of one to three ASCII digits as an int, else None (a hostile modem
+    may send thousands of digits, past what int() converts)."""
+    return int(field) if 0 < len(field) <= 3 and field.isascii() and field.isdigit() else None
+
+
 def registration(text):
     """Return <stat> from the text after `+CxREG:` (query or unsolicited form), or None."""
     fields = [f.strip() for f in text.split(",")]
-    if len(fields) >= 2 and fields[1].isdigit():
-        return int(fields[1])
-    return int(fields[0]) if fields[0].isdigit() else None
+    return _small(fields[1] if len(fields) >= 2 and fields[1].isdigit() else fields[0])
 
 
 def signal_dbm(text):
     """Return the signal in dBm from the text after `+CSQ:`, or None if unknown."""
-    first = text.split(",")[0].strip()
-    if not first.isdigit() or int(first) > 31:
+    rssi = _small(text.split(",")[0].strip())
+    if rssi is None or rssi > 31:
         return None
-    return -113 + 2 * int(first)
+    return -113 + 2 * rssi
 
 
 class Dialogue:
@@ -86,7 +90,7 @@ class Dialogue:
         self.pending = self.pending[-LINE_CAP:]
         completed = 0
         for raw in lines:
-            line = raw.decode("ascii", "replace").strip()
+            line = raw[:LINE_CAP].decode("ascii", "replace").strip()
             if not line or self.done:
                 continue
             prefix = self.commands[self.index][1]

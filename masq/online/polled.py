@@ -5,7 +5,8 @@ a command run in the loop for a detector: argv from shlex, never a shell; stdin 
 on /dev/null; stdout read through a non-blocking pipe, either collected (up to a cap) or
 handed over as it comes (the ubus listener); its own process group, SIGKILLed at the time
 limit. A detector here answers `check(done)` with `done(online, error)`, once, from the
-loop; masq.online.detectors decides when to ask (only while mail waits for the route).
+loop; masq.online.detectors decides when to ask (only while mail waits for the route:
+a file every FILE_INTERVAL seconds, a command every `online_check_interval`).
 
 `file:PATH` is online while PATH exists and, if it has content, its first line is the
 route's name. A FIFO or device at PATH counts as existing and is never read (it could
@@ -26,6 +27,7 @@ import subprocess
 PIPE_TIME_LIMIT = 30.0
 OUTPUT_CAP = 4096
 FIRST_LINE_CAP = 1024
+FILE_INTERVAL = 2.0
 
 
 # the verdict rules
@@ -183,6 +185,7 @@ class FileDetector:
     """`file:PATH`: masqmail's online file."""
 
     polled = True
+    interval = FILE_INTERVAL            # cheap to look at: every 2 s while mail waits
 
     def __init__(self, ctx, route, arg):
         self.name = route.name

@@ -4,7 +4,10 @@ Owns the text of a `multipart/report; report-type=delivery-status` message: a hu
 a `message/delivery-status` part (per-message and per-recipient fields: Final-Recipient,
 Original-Recipient, Action failed|delayed, Status, Diagnostic-Code, Last-Attempt-Date,
 Will-Retry-Until) and the returned message (headers only for warnings, for RET=HDRS, and
-for messages over RETURN_LIMIT: `text/rfc822-headers`; otherwise `message/rfc822`).
+for messages over RETURN_LIMIT: `text/rfc822-headers`; otherwise `message/rfc822`). For an
+SMTPUTF8 message or a non-ASCII address, RFC 6533's types instead: report-type
+`global-delivery-status`, `message/global-delivery-status` (address type `utf-8`), and
+`message/global` or `message/global-headers`, in UTF-8.
 
 Who gets it is the scheduler's decision (never the null sender; a failed bounce goes to
 postmaster). Hostile input: everything from the original message and the remote replies;
@@ -28,6 +31,16 @@ def _line(text):
     return " ".join(str(text).replace("\r", " ").replace("\n", " ").split())[:900]
 
 
+def is_global(envelope, failures):
+    """Return True if the DSN must use RFC 6533's UTF-8 types (message/global...)."""
+    return bool(envelope.smtputf8) or not all(
+        text.isascii() for text in [envelope.sender or ""] + [r.address for r, _ in failures])
+
+
+def _address_type(address):
+    return "rfc822" if address.isascii() else "utf-8"
+
+
 def _status_fields(hostname, envelope, failures, action, until):
     lines = ["Reporting-MTA: dns; %s" % hostname]
     if envelope.envid:
@@ -37,7 +50,8 @@ def _status_fields(hostname, envelope, failures, action, until):
         lines.append("")
         if rcpt.orcpt:
             lines.append("Original-Recipient: %s" % _line(rcpt.orcpt))
-        lines.append("Final-Recipient: rfc822; %s" % _line(rcpt.address))
+        lines.append("Final-Recipient: %s; %s" % (_address_type(rcpt.address),
+                                                 _line(rcpt.address)))
         lines.append("Action: %s" % action)
         lines.append("Status: %s" % outcome.status)
         lines.append("Diagnostic-Code: x-masq; %s" % _line(outcome.text))
@@ -62,12 +76,18 @@ def _human(hostname, failures, action):
 
 
 def build(hostname, msgid, envelope, failures, body, action="failed", until=None, now=None):
-    """Yield the DSN as bytes chunks (headers, parts, and the original from body)."""
+    """Yield the DSN as bytes chunks (headers, parts, and the original from body).
+
+    For an SMTPUTF8 message or a non-ASCII address the report is RFC 6533's: report-type
+    global-delivery-status, message/global-delivery-status, message/global(-headers), and
+    UTF-8 text (the DSN then needs SMTPUTF8, which the SMTP client asks for by itself)."""
     boundary = _boundary(msgid)
+    utf8 = is_global(envelope, failures)
     headers_only = (action != "failed" or (envelope.ret or "").upper() == "HDRS"
                     or envelope.size > RETURN_LIMIT)
     subject = ("Undelivered Mail Returned to Sender" if action == "failed"
                else "Delayed Mail (still being retried)")
+    report = "global-delivery-status" if utf8 else "delivery-status"
     head = message.Headers()
     head.append("From", "Mail Delivery System <MAILER-DAEMON@%s>" % hostname)
     head.append("To", "<%s>" % envelope.sender if envelope.sender else "postmaster")
@@ -76,16 +96,23 @@ def build(hostname, msgid, envelope, failures, body, action="failed", until=None
     head.append("Message-ID", message.make_message_id("dsn." + msgid, hostname))
     head.append("Auto-Submitted", "auto-replied")
     head.append("MIME-Version", "1.0")
-    head.append("Content-Type", 'multipart/report; report-type=delivery-status;'
-                ' boundary="%s"' % boundary)
-    text = [head.to_bytes().decode("ascii"), "This is a MIME-encapsulated message.", "",
-            "--" + boundary, "Content-Type: text/plain; charset=us-ascii", ""]
+    head.append("Content-Type", 'multipart/report; report-type=%s;'
+                ' boundary="%s"' % (report, boundary))
+    text = [head.to_bytes().decode("utf-8", "replace"), "This is a MIME-encapsulated message.",
+            "", "--" + boundary, "Content-Type: text/plain; charset=%s"
+            % ("utf-8" if utf8 else "us-ascii"), ""]
     text += _human(hostname, failures, action)
-    text += ["", "--" + boundary, "Content-Type: message/delivery-status", ""]
+    text += ["", "--" + boundary, "Content-Type: message/%s" % report, ""]
     text += _status_fields(hostname, envelope, failures, action, until)
-    kind = "text/rfc822-headers" if headers_only else "message/rfc822"
+    if utf8:
+        kind = "message/global-headers" if headers_only else "message/global"
+    else:
+        kind = "text/rfc822-headers" if headers_only else "message/rfc822"
     text += ["", "--" + boundary, "Content-Type: %s" % kind, "", ""]
-    yield "\r\n".join(text).encode("utf-8", "replace")[:-2]
+    head_text = "\r\n".join(text)
+    if not utf8:
+        head_text = head_text.encode("ascii", "replace").decode("ascii")
+    yield head_text.encode("utf-8", "replace")      # ends with the part's blank line
     yield from _original(body, headers_only)
     yield ("\r\n--%s--\r\n" % boundary).encode("ascii")
 

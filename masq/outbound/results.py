@@ -2,19 +2,26 @@
 
 Owns the retry policy (the first retry after `retry_interval`, doubling up to `retry_max`;
 a recipient still failing `queue_lifetime` after arrival bounces at its next attempt),
-delay warnings (one, after `delay_warning`), and who gets a DSN: the envelope sender, never
+delay warnings (after a failed attempt, one for each `warn_intervals` mark the message's age
+has passed since the last warning, as masqmail), and who gets a DSN: the envelope sender, never
 the null sender; a bounce that fails goes to postmaster once, and a failed bounce to
 postmaster is only logged. An attempt that does not count (the link went away while it
 ran) changes no counter and sets no retry time: the recipient waits for the route to come
 back online.
 
-Every change is a queue record (RESULT, WARNED, or a new message for a DSN); the caller
-syncs them with the next group fdatasync.
+Every change is a queue record (a new message for a DSN first, then the job's RESULT and
+WARNED records in one write); the caller syncs them with the next group fdatasync. Times
+come from the caller (the loop's clock): nothing here reads a clock.
+How it fails: a write that fails raises LogError (masq.queue.spool) before any RESULT is
+written, so the caller may record the same outcomes again later; the worst case is a DSN
+queued twice.
 """
 
+from masq import maillog
 from masq.outbound import bounce
 from masq.outbound.outcome import Outcome
 from masq.queue.envelope import BOUNCED, DEFERRED, DELIVERED, Envelope, Recipient
+from masq.queue.spool import LogError
 
 POSTMASTER_ORIGIN = "double-bounce"
 
@@ -47,23 +54,29 @@ def new_state(host, env, index, outcome, route_name, now, counts=True):
 
 
 def record(host, msg, indices, outcomes, route_name, now, counts):
-    """Append RESULT records for a job's outcomes and queue DSNs; return the DSNs' ids."""
+    """Queue the DSNs a job's outcomes call for, then append its RESULT (and WARNED)
+    records in one write; return the DSNs' ids."""
     env = msg.envelope
-    failed, delayed = [], []
+    failed, delayed, rows = [], [], []
     for index, outcome in zip(indices, outcomes):
         rcpt = new_state(host, env, index, outcome, route_name, now,
                          counts and outcome.counts)
-        host.queue.record_result(msg.id, index, rcpt)
-        host.counters[{DELIVERED: "delivered", BOUNCED: "bounced"}.get(
-            rcpt.state, "deferred")] += 1
+        rows.append((index, rcpt))
         if rcpt.state == BOUNCED:
             failed.append((rcpt, outcome if outcome.kind == "permfail"
                            else Outcome.perm(outcome.status, rcpt.last_error)))
         elif rcpt.state == DEFERRED:
             delayed.append((rcpt, outcome))
     queued = [_bounce(host, msg, failed, now)] if failed else []
-    if delayed and _warning_due(host, env, now):
+    warned = None
+    if delayed and warning_due(host.cfg.main, env, now):
         queued.append(_warn(host, msg, delayed, now))
+        warned = now
+    host.queue.record_results(msg.id, rows, warned)
+    for (_, rcpt), outcome in zip(rows, outcomes):
+        maillog.result(host, msg, rcpt, outcome, route_name, now)
+        host.counters[{DELIVERED: "delivered", BOUNCED: "bounced"}.get(
+            rcpt.state, "deferred")] += 1
     return [dsn for dsn in queued if dsn]
 
 
@@ -87,9 +100,14 @@ def _bounce(host, msg, failed, now):
     return _queue_dsn(host, msg, failed, "failed", target, origin, now)
 
 
-def _warning_due(host, env, now):
-    return (env.sender and env.warned is None
-            and now - env.received >= host.cfg.main.delay_warning)
+def warning_due(main, env, now):
+    """Return True if a delay warning falls due for env at now: its age has passed a
+    `warn_intervals` mark that no earlier warning covered (never to the null sender)."""
+    age = now - env.received
+    passed = [mark for mark in main.warn_intervals if mark <= age]
+    if not env.sender or not passed:
+        return False
+    return env.warned is None or env.warned < env.received + max(passed)
 
 
 def _warn(host, msg, delayed, now):
@@ -97,17 +115,19 @@ def _warn(host, msg, delayed, now):
     if not delayed:
         return None
     until = msg.envelope.received + host.cfg.main.queue_lifetime
-    dsn = _queue_dsn(host, msg, delayed, "delayed", msg.envelope.sender, "warning", now, until)
-    host.queue.mark_warned(msg.id, now)
-    return dsn
+    return _queue_dsn(host, msg, delayed, "delayed", msg.envelope.sender, "warning", now, until)
 
 
 def _queue_dsn(host, msg, rows, action, target, origin, now, until=None):
     writer = host.queue.writer()
     dsn_id = writer.id
-    for chunk in bounce.build(host.cfg.main.hostname, msg.id, msg.envelope, rows,
-                              host.queue.body(msg.id), action, until, now):
-        writer.write(chunk)
-    writer.commit(Envelope("", [target], received=now, protocol="local", origin=origin))
-    host.log.info("%s: %s notice %s queued for <%s>", msg.id, action, dsn_id, target)
+    try:
+        for chunk in bounce.build(host.cfg.main.hostname, msg.id, msg.envelope, rows,
+                                  host.queue.body(msg.id), action, until, now):
+            writer.write(chunk)
+        writer.commit(Envelope("", [target], received=now, protocol="local", origin=origin))
+    except LogError:
+        writer.abort()
+        raise
+    maillog.dsn_queued(host.log, msg.id, action, dsn_id, target)
     return dsn_id

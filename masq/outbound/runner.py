@@ -6,7 +6,6 @@ synchronous probes, a loop, the agents and a scheduler, run until the flush is d
 Results are synced before returning.
 """
 
-import time
 
 from masq.cli import common
 from masq.logger import Logger
@@ -23,10 +22,9 @@ class RunnerHost:
     def __init__(self, cfg):
         self.cfg = cfg
         self.loop = Loop()
-        self.log = Logger("syslog" if cfg.main.log == "syslog" else "stderr",
-                          cfg.main.log_level)
+        self.log = Logger(cfg.main.log, cfg.main.log_level)
         self.queue = common.open_queue(cfg, "runner", report=self.log.warning)
-        self.online = OnlineState(cfg.routes, time.time())
+        self.online = OnlineState(cfg.routes, self.loop.time())
         for route in self.online.routes:
             route.detected = probe.probe(route.name, route.detector, cfg.route(route.name))
         self.counters = model.new_counters()

@@ -1,31 +1,52 @@
-"""The scheduler: which recipients are tried now, through which agent, and when next.
+"""The scheduler: which recipients are tried now, through which route, and when next.
 
-Owns delivery runs. A run looks at every live message, takes the recipients that are due
-(never tried, or their retry time has come) and not in flight, sends local ones to the local
-agent and remote ones through the first usable route that accepts them (masq.route), and
+Owns delivery runs. A run looks at messages, takes the recipients that are due (never
+tried, or their retry time has come) and not in flight, sends local ones to the local agent
+and remote ones through the first usable route whose criteria accept them (masq.route), and
 hands each group to that route's agent as a Job. Outcomes go to masq.outbound.results.
 
-Triggers: new mail, `flush [ROUTE]` (due or not; `forced` uses the route as if it were
-online, like masqmail's `-qo`), a route coming online, and one timer set for the earliest
-retry among recipients that have a usable way out. While no route is online and nothing is
-local, no timer runs and no connection is attempted.
+Route choice and fallback (masqmail's rules): a recipient that a route fails temporarily is
+offered at once to the next usable route that accepts it, unless the failing route has
+`last_route`; only the last failure is recorded. `flush ROUTE` with `forced` (`-qo ROUTE`)
+uses ROUTE as if it were online beside the online routes, and each recipient still leaves by
+the route its criteria pick; no local delivery then.
 
-Concurrency: at most MAX_JOBS jobs at once; SMTP jobs of one run are given to their agent
-together so that one connection carries several messages.
+Triggers: new mail (only the new messages are looked at), `flush [ROUTE]` (due or not), a
+route coming online, and one timer for the earliest retry among recipients that have a usable
+way out. Retry times wait in one heap per route (and one for local mail), so neither an
+arrival nor re-arming the timer walks the queue; `waiting_routes` answers from an index of
+which routes have mail waiting. While no route is online and nothing is local, no timer runs.
+
+Group commit: the results of one batch (the jobs one agent got together, e.g. one SMTP
+connection) are synced with one fdatasync when the batch ends; its recipients stay in flight
+until then, so none is tried again before its result is durable. A crash loses at most the
+results of the batches in flight: at most one extra delivery per message.
+
+Results that cannot be written (disk full, I/O error): deliveries pause. Batches already
+running go on, and their outcomes are kept in memory (their recipients stay in flight);
+every PROBE seconds the kept results are written again as the test write; once that write
+and its fdatasync succeed, deliveries resume. So an outage costs no extra delivery while
+the process lives. A one-shot runner does not wait: what it could not write is tried again
+by the next run.
+
+Time comes from the loop (`loop.time()`, wall clock): tests drive it with a fake clock.
+Concurrency: at most MAX_JOBS batches at once, at most BATCH jobs per batch.
 """
 
-import time
+import heapq
+from collections import deque
 
 from masq import address, message, route as routes
 from masq.outbound import results
 from masq.outbound.job import Job
-from masq.outbound.outcome import Outcome
+from masq.outbound.outcome import TEMPFAIL, Outcome
 from masq.queue.envelope import FINAL
-from masq.queue.log import LogError
+from masq.queue.spool import LogError
 
 MAX_JOBS = 8
 BATCH = 100         # jobs one SMTP agent gets at once (one connection per destination)
-STALL = 60.0        # seconds without new deliveries after results could not be written
+PROBE = 10.0        # seconds between test writes while results cannot be written
+LOCAL = ""          # the retry heap of local recipients (no route name is empty)
 
 
 class Flush:
@@ -37,6 +58,7 @@ class Flush:
         self.summary = {"attempted": 0, "delivered": 0, "deferred": 0, "bounced": 0}
 
     def finished(self, outcomes):
+        """Count one job's final outcomes; call done when it was the last job."""
         self.jobs -= 1
         self.summary["attempted"] += len(outcomes)
         for outcome in outcomes:
@@ -47,6 +69,43 @@ class Flush:
             done(self.summary)
 
 
+class Item:
+    """A job and what the scheduler needs when it ends."""
+
+    __slots__ = ("name", "agent", "job", "indices", "flush", "usable", "from_addrs")
+
+    def __init__(self, name, agent, job, indices, flush, usable, from_addrs):
+        self.name = name                # route name, or "local"
+        self.agent = agent
+        self.job = job
+        self.indices = indices          # recipient numbers in the message
+        self.flush = flush
+        self.usable = usable            # the run's route test, for the fallback
+        self.from_addrs = from_addrs
+
+
+class Batch:
+    """Jobs handed to one agent together; their results are synced together."""
+
+    __slots__ = ("scheduler", "agent", "items", "started", "settled", "dsns")
+
+    def __init__(self, scheduler, items, started):
+        self.scheduler = scheduler
+        self.agent = items[0].agent
+        self.items = {id(item.job): item for item in items}
+        self.started = started
+        self.settled = []               # (message id, index) recorded, not yet synced
+        self.dsns = []                  # DSN message ids queued by these results
+
+    def done(self, job, outcomes):
+        """An agent reports one job's outcomes (deliver_many's callback)."""
+        self.scheduler._job_done(self, job, outcomes)
+
+    def done_only(self, outcomes):
+        """An agent reports the batch's only job (deliver's callback)."""
+        self.scheduler._job_done(self, next(iter(self.items.values())).job, outcomes)
+
+
 class Scheduler:
     """Runs deliveries for a host (the daemon, or a one-shot queue runner)."""
 
@@ -55,14 +114,20 @@ class Scheduler:
         self.loop = host.loop
         self.agents = agents          # agents.for_route(route) / agents.local
         self.inflight = set()         # (message id, recipient index)
-        self.running = 0
+        self.running = 0              # batches handed to agents
         self.busy = set()             # ids of batch agents with a batch in hand
-        self.waiting = []             # (agent kind, agent, jobs, flush)
+        self.waiting = {}             # id(agent) -> (agent, deque of Items not started yet)
+        self.tried = {}               # (message id, index) -> routes tried in this attempt
+        self.heaps = {}               # route name (LOCAL) -> heap of (retry time, message id)
+        self.waiting_on = {}          # route name -> {message id: None} that may use it
+        self.held = []                # (Batch, Item, indices, outcomes, time, counts)
+        self.paused = False           # results cannot be written: start nothing
+        self.probe = None             # the Timer of the next test write
         self.timer = None
-        self.stalled = None           # a Timer while results cannot be written
-        self.wake = None              # when the timer fires
+        self.wake = None              # when the retry timer fires
         self.kicked = False
         self.new_ids = []             # new messages to look at in the next run
+        self.looked = 0               # messages looked at (tests count the work)
 
     # triggers
 
@@ -82,12 +147,19 @@ class Scheduler:
         self.run(ids=ids)
 
     def on_event(self, event, **data):
-        """React to daemon events: new mail is tried at once (unless do_queue)."""
-        if event == "new" and not self.host.cfg.main.do_queue:
-            self.kick(data.get("ids"))
+        """React to daemon events: new mail is noted at once (the detectors ask which
+        routes have mail waiting in this same turn) and tried soon (unless do_queue)."""
+        if event != "new":
+            return
+        ids = data.get("ids")
+        for msg in map(self.host.queue.get_live, ids or ()):
+            if msg is not None:
+                self._learn(msg, push=False)
+        if not self.host.cfg.main.do_queue:
+            self.kick(ids)
 
     def route_changed(self, state):
-        """A route came online: flush what may use it; went offline: rearm timers."""
+        """A route came online: flush what may use it; went offline: rearm the timer."""
         if state.online:
             self.host.log.info("route %s is online: flushing", state.name)
             self.flush(state.name)
@@ -95,7 +167,7 @@ class Scheduler:
             self._arm()
 
     def flush(self, route_name=None, forced=False, done=None, ids=None):
-        """Try every pending recipient now (those that may use route_name, if given)."""
+        """Try every pending recipient now (those that leave by route_name, if given)."""
         flush = Flush(done)
         self.run(flush=flush, ignore_times=True, only=route_name, forced=forced, ids=ids)
         if flush.jobs == 0 and flush.done:
@@ -105,15 +177,17 @@ class Scheduler:
 
     def run(self, flush=None, ignore_times=False, only=None, forced=False, ids=None):
         """Start jobs for every due recipient (of the messages ids, if given)."""
-        now = time.time()
+        now = self.loop.time()
         usable = self._usable(only, forced)
         queue = self.host.queue
         if ids is None:
             messages = queue.live()
+            self.heaps, self.waiting_on = {}, {}
         else:
             messages = [m for m in map(queue.get_live, dict.fromkeys(ids)) if m is not None]
         for msg in messages:
-            self._plan(msg, now, usable, ignore_times, only, flush)
+            self._plan(msg, now, usable, ignore_times, only, forced, flush)
+            self._learn(msg, push=ids is None)
         self._pump()
         if ids is None:
             self._arm()
@@ -122,14 +196,14 @@ class Scheduler:
         online = self.host.online
 
         def usable(route):
-            if only is not None and route.name != only:
-                return False
             if forced and route.name == only:
                 return True
-            return online.by_name[route.name].online
+            state = online.by_name.get(route.name)
+            return state is not None and state.online
         return usable
 
-    def _plan(self, msg, now, usable, ignore_times, only, flush):
+    def _plan(self, msg, now, usable, ignore_times, only, forced, flush):
+        self.looked += 1
         env = msg.envelope
         due = [i for i, r in enumerate(env.recipients)
                if r.state not in FINAL and (msg.id, i) not in self.inflight
@@ -138,15 +212,18 @@ class Scheduler:
             return
         local = [i for i in due if self._is_local(env.recipients[i].address)]
         if local and only is None:
-            self._start("local", self.agents.local, msg, local, None, flush)
+            self._start("local", self.agents.local, msg, local, None, flush, usable, ())
         remote = [(i, env.recipients[i].address) for i in due if i not in local]
         if not remote:
             return
-        chosen, _ = routes.choose(self.host.cfg.routes, usable, env.sender, remote,
-                                  self._from_addresses(msg))
+        from_addrs = self._from_addresses(msg)
+        chosen, _ = routes.choose(self.host.cfg.routes, usable, env.sender, remote, from_addrs)
         for name, indices in chosen.items():
+            if only is not None and not forced and name != only:
+                continue            # a route that came online takes only its own recipients
             route = self.host.cfg.route(name)
-            self._start(name, self.agents.for_route(route), msg, indices, route, flush)
+            self._start(name, self.agents.for_route(route), msg, indices, route, flush,
+                        usable, from_addrs)
 
     def _is_local(self, addr):
         domain = addr.rpartition("@")[2].lower()
@@ -161,12 +238,55 @@ class Scheduler:
         except address.AddressError:
             return None
 
+    # what waits where
+
+    def _ways(self, env, addr):
+        """Return the heap keys recipient addr of env may wait in: LOCAL, or route names."""
+        if self._is_local(addr):
+            return [LOCAL]
+        return [r.name for r in self.host.cfg.routes
+                if routes.accepts_message(r, env.sender, ()) and routes.accepts_recipient(r, addr)]
+
+    def _learn(self, msg, push):
+        """Note which routes msg waits for; with push, put its retry times in the heaps."""
+        env = msg.envelope
+        for i, rcpt in enumerate(env.recipients):
+            if rcpt.state in FINAL or (msg.id, i) in self.inflight:
+                continue
+            for key in self._ways(env, rcpt.address):
+                if key != LOCAL:
+                    self.waiting_on.setdefault(key, {})[msg.id] = None
+                if push and rcpt.next_attempt is not None:
+                    heapq.heappush(self.heaps.setdefault(key, []), (rcpt.next_attempt, msg.id))
+
+    def _waits_for(self, name, msgid):
+        msg = self.host.queue.get_live(msgid)
+        if msg is None:
+            return False
+        env = msg.envelope
+        return any(r.state not in FINAL and name in self._ways(env, r.address)
+                   for r in env.recipients)
+
+    def waiting_routes(self):
+        """Return the names of routes that some undelivered remote recipient could use."""
+        names = set()
+        for name, ids in self.waiting_on.items():
+            gone = []
+            for msgid in ids:
+                if self._waits_for(name, msgid):
+                    names.add(name)
+                    break
+                gone.append(msgid)
+            for msgid in gone:
+                del ids[msgid]
+        return names
+
     # jobs
 
-    def _start(self, name, agent, msg, indices, route, flush):
+    def _start(self, name, agent, msg, indices, route, flush, usable, from_addrs):
         env = msg.envelope
         rcpts = [env.recipients[i] for i in indices]
-        sender, open_body = env.sender, (lambda: self.host.queue.body(msg.id))
+        sender, open_body = env.sender, (lambda msgid=msg.id: self.host.queue.body(msgid))
         if route is not None and routes.has_rewrites(route):
             sender, open_body = self.agents.rewrite(route, msg)
         job = Job(msg.id, sender, [r.address for r in rcpts], open_body, size=env.size,
@@ -175,170 +295,251 @@ class Scheduler:
                   body8bit=env.body == "8BITMIME", received=env.received)
         for i in indices:
             self.inflight.add((msg.id, i))
+            self.tried.setdefault((msg.id, i), []).append(name)
         if flush is not None:
             flush.jobs += 1
-        self.waiting.append((name, agent, job, indices, flush))
-
-    def _stall(self, error):
-        """Results cannot be written (disk full, I/O error): start nothing new for a while.
-
-        Deliveries whose results are lost are made again later (duplicates, bounded by the
-        jobs already handed to agents); waiting jobs are dropped, not started (FAULTS #47).
-        """
-        if self.stalled is None:
-            self.host.log.error("cannot record delivery results (%s): no new deliveries "
-                                "for %d s", error, STALL)
-            self.stalled = self.loop.call_later(STALL, self._unstall)
-        waiting, self.waiting = self.waiting, []
-        for _, _, job, indices, flush in waiting:
-            for i in indices:
-                self.inflight.discard((job.message_id, i))
-            if flush is not None:
-                flush.finished([Outcome.temp("4.3.1", "not attempted: queue not writable")]
-                               * len(indices))
-
-    def _unstall(self):
-        self.stalled = None
-        self.kick()
+        item = Item(name, agent, job, indices, flush, usable, from_addrs)
+        self.waiting.setdefault(id(agent), (agent, deque()))[1].append(item)
 
     def _pump(self):
         """Start waiting jobs; an agent that can takes its waiting jobs in batches, one
         batch at a time (so a failure bounds what is already handed out)."""
-        if self.stalled is not None:
-            self._stall("still")
+        if self.paused:
+            self._drop_waiting()
             return
         while self.running < MAX_JOBS:
-            batch = self._take_batch()
-            if not batch:
+            items = self._take_batch()
+            if not items:
                 return
-            agent = batch[0][1]
+            batch = Batch(self, items, self.loop.time())
+            agent = batch.agent
             self.running += 1
             if hasattr(agent, "deliver_many"):
                 self.busy.add(id(agent))
-            started = time.time()
-            by_job = {id(item[2]): item for item in batch}
-            left = [len(batch)]
-
-            def done_each(job, outcomes, by_job=by_job, left=left, started=started,
-                          agent=agent):
-                name, _, _, indices, flush = by_job[id(job)]
-                left[0] -= 1
-                if left[0] == 0:
-                    self.running -= 1
-                    self.busy.discard(id(agent))
-                self._done(name, job, indices, outcomes, flush, started)
-            if hasattr(agent, "deliver_many"):
-                agent.deliver_many([item[2] for item in batch], done_each)
+                agent.deliver_many([item.job for item in items], batch.done)
             else:
-                job = batch[0][2]
-                agent.deliver(job, lambda outcomes, job=job: done_each(job, outcomes))
+                agent.deliver(items[0].job, batch.done_only)
 
     def _take_batch(self):
-        """Return the next jobs to start together (none if every waiting agent is busy)."""
-        first = next((i for i, item in enumerate(self.waiting)
-                      if id(item[1]) not in self.busy), None)
-        if first is None:
-            return []
-        head = self.waiting.pop(first)
-        if not hasattr(head[1], "deliver_many"):
-            return [head]
-        batch, rest = [head], []
-        for item in self.waiting:
-            (batch if item[1] is head[1] and len(batch) < BATCH else rest).append(item)
-        self.waiting = rest
-        return batch
+        """Return the next jobs to start together (none if every waiting agent is busy).
 
-    def _done(self, name, job, indices, outcomes, flush, started):
+        Looks at each agent once, not at each waiting job: the jobs wait per agent, and an
+        agent that got a batch goes to the back of the line."""
+        for key, (agent, items) in self.waiting.items():
+            if key in self.busy:
+                continue
+            size = BATCH if hasattr(agent, "deliver_many") else 1
+            batch = [items.popleft() for _ in range(min(size, len(items)))]
+            del self.waiting[key]
+            if items:
+                self.waiting[key] = (agent, items)
+            return batch
+        return []
+
+    def _drop_waiting(self):
+        """Forget jobs not started yet (results cannot be written): they run again later."""
+        waiting, self.waiting = self.waiting, {}
+        for _, items in waiting.values():
+            for item in items:
+                self._release(item.job.message_id, item.indices)
+                if item.flush is not None:
+                    item.flush.finished([Outcome.temp("4.3.1", "not attempted: queue not "
+                                                      "writable")] * len(item.indices))
+
+    def _release(self, msgid, indices):
         for i in indices:
-            self.inflight.discard((job.message_id, i))
-        msg = self.host.queue.get(job.message_id)
-        if msg is not None and msg.committed and not msg.removed:
-            counts = name == "local" or self._still_online(name, started)
-            try:
-                queued_dsn = results.record(self.host, msg, indices, outcomes, name,
-                                            time.time(), counts)
-            except LogError as exc:
-                self._stall(exc)
-            else:
-                self._note_route(name, outcomes)
-                self.host.queue.want_sync(
-                    lambda error: self._synced(error, queued_dsn))
-        if flush is not None:
-            flush.finished(outcomes)
-        self._pump()
-        if msg is not None and msg.live:
-            self._arm_for(msg)
+            self.inflight.discard((msgid, i))
+            self.tried.pop((msgid, i), None)
 
-    def _synced(self, error, queued_dsn):
+    # outcomes
+
+    def _job_done(self, batch, job, outcomes):
+        item = batch.items.pop(id(job), None)
+        if item is None:
+            self.host.log.error("%s: an agent reported a job twice", job.message_id)
+            return
+        if not batch.items:
+            self.running -= 1
+            self.busy.discard(id(batch.agent))
+        final = self._fall_through(item, outcomes)
+        indices = [i for i, _ in final]
+        outcomes = [o for _, o in final]
+        if indices:
+            self._settle(batch, item, indices, outcomes)
+        if item.flush is not None:
+            item.flush.finished(outcomes)
+        if not batch.items:
+            self._batch_ended(batch)
+        self._pump()
+
+    def _fall_through(self, item, outcomes):
+        """Offer temporarily failed recipients to the next usable route (unless the route
+        is a last_route); return [(index, outcome)] of those that stay with this result."""
+        pairs = list(zip(item.indices, outcomes))
+        route = item.job.route
+        again = [(i, a) for (i, o), a in zip(pairs, item.job.recipients)
+                 if o.kind == TEMPFAIL]
+        if route is None or route.last_route or not again or self.paused:
+            return pairs
+        msg = self.host.queue.get_live(item.job.message_id)
+        if msg is None:
+            return pairs
+        after = {i: self.tried.get((msg.id, i), ()) for i, _ in again}
+        remote = [(i, msg.envelope.recipients[i].address) for i, _ in again]
+        chosen, _ = routes.choose(self.host.cfg.routes, item.usable, msg.envelope.sender,
+                                  remote, item.from_addrs, after=after)
+        moved = set()
+        for name, indices in chosen.items():
+            nxt = self.host.cfg.route(name)
+            self._start(name, self.agents.for_route(nxt), msg, indices, nxt, item.flush,
+                        item.usable, item.from_addrs)
+            moved.update(indices)
+        return [(i, o) for i, o in pairs if i not in moved]
+
+    def _settle(self, batch, item, indices, outcomes):
+        """Record a job's outcomes (or keep them while results cannot be written)."""
+        msgid = item.job.message_id
+        msg = self.host.queue.get(msgid)
+        if msg is None or not msg.committed or msg.removed:
+            self._release(msgid, indices)
+            return
+        counts = item.name == "local" or self._still_online(item.name, batch.started)
+        held = (batch, item, indices, outcomes, self.loop.time(), counts)
+        if self.paused:
+            self.held.append(held)
+            return
+        try:
+            self._write(held)
+        except LogError as exc:
+            self.held.append(held)
+            self._pause(exc)
+
+    def _write(self, held):
+        batch, item, indices, outcomes, when, counts = held
+        msg = self.host.queue.get(item.job.message_id)
+        if msg is None or not msg.committed or msg.removed:
+            self._release(item.job.message_id, indices)
+            return
+        batch.dsns += results.record(self.host, msg, indices, outcomes, item.name, when,
+                                     counts)
+        self._note_route(item.name, outcomes, when)
+        batch.settled += [(msg.id, i) for i in indices]
+        for i in indices:
+            self.tried.pop((msg.id, i), None)
+
+    def _batch_ended(self, batch):
+        if batch.settled or batch.dsns:
+            self.host.queue.want_sync(lambda error, batch=batch: self._synced(batch, error))
+
+    def _synced(self, batch, error):
+        """The batch's results are durable (or the sync failed): its recipients may be
+        tried again, its DSNs may leave, the retry timer learns the new times."""
+        for key in batch.settled:
+            self.inflight.discard(key)
         if error is not None:
-            self.host.log.error("cannot sync delivery results: %s", error)
-        elif queued_dsn:
-            self.kick(queued_dsn)
+            self._pause(error)
+        elif batch.dsns:
+            self.kick(batch.dsns)
+        queue = self.host.queue
+        for msgid in dict.fromkeys(msgid for msgid, _ in batch.settled):
+            msg = queue.get_live(msgid)
+            if msg is not None:
+                self._learn(msg, push=True)
+        self._arm()
 
     def _still_online(self, name, started):
         state = self.host.online.by_name.get(name)
         return state is None or (state.online and state.since <= started)
 
-    def _note_route(self, name, outcomes):
+    def _note_route(self, name, outcomes, when):
         state = self.host.online.by_name.get(name)
         if state is None:
             return
         for outcome in outcomes:
             if outcome.is_ok:
-                state.last_delivery = time.time()
+                state.last_delivery = when
             else:
                 state.last_error = outcome.text
 
+    # results that cannot be written
+
+    def _pause(self, error):
+        """Start no delivery until a test write succeeds (FAULTS #47)."""
+        if not self.paused:
+            self.host.log.error("cannot record delivery results (%s): deliveries paused "
+                                "until the queue can be written", error)
+        self.paused = True
+        self._drop_waiting()
+        if self.probe is None:
+            self.probe = self.loop.call_later(PROBE, self._test_write)
+
+    def _test_write(self):
+        """Write the kept results again; resume once they (and a sync) succeed."""
+        self.probe = None
+        while self.held:
+            try:
+                self._write(self.held[0])
+            except LogError:
+                self.probe = self.loop.call_later(PROBE, self._test_write)
+                return
+            batch = self.held.pop(0)[0]
+            if not batch.items and batch not in (h[0] for h in self.held):
+                self._batch_ended(batch)
+        self.host.queue.want_sync(self._test_synced)
+
+    def _test_synced(self, error):
+        if error is not None:
+            self.probe = self.loop.call_later(PROBE, self._test_write)
+            return
+        self.paused = False
+        self.host.log.info("delivery results can be written again: deliveries resume")
+        self.kick()
+
     # the retry timer
+
+    def _online(self, key):
+        if key == LOCAL:
+            return True
+        state = self.host.online.by_name.get(key)
+        return state is not None and state.online
+
+    def _current(self, entry):
+        """Return True if a recipient of the heap entry's message waits for that time."""
+        when, msgid = entry
+        msg = self.host.queue.get_live(msgid)
+        return msg is not None and any(
+            r.state not in FINAL and r.next_attempt is not None and r.next_attempt <= when
+            and (msgid, i) not in self.inflight for i, r in enumerate(msg.envelope.recipients))
 
     def _arm(self):
         """Set one timer for the earliest retry that could leave now."""
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer, self.wake = None, None
-        usable = self._usable(None, False)
-        for msg in self.host.queue.live():
-            self._arm_for(msg, usable)
-
-    def _arm_for(self, msg, usable=None):
-        """Bring the timer forward if msg's next retry comes before it."""
-        when = self._next_time(msg, usable or self._usable(None, False))
-        if when is None or (self.wake is not None and self.wake <= when):
+        earliest = None
+        for key, heap in self.heaps.items():
+            if not self._online(key):
+                continue
+            while heap and not self._current(heap[0]):
+                heapq.heappop(heap)
+            if heap and (earliest is None or heap[0][0] < earliest):
+                earliest = heap[0][0]
+        if earliest == self.wake and self.timer is not None:
             return
         if self.timer is not None:
             self.timer.cancel()
-        self.wake = when
-        self.timer = self.loop.call_later(max(0.0, when - time.time()), self._timer_fired)
-
-    def _next_time(self, msg, usable):
-        env = msg.envelope
-        times = []
-        for i, rcpt in enumerate(env.recipients):
-            if rcpt.state in FINAL or (msg.id, i) in self.inflight or rcpt.next_attempt is None:
-                continue
-            if self._is_local(rcpt.address) or any(
-                    usable(r) and routes.accepts_recipient(r, rcpt.address)
-                    for r in self.host.cfg.routes):
-                times.append(rcpt.next_attempt)
-        return min(times) if times else None
+            self.timer, self.wake = None, None
+        if earliest is not None:
+            self.wake = earliest
+            self.timer = self.loop.call_later(max(0.0, earliest - self.loop.time()),
+                                              self._timer_fired)
 
     def _timer_fired(self):
         self.timer, self.wake = None, None
-        self.run()
-
-    def waiting_routes(self):
-        """Return the names of routes that some undelivered remote recipient could use."""
-        names = set()
-        for msg in self.host.queue.live():
-            env = msg.envelope
-            for rcpt in env.recipients:
-                if rcpt.state in FINAL or self._is_local(rcpt.address):
-                    continue
-                for r in self.host.cfg.routes:
-                    if r.name not in names and routes.accepts_message(r, env.sender, ()) \
-                            and routes.accepts_recipient(r, rcpt.address):
-                        names.add(r.name)
-        return names
+        now, ids = self.loop.time(), {}
+        for key, heap in self.heaps.items():
+            if self._online(key):
+                while heap and heap[0][0] <= now:
+                    ids[heapq.heappop(heap)[1]] = None
+        self.run(ids=list(ids))
+        self._arm()
 
     def idle(self):
         """Return True when no delivery is in flight or waiting (compaction may run)."""
@@ -346,10 +547,12 @@ class Scheduler:
 
     def stop(self):
         """Cancel the timers (jobs in flight are abandoned: they will be retried)."""
-        if self.stalled is not None:
-            self.stalled.cancel()
-            self.stalled = None
+        if self.held:
+            self.host.log.error("%d delivery result(s) could not be written: those "
+                                "recipients will be tried again" % len(self.held))
+        if self.probe is not None:
+            self.probe.cancel()
+            self.probe = None
         if self.timer is not None:
             self.timer.cancel()
             self.timer, self.wake = None, None
-

@@ -2,7 +2,8 @@
 
 Owns: connecting (or spawning the `wrapper`), feeding the `masq.proto.smtp_client` engine
 and dispatching its events (one table, `_EVENTS`), STARTTLS or implicit TLS, the AUTH step,
-streaming message text under a low-water mark, the per-stage timers, QUIT, and turning a
+streaming message text under a low-water mark (with CRLF line ends only: a bare CR or LF
+in a queued body goes out as CRLF), the per-stage timers, QUIT, and turning a
 finished transaction's replies into one Outcome per recipient. It applies the failure rules
 and TLS modes stated in `masq.outbound.smtp`.
 Does not: resolve, choose addresses, group recipients or retry: its destination
@@ -21,7 +22,7 @@ import shlex
 import signal
 import socket
 
-from masq import net
+from masq import message, net
 from masq.outbound import tls
 from masq.outbound.outcome import Outcome
 from masq.proto import smtp_client as C
@@ -55,7 +56,7 @@ class Session:
         self.plaintext = plaintext      # a retry after a failed opportunistic handshake
         self.client = C.Client(self.settings.helo, self.settings.pipelining)
         self.stream = self.connector = self.timer = self.child = self.part = None
-        self.body = self.armed = None
+        self.body = self.armed = self.line_ends = None
         self.implicit = self.settings.tls == "tls" and not self.settings.wrapper
         self.encrypted = self.settings.tls == "tls" and bool(self.settings.wrapper)
         self.tls_refused = self.authed = self.connected = self.over = False
@@ -249,6 +250,7 @@ class Session:
             self.body = iter(self.part.job.open_body())
         except OSError as exc:
             return self._abort(Outcome.temp("4.3.0", "cannot read the message: %s" % exc))
+        self.line_ends = message.InputNormalizer(dot_ends=False)  # bare CR/LF of old mail
         self._pump()
 
     def _pump(self):
@@ -263,15 +265,20 @@ class Session:
                 return self._abort(Outcome.temp("4.3.0", "cannot read the message: %s" % exc))
             if chunk is None:
                 self.body = None
+                self.client.send_body(self.line_ends.finish())
                 self.client.end_body()
             else:
-                self.client.send_body(chunk)
+                self.client.send_body(self.line_ends.feed(chunk))
             self._flush()
         self._arm()
 
     def _on_done(self, event):
         part, self.part = self.part, None
-        part.finish(_outcomes(event, len(part.indices), self.name))
+        outcomes = _outcomes(event, len(part.indices), self.name)
+        relay = "%s:%d" % (self.name, self.port) if self.port else self.name
+        for outcome in outcomes:
+            outcome.relay = relay
+        part.finish(outcomes)
         replies = (event.mail, event.data, event.final) + event.rcpts
         if any(r is not None and r.code == 421 for r in replies):
             return self._end(Outcome.temp("4.4.2", "%s closed the session (421)" % self.name),

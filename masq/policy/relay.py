@@ -2,8 +2,11 @@
 
 Owns the decisions Postfix makes with `reject_unauth_destination`,
 `allow_untrusted_routing = no` and `smtpd_reject_unlisted_recipient`:
-- a client is trusted when its address is in `relay_net` or it has authenticated;
-- on a `submission` listener every transaction needs AUTH (530 5.7.0 at MAIL);
+- a client is trusted when its address is in `relay_net`, it has authenticated, or it
+  presented a TLS client certificate whose fingerprint `relay_cert` lists (Postfix's
+  `permit_tls_clientcerts`: such a client counts as authenticated);
+- on a `submission` listener every transaction needs AUTH or such a certificate
+  (530 5.7.0 at MAIL);
 - a recipient in a local domain must be a known local user (550 5.1.1; 450 4.3.0 while
   the aliases file cannot be read, so nothing bounces for that), unless the
   address is routed (`%`, `!`, source route, quoted `@`) and the client untrusted
@@ -22,18 +25,24 @@ from masq.proto.reply import Reply
 class Peer:
     """What relay control needs to know about the client."""
 
-    __slots__ = ("ip", "trusted_net", "auth_user", "kind")
+    __slots__ = ("ip", "trusted_net", "auth_user", "kind", "cert")
 
-    def __init__(self, ip, trusted_net=False, auth_user=None, kind="smtp"):
+    def __init__(self, ip, trusted_net=False, auth_user=None, kind="smtp", cert=None):
         self.ip = ip
         self.trusted_net = trusted_net
         self.auth_user = auth_user
         self.kind = kind
+        self.cert = cert            # the fingerprint of a listed client certificate
+
+    @property
+    def authenticated(self):
+        """Return True if the client proved who it is (SMTP AUTH or a listed certificate)."""
+        return self.auth_user is not None or self.cert is not None
 
     @property
     def trusted(self):
         """Return True if the client may relay."""
-        return self.auth_user is not None or (self.trusted_net and self.kind != "submission")
+        return self.authenticated or (self.trusted_net and self.kind != "submission")
 
 
 def parse_networks(texts):
@@ -54,9 +63,18 @@ def in_networks(ip, networks):
 
 def check_mail(peer):
     """Return a refusal for MAIL FROM from this peer, or None."""
-    if peer.kind == "submission" and peer.auth_user is None:
+    if peer.kind == "submission" and not peer.authenticated:
         return Reply(530, "5.7.0", "Authentication required")
     return None
+
+
+def certificate(der, listed):
+    """Return the sha256 fingerprint (hex) of a DER client certificate if listed, else None."""
+    if not der or not listed:
+        return None
+    import hashlib                      # lazily: only when a client shows a certificate
+    digest = hashlib.sha256(der).hexdigest()
+    return digest if digest in listed else None
 
 
 def check_rcpt(peer, addr, local_domains, is_local_user):

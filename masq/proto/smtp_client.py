@@ -170,7 +170,7 @@ class Client:
         self._pending = deque([("GREETING", None)])   # replies awaited, in order
         self._backlog = deque()                        # (kind, index, line) not yet sent
         self._txn = self._auth = None
-        self._bol, self._eof = True, False
+        self._bol, self._tail, self._eof = True, b"", False
 
     @property
     def waiting_for(self):
@@ -238,7 +238,7 @@ class Client:
     def send_mail(self, envelope):
         """Start a transaction: MAIL, the RCPTs and DATA (pipelined if offered)."""
         self._move("send_mail")
-        self._txn, self._bol = _Transaction(envelope), True
+        self._txn, self._bol, self._tail = _Transaction(envelope), True, b""
         refusal = check_envelope(envelope, self.extensions)
         if refusal is not None:
             self._txn.mail = refusal
@@ -254,16 +254,18 @@ class Client:
         self._send("DATA", b"DATA\r\n")
 
     def send_body(self, chunk):
-        """Queue message text (wire form, CRLF lines), dot-stuffed."""
+        """Queue message text (wire form, CRLF lines), dot-stuffed after any LF."""
         self._move("send_body")
         if chunk:
             self._out += stuff(chunk, self._bol)
             self._bol = chunk.endswith(b"\n")
+            self._tail = (self._tail + chunk[-2:])[-2:]
 
     def end_body(self):
-        """End the message text with CRLF "." CRLF."""
+        """End the message text with CRLF "." CRLF, adding a CRLF unless the text ends in
+        one (a bare LF is not a line end to a strict server)."""
         self._move("end_body")
-        self._out += b".\r\n" if self._bol else b"\r\n.\r\n"
+        self._out += b".\r\n" if self._tail in (b"", b"\r\n") else b"\r\n.\r\n"
         self._send("DOT", b"")
 
     def reset(self):

@@ -19,6 +19,7 @@ import re
 from . import frozen
 from .reply import RemoteProtocolError, Reply
 from .smtp_params import xtext_encode
+from .smtp_path import BAD_SENDER, sendable
 
 MAX_LINE = 2048   # octets of one reply line, line end included
 MAX_LINES = 100   # lines of one reply
@@ -140,10 +141,6 @@ class Envelope:
     orcpt: tuple = ()
 
 
-def _clean_address(address):
-    return not any(c < " " or c in "\x7f<>" for c in address)
-
-
 def needs_smtputf8(env):
     """Return True if the envelope needs SMTPUTF8 (asked for, or a non-ASCII address)."""
     return env.smtputf8 or not all(a.isascii() for a in (env.sender,) + env.recipients)
@@ -158,8 +155,8 @@ def check_envelope(env, ext):
     if needs_smtputf8(env) and "SMTPUTF8" not in ext:
         return Reply(553, "5.6.7", "the server does not support SMTPUTF8, which this "
                      "message needs")
-    if not _clean_address(env.sender):
-        return Reply(553, "5.1.7", "bad sender address")
+    if not sendable(env.sender):
+        return BAD_SENDER
     return None
 
 
@@ -184,7 +181,7 @@ def mail_command(env, ext):
 def rcpt_command(env, index, ext):
     """Return the RCPT TO line for recipient `index`, or None if the address is unusable."""
     address = env.recipients[index]
-    if not address or not _clean_address(address):
+    if not address or not sendable(address):
         return None
     words = ["RCPT TO:<%s>" % address]
     notify = env.notify[index] if index < len(env.notify) else None

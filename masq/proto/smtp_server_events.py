@@ -49,7 +49,8 @@ class DataStart:
 class DataChunk:
     """A piece of message text as received, dot-stuffing removed (DATA) or verbatim (BDAT).
 
-    Bare CR, bare LF, NUL and 8-bit octets pass through untouched: cleanup fixes line ends."""
+    Bare CR, bare LF, NUL and 8-bit octets pass through untouched: the application fixes
+    line ends (masq.inbound.session normalises them to CRLF)."""
 
     data: bytes
 

@@ -6,7 +6,13 @@ parameters, remote reply text) is a JSON string, so no CR, LF or quote in it can
 field (FAULTS.md, queue rule 8).
 
 A decoding error raises ValueError; the store treats such a record as damage.
+
+Memory: the queue's index holds one Envelope per waiting message, so decoded strings are
+interned (`sys.intern`): the states, the protocol, and the senders, clients, HELO names and
+recipients that many queued messages share are held once, not once per message.
 """
+
+import sys
 
 from masq import compat
 
@@ -57,7 +63,7 @@ class Recipient:
     @classmethod
     def from_json(cls, data):
         """Return a Recipient from the dict to_json made."""
-        rcpt = cls(_text(data["a"]))
+        rcpt = cls(_intern(_text(data["a"])))
         _unpack(rcpt, data, _RECIPIENT_KEYS)
         if rcpt.state not in STATES:
             raise ValueError("bad recipient state %r" % (rcpt.state,))
@@ -76,7 +82,8 @@ class Envelope:
                  client=None, helo=None, auth_user=None, origin=None, envid=None, ret=None,
                  body=None, smtputf8=False, warned=None, quarantined=None):
         self.sender = sender
-        self.recipients = [r if isinstance(r, Recipient) else Recipient(r) for r in recipients]
+        self.recipients = tuple(r if isinstance(r, Recipient) else Recipient(r)
+                                for r in recipients)
         self.received = received
         self.size = size
         self.protocol = protocol
@@ -106,7 +113,7 @@ class Envelope:
     def decode(cls, payload):
         """Return the Envelope a COMMIT payload holds; ValueError if it is malformed."""
         data = _decode(payload)
-        env = cls(_text(data["s"]), [Recipient.from_json(r) for r in data["r"]])
+        env = cls(_intern(_text(data["s"])), [Recipient.from_json(r) for r in data["r"]])
         _unpack(env, data, _ENVELOPE_KEYS)
         if not env.recipients:
             raise ValueError("envelope without recipients")
@@ -132,7 +139,8 @@ def apply_result(envelope, payload):
         raise ValueError("result names another recipient")
     for name in ("orcpt", "notify"):
         setattr(new, name, getattr(old, name))
-    envelope.recipients[index] = new
+    rcpts = envelope.recipients
+    envelope.recipients = rcpts[:index] + (new,) + rcpts[index + 1:]
 
 
 def encode_note(**fields):
@@ -170,7 +178,30 @@ def _pack(obj, keys, always):
     return data
 
 
+_NUMBER = (int, float)
+# attribute -> the JSON type of its value (the others are strings); null where the
+# attribute's default is None, never for those in _NOT_NULL
+_TYPES = {"received": _NUMBER, "size": int, "smtputf8": bool, "warned": _NUMBER,
+          "attempts": int, "next_attempt": _NUMBER, "updated": _NUMBER}
+_NOT_NULL = frozenset(("received", "size", "protocol", "smtputf8", "attempts", "state"))
+
+
 def _unpack(obj, data, keys):
     for name, key in keys:
         if key in data:
-            setattr(obj, name, data[key])
+            setattr(obj, name, _intern(_typed(name, data[key])))
+
+
+def _typed(name, value):
+    """Return value if it has the JSON type attribute name takes; ValueError if not."""
+    kind = _TYPES.get(name, str)
+    if (value is None and name not in _NOT_NULL) or (isinstance(value, kind) and (kind is bool
+                                                      or not isinstance(value, bool))):
+        return value
+    raise ValueError("%s: expected %s, got %r" % (name, getattr(kind, "__name__", "a number"),
+                                                   value))
+
+
+def _intern(value):
+    """Return value, a str shared with every equal str held (other values as they are)."""
+    return sys.intern(value) if type(value) is str else value

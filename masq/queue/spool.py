@@ -106,7 +106,7 @@ class Queue:
             self.close()
             raise SpoolError(str(exc), exits.TEMPFAIL if exc.temporary else exits.CONFIG) \
                 from None
-        self.store = Store(journal)
+        self.store = Store(journal, indexed=mode != "append")
         if mode != "append":
             self.recover(repair=mode == "runner")
         return self
@@ -200,6 +200,15 @@ class Queue:
     def record_result(self, msgid, index, rcpt):
         """Append a RESULT record: recipient number index of msgid is now rcpt."""
         self.append([(record.RESULT, msgid, env_mod.encode_result(index, rcpt))])
+
+    def record_results(self, msgid, rows, warned=None):
+        """Append one job's RESULT records [(index, rcpt)] (and WARNED at `warned`, if
+        given) as one write: all of them are indexed, or none (LogError)."""
+        records = [(record.RESULT, msgid, env_mod.encode_result(index, rcpt))
+                   for index, rcpt in rows]
+        if warned is not None:
+            records.append((record.WARNED, msgid, env_mod.encode_note(t=warned)))
+        self.append(records)
 
     def remove(self, msgid, why):
         """Append a REMOVED record for msgid."""

@@ -5,9 +5,13 @@ used, the oldest segment it needs), what each record means for its message (a CO
 starts a copy made by compaction, whose COMMIT replaces the original; ABORTED after COMMIT
 withdraws a commit whose sync failed), and the operations that append records.
 
-Memory: per kept message, its envelope and one (segment, offset, length) triple per body
-chunk of up to 64 KiB; bodies stay in the log and are read back in chunks. Finished
-messages leave the index at once.
+Memory: the index holds only unfinished messages (live, quarantined, or still being
+written); a message leaves it as soon as its last recipient is final, it is removed, or its
+writer aborts, and later records for an id the index no longer holds are dead bytes. Per
+message it keeps its envelope (repeated strings shared, see envelope.py) and a flat tuple of
+(segment, offset, length) per body chunk of up to 64 KiB; bodies stay in the log and are
+read back in chunks. Compaction needs `pins`: per segment, the ids of the unfinished
+messages whose oldest needed record is in it. `tools/bench_queue.py` measures the bytes per waiting message.
 
 The store stores; it does not schedule (STYLE.md rule 5). Group commit is `want_sync`
 plus `sync_now` at the end of a loop turn. Crash states and their recovery rules are in
@@ -22,6 +26,7 @@ from masq.queue import record
 from masq.queue.log import LogError
 
 CHUNK = 64 * 1024
+RECENT = 64     # finished messages whose bodies stay readable (a bounce built after the last result)
 _ALPHABET = "0123456789abcdefghijklmnopqrstuv"
 
 
@@ -41,15 +46,15 @@ def _b32(value, width):
 
 
 class Message:
-    """One message as the log describes it."""
+    """One unfinished message as the log describes it."""
 
-    __slots__ = ("id", "envelope", "chunks", "bytes", "removed", "quarantined", "aborted",
+    __slots__ = ("id", "envelope", "at", "bytes", "removed", "aborted", "quarantined",
                  "first_seg", "copy", "suspect")
 
     def __init__(self, msgid):
         self.id = msgid
         self.envelope = None
-        self.chunks = []      # (segment, payload offset, length)
+        self.at = ()          # body chunks, flat: (segment, offset, length, segment, ...)
         self.bytes = 0        # log bytes its records use
         self.removed = False  # removed, or its commit withdrawn (ABORTED after COMMIT)
         self.aborted = False
@@ -78,26 +83,36 @@ class Message:
     @property
     def pending(self):
         """Return True while the message is being written (chunks, no COMMIT or ABORTED)."""
-        return not self.committed and not self.aborted and bool(self.chunks)
+        return not self.committed and not self.aborted and bool(self.at)
+
+    @property
+    def finished(self):
+        """Return True once nothing will happen to the message any more (it leaves the index)."""
+        if self.removed or self.aborted:
+            return True
+        if not self.committed:
+            return not self.at            # damage named an id that has no text here
+        return not self.kept
 
     @property
     def size(self):
         """Return the size of the message text in bytes."""
-        return sum(length for _, _, length in self.chunks)
+        return sum(self.at[2::3])
 
 
 class Store:
     """The index over one journal; `apply` feeds it records in log order.
 
-    Finished messages leave the index at once: it holds the kept messages (live or
-    quarantined) and the ones still being written."""
+    A store opened only to append (`sendmail`, `-bs`) is not `indexed`: it keeps no index,
+    so appending decodes nothing (and `sendmail` never imports json)."""
 
-    def __init__(self, journal):
+    def __init__(self, journal, indexed=True):
         self.journal = journal
-        self.messages = {}
-        self.live_ids = {}        # ids of live messages, in arrival order
+        self.indexed = indexed
+        self.messages = {}        # id -> Message, unfinished messages only, in arrival order
         self.kept_bytes = 0       # log bytes of the messages compaction must keep
-        self.pins = {}            # segment -> ids of kept or pending messages starting there
+        self.recent = {}          # id -> Message, the last RECENT messages that finished
+        self.pins = {}            # segment -> ids of unfinished messages starting there
         self.damage = []
         self.sync_waiters = []
         self.unsynced_commits = []
@@ -113,81 +128,73 @@ class Store:
 
     def apply(self, item):
         """Update the index from one scanned Record or Damage."""
+        if not self.indexed:
+            return
         if isinstance(item, record.Damage):
             self._damaged(item)
             return
         msgid = item.msgid.decode("ascii")
-        if item.type in _STARTS:
-            msg = self.get(msgid)
-        else:
-            msg = self.messages.get(msgid)
-            if msg is None:         # its message finished, or its COMMIT was in a segment
-                return              # compaction removed (a copy follows): nothing to do
-        before = self._state(msg)
+        msg = self.messages.get(msgid)
+        if msg is None:
+            if item.type != record.BODY and item.type != record.COMMIT:
+                return            # a record of a finished message: dead bytes
+            msg = self.messages[msgid] = Message(msgid)
+        was_kept, old_bytes, old_pin = msg.kept, msg.bytes, msg.first_seg
         msg.bytes += record.OVERHEAD + item.length
         try:
             _APPLY[item.type](msg, item)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             msg.quarantined = msg.quarantined or "bad %s record: %s" % (chr(item.type), exc)
-        self._track(msg, before)
+        self._track(msg, was_kept, old_bytes, old_pin)
 
-    def _state(self, msg):
-        return msg.kept, msg.live, msg.bytes, self._pin(msg)
-
-    @staticmethod
-    def _pin(msg):
-        return msg.first_seg if (msg.kept or msg.pending) else None
-
-    def _track(self, msg, before):
-        """Keep kept bytes, the live set and the pins in step; forget finished messages."""
-        was_kept, was_live, old_bytes, old_pin = before
+    def _track(self, msg, was_kept, old_bytes, old_pin):
+        """Keep kept bytes and pins in step with msg's change; drop msg once finished."""
         self.kept_bytes += (msg.bytes if msg.kept else 0) - (old_bytes if was_kept else 0)
-        if msg.live and not was_live:
-            self.live_ids[msg.id] = None
-        elif was_live and not msg.live:
-            self.live_ids.pop(msg.id, None)
-        pin = self._pin(msg)
+        finished = msg.finished
+        pin = None if finished else msg.first_seg
         if pin != old_pin:
-            if old_pin is not None:
-                ids = self.pins.get(old_pin)
-                if ids is not None:
-                    ids.discard(msg.id)
-                    if not ids:
-                        del self.pins[old_pin]
+            ids = self.pins.get(old_pin)
+            if ids is not None:
+                ids.discard(msg.id)
+                if not ids:
+                    del self.pins[old_pin]
             if pin is not None:
                 self.pins.setdefault(pin, set()).add(msg.id)
-        if pin is None:
-            self.messages.pop(msg.id, None)
+        if finished and self.messages.pop(msg.id, None) is not None:
+            recent = self.recent
+            recent[msg.id] = msg
+            if len(recent) > RECENT:
+                del recent[next(iter(recent))]
 
     def _damaged(self, damage):
         self.damage.append(damage)
-        msgid = damage.msgid.decode("ascii") if damage.msgid else None
         for msg in self.messages.values():
-            if msg.pending and msg.chunks[-1][0] == damage.seg and \
-                    msg.chunks[-1][1] + msg.chunks[-1][2] + record.TRAILER_SIZE == damage.offset:
+            at = msg.at
+            if msg.pending and at[-3] == damage.seg and \
+                    at[-2] + at[-1] + record.TRAILER_SIZE == damage.offset:
                 msg.suspect = "damaged record after its text at segment %d offset %d" % (
                     damage.seg, damage.offset)
-        msg = self.messages.get(msgid) if msgid else None
+        msg = self.messages.get(damage.msgid.decode("ascii")) if damage.msgid else None
         if msg is not None:
-            before = self._state(msg)
+            was_kept, old_bytes, old_pin = msg.kept, msg.bytes, msg.first_seg
             msg.quarantined = "damaged record at segment %d offset %d" % (
                 damage.seg, damage.offset)
-            self._track(msg, before)
+            self._track(msg, was_kept, old_bytes, old_pin)
 
     def forget(self, msgid):
-        """Drop a message from the index (its writer gave up without saying so)."""
+        """Drop a message from the index (its writer died without saying so)."""
         msg = self.messages.get(msgid)
         if msg is not None:
-            before = self._state(msg)
+            was_kept, old_bytes, old_pin = msg.kept, msg.bytes, msg.first_seg
             msg.aborted = True
-            msg.chunks = []
-            self._track(msg, before)
+            msg.at = ()
+            self._track(msg, was_kept, old_bytes, old_pin)
 
     # views
 
     def live(self):
         """Return the live messages in arrival order."""
-        return [self.messages[i] for i in self.live_ids]
+        return [m for m in self.messages.values() if m.live]
 
     def listed(self):
         """Return messages mailq shows: live and quarantined, in arrival order."""
@@ -195,9 +202,13 @@ class Store:
 
     def body(self, msgid):
         """Yield the message text of msgid in chunks."""
+        msg = self.messages.get(msgid) or self.recent.get(msgid)
         segments = self.journal.segments
-        for seg, offset, length in self.messages[msgid].chunks:
-            yield segments[seg].read(offset, length)
+        if msg is None or any(msg.at[i] not in segments for i in range(0, len(msg.at), 3)):
+            raise LogError("%s: message %s is no longer in the queue" % (self.journal.dir, msgid))
+        at = msg.at
+        for i in range(0, len(at), 3):
+            yield segments[at[i]].read(at[i + 1], at[i + 2])
 
     def live_bytes(self):
         """Return the log bytes used by messages compaction must keep."""
@@ -243,14 +254,11 @@ class Store:
 
     def withdraw(self, ids):
         """Append ABORTED for commits whose sync failed: they were never acknowledged."""
-        records = [(record.ABORTED, i, b"") for i in ids
-                   if i in self.messages and self.messages[i].committed]
-        if records:
+        if ids:
             try:
-                self.append(records)
+                self.append([(record.ABORTED, i, b"") for i in ids], track=False)
             except LogError:
                 pass            # the COMMIT stays: at worst a duplicate, never a loss
-            self.unsynced_commits = []
 
     def sync_now(self):
         """Run the group fdatasync if anyone waits for it, then tell each waiter."""
@@ -275,26 +283,25 @@ def _body(msg, item):
     if msg.committed:
         if msg.copy is None:
             raise ValueError("body after commit")
-        msg.copy.append((item.seg, item.payload_offset, item.length))
+        msg.copy += (item.seg, item.payload_offset, item.length)
         return
     _first(msg, item)
-    msg.chunks.append((item.seg, item.payload_offset, item.length))
+    msg.at += (item.seg, item.payload_offset, item.length)
 
 
 def _copy(msg, item):
     if not msg.committed:
         raise ValueError("copy of an uncommitted message")
-    msg.copy = []
+    msg.copy = ()
 
 
 def _commit(msg, item):
     if msg.committed:
         if not msg.copy:
             raise ValueError("second commit")
-        msg.chunks, msg.copy = msg.copy, None       # the copy replaces the original
-        msg.first_seg = msg.chunks[0][0]
-        msg.bytes = sum(length for _, _, length in msg.chunks) + record.OVERHEAD * (
-            len(msg.chunks) + 1) + item.length
+        msg.at, msg.copy = msg.copy, None           # the copy replaces the original
+        msg.first_seg = msg.at[0]
+        msg.bytes = sum(msg.at[2::3]) + record.OVERHEAD * (len(msg.at) // 3 + 2) + item.length
         return
     _first(msg, item)
     msg.envelope = env_mod.Envelope.decode(item.payload)
@@ -322,7 +329,7 @@ def _aborted(msg, item):
         msg.removed = True          # a commit withdrawn: its sync failed, never acknowledged
         return
     msg.aborted = True
-    msg.chunks = []
+    msg.at = ()
 
 
 def _quarantined(msg, item):
@@ -334,4 +341,3 @@ _APPLY = {
     record.WARNED: _warned, record.REMOVED: _removed, record.ABORTED: _aborted,
     record.QUARANTINED: _quarantined, record.COPY: _copy,
 }
-_STARTS = frozenset((record.BODY, record.COMMIT))

@@ -30,12 +30,18 @@ def message_json(msg, now):
     }
 
 
-def document(hostname, started, routes, messages, counters, log_lines=(), now=None):
-    """Return the status document."""
+def document(hostname, started, routes, messages, counters, log_lines=(), now=None,
+             deliveries=(), queue_total=None):
+    """Return the status document (deliveries: the last delivery events, oldest first).
+
+    `queue` lists messages; `queue_total` counts the whole queue (more than `queue` lists
+    when the caller passed only the first few, as the status file does)."""
     now = time.time() if now is None else now
     return {
         "version": "1.0", "masq": __version__, "hostname": hostname,
         "uptime": None if started is None else round(now - started, 3),
         "routes": routes, "queue": [message_json(m, now) for m in messages],
+        "queue_total": len(messages) if queue_total is None else queue_total,
         "counters": dict(counters), "log": list(log_lines),
+        "deliveries": [dict(event) for event in deliveries],
     }

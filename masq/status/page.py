@@ -160,6 +160,13 @@ function render(d){$('host').textContent=d.hostname;
  $('version').textContent='masq '+(d.masq||'');
  $('uptime').textContent=d.uptime===null?'no daemon':'up '+span(d.uptime);
  routes(d.routes||[]);queue(d.queue||[]);counters(d.counters||{});
+ var dl=(d.deliveries||[]).slice(-10).reverse(),dt=$('deliveries');dt.textContent='';
+ dl.forEach(function(e){var row=el('tr','tr');
+  row.appendChild(cell('Time',new Date(e.time*1000).toLocaleTimeString(),'nowrap'));
+  row.appendChild(cell('Message',e.id));row.appendChild(cell('To',e.to));
+  row.appendChild(cell('Status',e.status+' '+e.dsn));row.appendChild(cell('Relay',e.relay));
+  row.appendChild(cell('Reply',e.text));dt.appendChild(row)});
+ $('dbox').className=dl.length?'cbi-section':'hidden';
  var lines=(d.log||[]).slice(-15);$('log').textContent=lines.join('\n');
  $('logbox').className=lines.length?'cbi-section':'hidden';
  var online=(d.routes||[]).some(function(r){return r.online});
@@ -194,6 +201,8 @@ _BODY = """</head>
 <div class="cbi-section"><h3>Queue (<span id="count">&hellip;</span>)</h3>
 <table class="table cbi-section-table" id="queue"></table></div>
 <div class="cbi-section"><h3>Counters</h3><table class="table" id="counters"></table></div>
+<div class="hidden" id="dbox"><h3>Last deliveries</h3>
+<table class="table cbi-section-table" id="deliveries"></table></div>
 <div class="hidden" id="logbox"><h3>Log</h3><pre id="log"></pre></div>
 </div>
 <footer><span id="version">masq</span> &middot; refreshes every few seconds</footer>

@@ -41,6 +41,13 @@ def render(doc):
         lines.append("  %-16s %-8s %s%s" % (route["name"], state, route["detector"], extra))
     counters = doc["counters"]
     lines.append("counters: " + ", ".join("%s %d" % (k, counters[k]) for k in model.COUNTERS))
+    deliveries = doc.get("deliveries") or []
+    if deliveries:
+        lines.append("last deliveries:")
+    for event in deliveries[-10:]:
+        lines.append("  %s %s <%s> %s via %s: %s" % (
+            time.strftime("%H:%M:%S", time.localtime(event["time"])), event["id"],
+            event["to"], event["status"], event["relay"], event["text"]))
     lines.append("queue: %d message(s)" % len(doc["queue"]))
     from masq.cli.mailq import format_message
     for msg in doc["queue"]:

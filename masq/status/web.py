@@ -8,6 +8,12 @@ and who may use them:
   it). Failures are answered after a delay and limited per client address.
   On loopback without a password there is no login, but the Host header must name a
   loopback address (a DNS-rebinding page cannot ride on the browser).
+- Viewing needs nothing more. Actions (POST) change the queue, so they need the authority
+  the control socket asks for: with a password, knowing it (the administrator); without
+  one, the client must be a local user the kernel names (masq.status.peer), and that user
+  may do what `masq` commands allow the same user (control_commands: trusted users may do
+  anything, others retry and flush online routes, and delete only their own mail).
+  A client that cannot be named gets 403 (docs/CONFIG.md, "The status page").
 - Every POST carries a CSRF token: HMAC-SHA256 under a per-daemon secret over the nonce in
   the `masq` cookie (HttpOnly, SameSite=Strict), delivered in the page, checked with
   hmac.compare_digest. A POST whose Origin is not this host is refused.
@@ -23,9 +29,9 @@ import os
 import re
 import time
 
-from masq import compat, exits, net
+from masq import compat, control_commands, exits, net
 from masq.proto import http
-from masq.status import page
+from masq.status import page, peer
 
 MAX_CONNECTIONS = 32
 IDLE_TIMEOUT = 30.0
@@ -38,18 +44,12 @@ _NONCE = re.compile(r"[0-9a-f]{32}\Z")
 
 def parse_listen(text):
     """Return (ip, port) for a status_listen value `HOST:PORT` or `[V6]:PORT`."""
-    host, sep, port = text.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    host = "127.0.0.1" if host == "localhost" else host
+    from masq.config import parse_ip_port   # the configuration checked it with this
     try:
-        ip = str(ipaddress.ip_address(host))
-        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(port)
+        return parse_ip_port(text)
     except ValueError:
         raise exits.Failure("status_listen %r: use IP:PORT (e.g. 127.0.0.1:8025 or "
                             "[::1]:8025)" % text, exits.CONFIG) from None
-    return ip, int(port)
 
 
 class Guard:
@@ -205,6 +205,11 @@ class StatusWeb:
             return
         if method == "POST" and not self.guard.token_ok(ctx.nonce, ctx.form.get("csrf")):
             raise http.RemoteProtocolError(403, "bad or missing CSRF token: reload the page")
+        if method == "POST" and not self.guard.password:
+            ctx.uid = ctx.conn.peer_uid()
+            if ctx.uid is None:
+                raise http.RemoteProtocolError(403, "actions need status_password, or a "
+                                               "client on this host that masq can name")
         handler(ctx)
 
 
@@ -232,6 +237,7 @@ class Context:
         self.nonce = nonce if nonce and _NONCE.match(nonce) else None
         self.cookie_set = None         # a nonce to hand out with the answer
         self.answered = False
+        self.uid = None                # the local user asking for an action (no password)
 
     def read_form(self):
         """Parse the POST body as a form; check Content-Length and Origin."""
@@ -261,6 +267,18 @@ class Context:
         self.web.log.warning("status page: failed login from %s", ip)
         self.web.loop.call_later(FAILURE_DELAY, self.denied)
         return False
+
+    @property
+    def admin(self):
+        """Return True if the client proved the page's password (it may do anything)."""
+        return bool(self.guard.password)
+
+    def who(self):
+        """Return who asks, for the log: the address, and the local user if known."""
+        if self.uid is None:
+            return "the status page (%s)" % self.conn.ip
+        from masq.cli import common
+        return "the status page (%s, user %s)" % (self.conn.ip, common.user_name(self.uid))
 
     def scheduler(self):
         """Return the daemon's scheduler (503 when no delivery service runs)."""
@@ -354,6 +372,14 @@ class Connection:
         self.stream = net.Stream(self.loop, sock, self._data, self._closed)
         self.timer = None
         self.busy = False
+        try:
+            self.ends = (sock.getsockname(), sock.getpeername())
+        except OSError:
+            self.ends = None
+
+    def peer_uid(self):
+        """Return the uid of the local user at the other end, or None if it is not one."""
+        return None if self.ends is None else peer.uid_of(*self.ends)
 
     def start(self):
         """Start reading, with the idle deadline."""
@@ -427,28 +453,33 @@ def _flush(ctx):
     name = ctx.form.get("route") or None
     if name is not None and name not in ctx.daemon.online.by_name:
         raise http.RemoteProtocolError(404, "no route named %r" % name)
+    refusal = None if ctx.admin or name is None else control_commands.may_force(
+        ctx.daemon, ctx.uid, name)
+    if refusal:
+        raise http.RemoteProtocolError(403, refusal)
     scheduler = ctx.scheduler()
-    ctx.web.log.info("status page (%s): flush %s", ctx.conn.ip, name or "all routes")
+    ctx.web.log.info("%s: flush %s", ctx.who(), name or "all routes")
     scheduler.flush(name, forced=name is not None, done=ctx.run_done("flush"))
 
 
 def _retry(ctx):
     msg = ctx.message()
-    ctx.web.log.info("status page (%s): retry %s", ctx.conn.ip, msg.id)
+    ctx.web.log.info("%s: retry %s", ctx.who(), msg.id)
     ctx.scheduler().flush(None, done=ctx.run_done("retry"), ids=[msg.id])
 
 
 def _delete(ctx):
-    from masq.control_commands import remove_messages
     msg = ctx.message()
-    who = "the status page (%s)" % ctx.conn.ip
+    who = ctx.who()
+    may = (lambda m: True) if ctx.admin else control_commands.may_remove(ctx.daemon, ctx.uid)
+    if not may(msg):
+        raise http.RemoteProtocolError(403, "permission denied: %s is not your message"
+                                       % msg.id)
 
     def removed(reply):
-        if reply["removed"]:
-            ctx.web.log.info("%s: removed by %s", msg.id, who)
         status = 200 if reply["ok"] else 500 if reply["removed"] else 404
         ctx.answer(json_response(status, reply))
-    remove_messages(ctx.daemon, [msg.id], who, lambda m: True, removed)
+    control_commands.remove_messages(ctx.daemon, [msg.id], who, may, removed)
 
 
 ROUTES = {           # path -> {method: handler}
