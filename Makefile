@@ -42,6 +42,7 @@ bench: deps
 	$(PYTHON) tools/bench_flush.py
 	$(PYTHON) tools/bench_online.py
 	$(PYTHON) tools/bench_status.py
+	$(PYTHON) tools/bench_hostile.py
 
 install:
 	install -d $(DESTDIR)$(LIBDIR) $(BINDIR) $(SBINDIR)

@@ -388,3 +388,11 @@ def test_new_mail_is_waiting_before_the_run(tmp_path):
     msgid = host.send("far@example.org")
     host.scheduler.on_event("new", ids=[msgid])
     assert host.scheduler.waiting_routes() == {"isp"}
+
+
+def test_mail_queued_before_the_start_is_waiting_at_once(tmp_path):
+    """The detectors ask at daemon start, before the scheduler's first run."""
+    host = Host(tmp_path, routes="config route 'isp'\n\toption online 'file:/nonexistent'\n")
+    host.send("far@example.org")
+    fresh = sched.Scheduler(host, host.agents)
+    assert fresh.waiting_routes() == {"isp"}

@@ -60,7 +60,12 @@ def segment_numbers(folder):
 def create(path, salt=None):
     """Create an empty segment at path unless one exists (atomic: temp file + link)."""
     tmp = "%s.new.%d" % (path, os.getpid())
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW   # never a planted name
+    try:
+        fd = os.open(tmp, flags, 0o600)
+    except FileExistsError:                 # left by a crash with our pid (or planted)
+        os.unlink(tmp)
+        fd = os.open(tmp, flags, 0o600)
     try:
         os.write(fd, record.file_header(salt or os.urandom(8)))
         os.fsync(fd)
@@ -84,13 +89,36 @@ def sync_dir(path):
         os.close(fd)
 
 
-def save_damage(folder, seg, start, data):
-    """Copy damaged bytes to folder/corrupt/seg-N-offset-M.bin (once); return the path."""
-    corrupt = os.path.join(folder, "corrupt")
-    os.makedirs(corrupt, 0o700, exist_ok=True)
-    path = os.path.join(corrupt, "seg-%d-offset-%d.bin" % (seg, start))
-    if not os.path.exists(path):
-        with open(path, "wb") as out:
+def corrupt_file(spool, name, replace):
+    """Return (a new file in corrupt/ opened for writing, its path), or (None, path) if it
+    exists and replace is false. Never through a symlink: the spool may belong to the
+    daemon's user while root repairs it."""
+    folder = os.path.join(spool, "corrupt")
+    path = os.path.join(folder, name)
+    if not os.path.isdir(folder) or os.path.islink(folder):
+        if os.path.lexists(folder):
+            os.unlink(folder)                   # a planted symlink or file
+        os.mkdir(folder, 0o700)
+    dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+    try:
+        try:
+            fd = os.open(name, flags, 0o600, dir_fd=dir_fd)
+        except FileExistsError:
+            if not replace:
+                return None, path
+            os.unlink(name, dir_fd=dir_fd)     # a hard link loses only this name
+            fd = os.open(name, flags, 0o600, dir_fd=dir_fd)
+    finally:
+        os.close(dir_fd)
+    return os.fdopen(fd, "wb"), path
+
+
+def save_damage(spool, seg, start, data):
+    """Copy damaged bytes to corrupt/seg-N-offset-M.bin (once, synced); return the path."""
+    out, path = corrupt_file(spool, "seg-%d-offset-%d.bin" % (seg, start), replace=False)
+    if out is not None:
+        with out:
             out.write(data)
             out.flush()
             os.fsync(out.fileno())

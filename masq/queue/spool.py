@@ -18,8 +18,8 @@ import os
 from masq import exits
 from masq.queue import envelope as env_mod
 from masq.queue import record
-from masq.queue.log import (LOG_NAME, SEGMENT_SIZE, Journal, LogError, save_damage,
-                            segment_name, segment_numbers)
+from masq.queue.log import (LOG_NAME, SEGMENT_SIZE, Journal, LogError, corrupt_file,
+                            save_damage, segment_name, segment_numbers)
 from masq.queue.store import CHUNK, Store, new_id
 
 STEP_BYTES = 256 * 1024       # text copied forward per compaction step (at least one message)
@@ -322,9 +322,8 @@ class Queue:
         return None
 
     def _save_body(self, msg):
-        folder = os.path.join(self.dir, "corrupt")
-        os.makedirs(folder, 0o700, exist_ok=True)
-        with open(os.path.join(folder, "%s.body" % msg.id), "wb") as out:
+        out, _ = corrupt_file(self.dir, "%s.body" % msg.id, replace=True)
+        with out:
             for data in self.store.body(msg.id):
                 out.write(data)
 
