@@ -35,6 +35,7 @@ fuzz: deps
 
 bench: deps
 	$(PYTHON) tools/bench_queue.py
+	$(PYTHON) tools/bench_sustained.py
 	$(PYTHON) tools/bench_index.py
 	$(PYTHON) tools/bench_submit.py
 	$(PYTHON) tools/bench_smtp.py

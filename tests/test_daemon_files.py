@@ -152,15 +152,15 @@ def test_a_missing_spool_is_made_for_the_daemon_user_who_owns_what_is_in_it(base
 def test_repairing_a_spool_never_writes_through_a_planted_corrupt_folder(tmp_path):
     """Root repairing the daemon user's spool (`masq flush` with no daemon) copies damaged
     bytes into corrupt/: never into the directory a planted symlink points at."""
-    from test_queue_recovery import build_log, oracle
-    from masq.queue.log import LOG_NAME
+    from test_queue_recovery import build_log, newest, oracle
     from masq.queue.spool import Queue
     spool = str(tmp_path / "spool")
     os.mkdir(spool)
     ids = build_log(spool)
     rows = oracle(spool)
-    body_end = next(end for end, kind, msgid, _ in rows if kind == "BODY" and msgid == ids[1])
-    with open(os.path.join(spool, LOG_NAME), "r+b") as log:
+    body_end = next(end for (_, end), kind, msgid, _ in rows
+                    if kind == "BODY" and msgid == ids[1])
+    with open(newest(spool), "r+b") as log:
         log.seek(body_end - 100)
         log.write(b"\xff\xfe")
     elsewhere = tmp_path / "elsewhere"
