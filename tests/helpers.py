@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -145,3 +146,8 @@ def absent_users(*names):
     if taken:
         raise RuntimeError("test user names already exist on this machine: %s" % ", ".join(taken))
     return names
+
+
+# An online file that never exists: a detector watching it keeps its route offline. It lies
+# in a folder of the test run's own, so no file on the machine can bring the route up.
+OFFLINE = "file:" + os.path.join(tempfile.mkdtemp(prefix="masq-offline-"), "absent")
