@@ -9,7 +9,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def write_config(path, spool, extra="", routes=""):
-    """Write a masq configuration for a test spool; return its path."""
+    """Write a masq configuration for a test spool; return its path.
+
+    Without a `listen` in extra, SMTP listens on a free loopback port (never port 25,
+    which another program on the machine, or another test's daemon, may hold)."""
+    if "\tlist listen " not in extra and "\toption listen " not in extra:
+        extra = "\tlist listen 'smtp://127.0.0.1:%d'\n" % free_port() + extra
     text = (
         "config masq 'main'\n"
         "\toption hostname 'test.example'\n"
