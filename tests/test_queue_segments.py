@@ -476,3 +476,23 @@ def test_disk_full_during_compaction_loses_nothing_and_it_resumes(tiny_disk):
     assert queue.log_size() < size
     assert snapshot(queue) == before
     queue.close()
+
+
+@pytest.mark.parametrize("positions", [(8, 20), (9, 24), (16, 28), (8, 31)])
+def test_a_bit_flipped_in_both_salt_copies_loses_nothing(spool, positions):
+    """Hits in both copies of the salt (or a copy and the other's check, or the same bit in
+    both): the salt is found again from the copies and the first record's checksum."""
+    queue = Queue(spool).open("runner")
+    for n in range(3):
+        commit(queue, n)
+    queue.sync()
+    before = snapshot(queue)
+    queue.close()
+    path = os.path.join(spool, segment_name(segment_numbers(spool)[-1]))
+    with open(path, "r+b") as f:
+        for offset in positions:
+            f.seek(offset)
+            byte = f.read(1)[0]
+            f.seek(offset)
+            f.write(bytes([byte ^ 0x20]))
+    assert reopened(spool) == (before, [])

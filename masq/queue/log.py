@@ -144,7 +144,8 @@ class Segment:
             fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_NOFOLLOW)
         except OSError as exc:
             raise LogError("cannot open %s: %s" % (self.path, exc.strerror)) from None
-        found = record.parse_file_header(os.pread(fd, record.FILE_HEADER_SIZE, 0))
+        header = os.pread(fd, record.FILE_HEADER_SIZE, 0)
+        found = record.parse_file_header(header) or self._resync_salt(fd, header)
         if found is None:
             os.close(fd)
             raise LogError("%s is not a masq queue log (bad header)" % self.path)
@@ -152,6 +153,21 @@ class Segment:
         self.seed, self.header_size = record.seed(found[0]), found[1]
         self.end = self.synced = self.header_size
         return self
+
+    @staticmethod
+    def _resync_salt(fd, header):
+        """Both salt checks failed: believe a candidate salt under which the first record
+        after the header is valid (the salt itself is fine, its checks were hit)."""
+        size = os.fstat(fd).st_size
+        if size <= record.FILE_HEADER_SIZE:
+            return None
+        limit = min(size, record.FILE_HEADER_SIZE + record.OVERHEAD + record.MAX_PAYLOAD)
+        with mmap.mmap(fd, limit, prot=mmap.PROT_READ) as buf:
+            for salt in record.header_candidates(header):
+                first = next(record.scan(buf, record.FILE_HEADER_SIZE, limit, record.seed(salt)))
+                if isinstance(first, record.Record):
+                    return salt, record.FILE_HEADER_SIZE
+        return None
 
     def close(self):
         """Close the file descriptor."""
@@ -371,9 +387,8 @@ class Journal:
         while os.path.exists(os.path.join(self.dir, segment_name(number))):
             self._open(number)
             number += 1
-        for seg in self.ordered():
-            if seg.number < first or (self.on_foreign is None and seg is not self.newest):
-                continue
+        for number in range(first if self.on_foreign is not None else number - 1, number):
+            seg = self.segments[number]
             size = seg.size()
             if self.on_foreign is None:
                 mark_seg, mark_end = self._read_mark()

@@ -60,13 +60,41 @@ def parse_file_header(data):
     damaged then); a legacy header needs its magic."""
     data = bytes(data)
     if len(data) >= FILE_HEADER_SIZE:
-        for at in (8, 20):
-            salt = data[at:at + 8]
-            if struct.unpack_from(">I", data, at + 8)[0] == zlib.crc32(salt):
+        for salt in _salt_candidates(data[8:16], data[20:28]):
+            if zlib.crc32(salt) in (struct.unpack_from(">I", data, 16)[0],
+                                    struct.unpack_from(">I", data, 28)[0]):
                 return salt, FILE_HEADER_SIZE
     if len(data) >= LEGACY_HEADER_SIZE and data[:8] == LEGACY_MAGIC:
         return data[8:16], LEGACY_HEADER_SIZE
     return None
+
+
+def _salt_candidates(first, second):
+    """Yield the salts the two copies could be: each differing byte from either copy (a
+    flipped bit in each copy still leaves one right combination), then each of those with
+    one bit flipped back."""
+    differ = [i for i in range(8) if first[i] != second[i]]
+    combos = []
+    for mask in range(1 << len(differ)):
+        salt = bytearray(first)
+        for bit, i in enumerate(differ):
+            if mask >> bit & 1:
+                salt[i] = second[i]
+        combos.append(bytes(salt))
+    yield from combos
+    for salt in combos:             # both copies hit at the same bit: one flip back
+        for bit in range(64):
+            flipped = bytearray(salt)
+            flipped[bit // 8] ^= 1 << (bit % 8)
+            yield bytes(flipped)
+
+
+def header_candidates(data):
+    """Return the salts a segment header whose checks both fail could have had."""
+    data = bytes(data)
+    if len(data) < FILE_HEADER_SIZE:
+        return []
+    return list(_salt_candidates(data[8:16], data[20:28]))
 
 
 def seed(salt):
