@@ -1,6 +1,6 @@
 """Route selection: which way out each recipient of a message may take. Pure; delivers nothing.
 
-Owns masqmail's route criteria (MASQMAIL.md section 3): glob patterns (`*`, `?`) on the
+Owns masqmail's route criteria (docs/CONFIG.md, route sections): glob patterns (`*`, `?`) on the
 envelope sender (`allowed_sender`/`denied_sender`), each recipient
 (`allowed_recipient`/`denied_recipient`) and the address in the From: header
 (`allowed_from`/`denied_from`). A pattern without `@` matches the local part in any domain;

@@ -1,6 +1,6 @@
 """UCI files: read the OpenWrt configuration syntax exactly as libuci does, and write it back.
 
-Owns the file grammar (docs: OPENWRT-DETAILS.md section 5) and nothing above it: `parse`
+Owns the file grammar (libuci's, exactly: keywords, quoting, escapes) and nothing above it: `parse`
 turns text into untyped sections (`RawSection`, options as strings or lists of strings),
 `dump` turns sections into the text `uci commit` writes, `write_file` replaces a file
 atomically. What the options mean is config.py's business.

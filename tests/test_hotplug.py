@@ -3,8 +3,8 @@
 Both are run as their callers run them (hotplug-call sources the hook in a subshell with
 ACTION, INTERFACE, DEVICE; pppd passes six arguments, Debian's ip-up exports PPP_IPPARAM)
 with a fake `masq` on PATH that records its arguments and then hangs, and a fake `uci`
-that prints `uci show masq`. They must return within half a second and poke the right
-command. Both pass shellcheck. End to end: the hook's `masq flush ROUTE` reaches a real
+that prints `uci show masq`. They must return while that `masq` still hangs (a hook that
+waited for it would run into the run's time limit and fail) and poke the right command. Both pass shellcheck. End to end: the hook's `masq flush ROUTE` reaches a real
 daemon, which delivers held mail to an aiosmtpd sink.
 """
 
@@ -48,7 +48,7 @@ def fakes(tmp_path):
     bin_dir.mkdir()
     record, pids = tmp_path / "calls", tmp_path / "pids"
     write_script(bin_dir / "masq", '#!/bin/sh\necho $$ >> %s\necho "$*" >> %s\n'
-                 'exec sleep 5\n' % (pids, record))
+                 'exec sleep 600\n' % (pids, record))
     write_script(bin_dir / "uci", "#!/bin/sh\n[ \"$*\" = '-q show masq' ] || exit 1\n"
                  "cat <<'EOF'\n%sEOF\n" % UCI_SHOW)
     yield bin_dir, record
@@ -60,13 +60,13 @@ def fakes(tmp_path):
 
 
 def run_hook(bin_dir, **env):
-    """Source the hook in a subshell, as hotplug-call does; return (seconds, result)."""
+    """Source the hook in a subshell, as hotplug-call does; return the finished process.
+
+    The fake `masq` hangs for ten minutes: the hook returns only if it does not wait for it."""
     environ = {"PATH": "%s:/usr/bin:/bin" % bin_dir, "HOTPLUG_TYPE": "iface"}
     environ.update(env)
-    started = time.monotonic()
-    done = subprocess.run(["sh", "-c", '( . "$0" )', HOOK], env=environ,
-                          capture_output=True, timeout=10)
-    return time.monotonic() - started, done
+    return subprocess.run(["sh", "-c", '( . "$0" )', HOOK], env=environ,
+                          capture_output=True, timeout=30)
 
 
 def calls(record, expected, timeout=2.0):
@@ -93,8 +93,8 @@ def calls(record, expected, timeout=2.0):
     ({}, [])])
 def test_hook_returns_at_once_and_pokes_the_right_routes(fakes, env, expected):
     bin_dir, record = fakes
-    seconds, done = run_hook(bin_dir, **env)
-    assert seconds < 0.5 and done.returncode == 0
+    done = run_hook(bin_dir, **env)
+    assert done.returncode == 0
     assert done.stdout == b"" and done.stderr == b""
     assert calls(record, len(expected) or 1, timeout=2.0 if expected else 0.3) == expected
 
@@ -102,15 +102,15 @@ def test_hook_returns_at_once_and_pokes_the_right_routes(fakes, env, expected):
 def test_hook_without_uci_flushes_everything(fakes):
     bin_dir, record = fakes
     os.unlink(bin_dir / "uci")
-    seconds, done = run_hook(bin_dir, ACTION="ifup", INTERFACE="wan", DEVICE="ppp-wan")
-    assert seconds < 0.5 and calls(record, 1) == ["flush"]
+    done = run_hook(bin_dir, ACTION="ifup", INTERFACE="wan", DEVICE="ppp-wan")
+    assert done.returncode == 0 and calls(record, 1) == ["flush"]
 
 
 def test_hook_without_masq_does_nothing(fakes):
     bin_dir, record = fakes
     os.unlink(bin_dir / "masq")
-    seconds, done = run_hook(bin_dir, ACTION="ifup", INTERFACE="wan", DEVICE="ppp-wan")
-    assert seconds < 0.5 and done.returncode == 0 and done.stderr == b""
+    done = run_hook(bin_dir, ACTION="ifup", INTERFACE="wan", DEVICE="ppp-wan")
+    assert done.returncode == 0 and done.stderr == b""
 
 
 @pytest.mark.parametrize("args, env, expected", [
@@ -120,9 +120,8 @@ def test_hook_without_masq_does_nothing(fakes):
 def test_ip_up_flushes_the_ipparam_route(fakes, args, env, expected):
     bin_dir, record = fakes
     environ = dict(env, PATH="%s:/usr/bin:/bin" % bin_dir)
-    started = time.monotonic()
-    done = subprocess.run(["sh", IP_UP] + args, env=environ, capture_output=True, timeout=10)
-    assert time.monotonic() - started < 0.5 and done.returncode == 0
+    done = subprocess.run(["sh", IP_UP] + args, env=environ, capture_output=True, timeout=30)
+    assert done.returncode == 0
     assert calls(record, 1) == expected
 
 
@@ -149,8 +148,7 @@ def test_hook_flush_reaches_a_real_daemon(tmp_path, fakes):
             assert done.returncode == 0, done.stderr
             time.sleep(0.3)
             assert sink.messages == []
-            seconds, _ = run_hook(bin_dir, ACTION="ifup", INTERFACE="wan", DEVICE="ppp-wan")
-            assert seconds < 0.5
+            assert run_hook(bin_dir, ACTION="ifup", INTERFACE="wan", DEVICE="ppp-wan").returncode == 0
             [(_, rcpts, _)] = sink.wait(1, timeout=5)
             assert rcpts == ["far@example.org"]
     finally:

@@ -1,6 +1,6 @@
 """Local submission (`sendmail`, `-bm`): read a message on stdin and queue it durably.
 
-Owns what acceptance does to a locally submitted message (MASQMAIL.md section 7): Bcc and
+Owns what acceptance does to a locally submitted message (as masqmail and sendmail do): Bcc and
 Return-Path removed; From, Date and Message-ID added when missing; a Received line on top;
 recipients from the arguments and, with -t, from To/Cc/Bcc. Input is normalised to CRLF
 (LF or CRLF end a line; a bare CR becomes CRLF too, or refuses the message with

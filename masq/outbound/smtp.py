@@ -15,7 +15,7 @@ carries every message of that call (RSET between; jobs with recipients in severa
 are split into one transaction per domain); separate calls never share a connection. At
 most `max_sessions` destinations are served at once.
 
-Failure rules (FAULTS.md 4.4). The next address/MX is tried after a connect failure, a
+Failure rules. The next address/MX is tried after a connect failure, a
 4xx/5xx greeting (treated as 4xx, as Postfix does), a refused EHLO, a 421, a TLS or AUTH
 problem, a timeout or a dropped connection, for the messages not yet tried; a transaction
 that had started keeps its result (a drop or timeout in it is a temp failure; after the

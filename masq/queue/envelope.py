@@ -3,7 +3,7 @@
 Owns the payload formats of COMMIT, RESULT, WARNED, REMOVED and QUARANTINED records. Payloads
 are JSON (through masq.compat): every attacker-controlled field (addresses, HELO names, DSN
 parameters, remote reply text) is a JSON string, so no CR, LF or quote in it can forge a
-field (FAULTS.md, queue rule 8).
+field (docs/QUEUE.md, record format).
 
 A decoding error raises ValueError; the store treats such a record as damage.
 

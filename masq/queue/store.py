@@ -13,7 +13,7 @@ message it keeps its envelope (repeated strings shared, see envelope.py) and a f
 read back in chunks. Compaction needs `pins`: per segment, the ids of the unfinished
 messages whose oldest needed record is in it. `tools/bench_queue.py` measures the bytes per waiting message.
 
-The store stores; it does not schedule (STYLE.md rule 5). Group commit is `want_sync`
+The store stores; it does not schedule (retry timing lives in masq.outbound). Group commit is `want_sync`
 plus `sync_now` at the end of a loop turn. Crash states and their recovery rules are in
 docs/QUEUE.md.
 """

@@ -1,4 +1,4 @@
-"""The status document of DESIGN.md: one dict built from the queue, routes and counters.
+"""The status document (masq status --json, /status.json): one dict built from the queue, routes and counters.
 
 The same function serves the daemon (`GET /status.json`, the control socket, the status
 file) and `masq status` when no daemon runs (then routes come from the configuration and
