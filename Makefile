@@ -35,12 +35,14 @@ fuzz: deps
 
 bench: deps
 	$(PYTHON) tools/bench_queue.py
+	$(PYTHON) tools/bench_sustained.py
 	$(PYTHON) tools/bench_index.py
 	$(PYTHON) tools/bench_submit.py
 	$(PYTHON) tools/bench_smtp.py
 	$(PYTHON) tools/bench_flush.py
 	$(PYTHON) tools/bench_online.py
 	$(PYTHON) tools/bench_status.py
+	$(PYTHON) tools/bench_hostile.py
 
 install:
 	install -d $(DESTDIR)$(LIBDIR) $(BINDIR) $(SBINDIR)

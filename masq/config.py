@@ -372,6 +372,7 @@ OPTIONS = (
     Option(_M, "hostname", HOSTNAME, _hostname),
     Option(_M, "spool_dir", PATH, "/var/spool/masq"),
     Option(_M, "volatile_spool", BOOL, False),
+    Option(_M, "queue_segment_size", SIZE, 1 << 20),
     Option(_M, "listen", LISTEN, ("smtp://127.0.0.1:25",)),
     Option(_M, "local_domain", LIST, _local_domain),
     Option(_M, "relay_net", NETWORKS, ("127.0.0.0/8", "::1/128")),

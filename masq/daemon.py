@@ -2,8 +2,8 @@
 
 Owns start-up (configuration, queue recovery as the single queue runner, pid file, control
 socket), signals (SIGHUP re-reads the configuration and keeps the old one if the new one is
-bad; SIGTERM and SIGINT stop cleanly), the group commit at the end of every loop turn, and
-compaction when the queue is idle. Services (SMTP listeners, the scheduler, the status page)
+bad; SIGTERM and SIGINT stop cleanly), the group commit and one bounded compaction step
+at the end of every loop turn. Services (SMTP listeners, the scheduler, the status page)
 are components: objects with start(), stop() and reload(config), added by the modules that
 provide them.
 
@@ -26,7 +26,9 @@ from masq.status import model
 
 # Modules masq imports only when first needed, so that `sendmail` starts fast (json for the
 # first envelope or control request, re for a HELO check): the daemon imports them before
-# it acts as or becomes `option user`, who may not be able to read the Python library.
+# it acts as or becomes `option user`, who may not be able to read the Python library (and
+# with `option user`, the delivery agents' modules too, which are otherwise loaded by the
+# first delivery).
 LAZY = ("json", "re")
 
 
@@ -58,6 +60,10 @@ class Daemon:
         """Open the queue, bind the sockets, install signal handlers."""
         for name in LAZY:           # while root may still read the whole library
             __import__(name)
+        if self.cfg.main.user:
+            from masq.outbound import agents
+            for name in agents.MODULES:
+                __import__(name)
         account = self._account()
         with _acting_as(account):   # the spool is the daemon user's: root never writes it
             self.queue = common.open_queue(self.cfg, "runner", report=self.log.warning)
@@ -130,14 +136,14 @@ class Daemon:
 
     def _turn_end(self):
         self.queue.sync_now()
-        scheduler = self.scheduler
-        idle = self.active_writers == 0 and (scheduler is None or scheduler.idle())
-        if idle and self.queue.compact_due():
-            try:
-                if self.queue.compact():
-                    self.log.info("queue compacted to %d bytes", self.queue.log_size())
-            except (OSError, LogError) as exc:
-                self.log.error("queue compaction failed: %s", exc)
+        before = self.queue.compactions
+        try:
+            self.queue.compact_step()         # bounded work; never waits for idleness
+            if self.queue.compactions != before:
+                self.log.info("queue compacted: %d segment(s), %d bytes",
+                              self.queue.segment_count(), self.queue.log_size())
+        except (OSError, LogError) as exc:
+            self.log.error("queue compaction step failed: %s", exc)
 
     def notify(self, event, **data):
         """Tell the components about a queue event ('new', 'flush', ...)."""

@@ -68,10 +68,7 @@ class Logger:
         if args:
             text = text % args
         text = text.replace("\r", "\\r").replace("\n", "\\n")
-        if len(text) > MAX_LINE:
-            cut = len(text) - MAX_LINE
-            text = "%s ...(%d characters cut)... %s" % (
-                text[:MAX_LINE // 2], cut, text[-MAX_LINE // 2:])
+        text = shorten(text, MAX_LINE)
         self.recent.append("%s %s: %s" % (time.strftime("%Y-%m-%d %H:%M:%S"), level, text))
         del self.recent[:-self.keep]
         if self.lost and self._write(priority, level, "%d log line(s) lost: could not "
@@ -139,3 +136,10 @@ def _write_all(fd, data):
 def _hostname():
     return os.uname().nodename.split(".")[0]
 
+
+def shorten(text, limit):
+    """Return text cut in the middle to about limit characters, keeping head and tail."""
+    if len(text) <= limit:
+        return text
+    return "%s ...(%d characters cut)... %s" % (text[:limit // 2], len(text) - limit,
+                                                 text[-(limit // 2):])

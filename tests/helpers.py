@@ -4,12 +4,18 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def write_config(path, spool, extra="", routes=""):
-    """Write a masq configuration for a test spool; return its path."""
+    """Write a masq configuration for a test spool; return its path.
+
+    Without a `listen` in extra, SMTP listens on a free loopback port (never port 25,
+    which another program on the machine, or another test's daemon, may hold)."""
+    if "\tlist listen " not in extra and "\toption listen " not in extra:
+        extra = "\tlist listen 'smtp://127.0.0.1:%d'\n" % free_port() + extra
     text = (
         "config masq 'main'\n"
         "\toption hostname 'test.example'\n"
@@ -140,3 +146,8 @@ def absent_users(*names):
     if taken:
         raise RuntimeError("test user names already exist on this machine: %s" % ", ".join(taken))
     return names
+
+
+# An online file that never exists: a detector watching it keeps its route offline. It lies
+# in a folder of the test run's own, so no file on the machine can bring the route up.
+OFFLINE = "file:" + os.path.join(tempfile.mkdtemp(prefix="masq-offline-"), "absent")

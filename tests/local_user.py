@@ -35,8 +35,8 @@ class LocalUser:
 
     def __enter__(self):
         needs_root()
-        subprocess.run(["useradd", "--no-create-home", "--user-group", "--shell",
-                        "/usr/sbin/nologin", self.name], check=True, capture_output=True)
+        _account_tool("useradd", "--no-create-home", "--user-group", "--shell",
+                      "/usr/sbin/nologin", self.name)
         account = pwd.getpwnam(self.name)
         self.uid, self.gid = account.pw_uid, account.pw_gid
         probe = self.python("import masq")
@@ -46,7 +46,7 @@ class LocalUser:
         return self
 
     def __exit__(self, *exc):
-        subprocess.run(["userdel", self.name], capture_output=True)
+        _account_tool("userdel", "--force", self.name)
 
     def _become(self):
         os.setgroups([])
@@ -64,6 +64,20 @@ class LocalUser:
         """Run `masq ARGS` as this user; return the CompletedProcess (text mode)."""
         return self.python("import sys; from masq.cli import main; "
                            "sys.exit(main(['masq'] + sys.argv[1:]))", *args, input=input)
+
+
+def _account_tool(*argv):
+    """Run useradd/userdel; retry while another process holds the lock on /etc/passwd or
+    /etc/group (exit 1 or 10: "cannot lock", "cannot update")."""
+    import time
+    for _ in range(50):
+        done = subprocess.run(list(argv), capture_output=True, text=True)
+        if done.returncode not in (1, 10):
+            break
+        time.sleep(0.1)             # someone else's useradd: the lock is theirs, not a clock
+    if done.returncode != 0:
+        raise RuntimeError("%s failed (%d): %s" % (argv[0], done.returncode,
+                                                   done.stderr.strip()))
 
 
 def open_dir():

@@ -147,3 +147,28 @@ def test_a_missing_spool_is_made_for_the_daemon_user_who_owns_what_is_in_it(base
             assert owners == {user.uid}                     # root wrote nothing there
         finally:
             daemon.stop()
+
+
+def test_repairing_a_spool_never_writes_through_a_planted_corrupt_folder(tmp_path):
+    """Root repairing the daemon user's spool (`masq flush` with no daemon) copies damaged
+    bytes into corrupt/: never into the directory a planted symlink points at."""
+    from test_queue_recovery import build_log, newest, oracle
+    from masq.queue.spool import Queue
+    spool = str(tmp_path / "spool")
+    os.mkdir(spool)
+    ids = build_log(spool)
+    rows = oracle(spool)
+    body_end = next(end for (_, end), kind, msgid, _ in rows
+                    if kind == "BODY" and msgid == ids[1])
+    with open(newest(spool), "r+b") as log:
+        log.seek(body_end - 100)
+        log.write(b"\xff\xfe")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    os.symlink(str(elsewhere), os.path.join(spool, "corrupt"))    # planted
+    queue = Queue(spool).open("runner")
+    try:
+        assert ids[1] not in {m.id for m in queue.live()}          # still quarantined
+    finally:
+        queue.close()
+    assert os.listdir(str(elsewhere)) == []

@@ -401,3 +401,91 @@ def test_sessions_already_trickling_get_the_short_timeout_once_the_server_is_bus
         for sock in socks:
             sock.close()
         daemon.stop()
+
+
+# The same class on the status page: the flush of a closing answer has a deadline too
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+class BigPage:
+    """The part of masq.status.web.Web a Connection uses, answering 4 MB to anything."""
+
+    size = 4000000
+
+    def __init__(self, loop, later):
+        self.loop, self.later = loop, later
+        self.connections = set()
+
+    def handle(self, conn, req):
+        from masq.proto import http
+        answer = http.Response(200, (("Content-Type", "text/plain"),), b"x" * self.size)
+        if self.later:                  # as POST /flush answers, from a later loop turn
+            self.loop.call_soon(lambda: conn.answer(answer))
+        else:
+            conn.answer(answer)
+
+
+def page_connection(loop, ours, later=False):
+    from masq.status import web
+    page = BigPage(loop, later)
+    conn = web.Connection(page, ours, "127.0.0.1")
+    page.connections.add(conn)
+    conn.start()
+    return page, conn
+
+
+def test_a_closing_status_answer_bigger_than_the_socket_buffer_arrives_whole():
+    from masq.loop import Loop
+    loop = Loop()
+    ours, theirs = socket.socketpair()
+    try:
+        page, conn = page_connection(loop, ours)
+        theirs.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        theirs.setblocking(False)
+        data = b""
+        while True:
+            loop.run_once(block=False)
+            try:
+                part = theirs.recv(1 << 20)
+            except BlockingIOError:
+                continue
+            if not part:
+                break
+            data += part
+        head, _, body = data.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200") and len(body) == BigPage.size
+    finally:
+        loop.close()
+        ours.close()
+        theirs.close()
+
+
+@pytest.mark.parametrize("later", [False, True])
+def test_a_status_page_client_that_never_reads_a_closing_answer_is_dropped(later):
+    """`Connection: close` and a reader that never reads: the answer never drains, and the
+    connection (one of the page's 32) must still end at the idle deadline."""
+    from masq.loop import Loop
+    from masq.status import web
+    clock = FakeClock()
+    loop = Loop(clock)
+    ours, theirs = socket.socketpair()
+    try:
+        page, conn = page_connection(loop, ours, later)
+        theirs.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        for _ in range(20):
+            loop.run_once(block=False)
+        assert conn.stream.out and not conn.stream.closed          # waiting for the reader
+        clock.now += web.IDLE_TIMEOUT + 1
+        loop.run_once(block=False)
+        assert conn.stream.closed and conn not in page.connections
+    finally:
+        loop.close()
+        ours.close()
+        theirs.close()

@@ -16,6 +16,7 @@ from masq.queue.spool import LogError, Queue
 from masq.status import model
 
 from fakes import FakeClock
+from helpers import OFFLINE
 
 HOUR = 3600.0
 
@@ -185,7 +186,7 @@ def test_retry_backoff_doubles_up_to_retry_max(tmp_path):
 
 
 def test_no_timer_while_the_route_is_offline(tmp_path):
-    host = Host(tmp_path, routes="config route 'isp'\n\toption online 'file:/nonexistent'\n")
+    host = Host(tmp_path, routes="config route 'isp'\n\toption online '" + OFFLINE + "'\n")
     msgid = host.arrive("far@example.org")
     assert host.route("isp").jobs == [] and host.loop.next_deadline() is None
     assert host.scheduler.waiting_routes() == {"isp"}
@@ -197,7 +198,7 @@ def test_no_timer_while_the_route_is_offline(tmp_path):
 
 
 def test_a_retry_due_while_offline_waits_for_the_route(tmp_path):
-    host = Host(tmp_path, routes="config route 'isp'\n\toption online 'file:/nonexistent'\n")
+    host = Host(tmp_path, routes="config route 'isp'\n\toption online '" + OFFLINE + "'\n")
     host.set_online("isp", True)
     host.route("isp").answer = temp
     host.arrive("far@example.org")
@@ -277,7 +278,7 @@ def test_when_every_route_fails_the_last_failure_is_recorded_once(tmp_path):
 
 def test_qo_keeps_each_recipient_on_the_route_its_criteria_pick(tmp_path):
     routes = ("config route 'lan'\n\tlist allowed_recipient '*@lan.example'\n"
-              "config route 'isp'\n\toption online 'file:/nonexistent'\n")
+              "config route 'isp'\n\toption online '" + OFFLINE + "'\n")
     host = Host(tmp_path, routes=routes, main="\toption do_queue '1'\n")
     host.arrive("pc@lan.example", "far@example.org", "me@test.example")
     summary = []
@@ -318,7 +319,7 @@ def test_recipients_stay_in_flight_until_their_batch_is_synced(tmp_path):
 
 
 def test_arrival_looks_at_the_new_message_only(tmp_path):
-    routes = "config route 'isp'\n\toption online 'file:/nonexistent'\n"
+    routes = "config route 'isp'\n\toption online '" + OFFLINE + "'\n"
     looked = {}
     for waiting in (10, 1000):
         host = Host(tmp_path / str(waiting), routes=routes)
@@ -384,7 +385,15 @@ def test_local_retry_runs_on_the_timer(tmp_path):
 
 def test_new_mail_is_waiting_before_the_run(tmp_path):
     """Detectors ask which routes have mail waiting in the same turn as the arrival."""
-    host = Host(tmp_path, routes="config route 'isp'\n\toption online 'file:/nonexistent'\n")
+    host = Host(tmp_path, routes="config route 'isp'\n\toption online '" + OFFLINE + "'\n")
     msgid = host.send("far@example.org")
     host.scheduler.on_event("new", ids=[msgid])
     assert host.scheduler.waiting_routes() == {"isp"}
+
+
+def test_mail_queued_before_the_start_is_waiting_at_once(tmp_path):
+    """The detectors ask at daemon start, before the scheduler's first run."""
+    host = Host(tmp_path, routes="config route 'isp'\n\toption online '" + OFFLINE + "'\n")
+    host.send("far@example.org")
+    fresh = sched.Scheduler(host, host.agents)
+    assert fresh.waiting_routes() == {"isp"}

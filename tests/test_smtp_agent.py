@@ -825,3 +825,20 @@ def test_bare_line_ends_are_crlf_whatever_the_chunking(aiosmtp):
     assert kinds(outcomes) == [OK], outcomes
     # the rule of masq.message: a run of CRs before an LF is one line end
     assert recorder.messages[0].content == b"a\r\n.b\r\n\r\n.\r\n.c\r\nd\r\n"
+
+
+def test_a_hostile_reply_of_100_long_lines_makes_a_bounded_outcome_text(script):
+    """Issue 12 case 2's class from the other side: the text of one reply goes into the
+    queue's RESULT record, the log, the status page's last deliveries and a bounce."""
+    long_reply = b"".join(b"550-5.1.1 " + b"%03d" % i + b"x" * 2000 + b"\r\n"
+                          for i in range(99)) + b"550 5.1.1 the end\r\n"
+
+    def refuse_rcpt(peer, n):
+        play(peer, on={b"RCPT": lambda peer, line: peer.send(long_reply)})
+
+    server = script(refuse_rcpt)
+    [outcome] = deliver(job("b@dest.example"), smarthost="127.0.0.1:%d" % server.port,
+                        tls="none")
+    assert outcome.kind == PERMFAIL and outcome.status == "5.1.1"
+    assert len(outcome.text) <= 1100, len(outcome.text)
+    assert "000xxx" in outcome.text and outcome.text.endswith("the end")

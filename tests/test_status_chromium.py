@@ -1,6 +1,6 @@
 """The status page in a real browser: headless Chromium driven over the DevTools protocol.
 
-A daemon with one offline route (`file:/nonexistent`) whose smarthost is an aiosmtpd sink
+A daemon with one offline route (a `file:` detector whose file never exists) whose smarthost is an aiosmtpd sink
 and one queued message. The page must show the message, survive its own CSP (no console
 errors), and when "send now" is clicked for the route, the message reaches the sink and
 the queue table empties without the page reloading. Screenshots (desktop and phone width)
@@ -25,7 +25,7 @@ import time
 
 import pytest
 
-from helpers import Daemon, free_port, masq, write_config
+from helpers import OFFLINE, Daemon, free_port, masq, write_config
 from sinks import Sink
 
 CHROMIUM = "/usr/bin/chromium"
@@ -242,7 +242,7 @@ def test_send_now_delivers_and_the_table_empties_without_reload(tmp_path, browse
         str(tmp_path / "masq.conf"), str(tmp_path / "spool"),
         extra="\tlist listen 'smtp://127.0.0.1:%d'\n\toption status_listen '127.0.0.1:%d'\n"
               % (free_port(), web),
-        routes="config route 'isp'\n\toption online 'file:/nonexistent'\n"
+        routes="config route 'isp'\n\toption online '" + OFFLINE + "'\n"
                "\toption smarthost '127.0.0.1:%d'\n\toption tls 'none'\n" % smtp)
     with Sink(smtp) as sink:
         daemon = Daemon(conf, wait_port=web).start()

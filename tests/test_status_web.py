@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from helpers import Daemon, free_port, masq, status, wait_for, write_config
+from helpers import OFFLINE, Daemon, free_port, masq, status, wait_for, write_config
 from sinks import Sink
 
 from masq.policy import passwords
@@ -25,7 +25,7 @@ from masq.policy import passwords
 PASSWORD = "s3cret pass"
 
 
-def route(port, online="file:/nonexistent"):
+def route(port, online=OFFLINE):
     return ("config route 'isp'\n\toption online '%s'\n\toption smarthost '127.0.0.1:%d'\n"
             "\toption tls 'none'\n\n" % (online, port))
 

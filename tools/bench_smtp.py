@@ -19,8 +19,9 @@ Prints figures (medians of several runs); asserts nothing. Run: `python3 tools/b
   router      the router's case: a route whose link is down (`file:` detector, the file
               absent), no do_queue, mail for a remote domain that only that route serves; a
               fresh masq with 0, 10,000 and 50,000 messages already waiting for it (written
-              into the spool before the daemon starts), and Postfix's rate beside each;
-              masq's VmRSS idle with them waiting, before the load
+              into the spool before the daemon starts), and Postfix's rate beside each,
+              after one unmeasured warm-up turn of each; masq's VmRSS idle with them
+              waiting, before the load
   memory      masq's VmRSS idle before and after a turn's load; the growth while it accepts
               one 50 MB message streamed in 64 KB chunks (a fresh daemon, sampled every 20 ms)
   syncs       fdatasync and fsync calls per accepted message, from `strace -f -c` around a
@@ -254,6 +255,9 @@ def router_rates(base, missing):
     with ExitStack() as stack:
         postfix = start_optional(stack, lambda: peers.PostfixInstance(
             os.path.join(base, "postfix"), peers.free_port()), missing, "Postfix (router)")
+        router_turn(os.path.join(base, "warm-up"), 0)        # the first turn of a run is
+        if postfix:                                          # slower for both: not counted
+            postfix_turn(postfix, rcpt=REMOTE)
         for waiting in WAITING:
             rate, before, after = router_turn(os.path.join(base, "w%d" % waiting), waiting)
             other = postfix_turn(postfix, rcpt=REMOTE) if postfix else None

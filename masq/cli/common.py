@@ -46,7 +46,8 @@ def open_queue(cfg, mode, report=None):
     from masq.queue.spool import Queue, SpoolError
     main = cfg.main
     try:
-        return Queue(main.spool_dir, volatile_ok=main.volatile_spool, report=report).open(mode)
+        return Queue(main.spool_dir, volatile_ok=main.volatile_spool, report=report,
+                     segment_size=main.queue_segment_size).open(mode)
     except SpoolError as exc:
         raise exits.Failure(str(exc), exc.status) from None
 

@@ -178,6 +178,8 @@ class Session:
     def reschedule(self):
         """Move the timer earlier if the deadline is earlier now (the listener calls this
         when the timeout shrinks under load); later deadlines are found when it fires."""
+        if self.transport.closed:        # on_close has run: a timer would only keep the
+            return                       # session alive for its whole timeout
         due = self.deadline()
         if self.timer is None or self.timer.when > due:
             if self.timer is not None:

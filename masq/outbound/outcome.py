@@ -3,9 +3,16 @@
 Every delivery agent (SMTP client, pipe, local mailbox, MDA) reports one Outcome per
 recipient; the scheduler turns them into queue records, retries and bounces. No bare
 integers: `Outcome.temp("4.4.1", "connection refused")`.
+
+The text often quotes a peer (a server's reply of up to 100 lines of 2 KB, a pipe's
+output): it is cut in the middle to `MAX_TEXT` characters, as it goes into the queue's
+records, the log, the status page and bounces.
 """
 
+from masq.logger import shorten
+
 OK, TEMPFAIL, PERMFAIL = "ok", "tempfail", "permfail"
+MAX_TEXT = 1000
 
 
 class Outcome:
@@ -16,7 +23,7 @@ class Outcome:
     def __init__(self, kind, status, text, counts=True, relay=None):
         self.kind = kind
         self.status = status        # enhanced status code, e.g. "4.4.1"
-        self.text = text            # one line for the log, mailq and the bounce
+        self.text = shorten(text, MAX_TEXT)     # one line for the log, mailq and the bounce
         self.counts = counts        # False: the attempt does not count (link went away)
         self.relay = relay          # who answered, `host[ip]:port`, for the log; or None
 

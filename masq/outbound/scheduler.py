@@ -15,7 +15,8 @@ Triggers: new mail (only the new messages are looked at), `flush [ROUTE]` (due o
 route coming online, and one timer for the earliest retry among recipients that have a usable
 way out. Retry times wait in one heap per route (and one for local mail), so neither an
 arrival nor re-arming the timer walks the queue; `waiting_routes` answers from an index of
-which routes have mail waiting. While no route is online and nothing is local, no timer runs.
+which routes have mail waiting (both in masq.outbound.waiting). While no route is online and
+nothing is local, no timer runs.
 
 Group commit: the results of one batch (the jobs one agent got together, e.g. one SMTP
 connection) are synced with one fdatasync when the batch ends; its recipients stay in flight
@@ -33,19 +34,19 @@ Time comes from the loop (`loop.time()`, wall clock): tests drive it with a fake
 Concurrency: at most MAX_JOBS batches at once, at most BATCH jobs per batch.
 """
 
-import heapq
+from collections import deque
 
 from masq import address, message, route as routes
 from masq.outbound import results
 from masq.outbound.job import Job
 from masq.outbound.outcome import TEMPFAIL, Outcome
+from masq.outbound.waiting import LOCAL, Waiting
 from masq.queue.envelope import FINAL
 from masq.queue.spool import LogError
 
 MAX_JOBS = 8
 BATCH = 100         # jobs one SMTP agent gets at once (one connection per destination)
 PROBE = 10.0        # seconds between test writes while results cannot be written
-LOCAL = ""          # the retry heap of local recipients (no route name is empty)
 
 
 class Flush:
@@ -115,10 +116,10 @@ class Scheduler:
         self.inflight = set()         # (message id, recipient index)
         self.running = 0              # batches handed to agents
         self.busy = set()             # ids of batch agents with a batch in hand
-        self.waiting = []             # Items not started yet
+        self.waiting = {}             # id(agent) -> (agent, deque of Items not started yet)
         self.tried = {}               # (message id, index) -> routes tried in this attempt
-        self.heaps = {}               # route name (LOCAL) -> heap of (retry time, message id)
-        self.waiting_on = {}          # route name -> {message id: None} that may use it
+        self.waits = Waiting(host, self._is_local, self.inflight)
+        self.learned = False          # the indexes hold the whole queue (after a full run)
         self.held = []                # (Batch, Item, indices, outcomes, time, counts)
         self.paused = False           # results cannot be written: start nothing
         self.probe = None             # the Timer of the next test write
@@ -153,7 +154,7 @@ class Scheduler:
         ids = data.get("ids")
         for msg in map(self.host.queue.get_live, ids or ()):
             if msg is not None:
-                self._learn(msg, push=False)
+                self.waits.learn(msg, push=False)
         if not self.host.cfg.main.do_queue:
             self.kick(ids)
 
@@ -181,12 +182,13 @@ class Scheduler:
         queue = self.host.queue
         if ids is None:
             messages = queue.live()
-            self.heaps, self.waiting_on = {}, {}
+            self.waits.reset()
         else:
             messages = [m for m in map(queue.get_live, dict.fromkeys(ids)) if m is not None]
         for msg in messages:
             self._plan(msg, now, usable, ignore_times, only, forced, flush)
-            self._learn(msg, push=ids is None)
+            self.waits.learn(msg, push=ids is None)
+        self.learned = self.learned or ids is None
         self._pump()
         if ids is None:
             self._arm()
@@ -237,48 +239,14 @@ class Scheduler:
         except address.AddressError:
             return None
 
-    # what waits where
-
-    def _ways(self, env, addr):
-        """Return the heap keys recipient addr of env may wait in: LOCAL, or route names."""
-        if self._is_local(addr):
-            return [LOCAL]
-        return [r.name for r in self.host.cfg.routes
-                if routes.accepts_message(r, env.sender, ()) and routes.accepts_recipient(r, addr)]
-
-    def _learn(self, msg, push):
-        """Note which routes msg waits for; with push, put its retry times in the heaps."""
-        env = msg.envelope
-        for i, rcpt in enumerate(env.recipients):
-            if rcpt.state in FINAL or (msg.id, i) in self.inflight:
-                continue
-            for key in self._ways(env, rcpt.address):
-                if key != LOCAL:
-                    self.waiting_on.setdefault(key, {})[msg.id] = None
-                if push and rcpt.next_attempt is not None:
-                    heapq.heappush(self.heaps.setdefault(key, []), (rcpt.next_attempt, msg.id))
-
-    def _waits_for(self, name, msgid):
-        msg = self.host.queue.get_live(msgid)
-        if msg is None:
-            return False
-        env = msg.envelope
-        return any(r.state not in FINAL and name in self._ways(env, r.address)
-                   for r in env.recipients)
-
     def waiting_routes(self):
         """Return the names of routes that some undelivered remote recipient could use."""
-        names = set()
-        for name, ids in self.waiting_on.items():
-            gone = []
-            for msgid in ids:
-                if self._waits_for(name, msgid):
-                    names.add(name)
-                    break
-                gone.append(msgid)
-            for msgid in gone:
-                del ids[msgid]
-        return names
+        if not self.learned:                # asked before the first run (daemon start)
+            self.waits.reset()
+            for msg in self.host.queue.live():
+                self.waits.learn(msg, push=True)
+            self.learned = True
+        return self.waits.routes()
 
     # jobs
 
@@ -297,7 +265,8 @@ class Scheduler:
             self.tried.setdefault((msg.id, i), []).append(name)
         if flush is not None:
             flush.jobs += 1
-        self.waiting.append(Item(name, agent, job, indices, flush, usable, from_addrs))
+        item = Item(name, agent, job, indices, flush, usable, from_addrs)
+        self.waiting.setdefault(id(agent), (agent, deque()))[1].append(item)
 
     def _pump(self):
         """Start waiting jobs; an agent that can takes its waiting jobs in batches, one
@@ -319,28 +288,30 @@ class Scheduler:
                 agent.deliver(items[0].job, batch.done_only)
 
     def _take_batch(self):
-        """Return the next jobs to start together (none if every waiting agent is busy)."""
-        first = next((i for i, item in enumerate(self.waiting)
-                      if id(item.agent) not in self.busy), None)
-        if first is None:
-            return []
-        head = self.waiting.pop(first)
-        if not hasattr(head.agent, "deliver_many"):
-            return [head]
-        batch, rest = [head], []
-        for item in self.waiting:
-            (batch if item.agent is head.agent and len(batch) < BATCH else rest).append(item)
-        self.waiting = rest
-        return batch
+        """Return the next jobs to start together (none if every waiting agent is busy).
+
+        Looks at each agent once, not at each waiting job: the jobs wait per agent, and an
+        agent that got a batch goes to the back of the line."""
+        for key, (agent, items) in self.waiting.items():
+            if key in self.busy:
+                continue
+            size = BATCH if hasattr(agent, "deliver_many") else 1
+            batch = [items.popleft() for _ in range(min(size, len(items)))]
+            del self.waiting[key]
+            if items:
+                self.waiting[key] = (agent, items)
+            return batch
+        return []
 
     def _drop_waiting(self):
         """Forget jobs not started yet (results cannot be written): they run again later."""
-        waiting, self.waiting = self.waiting, []
-        for item in waiting:
-            self._release(item.job.message_id, item.indices)
-            if item.flush is not None:
-                item.flush.finished([Outcome.temp("4.3.1", "not attempted: queue not "
-                                                  "writable")] * len(item.indices))
+        waiting, self.waiting = self.waiting, {}
+        for _, items in waiting.values():
+            for item in items:
+                self._release(item.job.message_id, item.indices)
+                if item.flush is not None:
+                    item.flush.finished([Outcome.temp("4.3.1", "not attempted: queue not "
+                                                      "writable")] * len(item.indices))
 
     def _release(self, msgid, indices):
         for i in indices:
@@ -440,7 +411,7 @@ class Scheduler:
         for msgid in dict.fromkeys(msgid for msgid, _ in batch.settled):
             msg = queue.get_live(msgid)
             if msg is not None:
-                self._learn(msg, push=True)
+                self.waits.learn(msg, push=True)
         self._arm()
 
     def _still_online(self, name, started):
@@ -499,24 +470,9 @@ class Scheduler:
         state = self.host.online.by_name.get(key)
         return state is not None and state.online
 
-    def _current(self, entry):
-        """Return True if a recipient of the heap entry's message waits for that time."""
-        when, msgid = entry
-        msg = self.host.queue.get_live(msgid)
-        return msg is not None and any(
-            r.state not in FINAL and r.next_attempt is not None and r.next_attempt <= when
-            and (msgid, i) not in self.inflight for i, r in enumerate(msg.envelope.recipients))
-
     def _arm(self):
         """Set one timer for the earliest retry that could leave now."""
-        earliest = None
-        for key, heap in self.heaps.items():
-            if not self._online(key):
-                continue
-            while heap and not self._current(heap[0]):
-                heapq.heappop(heap)
-            if heap and (earliest is None or heap[0][0] < earliest):
-                earliest = heap[0][0]
+        earliest = self.waits.earliest(self._online)
         if earliest == self.wake and self.timer is not None:
             return
         if self.timer is not None:
@@ -529,12 +485,7 @@ class Scheduler:
 
     def _timer_fired(self):
         self.timer, self.wake = None, None
-        now, ids = self.loop.time(), {}
-        for key, heap in self.heaps.items():
-            if self._online(key):
-                while heap and heap[0][0] <= now:
-                    ids[heapq.heappop(heap)[1]] = None
-        self.run(ids=list(ids))
+        self.run(ids=self.waits.take_due(self._online, self.loop.time()))
         self._arm()
 
     def idle(self):

@@ -1,26 +1,34 @@
-"""The append-only log file: opening it safely, appending records under flock, syncing.
+"""The log's files: bounded segments, the append protocol every process shares, syncing.
 
-Owns the file descriptor of `queue.log` and the append protocol shared by every process
-(`sendmail`, the daemon, `masq rm`): take `flock(LOCK_EX)`, read what others appended since
-we last looked (`on_foreign` callback), write our records at the end in one write, release.
-A write that fails part-way is cut off again (ftruncate to the old end) before the lock is
-released, so a failed append leaves no torn record for the next writer to build on.
+The log is a sequence of segment files `queue.NNNNNNNN.log` (a legacy `queue.log` is
+segment 0). Appends go to the newest; a segment that reached `segment_size` is closed by the
+next appender, which starts the next one. Every appender (`sendmail`, `-bs`, the daemon,
+`masq rm`) takes `flock(queue.lock, LOCK_EX)`, then checks the tail it appends after: what
+other processes appended since it last looked is read (`on_foreign`, for processes that keep
+an index) or, for a one-shot writer, only checked against the tail mark that the last
+appender left in `queue.lock`; a torn tail is saved under `corrupt/` and cut before anything
+lands after it. A write that fails part-way is cut off again before the lock is released.
 
-Durability is `sync()`: one fdatasync covering everything appended so far (group commit).
-An fdatasync error is never retried and trusted (fsyncgate): it is raised, and the caller
-answers 4xx for what the sync was meant to cover.
+Durability is `sync()`: one fdatasync per segment written since the last sync (group
+commit). An fdatasync error is never retried and trusted (fsyncgate): the segment is
+reopened, the unsynced range read back and checked, a bad part saved and cut, and the error
+raised so that the caller answers 4xx for what the sync was meant to cover.
 
-Does not interpret records; see store.py.
+Does not interpret records; see store.py. Deleting segments is compaction's (spool.py).
 """
 
 import errno
 import fcntl
 import mmap
 import os
+import struct
 
 from masq.queue import record
 
-LOG_NAME = "queue.log"
+LOG_NAME = "queue.log"              # legacy single-file log: read as segment 0
+LOCK_NAME = "queue.lock"
+SEGMENT_SIZE = 1 << 20
+_TAIL = struct.Struct(">IQ")        # newest segment, the end of its last whole append
 
 
 class LogError(Exception):
@@ -31,16 +39,35 @@ class LogError(Exception):
         self.temporary = temporary
 
 
-def _salt():
-    return os.urandom(8)
+def segment_name(number):
+    """Return the file name of segment number."""
+    return LOG_NAME if number == 0 else "queue.%08d.log" % number
+
+
+def segment_numbers(folder):
+    """Return the numbers of the segment files in folder, oldest first."""
+    out = []
+    for name in os.listdir(folder):
+        if name == LOG_NAME:
+            out.append(0)
+        elif name.startswith("queue.") and name.endswith(".log") and len(name) == 18:
+            digits = name[6:14]
+            if digits.isdigit():
+                out.append(int(digits))
+    return sorted(out)
 
 
 def create(path, salt=None):
-    """Create an empty log at path unless one exists (atomic: temp file + link)."""
+    """Create an empty segment at path unless one exists (atomic: temp file + link)."""
     tmp = "%s.new.%d" % (path, os.getpid())
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW   # never a planted name
     try:
-        os.write(fd, record.file_header(salt or _salt()))
+        fd = os.open(tmp, flags, 0o600)
+    except FileExistsError:                 # left by a crash with our pid (or planted)
+        os.unlink(tmp)
+        fd = os.open(tmp, flags, 0o600)
+    try:
+        os.write(fd, record.file_header(salt or os.urandom(8)))
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -54,7 +81,7 @@ def create(path, salt=None):
 
 
 def sync_dir(path):
-    """fsync a directory so that a new or renamed entry in it is durable."""
+    """fsync a directory so that a new, renamed or removed entry in it is durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -62,37 +89,85 @@ def sync_dir(path):
         os.close(fd)
 
 
-class Log:
-    """An open queue log."""
+def corrupt_file(spool, name, replace):
+    """Return (a new file in corrupt/ opened for writing, its path), or (None, path) if it
+    exists and replace is false. Never through a symlink: the spool may belong to the
+    daemon's user while root repairs it."""
+    folder = os.path.join(spool, "corrupt")
+    path = os.path.join(folder, name)
+    if not os.path.isdir(folder) or os.path.islink(folder):
+        if os.path.lexists(folder):
+            os.unlink(folder)                   # a planted symlink or file
+        os.mkdir(folder, 0o700)
+    dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+    try:
+        try:
+            fd = os.open(name, flags, 0o600, dir_fd=dir_fd)
+        except FileExistsError:
+            if not replace:
+                return None, path
+            os.unlink(name, dir_fd=dir_fd)     # a hard link loses only this name
+            fd = os.open(name, flags, 0o600, dir_fd=dir_fd)
+    finally:
+        os.close(dir_fd)
+    return os.fdopen(fd, "wb"), path
 
-    def __init__(self, path, on_foreign=None):
-        self.path = path
-        self.on_foreign = on_foreign
+
+def save_damage(spool, seg, start, data):
+    """Copy damaged bytes to corrupt/seg-N-offset-M.bin (once, synced); return the path."""
+    out, path = corrupt_file(spool, "seg-%d-offset-%d.bin" % (seg, start), replace=False)
+    if out is not None:
+        with out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+    return path
+
+
+class Segment:
+    """One open segment file."""
+
+    def __init__(self, folder, number):
+        self.number = number
+        self.path = os.path.join(folder, segment_name(number))
         self.fd = -1
-        self.salt = None
         self.seed = 0
+        self.header_size = record.FILE_HEADER_SIZE
         self.end = 0          # everything before `end` has been seen by this process
+        self.synced = 0       # everything before `synced` was covered by our fdatasync
         self.unsynced = False
 
-    def open(self, create_missing=True):
-        """Open (and if allowed, create) the log; LogError if it is not a usable log."""
-        if create_missing and not os.path.lexists(self.path):
-            try:
-                create(self.path)
-            except OSError as exc:
-                raise LogError("cannot create %s: %s" % (self.path, exc.strerror)) from None
+    def open(self):
+        """Open the file; LogError if it is not a usable segment."""
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_NOFOLLOW)
         except OSError as exc:
             raise LogError("cannot open %s: %s" % (self.path, exc.strerror)) from None
         header = os.pread(fd, record.FILE_HEADER_SIZE, 0)
-        salt = record.parse_file_header(header)
-        if salt is None:
+        found = record.parse_file_header(header) or self._resync_salt(fd, header)
+        if found is None:
             os.close(fd)
             raise LogError("%s is not a masq queue log (bad header)" % self.path)
-        self.close()
-        self.fd, self.salt, self.seed = fd, salt, record.seed(salt)
-        self.end = record.FILE_HEADER_SIZE
+        self.fd = fd
+        self.seed, self.header_size = record.seed(found[0]), found[1]
+        self.end = self.synced = self.header_size
+        return self
+
+    @staticmethod
+    def _resync_salt(fd, header):
+        """Both salt checks failed: believe a candidate salt under which the first record
+        after the header is valid (the salt itself is fine, its checks were hit)."""
+        size = os.fstat(fd).st_size
+        if size <= record.FILE_HEADER_SIZE:
+            return None
+        limit = min(size, record.FILE_HEADER_SIZE + record.OVERHEAD + record.MAX_PAYLOAD)
+        with mmap.mmap(fd, limit, prot=mmap.PROT_READ) as buf:
+            for salt in record.header_candidates(header):
+                first = next(record.scan(buf, record.FILE_HEADER_SIZE, limit, record.seed(salt)))
+                if isinstance(first, record.Record):
+                    return salt, record.FILE_HEADER_SIZE
+        return None
 
     def close(self):
         """Close the file descriptor."""
@@ -104,54 +179,28 @@ class Log:
         """Return the current size of the file."""
         return os.fstat(self.fd).st_size
 
-    def lock(self):
-        """Take the append lock (blocking; it is held only for one write)."""
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
-
-    def unlock(self):
-        """Release the append lock."""
-        fcntl.flock(self.fd, fcntl.LOCK_UN)
-
     def encode(self, rtype, msgid, payload):
-        """Return one framed record for this log."""
+        """Return one framed record for this segment."""
         return record.encode(self.seed, rtype, msgid, payload)
 
-    def append(self, data):
-        """Append framed records (bytes); return the offset they start at."""
-        self.lock()
+    def write(self, data):
+        """Append data at the end (the caller holds the lock); return its offset."""
+        start = self.end
         try:
-            self.catch_up()
-            start = self.end
-            try:
-                _write_all(self.fd, data)
-            except OSError as exc:
-                self._cut(start)
-                raise LogError("cannot write %s: %s" % (self.path, exc.strerror),
-                               temporary=True) from None
-            self.end = start + len(data)
-            self.unsynced = True
-            return start
-        finally:
-            self.unlock()
+            _write_all(self.fd, data)
+        except OSError as exc:
+            self._cut(start)
+            raise LogError("cannot write %s: %s" % (self.path, exc.strerror),
+                           temporary=True) from None
+        self.end = start + len(data)
+        self.unsynced = True
+        return start
 
     def _cut(self, offset):
         try:
             os.ftruncate(self.fd, offset)
         except OSError:
             pass
-
-    def catch_up(self):
-        """Hand records that other processes appended to on_foreign(list of items)."""
-        size = self.size()
-        if size <= self.end:
-            return
-        if self.on_foreign is None:
-            self.end = size
-            return
-        items = list(self.scan(self.end, size))
-        self.end = size
-        if self.on_foreign:
-            self.on_foreign(items)
 
     def scan(self, start, limit=None, with_bodies=False):
         """Yield Record and Damage items between start and limit (default: end of file)."""
@@ -160,7 +209,7 @@ class Log:
         if limit <= start:
             return
         with mmap.mmap(self.fd, limit, prot=mmap.PROT_READ) as buf:
-            for item in record.scan(buf, start, limit, self.seed, with_bodies):
+            for item in record.scan(buf, start, limit, self.seed, with_bodies, self.number):
                 yield item
             del buf
 
@@ -172,19 +221,233 @@ class Log:
         return data
 
     def sync(self):
-        """fdatasync the log; LogError (temporary) if the kernel reports an error."""
+        """fdatasync; on error reopen, verify the unsynced range, raise LogError (temporary)."""
         try:
             os.fdatasync(self.fd)
         except OSError as exc:
-            raise LogError("cannot sync %s: %s" % (self.path, exc.strerror),
-                           temporary=True) from None
+            error = LogError("cannot sync %s: %s" % (self.path, exc.strerror), temporary=True)
+            self._reopen_and_verify()
+            raise error from None
         self.unsynced = False
+        self.synced = self.end
+
+    def _reopen_and_verify(self):
+        """After a failed fdatasync: trust no cached state; read the range back from a new fd.
+
+        Returns the offset of the first bad byte in the unsynced range (cut), or None."""
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_NOFOLLOW)
+        except OSError:
+            return None
+        os.close(self.fd)
+        self.fd = fd
+        size = self.size()
+        bad = size if size < self.end else None
+        for item in self.scan(self.synced, min(size, self.end)):
+            if isinstance(item, record.Damage):
+                bad = item.offset
+                break
+        if bad is not None:
+            self._cut(bad)
+            self.end = bad
+        return bad
 
     def truncate(self, offset):
-        """Cut the file at offset (recovery of a torn tail) and sync it."""
+        """Cut the file at offset (a torn tail) and sync it."""
         os.ftruncate(self.fd, offset)
         os.fsync(self.fd)
         self.end = min(self.end, offset)
+        self.synced = min(self.synced, offset)
+
+
+class Journal:
+    """The segments of one spool and the lock every appender takes."""
+
+    def __init__(self, folder, segment_size=SEGMENT_SIZE, on_foreign=None, report=None):
+        self.dir = folder
+        self.segment_size = segment_size
+        self.on_foreign = on_foreign      # None: a one-shot writer that keeps no index
+        self.report = report or (lambda text: None)
+        self.segments = {}                # number -> open Segment
+        self.lock_fd = -1
+        self.newest = None
+
+    # opening
+
+    def open(self, create_missing=True, all_segments=True):
+        """Open the lock file and the segments (all, or only the newest); LogError if unusable."""
+        path = os.path.join(self.dir, LOCK_NAME)
+        try:
+            self.lock_fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        except OSError as exc:
+            raise LogError("cannot open %s: %s" % (path, exc.strerror)) from None
+        self.lock()
+        try:
+            numbers = segment_numbers(self.dir)
+            if not numbers:
+                if not create_missing:
+                    raise LogError("%s: no queue log" % self.dir)
+                numbers = [1]
+                self._create(1)
+            for number in (numbers if all_segments else numbers[-1:]):
+                self._open(number)
+        except BaseException:
+            self.close()
+            raise
+        finally:
+            if self.lock_fd >= 0:
+                self.unlock()
+        return self
+
+    def _create(self, number):
+        path = os.path.join(self.dir, segment_name(number))
+        try:
+            create(path)
+        except OSError as exc:
+            raise LogError("cannot create %s: %s" % (path, exc.strerror),
+                           temporary=exc.errno in (errno.ENOSPC, errno.EIO, errno.EDQUOT)) from None
+
+    def _open(self, number):
+        seg = Segment(self.dir, number).open()
+        self.segments[number] = seg
+        if self.newest is None or number > self.newest.number:
+            self.newest = seg
+        return seg
+
+    def close(self):
+        """Close every segment and the lock file."""
+        for seg in self.segments.values():
+            seg.close()
+        self.segments.clear()
+        if self.lock_fd >= 0:
+            os.close(self.lock_fd)
+            self.lock_fd = -1
+
+    def ordered(self):
+        """Return the open segments, oldest first."""
+        return [self.segments[n] for n in sorted(self.segments)]
+
+    def size(self):
+        """Return the bytes all open segments use."""
+        return sum(seg.end for seg in self.segments.values())
+
+    # the lock and the tail mark
+
+    def lock(self):
+        """Take the append lock (blocking; held only for one append or one step)."""
+        fcntl.flock(self.lock_fd, fcntl.LOCK_EX)
+
+    def unlock(self):
+        """Release the append lock."""
+        fcntl.flock(self.lock_fd, fcntl.LOCK_UN)
+
+    def _read_mark(self):
+        data = os.pread(self.lock_fd, _TAIL.size, 0)
+        return _TAIL.unpack(data) if len(data) == _TAIL.size else (None, None)
+
+    def _write_mark(self):
+        try:
+            os.pwrite(self.lock_fd, _TAIL.pack(self.newest.number, self.newest.end), 0)
+        except OSError:
+            pass                          # only a hint: the next appender then checks more
+
+    # appending
+
+    def append(self, data):
+        """Append framed records (bytes built by encode) as one write; return (segment, offset).
+
+        `data` is a callable seg -> bytes, so records are framed with the salt of the
+        segment they land in."""
+        self.lock()
+        try:
+            self.catch_up_locked()
+            seg = self.newest
+            payload = data(seg)
+            if seg.end > seg.header_size and seg.end + len(payload) > self.segment_size:
+                seg = self.rotate_locked()
+                payload = data(seg)
+            start = seg.write(payload)
+            self._write_mark()
+            return seg.number, start
+        finally:
+            self.unlock()
+
+    def rotate_locked(self):
+        """Start the next segment (the caller holds the lock); return it."""
+        number = self.newest.number + 1
+        self._create(number)
+        seg = self._open(number)
+        self._write_mark()
+        return seg
+
+    def catch_up_locked(self):
+        """Read (or, without an index, check) what others appended; cut a torn tail first."""
+        first = self.newest.number
+        number = first + 1
+        while os.path.exists(os.path.join(self.dir, segment_name(number))):
+            self._open(number)
+            number += 1
+        for number in range(first if self.on_foreign is not None else number - 1, number):
+            seg = self.segments[number]
+            size = seg.size()
+            if self.on_foreign is None:
+                mark_seg, mark_end = self._read_mark()
+                if mark_seg == seg.number and seg.end <= mark_end <= size:
+                    seg.end = mark_end        # the last appender checked up to its mark
+            if size == seg.end:
+                continue
+            items = list(seg.scan(seg.end, size))
+            if items and isinstance(items[-1], record.Damage) and not items[-1].complete:
+                self.cut_torn_tail(seg, items.pop().offset, size)
+            seg.end = seg.size()
+            if self.on_foreign is not None and items:
+                self.on_foreign(items)
+
+    def cut_torn_tail(self, seg, start, size):
+        """Save a torn tail's bytes under corrupt/, then cut the segment at start."""
+        try:
+            saved = save_damage(self.dir, seg.number, start, seg.read(start, size - start))
+        except (OSError, LogError) as exc:
+            saved = "nowhere (%s)" % exc
+        seg.truncate(start)
+        self.report("queue: cut torn tail of %d bytes at %s offset %d, saved to %s"
+                    % (size - start, os.path.basename(seg.path), start, saved))
+
+    # syncing and removing
+
+    def sync(self):
+        """fdatasync every segment this process wrote since its last sync; LogError on error."""
+        error = None
+        for seg in self.ordered():
+            if seg.unsynced:
+                try:
+                    seg.sync()
+                except LogError as exc:
+                    error = error or exc
+        if error is not None:
+            raise error
+
+    def unsynced(self):
+        """Return True while something this process wrote is not yet synced."""
+        return any(seg.unsynced for seg in self.segments.values())
+
+    def remove_oldest(self):
+        """Delete the oldest segment (never the newest) and make the removal durable."""
+        seg = self.ordered()[0]
+        if seg is self.newest:
+            return None
+        self.lock()
+        try:
+            try:
+                os.unlink(seg.path)
+            except FileNotFoundError:
+                pass
+            seg.close()
+            del self.segments[seg.number]
+            sync_dir(self.dir)
+        finally:
+            self.unlock()
+        return seg.number
 
 
 def _write_all(fd, data):

@@ -1,12 +1,15 @@
 """Queue records: framing, checksums and the scanner that finds them again after a crash.
 
-Owns the byte layout of the log (documented as one table in docs/QUEUE.md):
+Owns the byte layout of the log segments (documented as one table in docs/QUEUE.md):
 
-    file header   8 bytes  b"MASQLOG1"
-                  8 bytes  salt (random per log file; keys every record checksum)
+    file header   8 bytes  b"MASQSEG1"
+                  8 bytes  salt (random per segment; keys every record checksum)
+                  4 bytes  CRC-32 of the salt
+                 12 bytes  the salt and its CRC again (one flipped bit costs one copy)
+    (a legacy `queue.log` starts with b"MASQLOG1" and one bare salt: 16 bytes)
     record        2 bytes  magic b"Mq"
                   1 byte   type (B body, C commit, R result, W warned, X removed,
-                           A aborted, Q quarantined)
+                           A aborted, Q quarantined, K copy)
                   1 byte   version (1)
                   4 bytes  payload length, big-endian
                  14 bytes  message id (ASCII, [0-9a-v])
@@ -25,8 +28,10 @@ queue (see store.py); `scan` only reports records and the damaged ranges between
 import struct
 import zlib
 
-FILE_MAGIC = b"MASQLOG1"
-FILE_HEADER_SIZE = 16
+FILE_MAGIC = b"MASQSEG1"
+LEGACY_MAGIC = b"MASQLOG1"
+FILE_HEADER_SIZE = 32
+LEGACY_HEADER_SIZE = 16
 MAGIC = b"Mq"
 VERSION = 1
 ID_SIZE = 14
@@ -36,22 +41,60 @@ TRAILER_SIZE = 4
 OVERHEAD = HEAD_SIZE + TRAILER_SIZE
 MAX_PAYLOAD = 1 << 20           # bodies are written in chunks far below this
 
-BODY, COMMIT, RESULT, WARNED, REMOVED, ABORTED, QUARANTINED = (
-    ord(c) for c in "BCRWXAQ")
-TYPES = frozenset((BODY, COMMIT, RESULT, WARNED, REMOVED, ABORTED, QUARANTINED))
+BODY, COMMIT, RESULT, WARNED, REMOVED, ABORTED, QUARANTINED, COPY = (
+    ord(c) for c in "BCRWXAQK")
+TYPES = frozenset((BODY, COMMIT, RESULT, WARNED, REMOVED, ABORTED, QUARANTINED, COPY))
 ID_CHARS = frozenset(b"0123456789abcdefghijklmnopqrstuv")
 
 
 def file_header(salt):
-    """Return the 16-byte header that starts every log file."""
-    return FILE_MAGIC + salt
+    """Return the 32-byte header that starts every segment: magic, salt twice, each checked."""
+    copy = salt + struct.pack(">I", zlib.crc32(salt))
+    return FILE_MAGIC + copy + copy
 
 
 def parse_file_header(data):
-    """Return the salt of a log file header, or None if data is not one."""
-    if len(data) < FILE_HEADER_SIZE or data[:8] != FILE_MAGIC:
-        return None
-    return bytes(data[8:16])
+    """Return (salt, header size) of a segment or legacy log header, or None if it is not one.
+
+    A segment header is believed when either salt copy matches its CRC (the magic may be
+    damaged then); a legacy header needs its magic."""
+    data = bytes(data)
+    if len(data) >= FILE_HEADER_SIZE:
+        for salt in _salt_candidates(data[8:16], data[20:28]):
+            if zlib.crc32(salt) in (struct.unpack_from(">I", data, 16)[0],
+                                    struct.unpack_from(">I", data, 28)[0]):
+                return salt, FILE_HEADER_SIZE
+    if len(data) >= LEGACY_HEADER_SIZE and data[:8] == LEGACY_MAGIC:
+        return data[8:16], LEGACY_HEADER_SIZE
+    return None
+
+
+def _salt_candidates(first, second):
+    """Yield the salts the two copies could be: each differing byte from either copy (a
+    flipped bit in each copy still leaves one right combination), then each of those with
+    one bit flipped back."""
+    differ = [i for i in range(8) if first[i] != second[i]]
+    combos = []
+    for mask in range(1 << len(differ)):
+        salt = bytearray(first)
+        for bit, i in enumerate(differ):
+            if mask >> bit & 1:
+                salt[i] = second[i]
+        combos.append(bytes(salt))
+    yield from combos
+    for salt in combos:             # both copies hit at the same bit: one flip back
+        for bit in range(64):
+            flipped = bytearray(salt)
+            flipped[bit // 8] ^= 1 << (bit % 8)
+            yield bytes(flipped)
+
+
+def header_candidates(data):
+    """Return the salts a segment header whose checks both fail could have had."""
+    data = bytes(data)
+    if len(data) < FILE_HEADER_SIZE:
+        return []
+    return list(_salt_candidates(data[8:16], data[20:28]))
 
 
 def seed(salt):
@@ -69,9 +112,10 @@ def encode(crc_seed, rtype, msgid, payload):
 class Record:
     """A record found in the log: where it is and what it says."""
 
-    __slots__ = ("offset", "type", "msgid", "payload_offset", "length", "payload")
+    __slots__ = ("seg", "offset", "type", "msgid", "payload_offset", "length", "payload")
 
-    def __init__(self, offset, rtype, msgid, length, payload):
+    def __init__(self, offset, rtype, msgid, length, payload, seg=0):
+        self.seg = seg
         self.offset = offset
         self.type = rtype
         self.msgid = msgid
@@ -88,9 +132,11 @@ class Record:
 class Damage:
     """A range of bytes between good records that is not a valid record."""
 
-    __slots__ = ("offset", "end", "msgid")
+    __slots__ = ("seg", "offset", "end", "msgid", "complete")
 
-    def __init__(self, offset, end, msgid):
+    def __init__(self, offset, end, msgid, seg=0, complete=False):
+        self.seg = seg
+        self.complete = complete      # a whole record with a bad checksum, not a torn write
         self.offset = offset
         self.end = end
         self.msgid = msgid
@@ -116,10 +162,23 @@ def _check(buf, pos, limit, crc_seed):
 
 def _claimed_id(buf, pos, limit):
     """Return the message id a damaged record header names, if it looks like one."""
-    if limit - pos < HEAD_SIZE or buf[pos:pos + 2] != MAGIC:
+    if limit - pos < HEAD_SIZE:
+        return None
+    if buf[pos:pos + 2] != MAGIC and (buf[pos + 2] not in TYPES or buf[pos + 3] != VERSION):
         return None
     msgid = bytes(buf[pos + 8:pos + HEAD_SIZE])
     return msgid if ID_CHARS.issuperset(msgid) else None
+
+
+def complete_but_damaged(buf, pos, limit):
+    """Return True if the bytes at pos look like one whole record ending exactly at limit.
+
+    Tells bit rot in the last record (its length still fits the file) from a torn write (the
+    record runs past the end, or its header is cut)."""
+    if limit - pos < OVERHEAD:
+        return False
+    _, rtype, version, length, _ = HEAD.unpack_from(buf, pos)
+    return pos + OVERHEAD + length == limit and (rtype in TYPES or version == VERSION)
 
 
 def _resync(buf, pos, limit, crc_seed):
@@ -133,7 +192,7 @@ def _resync(buf, pos, limit, crc_seed):
     return None
 
 
-def scan(buf, start, limit, crc_seed, with_bodies=False):
+def scan(buf, start, limit, crc_seed, with_bodies=False, seg=0):
     """Yield Record and Damage objects for buf[start:limit], in order.
 
     A Damage at the very end (no valid record after it) is the torn tail. Body payloads are
@@ -145,12 +204,13 @@ def scan(buf, start, limit, crc_seed, with_bodies=False):
         if found is None:
             nxt = _resync(buf, pos, limit, crc_seed)
             end = limit if nxt is None else nxt
-            yield Damage(pos, end, _claimed_id(buf, pos, limit))
+            yield Damage(pos, end, _claimed_id(buf, pos, limit), seg,
+                         complete_but_damaged(buf, pos, end))
             pos = end
             continue
         rtype, msgid, length = found
         payload = None
         if rtype != BODY or with_bodies:
             payload = bytes(buf[pos + HEAD_SIZE:pos + HEAD_SIZE + length])
-        yield Record(pos, rtype, msgid, length, payload)
+        yield Record(pos, rtype, msgid, length, payload, seg)
         pos += OVERHEAD + length

@@ -1,9 +1,11 @@
 """The spool directory: where the log lives, who may use it how, and keeping it healthy.
 
-Owns the checks made before a spool is trusted (a directory we may use, a log that is a
-masq log, not RAM unless the configuration says so), the locks between processes
-(`runner.lock`: one queue runner at a time; `writers.lock`: appenders share it, compaction
-takes it alone), recovery on open, quarantine files and compaction.
+Owns the checks made before a spool is trusted (a directory we may use, segments that are
+masq logs, not RAM unless the configuration says so), the locks between processes
+(`runner.lock`: one queue runner at a time; `writers.lock`: one-shot appenders share it, so
+that the runner can tell when nobody else is writing), recovery on open, quarantine files
+and compaction, one bounded step per loop turn (docs/QUEUE.md has the steps and the crash
+state of each).
 
 How it fails: a spool that cannot be trusted raises SpoolError with status 78 (EX_CONFIG)
 and one line naming the path and the reason; it never creates a fresh, empty queue that
@@ -16,10 +18,11 @@ import os
 from masq import exits
 from masq.queue import envelope as env_mod
 from masq.queue import record
-from masq.queue.log import LOG_NAME, Log, LogError, create, sync_dir
+from masq.queue.log import (LOG_NAME, SEGMENT_SIZE, Journal, LogError, corrupt_file,
+                            save_damage, segment_name, segment_numbers)
 from masq.queue.store import CHUNK, Store, new_id
 
-COMPACT_MIN = 256 * 1024
+STEP_BYTES = 256 * 1024       # text copied forward per compaction step (at least one message)
 VOLATILE_FS = ("tmpfs", "ramfs")
 
 
@@ -65,22 +68,25 @@ def check_dir(spool_dir, volatile_ok):
         raise SpoolError("spool_dir %s is on %s (RAM): queued mail would die with the power; "
                          "set option volatile_spool '1' to allow it"
                          % (spool_dir, mount_type(spool_dir)))
-    path = os.path.join(spool_dir, LOG_NAME)
-    if os.path.islink(path) or (os.path.lexists(path) and not os.path.isfile(path)):
-        raise SpoolError("%s is not a regular file" % path)
+    for number in [0] + segment_numbers(spool_dir):
+        path = os.path.join(spool_dir, segment_name(number))
+        if os.path.islink(path) or (os.path.lexists(path) and not os.path.isfile(path)):
+            raise SpoolError("%s is not a regular file" % path)
 
 
 class Queue:
     """A spool opened for one kind of use: 'append', 'read' or 'runner'."""
 
-    def __init__(self, spool_dir, volatile_ok=False, report=None):
+    def __init__(self, spool_dir, volatile_ok=False, report=None, segment_size=SEGMENT_SIZE):
         self.dir = spool_dir
         self.volatile_ok = volatile_ok
         self.report = report or (lambda text: None)
-        self.path = os.path.join(spool_dir, LOG_NAME)
+        self.segment_size = segment_size
         self.lock_fds = {}
         self.store = None
         self.foreign_commits = []
+        self.writing = set()          # ids our own Writers have not committed or aborted
+        self.compactions = 0          # segments removed by this process
 
     def open(self, mode):
         """Open the spool for mode; SpoolError if it cannot be trusted."""
@@ -91,22 +97,24 @@ class Queue:
             self._remove_stale()
         elif mode == "append":
             self._take_lock("writers.lock", fcntl.LOCK_SH, "cannot lock %s")
-        log = Log(self.path, on_foreign=self._foreign)
+        journal = Journal(self.dir, self.segment_size,
+                          on_foreign=None if mode == "append" else self._foreign,
+                          report=self.report)
         try:
-            log.open()
+            journal.open(all_segments=mode != "append")
         except LogError as exc:
-            raise SpoolError(str(exc)) from None
-        self.store = Store(log, indexed=mode != "append")
-        if mode == "append":
-            log.end = log.size()
-        else:
+            self.close()
+            raise SpoolError(str(exc), exits.TEMPFAIL if exc.temporary else exits.CONFIG) \
+                from None
+        self.store = Store(journal, indexed=mode != "append")
+        if mode != "append":
             self.recover(repair=mode == "runner")
         return self
 
     def close(self):
         """Release the log and the locks."""
         if self.store:
-            self.store.log.close()
+            self.store.journal.close()
         for fd in self.lock_fds.values():
             os.close(fd)
         self.lock_fds.clear()
@@ -125,12 +133,14 @@ class Queue:
 
     def _remove_stale(self):
         for name in os.listdir(self.dir):
-            if name.startswith(LOG_NAME + ".new.") or name == LOG_NAME + ".compact":
+            if ".log.new." in name or name == LOG_NAME + ".compact":
                 os.unlink(os.path.join(self.dir, name))
 
     def _foreign(self, items):
         for item in items:
             self.store.apply(item)
+            if isinstance(item, record.Damage):
+                self._save_damage(item)
             if isinstance(item, record.Record) and item.type == record.COMMIT:
                 self.foreign_commits.append(item.msgid.decode("ascii"))
 
@@ -221,124 +231,216 @@ class Queue:
         self.store.sync_now()
 
     def sync(self):
-        """fdatasync the log now (a one-shot writer); LogError on failure."""
-        self.store.log.sync()
+        """fdatasync the log now (a one-shot writer); LogError on failure, commits withdrawn."""
+        self.store.sync()
 
     def catch_up(self):
         """Read, under the append lock, what other processes appended."""
-        log = self.store.log
-        log.lock()
+        journal = self.store.journal
+        journal.lock()
         try:
-            log.catch_up()
+            journal.catch_up_locked()
         finally:
-            log.unlock()
+            journal.unlock()
 
     def log_size(self):
-        """Return the bytes the log uses."""
-        return self.store.log.end
+        """Return the bytes the log's segments use."""
+        return self.store.journal.size()
+
+    def segment_count(self):
+        """Return how many segment files the log has."""
+        return len(self.store.journal.segments)
 
     # recovery
 
     def recover(self, repair):
-        """Scan the whole log into the index; with repair, cut a torn tail, keep damage."""
-        log = self.store.log
-        log.lock()
+        """Scan every segment into the index; with repair, save and cut torn tails, save
+        damage, and commit as quarantined what lost its COMMIT to damage."""
+        journal = self.store.journal
+        journal.lock()
         try:
-            size = log.size()
-            for item in log.scan(record.FILE_HEADER_SIZE, size):
-                if isinstance(item, record.Damage) and item.end == size:
+            for seg in journal.ordered():
+                size = seg.size()
+                items = list(seg.scan(seg.header_size, size))
+                tail = items[-1] if items else None
+                if isinstance(tail, record.Damage) and not tail.complete:
+                    items.pop()
                     if repair:
-                        self.report("queue: cut torn tail of %d bytes at offset %d"
-                                    % (size - item.offset, item.offset))
-                        log.truncate(item.offset)
-                    size = item.offset
-                    break
-                self.store.apply(item)
-            log.end = size
+                        journal.cut_torn_tail(seg, tail.offset, size)
+                    size = tail.offset
+                seg.end = seg.synced = size
+                for item in items:
+                    self.store.apply(item)
             if repair:
                 for damage in self.store.damage:
-                    self._quarantine(damage)
+                    self._save_damage(damage)
+                self._commit_damaged()
         finally:
-            log.unlock()
+            journal.unlock()
 
-    def _quarantine(self, damage):
-        folder = os.path.join(self.dir, "corrupt")
-        os.makedirs(folder, 0o700, exist_ok=True)
-        path = os.path.join(folder, "offset-%d.bin" % damage.offset)
-        if not os.path.exists(path):
-            with open(path, "wb") as out:
-                out.write(self.store.log.read(damage.offset, damage.end - damage.offset))
-        self.report("queue: damaged bytes %d-%d (message %s) copied to %s"
-                    % (damage.offset, damage.end, (damage.msgid or b"?").decode(), path))
+    def _save_damage(self, damage):
+        seg = self.store.journal.segments[damage.seg]
+        path = save_damage(self.dir, damage.seg, damage.offset,
+                           seg.read(damage.offset, damage.end - damage.offset))
+        self.report("queue: damaged bytes %d-%d of segment %d (message %s) copied to %s"
+                    % (damage.offset, damage.end, damage.seg,
+                       (damage.msgid or b"?").decode(), path))
 
-    # compaction
+    def _commit_damaged(self):
+        """Give each message whose COMMIT was damaged a quarantined COMMIT (listed, kept).
 
-    def compact_due(self):
-        """Return True when dead bytes dominate the log."""
-        dead = self.store.dead_bytes()
-        return dead >= max(COMPACT_MIN, self.store.live_bytes())
+        Its text is saved to corrupt/ID.body; the envelope is read from the damaged record
+        when that still decodes, else it says that it is unknown."""
+        for msg in list(self.store.messages.values()):
+            if not msg.pending or not (msg.suspect or msg.quarantined):
+                continue
+            why = msg.quarantined or msg.suspect
+            self._save_body(msg)
+            envelope = self._salvage(msg) or env_mod.Envelope(
+                "", [env_mod.Recipient("unknown@invalid")], received=0.0)
+            envelope.size = msg.size
+            envelope.quarantined = "COMMIT lost: %s" % why
+            try:
+                self.store.append([(record.COMMIT, msg.id, envelope.encode())], track=False)
+                self.store.sync()
+            except LogError as exc:
+                self.report("queue: cannot record quarantined message %s: %s" % (msg.id, exc))
 
-    def compact(self):
-        """Rewrite the log with only what must be kept; False if appenders are busy."""
-        path = os.path.join(self.dir, "writers.lock")
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return False
-        try:
-            self._rewrite()
-        finally:
-            os.close(fd)
-        return True
+    def _salvage(self, msg):
+        for damage in self.store.damage:
+            if damage.msgid and damage.msgid.decode("ascii") != msg.id and not msg.suspect:
+                continue
+            data = self.store.journal.segments[damage.seg].read(
+                damage.offset, damage.end - damage.offset)
+            start, end = data.find(b'{"'), data.rfind(b"}")
+            if start < 0 or end < start:
+                continue
+            try:
+                return env_mod.Envelope.decode(data[start:end + 1])
+            except (ValueError, KeyError, TypeError, AttributeError):
+                continue
+        return None
 
-    def _rewrite(self):
-        log = self.store.log
-        new_path = self.path + ".compact"
-        log.lock()
-        try:
-            log.catch_up()
-            new = _write_compacted(self.store, new_path, self._save_orphan)
-            os.rename(new_path, self.path)
-            sync_dir(self.dir)
-        finally:
-            log.unlock()
-        log.close()
-        new.close()
-        self.store = Store(Log(self.path, on_foreign=self._foreign))
-        self.store.log.open(create_missing=False)
-        self.recover(repair=True)
-
-    def _save_orphan(self, msg):
-        folder = os.path.join(self.dir, "corrupt")
-        os.makedirs(folder, 0o700, exist_ok=True)
-        with open(os.path.join(folder, "%s.body" % msg.id), "wb") as out:
+    def _save_body(self, msg):
+        out, _ = corrupt_file(self.dir, "%s.body" % msg.id, replace=True)
+        with out:
             for data in self.store.body(msg.id):
                 out.write(data)
 
+    # compaction: one bounded step per loop turn
 
-def _write_compacted(store, path, save_orphan):
-    """Write every kept message to a new log at path, fsync it, return the open Log."""
-    create(path)
-    new = Log(path)
-    new.open(create_missing=False)
-    for msg in list(store.messages.values()):
-        if not msg.kept:
-            continue
-        if not msg.committed:
-            save_orphan(msg)
-            continue
+    def compact_due(self):
+        """Return True when dead bytes dominate the log and an old segment can go."""
+        store = self.store
+        if len(store.journal.segments) < 2:
+            return False
+        oldest = min(store.journal.segments)
+        if not store.pins.get(oldest):
+            return True
+        return store.dead_bytes() >= max(self.segment_size, store.live_bytes())
+
+    def compact_step(self, budget=STEP_BYTES):
+        """Do one bounded step of compaction if it is due; return True if it did something.
+
+        A step copies kept messages of the oldest segment forward (COPY, BODY..., COMMIT,
+        appended like any other records) until budget bytes of text moved, or, once nothing
+        in the oldest segment is needed, syncs the copies and deletes that segment."""
+        if not self.compact_due():
+            return False
+        journal = self.store.journal
+        oldest = min(journal.segments)
+        ids = self.store.pins.get(oldest)
+        if ids:
+            return self._copy_forward(oldest, sorted(ids), budget)
+        if journal.unsynced():
+            self.store.sync()
+        number = journal.remove_oldest()
+        if number is None:
+            return False
+        self.compactions += 1
+        return True
+
+    def _copy_forward(self, oldest, ids, budget):
+        moved = False
+        idle = None
+        for msgid in ids:
+            msg = self.store.messages.get(msgid)
+            if msg is None or msg.first_seg != oldest:
+                continue
+            if msg.pending:
+                if msgid in self.writing:
+                    continue                  # our own session is still writing it
+                if idle is None:
+                    idle = self._no_other_writers()
+                if idle:
+                    self.store.forget(msgid)  # its writer died: its chunks are garbage
+                    moved = True
+                continue
+            self._copy(msg)
+            moved = True
+            budget -= msg.size
+            if budget <= 0:
+                break
+        return moved
+
+    def _copy(self, msg):
+        """Append a copy of msg (COPY, its text, COMMIT with its current state)."""
         envelope = msg.envelope
         if msg.quarantined:
             envelope.quarantined = msg.quarantined
-        msgid = msg.id.encode("ascii")
-        out = [new.encode(record.BODY, msgid, b"".join(part))
-               for part in _coalesce(store.body(msg.id))]
-        out.append(new.encode(record.COMMIT, msgid, envelope.encode()))
-        new.append(b"".join(out))
-    new.sync()
-    return new
+        records = [(record.COPY, msg.id, b"")]
+        size = 0
+        for part in _coalesce(self.store.body(msg.id)):
+            data = b"".join(part)
+            if size + len(data) > CHUNK and len(records) > 1:
+                self.store.append(records, track=False)
+                records, size = [], 0
+            records.append((record.BODY, msg.id, data))
+            size += len(data)
+        records.append((record.COMMIT, msg.id, envelope.encode()))
+        self.store.append(records, track=False)
+
+    def _no_other_writers(self):
+        """Return True if no one-shot appender (sendmail, -bs) holds writers.lock now."""
+        path = os.path.join(self.dir, "writers.lock")
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
+
+    def compact(self):
+        """Compact completely now (tests, `masq queue --compact`): start a new segment, then
+        step until only it is left or a step cannot proceed; return True if anything moved."""
+        journal = self.store.journal
+        if journal.newest.end > journal.newest.header_size:
+            journal.lock()
+            try:
+                journal.catch_up_locked()
+                journal.rotate_locked()
+            finally:
+                journal.unlock()
+        stop = journal.newest.number          # copies land in it or later: never chase them
+        did = False
+        while min(journal.segments) < stop and self._step_forced():
+            did = True
+        return did
+
+    def _step_forced(self):
+        journal = self.store.journal
+        oldest = min(journal.segments)
+        ids = self.store.pins.get(oldest)
+        if ids:
+            return self._copy_forward(oldest, sorted(ids), 1 << 62)
+        if journal.unsynced():
+            self.store.sync()
+        return journal.remove_oldest() is not None
 
 
 def _coalesce(chunks):
@@ -361,10 +463,11 @@ class Writer:
 
     def __init__(self, queue, msgid):
         self.queue = queue
+        queue.writing.add(msgid)
         self.id = msgid
         self.buffer = bytearray()
         self.size = 0
-        self.written = False
+        self.written = self.committed = False
 
     def write(self, data):
         """Add message text; full 64 KiB chunks go to the log at once."""
@@ -384,13 +487,15 @@ class Writer:
             records.append((record.BODY, self.id, bytes(self.buffer)))
         records.append((record.COMMIT, self.id, envelope.encode()))
         self.queue.append(records)
+        self.queue.writing.discard(self.id)
         self.buffer = bytearray()
-        self.written = True
+        self.written = self.committed = True
 
     def abort(self):
         """Forget the message; tell the log if part of it was written (best effort)."""
         self.buffer = bytearray()
-        if self.written:
+        self.queue.writing.discard(self.id)
+        if self.written and not self.committed:     # a failed sync already withdrew it
             try:
                 self.queue.append([(record.ABORTED, self.id, b"")])
             except LogError:

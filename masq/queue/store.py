@@ -1,15 +1,17 @@
 """The queue's index: what the log says about each message, rebuilt by scanning it.
 
-Owns the in-memory view of the log (`Message` per id: envelope, body chunk offsets, bytes
-used), recovery (torn tail cut, damage in the middle quarantined), and the operations that
-append records: writing a body, committing it, recording results, removing.
+Owns the in-memory view of the log (`Message` per id: envelope, body chunk locations, bytes
+used, the oldest segment it needs), what each record means for its message (a COPY record
+starts a copy made by compaction, whose COMMIT replaces the original; ABORTED after COMMIT
+withdraws a commit whose sync failed), and the operations that append records.
 
 Memory: the index holds only unfinished messages (live, quarantined, or still being
 written); a message leaves it as soon as its last recipient is final, it is removed, or its
 writer aborts, and later records for an id the index no longer holds are dead bytes. Per
 message it keeps its envelope (repeated strings shared, see envelope.py) and a flat tuple of
-(offset, length) per body chunk of up to 64 KiB; bodies stay in the log and are read back in
-chunks. `tools/bench_queue.py` measures the bytes per waiting message.
+(segment, offset, length) per body chunk of up to 64 KiB; bodies stay in the log and are
+read back in chunks. Compaction needs `pins`: per segment, the ids of the unfinished
+messages whose oldest needed record is in it. `tools/bench_queue.py` measures the bytes per waiting message.
 
 The store stores; it does not schedule (STYLE.md rule 5). Group commit is `want_sync`
 plus `sync_now` at the end of a loop turn. Crash states and their recovery rules are in
@@ -21,7 +23,7 @@ import time
 
 from masq.queue import envelope as env_mod
 from masq.queue import record
-from masq.queue.log import Log, LogError
+from masq.queue.log import LogError
 
 CHUNK = 64 * 1024
 RECENT = 64     # finished messages whose bodies stay readable (a bounce built after the last result)
@@ -46,16 +48,20 @@ def _b32(value, width):
 class Message:
     """One unfinished message as the log describes it."""
 
-    __slots__ = ("id", "envelope", "at", "bytes", "removed", "aborted", "quarantined")
+    __slots__ = ("id", "envelope", "at", "bytes", "removed", "aborted", "quarantined",
+                 "first_seg", "copy", "suspect")
 
     def __init__(self, msgid):
         self.id = msgid
         self.envelope = None
-        self.at = ()          # body chunks, flat: (offset, length, offset, length, ...)
+        self.at = ()          # body chunks, flat: (segment, offset, length, segment, ...)
         self.bytes = 0        # log bytes its records use
-        self.removed = False
+        self.removed = False  # removed, or its commit withdrawn (ABORTED after COMMIT)
         self.aborted = False
         self.quarantined = None
+        self.first_seg = None  # the oldest segment holding a record that still matters
+        self.copy = None      # chunks of a copy in progress (after a COPY record)
+        self.suspect = None   # damage right after its last chunk: perhaps its COMMIT
 
     @property
     def committed(self):
@@ -71,35 +77,45 @@ class Message:
     @property
     def kept(self):
         """Return True if compaction must keep the message."""
-        return self.live or (self.quarantined is not None and not self.removed)
+        return self.live or (self.quarantined is not None and not self.removed
+                             and self.committed)
+
+    @property
+    def pending(self):
+        """Return True while the message is being written (chunks, no COMMIT or ABORTED)."""
+        return not self.committed and not self.aborted and bool(self.at)
 
     @property
     def finished(self):
         """Return True once nothing will happen to the message any more (it leaves the index)."""
         if self.removed or self.aborted:
             return True
-        return self.committed and not self.kept
+        if not self.committed:
+            return not self.at            # damage named an id that has no text here
+        return not self.kept
 
     @property
     def size(self):
         """Return the size of the message text in bytes."""
-        return sum(self.at[1::2])
+        return sum(self.at[2::3])
 
 
 class Store:
-    """The index over one log; `apply` feeds it records in log order.
+    """The index over one journal; `apply` feeds it records in log order.
 
     A store opened only to append (`sendmail`, `-bs`) is not `indexed`: it keeps no index,
     so appending decodes nothing (and `sendmail` never imports json)."""
 
-    def __init__(self, log, indexed=True):
-        self.log = log
+    def __init__(self, journal, indexed=True):
+        self.journal = journal
         self.indexed = indexed
         self.messages = {}        # id -> Message, unfinished messages only, in arrival order
         self.kept_bytes = 0       # log bytes of the messages compaction must keep
         self.recent = {}          # id -> Message, the last RECENT messages that finished
+        self.pins = {}            # segment -> ids of unfinished messages starting there
         self.damage = []
         self.sync_waiters = []
+        self.unsynced_commits = []
 
     # reading the log
 
@@ -123,19 +139,28 @@ class Store:
             if item.type != record.BODY and item.type != record.COMMIT:
                 return            # a record of a finished message: dead bytes
             msg = self.messages[msgid] = Message(msgid)
-        was_kept = msg.kept
-        old_bytes = msg.bytes
+        was_kept, old_bytes, old_pin = msg.kept, msg.bytes, msg.first_seg
         msg.bytes += record.OVERHEAD + item.length
         try:
             _APPLY[item.type](msg, item)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             msg.quarantined = msg.quarantined or "bad %s record: %s" % (chr(item.type), exc)
-        self._track(msg, was_kept, old_bytes)
+        self._track(msg, was_kept, old_bytes, old_pin)
 
-    def _track(self, msg, was_kept, old_bytes):
-        """Keep the kept-bytes total in step with msg's change; drop msg once finished."""
+    def _track(self, msg, was_kept, old_bytes, old_pin):
+        """Keep kept bytes and pins in step with msg's change; drop msg once finished."""
         self.kept_bytes += (msg.bytes if msg.kept else 0) - (old_bytes if was_kept else 0)
-        if msg.finished and self.messages.pop(msg.id, None) is not None:
+        finished = msg.finished
+        pin = None if finished else msg.first_seg
+        if pin != old_pin:
+            ids = self.pins.get(old_pin)
+            if ids is not None:
+                ids.discard(msg.id)
+                if not ids:
+                    del self.pins[old_pin]
+            if pin is not None:
+                self.pins.setdefault(pin, set()).add(msg.id)
+        if finished and self.messages.pop(msg.id, None) is not None:
             recent = self.recent
             recent[msg.id] = msg
             if len(recent) > RECENT:
@@ -143,17 +168,27 @@ class Store:
 
     def _damaged(self, damage):
         self.damage.append(damage)
-        if damage.msgid:
-            msg = self.get(damage.msgid.decode("ascii"))
-            was_kept, old_bytes = msg.kept, msg.bytes
-            msg.quarantined = "damaged record at offset %d" % damage.offset
-            self._track(msg, was_kept, old_bytes)
+        for msg in self.messages.values():
+            at = msg.at
+            if msg.pending and at[-3] == damage.seg and \
+                    at[-2] + at[-1] + record.TRAILER_SIZE == damage.offset:
+                msg.suspect = "damaged record after its text at segment %d offset %d" % (
+                    damage.seg, damage.offset)
+        msg = self.messages.get(damage.msgid.decode("ascii")) if damage.msgid else None
+        if msg is not None:
+            was_kept, old_bytes, old_pin = msg.kept, msg.bytes, msg.first_seg
+            msg.quarantined = "damaged record at segment %d offset %d" % (
+                damage.seg, damage.offset)
+            self._track(msg, was_kept, old_bytes, old_pin)
 
     def forget(self, msgid):
-        """Drop a message from the index (after compaction removed it)."""
-        msg = self.messages.pop(msgid, None)
+        """Drop a message from the index (its writer died without saying so)."""
+        msg = self.messages.get(msgid)
         if msg is not None:
-            self.kept_bytes -= msg.bytes if msg.kept else 0
+            was_kept, old_bytes, old_pin = msg.kept, msg.bytes, msg.first_seg
+            msg.aborted = True
+            msg.at = ()
+            self._track(msg, was_kept, old_bytes, old_pin)
 
     # views
 
@@ -168,11 +203,12 @@ class Store:
     def body(self, msgid):
         """Yield the message text of msgid in chunks."""
         msg = self.messages.get(msgid) or self.recent.get(msgid)
-        if msg is None:
-            raise LogError("%s: message %s is no longer in the queue" % (self.log.path, msgid))
+        segments = self.journal.segments
+        if msg is None or any(msg.at[i] not in segments for i in range(0, len(msg.at), 3)):
+            raise LogError("%s: message %s is no longer in the queue" % (self.journal.dir, msgid))
         at = msg.at
-        for i in range(0, len(at), 2):
-            yield self.log.read(at[i], at[i + 1])
+        for i in range(0, len(at), 3):
+            yield segments[at[i]].read(at[i + 1], at[i + 2])
 
     def live_bytes(self):
         """Return the log bytes used by messages compaction must keep."""
@@ -180,24 +216,49 @@ class Store:
 
     def dead_bytes(self):
         """Return the log bytes compaction would free."""
-        return self.log.end - record.FILE_HEADER_SIZE - self.live_bytes()
+        used = sum(seg.end - seg.header_size for seg in self.journal.segments.values())
+        return used - self.kept_bytes
 
     # writing
 
-    def append(self, records):
-        """Append [(type, msgid, payload)] as one write and index them; return offset."""
-        data = b"".join(self.log.encode(t, i.encode("ascii"), p) for t, i, p in records)
-        start = self.log.append(data)
+    def append(self, records, track=True):
+        """Append [(type, msgid, payload)] as one write and index them; return (seg, offset).
+
+        With track, its COMMIT records are withdrawn if the next sync fails (not for copies
+        made by compaction: their original stays acknowledged)."""
+        def frame(seg):
+            return b"".join(seg.encode(t, i.encode("ascii"), p) for t, i, p in records)
+        number, start = self.journal.append(frame)
         pos = start
         for rtype, msgid, payload in records:
-            item = record.Record(pos, rtype, msgid.encode("ascii"), len(payload), payload)
+            item = record.Record(pos, rtype, msgid.encode("ascii"), len(payload), payload,
+                                 number)
             self.apply(item)
             pos = item.end
-        return start
+            if rtype == record.COMMIT and track:
+                self.unsynced_commits.append(msgid)
+        return number, start
 
     def want_sync(self, callback):
         """Call callback(error or None) after the next group fdatasync."""
         self.sync_waiters.append(callback)
+
+    def sync(self):
+        """fdatasync what was appended; on error withdraw the commits it covered, raise."""
+        commits, self.unsynced_commits = self.unsynced_commits, []
+        try:
+            self.journal.sync()
+        except LogError:
+            self.withdraw(commits)
+            raise
+
+    def withdraw(self, ids):
+        """Append ABORTED for commits whose sync failed: they were never acknowledged."""
+        if ids:
+            try:
+                self.append([(record.ABORTED, i, b"") for i in ids], track=False)
+            except LogError:
+                pass            # the COMMIT stays: at worst a duplicate, never a loss
 
     def sync_now(self):
         """Run the group fdatasync if anyone waits for it, then tell each waiter."""
@@ -206,25 +267,49 @@ class Store:
         waiters, self.sync_waiters = self.sync_waiters, []
         error = None
         try:
-            self.log.sync()
+            self.sync()
         except LogError as exc:
             error = exc
         for callback in waiters:
             callback(error)
 
 
+def _first(msg, item):
+    if msg.first_seg is None:
+        msg.first_seg = item.seg
+
+
 def _body(msg, item):
     if msg.committed:
-        raise ValueError("body after commit")
-    msg.at += (item.payload_offset, item.length)
+        if msg.copy is None:
+            raise ValueError("body after commit")
+        msg.copy += (item.seg, item.payload_offset, item.length)
+        return
+    _first(msg, item)
+    msg.at += (item.seg, item.payload_offset, item.length)
+
+
+def _copy(msg, item):
+    if not msg.committed:
+        raise ValueError("copy of an uncommitted message")
+    msg.copy = ()
 
 
 def _commit(msg, item):
     if msg.committed:
-        raise ValueError("second commit")
+        if not msg.copy:
+            raise ValueError("second commit")
+        msg.at, msg.copy = msg.copy, None           # the copy replaces the original
+        msg.first_seg = msg.at[0]
+        msg.bytes = sum(msg.at[2::3]) + record.OVERHEAD * (len(msg.at) // 3 + 2) + item.length
+        return
+    _first(msg, item)
     msg.envelope = env_mod.Envelope.decode(item.payload)
+    msg.suspect = None
     if msg.envelope.quarantined:
         msg.quarantined = msg.envelope.quarantined
+    elif msg.size != msg.envelope.size:
+        msg.quarantined = "text of %d bytes, envelope says %d" % (msg.size, msg.envelope.size)
 
 
 def _result(msg, item):
@@ -241,7 +326,8 @@ def _removed(msg, item):
 
 def _aborted(msg, item):
     if msg.committed:
-        raise ValueError("abort after commit")
+        msg.removed = True          # a commit withdrawn: its sync failed, never acknowledged
+        return
     msg.aborted = True
     msg.at = ()
 
@@ -253,14 +339,5 @@ def _quarantined(msg, item):
 _APPLY = {
     record.BODY: _body, record.COMMIT: _commit, record.RESULT: _result,
     record.WARNED: _warned, record.REMOVED: _removed, record.ABORTED: _aborted,
-    record.QUARANTINED: _quarantined,
+    record.QUARANTINED: _quarantined, record.COPY: _copy,
 }
-
-
-def open_store(path):
-    """Open the log at path and return a Store without reading it (appending only)."""
-    log = Log(path)
-    log.open()
-    store = Store(log, indexed=False)
-    log.end = log.size()
-    return store

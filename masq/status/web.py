@@ -363,7 +363,8 @@ def common_headers():
 
 
 class Connection:
-    """One HTTP client: the engine, its stream, the idle timer."""
+    """One HTTP client: the engine, its stream, the idle timer (it also bounds sending
+    the last answer to a client that does not read)."""
 
     def __init__(self, web, sock, ip):
         self.web, self.ip = web, ip
@@ -406,7 +407,7 @@ class Connection:
             if event is http.NEED_DATA or event is http.PAUSED:
                 break
             if isinstance(event, http.ConnectionClosed):
-                self.stream.close("closed by peer")
+                self._close_when_sent()
                 return
             if isinstance(event, http.ExpectContinue):
                 self.stream.write(self.engine.send_continue())
@@ -428,10 +429,16 @@ class Connection:
         self.busy = False
         self.stream.write(self.engine.send(response))
         if self.engine.closing:
-            self.stream.close_when_flushed()
+            self._close_when_sent()
             return
         self._arm()
         self.loop.call_soon(self._pump)
+
+    def _close_when_sent(self):
+        """Close once the answer is out (a big one outgrows the socket buffer), or at the
+        idle deadline for a client that does not read it."""
+        self._arm()
+        self.stream.close_when_flushed()
 
     def _closed(self, reason):
         if self.timer is not None:

@@ -21,7 +21,7 @@ from fuzzing import fuzz_settings, mutated
 from masq.cli import mailq
 from masq.queue import record
 from masq.queue.envelope import DELIVERED, Envelope, Recipient
-from masq.queue.log import LOG_NAME
+from masq.queue.log import segment_name
 from masq.queue.spool import Queue
 from masq.queue.store import new_id
 from masq.status import model
@@ -97,7 +97,7 @@ def forged(draw, ids):
 def template(tmp_path_factory):
     spool = str(tmp_path_factory.mktemp("template"))
     ids = build(spool)
-    with open(os.path.join(spool, LOG_NAME), "rb") as f:
+    with open(os.path.join(spool, segment_name(1)), "rb") as f:    # one segment: all of it
         return f.read(), ids
 
 
@@ -105,13 +105,13 @@ def template(tmp_path_factory):
 @given(st.data())
 def test_a_damaged_or_forged_log_opens_lists_and_reports(template, tmp_path_factory, data):
     original, ids = template
-    salt = record.parse_file_header(original)
+    salt = record.parse_file_header(original)[0]
     body = data.draw(mutated(st.just(original[record.FILE_HEADER_SIZE:]))
                      | st.just(original[record.FILE_HEADER_SIZE:]))
     extra = data.draw(st.lists(forged(ids), max_size=4))
     body += b"".join(record.encode(record.seed(salt), t, i, p) for t, i, p in extra)
     spool = str(tmp_path_factory.mktemp("spool"))
-    with open(os.path.join(spool, LOG_NAME), "wb") as f:
+    with open(os.path.join(spool, segment_name(1)), "wb") as f:
         f.write(original[:record.FILE_HEADER_SIZE] + body)
     queue = Queue(spool).open("runner")
     try:

@@ -12,16 +12,16 @@ import pytest
 
 from masq.queue import record
 from masq.queue.envelope import Envelope
-from masq.queue.log import LOG_NAME
+from masq.queue.log import segment_name, segment_numbers
 from masq.queue.spool import Queue
 from masq.queue.store import new_id
 from masq.status import model
 
 
 def forge(spool, rtype, msgid, payload):
-    path = os.path.join(spool, LOG_NAME)
+    path = os.path.join(spool, segment_name(segment_numbers(spool)[-1]))
     with open(path, "rb") as f:
-        salt = record.parse_file_header(f.read(record.FILE_HEADER_SIZE))
+        salt = record.parse_file_header(f.read(record.FILE_HEADER_SIZE))[0]
     with open(path, "ab") as f:
         f.write(record.encode(record.seed(salt), rtype, msgid.encode(), payload))
 
