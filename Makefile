@@ -40,6 +40,7 @@ bench: deps
 	$(PYTHON) tools/bench_submit.py
 	$(PYTHON) tools/bench_smtp.py
 	$(PYTHON) tools/bench_flush.py
+	$(PYTHON) tools/bench_relay.py
 	$(PYTHON) tools/bench_online.py
 	$(PYTHON) tools/bench_status.py
 	$(PYTHON) tools/bench_hostile.py

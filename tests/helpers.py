@@ -83,13 +83,16 @@ class Daemon:
         """Start the daemon and wait until it answers."""
         import time
         environ = dict(os.environ, PYTHONPATH=ROOT)
+        # the output goes to a file, not a pipe: a daemon that logs more than a pipe holds
+        # (64 KB) before the test reads it would block on its next log line
+        self.output = tempfile.TemporaryFile()
         self.proc = subprocess.Popen([sys.executable, "-m", "masq", "-C", self.conf, "daemon"],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     stdout=self.output, stderr=subprocess.STDOUT,
                                      env=environ, cwd=ROOT)
         deadline = time.time() + 15
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError("daemon exited: %s" % self.proc.stdout.read().decode())
+                raise RuntimeError("daemon exited: %s" % self._read())
             if self._ready():
                 return self
             time.sleep(0.05)
@@ -114,12 +117,22 @@ class Daemon:
         if self.proc.poll() is None:
             self.proc.send_signal(sig or signal.SIGTERM)
         try:
-            out, _ = self.proc.communicate(timeout=15)
+            self.proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            out, _ = self.proc.communicate()
+            self.proc.wait()
         self.proc = None
-        return out.decode("utf-8", "replace")
+        out = self._read()
+        self.output.close()
+        return out
+
+    def log_so_far(self):
+        """Return what the running daemon has written so far."""
+        return self._read()
+
+    def _read(self):
+        self.output.seek(0)
+        return self.output.read().decode("utf-8", "replace")
 
 
 def _spool_of(conf):

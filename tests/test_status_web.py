@@ -8,7 +8,6 @@ smarthost of the route the page flushes.
 import base64
 import http.client
 import json
-import os
 import re
 import signal
 import socket
@@ -419,20 +418,11 @@ def test_reload_moves_the_page_and_keeps_it_when_the_new_one_is_unsafe(tmp_path)
 
 
 def _log_line(daemon, words, timeout=15.0):
-    """Read the daemon's output until a line holds words; return that line."""
-    import select
-    fd, seen = daemon.proc.stdout.fileno(), b""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        for line in seen.decode("utf-8", "replace").splitlines():
-            if words in line:
-                return line
-        if select.select([fd], [], [], max(0.0, deadline - time.time()))[0]:
-            part = os.read(fd, 65536)
-            if not part:
-                break
-            seen += part
-    return ""
+    """Wait until a line of the daemon's output holds words; return that line."""
+    def line():
+        return next((l for l in daemon.log_so_far().splitlines() if words in l), "")
+    wait_for(lambda: line(), timeout)
+    return line()
 
 
 def _answers(port):
