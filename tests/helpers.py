@@ -16,6 +16,12 @@ def write_config(path, spool, extra="", routes=""):
     which another program on the machine, or another test's daemon, may hold)."""
     if "\tlist listen " not in extra and "\toption listen " not in extra:
         extra = "\tlist listen 'smtp://127.0.0.1:%d'\n" % free_port() + extra
+    if "\toption mailbox " not in extra:
+        # local mail stays in the test's folder, never in the machine's /var/mail
+        mail = os.path.join(os.path.dirname(os.path.abspath(spool)), "mail")
+        os.makedirs(mail, exist_ok=True)
+        os.chmod(mail, 0o1777)
+        extra = "\toption mailbox 'mbox:%s/%%u'\n" % mail + extra
     text = (
         "config masq 'main'\n"
         "\toption hostname 'test.example'\n"
