@@ -234,22 +234,32 @@ class Command:
         self.timer = self.loop.call_later(self.time_limit, self._timeout)
 
     def _write(self):
-        try:
-            if not self.pending:
+        if not self.pending:
+            try:
                 self.pending = next(self.chunks, None)
-                if self.pending is None:
-                    self._close_stdin()
-                    return
+            except Exception as exc:        # the text failed part-way: never a short text
+                self._unreadable(exc)
+                return
+            if self.pending is None:
+                self._close_stdin()
+                return
+        try:
             written = os.write(self.stdin, self.pending)
             self.pending = self.pending[written:]
         except (BlockingIOError, InterruptedError):
             return
         except BrokenPipeError:
             self._close_stdin()             # the command stopped reading: its business
-        except OSError as exc:              # reading the message failed
-            self.failure = Outcome.temp("4.3.0", "cannot read the message: %s" % exc.strerror)
-            self._close_stdin()
-            self.kill()
+        except OSError as exc:
+            self._unreadable(exc)
+
+    def _unreadable(self, exc):
+        """Reading the text (or writing the pipe) failed: kill the command before its stdin
+        ends, so that it never takes a truncated text for the whole message."""
+        self.failure = Outcome.temp("4.3.0", "cannot read the message: %s"
+                                    % (getattr(exc, "strerror", None) or exc))
+        self.kill()
+        self._close_stdin()
 
     def _close_stdin(self):
         if self.stdin is not None:

@@ -372,7 +372,11 @@ class _Run:
                                         owner_uid=owner_uid, lock_timeout=lock_timeout)
 
         if not self.agent.in_child():
-            outcome = work(job.open_body(), 0.0)    # one try: never block the loop waiting
+            try:
+                outcome = work(job.open_body(), 0.0)    # one try: never block the loop waiting
+            except Exception as exc:        # the text failed part-way (the write is undone)
+                outcome = Outcome.temp("4.3.0", "%s %s: cannot read the message: %s"
+                                       % (method, path, exc))
             self.loop.call_soon(lambda: done(outcome))
             return
 

@@ -248,7 +248,7 @@ class Session:
     def _on_body(self, event):
         try:
             self.body = iter(self.part.job.open_body())
-        except OSError as exc:
+        except Exception as exc:
             return self._abort(Outcome.temp("4.3.0", "cannot read the message: %s" % exc))
         self.line_ends = message.InputNormalizer(dot_ends=False)  # bare CR/LF of old mail
         self._pump()
@@ -261,7 +261,7 @@ class Session:
                 return self._set_timer("block", "sending the message text")
             try:
                 chunk = next(self.body, None)
-            except OSError as exc:
+            except Exception as exc:        # the text failed part-way: abort, never end it
                 return self._abort(Outcome.temp("4.3.0", "cannot read the message: %s" % exc))
             if chunk is None:
                 self.body = None

@@ -372,10 +372,16 @@ class Queue:
                     continue                  # our own session is still writing it
                 if idle is None:
                     idle = self._no_other_writers()
-                if idle:
-                    self.store.forget(msgid)  # its writer died: its chunks are garbage
-                    moved = True
-                continue
+                    if idle:
+                        self.catch_up()       # what they appended before they let go
+                msg = self.store.messages.get(msgid)
+                if msg is None or msg.first_seg != oldest:
+                    continue
+                if msg.pending:
+                    if idle:
+                        self.store.forget(msgid)  # its writer died: its chunks are garbage
+                        moved = True
+                    continue
             self._copy(msg)
             moved = True
             budget -= msg.size

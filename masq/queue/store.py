@@ -18,6 +18,7 @@ plus `sync_now` at the end of a loop turn. Crash states and their recovery rules
 docs/QUEUE.md.
 """
 
+import errno
 import os
 import time
 
@@ -28,6 +29,20 @@ from masq.queue.log import LogError
 CHUNK = 64 * 1024
 RECENT = 64     # finished messages whose bodies stay readable (a bounce built after the last result)
 _ALPHABET = "0123456789abcdefghijklmnopqrstuv"
+
+
+class TextUnreadable(LogError, OSError):
+    """A message text cannot be read whole (gone, or an I/O error part-way).
+
+    Both a LogError and an OSError (EIO): whoever reads a text for a delivery and catches
+    either treats it as a temporary failure, never as the end of the text."""
+
+    def __init__(self, message):
+        LogError.__init__(self, message, temporary=True)
+        self.errno, self.strerror = errno.EIO, message
+
+    def __str__(self):
+        return self.strerror
 
 
 def new_id(now=None):
@@ -201,14 +216,45 @@ class Store:
         return [m for m in self.messages.values() if m.kept and m.committed]
 
     def body(self, msgid):
-        """Yield the message text of msgid in chunks."""
+        """Yield the message text of msgid in chunks; TextUnreadable if it cannot be read whole.
+
+        Where each chunk lies is looked up again before it is read: between two chunks a
+        compaction step may have copied the message forward and deleted the segment the old
+        locations named. The text read so far is kept by its length, so the rest comes from
+        the copy; a text that changed size or lost its segment ends the read with an error,
+        never with a short text."""
         msg = self.messages.get(msgid) or self.recent.get(msgid)
-        segments = self.journal.segments
-        if msg is None or any(msg.at[i] not in segments for i in range(0, len(msg.at), 3)):
-            raise LogError("%s: message %s is no longer in the queue" % (self.journal.dir, msgid))
-        at = msg.at
-        for i in range(0, len(at), 3):
-            yield segments[at[i]].read(at[i + 1], at[i + 2])
+        if msg is None:
+            raise TextUnreadable("%s: message %s is no longer in the queue"
+                                 % (self.journal.dir, msgid))
+        total, pos = msg.size, 0
+        at, i, start = None, 0, 0
+        while pos < total:
+            msg = self.messages.get(msgid) or self.recent.get(msgid)
+            if msg is None or msg.at is not at:
+                at, i, start = self._locate(msg, msgid, total)
+            while start + at[i + 2] <= pos:
+                start += at[i + 2]
+                i += 3
+            seg = self.journal.segments.get(at[i])
+            if seg is None:
+                raise TextUnreadable("%s: message %s: segment %d is gone"
+                                     % (self.journal.dir, msgid, at[i]))
+            skip = pos - start
+            try:
+                data = seg.read(at[i + 1] + skip, at[i + 2] - skip)
+            except (OSError, LogError) as exc:
+                raise TextUnreadable("%s: message %s: %s" % (self.journal.dir, msgid, exc)) \
+                    from None
+            pos += len(data)
+            yield data
+
+    def _locate(self, msg, msgid, total):
+        """Return (at, index, text offset) of msg's chunk list, checked against total."""
+        if msg is None or msg.size != total:
+            raise TextUnreadable("%s: message %s changed or left the queue while being read"
+                                 % (self.journal.dir, msgid))
+        return msg.at, 0, 0
 
     def live_bytes(self):
         """Return the log bytes used by messages compaction must keep."""
