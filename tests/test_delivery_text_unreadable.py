@@ -1,10 +1,12 @@
-"""R9 (consequence of R8): a pipe delivery (pipe route, |command alias, MDA) whose text is
-read while compaction copies the message forward and deletes its old segment gets a
-*truncated* message followed by a clean EOF, and its exit 0 is recorded as delivered.
+"""A delivery whose message text fails part-way is a temporary failure, never a truncated
+success: a pipe (pipe route, |command alias, MDA), a mailbox write (mbox, maildir, in the
+daemon or in a child) and an SMTP session.
 
-Store.body raises KeyError mid-way; Command._write catches only OSError; the loop logs the
-exception (daemon: on_error = _bug) and calls _write again; next() on the dead generator
-gives None, so stdin is closed as if the text had ended."""
+The first test is the reviewer's path (compaction copies the message forward and deletes
+its old segment while a pipe reads it: the reader used to raise KeyError mid-way and the
+command got a clean EOF, recorded as delivered); the others break the text on purpose, with
+the queue's own error and with errors no agent expects.
+"""
 import os
 
 import pytest
