@@ -235,7 +235,8 @@ class Queue:
         self.store.sync_now()
 
     def sync(self):
-        """fdatasync the log now (a one-shot writer); LogError on failure, commits withdrawn."""
+        """fdatasync the log now; LogError on failure (see Store.sync: clients' commits
+        withdrawn, the daemon's own written again)."""
         self.store.sync()
 
     def catch_up(self):
