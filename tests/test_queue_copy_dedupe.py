@@ -13,6 +13,46 @@ from masq.queue.spool import Queue
 SEG = 4096
 
 
+def copied_but_not_deleted(spool):
+    """Queue a message, copy it forward, sync, crash before the old segment goes."""
+    q = Queue(spool, segment_size=SEG).open("runner")
+    w = q.writer()
+    text = b"Subject: keep\r\n\r\n" + b"k" * 300
+    w.write(text)
+    w.commit(Envelope("a@x", ["b@y"], received=1))
+    for i in range(40):
+        d = q.writer()
+        d.write(b"d" * 300)
+        d.commit(Envelope("a@x", ["b@y"], received=1))
+        q.remove(d.id, "t")
+    q.sync()
+    oldest = segment_numbers(spool)[0]
+    while q.store.pins.get(oldest):
+        q.compact_step()
+    q.sync()
+    q.close()
+    return w.id, text, os.path.join(spool, segment_name(oldest))
+
+
+def test_whole_copy_wins_over_an_original_whose_commit_rotted(tmp_path):
+    spool = str(tmp_path)
+    msgid, text, path = copied_but_not_deleted(spool)
+    data = open(path, "rb").read()
+    salt, size = record.parse_file_header(data)
+    commit = [it for it in record.scan(data, size, len(data), record.seed(salt))
+              if it.type == record.COMMIT and it.msgid == msgid.encode()][0]
+    with open(path, "r+b") as f:                      # bit rot in the original's COMMIT id
+        f.seek(commit.offset + 8 + 3)
+        f.write(b"!")
+    q = Queue(spool, segment_size=SEG).open("runner")
+    try:
+        msg = q.get(msgid)
+        assert msg is not None and not msg.quarantined, msg and msg.quarantined
+        assert b"".join(q.body(msgid)) == text
+    finally:
+        q.close()
+
+
 def test_whole_copy_wins_over_a_damaged_original(tmp_path):
     spool = str(tmp_path)
     q = Queue(spool, segment_size=SEG).open("runner")

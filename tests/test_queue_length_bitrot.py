@@ -43,3 +43,31 @@ def test_flipped_length_bit_in_acknowledged_commit_keeps_message_listed(tmp_path
         assert w.id in listed, ("acknowledged message vanished", os.listdir(spool + "/corrupt"))
     finally:
         q.close()
+
+
+def test_flipped_length_bit_in_the_last_record_of_an_older_segment(tmp_path):
+    spool = str(tmp_path)
+    q = Queue(spool, segment_size=4096).open("runner")
+    w = q.writer()
+    w.write(b"Subject: x\r\n\r\n" + b"h" * 3000)
+    w.commit(Envelope("a@x", ["b@y"], received=1))
+    q.sync()
+    w2 = q.writer()
+    w2.write(b"Subject: y\r\n\r\n" + b"h" * 3000)          # lands in segment 2
+    w2.commit(Envelope("a@x", ["b@y"], received=1))
+    q.sync()
+    q.close()
+    path = os.path.join(spool, segment_name(1))
+    rec = last_record(path)
+    assert rec.type == record.COMMIT and rec.msgid == w.id.encode()
+    with open(path, "r+b") as f:
+        f.seek(rec.offset + 6)
+        b = f.read(1)[0]
+        f.seek(rec.offset + 6)
+        f.write(bytes([b ^ 0x10]))
+    q = Queue(spool, segment_size=4096).open("runner")
+    try:
+        listed = {m.id: m.quarantined for m in q.listed()}
+        assert w.id in listed and w2.id in listed, listed
+    finally:
+        q.close()
