@@ -59,10 +59,10 @@ class CountingQueue(Queue):
         self.results += 1
         super().record_results(msgid, rows, warned)
 
-    def writer(self, msgid=None):
+    def writer(self, msgid=None, own=False):
         if self.full:
             raise LogError("No space left on device")
-        return super().writer(msgid)
+        return super().writer(msgid, own)
 
     def sync_now(self):
         if self.store.sync_waiters:

@@ -70,7 +70,7 @@ class Delivery:
 
     def forward(self, job, addresses):
         """Queue the job's message anew for remote addresses an alias named."""
-        writer = self.host.queue.writer()
+        writer = self.host.queue.writer(own=True)
         try:
             for chunk in job.open_body():
                 writer.write(chunk)

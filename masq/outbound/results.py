@@ -119,7 +119,7 @@ def _warn(host, msg, delayed, now):
 
 
 def _queue_dsn(host, msg, rows, action, target, origin, now, until=None):
-    writer = host.queue.writer()
+    writer = host.queue.writer(own=True)
     dsn_id = writer.id
     try:
         for chunk in bounce.build(host.cfg.main.hostname, msg.id, msg.envelope, rows,

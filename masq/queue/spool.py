@@ -173,13 +173,17 @@ class Queue:
         """Yield the text of message msgid in chunks."""
         return self.store.body(msgid)
 
-    def writer(self, msgid=None):
-        """Return a Writer for a new message (a fresh id unless msgid is given)."""
-        return Writer(self, msgid or new_id())
+    def writer(self, msgid=None, own=False):
+        """Return a Writer for a new message (a fresh id unless msgid is given).
 
-    def append(self, records):
-        """Append [(type, msgid, payload)] as one write (Writer and the record helpers)."""
-        return self.store.append(records)
+        `own` for a message the daemon makes itself (a DSN, a forwarded copy): no client
+        retries it, so a failed sync writes it again instead of withdrawing it."""
+        return Writer(self, msgid or new_id(), own)
+
+    def append(self, records, track=True):
+        """Append [(type, msgid, payload)] as one write (Writer and the record helpers);
+        see Store.append for `track`."""
+        return self.store.append(records, track)
 
     def remove_each(self, ids, may_remove, who):
         """Remove the kept messages ids that may_remove(msg) allows; return (removed, errors).
@@ -231,7 +235,8 @@ class Queue:
         self.store.sync_now()
 
     def sync(self):
-        """fdatasync the log now (a one-shot writer); LogError on failure, commits withdrawn."""
+        """fdatasync the log now; LogError on failure (see Store.sync: clients' commits
+        withdrawn, the daemon's own written again)."""
         self.store.sync()
 
     def catch_up(self):
@@ -397,20 +402,7 @@ class Queue:
 
     def _copy(self, msg):
         """Append a copy of msg (COPY, its text, COMMIT with its current state)."""
-        envelope = msg.envelope
-        if msg.quarantined:
-            envelope.quarantined = msg.quarantined
-        records = [(record.COPY, msg.id, b"")]
-        size = 0
-        for part in _coalesce(self.store.body(msg.id)):
-            data = b"".join(part)
-            if size + len(data) > CHUNK and len(records) > 1:
-                self.store.append(records, track=False)
-                records, size = [], 0
-            records.append((record.BODY, msg.id, data))
-            size += len(data)
-        records.append((record.COMMIT, msg.id, envelope.encode()))
-        self.store.append(records, track=False)
+        self.store.copy(msg)
 
     def _no_other_writers(self):
         """Return True if no one-shot appender (sendmail, -bs) holds writers.lock now."""
@@ -455,26 +447,12 @@ class Queue:
         return journal.remove_oldest() is not None
 
 
-def _coalesce(chunks):
-    part, size = [], 0
-    for data in chunks:
-        while data:
-            take = data[:CHUNK - size]
-            data = data[len(take):]
-            part.append(take)
-            size += len(take)
-            if size == CHUNK:
-                yield part
-                part, size = [], 0
-    if part:
-        yield part
-
-
 class Writer:
     """Streams one message's text into the log; commit() makes it part of the queue."""
 
-    def __init__(self, queue, msgid):
+    def __init__(self, queue, msgid, own=False):
         self.queue = queue
+        self.own = own
         queue.writing.add(msgid)
         self.id = msgid
         self.buffer = bytearray()
@@ -498,7 +476,7 @@ class Writer:
         if self.buffer:
             records.append((record.BODY, self.id, bytes(self.buffer)))
         records.append((record.COMMIT, self.id, envelope.encode()))
-        self.queue.append(records)
+        self.queue.append(records, track=not self.own)
         self.queue.writing.discard(self.id)
         self.buffer = bytearray()
         self.written = self.committed = True

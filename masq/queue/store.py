@@ -114,7 +114,9 @@ class Store:
         self.pins = {}            # segment -> ids of unfinished messages starting there
         self.damage = []
         self.sync_waiters = []
-        self.unsynced_commits = []
+        self.unsynced_commits = []   # clients' commits since the last sync: withdrawn if it fails
+        self.unsynced_kept = []      # the daemon's own commits since then: written again if it fails
+        self.again = {}              # ids whose text and COMMIT must be written again (a copy)
 
     # reading the log
 
@@ -231,8 +233,10 @@ class Store:
     def append(self, records, track=True):
         """Append [(type, msgid, payload)] as one write and index them; return (seg, offset).
 
-        With track, its COMMIT records are withdrawn if the next sync fails (not for copies
-        made by compaction: their original stays acknowledged)."""
+        With track, its COMMIT records are a client's: withdrawn if the next sync fails (the
+        client is answered 4xx and retries). Without, they are the daemon's own (copies made
+        by compaction, DSNs, forwarded copies, quarantine notes): something already relies
+        on them, so if the next sync fails they are written again, never trusted."""
         def frame(seg):
             return b"".join(seg.encode(t, i.encode("ascii"), p) for t, i, p in records)
         number, start = self.journal.append(frame)
@@ -242,8 +246,8 @@ class Store:
                                  number)
             self.apply(item)
             pos = item.end
-            if rtype == record.COMMIT and track:
-                self.unsynced_commits.append(msgid)
+            if rtype == record.COMMIT:
+                (self.unsynced_commits if track else self.unsynced_kept).append(msgid)
         return number, start
 
     def want_sync(self, callback):
@@ -251,13 +255,57 @@ class Store:
         self.sync_waiters.append(callback)
 
     def sync(self):
-        """fdatasync what was appended; on error withdraw the commits it covered, raise."""
+        """fdatasync what was appended; raise LogError if that fails.
+
+        A failed fdatasync is never retried and trusted: the clients' commits it covered are
+        withdrawn, the daemon's own are written again as copies (COPY, text, COMMIT) that the
+        next sync covers; the records that rely on them (a RESULT "bounced" on its DSN, the
+        deletion of a segment on its copies) wait for that sync."""
         commits, self.unsynced_commits = self.unsynced_commits, []
         try:
+            self._write_again()
             self.journal.sync()
         except LogError:
             self.withdraw(commits)
+            self.again.update(dict.fromkeys(self.unsynced_kept))
+            self.unsynced_kept = []
+            try:
+                self._write_again()
+            except LogError:
+                pass            # still owed: the next sync writes them first
             raise
+        self.unsynced_kept = []
+
+    def _write_again(self):
+        """Append a fresh copy of every message a failed sync covered (LogError if one fails)."""
+        while self.again:
+            msgid = next(iter(self.again))
+            msg = self.messages.get(msgid)
+            if msg is not None and msg.committed and msg.kept:
+                try:
+                    self.copy(msg)
+                except LogError as exc:
+                    if exc.temporary:
+                        raise   # disk full or EIO: try again at the next sync
+                    # its text is no longer readable: nothing left to write again
+            del self.again[msgid]
+
+    def copy(self, msg):
+        """Append a copy of msg (COPY, its text, COMMIT with its current state)."""
+        envelope = msg.envelope
+        if msg.quarantined:
+            envelope.quarantined = msg.quarantined
+        records = [(record.COPY, msg.id, b"")]
+        size = 0
+        for part in _coalesce(self.body(msg.id)):
+            data = b"".join(part)
+            if size + len(data) > CHUNK and len(records) > 1:
+                self.append(records, track=False)
+                records, size = [], 0
+            records.append((record.BODY, msg.id, data))
+            size += len(data)
+        records.append((record.COMMIT, msg.id, envelope.encode()))
+        self.append(records, track=False)
 
     def withdraw(self, ids):
         """Append ABORTED for commits whose sync failed: they were never acknowledged."""
@@ -279,6 +327,21 @@ class Store:
             error = exc
         for callback in waiters:
             callback(error)
+
+
+def _coalesce(chunks):
+    part, size = [], 0
+    for data in chunks:
+        while data:
+            take = data[:CHUNK - size]
+            data = data[len(take):]
+            part.append(take)
+            size += len(take)
+            if size == CHUNK:
+                yield part
+                part, size = [], 0
+    if part:
+        yield part
 
 
 def _first(msg, item):
