@@ -170,15 +170,25 @@ def _claimed_id(buf, pos, limit):
     return msgid if ID_CHARS.issuperset(msgid) else None
 
 
-def complete_but_damaged(buf, pos, limit):
+def complete_but_damaged(buf, pos, limit, crc_seed):
     """Return True if the bytes at pos look like one whole record ending exactly at limit.
 
-    Tells bit rot in the last record (its length still fits the file) from a torn write (the
-    record runs past the end, or its header is cut)."""
+    Tells bit rot in a record (its length still fits, or only its length field rotted: the
+    checksum matches with the length the bytes have) from a torn write (the record runs past
+    the end, or its header is cut)."""
     if limit - pos < OVERHEAD:
         return False
     _, rtype, version, length, _ = HEAD.unpack_from(buf, pos)
-    return pos + OVERHEAD + length == limit and (rtype in TYPES or version == VERSION)
+    if pos + OVERHEAD + length == limit:
+        return rtype in TYPES or version == VERSION
+    fitting = limit - pos - OVERHEAD
+    if fitting > MAX_PAYLOAD:
+        return False
+    head = bytearray(buf[pos + 2:pos + HEAD_SIZE])
+    struct.pack_into(">I", head, 2, fitting)
+    end = pos + HEAD_SIZE + fitting
+    crc = zlib.crc32(buf[pos + HEAD_SIZE:end], zlib.crc32(head, crc_seed))
+    return struct.unpack_from(">I", buf, end)[0] == crc
 
 
 def _resync(buf, pos, limit, crc_seed):
@@ -205,7 +215,7 @@ def scan(buf, start, limit, crc_seed, with_bodies=False, seg=0):
             nxt = _resync(buf, pos, limit, crc_seed)
             end = limit if nxt is None else nxt
             yield Damage(pos, end, _claimed_id(buf, pos, limit), seg,
-                         complete_but_damaged(buf, pos, end))
+                         complete_but_damaged(buf, pos, end, crc_seed))
             pos = end
             continue
         rtype, msgid, length = found

@@ -292,29 +292,40 @@ class Queue:
                        (damage.msgid or b"?").decode(), path))
 
     def _commit_damaged(self):
-        """Give each message whose COMMIT was damaged a quarantined COMMIT (listed, kept).
+        """Give each message whose writer died and whose COMMIT may be damaged a quarantined
+        COMMIT (listed, kept). Only while no one-shot appender is alive: what a live sendmail
+        is still writing is unfinished, not damaged (compaction decides about it later)."""
+        if not self._no_other_writers():
+            return
+        for msg in list(self.store.messages.values()):
+            if msg.pending:
+                self._quarantine_lost_commit(msg)
+
+    def _quarantine_lost_commit(self, msg):
+        """Commit pending msg (its writer is dead) as quarantined if damage may have been its
+        COMMIT or hit its text; return False if there is none (it was never acknowledged).
 
         Its text is saved to corrupt/ID.body; the envelope is read from the damaged record
         when that still decodes, else it says that it is unknown."""
-        for msg in list(self.store.messages.values()):
-            if not msg.pending or not (msg.suspect or msg.quarantined):
-                continue
-            why = msg.quarantined or msg.suspect
-            self._save_body(msg)
-            envelope = self._salvage(msg) or env_mod.Envelope(
-                "", [env_mod.Recipient("unknown@invalid")], received=0.0)
-            envelope.size = msg.size
-            envelope.quarantined = "COMMIT lost: %s" % why
-            try:
-                self.store.append([(record.COMMIT, msg.id, envelope.encode())], track=False)
-                self.store.sync()
-            except LogError as exc:
-                self.report("queue: cannot record quarantined message %s: %s" % (msg.id, exc))
+        suspects = self.store.damage_after(msg)
+        if not suspects and not msg.quarantined:
+            return False
+        why = msg.quarantined or "damaged record after its text at segment %d offset %d" % (
+            suspects[0].seg, suspects[0].offset)
+        self._save_body(msg)
+        envelope = self._salvage(suspects) or env_mod.Envelope(
+            "", [env_mod.Recipient("unknown@invalid")], received=0.0)
+        envelope.size = msg.size
+        envelope.quarantined = "COMMIT lost: %s" % why
+        try:
+            self.store.append([(record.COMMIT, msg.id, envelope.encode())], track=False)
+            self.store.sync()
+        except LogError as exc:
+            self.report("queue: cannot record quarantined message %s: %s" % (msg.id, exc))
+        return True
 
-    def _salvage(self, msg):
-        for damage in self.store.damage:
-            if damage.msgid and damage.msgid.decode("ascii") != msg.id and not msg.suspect:
-                continue
+    def _salvage(self, suspects):
+        for damage in suspects:
             data = self.store.journal.segments[damage.seg].read(
                 damage.offset, damage.end - damage.offset)
             start, end = data.find(b'{"'), data.rfind(b"}")
@@ -383,8 +394,9 @@ class Queue:
                 if msg is None or msg.first_seg != oldest:
                     continue
                 if msg.pending:
-                    if idle:
-                        self.store.forget(msgid)  # its writer died: its chunks are garbage
+                    if idle:                  # its writer died: quarantined if damage may
+                        if not self._quarantine_lost_commit(msg):   # be its COMMIT, else
+                            self.store.forget(msgid)                # its chunks are garbage
                         moved = True
                     continue
             self._copy(msg)

@@ -64,7 +64,7 @@ class Message:
     """One unfinished message as the log describes it."""
 
     __slots__ = ("id", "envelope", "at", "bytes", "removed", "aborted", "quarantined",
-                 "first_seg", "copy", "suspect")
+                 "first_seg", "copy")
 
     def __init__(self, msgid):
         self.id = msgid
@@ -76,7 +76,6 @@ class Message:
         self.quarantined = None
         self.first_seg = None  # the oldest segment holding a record that still matters
         self.copy = None      # chunks of a copy in progress (after a COPY record)
-        self.suspect = None   # damage right after its last chunk: perhaps its COMMIT
 
     @property
     def committed(self):
@@ -185,18 +184,26 @@ class Store:
 
     def _damaged(self, damage):
         self.damage.append(damage)
-        for msg in self.messages.values():
-            at = msg.at
-            if msg.pending and at[-3] == damage.seg and \
-                    at[-2] + at[-1] + record.TRAILER_SIZE == damage.offset:
-                msg.suspect = "damaged record after its text at segment %d offset %d" % (
-                    damage.seg, damage.offset)
         msg = self.messages.get(damage.msgid.decode("ascii")) if damage.msgid else None
         if msg is not None:
             was_kept, old_bytes, old_pin = msg.kept, msg.bytes, msg.first_seg
             msg.quarantined = "damaged record at segment %d offset %d" % (
                 damage.seg, damage.offset)
             self._track(msg, was_kept, old_bytes, old_pin)
+
+    def damage_after(self, msg):
+        """Return the damage that may be the lost COMMIT of pending msg: anywhere after its
+        last chunk (other sessions' records may lie between, or a segment boundary), naming
+        no id, its id, or an id the index does not know (one rotted into another)."""
+        last = (msg.at[-3], msg.at[-2])
+        known = self.messages.keys() | self.recent.keys()
+        found = []
+        for damage in self.damage:
+            claimed = damage.msgid.decode("ascii") if damage.msgid else None
+            if (damage.seg, damage.offset) > last and (
+                    claimed is None or claimed == msg.id or claimed not in known):
+                found.append(damage)
+        return found
 
     def forget(self, msgid):
         """Drop a message from the index (its writer died without saying so)."""
@@ -389,36 +396,38 @@ def _first(msg, item):
 
 
 def _body(msg, item):
-    if msg.committed:
-        if msg.copy is None:
-            raise ValueError("body after commit")
+    if msg.copy is not None:
         msg.copy += (item.seg, item.payload_offset, item.length)
         return
+    if msg.committed:
+        raise ValueError("body after commit")
     _first(msg, item)
     msg.at += (item.seg, item.payload_offset, item.length)
 
 
 def _copy(msg, item):
-    if not msg.committed:
-        raise ValueError("copy of an uncommitted message")
-    msg.copy = ()
+    msg.copy = ()       # before its COMMIT too: the original's COMMIT may have rotted
 
 
 def _commit(msg, item):
-    if msg.committed:
-        if not msg.copy:
-            raise ValueError("second commit")
-        msg.at, msg.copy = msg.copy, None           # the copy replaces the original
-        msg.first_seg = msg.at[0]
+    envelope = env_mod.Envelope.decode(item.payload)
+    if msg.copy is not None:      # a copy (maybe with no text) replaces the original whole:
+        msg.at, msg.copy = msg.copy, None   # its text, and its quarantine or none
+        msg.first_seg = msg.at[0] if msg.at else item.seg
         msg.bytes = sum(msg.at[2::3]) + record.OVERHEAD * (len(msg.at) // 3 + 2) + item.length
-        return
-    _first(msg, item)
-    msg.envelope = env_mod.Envelope.decode(item.payload)
-    msg.suspect = None
-    if msg.envelope.quarantined:
-        msg.quarantined = msg.envelope.quarantined
-    elif msg.size != msg.envelope.size:
-        msg.quarantined = "text of %d bytes, envelope says %d" % (msg.size, msg.envelope.size)
+        msg.quarantined = None
+        if msg.committed:         # the index already holds the state the copy was made of
+            msg.envelope.quarantined = envelope.quarantined
+            envelope = msg.envelope
+    elif msg.committed:
+        raise ValueError("second commit")
+    else:
+        _first(msg, item)
+    msg.envelope = envelope
+    if envelope.quarantined:
+        msg.quarantined = envelope.quarantined
+    elif msg.size != envelope.size:
+        msg.quarantined = "text of %d bytes, envelope says %d" % (msg.size, envelope.size)
 
 
 def _result(msg, item):
