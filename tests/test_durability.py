@@ -138,6 +138,7 @@ def test_smtp_disk_full_gives_452_at_mail_and_451_during_data(tmp_path, tiny_dis
     spool = os.path.join(tiny_disk, "spool")
     conf = write_config(str(tmp_path / "masq.conf"), spool, extra=(
         "\toption volatile_spool '1'\n\toption max_message_size '%s'\n"
+        "\toption do_queue '1'\n"                 # queued only: the oracle is the queue
         "\tlist listen 'smtp://127.0.0.1:%d'\n\tlist local_users 'a'\n" % ("3M", port)))
     daemon = Daemon(conf, wait_port=port).start()
     try:
