@@ -8,23 +8,9 @@ import weakref
 
 from masq.loop import Loop
 
+from fakes import FakeClock
+
 FLOOR = 64       # masq.loop.MIN_TIMERS: below this the heap is never rebuilt
-
-
-class Clock:
-    """A hand-moved clock: callable (as Loop's clock was) and with monotonic()/time()."""
-
-    def __init__(self, now=0.0):
-        self.now = now
-
-    def __call__(self):
-        return self.now
-
-    def monotonic(self):
-        return self.now
-
-    def time(self):
-        return self.now
 
 
 class Session:
@@ -35,7 +21,7 @@ class Session:
 
 
 def test_a_cancelled_timer_lets_its_callback_go():
-    loop = Loop(clock=Clock())
+    loop = Loop(clock=FakeClock())
     session = Session()
     gone = weakref.ref(session)
     loop.call_later(300, session.timed_out).cancel()
@@ -46,7 +32,7 @@ def test_a_cancelled_timer_lets_its_callback_go():
 
 
 def test_re_arming_keeps_the_heap_within_twice_the_live_timers():
-    clock = Clock()
+    clock = FakeClock()
     loop = Loop(clock=clock)
     fired = []
     keep = [loop.call_later(1000 + i, lambda i=i: fired.append(i)) for i in range(10)]
@@ -58,7 +44,7 @@ def test_re_arming_keeps_the_heap_within_twice_the_live_timers():
         largest = max(largest, len(loop.timers))
     assert largest <= max(FLOOR, 2 * 11) + 1
     timer.cancel()
-    clock.now = 2000.0
+    clock.advance(2000.0)
     loop.run_once(block=False)
     assert sorted(fired) == list(range(10)) and all(t.cancelled for t in keep)
     loop.selector.close()

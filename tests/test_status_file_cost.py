@@ -9,21 +9,7 @@ from masq.loop import Loop
 from masq.status import file as status_file
 from masq.status import model
 
-
-class Clock:
-    """A hand-moved clock: callable (as Loop's clock was) and with monotonic()/time()."""
-
-    def __init__(self, now=0.0):
-        self.now = now
-
-    def __call__(self):
-        return self.now
-
-    def monotonic(self):
-        return self.now
-
-    def time(self):
-        return self.now
+from fakes import FakeClock
 
 
 class Main:
@@ -67,16 +53,16 @@ class FakeDaemon:
 
 
 def test_built_at_most_once_per_second_however_many_turns(tmp_path):
-    clock = Clock()
+    clock = FakeClock()
     daemon = FakeDaemon(str(tmp_path / "status.json"), clock, 10)
     status_file.StatusFile(daemon).start()
     for turn in range(1000):                   # 1,000 busy turns over 2.5 s of loop time
-        clock.now = turn * 0.0025
+        clock.advance(0.0025 if turn else 0.0)
         daemon.loop.call_soon(lambda: None)
         daemon.loop.run_once(block=False)
     assert daemon.builds <= 4
     assert daemon.loop.next_deadline() is not None      # the last changes are still due
-    clock.now = 10.0
+    clock.advance(10.0)
     daemon.loop.run_once(block=False)
     built = daemon.builds
     assert daemon.loop.next_deadline() is None           # idle: no timer wakes the daemon
@@ -87,7 +73,7 @@ def test_built_at_most_once_per_second_however_many_turns(tmp_path):
 
 def test_the_file_lists_the_first_messages_and_counts_them_all(tmp_path):
     path = tmp_path / "status.json"
-    daemon = FakeDaemon(str(path), Clock(), 5000)
+    daemon = FakeDaemon(str(path), FakeClock(), 5000)
     status_file.StatusFile(daemon).start()
     daemon.loop.call_soon(lambda: None)
     daemon.loop.run_once(block=False)
