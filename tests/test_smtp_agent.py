@@ -522,7 +522,10 @@ def test_fault_62_drop_mid_data_defers_and_nothing_is_delivered(script):
         play(peer, on={b"DATA": data})
 
     server = script(drop_in_data)
-    big = b"".join(b"%07d " % i + b"x" * 90 + b"\r\n" for i in range(20000))
+    # 15 MB: more than the client's socket send buffer (at most 4 MB on Linux) and the
+    # server's unread receive window together, so the client cannot have handed the whole
+    # text and the final dot to the kernel before the server's close resets the connection
+    big = b"".join(b"%07d " % i + b"x" * 90 + b"\r\n" for i in range(150000))
     outcomes = deliver(job("b@dest.example", "c@dest.example", body=BODY + big),
                        smarthost="127.0.0.1:%d" % server.port, tls="none")
     assert kinds(outcomes) == [TEMPFAIL, TEMPFAIL]
