@@ -1,5 +1,6 @@
 """Test helpers: write a configuration, run masq as a command, read the queue."""
 
+import contextlib
 import json
 import os
 import subprocess
@@ -170,3 +171,46 @@ def absent_users(*names):
 # An online file that never exists: a detector watching it keeps its route offline. It lies
 # in a folder of the test run's own, so no file on the machine can bring the route up.
 OFFLINE = "file:" + os.path.join(tempfile.mkdtemp(prefix="masq-offline-"), "absent")
+
+
+@contextlib.contextmanager
+def small_tmpfs(size, prefix="masq-tmpfs-"):
+    """Mount a tmpfs of size (e.g. '1m') on a fresh folder; yield its pathlib.Path.
+
+    Skips the test when it cannot mount (not root). The folder lies outside pytest's
+    tmp_path: concurrent pytest runs rename old tmp_path folders, and a mount moved with one
+    could no longer be unmounted by its old name."""
+    import pathlib
+    import pytest
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    path = pathlib.Path(tempfile.mkdtemp(prefix=prefix))
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=" + size, "tmpfs", str(path)],
+                          capture_output=True)
+    if done.returncode != 0:
+        os.rmdir(path)
+        pytest.skip("cannot mount tmpfs: %s" % done.stderr.decode().strip())
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)])
+        os.rmdir(path)
+
+
+def fill_disk(folder):
+    """Fill the file system of folder to the last byte; return the filler's path."""
+    filler = folder / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while os.write(fd, b"x" * 4096):
+            pass
+    except OSError:
+        pass
+    try:
+        while os.write(fd, b"x"):
+            pass
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    return filler

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from helpers import ROOT, Daemon, free_port, masq, write_config
+from helpers import ROOT, Daemon, free_port, masq, small_tmpfs, write_config
 from masq.queue import log as log_mod
 from masq.queue.envelope import Envelope
 from masq.queue.log import LogError
@@ -95,18 +95,10 @@ def kill_at_random(tmp_path, count, seed):
 
 
 @pytest.fixture
-def tiny_disk(tmp_path):
+def tiny_disk():
     """A 2 MiB tmpfs for the spool (root only)."""
-    if os.getuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
-                          capture_output=True)
-    if done.returncode != 0:
-        pytest.skip("cannot mount tmpfs: %s" % done.stderr.decode().strip())
-    yield str(mount)
-    subprocess.run(["umount", "-l", str(mount)])
+    with small_tmpfs("2m") as mount:
+        yield str(mount)
 
 
 def test_disk_full_exits_75_and_the_queue_stays_usable(tmp_path, tiny_disk):

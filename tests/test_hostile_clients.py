@@ -321,6 +321,19 @@ def trickle(sock, stop):
         pass
 
 
+def start_trickling(port, stop, threads, timeout):
+    """Open a session from 127.0.0.2, bring it into DATA, and trickle its text in a thread."""
+    sock = connect(port, source="127.0.0.2", timeout=timeout)
+    sock.sendall(b"EHLO slow\r\nMAIL FROM:<a@b.example>\r\n"
+                 b"RCPT TO:<bob@test.example>\r\nDATA\r\n")
+    reply = b""
+    while b"354 " not in reply:
+        reply += sock.recv(4096)
+    threads.append(threading.Thread(target=trickle, args=(sock, stop)))
+    threads[-1].start()
+    return sock
+
+
 def keep_alive(sock, stop):
     """Send NOOP every second and read its reply until stop is set or the server closes."""
     try:
@@ -341,15 +354,7 @@ def test_data_trickled_one_byte_at_a_time_is_dropped_at_its_deadline(tmp_path):
     try:
         wait_for(lambda: not daemon_busy(port))
         for n in range(3):
-            sock = connect(port, source="127.0.0.2", timeout=30)
-            sock.sendall(b"EHLO slow\r\nMAIL FROM:<a@b.example>\r\n"
-                         b"RCPT TO:<bob@test.example>\r\nDATA\r\n")
-            reply = b""
-            while b"354 " not in reply:
-                reply += sock.recv(4096)
-            threads.append(threading.Thread(target=trickle, args=(sock, stop)))
-            threads[-1].start()
-            socks.append(sock)
+            socks.append(start_trickling(port, stop, threads, timeout=30))
         extra = connect(port, source="127.0.0.2")
         assert read_reply(extra).startswith(b"421 4.7.0")     # per-address limit
         extra.close()
@@ -378,15 +383,7 @@ def test_sessions_already_trickling_get_the_short_timeout_once_the_server_is_bus
     try:
         wait_for(lambda: not daemon_busy(port))
         for n in range(2):
-            sock = connect(port, source="127.0.0.2", timeout=60)
-            sock.sendall(b"EHLO slow\r\nMAIL FROM:<a@b.example>\r\n"
-                         b"RCPT TO:<bob@test.example>\r\nDATA\r\n")
-            reply = b""
-            while b"354 " not in reply:
-                reply += sock.recv(4096)
-            threads.append(threading.Thread(target=trickle, args=(sock, stop)))
-            threads[-1].start()
-            socks.append(sock)
+            socks.append(start_trickling(port, stop, threads, timeout=60))
         busy = [connect(port, source="127.0.0.3") for _ in range(3)]   # 5 of 5: busy
         for sock in busy:                       # clients that make progress stay
             threads.append(threading.Thread(target=keep_alive, args=(sock, stop)))

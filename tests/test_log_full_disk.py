@@ -3,15 +3,13 @@ whose `option log` file, is on a full tmpfs keeps answering SMTP with 250, keeps
 and logs again (saying how many lines it lost) once space is freed."""
 
 import os
-import pathlib
 import smtplib
 import subprocess
 import sys
-import tempfile
 
 import pytest
 
-from helpers import ROOT, free_port, wait_for, write_config
+from helpers import ROOT, fill_disk, free_port, small_tmpfs, wait_for, write_config
 from sinks import _wait_port
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
@@ -19,28 +17,12 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs need
 
 @pytest.fixture
 def full():
-    """A 64 KB tmpfs filled to the last byte; yields (its path, a function that frees it).
-
-    Mounted outside pytest's tmp_path: concurrent pytest runs rename old tmp_path folders,
-    and a mount moved with one could no longer be unmounted by its old name."""
-    path = pathlib.Path(tempfile.mkdtemp(prefix="masq-full-"))
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(path)], check=True)
-    try:
+    """A 64 KB tmpfs filled to the last byte; yields (its path, a function that frees it)."""
+    with small_tmpfs("64k", prefix="masq-full-") as path:
         for name in ("stderr", "maillog"):
             (path / name).write_bytes(b"")
-        filler = path / "filler"
-        fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
-        try:
-            while os.write(fd, b"x" * 512):
-                pass
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
+        filler = fill_disk(path)
         yield path, lambda: os.unlink(filler)
-    finally:
-        subprocess.run(["umount", "-l", str(path)])
-        os.rmdir(path)
 
 
 def send(port, rcpt):

@@ -17,6 +17,8 @@ from masq.queue.envelope import DELIVERED, Envelope, Recipient
 from masq.queue.log import LogError, segment_name, segment_numbers
 from masq.queue.spool import Queue
 
+from helpers import small_tmpfs
+
 SEGMENT = 4096
 
 
@@ -424,19 +426,10 @@ def test_model_every_acknowledged_message_is_delivered_or_listed(tmp_path_factor
 
 
 @pytest.fixture
-def tiny_disk(tmp_path):
+def tiny_disk():
     """A 1 MiB tmpfs (root only)."""
-    if os.getuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    import subprocess
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
-                          capture_output=True)
-    if done.returncode != 0:
-        pytest.skip("cannot mount tmpfs: %s" % done.stderr.decode().strip())
-    yield str(mount)
-    subprocess.run(["umount", "-l", str(mount)])
+    with small_tmpfs("1m") as mount:
+        yield str(mount)
 
 
 def test_disk_full_during_compaction_loses_nothing_and_it_resumes(tiny_disk):

@@ -4,13 +4,10 @@ the results cannot be recorded (a flush then starts nothing), and records them o
 is freed, without delivering anything again."""
 
 import os
-import pathlib
-import subprocess
-import tempfile
 
 import pytest
 
-from helpers import Daemon, free_port, masq, wait_for, write_config
+from helpers import Daemon, fill_disk, free_port, masq, small_tmpfs, wait_for, write_config
 from sinks import Sink
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
@@ -21,32 +18,8 @@ COUNT = 40         # their RESULT records outgrow the slack in the log's last pa
 @pytest.fixture
 def spool_fs():
     """A 1 MB tmpfs for the spool (outside tmp_path, see test_log_full_disk.py)."""
-    path = pathlib.Path(tempfile.mkdtemp(prefix="masq-results-"))
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(path)], check=True)
-    try:
+    with small_tmpfs("1m", prefix="masq-results-") as path:
         yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)])
-        os.rmdir(path)
-
-
-def fill(folder):
-    """Fill the file system of folder to the last byte; return the filler's path."""
-    filler = folder / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        while os.write(fd, b"x" * 4096):
-            pass
-    except OSError:
-        pass
-    try:
-        while os.write(fd, b"x"):
-            pass
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-    return filler
 
 
 def live(conf):
@@ -69,7 +42,7 @@ def test_full_disk_pauses_deliveries_and_nothing_is_delivered_twice(tmp_path, sp
     daemon = Daemon(conf).start()
     try:
         with Sink(port) as sink:
-            filler = fill(spool_fs)
+            filler = fill_disk(spool_fs)
             online.write_text("isp\n")
             assert len(sink.wait(COUNT, timeout=60)) == COUNT
             assert wait_for(lambda: "cannot record delivery results" in read(log), timeout=30)
