@@ -1,4 +1,9 @@
-"""Fakes for unit tests: a clock the test drives (no sleeps)."""
+"""Fakes for unit tests: a clock the test drives (no sleeps), a host for components."""
+
+from masq.base.host import Host
+from masq.base.loop import Loop
+from masq.online.state import OnlineState
+from masq.status import model
 
 
 class FakeClock:
@@ -19,3 +24,15 @@ class FakeClock:
     def advance(self, seconds):
         self.wall += seconds
         self.mono += seconds
+
+
+class FakeHost(Host):
+    """The tests' host (masq.base.host): a configuration, a loop (on the given clock, else
+    the real one), the log and queue the test gives, and the routes' online state, whose
+    transitions are published as events like the daemon's."""
+
+    def __init__(self, cfg, log, clock=None, queue=None, scheduler=None):
+        loop = Loop(clock) if clock is not None else Loop()
+        super().__init__(cfg, loop, log, queue=queue, counters=model.new_counters())
+        self.online = OnlineState(cfg.routes, loop.time(), self.publish)
+        self.scheduler = scheduler

@@ -13,11 +13,11 @@ import time
 import pytest
 
 from helpers import Daemon, free_port, masq, write_config
+from masq.base.host import FlushAsked, MessagesQueued, RouteChanged
 from masq.config import schema as config
-from masq.base.loop import Loop
 from masq.online import polled, probe
 from masq.online.detectors import KINDS, Detectors, detector_class
-from masq.online.state import OnlineState
+from fakes import FakeHost
 from sinks import Sink
 
 
@@ -48,7 +48,7 @@ class Scheduler:
         return set(self.waiting)
 
 
-class Host:
+class Host(FakeHost):
     """What the Detectors component needs from the daemon."""
 
     def __init__(self, routes, interval="300", clock=None):
@@ -56,23 +56,15 @@ class Host:
         for name, spec, *extra in routes:
             text += "config route '%s'\n\toption online \"%s\"\n" % (name, spec)
             text += "".join("\toption %s '%s'\n" % pair for pair in extra)
-        self.cfg = config.loads(text)
-        self.loop = Loop(clock) if clock else Loop()
-        self.log = Log()
-        self.listeners = {}
-        self.scheduler = Scheduler()
-        self.online = OnlineState(self.cfg.routes, time.time())
+        super().__init__(config.loads(text), Log(), clock, scheduler=Scheduler())
         self.changes = []
-        self.online.listeners.append(lambda r: self.changes.append((r.name, r.online)))
+        self.subscribe(RouteChanged,
+                       lambda e: self.changes.append((e.route.name, e.route.online)))
         self.detectors = Detectors(self)
 
     def start(self):
         self.detectors.start()
         return self
-
-    def notify(self, event, **data):
-        for callback in list(self.listeners.values()):
-            callback(event, **data)
 
     def is_online(self, name):
         return self.online.get(name).online
@@ -162,7 +154,7 @@ def test_file_route_polls_only_while_mail_waits(tmp_path, hosts):
     host.spin(0.3)
     assert not host.is_online("isp")                    # nobody asked
     host.scheduler.waiting.add("isp")
-    host.notify("new", ids=["x"])
+    host.publish(MessagesQueued(("x",)))
     assert host.run_until(lambda: host.is_online("isp"), 0.5)
     assert host.loop.next_deadline() is not None        # mail waits: the next poll is due
     path.unlink()
@@ -199,7 +191,7 @@ def test_file_detector_looks_every_2s_while_mail_waits_and_never_when_idle(tmp_p
     check = detector.check
     detector.check = lambda done: (looked.append(clock.now), check(done))
     host.scheduler.waiting.add("isp")
-    host.notify("new", ids=["x"])
+    host.publish(MessagesQueued(("x",)))
     clock.advance_to(host, 1000.0)
     assert looked == [1000.0] and host.loop.next_deadline() == 1002.0
     path.write_text("")                                 # the ip-up script ran
@@ -220,11 +212,11 @@ def test_pipe_detector_keeps_online_check_interval(tmp_path, hosts):
     host = hosts([("dial", "pipe:/bin/false"), ("isp", "file:%s" % (tmp_path / "f"))],
                  interval="60", clock=clock).start()
     host.scheduler.waiting.add("dial")
-    host.notify("new", ids=["x"])
+    host.publish(MessagesQueued(("x",)))
     clock.advance_to(host, 1000.0)
     assert host.detectors.wake == 1060.0                # the command: every minute
     host.scheduler.waiting.add("isp")
-    host.notify("new", ids=["y"])
+    host.publish(MessagesQueued(("y",)))
     clock.advance_to(host, 1000.0)
     assert host.detectors.wake == 1002.0                # the file: every 2 s
     assert polled.PipeDetector.time_limit and not hasattr(polled.PipeDetector, "interval")
@@ -234,7 +226,7 @@ def test_flush_of_a_route_checks_it_even_without_waiting_mail(tmp_path, hosts):
     path = tmp_path / "online"
     host = hosts([("isp", "file:%s" % path)]).start()
     path.write_text("")
-    host.notify("flush", route="isp")
+    host.publish(FlushAsked("isp"))
     assert host.run_until(lambda: host.is_online("isp"), 0.5)
     assert host.loop.next_deadline() is None
 
@@ -243,7 +235,7 @@ def test_many_events_in_one_turn_make_one_round(tmp_path, hosts):
     host = hosts([("isp", "file:%s" % (tmp_path / "x"))]).start()
     asked = host.scheduler.asked
     for _ in range(20):
-        host.notify("new")
+        host.publish(MessagesQueued(()))
     host.spin(0.05)
     assert host.scheduler.asked == asked + 1
 
@@ -253,7 +245,7 @@ def test_override_holds_until_the_detector_changes_its_mind(tmp_path, hosts):
     host = hosts([("isp", "file:%s" % path)], interval="0.05").start()
     host.scheduler.waiting.add("isp")
     host.online.set_override("isp", "up", time.time())
-    host.notify("new")
+    host.publish(MessagesQueued(()))
     host.spin(0.2)
     assert host.is_online("isp")                        # offline again and again: no change
     path.write_text("isp")

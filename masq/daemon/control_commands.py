@@ -9,6 +9,7 @@ message). The status page asks the same questions (`trusted`, `may_remove`, `may
 
 import os
 
+from masq.base.host import FlushAsked, MessagesQueued, MessagesRemoved
 from masq.outbound import maillog
 from masq.cli import common
 
@@ -57,7 +58,7 @@ def _new(daemon, req, uid, answer):
     daemon.queue.catch_up()
     ids = daemon.queue.take_foreign_commits()
     daemon.counters["accepted"] += len(ids)
-    daemon.notify("new", ids=ids)
+    daemon.publish(MessagesQueued(tuple(ids)))
     answer({"ok": True})
 
 
@@ -77,7 +78,7 @@ def remove_messages(daemon, ids, who, may_remove, answer):
     if removed:
         daemon.queue.want_sync(lambda error: answer({"ok": error is None, "removed": removed,
                                                "errors": errors + _sync_error(error)}))
-        daemon.notify("removed", ids=removed)
+        daemon.publish(MessagesRemoved(tuple(removed)))
     else:
         answer({"ok": not errors, "removed": removed, "errors": errors})
 
@@ -118,7 +119,7 @@ def _flush(daemon, req, uid, answer):
     if scheduler is None:
         answer({"ok": True, "started": False, "note": "no delivery service runs"})
         return
-    daemon.notify("flush", route=route)        # polled detectors look again first
+    daemon.publish(FlushAsked(route))        # polled detectors look again first
     scheduler.flush(route, forced=forced,
                     done=lambda result: answer(dict(result, ok=True)))
 

@@ -16,6 +16,7 @@ import signal
 import sys
 
 from masq.base import exits, files
+from masq.base.host import Host
 from masq.cli import common
 from masq.daemon.control import Server
 from masq.base.logger import Logger
@@ -32,27 +33,27 @@ from masq.status import model
 LAZY = ("json", "re")
 
 
-class Daemon:
-    """The running daemon."""
+class Daemon(Host):
+    """The running daemon: the host of every service."""
 
     def __init__(self, config_path, interval=None):
         self.config_path = config_path
         self.interval = interval
-        self.cfg = common.load_config(config_path, host=True)
-        main = self.cfg.main
-        self.log = Logger(main.log, main.log_level)
-        self.loop = Loop()
-        self.loop.on_error = self._bug
-        self.queue = None
-        self.online = OnlineState(self.cfg.routes, self.loop.time())
-        self.counters = model.new_counters()
-        self.started = self.loop.time()
+        cfg = common.load_config(config_path, host=True)
+        loop = Loop()
+        super().__init__(cfg, loop, Logger(cfg.main.log, cfg.main.log_level),
+                         counters=model.new_counters())
+        self.online = OnlineState(cfg.routes, loop.time(), self.publish)
+        loop.on_error = self._bug
+        self.started = loop.time()
         self.components = []
+        self.delivery = None
         self.control = None
-        self.active_writers = 0
-        self.listeners = {}     # name -> callback(event, **data) for queue events
-        self.scheduler = None
-        self.alias_file = None
+
+    @property
+    def scheduler(self):
+        """Return the delivery's scheduler (None before start)."""
+        return self.delivery.scheduler if self.delivery is not None else None
 
     # start and stop
 
@@ -77,7 +78,8 @@ class Daemon:
                                     exits.UNAVAILABLE) from None
         from masq.daemon import services
         from masq.inbound.listener import ListenError
-        for component in services.make(self):
+        self.delivery, components = services.make(self)
+        for component in components:
             try:
                 component.start()
             except ListenError as exc:
@@ -121,9 +123,7 @@ class Daemon:
         self.log.threshold = Logger(cfg.main.log, cfg.main.log_level).threshold
         self.log.retarget(cfg.main.log)
         old = {r.name: r for r in self.online.routes}
-        listeners = self.online.listeners
-        self.online = OnlineState(cfg.routes, self.loop.time())
-        self.online.listeners = listeners
+        self.online = OnlineState(cfg.routes, self.loop.time(), self.publish)
         for route in self.online.routes:
             if route.name in old:
                 for name in ("override", "detected", "since", "last_error", "last_delivery"):
@@ -144,23 +144,6 @@ class Daemon:
                               self.queue.segment_count(), self.queue.log_size())
         except (OSError, LogError) as exc:
             self.log.error("queue compaction step failed: %s", exc)
-
-    def notify(self, event, **data):
-        """Tell the components about a queue event ('new', 'flush', ...)."""
-        for callback in list(self.listeners.values()):
-            callback(event, **data)
-
-    def alias_names(self):
-        """Return the names the aliases file defines (lower-cased); None if it is broken."""
-        from masq.aliases import file as aliases
-        path = self.cfg.main.alias_file
-        if self.alias_file is None or self.alias_file.path != path:
-            self.alias_file = aliases.AliasFile(path)
-        try:
-            return frozenset(self.alias_file.get().names())
-        except aliases.AliasError as exc:
-            self.log.warning("aliases: %s", exc)
-            return None
 
     def status(self, limit=None):
         """Return the status document (listing the first `limit` queued messages, if given)."""

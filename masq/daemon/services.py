@@ -1,17 +1,21 @@
 """The daemon's components, in start order: who listens, who delivers, who reports.
 
-Each component is built from the daemon (its loop, queue, configuration, logger) and has
-start(), stop() and reload(config). Adding a service means adding one line here.
+Each component is built from the daemon, its host (masq.base.host lists what it may use),
+and has start(), stop() and reload(config). Adding a service means adding one line here.
 """
+
+from masq.base.host import Component
 
 
 def make(daemon):
-    """Return the components the daemon runs for its configuration."""
+    """Return the delivery component and all the components (it among them), in start
+    order, that the daemon runs for its configuration."""
     from masq.inbound.listener import Listener
     from masq.online.detectors import Detectors
     from masq.outbound.delivery import Delivery
     from masq.status.file import StatusFile
-    components = [StatusFile(daemon), Delivery(daemon),
+    delivery = Delivery(daemon, daemon.interval)
+    components = [StatusFile(daemon), delivery,
                   WhenConfigured(daemon, "status_listen", _status_web)]
     components.append(Detectors(daemon))           # after Delivery: it flushes on online
     shared = {}
@@ -20,7 +24,7 @@ def make(daemon):
             daemon.log.warning("listen %s: QMTP is not supported yet; skipped", url)
             continue
         components.append(Listener(daemon, url, shared))
-    return components
+    return delivery, components
 
 
 def _status_web(daemon):
@@ -28,7 +32,7 @@ def _status_web(daemon):
     return StatusWeb(daemon)
 
 
-class WhenConfigured:
+class WhenConfigured(Component):
     """A component built only once its option is set: a daemon without a status page never
     imports the page, the HTTP engine or hashlib (several MB on a router)."""
 

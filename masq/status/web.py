@@ -29,6 +29,7 @@ import os
 import re
 import time
 
+from masq.base.host import Component
 from masq.base import compat, exits, net
 from masq.daemon import control_commands
 from masq.proto import http
@@ -96,7 +97,7 @@ def new_nonce():
     return os.urandom(16).hex()
 
 
-class StatusWeb:
+class StatusWeb(Component):
     """The status page component of the daemon."""
 
     def __init__(self, daemon):

@@ -45,7 +45,8 @@ def daemon(tmp_path_factory):
     d.queue = common.open_queue(d.cfg, "runner")
     d.control = control.Server(d.loop, d.queue.dir, d._control)
     d.control.start()
-    for component in services.make(d):          # as Daemon.start, without signals
+    d.delivery, components = services.make(d)
+    for component in components:                # as Daemon.start, without signals
         component.start()
         d.components.append(component)
     d.loop.at_turn_end(d._turn_end)
