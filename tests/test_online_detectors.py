@@ -8,6 +8,7 @@ delivers it to an aiosmtpd sink when the file appears or the command starts sayi
 """
 
 import os
+import select
 import time
 
 import pytest
@@ -17,7 +18,7 @@ from masq.base.host import FlushAsked, MessagesQueued, RouteChanged
 from masq.config import schema as config
 from masq.online import polled, probe
 from masq.online.detectors import KINDS, Detectors, detector_class
-from fakes import FakeHost
+from fakes import FakeClock, FakeHost
 from sinks import Sink
 
 
@@ -290,6 +291,27 @@ def test_pipe_that_hangs_is_killed_at_the_time_limit(tmp_path, hosts, monkeypatc
     assert time.monotonic() - started < 1.5
     assert not host.is_online("isp")
     assert any("timed out" in t for t in host.log.texts("warning"))
+
+
+def test_pipe_whose_background_child_holds_stdout_ends_at_the_time_limit(tmp_path, hosts):
+    """The command said yes and exited, but a child it left behind keeps stdout open: at
+    the time limit that child is killed and the answer counts (the detector was stuck
+    busy for good, never asked again)."""
+    clock = FakeClock()
+    pidfile = tmp_path / "pid"
+    command = script(tmp_path, "echo isp\nsleep 1000 &\necho $! > %s\n" % pidfile)
+    host = hosts([("isp", "pipe:%s" % command)], clock=clock).start()
+    child = host.detectors.detectors[0].child
+    assert host.run_until(lambda: child.status is not None and pidfile.exists()
+                          and pidfile.read_text().endswith("\n"), 5.0)
+    background = os.pidfd_open(int(pidfile.read_text()))
+    host.spin(0.05)
+    assert host.detectors.busy                          # stdout still open
+    clock.advance(polled.PIPE_TIME_LIMIT)
+    assert host.run_until(lambda: not host.detectors.busy, 5.0)
+    assert host.is_online("isp")
+    assert select.select([background], [], [], 60)[0]   # the straggler was killed
+    os.close(background)
 
 
 def test_pipe_that_cannot_run_reports_an_error(tmp_path, hosts):
