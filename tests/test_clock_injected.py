@@ -1,4 +1,4 @@
-"""Only masq/clock.py reads the time: everything else asks a clock, so tests can drive it.
+"""Only masq/base/clock.py reads the time: everything else asks a clock, so tests can drive it.
 
 A component asks the loop (`loop.now`, `loop.time()`, `loop.clock`); pure code takes `now`.
 A process with no loop (sendmail, mailq, a synchronous probe) makes the real `Clock()`
@@ -19,11 +19,11 @@ CONVERTS = {"localtime": 1, "gmtime": 1, "ctime": 1, "asctime": 1, "strftime": 2
 
 # Where the real clock is made outside the loop (module: why; the line says it too).
 REAL_CLOCK = {
-    "masq/clock.py": "the clock itself",
-    "masq/loop.py": "the loop owns the clock",
-    "masq/logger.py": "a logger of a one-shot command (mailq, sendmail) has no loop",
+    "masq/base/clock.py": "the clock itself",
+    "masq/base/loop.py": "the loop owns the clock",
+    "masq/base/logger.py": "a logger of a one-shot command (mailq, sendmail) has no loop",
     "masq/queue/spool.py": "a queue opened by sendmail or mailq has no loop",
-    "masq/outbound/mbox.py": "mbox delivery called without a loop (tools)",
+    "masq/outbound/mailbox/mbox.py": "mbox delivery called without a loop (tools)",
     "masq/online/modem.py": "the synchronous modem probe runs before any loop turns",
     "masq/cli/mailq.py": "mailq without a daemon has no loop",
     "masq/status/text.py": "masq status without a daemon has no loop",
@@ -71,7 +71,7 @@ def real_clocks(tree):
 def test_no_module_but_the_clock_reads_the_time():
     found = []
     for path, text in sources():
-        if path == "masq/clock.py":
+        if path == "masq/base/clock.py":
             continue
         found += ["%s:%d: %s" % (path, line, what) for line, what in clock_reads(ast.parse(text))]
     assert found == []
@@ -83,9 +83,9 @@ def test_the_real_clock_is_made_only_where_there_is_no_loop_and_says_why():
         lines = text.splitlines()
         for line in real_clocks(ast.parse(text)):
             made.setdefault(path, []).append(lines[line - 1])
-    assert sorted(made) == sorted(p for p in REAL_CLOCK if p != "masq/clock.py")
+    assert sorted(made) == sorted(p for p in REAL_CLOCK if p != "masq/base/clock.py")
     for path, lines in made.items():
-        if path != "masq/loop.py":
+        if path != "masq/base/loop.py":
             assert all("#" in line for line in lines), (path, lines)
 
 

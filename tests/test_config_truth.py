@@ -3,7 +3,7 @@ default is the default, and the defaults the code decides (a route's port and ti
 are the ones documented.
 
 "Read" is judged from the source: an option counts as read when code outside the schema
-(masq/config.py) loads it as an attribute of a section (`main.X`, `cfg.main.X`,
+(masq/config/schema.py) loads it as an attribute of a section (`main.X`, `cfg.main.X`,
 `route.X`, `r.X`, `section.X`); an option read only through another option's default says
 so in READ_THROUGH. A parsed option that nothing reads fails here.
 """
@@ -12,7 +12,7 @@ import ast
 import os
 import re
 
-from masq import config
+from masq.config import schema as config
 from masq.outbound.smtp import TIMEOUTS, Settings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -51,7 +51,7 @@ def attribute_loads():
     for folder, _, names in os.walk(os.path.join(ROOT, "masq")):
         for name in names:
             path = os.path.join(folder, name)
-            if not name.endswith(".py") or os.path.relpath(path, ROOT) == "masq/config.py":
+            if not name.endswith(".py") or os.path.relpath(path, ROOT) == "masq/config/schema.py":
                 continue
             for node in ast.walk(ast.parse(open(path, encoding="utf-8").read())):
                 if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Load):

@@ -391,7 +391,7 @@ class ModemDetector:
 
 def probe(arg, min_signal=None, timeout=EXCHANGE_TIMEOUT):
     """Return True if `modem:arg` is online now (synchronous, for runs without a daemon)."""
-    from masq.clock import Clock
+    from masq.base.clock import Clock
     clock = Clock()         # a synchronous probe, before any loop turns: the real clock
     try:
         path, dcd, baud = prepare(arg)

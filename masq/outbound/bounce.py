@@ -17,7 +17,7 @@ boundary that cannot occur in it.
 
 import os
 
-from masq import message
+from masq.mail import message
 
 RETURN_LIMIT = 256 * 1024
 
