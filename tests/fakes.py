@@ -1,4 +1,4 @@
-"""Fakes for unit tests: a clock the test drives (no sleeps), a host for components."""
+"""Fakes for unit tests: clocks the test drives (no sleeps), a host for components."""
 
 from masq.base.host import Host
 from masq.base.loop import Loop
@@ -24,6 +24,13 @@ class FakeClock:
     def advance(self, seconds):
         self.wall += seconds
         self.mono += seconds
+
+
+class Frozen(FakeClock):
+    """A clock that never moves: a loop on it runs no timer it did not find due at once
+    (proof that an answer came from an event, not from a timeout)."""
+
+    advance = None
 
 
 class FakeHost(Host):

@@ -41,7 +41,7 @@ class Daemon(Host):
         self.interval = interval
         cfg = common.load_config(config_path, host=True)
         loop = Loop()
-        super().__init__(cfg, loop, Logger(cfg.main.log, cfg.main.log_level),
+        super().__init__(cfg, loop, Logger(cfg.main.log, cfg.main.log_level, clock=loop.clock),
                          counters=model.new_counters())
         self.online = OnlineState(cfg.routes, loop.time(), self.publish)
         loop.on_error = self._bug
@@ -67,7 +67,8 @@ class Daemon(Host):
                 __import__(name)
         account = self._account()
         with _acting_as(account):   # the spool is the daemon user's: root never writes it
-            self.queue = common.open_queue(self.cfg, "runner", report=self.log.warning)
+            self.queue = common.open_queue(self.cfg, "runner", report=self.log.warning,
+                                           clock=self.loop.clock)
             live = len(self.queue.live())
             self.log.info("masq daemon starting: %d message(s) in the queue", live)
             self.control = Server(self.loop, self.queue.dir, self._control, self.log.warning)
@@ -150,8 +151,8 @@ class Daemon(Host):
         listed = self.queue.listed()
         return model.document(self.cfg.main.hostname, self.started, self.online.to_json(),
                               listed[:limit] if limit is not None else listed, self.counters,
-                              self.log.recent, deliveries=self.log.deliveries,
-                              queue_total=len(listed))
+                              self.log.recent, now=self.loop.time(),
+                              deliveries=self.log.deliveries, queue_total=len(listed))
 
     # control requests
 

@@ -22,9 +22,9 @@ class RunnerHost(Host):
 
     def __init__(self, cfg):
         loop = Loop()
-        log = Logger(cfg.main.log, cfg.main.log_level)
+        log = Logger(cfg.main.log, cfg.main.log_level, clock=loop.clock)
         super().__init__(cfg, loop, log, counters=model.new_counters())
-        self.queue = common.open_queue(cfg, "runner", report=log.warning)
+        self.queue = common.open_queue(cfg, "runner", report=log.warning, clock=loop.clock)
         self.online = OnlineState(cfg.routes, loop.time(), self.publish)
         for route in self.online.routes:
             route.detected = probe.probe(route.name, route.detector, cfg.route(route.name))

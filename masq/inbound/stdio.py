@@ -95,9 +95,10 @@ class StdioHost(Host):
     """The host of a Listener for a single stdio session: no delivery, no routes."""
 
     def __init__(self, cfg):
-        log = Logger(cfg.main.log, cfg.main.log_level)
-        super().__init__(cfg, Loop(), log, counters={"accepted": 0})
-        self.queue = common.open_queue(cfg, "append", report=log.warning)
+        loop = Loop()
+        log = Logger(cfg.main.log, cfg.main.log_level, clock=loop.clock)
+        super().__init__(cfg, loop, log, counters={"accepted": 0})
+        self.queue = common.open_queue(cfg, "append", report=log.warning, clock=loop.clock)
         self.new_ids = []
         self.subscribe(MessagesQueued, self._queued)
 
