@@ -1,5 +1,6 @@
 """The scheduler as a pure core: route choice, retry times, warnings, batching and results
-on a fake clock, a real queue in a temporary spool and agents that answer as told.
+on a fake clock, the queue in memory (the same facade and index as on disk, see
+test_queue_contract.py) and agents that answer as told.
 
 No sockets and no sleeps: the test moves the clock and turns the loop. The queue facade is
 wrapped to count what the scheduler asks of it (messages looked at, syncs) and to fail its
@@ -12,7 +13,8 @@ from masq.online.state import OnlineState
 from masq.outbound import scheduler as sched
 from masq.outbound.outcome import Outcome
 from masq.queue.envelope import Envelope
-from masq.queue.spool import LogError, Queue
+from masq.queue.memory import MemoryQueue
+from masq.queue.spool import LogError
 from masq.status import model
 
 from fakes import FakeClock
@@ -34,11 +36,11 @@ class Log:
         self.lines.append(event)
 
 
-class CountingQueue(Queue):
-    """The real queue facade, counting the scheduler's questions; writes fail on demand."""
+class CountingQueue(MemoryQueue):
+    """The queue facade, counting the scheduler's questions; writes fail on demand."""
 
-    def __init__(self, spool_dir):
-        super().__init__(spool_dir, volatile_ok=True)
+    def __init__(self, clock):
+        super().__init__(clock=clock)
         self.looked = 0
         self.syncs = 0
         self.results = 0
@@ -65,7 +67,7 @@ class CountingQueue(Queue):
         return super().writer(msgid, own)
 
     def sync_now(self):
-        if self.store.sync_waiters:
+        if self.sync_pending():
             self.syncs += 1
         super().sync_now()
 
@@ -120,7 +122,7 @@ class Host:
         self.cfg = config.loads(text, path="test.conf")
         self.clock = FakeClock()
         self.loop = Loop(self.clock)
-        self.queue = CountingQueue(str(tmp_path / "spool")).open("runner")
+        self.queue = CountingQueue(self.clock)
         self.online = OnlineState(self.cfg.routes, self.clock.time())
         self.log = Log()
         self.counters = model.new_counters()
