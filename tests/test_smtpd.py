@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from helpers import Daemon, free_port, masq, write_config
+from helpers import Daemon, free_port, masq, reply, write_config
 from masq.policy.passwords import hash_password
 from masq.queue.spool import Queue
 
@@ -135,14 +135,12 @@ def test_starttls_and_auth_with_swaks(server):
     assert b"TLSv1." in text
 
 
-def test_wrong_password_is_535_after_a_delay(server):
-    start = time.time()
+def test_wrong_password_is_535(server):         # its delay: test_failure_delay.py
     done = subprocess.run(
         ["swaks", "--server", "127.0.0.1:%d" % server["ports"]["smtp"], "--tls",
          "--auth", "LOGIN", "--auth-user", "carol", "--auth-password", "wrong",
          "--to", "alice@test.example"], capture_output=True, timeout=30)
     assert "535 5.7.8" in done.stdout.decode()
-    assert time.time() - start >= 0.9
 
 
 def test_submission_needs_auth(server):
@@ -218,8 +216,7 @@ def test_pipelined_plaintext_after_starttls_is_discarded(server):
     sock = socket.create_connection(("127.0.0.1", server["ports"]["smtp"]), 10)
     sock.recv(1000)
     sock.sendall(b"EHLO x\r\n")
-    time.sleep(0.2)
-    sock.recv(4000)
+    reply(sock, b"250 ")
     sock.sendall(b"STARTTLS\r\nMAIL FROM:<evil@example.org>\r\n")
     time.sleep(0.3)
     data = sock.recv(4000)
@@ -234,8 +231,7 @@ def test_unknown_command_and_http_junk(server):
     sock.sendall(b"XYZZY\r\n")
     assert sock.recv(1000).startswith(b"500 5.5.2")
     sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-    time.sleep(0.2)
-    assert b"221 2.7.0" in sock.recv(1000)
+    assert b"221 2.7.0" in reply(sock, b"221 ")
     sock.close()
 
 
