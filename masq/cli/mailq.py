@@ -5,9 +5,9 @@ changes the spool directly otherwise. The listing shows, per message: id, size, 
 sender, then each recipient with its state, attempts and last error.
 """
 
-import time
 
 from masq.base import control, exits
+from masq.base.clock import Clock
 from masq.policy.users import privileged, user_name
 from masq.queue import spool
 from masq.queue.opening import open_queue
@@ -22,7 +22,7 @@ def queue_document(cfg):
         return reply["status"]["queue"]
     queue = open_queue(cfg, "read")
     try:
-        now = time.time()
+        now = Clock().time()        # mailq without a daemon: no loop, the real clock
         return [model.message_json(m, now) for m in queue.listed()]
     finally:
         queue.close()
