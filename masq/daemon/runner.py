@@ -9,11 +9,11 @@ Results are synced before returning.
 
 from masq.base.host import Host
 from masq.base.logger import Logger
-from masq.cli import common
 from masq.base.loop import Loop
 from masq.online import probe
 from masq.online.state import OnlineState
 from masq.outbound.delivery import Delivery
+from masq.queue.opening import open_queue
 from masq.status import model
 
 
@@ -24,7 +24,7 @@ class RunnerHost(Host):
         loop = Loop()
         log = Logger(cfg.main.log, cfg.main.log_level, clock=loop.clock)
         super().__init__(cfg, loop, log, counters=model.new_counters())
-        self.queue = common.open_queue(cfg, "runner", report=log.warning, clock=loop.clock)
+        self.queue = open_queue(cfg, "runner", report=log.warning, clock=loop.clock)
         self.online = OnlineState(cfg.routes, loop.time(), self.publish)
         for route in self.online.routes:
             route.detected = probe.probe(route.name, route.detector, cfg.route(route.name))

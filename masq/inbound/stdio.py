@@ -9,15 +9,14 @@ address; otherwise it is a local process, trusted like `sendmail`.
 import os
 import socket
 
-from masq.base import exits
+from masq.base import control, exits
 from masq.base.host import Host, MessagesQueued
-from masq.daemon import control
-from masq.cli import common
-from masq.inbound.listener import Listener
 from masq.base.logger import Logger
 from masq.base.loop import Loop
-from masq.policy import relay
+from masq.inbound.listener import Listener
 from masq.inbound.session import Session
+from masq.policy import relay
+from masq.queue.opening import open_queue
 
 
 class StdioTransport:
@@ -98,7 +97,7 @@ class StdioHost(Host):
         loop = Loop()
         log = Logger(cfg.main.log, cfg.main.log_level, clock=loop.clock)
         super().__init__(cfg, loop, log, counters={"accepted": 0})
-        self.queue = common.open_queue(cfg, "append", report=log.warning, clock=loop.clock)
+        self.queue = open_queue(cfg, "append", report=log.warning, clock=loop.clock)
         self.new_ids = []
         self.subscribe(MessagesQueued, self._queued)
 
