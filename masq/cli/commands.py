@@ -1,4 +1,4 @@
-"""The `masq COMMAND` commands: daemon, queue, flush, rm, online, status, passwd, setup,
+"""The `masq COMMAND` commands: daemon, queue, flush, fetch, rm, online, status, passwd, setup,
 check-config, version.
 
 Owns the table from command name to function and their argument checking; `-C FILE` may
@@ -83,6 +83,40 @@ def _flush(path, rest):
     return flush(cfg, rest[0] if rest else None, forced=bool(rest))
 
 
+def fetch(cfg, names=(), route=None):
+    """Ask the daemon to fetch mail (`masq fetch [NAME...]`, `-g`, `-go ROUTE`); print
+    one line per source; return the exit status."""
+    known = [f.name for f in cfg.fetches]
+    for name in names:
+        if name not in known:
+            raise exits.Failure("no fetch section named %r in the configuration" % name,
+                                exits.USAGE)
+    if route is not None and route not in [r.name for r in cfg.routes]:
+        raise exits.Failure("no route named %r in the configuration" % route, exits.USAGE)
+    if not known:
+        raise exits.Failure("no fetch section in the configuration", exits.CONFIG)
+    reply = control.request(cfg.main.spool_dir, "fetch", timeout=3600, names=list(names),
+                            route=route)
+    if reply is None:
+        raise exits.Failure("no daemon runs (start it with `masq daemon`)", exits.UNAVAILABLE)
+    if not reply.get("ok"):
+        raise exits.Failure(reply.get("error", "fetch failed"),
+                            exits.NOPERM if reply.get("denied") else exits.UNAVAILABLE)
+    failed = False
+    if not reply.get("sources"):
+        print("no fetch source is online%s" % (" for route %s" % route if route else ""))
+    for source in reply.get("sources", ()):
+        error = source.get("last_error")
+        failed = failed or error is not None
+        print("%s: %d taken%s" % (source["name"], source["taken"],
+                                  "; error: %s" % error if error else ""))
+    return exits.TEMPFAIL if failed else exits.OK
+
+
+def _fetch(path, rest):
+    return fetch(common.load_config(path), rest)
+
+
 def _online(path, rest):
     if len(rest) != 2 or rest[1] not in ("up", "down", "auto"):
         raise exits.Failure("usage: masq online ROUTE up|down|auto", exits.USAGE)
@@ -161,6 +195,7 @@ def newaliases(cfg):
 
 _COMMANDS = {
     "daemon": _daemon, "queue": _queue, "flush": _flush, "rm": _rm, "online": _online,
+    "fetch": _fetch,
     "status": _status, "passwd": _passwd, "check-config": _check_config,
     "version": _version,
     "setup": lambda path, rest: __import__("masq.setup").setup.run(path, rest),
