@@ -7,9 +7,9 @@ has started: the delivery component hears the transition first), on `masq fetch 
 / `-g` / `-go ROUTE` (the control request `fetch`), and every `fetch_interval` for the
 sources whose route is online. A source whose route is `always` runs on the last two.
 
-Before each run the state file learns the UIDs of fetched mail the queue holds (a crash
-between a COMMIT's fdatasync and the state file's append leaves exactly that), so a crash
-never fetches a message twice. The protocol runs are `fetch_pop3.Pop3Run` and
+At start (after recovery, before the first delivery) the state file learns the UIDs of
+fetched mail the queue holds (a crash between a COMMIT's fdatasync and the state file's
+append leaves exactly that), so a crash never fetches a message twice. The protocol runs are `fetch_pop3.Pop3Run` and
 `fetch_imap.ImapRun`; SMTP-after-POP uses a POP3 run that only logs in (`login`).
 """
 
@@ -45,7 +45,8 @@ class Source:
             settings.server, PORTS[(settings.protocol, implicit)])
         self.max_size = settings.max_size or main.max_message_size
         self.recipient = _recipient(settings, main.hostname)
-        key = "%s %s %s %s" % (settings.protocol, settings.server, settings.user,
+        # the mailbox, not the way to it: a new port or TLS mode fetches nothing again
+        key = "%s %s %s %s" % (settings.protocol, self.host_name.lower(), settings.user,
                                settings.folder if settings.protocol == "imap" else "")
         self.state = UidState(os.path.join(main.spool_dir, "fetch"), self.name, key)
         self.state.load()
@@ -68,13 +69,14 @@ class Source:
             return
         self.running = [done] if done is not None else []
         self.left = []
-        if not login_only:
-            self._reconcile()
         self.fetcher.resolve(self.host_name, lambda ip, error: self._resolved(
             ip, error, login_only))
 
-    def _reconcile(self):
-        """Record the UIDs of fetched mail the queue holds that the state file lacks."""
+    def reconcile(self):
+        """Record the UIDs of fetched mail the queue holds that the state file lacks.
+
+        Called at start, before anything can deliver (and so forget) a message that a
+        crash left queued but not yet in the state file."""
         prefix = self.name + " "
         for msg in self.host.queue.live():
             fetched = msg.envelope.fetched
@@ -151,6 +153,8 @@ class Fetcher:
         """Build the sources, listen for routes coming online, arm the interval."""
         self.host.fetcher = self
         self._build(self.host.cfg)
+        for source in self.sources.values():
+            source.reconcile()
         self.host.online.listeners.append(self.route_changed)
         self._arm()
 
