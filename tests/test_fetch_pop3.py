@@ -238,7 +238,7 @@ def test_fetch_interval(tmp_path, server):
 
 
 def test_config_errors():
-    from masq.config import ConfigError, loads
+    from masq.config.schema import ConfigError, loads
     base = "config fetch 'x'\n\toption server 'h'\n\toption user 'u'\n"
     with pytest.raises(ConfigError, match="needs option password"):
         loads(base)
@@ -248,3 +248,36 @@ def test_config_errors():
         loads("config route 'r'\n\toption pop3_login 'x'\n")
     cfg = loads(base + "\toption password 'p'\n")
     assert cfg.fetches[0].tls == "starttls" and cfg.fetches[0].tls_verify
+
+
+def test_smtp_after_pop(tmp_path, server):
+    """A smarthost that relays only for a client that logged into POP3 first (it reads
+    Dovecot's log at RCPT time) takes the mail of a route with pop3_login."""
+    from helpers import free_port
+    from sinks import Recorder, Sink
+
+    class PopBeforeSmtpServer(Recorder):
+        async def handle_RCPT(self, server_, session, envelope, address, options):
+            if "user=<u10>, method=" not in server.log_text():
+                return "554 5.7.1 relaying denied: log into POP3 first"
+            return await super().handle_RCPT(server_, session, envelope, address, options)
+
+    server.clear("u10")
+    port = free_port()
+    sink = Sink(port)
+    sink.recorder = PopBeforeSmtpServer()
+    sink.controller.handler = sink.recorder
+    routes = ("config route 'isp'\n\toption smarthost '127.0.0.1:%d'\n\toption tls 'none'\n"
+              "\toption pop3_login 'box'\n\n" % port)
+    conf, spool = setup(tmp_path, server, "u10", routes=routes)
+    with sink as recorder:
+        daemon = Daemon(conf).start()
+        try:
+            done = masq("-C", conf, "someone@remote.example", input=b"Subject: hi\n\nbody\n")
+            assert done.returncode == 0, done.stderr
+            assert len(recorder.wait(1, timeout=30)) == 1, daemon.log_so_far()
+            assert "pop3_login box: logged in and out" in daemon.log_so_far()
+            log = server.log_text()
+            assert re.search(r"pop3\(u10\).*Logged out top=0/0, retr=0/0, del=0/0", log)
+        finally:
+            daemon.stop()

@@ -15,7 +15,7 @@ append leaves exactly that), so a crash never fetches a message twice. The proto
 
 import os
 
-from masq import maillog
+from masq.outbound import maillog
 from masq.inbound.fetch_state import UidState
 
 PORTS = {("pop3", False): 110, ("pop3", True): 995, ("imap", False): 143,
@@ -62,7 +62,8 @@ class Source:
             return False
 
     def run(self, done=None, login_only=False):
-        """Start a run (or join the one going on); done(source) when it ends."""
+        """Start a run (or join the one going on: its login serves SMTP-after-POP too);
+        done(source, error or None) when it ends."""
         if self.running is not None:
             if done is not None:
                 self.running.append(done)
@@ -90,13 +91,23 @@ class Source:
 
     def _resolved(self, ip, error, login_only):
         if error is not None:
-            return self._finished(0, "%s: %s" % (self.host_name, error))
+            error = "%s: %s" % (self.host_name, error)
+            return self._logged_in(0, error) if login_only else self._finished(0, error)
         if self.settings.protocol == "imap":
             from masq.inbound.fetch_imap import ImapRun as Run
         else:
             from masq.inbound.fetch_pop3 import Pop3Run as Run
         kwargs = {"login_only": True} if login_only else {}
-        Run(self.host, self, ip, self._finished, **kwargs).start()
+        done = self._logged_in if login_only else self._finished
+        Run(self.host, self, ip, done, **kwargs).start()
+
+    def _logged_in(self, taken, error):
+        """A login-only run (SMTP-after-POP) ended: the status of fetching is unchanged."""
+        if error is None:
+            self.log.info("pop3_login %s: logged in and out", self.name)
+        else:
+            self.last_error = error
+        self._wake(error)
 
     def _finished(self, taken, error):
         self.last_run = self.host.loop.time()
@@ -108,9 +119,12 @@ class Source:
             self.log.warning("fetch %s: %s", self.name, error)
         else:
             self.log.info("fetch %s: %d message(s) taken", self.name, taken)
+        self._wake(error)
+
+    def _wake(self, error):
         waiting, self.running = self.running, None
         for done in waiting:
-            done(self)
+            done(self, error)
 
     def accepted(self, intake):
         """Note a fetched message that is now durably queued, and tell the daemon."""
@@ -207,7 +221,7 @@ class Fetcher:
         if not chosen and done is not None:
             return done([])
 
-        def one_done(source):
+        def one_done(source, error):
             pending.discard(source.name)
             if not pending and done is not None:
                 done(chosen)
@@ -216,12 +230,12 @@ class Fetcher:
 
     def login(self, name, done):
         """SMTP-after-POP: log into source name's mailbox and out; done(error or None)."""
-        self.sources[name].run(lambda source: done(source.last_error), login_only=True)
+        self.sources[name].run(lambda source, error: done(error), login_only=True)
 
     def resolve(self, name, callback):
         """Find name's first address; callback(ip, None) or (None, error text)."""
         if self.resolver is None:
-            from masq.dns import Resolver, parse_server
+            from masq.dns.resolver import Resolver, parse_server
             main = self.host.cfg.main
             servers = [parse_server(main.dns_server)] if main.dns_server else None
             self.resolver = Resolver(self.host.loop, servers, own_names=[main.hostname],

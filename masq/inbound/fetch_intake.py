@@ -10,7 +10,7 @@ Does not: decide what to fetch or delete, or sync: `commit` appends the COMMIT a
 for the group fdatasync; the callback hears whether it became durable.
 """
 
-from masq import address, message
+from masq.mail import address, message
 from masq.queue.envelope import Envelope
 
 

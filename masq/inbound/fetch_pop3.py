@@ -14,7 +14,7 @@ keeps it), what was committed stays queued, and what was not QUIT is not deleted
 file deletes it next run). Results: `done(taken, error or None)`, exactly once.
 """
 
-from masq import net
+from masq.base import net
 from masq.outbound import tls
 from masq.proto import pop3 as P
 from masq.proto.reply import RemoteProtocolError

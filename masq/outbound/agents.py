@@ -14,7 +14,7 @@ from masq.outbound import rewrite
 
 # The agents' modules, imported on first use (the daemon imports them before it becomes
 # `option user`, who may not be able to read the library).
-MODULES = ("masq.outbound.local", "masq.outbound.pipe", "masq.outbound.smtp", "masq.dns")
+MODULES = ("masq.outbound.local", "masq.outbound.pipe", "masq.outbound.smtp", "masq.dns.resolver")
 
 
 class Agents:
@@ -56,12 +56,15 @@ class Agents:
                 from masq.outbound.smtp import Settings, SMTPAgent
                 settings = Settings.from_route(route, self.cfg.main.hostname)
                 agent = SMTPAgent(self.loop, settings, self._resolver())
+                if route.pop3_login:
+                    from masq.outbound.pop_before_smtp import PopBeforeSmtp
+                    agent = PopBeforeSmtp(self.host, route.pop3_login, agent)
             self.by_route[route.name] = agent
         return agent
 
     def _resolver(self):
         if self.resolver is None:
-            from masq.dns import Resolver, parse_server
+            from masq.dns.resolver import Resolver, parse_server
             main = self.cfg.main
             servers = [parse_server(main.dns_server)] if main.dns_server else None
             self.resolver = Resolver(self.loop, servers, own_names=[main.hostname],

@@ -6,7 +6,8 @@ what their detector would start from (only `always` is known online) and counter
 
 import time
 
-from masq import control
+from masq.base.clock import Clock
+from masq.daemon import control
 from masq.cli import common
 from masq.online.state import OnlineState
 from masq.status import model
@@ -19,13 +20,13 @@ def status_document(cfg):
         return reply["status"]
     queue = common.open_queue(cfg, "read")
     try:
-        now = time.time()
+        now = Clock().time()        # `masq status` without a daemon: no loop, the real clock
         routes = OnlineState(cfg.routes, now).to_json()
         fetch = [{"name": f.name, "protocol": f.protocol, "server": f.server,
                   "route": f.route, "running": False, "last_run": None, "taken": 0,
                   "taken_total": 0, "left": 0, "last_error": None} for f in cfg.fetches]
         return model.document(cfg.main.hostname, None, routes, queue.listed(),
-                              model.new_counters(), (), now, fetch=fetch)
+                              model.new_counters(), (), now=now, fetch=fetch)
     finally:
         queue.close()
 
