@@ -281,3 +281,14 @@ def test_smtp_after_pop(tmp_path, server):
             assert re.search(r"pop3\(u10\).*Logged out top=0/0, retr=0/0, del=0/0", log)
         finally:
             daemon.stop()
+
+
+def test_check_config_warns_about_a_readable_password(tmp_path, server):
+    conf, spool = setup(tmp_path, server, "u11")
+    os.chmod(conf, 0o644)
+    done = masq("check-config", "-C", conf)
+    assert done.returncode == 0
+    assert b"holds passwords (fetch box)" in done.stderr and b"chmod 600" in done.stderr
+    os.chmod(conf, 0o600)
+    done = masq("check-config", "-C", conf)
+    assert done.returncode == 0 and b"holds passwords" not in done.stderr

@@ -165,12 +165,28 @@ def _check_config(path, rest):
     _no_args("check-config", rest)
     from masq.config import schema as config
     cfg = common.load_config(path, host=True)
-    for warning in getattr(cfg, "warnings", ()):
+    for warning in list(getattr(cfg, "warnings", ())) + _readable_secrets(cfg):
         sys.stderr.write("masq: warning: %s\n" % warning)
     sys.stdout.write("# masq: the settings read from %s, defaults included\n" % cfg.path)
     sys.stdout.write(config.describe(cfg))
     sys.stdout.write("# ok: %s is valid\n" % cfg.path)
     return exits.OK
+
+
+def _readable_secrets(cfg):
+    """Return a warning if the file holds passwords for other servers (fetch mailboxes,
+    route AUTH) and users other than its owner may read it."""
+    import os
+    holders = ["fetch %s" % f.name for f in cfg.fetches if f.password] + \
+        ["route %s" % r.name for r in cfg.routes if r.auth_pass]
+    try:
+        mode = os.stat(cfg.path).st_mode
+    except (OSError, TypeError):
+        return []
+    if not holders or not mode & 0o077:
+        return []
+    return ["%s holds passwords (%s) and is mode %03o: `chmod 600 %s`"
+            % (cfg.path, ", ".join(holders), mode & 0o777, cfg.path)]
 
 
 def _version(path, rest):
