@@ -48,9 +48,11 @@ class Host:
               ('accepted', 'delivered', 'bounced')
     scheduler the delivery's scheduler (flush(), waiting_routes()), or None where no
               delivery runs
+    fetcher   the fetch component (fetch(), login()), or None where nothing fetches
     """
 
     scheduler = None
+    fetcher = None
 
     def __init__(self, cfg, loop, log, queue=None, online=None, counters=None):
         self.cfg = cfg

@@ -51,6 +51,7 @@ class Daemon(Host):
         self.components = []
         self.delivery = None
         self.control = None
+        self.fetcher = None     # the fetch component (masq.inbound.fetch), if configured
 
     @property
     def scheduler(self):
@@ -81,8 +82,9 @@ class Daemon(Host):
                                     exits.UNAVAILABLE) from None
         from masq.daemon import services
         from masq.inbound.listener import ListenError
-        self.delivery, components = services.make(self)
-        for component in components:
+        made = services.make(self)
+        self.delivery, self.fetcher = made.delivery, made.fetcher
+        for component in made.components:
             try:
                 component.start()
             except ListenError as exc:
@@ -154,7 +156,8 @@ class Daemon(Host):
         return model.document(self.cfg.main.hostname, self.started, self.online.to_json(),
                               listed[:limit] if limit is not None else listed, self.counters,
                               self.log.recent, now=self.loop.time(),
-                              deliveries=self.log.deliveries, queue_total=len(listed))
+                              deliveries=self.log.deliveries, queue_total=len(listed),
+                              fetch=self.fetcher.to_json() if self.fetcher else ())
 
     # control requests
 

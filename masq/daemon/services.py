@@ -4,12 +4,17 @@ Each component is built from the daemon, its host (masq.base.host lists what it 
 and has start(), stop() and reload(config). Adding a service means adding one line here.
 """
 
+from collections import namedtuple
+
 from masq.base.host import Component
+
+# What make returns: every component in start order, and the two the daemon offers its
+# components (as host.scheduler and host.fetcher).
+Services = namedtuple("Services", "components delivery fetcher")
 
 
 def make(daemon):
-    """Return the delivery component and all the components (it among them), in start
-    order, that the daemon runs for its configuration."""
+    """Return the Services the daemon runs for its configuration."""
     from masq.inbound.listener import Listener
     from masq.online.detectors import Detectors
     from masq.outbound.delivery import Delivery
@@ -18,13 +23,16 @@ def make(daemon):
     components = [StatusFile(daemon), delivery,
                   WhenConfigured(daemon, "status_listen", _status_web)]
     components.append(Detectors(daemon))           # after Delivery: it flushes on online
+    from masq.inbound.fetch import Fetcher
+    fetcher = Fetcher(daemon)
+    components.append(fetcher)                     # after Delivery: flush, then fetch
     shared = {}
     for url in daemon.cfg.main.listen:
         if url.startswith("qmtp://"):
             daemon.log.warning("listen %s: QMTP is not supported yet; skipped", url)
             continue
         components.append(Listener(daemon, url, shared))
-    return delivery, components
+    return Services(components, delivery, fetcher)
 
 
 def _status_web(daemon):

@@ -2,13 +2,13 @@
 
 Owns: turning a command template into argv (shlex split first, then `%u %d %s %r %%`
 expanded inside single arguments, so no value can add, split or quote an argument), the
-refusal of values that would become a dangerous path component or an option (FAULTS 4.3
-#61), the command's environment and the exit-code table that turns how it ended into an
-Outcome. The child itself is a masq.base.child.Child: its own session and process group,
-the message fed to stdin through a non-blocking pipe, stdout and stderr collected up to a
-cap and drained past it, SIGKILL to the whole group at the time limit. Also
-`run_in_child`: a Python function (a mailbox write) run in a forked child that first
-becomes the mailbox owner, its Outcome read back as one line on a pipe.
+refusal of values that would become a dangerous path component or an option, the
+command's environment and the exit-code table that turns how it ended into an Outcome.
+The child itself is a masq.base.child.Child: its own session and process group, the
+message fed to stdin through a non-blocking pipe, stdout and stderr collected up to a cap
+and drained past it, SIGKILL to the whole group at the time limit. Also `run_in_child`: a
+Python function (a mailbox write) run in a forked child that first becomes the mailbox
+owner, its Outcome read back as one line on a pipe.
 
 Does not decide which command runs or as whom (masq.outbound.local does), and never uses a
 shell: a command is what its template says, run by execve.
@@ -21,7 +21,7 @@ Fails: never raises after start; `done(Outcome)` is called exactly once, from th
 The exit-code table (docs/LOCAL.md): 0 ok; 75 temp 4.3.0; 67 perm 5.1.1; 64, 65, 68, 69,
 70, 76, 77, 78 and 100 (qmail's hard error) perm 5.3.0; the time limit temp 4.3.0; any
 other code or a signal temp 4.3.0, so that the queue retries until the queue lifetime and
-nothing is lost to a crashing script (FAULTS 4.3 #55).
+nothing is lost to a crashing script.
 """
 
 import os
