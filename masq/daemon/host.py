@@ -61,7 +61,13 @@ class Daemon(Host):
     # start and stop
 
     def start(self):
-        """Open the queue, bind the sockets, install signal handlers."""
+        """Install signal handlers, open the queue, bind the sockets.
+
+        The handlers come first: a SIGHUP or SIGTERM during start-up (logrotate, a quick
+        `stop`) waits for the loop instead of killing the daemon half started."""
+        self.loop.add_signal(signal.SIGHUP, self.reload)
+        self.loop.add_signal(signal.SIGTERM, self.stop)
+        self.loop.add_signal(signal.SIGINT, self.stop)
         for name in LAZY:           # while root may still read the whole library
             __import__(name)
         if self.cfg.main.user:
@@ -93,9 +99,6 @@ class Daemon(Host):
         self._write_pid()
         self._drop_privileges(account)
         self.loop.at_turn_end(self._turn_end)
-        self.loop.add_signal(signal.SIGHUP, self.reload)
-        self.loop.add_signal(signal.SIGTERM, self.stop)
-        self.loop.add_signal(signal.SIGINT, self.stop)
 
     def stop(self):
         """Stop accepting work and leave the loop after this turn."""
