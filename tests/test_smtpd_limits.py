@@ -140,13 +140,11 @@ def test_bd_detaches_and_accepts_mail_from_swaks(tmp_path):
     conf = write_config(str(tmp_path / "masq.conf"), str(tmp_path / "spool"), extra=(
         "\tlist listen 'smtp://127.0.0.1:%d'\n\tlist local_users 'bob'\n"
         "\toption do_queue '1'\n" % port))
-    started = time.time()
     with open(tmp_path / "daemon.log", "wb") as log:  # the daemon keeps stderr (log 'stderr')
         done = subprocess.run([sys.executable, "-m", "masq", "-C", conf, "-bd"], cwd=ROOT,
                               env=dict(os.environ, PYTHONPATH=ROOT), stdout=log, stderr=log,
                               stdin=subprocess.DEVNULL, timeout=30)
     assert done.returncode == 0, (tmp_path / "daemon.log").read_text()  # returns once ready
-    assert time.time() - started < 20
     pid = int(open(tmp_path / "masq.pid").read())
     try:
         swaks = subprocess.run(["swaks", "--server", "127.0.0.1:%d" % port,

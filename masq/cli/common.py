@@ -7,7 +7,7 @@ Config errors become exit 78 with `PATH:LINE: message`; spool errors keep their 
 import os
 import pwd
 
-from masq import exits
+from masq.base import exits
 
 DEFAULT_CONFIGS = ("/etc/config/masq", "/etc/masq.conf")
 
@@ -27,27 +27,28 @@ def config_path(explicit=None):
 def load_config(explicit=None, host=False):
     """Return the loaded Config; Failure(78) naming file and line if it is bad.
 
-    Every command checks the form of every value (masq.config); with host=True (the daemon,
-    check-config) also what the host must provide (masq.preflight)."""
-    from masq import config
+    Every command checks the form of every value (masq.config.schema); with host=True (the daemon,
+    check-config) also what the host must provide (masq.daemon.preflight)."""
+    from masq.config import schema as config
     path = config_path(explicit)
     try:
         cfg = config.loads("", path="(defaults)") if path is None else config.load(path)
         if host:
-            from masq import preflight
+            from masq.daemon import preflight
             preflight.check(cfg)
         return cfg
     except config.ConfigError as exc:
         raise exits.Failure(str(exc), exits.CONFIG) from None
 
 
-def open_queue(cfg, mode, report=None):
-    """Return the spool Queue opened for mode ('append', 'read' or 'runner')."""
+def open_queue(cfg, mode, report=None, clock=None):
+    """Return the spool Queue opened for mode ('append', 'read' or 'runner'); `clock`
+    (the loop's) dates new message ids."""
     from masq.queue.spool import Queue, SpoolError
     main = cfg.main
     try:
         return Queue(main.spool_dir, volatile_ok=main.volatile_spool, report=report,
-                     segment_size=main.queue_segment_size).open(mode)
+                     segment_size=main.queue_segment_size, clock=clock).open(mode)
     except SpoolError as exc:
         raise exits.Failure(str(exc), exc.status) from None
 

@@ -5,9 +5,10 @@ changes the spool directly otherwise. The listing shows, per message: id, size, 
 sender, then each recipient with its state, attempts and last error.
 """
 
-import time
 
-from masq import control, exits
+from masq.base import exits
+from masq.base.clock import Clock
+from masq.daemon import control
 from masq.cli import common
 from masq.queue import spool
 from masq.status import model
@@ -20,7 +21,7 @@ def queue_document(cfg):
         return reply["status"]["queue"]
     queue = common.open_queue(cfg, "read")
     try:
-        now = time.time()
+        now = Clock().time()        # mailq without a daemon: no loop, the real clock
         return [model.message_json(m, now) for m in queue.listed()]
     finally:
         queue.close()
@@ -88,8 +89,8 @@ def remove(cfg, ids):
 
 
 def _log_removed(cfg, ids, who):
-    from masq import maillog
-    from masq.logger import Logger
+    from masq.outbound import maillog
+    from masq.base.logger import Logger
     log = Logger(cfg.main.log, cfg.main.log_level)
     for msgid in ids:
         maillog.removed(log, msgid, "by %s" % who)

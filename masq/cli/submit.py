@@ -16,9 +16,9 @@ line each.
 
 import os
 import pwd
-import time
 
-from masq import address, exits, message
+from masq.base import exits
+from masq.mail import address, message
 from masq.cli import common
 from masq.proto import smtp_path
 from masq.queue.envelope import Envelope
@@ -57,8 +57,8 @@ def run(opts):
 
 def _log_received(cfg, msgid, sender, size, nrcpt):
     """Write the delivery log's line for the queued message (docs/LOG.md)."""
-    from masq import maillog
-    from masq.logger import Logger
+    from masq.outbound import maillog
+    from masq.base.logger import Logger
     log = Logger(cfg.main.log, cfg.main.log_level)
     maillog.received(log, msgid, sender, size, nrcpt, uid=os.getuid())
     log.close()
@@ -147,7 +147,7 @@ def _receive(cfg, opts, writer, msgid, sender, warning, recipients):
     recipients = _unique(recipients)
     if not recipients:
         raise exits.Failure("no recipients found", exits.USAGE)
-    now = time.time()
+    now = writer.queue.clock.time()     # sendmail has no loop: the queue's real clock
     _cleanup(cfg, opts, headers, msgid, sender, warning, recipients, now)
     writer.write(headers.to_bytes() + b"\r\n")
     _copy_body(writer, norm, first_body, limit, finished)
@@ -219,7 +219,7 @@ def _poke(cfg, opts, msgid, recipients):
 
     The poke does not wait for the daemon's answer: the message is on disk already, and a
     daemon that has not read the poke yet finds it when it does (or when it starts)."""
-    from masq import control
+    from masq.daemon import control
     poked = control.notify(cfg.main.spool_dir, "new")
     note = ""
     if not poked and not (opts.queue_only or cfg.main.do_queue):
@@ -251,7 +251,7 @@ def _deliver_now(cfg, opts, msgid):
     if opts.background and os.fork():
         return " (delivering in the background)"
     try:
-        from masq.outbound import runner
+        from masq.daemon import runner
         summary = runner.run_once(cfg, ids=[msgid])
     except exits.Failure as exc:
         return " (not delivered now: %s)" % exc

@@ -20,7 +20,9 @@ before it drops root (SESSION_MODULES).
 
 import os
 
-from masq import config, maillog, net
+from masq.base import net
+from masq.config import schema as config
+from masq.outbound import maillog
 from masq.inbound import auth
 from masq.proto.reply import Reply
 
@@ -220,8 +222,7 @@ class Listener:
 
     def now(self):
         """Return the wall-clock time for envelopes."""
-        import time
-        return time.time()
+        return self.loop.time()
 
     def space_refusal(self, declared_size):
         """Return 452 4.3.1 when the spool lacks room for a message, else None."""

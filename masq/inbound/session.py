@@ -8,7 +8,7 @@ goes out only after the group commit's fdatasync has returned (queue rule 2).
 Hostile input: everything the client sends; the engine bounds it, this module never holds
 more than one read of it, handed to the engine in slices of `SLICE` octets. Message text
 (DATA and BDAT alike) is stored with CRLF line ends only: a bare CR or LF becomes CRLF
-(`masq.message.InputNormalizer`, the rule `sendmail` input follows), or, with
+(`masq.mail.message.InputNormalizer`, the rule `sendmail` input follows), or, with
 `bare_line_ends 'refuse'`, fails the message with `550 5.6.0`. Pipelined input is handed
 out by one loop (`pump`), never by recursion, and it stops while `MAX_UNSENT` octets of
 replies wait for a client that does not read (reading resumes when they are sent).
@@ -23,7 +23,7 @@ finish within the timeout plus its size at the minimum rate. At the deadline a c
 `421 4.4.2`; one in a TLS handshake or not reading its replies is just closed.
 """
 
-from masq import address, message
+from masq.mail import address, message
 from masq.policy import relay
 from masq.proto import smtp_path
 from masq.proto import smtp_server_events as ev
@@ -260,7 +260,7 @@ class Session:
 
     def _data_start(self, event):
         txn = self.txn
-        txn.id = new_id()
+        txn.id = new_id(self.server.now())
         txn.writer = self.server.queue.writer(txn.id)
         txn.headers = message.HeaderReader()
         txn.line_ends = message.InputNormalizer(dot_ends=False)
@@ -279,7 +279,8 @@ class Session:
             protocol="ESMTP" if self.engine.extended else "SMTP",
             from_host=self.engine.helo_name or "unknown", from_ip=self.peer.ip,
             tls=info, auth=self.peer.auth_user, cert=self.peer.cert,
-            for_rcpt=txn.recipients[0].address if len(txn.recipients) == 1 else None))
+            for_rcpt=txn.recipients[0].address if len(txn.recipients) == 1 else None,
+            timestamp=self.server.now()))
         return headers.to_bytes()
 
     def _data_chunk(self, event):

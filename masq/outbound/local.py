@@ -25,11 +25,11 @@ recipients aliased to one user) gets one copy.
 import itertools
 import os
 import pwd
-import time
 
-from masq import address, aliases
-from masq.message import HeaderReader, HeaderTooLong, delivered_to
-from masq.outbound import mailbox
+from masq.aliases import file as aliases
+from masq.mail import address
+from masq.mail.message import HeaderReader, HeaderTooLong, delivered_to
+from masq.outbound.mailbox import write as mailbox
 from masq.outbound.command import (Refused, environment, expand_argv, expand_path,
                                    run_command, run_in_child, unsafe_component)
 from masq.outbound.job import Job
@@ -61,7 +61,7 @@ class LocalSettings:
         self.in_child = in_child                  # None: fork for mailboxes when root
         self.alias_depth = alias_depth
         self.alias_size = alias_size
-        self.log = log                            # a masq.logger.Logger, or None
+        self.log = log                            # a masq.base.logger.Logger, or None
 
 
 class Identity:
@@ -365,11 +365,15 @@ class _Run:
         prefix, job, settings = self.prefix(), self.job, self.settings
         owner_uid = owner.uid if owner is not None else None
 
+        clock = self.loop.clock
+
         def work(chunks, lock_timeout):
             if method == "maildir":
-                return mailbox.deliver_maildir(path, chunks, prefix, settings.hostname)
-            return mailbox.deliver_mbox(path, job.sender, chunks, prefix, time.time(),
-                                        owner_uid=owner_uid, lock_timeout=lock_timeout)
+                return mailbox.deliver_maildir(path, chunks, prefix, clock.time(),
+                                               settings.hostname)
+            return mailbox.deliver_mbox(path, job.sender, chunks, prefix, clock.time(),
+                                        owner_uid=owner_uid, lock_timeout=lock_timeout,
+                                        clock=clock)
 
         if not self.agent.in_child():
             try:

@@ -1,6 +1,6 @@
 """The status page: HTTP on `status_listen`, served from the daemon's own loop.
 
-Owns the listening socket, its connections (masq.net.Stream over the sans-IO engine in
+Owns the listening socket, its connections (masq.base.net.Stream over the sans-IO engine in
 masq.proto.http), the routes (GET / page, GET /status.json, POST /flush, /retry, /delete)
 and who may use them:
 - Listening on anything but loopback needs `status_password` (start-up fails otherwise);
@@ -29,7 +29,8 @@ import os
 import re
 import time
 
-from masq import compat, control_commands, exits, net
+from masq.base import compat, exits, net
+from masq.daemon import control_commands
 from masq.proto import http
 from masq.status import page, peer
 
@@ -44,7 +45,7 @@ _NONCE = re.compile(r"[0-9a-f]{32}\Z")
 
 def parse_listen(text):
     """Return (ip, port) for a status_listen value `HOST:PORT` or `[V6]:PORT`."""
-    from masq.config import parse_ip_port   # the configuration checked it with this
+    from masq.config.schema import parse_ip_port   # the configuration checked it with this
     try:
         return parse_ip_port(text)
     except ValueError:
@@ -252,7 +253,7 @@ class Context:
 
     def authenticate(self):
         """Return True if the client may go on; else answer 401 or 429 (maybe later)."""
-        guard, now, ip = self.guard, time.time(), self.conn.ip
+        guard, now, ip = self.guard, self.web.loop.time(), self.conn.ip
         if not guard.password:
             return True
         value = self.req.header("authorization")
@@ -331,7 +332,7 @@ class Context:
         if self.answered:
             return
         self.answered = True
-        headers = list(response.headers) + common_headers()
+        headers = list(response.headers) + common_headers(self.web.loop.time())
         if self.cookie_set:
             headers.append(("Set-Cookie", "%s=%s; Path=/; HttpOnly; SameSite=Strict"
                              % (COOKIE, self.cookie_set)))
@@ -355,9 +356,10 @@ def json_response(status, obj, headers=()):
                          compat.dumps(obj).encode("utf-8"))
 
 
-def common_headers():
-    """Return the headers every answer carries (date, no caching, no sniffing, no framing)."""
-    return [("Date", http.format_date(time.gmtime())), ("Cache-Control", "no-store"),
+def common_headers(now):
+    """Return the headers every answer carries (the date now, no caching, no sniffing, no
+    framing)."""
+    return [("Date", http.format_date(time.gmtime(now))), ("Cache-Control", "no-store"),
             ("X-Content-Type-Options", "nosniff"), ("X-Frame-Options", "DENY"),
             ("Referrer-Policy", "no-referrer")]
 

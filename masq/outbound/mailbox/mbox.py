@@ -13,7 +13,7 @@ Hostile input: the message bytes (lines of any length, `From ` anywhere, runs of
 mailbox path under a world-writable spool (symlinks, hard links, FIFOs, someone else's
 file put where the mailbox should be). Memory stays flat in message size.
 
-Fails with an Outcome (the table is in `masq.outbound.mailbox`): a refused mailbox is
+Fails with an Outcome (the table is in `masq.outbound.mailbox.write`): a refused mailbox is
 4.2.0, a lock held past the timeout 4.2.1, file system errors 4.3.1, 4.2.2 or 4.3.0. The
 mailbox is truncated back to its original length on every failure.
 """
@@ -26,8 +26,9 @@ import re
 import stat
 import time
 
-from masq.outbound.mailbox import (Refuse, ensure_parent, os_outcome, to_lf, unlink_quietly,
-                                   write_all)
+from masq.base.clock import Clock
+from masq.outbound.mailbox.write import (Refuse, ensure_parent, os_outcome, to_lf, unlink_quietly,
+                                         write_all)
 from masq.outbound.outcome import Outcome
 
 LOCK_TIMEOUT = 30.0
@@ -136,13 +137,13 @@ def _check_mbox(fd, path, owner_uid):
         raise Refuse(Outcome.temp("4.2.0", "mailbox %s %s" % (path, why)))
 
 
-def _dotlock(lock_path, stale_after):
+def _dotlock(lock_path, stale_after, wall):
     """Return True (made it), False (someone holds it) or None (cannot make one here)."""
     try:
         fd = os.open(lock_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     except FileExistsError:
         try:
-            if time.time() - os.lstat(lock_path).st_mtime > stale_after:
+            if wall() - os.lstat(lock_path).st_mtime > stale_after:
                 os.unlink(lock_path)
         except OSError:
             pass
@@ -156,9 +157,9 @@ def _dotlock(lock_path, stale_after):
     return True
 
 
-def _try_lock(fd, lock_path, stale_after):
+def _try_lock(fd, lock_path, stale_after, wall):
     """Take the dot-lock and the fcntl lock; return (got both, made a dot-lock)."""
-    dot = _dotlock(lock_path, stale_after)
+    dot = _dotlock(lock_path, stale_after, wall)
     if dot is False:
         return False, False
     try:
@@ -174,12 +175,12 @@ def _try_lock(fd, lock_path, stale_after):
 
 def _lock(fd, path, timeout, stale_after, clock, sleep):
     """Lock the mailbox within timeout; return whether a dot-lock was made."""
-    deadline, delay = clock() + timeout, 0.02
+    deadline, delay = clock.monotonic() + timeout, 0.02
     while True:
-        got, dot = _try_lock(fd, path + ".lock", stale_after)
+        got, dot = _try_lock(fd, path + ".lock", stale_after, clock.time)
         if got:
             return dot
-        left = deadline - clock()
+        left = deadline - clock.monotonic()
         if left <= 0:
             raise Refuse(Outcome.temp("4.2.1", "mailbox %s locked for %gs" % (path, timeout)))
         sleep(min(delay, left))
@@ -210,9 +211,12 @@ def _append(fd, sender, data_iter, prefix_headers, now):
 
 
 def deliver_mbox(path, sender, data_iter, prefix_headers, now, owner_uid=None,
-                 lock_timeout=LOCK_TIMEOUT, stale_after=STALE_LOCK, clock=time.monotonic,
-                 sleep=time.sleep):
-    """Append the message to the mbox at path (owner_uid None: any owner); return an Outcome."""
+                 lock_timeout=LOCK_TIMEOUT, stale_after=STALE_LOCK, clock=None, sleep=time.sleep):
+    """Append the message to the mbox at path (owner_uid None: any owner); return an Outcome.
+
+    `clock` (masq.base.clock: the loop's) times the wait for the lock and tells a stale dot-lock;
+    `sleep` waits between tries (only where blocking is allowed: a child, or no wait)."""
+    clock = clock or Clock()        # a caller without a loop (tools, tests): the real one
     try:
         fd = _open_mbox(path)
     except Refuse as refuse:

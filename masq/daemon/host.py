@@ -15,11 +15,11 @@ import os
 import signal
 import sys
 
-from masq import exits, files
+from masq.base import exits, files
 from masq.cli import common
-from masq.control import Server
-from masq.logger import Logger
-from masq.loop import Loop
+from masq.daemon.control import Server
+from masq.base.logger import Logger
+from masq.base.loop import Loop
 from masq.online.state import OnlineState
 from masq.queue.spool import LogError
 from masq.status import model
@@ -40,8 +40,8 @@ class Daemon:
         self.interval = interval
         self.cfg = common.load_config(config_path, host=True)
         main = self.cfg.main
-        self.log = Logger(main.log, main.log_level)
         self.loop = Loop()
+        self.log = Logger(main.log, main.log_level, clock=self.loop.clock)
         self.loop.on_error = self._bug
         self.queue = None
         self.online = OnlineState(self.cfg.routes, self.loop.time())
@@ -65,7 +65,8 @@ class Daemon:
                 __import__(name)
         account = self._account()
         with _acting_as(account):   # the spool is the daemon user's: root never writes it
-            self.queue = common.open_queue(self.cfg, "runner", report=self.log.warning)
+            self.queue = common.open_queue(self.cfg, "runner", report=self.log.warning,
+                                           clock=self.loop.clock)
             live = len(self.queue.live())
             self.log.info("masq daemon starting: %d message(s) in the queue", live)
             self.control = Server(self.loop, self.queue.dir, self._control, self.log.warning)
@@ -74,7 +75,7 @@ class Daemon:
             except OSError as exc:
                 raise exits.Failure("cannot start control socket: %s" % exc,
                                     exits.UNAVAILABLE) from None
-        from masq import services
+        from masq.daemon import services
         from masq.inbound.listener import ListenError
         for component in services.make(self):
             try:
@@ -151,7 +152,7 @@ class Daemon:
 
     def alias_names(self):
         """Return the names the aliases file defines (lower-cased); None if it is broken."""
-        from masq import aliases
+        from masq.aliases import file as aliases
         path = self.cfg.main.alias_file
         if self.alias_file is None or self.alias_file.path != path:
             self.alias_file = aliases.AliasFile(path)
@@ -166,13 +167,13 @@ class Daemon:
         listed = self.queue.listed()
         return model.document(self.cfg.main.hostname, self.started, self.online.to_json(),
                               listed[:limit] if limit is not None else listed, self.counters,
-                              self.log.recent, deliveries=self.log.deliveries,
-                              queue_total=len(listed))
+                              self.log.recent, now=self.loop.time(),
+                              deliveries=self.log.deliveries, queue_total=len(listed))
 
     # control requests
 
     def _control(self, req, uid, answer):
-        from masq import control_commands
+        from masq.daemon import control_commands
         control_commands.handle(self, req, uid, answer)
 
     def _account(self):

@@ -15,7 +15,7 @@ anyone sees what the poke announced.
 
 import os
 
-from masq import compat
+from masq.base import compat
 
 SOCKET_NAME = "control.sock"
 MAX_REQUEST = 64 * 1024
