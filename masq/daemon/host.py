@@ -61,7 +61,9 @@ class Daemon:
         if self.cfg.main.user:      # while root may still read the whole library
             from masq.inbound.listener import SESSION_MODULES
             from masq.outbound import agents
-            for name in LAZY + agents.MODULES + SESSION_MODULES:
+            from masq.status.web import SERVE_MODULES
+            page = SERVE_MODULES if self.cfg.main.status_listen else ()
+            for name in LAZY + agents.MODULES + SESSION_MODULES + page:
                 __import__(name)
         account = self._account()
         with _acting_as(account):   # the spool is the daemon user's: root never writes it
