@@ -94,3 +94,33 @@ def test_the_checker_sees_what_it_must():
             "m = time.monotonic()\ns = time.strftime('%H')\nok = time.strftime('%H', t)\n"
             "lt = time.localtime()\nok2 = time.localtime(5)\n")
     assert [line for line, _ in clock_reads(ast.parse(code))] == [2, 3, 4, 5, 7]
+
+
+def elapsed_bounds(tree):
+    """Yield the line of every assertion on a time difference read from a system clock
+    (`assert time.monotonic() - started < 2`)."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assert):
+            for sub in ast.walk(node.test):
+                if isinstance(sub, ast.BinOp) and isinstance(sub.op, ast.Sub) and \
+                        any(True for _ in clock_reads(sub.left)):
+                    yield node.lineno
+
+
+def test_no_test_asserts_on_the_wall_clock():
+    """Timing belongs in benchmarks (tools/bench_*.py): an assertion on how long something
+    took flakes on a loaded machine. Tests drive a fake clock or wait for a condition."""
+    found = []
+    tests = os.path.join(ROOT, "tests")
+    for folder, _, names in os.walk(tests):
+        for name in sorted(names):
+            if not name.endswith(".py"):
+                continue
+            path = os.path.join(folder, name)
+            tree = ast.parse(open(path, encoding="utf-8").read())
+            found += ["%s:%d" % (os.path.relpath(path, ROOT), line)
+                      for line in elapsed_bounds(tree)]
+    assert found == []
+    assert list(elapsed_bounds(ast.parse("assert time.monotonic() - t0 < 2\n"
+                                         "assert 0.2 < time.time() - t0 < 3\n"
+                                         "assert clock.monotonic() - t0 == 5\n"))) == [1, 2]

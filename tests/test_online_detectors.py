@@ -19,6 +19,7 @@ from masq.base.loop import Loop
 from masq.online import polled, probe
 from masq.online.detectors import KINDS, Detectors, detector_class
 from masq.online.state import OnlineState
+from fakes import FakeClock
 from sinks import Sink
 
 
@@ -62,7 +63,7 @@ class Host:
         self.log = Log()
         self.listeners = {}
         self.scheduler = Scheduler()
-        self.online = OnlineState(self.cfg.routes, time.time())
+        self.online = OnlineState(self.cfg.routes, self.loop.time())
         self.changes = []
         self.online.listeners.append(lambda r: self.changes.append((r.name, r.online)))
         self.detectors = Detectors(self)
@@ -171,60 +172,48 @@ def test_file_route_polls_only_while_mail_waits(tmp_path, hosts):
     assert host.loop.next_deadline() is None
 
 
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self):
-        self.now = 1000.0
-
-    def monotonic(self):
-        return self.now
-
-    def time(self):
-        return self.now
-
-    def advance_to(self, host, when):
-        """Move to `when` and run what has come due (never sleeps)."""
-        self.now = when
-        host.loop.run_once(block=False)
+def advance_to(clock, host, when):
+    """Move the fake clock to `when` and run what has come due (never sleeps)."""
+    clock.advance(when - clock.monotonic())
+    host.loop.run_once(block=False)
 
 
 def test_file_detector_looks_every_2s_while_mail_waits_and_never_when_idle(tmp_path, hosts):
     path = tmp_path / "online"
-    clock = Clock()
+    clock = FakeClock(wall=1000.0, mono=1000.0)
     host = hosts([("isp", "file:%s" % path)], clock=clock).start()   # online_check 5 min
     detector = host.detectors.detectors[0]
     looked = []
     check = detector.check
-    detector.check = lambda done: (looked.append(clock.now), check(done))
+    detector.check = lambda done: (looked.append(clock.monotonic()), check(done))
     host.scheduler.waiting.add("isp")
     host.notify("new", ids=["x"])
-    clock.advance_to(host, 1000.0)
+    advance_to(clock, host, 1000.0)
     assert looked == [1000.0] and host.loop.next_deadline() == 1002.0
     path.write_text("")                                 # the ip-up script ran
-    clock.advance_to(host, 1001.9)
+    advance_to(clock, host, 1001.9)
     assert not host.is_online("isp")
-    clock.advance_to(host, 1002.0)
+    advance_to(clock, host, 1002.0)
     assert host.is_online("isp") and looked == [1000.0, 1002.0]
     host.scheduler.waiting.clear()                      # delivered: nothing waits
-    clock.advance_to(host, 1004.0)
+    advance_to(clock, host, 1004.0)
     assert looked == [1000.0, 1002.0] and host.loop.next_deadline() is None
     for when in (1010.0, 1400.0, 5000.0):
-        clock.advance_to(host, when)
+        advance_to(clock, host, when)
     assert looked == [1000.0, 1002.0]                   # idle: no wake-ups at all
 
 
 def test_pipe_detector_keeps_online_check_interval(tmp_path, hosts):
-    clock = Clock()
+    clock = FakeClock(wall=1000.0, mono=1000.0)
     host = hosts([("dial", "pipe:/bin/false"), ("isp", "file:%s" % (tmp_path / "f"))],
                  interval="60", clock=clock).start()
     host.scheduler.waiting.add("dial")
     host.notify("new", ids=["x"])
-    clock.advance_to(host, 1000.0)
+    advance_to(clock, host, 1000.0)
     assert host.detectors.wake == 1060.0                # the command: every minute
     host.scheduler.waiting.add("isp")
     host.notify("new", ids=["y"])
-    clock.advance_to(host, 1000.0)
+    advance_to(clock, host, 1000.0)
     assert host.detectors.wake == 1002.0                # the file: every 2 s
     assert polled.PipeDetector.time_limit and not hasattr(polled.PipeDetector, "interval")
 
