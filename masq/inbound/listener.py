@@ -88,18 +88,18 @@ class ListenerSettings:
 
 
 class Listener(Component):
-    """One listening socket and its sessions (a daemon component)."""
+    """One listening socket and its sessions (a component of the daemon or of `-bs`)."""
 
-    def __init__(self, daemon, url, shared):
-        self.daemon = daemon
-        self.loop = daemon.loop
-        self.log = daemon.log
-        self.queue = daemon.queue
+    def __init__(self, host, url, shared):
+        self.host = host
+        self.loop = host.loop
+        self.log = host.log
+        self.queue = host.queue
         self.url = url
         self.kind, self.address, self.port, self.plain_auth = parse_url(url)
         self.shared = shared          # connection counts and aliases shared by every listener
         shared.setdefault("listeners", []).append(self)
-        self.settings = ListenerSettings(daemon.cfg)
+        self.settings = ListenerSettings(host.cfg)
         self.limiter = shared.setdefault("limiter", auth.Limiter())
         self.auth_delay = auth.FAILURE_DELAY
         self.tls_context = None
@@ -108,7 +108,7 @@ class Listener(Component):
 
     def start(self):
         """Build the TLS context and bind the socket."""
-        self.tls_context = _tls_context(self.daemon.cfg.main, self.kind)
+        self.tls_context = _tls_context(self.host.cfg.main, self.kind)
         try:
             self.sock = net.listen(self.address, self.port)
         except OSError as exc:
@@ -248,7 +248,7 @@ class Listener(Component):
 
         One AliasFile serves every listener: it parses the file again only when it changed."""
         from masq.aliases import file as aliases
-        path = self.daemon.cfg.main.alias_file
+        path = self.host.cfg.main.alias_file
         alias_file = self.shared.get("aliases")
         if alias_file is None or alias_file.path != path:
             alias_file = self.shared["aliases"] = aliases.AliasFile(path)
@@ -259,13 +259,13 @@ class Listener(Component):
             return None
 
     def accepted(self, txn, peer):
-        """Note an accepted message (from peer) in the log and tell the daemon."""
-        self.daemon.counters["accepted"] += 1
+        """Note an accepted message (from peer) in the log and tell the host."""
+        self.host.counters["accepted"] += 1
         uid = peer.uid                      # -bs from a local process
         maillog.received(self.log, txn.id, txn.sender, txn.size, len(txn.recipients),
                          client=None if uid is not None else "unknown[%s]" % peer.ip,
                          uid=uid)
-        self.daemon.publish(MessagesQueued((txn.id,)))
+        self.host.publish(MessagesQueued((txn.id,)))
 
     def authenticate(self, session, event):
         """Answer an AUTH request for session."""

@@ -4,7 +4,7 @@ Owns the registry (detector kind -> class, imported only when a route uses it, s
 and netlink stay unloaded where unused) and the `Detectors` component: it builds one
 detector per route from the route's `online` option, shares what several detectors of a
 kind can share (one rtnetlink socket, one `ubus listen` child), and feeds every verdict to
-`daemon.online.detected(route, online, now, error)`. The scheduler, listening to
+`host.online.detected(route, online, now, error)`. The scheduler, listening to
 OnlineState, flushes a route when it comes online.
 
 When to look: event-driven detectors (`always`, `iface:`, `ubus:`) report whenever the
@@ -12,7 +12,7 @@ system tells them something changed and set no timers. Polled detectors (`file:`
 `pipe:`, `modem:`) are asked once at start, on every MessagesQueued and FlushAsked event
 (masq.base.host), and then
 every `online_check_interval` seconds, but only while some undelivered mail could use
-their route (`daemon.scheduler.waiting_routes()`); with no mail waiting no timer is set,
+their route (`host.scheduler.waiting_routes()`); with no mail waiting no timer is set,
 so an idle daemon sleeps. An interval of 0 means: only at start and on events (for a
 detector without its own interval). A detector whose check is cheap says so with its own
 `interval` (`file:`: 2 s, a stat and a read): it is asked that often while mail waits (or
@@ -71,11 +71,11 @@ class Always:
 class Detectors(Component):
     """The daemon component that runs every route's detector."""
 
-    def __init__(self, daemon):
-        self.daemon = daemon
-        self.loop = daemon.loop
-        self.log = daemon.log
-        self.cfg = daemon.cfg
+    def __init__(self, host):
+        self.host = host
+        self.loop = host.loop
+        self.log = host.log
+        self.cfg = host.cfg
         self.detectors = []
         self.shares = {}            # key -> a shared resource with close()
         self.verdicts = {}          # route name -> last verdict reported
@@ -91,9 +91,9 @@ class Detectors(Component):
 
     def start(self):
         """Build and start a detector per route; ask the polled ones once."""
-        self.cfg = self.daemon.cfg
-        self.daemon.subscribe(MessagesQueued, self.queued)
-        self.daemon.subscribe(FlushAsked, self.flush_asked)
+        self.cfg = self.host.cfg
+        self.host.subscribe(MessagesQueued, self.queued)
+        self.host.subscribe(FlushAsked, self.flush_asked)
         for route in self.cfg.routes:
             detector = self._build(route)
             if detector is not None:
@@ -104,8 +104,8 @@ class Detectors(Component):
 
     def stop(self):
         """Stop every detector and release what they shared."""
-        self.daemon.unsubscribe(MessagesQueued, self.queued)
-        self.daemon.unsubscribe(FlushAsked, self.flush_asked)
+        self.host.unsubscribe(MessagesQueued, self.queued)
+        self.host.unsubscribe(FlushAsked, self.flush_asked)
         if self.timer is not None:
             self.timer.cancel()
             self.timer = self.wake = None
@@ -144,9 +144,9 @@ class Detectors(Component):
         if error is not None and error != self.errors.get(name):
             self.log.warning("route %s: %s", name, error)
         self.errors[name] = error
-        state = self.daemon.online
+        state = self.host.online
         if name in state.by_name:
-            state.detected(name, online, self.daemon.loop.time(), error)
+            state.detected(name, online, self.host.loop.time(), error)
 
     def shared(self, key, make):
         """Return the shared resource called key, made by make() the first time."""
@@ -219,7 +219,7 @@ class Detectors(Component):
             self.timer = self.loop.call_at(when, self._timer_fired)
 
     def _waiting(self):
-        scheduler = self.daemon.scheduler
+        scheduler = self.host.scheduler
         return set(scheduler.waiting_routes()) if scheduler is not None else set()
 
     def _check(self, detector):
