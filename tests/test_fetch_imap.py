@@ -81,11 +81,19 @@ def test_keep_and_uidvalidity(tmp_path, server):
         assert server.count("i1") == 2
         state = open(os.path.join(str(tmp_path), "spool", "fetch", "box.uids")).read()
         assert re.search(r"^\d+:1$", state, re.M)
-        # the folder made anew: a new UIDVALIDITY, so the old keys mean nothing
+        # the folder made anew with a new UIDVALIDITY (given, not left to Dovecot's clock:
+        # it takes the time in seconds), so the old keys mean nothing
+        old = int(re.search(r"^(\d+):1$", state, re.M).group(1))
         server.clear("i1")
+        uidlist = os.path.join(server.maildir("i1"), "dovecot-uidlist")
+        with open(uidlist, "w") as out:
+            out.write("3 V%d N1\n" % (old + 1))
+        os.chown(uidlist, server.nobody.pw_uid, server.nobody.pw_gid)
         server.deliver("i1", message(5))
         assert "box: 1 taken" in fetch(conf)[1]
         assert wait_for(lambda: len(ids(tmp_path)) == 3)
+        state = open(os.path.join(str(tmp_path), "spool", "fetch", "box.uids")).read()
+        assert re.findall(r"^\d+:\d+$", state, re.M) == ["%d:1" % (old + 1)]
     finally:
         daemon.stop()
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Measure fetching: 1,000 x 10 KB messages from Dovecot over POP3 with STLS, masq against
-fetchmail, in the same run.
+"""Measure fetching: 1,000 x 10 KB messages from Dovecot over POP3 with STLS and over IMAP
+with STARTTLS, masq against fetchmail, in the same run.
 
 Prints figures (medians of the turns); asserts nothing. Run as root (Dovecot starts as
 root): `python3 tools/bench_fetch.py [--messages N] [--turns N]`. Everything listens on
@@ -15,11 +15,11 @@ root): `python3 tools/bench_fetch.py [--messages N] [--turns N]`. Everything lis
              timed: `masq fetch box` from start to exit (the control request returns when
              the run has QUIT). RSS: the daemon's VmRSS idle and after the first fetch,
              and its VmHWM over the timed run (reset through /proc/PID/clear_refs)
-  fetchmail  `fetchmail -f RC` (STLS with sslcertck against the same CA, `fetchall
+  fetchmail  `fetchmail -f RC` (STLS/STARTTLS with sslcertck against the same CA, `fetchall
              nokeep`), handing every message to Postfix's smtp-sink over SMTP (which
              throws it away: nothing durable); timed: start to exit. RSS: its ru_maxrss
 
-msg/s is N over the timed span. The turns alternate (masq, fetchmail, masq, ...).
+msg/s is N over the timed span. The turns alternate (masq, fetchmail; POP3, IMAP).
 """
 
 import argparse
@@ -61,14 +61,15 @@ def status_kb(pid, field):
     return 0
 
 
-def masq_turn(server, count, folder):
+def masq_turn(server, count, folder, protocol):
     spool = os.path.join(folder, "spool")
     conf = write_config(os.path.join(folder, "masq.conf"), spool,
                         extra="\toption do_queue '1'\n\toption log '%s/masq.log'\n" % folder,
                         routes="config fetch 'box'\n\toption server '127.0.0.1:%d'\n"
+                        "\toption protocol '%s'\n"
                         "\toption tls_ca '%s'\n\toption user '%s'\n\toption password '%s'\n"
-                        "\toption deliver_to 'root'\n" % (server.ports["pop3"], server.ca,
-                                                          USER, PASSWORD))
+                        "\toption deliver_to 'root'\n" % (server.ports[protocol], protocol,
+                                                          server.ca, USER, PASSWORD))
     os.chmod(conf, 0o600)
     daemon = Daemon(conf).start()
     env = dict(os.environ, PYTHONPATH=ROOT)
@@ -97,7 +98,7 @@ def masq_turn(server, count, folder):
     return span, cold, warm, peak
 
 
-def fetchmail_turn(server, count, folder):
+def fetchmail_turn(server, count, folder, protocol):
     port = free_port()
     sink = subprocess.Popen(["smtp-sink", "-u", "root", "127.0.0.1:%d" % port, "128"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -111,12 +112,12 @@ def fetchmail_turn(server, count, folder):
         rc = os.path.join(folder, "fetchmailrc")
         with open(rc, "w") as out:
             out.write("set no bouncemail\nset no syslog\n"
-                      "poll 127.0.0.1 service %d protocol pop3 auth password\n"
+                      "poll 127.0.0.1 service %d protocol %s auth password\n"
                       "  user \"%s\" password \"%s\" is \"root\" here\n"
                       "  sslproto 'TLS1.2+' sslcertck sslcommonname localhost\n"
                       "  sslcertfile \"%s\"\n"
                       "  smtphost \"127.0.0.1/%d\" fetchall nokeep\n"
-                      % (server.ports["pop3"], USER, PASSWORD, server.ca, port))
+                      % (server.ports[protocol], protocol, USER, PASSWORD, server.ca, port))
         os.chmod(rc, 0o600)
         env = dict(os.environ, HOME=folder, FETCHMAILHOME=folder)
         start = time.perf_counter()
@@ -145,33 +146,33 @@ def main():
                  "(tools/install-test-deps)")
     server = dovecot.Dovecot({USER: PASSWORD}).start()
     work = tempfile.mkdtemp(prefix="masq-bench-fetch-")
-    masq_runs, fm_runs = [], []
+    runs = {}
     try:
         for turn in range(args.turns):
-            fill(server, args.messages)
-            folder = os.path.join(work, "masq%d" % turn)
-            os.makedirs(folder)
-            masq_runs.append(masq_turn(server, args.messages, folder))
-            fill(server, args.messages)
-            folder = os.path.join(work, "fetchmail%d" % turn)
-            os.makedirs(folder)
-            fm_runs.append(fetchmail_turn(server, args.messages, folder))
+            for protocol in ("pop3", "imap"):
+                for who, measure in (("masq", masq_turn), ("fetchmail", fetchmail_turn)):
+                    fill(server, args.messages)
+                    folder = os.path.join(work, "%s-%s-%d" % (who, protocol, turn))
+                    os.makedirs(folder)
+                    runs.setdefault((who, protocol), []).append(
+                        measure(server, args.messages, folder, protocol))
     finally:
         server.stop()
         shutil.rmtree(work, ignore_errors=True)
     n = args.messages
-    span = statistics.median(r[0] for r in masq_runs)
+    for protocol, label in (("pop3", "POP3+STLS"), ("imap", "IMAP+STARTTLS")):
+        masq_runs, fm_runs = runs[("masq", protocol)], runs[("fetchmail", protocol)]
+        span = statistics.median(r[0] for r in masq_runs)
 
-    def mb(index):
-        return statistics.median(r[index] for r in masq_runs) / 1024
-    print("POP3+STLS, %d x ~10 KB from Dovecot, median of %d turns" % (n, args.turns))
-    print("  masq       %7.0f msg/s  (%.2f s)  daemon RSS: %.1f MB idle, %.1f MB after a "
-          "first fetch (ssl, engine), peak %.1f MB in the run: growth %.1f MB"
-          % (n / span, span, mb(1), mb(2), mb(3), mb(3) - mb(2)))
-    span = statistics.median(r[0] for r in fm_runs)
-    print("  fetchmail  %7.0f msg/s  (%.2f s)  peak RSS %.1f MB (into smtp-sink)"
-          % (n / span, span, statistics.median(r[1] for r in fm_runs) / 1024))
-
+        def mb(index):
+            return statistics.median(r[index] for r in masq_runs) / 1024
+        print("%s, %d x ~10 KB from Dovecot, median of %d turns" % (label, n, args.turns))
+        print("  masq       %7.0f msg/s  (%.2f s)  daemon RSS: %.1f MB idle, %.1f MB after "
+              "a first fetch (ssl, engine), peak %.1f MB in the run: growth %.1f MB"
+              % (n / span, span, mb(1), mb(2), mb(3), mb(3) - mb(2)))
+        span = statistics.median(r[0] for r in fm_runs)
+        print("  fetchmail  %7.0f msg/s  (%.2f s)  peak RSS %.1f MB (into smtp-sink)"
+              % (n / span, span, statistics.median(r[1] for r in fm_runs) / 1024))
 
 if __name__ == "__main__":
     main()

@@ -32,6 +32,7 @@ class ImapRun(Run):
         self.plan = []              # uids still to fetch
         self.current = None         # the uid being fetched
         self.deleted = []           # uids marked \Deleted
+        self.expunged = []          # uids the EXPUNGE in flight removes
 
     def key(self, uid):
         """Return the state-file key of uid in the selected folder."""
@@ -147,8 +148,8 @@ class ImapRun(Run):
             self.client.fetch(self.current)
         elif not self.syncing and self.client.state == I.SELECTED:
             if self.deleted:
-                deleted, self.deleted = self.deleted, []
-                self.client.expunge(deleted)
+                self.expunged, self.deleted = self.deleted, []
+                self.client.expunge(self.expunged)
             else:
                 self.client.logout()
         self.flush()
@@ -177,6 +178,9 @@ class ImapRun(Run):
     def _expunge_done(self, event):
         if not event.ok:
             return self.fail("EXPUNGE refused (nothing deleted): %s" % event.text)
+        error = self.forget([self.key(uid) for uid in self.expunged])
+        if error:
+            return self.end(error)
         self.next()
 
     def _logout_done(self, event):

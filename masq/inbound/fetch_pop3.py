@@ -32,6 +32,7 @@ class Pop3Run(Run):
         self.has_uidl = False
         self.plan = []              # (number, uid) still to retrieve
         self.current = None         # (number, uid) being retrieved
+        self.deleted = []           # numbers DELE was sent for
 
     def tls_ready(self):
         """STLS done: the capabilities again."""
@@ -144,6 +145,7 @@ class Pop3Run(Run):
 
     def delete(self, number):
         """DELE the message (made at QUIT)."""
+        self.deleted.append(number)
         self.client.dele(number)
 
     def _on_command(self, event):
@@ -162,9 +164,9 @@ class Pop3Run(Run):
             self.flush()
 
     def _on_quit(self, event):
-        error = None if event.status.ok else "QUIT refused (nothing deleted): %s" % \
-            event.status.text
-        self.end(error)
+        if not event.status.ok:
+            return self.end("QUIT refused (nothing deleted): %s" % event.status.text)
+        self.end(self.forget([self.uids.get(n) for n in self.deleted] if self.uids else ()))
 
     def _on_eof(self, event):
         self.fail("connection closed by the server")

@@ -163,6 +163,15 @@ class Run:
         self.next()
         self.flush()
 
+    def forget(self, keys):
+        """Drop the keys of messages the server removed; return an error text or None."""
+        keys = [k for k in keys if k is not None]
+        try:
+            self.source.state.forget(keys)
+        except OSError as exc:
+            return "state file %s: %s" % (self.source.state.path, exc)
+        return None
+
     def delete(self, handle):
         """Mark a durably queued message for deletion (subclasses)."""
         raise NotImplementedError
