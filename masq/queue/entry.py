@@ -33,7 +33,7 @@ class Message:
     A Store makes a subclass bound to itself (`store`), so `envelope` can read the
     envelope back without a reference per entry."""
 
-    __slots__ = ("id", "packed", "state", "quarantined", "first_seg", "copy", "warned")
+    __slots__ = ("id", "packed", "state", "quarantined", "first_seg", "warned")
     store = None
 
     def __init__(self, msgid):
@@ -42,7 +42,6 @@ class Message:
         self.state = 0
         self.quarantined = None
         self.first_seg = None  # the oldest segment holding a record that still matters
-        self.copy = None      # chunks of a copy in progress (after a COPY record), flat
         self.warned = None    # when the last delay warning went out
 
     # what the packed locations say

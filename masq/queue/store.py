@@ -81,7 +81,9 @@ class Store:
                                   # that change one (COMMIT, RESULT, WARNED) update it
         self.kept_bytes = 0       # log bytes of the messages compaction must keep
         self.recent = {}          # id -> Message, the last RECENT messages that finished
-        self.pins = {}            # segment -> ids of unfinished messages starting there
+        self.pins = {}            # segment -> {id: None} of unfinished messages starting there
+                                  # (a dict of str keys costs half a set's bytes per id)
+        self.copies = {}          # id -> chunks of a copy in progress (after a COPY record)
         self.damage = []
         self.sync_waiters = []
         self.unsynced_commits = []   # clients' commits since the last sync: withdrawn if it fails
@@ -126,12 +128,13 @@ class Store:
         if pin != old_pin:
             ids = self.pins.get(old_pin)
             if ids is not None:
-                ids.discard(msg.id)
+                ids.pop(msg.id, None)
                 if not ids:
                     del self.pins[old_pin]
             if pin is not None:
-                self.pins.setdefault(pin, set()).add(msg.id)
+                self.pins.setdefault(pin, {})[msg.id] = None
         if finished and self.messages.pop(msg.id, None) is not None:
+            self.copies.pop(msg.id, None)
             recent = self.recent
             recent[msg.id] = msg
             if len(recent) > RECENT:
@@ -396,8 +399,9 @@ def _first(msg, item):
 
 
 def _body(store, msg, item):
-    if msg.copy is not None:
-        msg.copy += (item.seg, item.payload_offset, item.length)
+    copy = store.copies.get(msg.id)
+    if copy is not None:
+        store.copies[msg.id] = copy + (item.seg, item.payload_offset, item.length)
         return
     if msg.committed:
         raise ValueError("body after commit")
@@ -406,15 +410,16 @@ def _body(store, msg, item):
 
 
 def _copy(store, msg, item):
-    msg.copy = ()       # before its COMMIT too: the original's COMMIT may have rotted
+    store.copies[msg.id] = ()   # before its COMMIT too: the original's COMMIT may have rotted
 
 
 def _commit(store, msg, item):
     """The COMMIT in force: a client's, or a copy's (which carries the states the index
     held when the copy was made: every RESULT before it is in it)."""
     envelope = env_mod.Envelope.decode(item.payload)
-    if msg.copy is not None:      # a copy (maybe with no text) replaces the original whole:
-        at, msg.copy = msg.copy, None       # its text, and its quarantine or none
+    at = store.copies.pop(msg.id, None)
+    if at is not None:            # a copy (maybe with no text) replaces the original whole:
+                                  # its text, and its quarantine or none
         msg.at = at
         msg.first_seg = at[0] if at else item.seg
         msg.bytes = sum(at[2::3]) + record.OVERHEAD * (len(at) // 3 + 2) + item.length
