@@ -38,6 +38,7 @@ from collections import deque
 
 from masq import route as routes
 from masq.mail import address, message
+from masq.base.tables import ShrinkingDict, ShrinkingSet
 from masq.outbound import results
 from masq.outbound.job import Job
 from masq.outbound.outcome import TEMPFAIL, Outcome
@@ -114,11 +115,11 @@ class Scheduler:
         self.host = host
         self.loop = host.loop
         self.agents = agents          # agents.for_route(route) / agents.local
-        self.inflight = set()         # (message id, recipient index)
+        self.inflight = ShrinkingSet()    # (message id, recipient index)
         self.running = 0              # batches handed to agents
         self.busy = set()             # ids of batch agents with a batch in hand
         self.waiting = {}             # id(agent) -> (agent, deque of Items not started yet)
-        self.tried = {}               # (message id, index) -> routes tried in this attempt
+        self.tried = ShrinkingDict()  # (message id, index) -> routes tried in this attempt
         self.waits = Waiting(host, self._is_local, self.inflight)
         self.learned = False          # the indexes hold the whole queue (after a full run)
         self.held = []                # (Batch, Item, indices, outcomes, time, counts)
@@ -413,6 +414,8 @@ class Scheduler:
             msg = queue.get_live(msgid)
             if msg is not None:
                 self.waits.learn(msg, push=True)
+            else:
+                self.waits.forget(msgid)
         self._arm()
 
     def _still_online(self, name, started):

@@ -26,6 +26,7 @@ import os
 import struct
 import time
 
+from masq.base.tables import ShrinkingDict
 from masq.queue import envelope as env_mod
 from masq.queue import record
 from masq.queue.entry import Message
@@ -76,7 +77,7 @@ class Store:
         self.journal = journal
         self.indexed = indexed
         self.Message = type("Message", (Message,), {"__slots__": (), "store": self})
-        self.messages = {}        # id -> Message, unfinished messages only, in arrival order
+        self.messages = ShrinkingDict()   # id -> Message, unfinished only, in arrival order
         self.envelopes = {}       # id -> Envelope, the last ENVELOPES decoded; the records
                                   # that change one (COMMIT, RESULT, WARNED) update it
         self.kept_bytes = 0       # log bytes of the messages compaction must keep
