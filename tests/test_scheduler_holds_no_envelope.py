@@ -6,6 +6,7 @@ message). A waiting item now names its message and recipients only; the Job is b
 the envelope (read back from the queue) when its batch starts.
 """
 
+from masq.base.host import MessagesQueued
 from masq.outbound.job import Job
 from masq.queue.envelope import Envelope, Recipient
 
@@ -22,7 +23,7 @@ def test_waiting_jobs_hold_no_envelope_and_are_built_when_they_start(tmp_path):
     agent.deliver_many = lambda jobs, done: held.append((jobs, done))    # busy until told
     ids = [host.send("far%d@example.org" % n, sender="s%d@example.org" % n)
            for n in range(COUNT)]
-    host.scheduler.on_event("new", ids=ids)
+    host.scheduler.queued(MessagesQueued(tuple(ids)))
     host.turn()
     assert len(held) == 1 and len(held[0][0]) < COUNT          # one batch out, the rest wait
     waiting = [item for _, items in host.scheduler.waiting.values() for item in items]

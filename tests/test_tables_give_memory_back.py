@@ -10,6 +10,7 @@ here by the size of each table (sys.getsizeof), never by RSS: that is a benchmar
 
 import sys
 
+from masq.base.host import MessagesQueued
 from masq.base.tables import MIN, ShrinkingDict, ShrinkingSet
 from masq.outbound.outcome import Outcome
 from masq.queue.envelope import DELIVERED, Envelope, Recipient
@@ -69,7 +70,7 @@ def test_the_scheduler_keeps_nothing_of_a_burst_it_delivered(tmp_path):
     host = Host(tmp_path)
     host.route("isp").answer = lambda addr: Outcome.ok()
     ids = [host.send("far%d@example.org" % n) for n in range(BURST // 5)]
-    host.scheduler.on_event("new", ids=ids)
+    host.scheduler.queued(MessagesQueued(tuple(ids)))
     inflight = host.scheduler.inflight
     host.turn(times=40)
     assert len(host.route("isp").jobs) == len(ids) and host.queue.live() == []
