@@ -53,6 +53,7 @@ class Daemon:
         self.listeners = {}     # name -> callback(event, **data) for queue events
         self.scheduler = None
         self.alias_file = None
+        self.local_helper = None    # the root-owned local delivery process (option user)
 
     # start and stop
 
@@ -65,6 +66,8 @@ class Daemon:
             for name in agents.MODULES:
                 __import__(name)
         account = self._account()
+        if account is not None:     # before anything else is open: the helper inherits it
+            self._start_local_helper()
         with _acting_as(account):   # the spool is the daemon user's: root never writes it
             self.queue = common.open_queue(self.cfg, "runner", report=self.log.warning)
             live = len(self.queue.live())
@@ -103,6 +106,8 @@ class Daemon:
             self.queue.sync_now()
         if self.control:
             self.control.stop()
+        if self.local_helper:
+            self.local_helper.close()
         self._remove_pid()
         if self.queue:
             self.queue.close()
@@ -205,6 +210,19 @@ class Daemon:
             raise exits.Failure("spool_dir %s: user %s cannot reach it (a directory above "
                                 "it keeps the user out)" % (spool, name), exits.CONFIG)
         return account
+
+    def _start_local_helper(self):
+        """Fork the process that stays root for local deliveries (masq.outbound.local_helper)
+        and connect the daemon to it."""
+        from masq.outbound import local_helper
+        path = self.config_path
+
+        def load():
+            return common.load_config(path, host=True)
+
+        sock, pid = local_helper.start(load, common.config_path(path))
+        self.local_helper = local_helper.Client(self.loop, sock, pid, self.log)
+        self.log.info("local deliveries run in process %d, as root", pid)
 
     def _drop_privileges(self, account):
         """Become the configured user once every socket is bound (root only).

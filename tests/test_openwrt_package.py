@@ -127,6 +127,17 @@ def test_masq_control_fields(dist):
     assert files["./conffiles"] == b"/etc/config/masq\n"
 
 
+def test_the_daemon_runs_as_the_masq_account(dist, fakeroot):
+    """default_postinst creates the Require-User account (the Makefile's USERID); the
+    shipped configuration makes the daemon drop to it (issue 18 point 1)."""
+    fields, _ = _control(dist, "masq")
+    makefile = open(os.path.join(OPENWRT, "masq", "Makefile")).read()
+    userid = re.search(r"^\s*USERID:=(\S+)$", makefile, re.M).group(1)
+    assert fields["Require-User"] == userid == "masq=27:masq=27"
+    config = (fakeroot / "etc" / "config" / "masq").read_text()
+    assert "\toption user 'masq'\n" in config
+
+
 @pytest.mark.parametrize("name", ["masq", "luci-app-masq"])
 def test_maintainer_scripts_follow_openwrt(dist, name):
     _, files = _control(dist, name)
@@ -219,10 +230,13 @@ def test_launcher_prints_the_version(fakeroot):
     assert done.stdout == "masq %s\n" % VERSION
 
 
-def test_shipped_config_is_valid(fakeroot):
+def test_shipped_config_is_valid(fakeroot, tmp_path):
+    # the router has the account `masq` (Require-User); this machine has root for sure
+    conf = tmp_path / "masq.conf"
+    conf.write_text((fakeroot / "etc" / "config" / "masq").read_text().replace(
+        "option user 'masq'", "option user 'root'"))
     done = subprocess.run([str(fakeroot / "usr" / "bin" / "masq"), "check-config", "-C",
-                           str(fakeroot / "etc" / "config" / "masq")],
-                          capture_output=True, text=True, timeout=60)
+                           str(conf)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "option spool_dir '/usr/var/spool/masq'" in done.stdout
     assert "option status_listen '127.0.0.1:8025'" in done.stdout

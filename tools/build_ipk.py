@@ -75,7 +75,7 @@ LUCI_DESCRIPTION = "Status (routes, queue, counters, send now) and settings page
 def makefile_value(path, name):
     """Return the value of `NAME:=value` in an OpenWrt Makefile."""
     with open(path) as f:
-        match = re.search(r"^%s:=(.*)$" % re.escape(name), f.read(), re.M)
+        match = re.search(r"^[ \t]*%s:=(.*)$" % re.escape(name), f.read(), re.M)
     if not match:
         raise SystemExit("build_ipk: %s sets no %s" % (path, name))
     return match.group(1).strip()
@@ -91,6 +91,11 @@ def masq_version():
         raise SystemExit("build_ipk: PKG_VERSION %s in %s is not masq.__version__ %s"
                          % (version, makefile, code))
     return version, makefile_value(makefile, "PKG_RELEASE")
+
+
+def masq_userid():
+    """Return the USERID of package masq (the account default_postinst creates)."""
+    return makefile_value(os.path.join(ROOT, "openwrt", "masq", "Makefile"), "USERID")
 
 
 def source_epoch():
@@ -257,7 +262,8 @@ def build_all(out_dir, pyver=TARGET_PYTHON, pyc=None):
         ("Alternatives", "200:/usr/sbin/sendmail:/usr/bin/masq, "
                          "200:/usr/lib/sendmail:/usr/bin/masq"),
         ("Source", "feeds/masq/masq"), ("SourceName", "masq"), ("License", "MIT"),
-        ("LicenseFiles", "LICENSE"), ("Section", "mail"), ("Maintainer", MAINTAINER)],
+        ("LicenseFiles", "LICENSE"), ("Section", "mail"), ("Require-User", masq_userid()),
+        ("Maintainer", MAINTAINER)],
         MASQ_DESCRIPTION, {"conffiles": "/etc/config/masq\n", "postinst": POSTINST,
                            "prerm": PRERM, "postinst-pkg": MASQ_POSTINST_PKG}, mtime)
     luci = build_ipk(out_dir, "luci-app-masq", full, luci_files(), [
