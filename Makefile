@@ -3,7 +3,9 @@
 #   make test     install what the tests need, then run them
 #   make bench    benchmarks beside Postfix and aiosmtpd (figures, not pass/fail)
 #   make fuzz     the fuzzers of tests/fuzz at length (well over ten minutes); see docs/FUZZING.md
-#   make install  install masq and its sendmail-compatible links (PREFIX, DESTDIR)
+#   make install  install masq, its board profiles and sendmail-compatible links (PREFIX, DESTDIR)
+#   make clean    remove caches; the try-out's ./run (its queue and mailboxes) stays
+#   make clean-run  remove ./run too
 #   make ipk      OpenWrt 24.10 packages (masq, luci-app-masq) in dist/, without the SDK
 
 PREFIX  ?= /usr/local
@@ -15,7 +17,7 @@ LIBDIR   = $(PREFIX)/lib/masq
 LINKS    = sendmail mailq runq rmail mailrm newaliases smtpd in.smtpd
 PYTEST_ARGS ?=
 
-.PHONY: run test deps bench soak fuzz install uninstall clean
+.PHONY: run test deps bench soak fuzz install uninstall clean clean-run
 
 run:
 	$(PYTHON) tools/run.py
@@ -48,6 +50,8 @@ bench: deps
 install:
 	install -d $(DESTDIR)$(LIBDIR) $(BINDIR) $(SBINDIR)
 	cp -R masq $(DESTDIR)$(LIBDIR)/
+	install -d $(DESTDIR)$(LIBDIR)/board
+	install -m 644 board/*.conf board/README.md $(DESTDIR)$(LIBDIR)/board/
 	find $(DESTDIR)$(LIBDIR) -name __pycache__ -prune -exec rm -rf {} +
 	$(PYTHON) tools/launcher.py "$$($(PYTHON) -c 'import sys; print(sys.executable)')" \
 		$(LIBDIR) > $(BINDIR)/masq
@@ -63,5 +67,8 @@ uninstall:
 	for name in $(LINKS); do rm -f $(SBINDIR)/$$name; done
 
 clean:
-	rm -rf run .pytest_cache
+	rm -rf .pytest_cache
 	find . -name __pycache__ -prune -exec rm -rf {} +
+
+clean-run:
+	rm -rf run
