@@ -80,7 +80,7 @@ class _Helper:
     """The helper's loop: requests in, local deliveries, answers out."""
 
     def __init__(self, sock, load, config_path):
-        from masq.loop import Loop
+        from masq.base.loop import Loop
         self.sock = sock
         self.load = load
         self.config_path = config_path
@@ -99,7 +99,7 @@ class _Helper:
         """Return the local agent for the configuration as the file is now."""
         stamp = _stamp(self.config_path)
         if self.agent is None or stamp != self.stamp:
-            from masq.logger import Logger
+            from masq.base.logger import Logger
             from masq.outbound.agents import local_settings
             from masq.outbound.local import LocalAgent
             try:
