@@ -10,6 +10,7 @@ import pwd
 from masq.base import exits
 
 DEFAULT_CONFIGS = ("/etc/config/masq", "/etc/masq.conf")
+_told = []          # the no-configuration notice goes out once per process
 
 
 def config_path(explicit=None):
@@ -33,12 +34,33 @@ def load_config(explicit=None, host=False):
     path = config_path(explicit)
     try:
         cfg = config.loads("", path="(defaults)") if path is None else config.load(path)
+        if path is None:
+            _tell_defaults(cfg)
         if host:
             from masq.daemon import preflight
             preflight.check(cfg)
         return cfg
     except config.ConfigError as exc:
         raise exits.Failure(str(exc), exits.CONFIG) from None
+
+
+def _tell_defaults(cfg):
+    """Say once, on stderr, that no configuration file was found and what applies."""
+    if _told:
+        return
+    _told.append(True)
+    import sys
+    main = cfg.main
+    try:
+        sys.stderr.write(
+            "masq: no configuration file (-C, $MASQ_CONFIG, %s): built-in defaults apply: "
+            "spool %s, local domains %s, mailboxes %s, no routes (mail for other domains "
+            "stays queued); `masq setup` writes one\n"
+            % (", ".join(DEFAULT_CONFIGS), main.spool_dir, ", ".join(main.local_domain),
+               main.mailbox))
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass                        # stderr closed: the defaults still apply
 
 
 def open_queue(cfg, mode, report=None):
