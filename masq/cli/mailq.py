@@ -2,7 +2,8 @@
 
 Asks the daemon when one runs (it holds the queue and knows what is in flight); reads or
 changes the spool directly otherwise. The listing shows, per message: id, size, age and
-sender, then each recipient with its state, attempts and last error.
+sender, then each recipient with its state, attempts, last error, and what it waits for
+(its route, and why it is not leaving: offline, retry at HH:MM, no route takes it).
 """
 
 import time
@@ -11,6 +12,7 @@ from masq.base import exits
 from masq.daemon import control
 from masq.cli import common
 from masq.queue import spool
+from masq.outbound import waits_for
 from masq.status import model
 
 
@@ -22,7 +24,8 @@ def queue_document(cfg):
     queue = common.open_queue(cfg, "read")
     try:
         now = time.time()
-        return [model.message_json(m, now) for m in queue.listed()]
+        waits = waits_for.for_config(cfg, None, now)       # no daemon: online unknown
+        return [model.message_json(m, now, waits) for m in queue.listed()]
     finally:
         queue.close()
 
@@ -52,10 +55,17 @@ def format_message(msg):
             extra.append("%d attempt%s" % (rcpt["attempts"], "" if rcpt["attempts"] == 1 else "s"))
         if rcpt.get("last_error"):
             extra.append(rcpt["last_error"])
+        waiting = waits_for.describe(rcpt.get("waiting"), _clock)
+        if waiting:
+            extra.append(waiting)
         if extra:
             line += "  (%s)" % "; ".join(extra)
         lines.append(line)
     return "\n".join(lines) + "\n"
+
+
+def _clock(when):
+    return time.strftime("%H:%M", time.localtime(when))
 
 
 def _size(size):

@@ -169,11 +169,16 @@ class Daemon:
 
     def status(self, limit=None):
         """Return the status document (listing the first `limit` queued messages, if given)."""
+        from masq.outbound import waits_for
         listed = self.queue.listed()
+        states = self.online.by_name
+        now = self.loop.time()
+        waits = waits_for.for_config(
+            self.cfg, lambda name: name in states and states[name].online, now)
         return model.document(self.cfg.main.hostname, self.started, self.online.to_json(),
                               listed[:limit] if limit is not None else listed, self.counters,
                               self.log.recent, deliveries=self.log.deliveries,
-                              queue_total=len(listed))
+                              queue_total=len(listed), now=now, waits=waits)
 
     # control requests
 

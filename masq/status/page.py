@@ -125,12 +125,21 @@ function routes(list){var t=$('routes');t.textContent='';
   row.appendChild(cell('Last error',r.last_error||'-','small'));
   row.appendChild(cell('',button('send now','cbi-button-action','/flush',{route:r.name}),'right'));
   t.appendChild(row)});
- if(!list.length)t.appendChild(empty('tr','No route configured: mail goes to the MX hosts.',6))}
+ if(!list.length)t.appendChild(empty('tr','No route configured: mail for other domains stays queued.',6))}
 function recipients(m){var box=el('div');
  m.recipients.forEach(function(r){var line=el('div');
   line.appendChild(label(r.state,STATE[r.state]||''));line.appendChild(document.createTextNode(' '+r.address));
-  if(r.route)line.appendChild(el('span','muted',' via '+r.route));
+  var w=why(r.waiting);if(w)line.appendChild(el('div','small muted',w));
   box.appendChild(line)});return box}
+function hhmm(t){var d=new Date((t-skew)*1000);
+ return ('0'+d.getHours()).slice(-2)+':'+('0'+d.getMinutes()).slice(-2)}
+function why(w){if(!w)return '';var via=w.route?' via '+w.route:'';
+ switch(w.reason){case 'retry':return 'retry at '+hhmm(w.until)+via;
+ case 'offline':return 'waits for route '+w.route+' (offline)';
+ case 'no_route':return 'no route takes it: stays queued';
+ case 'local':return 'local delivery, due now';
+ case 'no_daemon':return 'no daemon runs: leaves'+via+' with the next queue run';
+ default:return 'due now'+via}}
 function tries(m){var a=0,next=null,err=null;
  m.recipients.forEach(function(r){a=Math.max(a,r.attempts||0);
   if(r.next_attempt&&(next===null||r.next_attempt<next))next=r.next_attempt;

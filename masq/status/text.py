@@ -21,8 +21,10 @@ def status_document(cfg):
     try:
         now = time.time()
         routes = OnlineState(cfg.routes, now).to_json()
+        from masq.outbound import waits_for
         return model.document(cfg.main.hostname, None, routes, queue.listed(),
-                              model.new_counters(), (), now)
+                              model.new_counters(), (), now,
+                              waits=waits_for.for_config(cfg, None, now))
     finally:
         queue.close()
 
