@@ -1,7 +1,7 @@
 """The status page: HTTP on `status_listen`, served from the daemon's own loop.
 
 Owns the listening socket, its connections (masq.base.net.Stream over the sans-IO engine in
-masq.proto.http), the routes (GET / page, GET /status.json, POST /flush, /retry, /delete)
+masq.proto.http), the routes (GET / page, GET /status.json, POST /flush, /online, /retry, /delete)
 and who may use them:
 - Listening on anything but loopback needs `status_password` (start-up fails otherwise);
   then every request needs HTTP Basic with it (any user name; the browser asks and keeps
@@ -470,6 +470,24 @@ def _flush(ctx):
     scheduler.flush(name, forced=name is not None, done=ctx.run_done("flush"))
 
 
+def _online(ctx):
+    """`masq online ROUTE up|down|auto` from the page: root, the daemon's user, trusted
+    users, or whoever has the status password."""
+    name, how = ctx.form.get("route"), ctx.form.get("how")
+    if name not in ctx.daemon.online.by_name:
+        raise http.RemoteProtocolError(404, "no route named %r" % name)
+    if how not in ("up", "down", "auto"):
+        raise http.RemoteProtocolError(400, "say up, down or auto")
+    if not ctx.admin and not control_commands.trusted(ctx.daemon, ctx.uid):
+        raise http.RemoteProtocolError(403, "permission denied: only root, the daemon's "
+                                       "user and trusted users set a route up or down")
+    ctx.daemon.online.set_override(name, how, ctx.daemon.loop.time())
+    route = ctx.daemon.online.get(name)
+    ctx.web.log.info("%s: route %s set %s: now %s", ctx.who(), name, how,
+                     "online" if route.online else "offline")
+    ctx.answer(json_response(200, {"ok": True, "route": route.to_json()}))
+
+
 def _retry(ctx):
     msg = ctx.message()
     ctx.web.log.info("%s: retry %s", ctx.who(), msg.id)
@@ -494,6 +512,7 @@ ROUTES = {           # path -> {method: handler}
     "/": {"GET": _page},
     "/status.json": {"GET": _status_json},
     "/flush": {"POST": _flush},
+    "/online": {"POST": _online},
     "/retry": {"POST": _retry},
     "/delete": {"POST": _delete},
 }
