@@ -6,9 +6,11 @@ sender, then each recipient with its state, attempts, last error, and what it wa
 (its route, and why it is not leaving: offline, retry at HH:MM, no route takes it).
 """
 
+
 import time
 
 from masq.base import exits
+from masq.base.clock import Clock
 from masq.daemon import control
 from masq.cli import common
 from masq.queue import spool
@@ -23,7 +25,7 @@ def queue_document(cfg):
         return reply["status"]["queue"]
     queue = common.open_queue(cfg, "read")
     try:
-        now = time.time()
+        now = Clock().time()        # mailq without a daemon: no loop, the real clock
         waits = waits_for.for_config(cfg, None, now)       # no daemon: online unknown
         return [model.message_json(m, now, waits) for m in queue.listed()]
     finally:

@@ -40,8 +40,8 @@ class Daemon:
         self.interval = interval
         self.cfg = common.load_config(config_path, host=True)
         main = self.cfg.main
-        self.log = Logger(main.log, main.log_level)
         self.loop = Loop()
+        self.log = Logger(main.log, main.log_level, clock=self.loop.clock)
         self.loop.on_error = self._bug
         self.queue = None
         self.online = OnlineState(self.cfg.routes, self.loop.time())
@@ -69,7 +69,8 @@ class Daemon:
         if account is not None:     # before anything else is open: the helper inherits it
             self._start_local_helper()
         with _acting_as(account):   # the spool is the daemon user's: root never writes it
-            self.queue = common.open_queue(self.cfg, "runner", report=self.log.warning)
+            self.queue = common.open_queue(self.cfg, "runner", report=self.log.warning,
+                                           clock=self.loop.clock)
             live = len(self.queue.live())
             self.log.info("masq daemon starting: %d message(s) in the queue", live)
             self.control = Server(self.loop, self.queue.dir, self._control, self.log.warning)
