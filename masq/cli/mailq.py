@@ -6,7 +6,6 @@ sender, then each recipient with its state, attempts, last error, and what it wa
 (its route, and why it is not leaving: offline, retry at HH:MM, no route takes it).
 """
 
-
 import time
 
 from masq.base import exits
