@@ -6,7 +6,9 @@
 #   make install  install masq, its board profiles and sendmail-compatible links (PREFIX, DESTDIR)
 #   make clean    remove caches; the try-out's ./run (its queue and mailboxes) stays
 #   make clean-run  remove ./run too
-#   make ipk      OpenWrt 24.10 packages (masq, luci-app-masq) in dist/, without the SDK
+#   make ipk      OpenWrt packages (masq, masq-src, masq-modem, luci-app-masq) in dist/,
+#                 without the SDK, for this python3's version (3.11: 24.10); openwrt/README.md
+#   make dist     the release tarball dist/masq-VERSION.tar.gz (reproducible) and its sha256
 
 PREFIX  ?= /usr/local
 DESTDIR ?=
@@ -58,9 +60,12 @@ install:
 	chmod 755 $(BINDIR)/masq
 	for name in $(LINKS); do ln -sf ../bin/masq $(SBINDIR)/$$name; done
 
-.PHONY: ipk
+.PHONY: ipk dist
 ipk:
 	$(PYTHON) tools/build_ipk.py
+
+dist:
+	$(PYTHON) tools/dist.py
 
 uninstall:
 	rm -rf $(DESTDIR)$(LIBDIR) $(BINDIR)/masq
