@@ -645,3 +645,13 @@ def test_make_dist_is_reproducible_and_holds_what_the_package_builds_from(tmp_pa
     assert not any(n.startswith(top + "openwrt/") for n in names)
     assert {i.mtime for i in infos} == {1764115200}
     assert all(i.uid == 0 and i.gid == 0 for i in infos)
+
+
+def test_the_packagers_page_covers_both_formats():
+    """openwrt/README.md (issue 18 point 4): 24.10 ipk and 25.x apk through the SDK, the
+    release tarball, and what apk makes of USERID, ALTERNATIVES and conffiles."""
+    text = open(os.path.join(OPENWRT, "README.md")).read()
+    for needed in ("24.10", "25.12", "opkg install", "apk add", "make dist",
+                   "--update-hash", "feeds.conf", ".rusers", ".alternatives",
+                   ".conffiles_static", "PKG_VERSION"):
+        assert needed in text, needed
