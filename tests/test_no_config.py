@@ -6,7 +6,7 @@ import sys
 
 from helpers import masq
 
-from masq.cli import common
+from masq.config import load as common
 
 
 def test_defaults_are_announced_once(monkeypatch):

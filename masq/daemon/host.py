@@ -16,11 +16,13 @@ import signal
 import sys
 
 from masq.base import exits, files
-from masq.cli import common
-from masq.daemon.control import Server
+from masq.base.control import Server
 from masq.base.logger import Logger
 from masq.base.loop import Loop
+from masq.config.load import load_config
+from masq.daemon import preflight
 from masq.online.state import OnlineState
+from masq.queue.opening import open_queue
 from masq.queue.spool import LogError
 from masq.status import model
 
@@ -38,7 +40,7 @@ class Daemon:
     def __init__(self, config_path, interval=None):
         self.config_path = config_path
         self.interval = interval
-        self.cfg = common.load_config(config_path, host=True)
+        self.cfg = load_config(config_path, check=preflight.check)
         main = self.cfg.main
         self.loop = Loop()
         self.log = Logger(main.log, main.log_level, clock=self.loop.clock)
@@ -69,8 +71,8 @@ class Daemon:
         if account is not None:     # before anything else is open: the helper inherits it
             self._start_local_helper()
         with _acting_as(account):   # the spool is the daemon user's: root never writes it
-            self.queue = common.open_queue(self.cfg, "runner", report=self.log.warning,
-                                           clock=self.loop.clock)
+            self.queue = open_queue(self.cfg, "runner", report=self.log.warning,
+                                    clock=self.loop.clock)
             live = len(self.queue.live())
             self.log.info("masq daemon starting: %d message(s) in the queue", live)
             self.control = Server(self.loop, self.queue.dir, self._control, self.log.warning)
@@ -117,7 +119,7 @@ class Daemon:
     def reload(self):
         """Re-read the configuration; keep the old one if the new one is bad."""
         try:
-            cfg = common.load_config(self.config_path, host=True)
+            cfg = load_config(self.config_path, check=preflight.check)
         except exits.Failure as exc:
             self.log.error("configuration not reloaded, keeping the old one: %s", exc)
             return
@@ -224,9 +226,10 @@ class Daemon:
         path = self.config_path
 
         def load():
-            return common.load_config(path, host=True)
+            return load_config(path, check=preflight.check)
 
-        sock, pid = local_helper.start(load, common.config_path(path))
+        from masq.config.load import config_path as which_file
+        sock, pid = local_helper.start(load, which_file(path))
         self.local_helper = local_helper.Client(self.loop, sock, pid, self.log)
         self.log.info("local deliveries run in process %d, as root", pid)
 
