@@ -6,7 +6,7 @@ import sys
 
 from helpers import masq
 
-from masq.config import load as common
+from masq.config import load
 
 
 def test_defaults_are_announced_once(monkeypatch):
@@ -15,8 +15,8 @@ def test_defaults_are_announced_once(monkeypatch):
     monkeypatch.delenv("MASQ_CONFIG", raising=False)
     err = io.StringIO()
     monkeypatch.setattr(sys, "stderr", err)
-    cfg = common.load_config()
-    common.load_config()
+    cfg = load.load_config()
+    load.load_config()
     lines = err.getvalue().splitlines()
     assert len(lines) == 1
     assert lines[0].startswith("masq: no configuration file (-C, $MASQ_CONFIG")
@@ -30,7 +30,7 @@ def test_a_named_file_says_nothing(monkeypatch, tmp_path):
     conf.write_text("config masq 'main'\n")
     err = io.StringIO()
     monkeypatch.setattr(sys, "stderr", err)
-    common.load_config(str(conf))
+    load.load_config(str(conf))
     assert err.getvalue() == ""
 
 
