@@ -10,8 +10,8 @@ from masq.config import load
 
 
 def test_defaults_are_announced_once(monkeypatch):
-    monkeypatch.setattr(common, "DEFAULT_CONFIGS", ())
-    monkeypatch.setattr(common, "_told", [])
+    monkeypatch.setattr(load, "DEFAULT_CONFIGS", ())
+    monkeypatch.setattr(load, "_told", [])
     monkeypatch.delenv("MASQ_CONFIG", raising=False)
     err = io.StringIO()
     monkeypatch.setattr(sys, "stderr", err)
@@ -25,7 +25,7 @@ def test_defaults_are_announced_once(monkeypatch):
 
 
 def test_a_named_file_says_nothing(monkeypatch, tmp_path):
-    monkeypatch.setattr(common, "_told", [])
+    monkeypatch.setattr(load, "_told", [])
     conf = tmp_path / "masq.conf"
     conf.write_text("config masq 'main'\n")
     err = io.StringIO()
