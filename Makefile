@@ -48,6 +48,7 @@ bench: deps
 	$(PYTHON) tools/bench_online.py
 	$(PYTHON) tools/bench_status.py
 	$(PYTHON) tools/bench_hostile.py
+	$(PYTHON) tools/bench_privsep.py
 
 install:
 	install -d $(DESTDIR)$(LIBDIR) $(BINDIR) $(SBINDIR)
