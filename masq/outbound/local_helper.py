@@ -202,7 +202,9 @@ class Client:
             return
         try:
             for chunk in job.open_body():
-                os.write(fd, chunk)
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view):]
             self.n += 1
             req = {"n": self.n, "id": job.message_id, "sender": job.sender,
                    "recipients": job.recipients, "size": job.size, "received": job.received}
