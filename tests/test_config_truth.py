@@ -13,10 +13,11 @@ import os
 import re
 
 from masq.config import schema as config
-from masq.outbound.smtp import TIMEOUTS, Settings
+from masq.outbound.smtp import TIMEOUTS, SMTPSettings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-HOLDERS = {"masq": {"main"}, "route": {"route", "r"}, "user": {"section", "u", "user"}}
+HOLDERS = {"masq": {"main"}, "route": {"route", "r"}, "user": {"section", "u", "user"},
+           "fetch": {"settings", "s", "fetch"}}
 READ_THROUGH = {("masq", "delay_warning"): "warn_intervals"}    # the default of that one
 # Defaults the schema computes (or leaves to the host): what the document says instead.
 COMPUTED = {
@@ -27,6 +28,12 @@ COMPUTED = {
     ("route", "tls_ca"): "system CA bundle",
     ("route", "helo"): "the masq `hostname`",
     ("user", "mailbox"): "the masq `mailbox`",
+    ("fetch", "server"): "(required)",
+    ("fetch", "user"): "(required)",
+    ("fetch", "password"): "(required)",
+    ("fetch", "tls_ca"): "system CA bundle",
+    ("fetch", "deliver_to"): "the local part of `user`",
+    ("fetch", "max_size"): "`max_message_size`",
 }
 EMPTY = ("(none", "(off)", "(empty")
 
@@ -40,7 +47,7 @@ def documented():
             if heading:
                 section = heading.group(1)
             cells = [c.strip() for c in line.strip().strip("|").split("|")]
-            if section and len(cells) == 4 and re.fullmatch(r"`[a-z_]+`", cells[0]):
+            if section and len(cells) == 4 and re.fullmatch(r"`[a-z0-9_]+`", cells[0]):
                 rows[(section, cells[0].strip("`"))] = (cells[2], cells[3])
     return rows
 
@@ -105,9 +112,9 @@ def route(text=""):
 def test_route_port_default_is_25_and_465_with_implicit_tls_as_documented():
     cell, meaning = documented()[("route", "port")]
     assert "`465` with `tls 'tls'`" in cell and "465" in meaning
-    assert Settings.from_route(route()).port == 25
-    assert Settings.from_route(route("\toption tls 'tls'\n")).port == 465
-    assert Settings.from_route(route("\toption tls 'tls'\n\toption port '2525'\n")).port == 2525
+    assert SMTPSettings.from_route(route()).port == 25
+    assert SMTPSettings.from_route(route("\toption tls 'tls'\n")).port == 465
+    assert SMTPSettings.from_route(route("\toption tls 'tls'\n\toption port '2525'\n")).port == 2525
 
 
 def test_route_timeout_unset_is_per_step_as_documented():
@@ -119,8 +126,8 @@ def test_route_timeout_unset_is_per_step_as_documented():
     for step, seconds in TIMEOUTS.items():
         text = "%s `%s`" % (steps[step], config.INTERVAL.render(seconds))
         assert text in meaning, text
-    assert Settings.from_route(route()).timeouts == TIMEOUTS
-    set_once = Settings.from_route(route("\toption timeout '1m'\n")).timeouts
+    assert SMTPSettings.from_route(route()).timeouts == TIMEOUTS
+    set_once = SMTPSettings.from_route(route("\toption timeout '1m'\n")).timeouts
     assert set_once == dict({step: 60.0 for step in TIMEOUTS}, connect=TIMEOUTS["connect"])
     assert "`5m` for `pipe`" in cell and route().timeout == 300.0     # a pipe's time limit
 

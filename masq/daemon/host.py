@@ -54,6 +54,7 @@ class Daemon:
         self.active_writers = 0
         self.listeners = {}     # name -> callback(event, **data) for queue events
         self.scheduler = None
+        self.fetcher = None     # the fetch component (masq.inbound.fetch) once started
         self.alias_file = None
         self.local_helper = None    # the root-owned local delivery process (option user)
 
@@ -180,8 +181,10 @@ class Daemon:
             self.cfg, lambda name: name in states and states[name].online, now)
         return model.document(self.cfg.main.hostname, self.started, self.online.to_json(),
                               listed[:limit] if limit is not None else listed, self.counters,
-                              self.log.recent, deliveries=self.log.deliveries,
-                              queue_total=len(listed), now=now, waits=waits)
+                              self.log.recent, now=now,
+                              deliveries=self.log.deliveries, queue_total=len(listed),
+                              fetch=self.fetcher.to_json() if self.fetcher else (),
+                              waits=waits)
 
     # control requests
 
