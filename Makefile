@@ -3,7 +3,9 @@
 #   make test     install what the tests need, then run them
 #   make bench    benchmarks beside Postfix and aiosmtpd (figures, not pass/fail)
 #   make fuzz     the fuzzers of tests/fuzz at length (well over ten minutes); see docs/FUZZING.md
-#   make install  install masq, its board profiles and sendmail-compatible links (PREFIX, DESTDIR)
+#   make install  install masq, its byte-code (a user who may not write it would compile
+#                 every module on each run), its board profiles and sendmail-compatible links
+#                 (PREFIX, DESTDIR)
 #   make clean    remove caches; the try-out's ./run (its queue and mailboxes) stays
 #   make clean-run  remove ./run too
 #   make ipk      OpenWrt packages (masq, masq-src, masq-modem, luci-app-masq) in dist/,
@@ -56,6 +58,7 @@ install:
 	install -d $(DESTDIR)$(LIBDIR)/board
 	install -m 644 board/*.conf board/README.md $(DESTDIR)$(LIBDIR)/board/
 	find $(DESTDIR)$(LIBDIR) -name __pycache__ -prune -exec rm -rf {} +
+	$(PYTHON) -m compileall -q -d $(LIBDIR)/masq $(DESTDIR)$(LIBDIR)/masq
 	$(PYTHON) tools/launcher.py "$$($(PYTHON) -c 'import sys; print(sys.executable)')" \
 		$(LIBDIR) > $(BINDIR)/masq
 	chmod 755 $(BINDIR)/masq

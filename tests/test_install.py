@@ -88,3 +88,16 @@ def test_make_clean_keeps_the_try_out(tmp_path):
     done = subprocess.run(["make", "-s", "clean-run"], cwd=str(tmp_path), capture_output=True)
     assert done.returncode == 0, done.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_installed_modules_have_their_byte_code(prefix):
+    """A user who may not write the library would otherwise compile every module `sendmail`
+    imports on every run: `make install` writes the byte-code the launcher's Python reads."""
+    import importlib.util
+    lib = os.path.join(prefix, "lib", "masq", "masq")
+    sources = [os.path.join(folder, name) for folder, _, names in os.walk(lib)
+               for name in names if name.endswith(".py")]
+    assert len(sources) > 50
+    missing = [path for path in sources
+               if not os.path.exists(importlib.util.cache_from_source(path))]
+    assert missing == []
