@@ -13,7 +13,7 @@ import sys
 import time
 import urllib.request
 
-from helpers import ROOT, free_port, masq
+from helpers import ROOT, free_port, masq, wait_for
 
 
 def start_make_run(run_dir, smtp_port, status_port):
@@ -105,14 +105,17 @@ def test_printed_commands_work_anywhere_and_mail_stays_here(tmp_path):
                               timeout=60)
         assert done.returncode == 0, done.stderr
         outside = run_dir / "outside"
-        for _ in range(200):
-            if os.listdir(outside):
-                break
-            time.sleep(0.05)
+        assert wait_for(lambda: os.listdir(outside), 60), masq_log(proc)
         [name] = os.listdir(outside)
         assert b"to the world" in (outside / name).read_bytes()
     finally:
         stop(proc)
+
+
+def masq_log(proc):
+    """Return what make run's daemon printed so far (for a failure message)."""
+    os.set_blocking(proc.stdout.fileno(), False)
+    return (proc.stdout.read() or b"").decode("utf-8", "replace")
 
 
 def proc_output_head(proc):
