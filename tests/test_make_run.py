@@ -105,9 +105,12 @@ def test_printed_commands_work_anywhere_and_mail_stays_here(tmp_path):
                               timeout=60)
         assert done.returncode == 0, done.stderr
         outside = run_dir / "outside"
-        assert wait_for(lambda: os.listdir(outside), 60), masq_log(proc)
-        [name] = os.listdir(outside)
-        assert b"to the world" in (outside / name).read_bytes()
+        def written():              # mktemp makes the file before cat fills it
+            return [name for name in os.listdir(outside)
+                    if b"to the world" in (outside / name).read_bytes()]
+
+        assert wait_for(written, 60), masq_log(proc)
+        assert len(os.listdir(outside)) == 1
     finally:
         stop(proc)
 
