@@ -49,10 +49,13 @@ class Host:
     scheduler the delivery's scheduler (flush(), waiting_routes()), or None where no
               delivery runs
     fetcher   the fetch component (fetch(), login()), or None where nothing fetches
+    local_helper  the root-owned process that delivers local mail for a daemon running as
+              `option user` (agent(forward)), or None: local delivery runs in this process
     """
 
     scheduler = None
     fetcher = None
+    local_helper = None
 
     def __init__(self, cfg, loop, log, queue=None, online=None, counters=None):
         self.cfg = cfg

@@ -35,7 +35,7 @@ class Agents:
     def local(self):
         """Return the local delivery agent (built on first use)."""
         if self._local is None:
-            helper = getattr(self.host, "local_helper", None)
+            helper = self.host.local_helper
             if helper is not None:          # the daemon runs as `option user`
                 self._local = helper.agent(self.forward)
             else:
