@@ -437,6 +437,7 @@ OPTIONS = (
     Option(_R, "pipe", COMMAND),
     Option(_R, "wrapper", COMMAND),
     Option(_R, "timeout", INTERVAL, 300.0),
+    Option(_R, "max_message_size", SIZE, 0),
 )
 
 SCHEMA = {}                                 # section type -> {option name -> Option}
