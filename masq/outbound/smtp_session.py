@@ -3,7 +3,8 @@
 Owns: connecting (or spawning the `wrapper`), feeding the `masq.proto.smtp_client` engine
 and dispatching its events (one table, `_EVENTS`), STARTTLS or implicit TLS, the AUTH step,
 streaming message text under a low-water mark (with CRLF line ends only: a bare CR or LF
-in a queued body goes out as CRLF), the per-stage timers, QUIT, and turning a
+in a queued body goes out as CRLF; after DATA, or in BDAT chunks of the queue's own chunk
+size when the server offers CHUNKING), the per-stage timers, QUIT, and turning a
 finished transaction's replies into one Outcome per recipient. It applies the failure rules
 and TLS modes stated in `masq.outbound.smtp`.
 Does not: resolve, choose addresses, group recipients or retry: its destination
@@ -30,7 +31,7 @@ from masq.proto.reply import RemoteProtocolError
 
 _TIMER_FOR = {"GREETING": "greeting", "EHLO": "command", "HELO": "command",
               "STARTTLS": "command", "AUTH": "command", "RSET": "command", "QUIT": "quit",
-              "MAIL": "mail", "RCPT": "rcpt", "DATA": "data", "DOT": "final"}
+              "MAIL": "mail", "RCPT": "rcpt", "DATA": "data", "DOT": "final", "BDAT": "final"}
 LOW_WATER = 65536   # message text buffered for the socket before reading more
 
 
@@ -273,6 +274,10 @@ class Session:
         self._arm()
 
     def _on_done(self, event):
+        if self.body is not None:       # a BDAT chunk was refused: the rest is not sent
+            if hasattr(self.body, "close"):
+                self.body.close()
+            self.body = None
         part, self.part = self.part, None
         outcomes = _outcomes(event, len(part.indices), self.name)
         relay = "%s:%d" % (self.name, self.port) if self.port else self.name
