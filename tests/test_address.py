@@ -1,4 +1,4 @@
-"""Tests for masq.address: SMTP paths (FAULTS 4.1 #14, #15, #18) and header address lists
+"""Tests for masq.mail.address: SMTP paths (FAULTS 4.1 #14, #15, #18) and header address lists
 (FAULTS 4.5 #76), cross-checked against Python's own email package."""
 
 import ast
@@ -12,8 +12,8 @@ import pytest
 from email.headerregistry import HeaderRegistry
 from hypothesis import assume, given, settings, strategies as st
 
-from masq.address import (NULL, Address, AddressError, format_address, parse_address_list,
-                          parse_path, quote_local, split)
+from masq.mail.address import (NULL, Address, AddressError, format_address, parse_address_list,
+                               parse_path, quote_local, split)
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -502,7 +502,7 @@ def test_format_address_quotes_local_part():
 # ---- runtime rules ----
 
 def test_imports_are_cheap_and_python3_light_only():
-    tree = ast.parse((ROOT / "masq" / "address.py").read_text())
+    tree = ast.parse((ROOT / "masq" / "mail" / "address.py").read_text())
     names = {alias.name.split(".")[0] for node in ast.walk(tree)
              if isinstance(node, (ast.Import, ast.ImportFrom)) for alias in node.names}
     assert names <= {"re", "ipaddress", "base64"}
@@ -512,7 +512,7 @@ def test_works_with_email_package_blocked():
     code = ("import sys\n"
             "for m in ('email', 'logging', 'asyncio', 'unicodedata', 'urllib', 'uuid'):\n"
             "    sys.modules[m] = None\n"
-            "from masq.address import parse_path, parse_address_list, format_address\n"
+            "from masq.mail.address import parse_path, parse_address_list, format_address\n"
             "assert str(parse_path('<a@[IPv6:::1]>', sender=False)) == 'a@[ipv6:::1]'\n"
             "assert parse_address_list('g: A <a@b>;') == ['a@b']\n"
             "assert format_address('\u00e9', 'a@b').startswith('=?utf-8?b?')\n"

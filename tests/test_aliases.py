@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from masq import aliases
-from masq.aliases import FILE, LOCAL, PIPE, REMOTE, AliasError, AliasFile, expand, load, parse
+from masq.aliases import file as aliases
+from masq.aliases.file import FILE, LOCAL, PIPE, REMOTE, AliasError, AliasFile, expand, load, parse
 
 
 def table(text, path="/etc/aliases"):

@@ -9,8 +9,8 @@ import weakref
 import pytest
 
 from masq.inbound.session import Session
-from masq.loop import Loop
-from masq.net import Stream
+from masq.base.loop import Loop
+from masq.base.net import Stream
 from masq.proto.smtp_server import SMTPServer
 
 

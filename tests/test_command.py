@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from masq.loop import Loop
+from masq.base.loop import Loop
 from masq.outbound import command
 from masq.outbound.command import Refused, expand_argv, expand_path, run_command
 from masq.outbound.local import Identity

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from masq import config
-from masq.config import ConfigError, describe, load, loads
+from masq.config import schema as config
+from masq.config.schema import ConfigError, describe, load, loads
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PATH = "/etc/config/masq"
@@ -402,7 +402,7 @@ def test_documented_types_match_the_schema():
 
 
 def test_import_stays_cheap():
-    code = ("import sys; import masq.config, masq.uci; "
+    code = ("import sys; import masq.config.schema, masq.config.uci; "
             "print(sorted(m for m in ('difflib', 'ipaddress', 'socket', 'dataclasses') "
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-S", "-c", code], cwd=ROOT, check=True,

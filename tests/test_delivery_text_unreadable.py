@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from masq.loop import Loop
+from masq.base.loop import Loop
 from masq.outbound.command import run_command
 from masq.outbound.job import Job
 from masq.outbound.local import LocalAgent, LocalSettings

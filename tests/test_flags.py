@@ -2,7 +2,7 @@
 
 import pytest
 
-from masq import exits
+from masq.base import exits
 from masq.cli import flags
 
 

@@ -221,8 +221,8 @@ def test_replies_held_for_a_client_that_never_reads_stay_bounded():
     """HELP makes 16 times its size in replies: one read (64 KiB) answered at once would
     be 1 MiB held per connection; the session answers one slice at a time."""
     from masq.inbound.session import Session
-    from masq.loop import Loop
-    from masq.net import Stream
+    from masq.base.loop import Loop
+    from masq.base.net import Stream
     from masq.proto.smtp_server import SMTPServer
     ours, theirs = socket.socketpair()
     ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
@@ -251,7 +251,7 @@ def test_replies_held_for_a_client_that_never_reads_stay_bounded():
 
 
 def test_one_error_puts_a_bounded_line_in_the_log():
-    from masq.logger import Logger, MAX_LINE
+    from masq.base.logger import Logger, MAX_LINE
     log = Logger("stderr", "info")
     log.error("internal error: %s", "Traceback\n" + "  frame\n" * 20000 + "RecursionError")
     line = log.recent[-1]
@@ -295,7 +295,7 @@ print(json.dumps(greetings))
     ("2001:db8::ffff:1:2", "2001:db8::/64"), ("2001:db8:0:1::1", "2001:db8:0:1::/64"),
     ("::ffff:192.0.2.7", "192.0.2.7"), ("fe80::1%eth0", "fe80::/64")])
 def test_per_client_limits_count_an_ipv6_client_by_its_64(ip, key):
-    from masq.net import client_key
+    from masq.base.net import client_key
     assert client_key(ip) == key
 
 
@@ -439,7 +439,7 @@ def page_connection(loop, ours, later=False):
 
 
 def test_a_closing_status_answer_bigger_than_the_socket_buffer_arrives_whole():
-    from masq.loop import Loop
+    from masq.base.loop import Loop
     loop = Loop()
     ours, theirs = socket.socketpair()
     try:
@@ -468,7 +468,7 @@ def test_a_closing_status_answer_bigger_than_the_socket_buffer_arrives_whole():
 def test_a_status_page_client_that_never_reads_a_closing_answer_is_dropped(later):
     """`Connection: close` and a reader that never reads: the answer never drains, and the
     connection (one of the page's 32) must still end at the idle deadline."""
-    from masq.loop import Loop
+    from masq.base.loop import Loop
     from masq.status import web
     clock = FakeClock()
     loop = Loop(clock)

@@ -11,14 +11,14 @@ FORBIDDEN = {"email", "logging", "asyncio", "http", "urllib", "xml", "sqlite3",
              "mailbox", "concurrent", "threading"}
 # module prefix -> the masq modules it may import
 ALLOWED = {
-    "masq/clock.py": (),
-    "masq/loop.py": ("masq.clock",),
-    "masq/compat.py": (),
+    "masq/base/clock.py": (),
+    "masq/base/loop.py": ("masq.base.clock",),
+    "masq/base/compat.py": (),
     "masq/proto/": ("masq.proto",),
-    "masq/queue/": ("masq.queue", "masq.compat", "masq.exits"),
-    "masq/address.py": (),
-    "masq/message.py": (),
-    "masq/route.py": ("masq.address",),
+    "masq/queue/": ("masq.queue", "masq.base.compat", "masq.base.exits"),
+    "masq/mail/address.py": (),
+    "masq/mail/message.py": (),
+    "masq/route.py": ("masq.mail.address",),
 }
 
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from masq.loop import Loop
+from masq.base.loop import Loop
 from masq.outbound.job import Job
 from masq.outbound.local import LocalAgent, LocalSettings, combine
 from masq.outbound.outcome import Outcome

@@ -4,7 +4,7 @@ import os
 import signal
 import socket
 
-from masq.loop import Loop
+from masq.base.loop import Loop
 
 from fakes import FakeClock
 

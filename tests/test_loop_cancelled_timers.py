@@ -6,11 +6,11 @@ whole timeout)."""
 import gc
 import weakref
 
-from masq.loop import Loop
+from masq.base.loop import Loop
 
 from fakes import FakeClock
 
-FLOOR = 64       # masq.loop.MIN_TIMERS: below this the heap is never rebuilt
+FLOOR = 64       # masq.base.loop.MIN_TIMERS: below this the heap is never rebuilt
 
 
 class Session:

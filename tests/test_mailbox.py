@@ -16,8 +16,8 @@ import tracemalloc
 
 import pytest
 
-from masq.loop import Loop
-from masq.outbound import mailbox
+from masq.base.loop import Loop
+from masq.outbound.mailbox import write as mailbox
 from masq.outbound.command import run_in_child
 from masq.outbound.local import Identity
 

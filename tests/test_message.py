@@ -1,5 +1,5 @@
-"""Tests for masq.message: sendmail input normalisation (FAULTS 4.1 #5, #13, 4.5 #77), the header
-block (4.1 #23, 4.5 #76, MASQMAIL.md 7), Received: lines (4.1 #20) and loop counts (4.1 #35)."""
+"""Tests for masq.mail.message: sendmail input normalisation (FAULTS 4.1 #5, #13, 4.5 #77), the
+header block (4.1 #23, 4.5 #76, MASQMAIL.md 7), Received: lines (4.1 #20) and loop counts (4.1 #35)."""
 
 import ast
 import email.utils
@@ -12,8 +12,8 @@ import time
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from masq.message import (HeaderReader, Headers, HeaderTooLong, InputNormalizer, count_hops,
-                          delivered_to, format_date, make_message_id, received_line)
+from masq.mail.message import (HeaderReader, Headers, HeaderTooLong, InputNormalizer, count_hops,
+                               delivered_to, format_date, make_message_id, received_line)
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -510,7 +510,7 @@ def test_hop_count_and_delivered_to():
 # ---- runtime rules ----
 
 def test_imports_are_cheap_and_python3_light_only():
-    tree = ast.parse((ROOT / "masq" / "message.py").read_text())
+    tree = ast.parse((ROOT / "masq" / "mail" / "message.py").read_text())
     names = {alias.name.split(".")[0] for node in ast.walk(tree)
              if isinstance(node, (ast.Import, ast.ImportFrom)) for alias in node.names}
     assert names <= {"re", "time"}
@@ -523,7 +523,7 @@ def test_works_with_email_package_blocked():
     code = ("import sys\n"
             "for m in ('email', 'logging', 'asyncio', 'unicodedata', 'urllib', 'uuid'):\n"
             "    sys.modules[m] = None\n"
-            "from masq.message import InputNormalizer, HeaderReader, received_line\n"
+            "from masq.mail.message import InputNormalizer, HeaderReader, received_line\n"
             "n = InputNormalizer()\n"
             "r = HeaderReader()\n"
             "assert r.feed(n.feed(b'Subject: x\\n\\nb\\n.\\n')) == b'b\\r\\n'\n"

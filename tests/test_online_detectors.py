@@ -13,8 +13,8 @@ import time
 import pytest
 
 from helpers import Daemon, free_port, masq, write_config
-from masq import config
-from masq.loop import Loop
+from masq.config import schema as config
+from masq.base.loop import Loop
 from masq.online import polled, probe
 from masq.online.detectors import KINDS, Detectors, detector_class
 from masq.online.state import OnlineState

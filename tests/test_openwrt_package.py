@@ -160,7 +160,7 @@ def test_masq_data_members(dist):
     assert modes["./etc/hotplug.d/iface/95-masq"] == 0o644
     assert files["./usr/bin/masq"].startswith(b"#!/usr/bin/python3 -IS\n")
     assert "./%s/masq/cli/__init__.py" % SITE in files
-    assert "./%s/masq/setup.py" % SITE in files
+    assert "./%s/masq/config/presets.py" % SITE in files
     assert "./usr/share/masq/board/quectel-ec2x.conf" in files
     assert not any("rpcd" in name or "/www/" in name for name in files)
     assert not any(name.endswith(".pyc") and "__pycache__" not in name for name in files)

@@ -6,8 +6,8 @@ wrapped to count what the scheduler asks of it (messages looked at, syncs) and t
 writes on demand (disk full).
 """
 
-from masq import config
-from masq.loop import Loop
+from masq.config import schema as config
+from masq.base.loop import Loop
 from masq.online.state import OnlineState
 from masq.outbound import scheduler as sched
 from masq.outbound.outcome import Outcome

@@ -7,7 +7,8 @@ import stat
 import pytest
 
 from helpers import ROOT, masq
-from masq import config, exits, setup, uci
+from masq.base import exits
+from masq.config import schema as config, presets as setup, uci
 
 BOARD_DIR = os.path.join(ROOT, "board")
 BOARDS = sorted(n[:-5] for n in os.listdir(BOARD_DIR) if n.endswith(".conf"))

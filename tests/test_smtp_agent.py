@@ -1,6 +1,6 @@
 """SMTP delivery agent against real peers on loopback: smtp-sink, aiosmtpd, scripted sockets.
 
-Each FAULTS.md 4.4 row 62-70 has a test named after it. A real masq.loop.Loop runs until
+Each FAULTS.md 4.4 row 62-70 has a test named after it. A real masq.base.loop.Loop runs until
 every job has reported; a fake resolver answers from tables; timeouts are shortened.
 """
 
@@ -20,7 +20,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from masq.loop import Loop
+from masq.base.loop import Loop
 from masq.outbound import tls as tls_contexts
 from masq.outbound.job import Job
 from masq.outbound.outcome import OK, PERMFAIL, TEMPFAIL
@@ -493,7 +493,7 @@ def test_connect_error_fail_bounces_when_nothing_answers():
 
 
 def test_settings_from_a_route_section():
-    from masq import config
+    from masq.config import schema as config
     route = SimpleNamespace(smarthost="[::1]:2525", port=25, tls="tls", tls_verify=True,
                             tls_ca=None, auth_user="u", auth_pass="p", helo=None,
                             wrapper=None, connect_error_fail=False, timeout=60.0,
@@ -755,7 +755,7 @@ for name in ("email", "logging", "asyncio", "http", "urllib", "xml", "unicodedat
              "smtplib", "stringprep", "encodings.idna"):
     sys.modules[name] = None
 from types import SimpleNamespace
-from masq.loop import Loop
+from masq.base.loop import Loop
 from masq.outbound.job import Job
 from masq.outbound.smtp import SMTPAgent, Settings
 assert "ssl" not in sys.modules
@@ -790,7 +790,7 @@ def test_imports_are_python3_light_only():
     allowed = {"base64", "hmac", "re", "collections", "dataclasses", "os", "shlex", "signal",
                "socket", "errno", "ssl", "selectors", "heapq", "time", "masq"}
     for path in ("masq/proto/smtp_client.py", "masq/outbound/smtp.py", "masq/outbound/tls.py",
-                 "masq/net.py"):
+                 "masq/base/net.py"):
         tree = ast.parse(open(os.path.join(ROOT, path)).read())
         names = {alias.name.split(".")[0] for node in ast.walk(tree)
                  if isinstance(node, ast.Import) for alias in node.names}
@@ -826,7 +826,7 @@ def test_bare_line_ends_are_crlf_whatever_the_chunking(aiosmtp):
                size=len(text))
     outcomes = deliver(bare, smarthost="127.0.0.1:%d" % port, tls="none")
     assert kinds(outcomes) == [OK], outcomes
-    # the rule of masq.message: a run of CRs before an LF is one line end
+    # the rule of masq.mail.message: a run of CRs before an LF is one line end
     assert recorder.messages[0].content == b"a\r\n.b\r\n\r\n.\r\n.c\r\nd\r\n"
 
 

@@ -5,7 +5,7 @@ them all (building it on every turn made accepting slower as the queue grew)."""
 
 import json
 
-from masq.loop import Loop
+from masq.base.loop import Loop
 from masq.status import file as status_file
 from masq.status import model
 

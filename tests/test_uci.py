@@ -7,8 +7,8 @@ import stat
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from masq import uci
-from masq.uci import ConfigError, RawOption, RawSection, dump, parse
+from masq.config import uci
+from masq.config.uci import ConfigError, RawOption, RawSection, dump, parse
 
 
 def value_of(body, option="a"):

@@ -258,7 +258,7 @@ def import_cost():
     code = ("import sys; sys.path.insert(0, %r)\n"
             "def rss():\n    for l in open('/proc/self/status'):\n"
             "        if l.startswith('VmRSS:'): return int(l.split()[1])\n"
-            "import masq.daemon, masq.inbound.listener, masq.outbound.delivery\n"
+            "import masq.daemon.host, masq.inbound.listener, masq.outbound.delivery\n"
             "before = rss()\n"
             "import masq.status.web\nprint(rss() - before)" % ROOT)
     done = subprocess.run([sys.executable, "-IS", "-c", code], capture_output=True, text=True)

@@ -11,7 +11,7 @@ even then the user sees one line (set MASQ_DEBUG=1 to see the traceback).
 import os
 import sys
 
-from masq import exits
+from masq.base import exits
 
 COMMANDS = ("daemon", "queue", "flush", "rm", "online", "status", "passwd", "setup",
             "check-config", "version")

@@ -8,7 +8,9 @@ over the control socket; those that can work without it read the spool themselve
 
 import sys
 
-from masq import __version__, control, exits
+from masq import __version__
+from masq.base import exits
+from masq.daemon import control
 from masq.cli import common
 
 
@@ -28,7 +30,7 @@ def _no_args(name, rest):
 
 def _daemon(path, rest):
     _no_args("daemon", rest)
-    from masq import daemon
+    from masq.daemon import host as daemon
     return daemon.run(common.config_path(path), detach=False)
 
 
@@ -58,7 +60,7 @@ def flush(cfg, route=None, forced=False):
     reply = control.request(cfg.main.spool_dir, "flush", timeout=3600, route=route,
                             forced=forced)
     if reply is None:
-        from masq.outbound import runner
+        from masq.daemon import runner
         summary = runner.run_once(cfg, route, forced)
         print(_summary(summary))
         return exits.OK
@@ -91,7 +93,7 @@ def _online(path, rest):
         raise exits.Failure("no route named %r in the configuration" % rest[0], exits.USAGE)
     reply = control.request(cfg.main.spool_dir, "online", route=rest[0], how=rest[1])
     if reply is None and rest[1] == "up":     # no daemon to hold the state: flush, as -qo
-        from masq.outbound import runner
+        from masq.daemon import runner
         print("no daemon runs: flushing through route %s once" % rest[0])
         print(_summary(runner.run_once(cfg, rest[0], True)))
         return exits.OK
@@ -111,7 +113,7 @@ def _status(path, rest):
     cfg = common.load_config(path)
     doc = text.status_document(cfg)
     if rest:
-        from masq import compat
+        from masq.base import compat
         sys.stdout.write(compat.dumps(doc) + "\n")
     else:
         sys.stdout.write(text.render(doc))
@@ -127,7 +129,7 @@ def _passwd(path, rest):
 
 def _check_config(path, rest):
     _no_args("check-config", rest)
-    from masq import config
+    from masq.config import schema as config
     cfg = common.load_config(path, host=True)
     for warning in getattr(cfg, "warnings", ()):
         sys.stderr.write("masq: warning: %s\n" % warning)
@@ -145,7 +147,7 @@ def _version(path, rest):
 def newaliases(cfg):
     """Check the aliases file (`newaliases`, `-bi`); masq reads it as text, nothing to build."""
     import os
-    from masq import aliases
+    from masq.aliases import file as aliases
     path = cfg.main.alias_file
     if not os.path.exists(path):
         print("%s: no aliases file; postmaster and MAILER-DAEMON go to root" % path)
@@ -163,5 +165,5 @@ _COMMANDS = {
     "daemon": _daemon, "queue": _queue, "flush": _flush, "rm": _rm, "online": _online,
     "status": _status, "passwd": _passwd, "check-config": _check_config,
     "version": _version,
-    "setup": lambda path, rest: __import__("masq.setup").setup.run(path, rest),
+    "setup": lambda path, rest: __import__("masq.config.presets").config.presets.run(path, rest),
 }

@@ -7,7 +7,7 @@ Config errors become exit 78 with `PATH:LINE: message`; spool errors keep their 
 import os
 import pwd
 
-from masq import exits
+from masq.base import exits
 
 DEFAULT_CONFIGS = ("/etc/config/masq", "/etc/masq.conf")
 
@@ -27,14 +27,14 @@ def config_path(explicit=None):
 def load_config(explicit=None, host=False):
     """Return the loaded Config; Failure(78) naming file and line if it is bad.
 
-    Every command checks the form of every value (masq.config); with host=True (the daemon,
-    check-config) also what the host must provide (masq.preflight)."""
-    from masq import config
+    Every command checks the form of every value (masq.config.schema); with host=True (the daemon,
+    check-config) also what the host must provide (masq.daemon.preflight)."""
+    from masq.config import schema as config
     path = config_path(explicit)
     try:
         cfg = config.loads("", path="(defaults)") if path is None else config.load(path)
         if host:
-            from masq import preflight
+            from masq.daemon import preflight
             preflight.check(cfg)
         return cfg
     except config.ConfigError as exc:

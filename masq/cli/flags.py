@@ -7,7 +7,7 @@ errors (exit 64) named in one line. Obsolete flags other MTAs ignore (`-m`, `-oX
 are ignored here too, as masqmail and Postfix do.
 """
 
-from masq import exits
+from masq.base import exits
 
 NAME_MODES = {
     "sendmail": "bm", "rmail": "bm", "masq": "bm", "mailq": "bp", "runq": "q",
@@ -118,7 +118,7 @@ def _q(opts, rest, args, arg):
     if rest.startswith("o"):
         opts.route = _value("qo", rest[1:], args)
     elif rest:
-        from masq.config import INTERVAL
+        from masq.config.schema import INTERVAL
         try:
             opts.interval = INTERVAL.convert(rest)
         except ValueError:

@@ -7,7 +7,8 @@ sender, then each recipient with its state, attempts and last error.
 
 import time
 
-from masq import control, exits
+from masq.base import exits
+from masq.daemon import control
 from masq.cli import common
 from masq.queue import spool
 from masq.status import model
@@ -88,8 +89,8 @@ def remove(cfg, ids):
 
 
 def _log_removed(cfg, ids, who):
-    from masq import maillog
-    from masq.logger import Logger
+    from masq.outbound import maillog
+    from masq.base.logger import Logger
     log = Logger(cfg.main.log, cfg.main.log_level)
     for msgid in ids:
         maillog.removed(log, msgid, "by %s" % who)

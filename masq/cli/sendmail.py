@@ -6,7 +6,8 @@ only what it needs, so a plain `sendmail` pays for submission alone.
 
 import sys
 
-from masq import __version__, exits
+from masq import __version__
+from masq.base import exits
 from masq.cli import common
 
 
@@ -41,7 +42,7 @@ def _aliases(opts):
 
 
 def _daemon(opts, detach):
-    from masq import daemon
+    from masq.daemon import host as daemon
     return daemon.run(common.config_path(opts.config), detach=detach, interval=opts.interval)
 
 

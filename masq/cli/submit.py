@@ -18,7 +18,8 @@ import os
 import pwd
 import time
 
-from masq import address, exits, message
+from masq.base import exits
+from masq.mail import address, message
 from masq.cli import common
 from masq.proto import smtp_path
 from masq.queue.envelope import Envelope
@@ -57,8 +58,8 @@ def run(opts):
 
 def _log_received(cfg, msgid, sender, size, nrcpt):
     """Write the delivery log's line for the queued message (docs/LOG.md)."""
-    from masq import maillog
-    from masq.logger import Logger
+    from masq.outbound import maillog
+    from masq.base.logger import Logger
     log = Logger(cfg.main.log, cfg.main.log_level)
     maillog.received(log, msgid, sender, size, nrcpt, uid=os.getuid())
     log.close()
@@ -216,7 +217,7 @@ def _gecos():
 
 def _poke(cfg, opts, msgid, recipients):
     """Tell a running daemon about the new message, or deliver at once without one."""
-    from masq import control
+    from masq.daemon import control
     reply = control.request(cfg.main.spool_dir, "new", timeout=5)
     note = ""
     if reply is None and not (opts.queue_only or cfg.main.do_queue):
@@ -248,7 +249,7 @@ def _deliver_now(cfg, opts, msgid):
     if opts.background and os.fork():
         return " (delivering in the background)"
     try:
-        from masq.outbound import runner
+        from masq.daemon import runner
         summary = runner.run_once(cfg, ids=[msgid])
     except exits.Failure as exc:
         return " (not delivered now: %s)" % exc

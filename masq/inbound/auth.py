@@ -8,7 +8,7 @@ a client address (an IPv6 client by its /64) with too many recent failures is re
 outright (`450 4.7.1`) until they age out.
 """
 
-from masq import net
+from masq.base import net
 from masq.proto.reply import Reply
 
 FAILURE_DELAY = 1.0

@@ -15,7 +15,9 @@ gets `421 4.7.0` and is closed without a session.
 
 import os
 
-from masq import config, maillog, net
+from masq.base import net
+from masq.config import schema as config
+from masq.outbound import maillog
 from masq.inbound import auth
 from masq.inbound.session import NO_SPACE, Session
 from masq.policy import local, relay

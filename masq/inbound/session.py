@@ -8,7 +8,7 @@ goes out only after the group commit's fdatasync has returned (queue rule 2).
 Hostile input: everything the client sends; the engine bounds it, this module never holds
 more than one read of it, handed to the engine in slices of `SLICE` octets. Message text
 (DATA and BDAT alike) is stored with CRLF line ends only: a bare CR or LF becomes CRLF
-(`masq.message.InputNormalizer`, the rule `sendmail` input follows), or, with
+(`masq.mail.message.InputNormalizer`, the rule `sendmail` input follows), or, with
 `bare_line_ends 'refuse'`, fails the message with `550 5.6.0`. Pipelined input is handed
 out by one loop (`pump`), never by recursion, and it stops while `MAX_UNSENT` octets of
 replies wait for a client that does not read (reading resumes when they are sent).
@@ -23,7 +23,7 @@ finish within the timeout plus its size at the minimum rate. At the deadline a c
 `421 4.4.2`; one in a TLS handshake or not reading its replies is just closed.
 """
 
-from masq import address, message
+from masq.mail import address, message
 from masq.policy import relay
 from masq.proto import smtp_path
 from masq.proto import smtp_server_events as ev

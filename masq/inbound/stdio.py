@@ -9,11 +9,12 @@ address; otherwise it is a local process, trusted like `sendmail`.
 import os
 import socket
 
-from masq import control, exits
+from masq.base import exits
+from masq.daemon import control
 from masq.cli import common
 from masq.inbound.listener import Listener
-from masq.logger import Logger
-from masq.loop import Loop
+from masq.base.logger import Logger
+from masq.base.loop import Loop
 from masq.policy import relay
 from masq.inbound.session import Session
 
@@ -108,7 +109,7 @@ class Host:
 
     def alias_names(self):
         """Return the names the aliases file defines (lower-cased); None if it is broken."""
-        from masq import aliases
+        from masq.aliases import file as aliases
         try:
             return frozenset(aliases.AliasFile(self.cfg.main.alias_file).get().names())
         except aliases.AliasError as exc:

@@ -20,7 +20,7 @@ expected is ignored; a status that is not an object, or lacks the fields, means 
 
 import os
 
-from masq import compat
+from masq.base import compat
 from masq.online.polled import start_child
 
 STATUS_TIME_LIMIT = 10.0

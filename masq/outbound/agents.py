@@ -14,7 +14,7 @@ from masq.outbound import rewrite
 
 # The agents' modules, imported on first use (the daemon imports them before it becomes
 # `option user`, who may not be able to read the library).
-MODULES = ("masq.outbound.local", "masq.outbound.pipe", "masq.outbound.smtp", "masq.dns")
+MODULES = ("masq.outbound.local", "masq.outbound.pipe", "masq.outbound.smtp", "masq.dns.resolver")
 
 
 class Agents:
@@ -61,7 +61,7 @@ class Agents:
 
     def _resolver(self):
         if self.resolver is None:
-            from masq.dns import Resolver, parse_server
+            from masq.dns.resolver import Resolver, parse_server
             main = self.cfg.main
             servers = [parse_server(main.dns_server)] if main.dns_server else None
             self.resolver = Resolver(self.loop, servers, own_names=[main.hostname],

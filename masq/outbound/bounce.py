@@ -18,7 +18,7 @@ boundary that cannot occur in it.
 import os
 import time
 
-from masq import message
+from masq.mail import message
 
 RETURN_LIMIT = 256 * 1024
 

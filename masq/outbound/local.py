@@ -27,9 +27,10 @@ import os
 import pwd
 import time
 
-from masq import address, aliases
-from masq.message import HeaderReader, HeaderTooLong, delivered_to
-from masq.outbound import mailbox
+from masq.aliases import file as aliases
+from masq.mail import address
+from masq.mail.message import HeaderReader, HeaderTooLong, delivered_to
+from masq.outbound.mailbox import write as mailbox
 from masq.outbound.command import (Refused, environment, expand_argv, expand_path,
                                    run_command, run_in_child, unsafe_component)
 from masq.outbound.job import Job
@@ -61,7 +62,7 @@ class LocalSettings:
         self.in_child = in_child                  # None: fork for mailboxes when root
         self.alias_depth = alias_depth
         self.alias_size = alias_size
-        self.log = log                            # a masq.logger.Logger, or None
+        self.log = log                            # a masq.base.logger.Logger, or None
 
 
 class Identity:

@@ -9,7 +9,7 @@ output): it is cut in the middle to `MAX_TEXT` characters, as it goes into the q
 records, the log, the status page and bounces.
 """
 
-from masq.logger import shorten
+from masq.base.logger import shorten
 
 OK, TEMPFAIL, PERMFAIL = "ok", "tempfail", "permfail"
 MAX_TEXT = 1000

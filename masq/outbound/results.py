@@ -17,7 +17,7 @@ written, so the caller may record the same outcomes again later; the worst case 
 queued twice.
 """
 
-from masq import maillog
+from masq.outbound import maillog
 from masq.outbound import bounce
 from masq.outbound.outcome import Outcome
 from masq.queue.envelope import BOUNCED, DEFERRED, DELIVERED, Envelope, Recipient

@@ -5,7 +5,8 @@ when the message leaves, and the rest of the text streams through untouched. Onl
 addresses (unqualified, or in a local domain) are rewritten; see masq.route.
 """
 
-from masq import address, message, route as routes
+from masq import route as routes
+from masq.mail import address, message
 
 
 def _rewrite_value(value, rewrite):

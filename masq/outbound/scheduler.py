@@ -38,7 +38,8 @@ Concurrency: at most MAX_JOBS batches at once, at most BATCH jobs per batch.
 
 from collections import deque
 
-from masq import address, message, route as routes
+from masq import route as routes
+from masq.mail import address, message
 from masq.outbound import results
 from masq.outbound.job import Job
 from masq.outbound.outcome import TEMPFAIL, Outcome

@@ -5,7 +5,7 @@ per recipient domain), resolving through the injected resolver, trying hosts and
 in order, and collecting one Outcome per recipient. Each connection is a
 `masq.outbound.smtp_session.Session` (the TLS mode, AUTH, per-stage timers and the mapping
 of replies to Outcomes); the wire protocol is `masq.proto.smtp_client`, sockets and TLS
-`masq.net`, TLS contexts `masq.outbound.tls`. Does not: read the queue, schedule retries,
+`masq.base.net`, TLS contexts `masq.outbound.tls`. Does not: read the queue, schedule retries,
 bounce, or pick routes. Nothing blocks; every wait is a loop timer; errors come back as
 Outcomes.
 
@@ -65,7 +65,7 @@ class Settings:
 
     @classmethod
     def from_route(cls, route, hostname="localhost"):
-        """Return Settings for a route section (masq.config); helo defaults to hostname."""
+        """Return Settings for a route section (masq.config.schema); helo defaults to hostname."""
         port = route.port
         if route.tls == "tls" and not route.is_set("port"):
             port = 465

@@ -23,7 +23,8 @@ import shlex
 import signal
 import socket
 
-from masq import message, net
+from masq.base import net
+from masq.mail import message
 from masq.outbound import tls
 from masq.outbound.outcome import Outcome
 from masq.proto import smtp_client as C

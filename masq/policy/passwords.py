@@ -17,7 +17,7 @@ import os
 import re
 import sys
 
-from masq import exits
+from masq.base import exits
 
 PREFIX = "$pbkdf2-sha256$"
 ITERATIONS = 20000   # a few tens of ms on a router CPU; stored with the hash
@@ -100,7 +100,7 @@ def command(user, config_path=None):
         text = ""
     except OSError as exc:
         raise exits.Failure("%s: %s" % (path, exc.strerror), exits.CONFIG) from None
-    from masq.uci import write_file
+    from masq.config.uci import write_file
     write_file(path, set_in_config(text, user, stored))
     sys.stdout.write("password for %s written to %s\n" % (user, path))
     return exits.OK

@@ -3,7 +3,7 @@
 Owns the wire format: names (with compression pointers), the header, the question, resource
 records of the types a mail system needs (A, AAAA, MX, CNAME, PTR, SOA; others kept as raw
 bytes), the EDNS0 OPT record (RFC 6891) and TCP's two-byte length framing.
-Does not do IO, keep time, retry, cache or pick servers: that is `masq/dns.py`.
+Does not do IO, keep time, retry, cache or pick servers: that is `masq/dns/resolver.py`.
 
 Hostile input: every response byte. A response must echo our id and question (names compare
 case-insensitively); compression pointers must point strictly backwards from the name being

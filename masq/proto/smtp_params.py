@@ -3,7 +3,7 @@
 Owns: the syntax of `FROM:<path> params` and `TO:<path> params` (RFC 5321 §4.1.2), the
 parameters masq advertises (SIZE RFC 1870, BODY RFC 6152, SMTPUTF8 RFC 6531, RET/ENVID/
 NOTIFY/ORCPT RFC 3461, AUTH RFC 4954) and xtext (RFC 3461 §4).
-Does not: parse the address inside the brackets (that is `masq/address.py`'s job); the path
+Does not: parse the address inside the brackets (that is `masq/mail/address.py`'s job); the path
 is returned as the raw text between `<` and `>`.
 
 All input is hostile. Values are bounded (`MAX_VALUE`), xtext is decoded and refused if the

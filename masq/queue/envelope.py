@@ -1,7 +1,7 @@
 """Envelopes and recipient states: what a COMMIT or RESULT record says, and its encoding.
 
 Owns the payload formats of COMMIT, RESULT, WARNED, REMOVED and QUARANTINED records. Payloads
-are JSON (through masq.compat): every attacker-controlled field (addresses, HELO names, DSN
+are JSON (through masq.base.compat): every attacker-controlled field (addresses, HELO names, DSN
 parameters, remote reply text) is a JSON string, so no CR, LF or quote in it can forge a
 field (docs/QUEUE.md, record format).
 
@@ -14,7 +14,7 @@ recipients that many queued messages share are held once, not once per message.
 
 import sys
 
-from masq import compat
+from masq.base import compat
 
 QUEUED, DEFERRED, DELIVERED, BOUNCED = "queued", "deferred", "delivered", "bounced"
 STATES = (QUEUED, DEFERRED, DELIVERED, BOUNCED)

@@ -15,7 +15,7 @@ would hide an old one. Running out of space or an I/O error raises LogError (tem
 import fcntl
 import os
 
-from masq import exits
+from masq.base import exits
 from masq.queue import envelope as env_mod
 from masq.queue import record
 from masq.queue.log import (LOG_NAME, SEGMENT_SIZE, Journal, LogError, corrupt_file,

@@ -3,7 +3,7 @@
 The LuCI rpcd plugin is a /bin/sh script that only reads this file: it never starts a
 Python interpreter per poll. Written at most once per second, and only when the document
 (leaving out uptime and ages) changed, through a temporary file and a rename that never
-follow a symlink (masq.files). With `option user` the daemon writes it as that user, after
+follow a symlink (masq.base.files). With `option user` the daemon writes it as that user, after
 dropping root: its directory must let that user write (masq makes it so only when it
 creates the directory itself).
 
@@ -17,7 +17,7 @@ accepting mail 30 times slower and the daemon's RSS twice as large. The whole qu
 
 import os
 
-from masq import compat, files
+from masq.base import compat, files
 
 MIN_INTERVAL = 1.0
 FILE_MESSAGES = 100

@@ -6,7 +6,7 @@ what their detector would start from (only `always` is known online) and counter
 
 import time
 
-from masq import control
+from masq.daemon import control
 from masq.cli import common
 from masq.online.state import OnlineState
 from masq.status import model

@@ -1,6 +1,6 @@
 """The status page: HTTP on `status_listen`, served from the daemon's own loop.
 
-Owns the listening socket, its connections (masq.net.Stream over the sans-IO engine in
+Owns the listening socket, its connections (masq.base.net.Stream over the sans-IO engine in
 masq.proto.http), the routes (GET / page, GET /status.json, POST /flush, /retry, /delete)
 and who may use them:
 - Listening on anything but loopback needs `status_password` (start-up fails otherwise);
@@ -29,7 +29,8 @@ import os
 import re
 import time
 
-from masq import compat, control_commands, exits, net
+from masq.base import compat, exits, net
+from masq.daemon import control_commands
 from masq.proto import http
 from masq.status import page, peer
 
@@ -44,7 +45,7 @@ _NONCE = re.compile(r"[0-9a-f]{32}\Z")
 
 def parse_listen(text):
     """Return (ip, port) for a status_listen value `HOST:PORT` or `[V6]:PORT`."""
-    from masq.config import parse_ip_port   # the configuration checked it with this
+    from masq.config.schema import parse_ip_port   # the configuration checked it with this
     try:
         return parse_ip_port(text)
     except ValueError:

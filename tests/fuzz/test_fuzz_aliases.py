@@ -1,4 +1,4 @@
-"""Fuzz aliases files (masq/aliases.py) and their expansion (masq/alias_expansion.py).
+"""Fuzz aliases files (masq/aliases/file.py) and their expansion (masq/aliases/expand.py).
 
 Input: files from the aliases grammar (names, quoted names, `\\user`, addresses, pipes with
 good and broken quoting, /files, `:include:` of files the test writes with the same kind of
@@ -11,7 +11,7 @@ part) returns an Expansion, never raises, and keeps to the size limit.
 from hypothesis import given, strategies as st
 
 from fuzzing import fuzz_settings
-from masq import aliases
+from masq.aliases import file as aliases
 
 _name = st.sampled_from(["root", "alice", "bob", "list", "Postmaster", "mailer-daemon", "a.b",
                          '"odd name"', "x@y", "", "é", "a\tb"])

@@ -20,9 +20,9 @@ from hypothesis import example, given, strategies as st
 
 from fuzzing import fuzz_settings, splits
 from helpers import free_port, write_config
-from masq import control, services
+from masq.daemon import control, services
 from masq.cli import common
-from masq.daemon import Daemon
+from masq.daemon.host import Daemon
 from test_fuzz_http import _stream as http_requests
 from test_fuzz_smtp_server import _client as smtp_clients, replies
 

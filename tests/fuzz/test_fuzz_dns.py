@@ -18,8 +18,8 @@ import struct
 from hypothesis import event, given, strategies as st
 
 from fuzzing import fuzz_settings, mutated
-from masq import dns
-from masq.loop import Loop
+from masq.dns import resolver as dns
+from masq.base.loop import Loop
 from masq.proto import dns as wire
 
 QID, NAME = 0x1234, "mail.example.test"

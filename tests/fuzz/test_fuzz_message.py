@@ -1,4 +1,5 @@
-"""Fuzz what reads message text and addresses from outside: masq/message.py, masq/address.py.
+"""Fuzz what reads message text and addresses from outside: masq/mail/message.py and
+masq/mail/address.py.
 
 Input: message text from the RFC 5322 grammar (field lines, folded lines, a `From ` line,
 lines without a colon, the blank line, dots, bare CR and LF, CR runs, NUL, 8-bit and
@@ -18,7 +19,7 @@ import re
 from hypothesis import given, strategies as st
 
 from fuzzing import fuzz_settings, mixed, splits
-from masq import address, message
+from masq.mail import address, message
 
 _text_line = st.one_of(  # the header cap is never below the 1000-octet name probe
     st.integers(1, 5).map(lambda n: b"X-Big: " + b"v" * (n * 1000)),

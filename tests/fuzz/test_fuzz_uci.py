@@ -1,4 +1,5 @@
-"""Fuzz UCI files (masq/uci.py) and the typed configuration read from them (masq/config.py).
+"""Fuzz UCI files (masq/config/uci.py) and the typed configuration read from them
+(masq/config/schema.py).
 
 Input: text from the UCI grammar (package/config/option/list and their short forms,
 single and double quotes, backslash escapes and continuations, comments, `;`, NUL, CR,
@@ -13,7 +14,7 @@ a configuration).
 from hypothesis import given, strategies as st
 
 from fuzzing import fuzz_settings
-from masq import config, uci
+from masq.config import schema as config, uci
 
 _word = st.sampled_from(["config", "c", "option", "o", "list", "l", "package", "p", "masq",
                          "main", "route", "user", "isp", "alice", "x_y", "a-b", "a.b", "#",

@@ -1,6 +1,6 @@
 """Find the hosts to deliver a domain's mail to: its MX hosts, in order, with their addresses.
 
-Owns the mail-routing question built on the stub resolver (`masq.dns`): MX lookup and
+Owns the mail-routing question built on the stub resolver (`masq.dns.resolver`): MX lookup and
 ordering (preference, ties shuffled, each host once, at most MAX_MX), the null MX (RFC
 7505), the implicit MX (a domain with no MX record is its own mail host), address
 literals (`[192.0.2.1]`, `[IPv6:...]`), and the own-host rule of RFC 5321 section 5.1:
@@ -20,7 +20,7 @@ The callback runs exactly once, from the loop, never inside the call that asked.
 
 import random
 
-from masq.dns import DNSError, address_literal
+from masq.dns.resolver import DNSError, address_literal
 from masq.proto import Factory, frozen
 from masq.proto import dns as wire
 from masq.proto.dns import MX

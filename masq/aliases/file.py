@@ -9,7 +9,7 @@ with shlex, never given to a shell) or a FILE (a path appended to in mbox format
 `Target`, what expansion ends in, is LOCAL (a user), REMOTE (an address), PIPE or FILE.
 
 Does not expand: recursive expansion with its limits, loops and the include-file rules is
-`masq.alias_expansion`, whose `expand`, `check`, `Expansion`, `ALWAYS`, `DEPTH_LIMIT` and
+`masq.aliases.expand`, whose `expand`, `check`, `Expansion`, `ALWAYS`, `DEPTH_LIMIT` and
 `SIZE_LIMIT` are re-exported here (imported on first use: that module imports this one).
 Does not deliver, check that a user exists, run commands or read `.forward` files.
 
@@ -27,7 +27,7 @@ import re
 import shlex
 import stat
 
-from masq import address
+from masq.mail import address
 
 LOCAL, REMOTE, PIPE, FILE = "local", "remote", "pipe", "file"
 NAME, FINAL, ADDRESS, INCLUDE = "name", "final", "address", "include"   # kinds before expansion
@@ -352,9 +352,9 @@ _EXPANSION = ("Expansion", "expand", "check", "DEPTH_LIMIT", "SIZE_LIMIT", "ALWA
 
 
 def __getattr__(name):
-    """Return a name re-exported from masq.alias_expansion (imported here on first use)."""
+    """Return a name re-exported from masq.aliases.expand (imported here on first use)."""
     if name not in _EXPANSION:
         raise AttributeError("module %r has no attribute %r" % (__name__, name))
-    from masq import alias_expansion
+    from masq.aliases import expand as alias_expansion
     value = globals()[name] = getattr(alias_expansion, name)
     return value

@@ -2,7 +2,7 @@
 
 Owns the level filter, the three targets of `option log` (`syslog`, `stderr`, or a file
 path, written in syslog's format so that log tools read it), a ring of the last lines for
-the status page, and a ring of the last delivery events (masq.maillog puts them there).
+the status page, and a ring of the last delivery events (masq.outbound.maillog puts them there).
 
 Never raises: a log line that cannot be written (disk full, I/O error, stderr closed) is
 counted and dropped, and the next line that can be written says how many were lost.
@@ -30,7 +30,7 @@ class Logger:
         self.threshold = LEVELS.get(level, 6)
         self.ident = ident
         self.recent = []
-        self.deliveries = []        # the last delivery events, as dicts (masq.maillog)
+        self.deliveries = []        # the last delivery events, as dicts (masq.outbound.maillog)
         self.keep = keep
         self.lost = 0               # lines that could not be written since the last one
         self.target = self.syslog = self.fd = None

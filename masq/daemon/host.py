@@ -15,11 +15,11 @@ import os
 import signal
 import sys
 
-from masq import exits, files
+from masq.base import exits, files
 from masq.cli import common
-from masq.control import Server
-from masq.logger import Logger
-from masq.loop import Loop
+from masq.daemon.control import Server
+from masq.base.logger import Logger
+from masq.base.loop import Loop
 from masq.online.state import OnlineState
 from masq.queue.spool import LogError
 from masq.status import model
@@ -75,7 +75,7 @@ class Daemon:
             except OSError as exc:
                 raise exits.Failure("cannot start control socket: %s" % exc,
                                     exits.UNAVAILABLE) from None
-        from masq import services
+        from masq.daemon import services
         from masq.inbound.listener import ListenError
         for component in services.make(self):
             try:
@@ -152,7 +152,7 @@ class Daemon:
 
     def alias_names(self):
         """Return the names the aliases file defines (lower-cased); None if it is broken."""
-        from masq import aliases
+        from masq.aliases import file as aliases
         path = self.cfg.main.alias_file
         if self.alias_file is None or self.alias_file.path != path:
             self.alias_file = aliases.AliasFile(path)
@@ -173,7 +173,7 @@ class Daemon:
     # control requests
 
     def _control(self, req, uid, answer):
-        from masq import control_commands
+        from masq.daemon import control_commands
         control_commands.handle(self, req, uid, answer)
 
     def _account(self):

@@ -1,6 +1,6 @@
 """Preflight: what a configuration needs of this host, checked before the daemon runs.
 
-masq.config checks each value's form, and every command runs that. This checks what only
+masq.config.schema checks each value's form, and every command runs that. This checks what only
 the host can answer, so that what `masq check-config` passes, the daemon runs: the `user`
 account exists, `tls_cert` and `tls_key` load as a pair, `tls_client_ca` loads, each
 route's `tls_ca` can be read, and the spool is not on RAM unless `volatile_spool` says so. Run by check-config, by
@@ -13,7 +13,7 @@ Raises ConfigError naming the file, the line that set the option, and what is wr
 
 import os
 
-from masq.config import ConfigError
+from masq.config.schema import ConfigError
 
 
 def check(cfg):

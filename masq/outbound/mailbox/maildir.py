@@ -12,7 +12,7 @@ Hostile input: the message bytes and a maildir path under a spool others may wri
 maildir itself is never followed if it is a symlink (O_NOFOLLOW), and its subdirectories
 and files are opened relative to its own descriptor.
 
-Fails with an Outcome (the table is in `masq.outbound.mailbox`): a maildir or subdirectory
+Fails with an Outcome (the table is in `masq.outbound.mailbox.write`): a maildir or subdirectory
 that is a symlink or not a directory is 4.2.0; file system errors are 4.3.1, 4.2.2 or
 4.3.0. A crash leaves at most a file in `tmp/`, never a partial message in `new/`.
 """
@@ -23,8 +23,8 @@ import os
 import socket
 import time
 
-from masq.outbound.mailbox import (Refuse, ensure_parent, os_outcome, to_lf, unlink_quietly,
-                                   write_all)
+from masq.outbound.mailbox.write import (Refuse, ensure_parent, os_outcome, to_lf, unlink_quietly,
+                                         write_all)
 from masq.outbound.outcome import Outcome
 
 TMP_MAX_AGE = 36 * 3600.0          # qmail's rule for leftovers in maildir tmp/

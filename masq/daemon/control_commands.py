@@ -9,7 +9,7 @@ message). The status page asks the same questions (`trusted`, `may_remove`, `may
 
 import os
 
-from masq import maillog
+from masq.outbound import maillog
 from masq.cli import common
 
 

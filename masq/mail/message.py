@@ -7,7 +7,7 @@ byte-identical), and the header texts masq writes: `Date:`, `Message-ID:`, `Rece
 plus the counts the loop check needs (Received: hops, Delivered-To:).
 
 Does not decide which headers to add or remove (the acceptance stage does: masq.cli.submit
-and masq.inbound), parse addresses (masq.address), decode MIME or RFC 2047, or hold a body.
+and masq.inbound), parse addresses (masq.mail.address), decode MIME or RFC 2047, or hold a body.
 
 Hostile input: all message bytes. Lines may be 100 MB long and hold NUL, 8-bit data or
 invalid UTF-8: bytes pass through opaque and are never split with `str.splitlines()`. State

@@ -2,9 +2,9 @@
 
 Owns the presets (local, smarthost, dialup, mobile, lan-relay), their options, and board
 profiles (board/*.conf: `key = value` lines, see board/README.md): finding, parsing and
-listing them. A preset becomes UCI sections, the text is checked with masq.config.loads
+listing them. A preset becomes UCI sections, the text is checked with masq.config.schema.loads
 exactly as the daemon will read it, and only then written atomically with
-masq.uci.write_file (mode 0600 for a new file: routes hold passwords).
+masq.config.uci.write_file (mode 0600 for a new file: routes hold passwords).
 
 Does not touch an existing file without --force (exit 73), does not start, stop or
 reload the daemon, and resolves no names: hosts and addresses are checked for form only.
@@ -18,7 +18,9 @@ import os
 import re
 import sys
 
-from masq import __version__, exits, uci
+from masq import __version__
+from masq.base import exits
+from masq.config import uci
 
 PRESETS = ("local", "smarthost", "dialup", "mobile", "lan-relay")
 # Which options each preset takes, besides the common ones (COMMON).
@@ -261,7 +263,7 @@ def render(sections, preset):
 
 
 def _validate(text, target):
-    from masq import config
+    from masq.config import schema as config
     try:
         config.loads(text, target)
     except config.ConfigError as exc:
@@ -287,7 +289,7 @@ def write(target, text, force=False):
 
 def board_dirs():
     """Return the folders searched for board profiles, in order."""
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     dirs = [os.environ.get("MASQ_BOARD_DIR"), "/usr/share/masq/board",
             os.path.join(here, "board")]
     return [d for d in dirs if d]

@@ -15,8 +15,8 @@ or option, wrong type or unnamed route raises ConfigError(path, line, message) n
 option, what was expected and, for a typo, the nearest known name. The first error wins.
 """
 
-from masq import uci
-from masq.uci import ConfigError
+from masq.config import uci
+from masq.config.uci import ConfigError
 
 __all__ = ["ConfigError", "Config", "Section", "load", "loads", "describe", "OPTIONS"]
 

@@ -8,8 +8,8 @@ Results are synced before returning.
 
 
 from masq.cli import common
-from masq.logger import Logger
-from masq.loop import Loop
+from masq.base.logger import Logger
+from masq.base.loop import Loop
 from masq.online import probe
 from masq.online.state import OnlineState
 from masq.outbound.delivery import Delivery

@@ -12,7 +12,7 @@ a timeout, which is fine for a short-lived command.
 
 import os
 
-from masq import compat
+from masq.base import compat
 
 SOCKET_NAME = "control.sock"
 MAX_REQUEST = 64 * 1024

@@ -6,7 +6,7 @@ runs there: everything committed during one turn shares one fdatasync).
 
 Does not know about mail, configuration or the queue. Callbacks get no arguments except
 where noted; they read `loop.now` (monotonic, for timers) or `loop.time()` (wall clock,
-for what is stored) from the loop's Clock (masq.clock), so tests drive time with a fake
+for what is stored) from the loop's Clock (masq.base.clock), so tests drive time with a fake
 clock.
 
 Idle means asleep: when no timer is pending, `select` waits with no timeout. A callback that
@@ -19,7 +19,7 @@ import selectors
 import signal
 import socket
 
-from masq.clock import Clock, Monotonic
+from masq.base.clock import Clock, Monotonic
 
 
 MIN_TIMERS = 64             # below this many timers the heap is never rebuilt

@@ -3,8 +3,8 @@
 Owns the parts both formats use: the CRLF to LF conversion (`to_lf`, streaming), writing
 a whole buffer, creating a mailbox's parent directory, and the failure table below (an
 Outcome for an OSError, `Refuse` to stop a delivery with an Outcome). The formats are
-`masq.outbound.maildir` (deliver_maildir, prepare_maildir, unique_name, clean_tmp,
-TMP_MAX_AGE) and `masq.outbound.mbox` (deliver_mbox, prepare_mbox, FromQuoter, from_line,
+`masq.outbound.mailbox.maildir` (deliver_maildir, prepare_maildir, unique_name, clean_tmp,
+TMP_MAX_AGE) and `masq.outbound.mailbox.mbox` (deliver_mbox, prepare_mbox, FromQuoter, from_line,
 LOCK_TIMEOUT, STALE_LOCK, CHUNK); their public names are re-exported here, imported on
 first use (both import this module), so callers write `mailbox.deliver_mbox(...)`.
 
@@ -91,10 +91,10 @@ _FORMATS = {"maildir": ("deliver_maildir", "prepare_maildir", "unique_name", "cl
 
 
 def __getattr__(name):
-    """Return a name re-exported from masq.outbound.maildir or .mbox (imported on first use)."""
+    """Return a name re-exported from masq.outbound.mailbox.maildir or .mbox (on first use)."""
     for module, names in _FORMATS.items():
         if name in names:
-            value = getattr(importlib.import_module("masq.outbound." + module), name)
+            value = getattr(importlib.import_module("masq.outbound.mailbox." + module), name)
             globals()[name] = value
             return value
     raise AttributeError("module %r has no attribute %r" % (__name__, name))

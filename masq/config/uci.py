@@ -3,7 +3,7 @@
 Owns the file grammar (libuci's, exactly: keywords, quoting, escapes) and nothing above it: `parse`
 turns text into untyped sections (`RawSection`, options as strings or lists of strings),
 `dump` turns sections into the text `uci commit` writes, `write_file` replaces a file
-atomically. What the options mean is config.py's business.
+atomically. What the options mean is schema.py's business.
 
 The parser is a port of libuci's tokenizer (file.c), buffer model included: a command ends
 at the end of its line unless a backslash-newline or an open quote pulls in the next line;

@@ -13,7 +13,7 @@ Hostile input: the message bytes (lines of any length, `From ` anywhere, runs of
 mailbox path under a world-writable spool (symlinks, hard links, FIFOs, someone else's
 file put where the mailbox should be). Memory stays flat in message size.
 
-Fails with an Outcome (the table is in `masq.outbound.mailbox`): a refused mailbox is
+Fails with an Outcome (the table is in `masq.outbound.mailbox.write`): a refused mailbox is
 4.2.0, a lock held past the timeout 4.2.1, file system errors 4.3.1, 4.2.2 or 4.3.0. The
 mailbox is truncated back to its original length on every failure.
 """
@@ -26,8 +26,8 @@ import re
 import stat
 import time
 
-from masq.outbound.mailbox import (Refuse, ensure_parent, os_outcome, to_lf, unlink_quietly,
-                                   write_all)
+from masq.outbound.mailbox.write import (Refuse, ensure_parent, os_outcome, to_lf, unlink_quietly,
+                                         write_all)
 from masq.outbound.outcome import Outcome
 
 LOCK_TIMEOUT = 30.0

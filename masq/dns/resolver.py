@@ -6,7 +6,7 @@ repeated over TCP when the answer is truncated), following CNAME chains, a small
 (positive and negative, bounded), and the addresses of a host: first from the hosts file
 (`/etc/hosts`, or option `hosts_file`), as the C library's resolver does, then from DNS.
 The MX question (ordering,
-null MX, implicit MX, the own-host loop rule) is `masq/mx.py`: `Resolver.resolve_mx`
+null MX, implicit MX, the own-host loop rule) is `masq/dns/mx.py`: `Resolver.resolve_mx`
 delegates there, and `MXResult` and `MAX_MX` are re-exported here (imported on first use).
 Does not decide what to do with a failure: results carry an error with an enhanced status
 code and `temporary`, and the caller defers or bounces. The wire format is `masq/proto/dns.py`.
@@ -19,7 +19,7 @@ literals); nothing blocks except reading /etc/resolv.conf and the hosts file, wh
 local files (re-read only when they change).
 
 Errors: timeouts, SERVFAIL, REFUSED, malformed answers and network errors are temporary
-(4.4.3); NXDOMAIN is permanent (5.1.2); the MX errors are listed in `masq/mx.py`.
+(4.4.3); NXDOMAIN is permanent (5.1.2); the MX errors are listed in `masq/dns/mx.py`.
 Every callback runs exactly once, from the loop, never inside the call that asked.
 Idle means idle: with nothing pending, the resolver holds no timer and no socket.
 """
@@ -33,7 +33,7 @@ from masq.proto import Factory, frozen, replace
 from masq.proto import dns as wire
 from masq.proto.dns import A, AAAA, MX
 
-__all__ = [  # and, from masq.mx, MXResult and MAX_MX (see __getattr__ at the end)
+__all__ = [  # and, from masq.dns.mx, MXResult and MAX_MX (see __getattr__ at the end)
     "A", "AAAA", "MX", "MAX_CNAME", "CACHE_SIZE", "MAX_TTL", "MAX_NEGATIVE_TTL", "DNSError",
     "DNSResult", "HostResult", "temporary", "parse_server", "read_resolv_conf", "read_hosts",
     "address_literal", "Resolver"]
@@ -83,7 +83,7 @@ def _not_found(name):
 
 def parse_server(text):
     """Return (ip, port) from '1.2.3.4', '1.2.3.4:5353', '::1' or '[::1]:53'; else ValueError."""
-    from masq.config import parse_ip_port   # one parser: the configuration checks with it
+    from masq.config.schema import parse_ip_port   # one parser: the configuration checks with it
     return parse_ip_port(text, 53)
 
 
@@ -402,7 +402,7 @@ class Resolver:
 
     def resolve_mx(self, domain, callback):
         """Find the hosts to deliver a domain's mail to; callback(MXResult) later, exactly once."""
-        from masq import mx
+        from masq.dns import mx
         mx.resolve(self, domain, callback)
 
 
@@ -434,9 +434,9 @@ _MX_NAMES = ("MXResult", "MAX_MX")
 
 
 def __getattr__(name):
-    """Return a name re-exported from masq.mx (imported here on first use)."""
+    """Return a name re-exported from masq.dns.mx (imported here on first use)."""
     if name not in _MX_NAMES:
         raise AttributeError("module %r has no attribute %r" % (__name__, name))
-    from masq import mx
+    from masq.dns import mx
     value = globals()[name] = getattr(mx, name)
     return value

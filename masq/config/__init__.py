@@ -1,0 +1,1 @@
+"""The configuration: the UCI grammar, the typed schema, and the presets of `masq setup`."""

@@ -1,0 +1,1 @@
+"""The daemon: the host that wires the components, its control socket, and the one-shot runner."""

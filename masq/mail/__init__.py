@@ -1,0 +1,1 @@
+"""Mail as data: addresses and message text, parsed and checked (no I/O)."""

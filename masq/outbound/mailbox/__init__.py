@@ -1,0 +1,1 @@
+"""Local mailboxes: maildir and mbox delivery and what both share (write.py)."""
