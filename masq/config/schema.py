@@ -154,6 +154,12 @@ def _host_port(text, low_port=1):
     return text
 
 
+def _smarthost(text):
+    """Return text if it is HOST[:PORT] (as _host_port), optionally after `qmtp:`."""
+    _host_port(text[5:] if text.startswith("qmtp:") else text)
+    return text
+
+
 def _listen(text):
     scheme, sep, rest = text.partition("://")
     if not sep or scheme not in LISTEN_SCHEMES:
@@ -313,6 +319,8 @@ LISTEN = Kind("list", "a listener such as smtp://127.0.0.1:25 (scheme %s; an IP 
               "IPv6 in brackets)"
               % ", ".join(LISTEN_SCHEMES), _listen, is_list=True)
 HOST_PORT = Kind("str", "host or host:port (an IPv6 address in brackets)", _host_port)
+SMARTHOST = Kind("str", "host or host:port (an IPv6 address in brackets), optionally after "
+                 "qmtp: (QMTP instead of SMTP)", _smarthost)
 MAILBOX = Kind("str", "maildir:/PATH, mbox:/PATH or mda:COMMAND", _mailbox)
 ONLINE = Kind("str", "always, file:PATH, pipe:COMMAND, iface:NAME, ubus:IFACE or "
               "modem:DEVICE", _online)
@@ -415,7 +423,7 @@ OPTIONS = (
     Option(_R, "online", ONLINE, "always"),
     Option(_R, "online_require_route", BOOL, False),
     Option(_R, "modem_min_signal", _int_kind(-113, -51)),
-    Option(_R, "smarthost", HOST_PORT),
+    Option(_R, "smarthost", SMARTHOST),
     Option(_R, "port", PORT, 25),
     Option(_R, "tls", TLS, "opportunistic"),
     Option(_R, "tls_verify", BOOL, True),

@@ -17,9 +17,10 @@ def make(daemon):
     shared = {}
     for url in daemon.cfg.main.listen:
         if url.startswith("qmtp://"):
-            daemon.log.warning("listen %s: QMTP is not supported yet; skipped", url)
-            continue
-        components.append(Listener(daemon, url, shared))
+            from masq.inbound.qmtp import QMTPListener
+            components.append(QMTPListener(daemon, url, shared))
+        else:
+            components.append(Listener(daemon, url, shared))
     return components
 
 

@@ -38,7 +38,7 @@ _TIMER_FOR = {"GREETING": "greeting", "EHLO": "command", "HELO": "command",
 LOW_WATER = 65536   # message text buffered for the socket before reading more
 
 
-class _Stream(net.Stream):
+class DrainingStream(net.Stream):
     """A net.Stream that calls `on_drain` (once, next turn) when its buffer runs low."""
 
     on_drain = None
@@ -103,7 +103,7 @@ class Session:
             return self._end(Outcome.temp("4.4.1", "connect to %s: %s" % (self.name, error)),
                              "next")
         self.connected = True
-        self.stream = _Stream(self.loop, sock, self._on_data, self._on_close)
+        self.stream = DrainingStream(self.loop, sock, self._on_data, self._on_close)
         if self.implicit:
             self._start_tls()
         else:
