@@ -1,0 +1,125 @@
+"""Large messages leave in flat memory: a 64 MB message goes out by SMTP DATA (to
+smtp-sink), by BDAT (to Postfix's smtpd) and by QMTP (to a QMTP server written from the
+specification) while the daemon's peak RSS grows by less than 2 MB over its RSS before the
+delivery (after a small message by the same route, so the agent's modules are loaded), and
+the spool holds the message once.
+
+The peak is the kernel's: VmHWM, reset through /proc/PID/clear_refs just before the
+delivery starts, so no sampling can miss it."""
+
+import os
+import subprocess
+
+import pytest
+
+from helpers import Daemon, free_port, masq, status, wait_for, write_config
+from postfix_peer import PostfixSmtpd
+import qmtp_peer
+
+SIZE = 64 << 20
+LINE = b"x" * 78 + b"\n"
+
+
+def memory(pid):
+    fields = {}
+    with open("/proc/%d/status" % pid) as status_file:
+        for line in status_file:
+            name, _, value = line.partition(":")
+            if name in ("VmRSS", "VmHWM"):
+                fields[name] = int(value.split()[0])
+    return fields
+
+
+class Discarding:
+    """Postfix's smtp-sink without a dump folder: it reads every message and keeps none."""
+
+    def __init__(self, port):
+        self.port = port
+
+    def __enter__(self):
+        from sinks import _wait_port
+        self.proc = subprocess.Popen(["smtp-sink", "-u", "root", "127.0.0.1:%d" % self.port,
+                                      "16"], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        _wait_port(self.port)
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.terminate()
+        self.proc.wait(5)
+
+
+class QMTPDiscarding(qmtp_peer.Server):
+    """The test's QMTP server, keeping only each package's size."""
+
+    def _session(self, conn):
+        self.packages = _Sizes(self.packages)
+        super()._session(conn)
+
+
+class _Sizes(list):
+    def append(self, package):
+        super().append((len(package[0]), package[1], package[2]))
+
+
+def peer_for(kind, tmp_path):
+    port = free_port()
+    if kind == "data":
+        return port, "127.0.0.1:%d" % port, Discarding(port)
+    if kind == "bdat":
+        sink = free_port()
+        return port, "127.0.0.1:%d" % port, _Both(Discarding(sink), PostfixSmtpd(port, sink))
+    return port, "qmtp:127.0.0.1:%d" % port, QMTPDiscarding(port)
+
+
+class _Both:
+    def __init__(self, *peers):
+        self.peers = peers
+
+    def __enter__(self):
+        for peer in self.peers:
+            peer.__enter__()
+        return self.peers[-1]
+
+    def __exit__(self, *exc):
+        for peer in reversed(self.peers):
+            peer.__exit__(*exc)
+
+
+def send(conf, size):
+    text = b"Subject: large\n\n" + LINE * (size // len(LINE))
+    done = masq("-C", conf, "-i", "-f", "me@test.example", "far@example.org", input=text,
+                timeout=300)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("kind", ["data", "bdat", "qmtp"])
+def test_a_64_mb_message_leaves_in_flat_memory(tmp_path, kind):
+    port, smarthost, peer = peer_for(kind, tmp_path)
+    spool = str(tmp_path / "spool")
+    conf = write_config(str(tmp_path / "masq.conf"), spool, extra=(
+        "\toption max_message_size '100M'\n"), routes=(
+        "config route 'out'\n\toption smarthost '%s'\n\toption tls 'none'\n" % smarthost))
+    with peer:
+        daemon = Daemon(conf).start()
+        try:
+            send(conf, 4096)                        # the agent's modules get loaded
+            assert wait_for(lambda: status(conf)["queue"] == [], timeout=60)
+            assert masq("-C", conf, "online", "out", "down").returncode == 0
+            send(conf, SIZE)
+            log_bytes = sum(os.path.getsize(os.path.join(spool, name))
+                            for name in os.listdir(spool) if name.endswith(".log"))
+            assert SIZE < log_bytes < SIZE * 1.1 + (1 << 20)    # the spool holds it once
+            pid = daemon.proc.pid
+            before = memory(pid)["VmRSS"]
+            with open("/proc/%d/clear_refs" % pid, "w") as refs:
+                refs.write("5")                     # VmHWM := VmRSS
+            assert masq("-C", conf, "online", "out", "up").returncode == 0
+            assert wait_for(lambda: status(conf)["queue"] == [], timeout=300), \
+                daemon.log_so_far()[-2000:]
+            peak = memory(pid)["VmHWM"]
+            log = daemon.log_so_far()
+        finally:
+            daemon.stop()
+    assert log.count("status=sent") == 2, log[-2000:]
+    assert peak - before < 2048, "VmRSS %d kB before, peak %d kB" % (before, peak)
