@@ -1,4 +1,4 @@
-"""Fakes for unit tests: a clock the test drives (no sleeps)."""
+"""Fakes for unit tests: clocks the test drives (no sleeps)."""
 
 
 class FakeClock:
@@ -19,3 +19,10 @@ class FakeClock:
     def advance(self, seconds):
         self.wall += seconds
         self.mono += seconds
+
+
+class Frozen(FakeClock):
+    """A clock that never moves: a loop on it runs no timer it did not find due at once
+    (proof that an answer came from an event, not from a timeout)."""
+
+    advance = None

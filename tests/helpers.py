@@ -70,6 +70,20 @@ def wait_for(predicate, timeout=10.0):
     return predicate()
 
 
+def reply(sock, last, limit=65536):
+    """Read from sock until a line starting with `last` (e.g. b"250 ", a reply's final
+    line) has arrived, or the peer closed; return all that was read. The socket's own
+    timeout bounds each read."""
+    data = b""
+    while len(data) < limit and not any(line.startswith(last)
+                                        for line in data.split(b"\r\n")[:-1]):
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
 def free_port():
     """Return a TCP port on 127.0.0.1 that is free right now."""
     import socket

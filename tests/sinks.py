@@ -105,6 +105,23 @@ def _wait_port(port, host="127.0.0.1"):
     raise RuntimeError("nothing listens on %s:%d" % (host, port))
 
 
+def _wait_dns(port, host="127.0.0.1", timeout=10.0):
+    """Wait until a DNS server on host:port answers a query (any answer)."""
+    import socket
+    from masq.proto import dns as wire
+    deadline = time.time() + timeout
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.settimeout(0.1)
+        while time.time() < deadline:
+            probe.sendto(wire.build_query(1, "probe.test", wire.A), (host, port))
+            try:
+                probe.recv(512)
+                return
+            except OSError:
+                pass
+    raise RuntimeError("no DNS server answers on %s:%d" % (host, port))
+
+
 class Dnsmasq:
     """dnsmasq on 127.0.0.1:port serving the given MX and host records."""
 
@@ -120,7 +137,7 @@ class Dnsmasq:
              "--port=%d" % self.port, "--listen-address=127.0.0.1", "--bind-interfaces",
              "--local=/test/", "--user=root"] + self.args,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(0.3)
+        _wait_dns(self.port)
         return self
 
     def __exit__(self, *exc):

@@ -47,10 +47,7 @@ def test_pipe_delivery_never_gets_a_truncated_text(tmp_path):
     result = []
     run_command(loop, ["/bin/sh", "-c", "cat > %s" % out], dict(os.environ),
                 q.body(w.id), 30, 4096, result.append)
-    for _ in range(500):
-        if result:
-            break
-        loop.run_once(block=True)
+    loop.run_until(lambda: result, 60)
     q.close()
     got = out.read_bytes()
     print(result[0].kind, len(got), len(text), errors)
@@ -76,12 +73,9 @@ def failing_text(error):
 ERRORS = [KeyError(7), RuntimeError("a bug"), TextUnreadable("segment 3 is gone")]
 
 
-def run_until(loop, got, turns=2000):
-    for _ in range(turns):
-        if got:
-            return got[0]
-        loop.run_once(block=True)
-    raise AssertionError("the agent never answered")
+def run_until(loop, got, timeout=60):
+    assert loop.run_until(lambda: got, timeout), "the agent never answered"
+    return got[0]
 
 
 @pytest.mark.parametrize("error", ERRORS, ids=repr)

@@ -290,21 +290,21 @@ def _parse_or_format_error(data):
     return response
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=400)
 @given(st.binary(max_size=600))
 def test_random_bytes_raise_only_format_errors(data):
     response = _parse_or_format_error(data)
     assert response is None or isinstance(response, dns.Response)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=400)
 @given(st.binary(max_size=300))
 def test_random_tails_after_a_valid_question_raise_only_format_errors(tail):
     response = _parse_or_format_error(header(an=2, ns=1, ar=1) + question() + tail)
     assert response is None or len(response.answers) <= 2
 
 
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=600)
 @given(st.data())
 def test_mutated_valid_responses_raise_only_format_errors(data):
     message = bytearray(sample_response())
@@ -325,7 +325,7 @@ def test_mutated_valid_responses_raise_only_format_errors(data):
     assert response is None or isinstance(response, dns.Response)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 @given(st.binary(max_size=200))
 def test_parse_query_raises_only_format_errors(data):
     try:
@@ -335,7 +335,7 @@ def test_parse_query_raises_only_format_errors(data):
     assert True
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 @given(st.lists(st.from_regex(r"[a-z0-9_-]{1,20}", fullmatch=True), min_size=1, max_size=5))
 def test_valid_names_round_trip(labels):
     name = ".".join(labels)

@@ -96,7 +96,7 @@ def test_byte_by_byte():
     assert request.headers[-1] == ("content-length", "20")
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 @given(st.lists(st.integers(min_value=0, max_value=len(GET + POST)), max_size=6))
 def test_pipelined_requests_split_anywhere(cuts):
     data, engine, got = GET + POST, h.HTTPServer(), []

@@ -15,7 +15,7 @@ ALLOWED = {
     "masq/base/loop.py": ("masq.base.clock",),
     "masq/base/compat.py": (),
     "masq/proto/": ("masq.proto",),
-    "masq/queue/": ("masq.queue", "masq.base.compat", "masq.base.exits"),
+    "masq/queue/": ("masq.queue", "masq.base.clock", "masq.base.compat", "masq.base.exits"),
     "masq/mail/address.py": (),
     "masq/mail/message.py": (),
     "masq/route.py": ("masq.mail.address",),

@@ -6,7 +6,6 @@ import mailbox as pymailbox
 import os
 import shutil
 import tempfile
-import time
 
 import pytest
 
@@ -65,9 +64,7 @@ def job(recipients, body=BODY, sender="a@example.org"):
 def deliver(conf, job_, timeout=15.0):
     loop, got = Loop(), []
     LocalAgent(loop, conf).deliver(job_, got.append)
-    deadline = time.monotonic() + timeout
-    while not got and time.monotonic() < deadline:
-        loop.run_once()
+    loop.run_until(lambda: got, timeout)
     loop.close()
     assert len(got) == 1, "the agent never answered"
     assert len(got[0]) == len(job_.recipients)
@@ -137,10 +134,9 @@ def test_in_process_delivery_does_not_wait_for_a_lock(site):
     os.makedirs(os.path.join(site, "mail"))
     with open(os.path.join(site, "mail", "mqbob.mbox.lock"), "w"):
         pass
-    started = time.monotonic()
     [outcome] = deliver(conf, job(["mqbob@test.example"]))
     assert kinds([outcome]) == [("tempfail", "4.2.1")]
-    assert time.monotonic() - started < 2
+    assert "locked for 0s" in outcome.text                 # one try, not lock_timeout's 30 s
     assert deliver(conf, job(["mqalice@test.example"]))[0].is_ok
 
 
@@ -322,11 +318,9 @@ def test_fault_55_mda_unknown_exit_or_signal_defers_with_output(site, script):
 
 def test_fault_56_hanging_mda_is_killed_and_deferred(site):
     conf = mda_settings(site, "sleep 1000", command_timeout=0.5)
-    started = time.monotonic()
     outcomes = deliver(conf, job(["mqerin@test.example", "mqalice@test.example"]))
     assert kinds(outcomes) == [("tempfail", "4.3.0"), ("ok", "2.0.0")]
-    assert "timed out" in outcomes[0].text
-    assert time.monotonic() - started < 5
+    assert "timed out after 0.5s" in outcomes[0].text
 
 
 # unsafe mailboxes

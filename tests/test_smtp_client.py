@@ -430,7 +430,7 @@ def test_the_transition_table_names_only_known_states():
         assert state in states | {C.ANY} and after in states, (state, trigger)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300)
 @given(st.lists(st.binary(max_size=300), max_size=8))
 def test_random_bytes_never_raise_anything_but_remote_protocol_error(chunks):
     client = C.Client("me")
@@ -457,7 +457,7 @@ def unstuff(wire):
 line_text = st.binary(max_size=20).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b""))
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=400)
 @given(st.lists(line_text, max_size=12), st.booleans(), st.data())
 def test_dot_stuffing_round_trip(lines, final_crlf, data):
     text = b"\r\n".join(lines) + (b"\r\n" if final_crlf and lines else b"")

@@ -138,7 +138,7 @@ def test_xtext_examples():
             xtext_decode(bad_xtext)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300)
 @given(st.text(alphabet=st.characters(min_codepoint=0x20, exclude_characters="\x7f",
                                      exclude_categories=("Cs",)),
                max_size=80))
@@ -148,7 +148,7 @@ def test_xtext_round_trip(text):
     assert xtext_decode(encoded) == text
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=500)
 @given(st.text(max_size=120))
 def test_parsers_only_ever_raise_remote_protocol_error(arg):
     for parse in (lambda: parse_mail("FROM:" + arg, LIMIT), lambda: parse_mail(arg, LIMIT),

@@ -744,7 +744,7 @@ def test_large_body_and_command_keep_buffers_bounded():
     assert peak < 2 * 1024 * 1024
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300)
 @given(st.binary(max_size=300))
 def test_random_bytes_never_raise(data):
     client = Client(tls_available=True, auth_mechanisms=("PLAIN", "LOGIN"),
@@ -776,7 +776,7 @@ def test_reset_event_on_rset():
     assert client.events == [Reset()]
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=500)
 @given(st.binary(max_size=200).map(lambda b: b.replace(b"\x00", b"\n")),
        st.integers(min_value=1, max_value=40), st.integers(min_value=0, max_value=40))
 def test_long_line_probe_matches_naive_scan(data, limit, carry):

@@ -136,7 +136,7 @@ def split(data, points):
     return [p for p in pieces + [data[last:]] if p]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300)
 @given(bodies, cuts)
 def test_faults_06_random_bodies_round_trip_in_random_splits(body, points):
     if not body.endswith(b"\r\n"):
@@ -147,7 +147,7 @@ def test_faults_06_random_bodies_round_trip_in_random_splits(body, points):
     assert kinds(events).count("EndOfData") == 1 and out.count(QUEUED) == 1
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 @given(bodies, bodies, cuts)
 def test_same_input_split_differently_gives_same_events(body, tail, points):
     wire = (ENVELOPE + body + b"\r\n.\r\n" + tail + b"\r\nRSET\r\nMAIL FROM:<e@f>\r\n"
@@ -155,7 +155,7 @@ def test_same_input_split_differently_gives_same_events(body, tail, points):
     assert run(split(wire, points)) == run([wire]) == run([bytes([b]) for b in wire])
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 @given(st.binary(max_size=300), cuts)
 def test_bdat_bodies_are_taken_verbatim(body, points):
     half = len(body) // 2

@@ -299,7 +299,7 @@ def shape(sections):
     return [(s.type, s.name, [(k, o.value) for k, o in s.options.items()]) for s in sections]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300)
 @given(section_lists())
 def test_dump_parse_round_trip(sections):
     assert shape(parse(dump(sections))) == shape(sections)

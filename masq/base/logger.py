@@ -18,6 +18,8 @@ into the log or the status document's ring of recent lines.
 import os
 import time
 
+from masq.base.clock import Clock
+
 LEVELS = {"error": 3, "warning": 4, "info": 6, "debug": 7}
 MAX_LINE = 2000
 KEEP_DELIVERIES = 20
@@ -26,7 +28,8 @@ KEEP_DELIVERIES = 20
 class Logger:
     """Writes leveled lines to syslog, stderr or a file and keeps the last few in memory."""
 
-    def __init__(self, target="stderr", level="info", ident="masq", keep=50):
+    def __init__(self, target="stderr", level="info", ident="masq", keep=50, clock=None):
+        self.clock = clock or Clock()   # without a loop (mailq, sendmail): the real clock
         self.threshold = LEVELS.get(level, 6)
         self.ident = ident
         self.recent = []
@@ -69,13 +72,16 @@ class Logger:
             text = text % args
         text = text.replace("\r", "\\r").replace("\n", "\\n")
         text = shorten(text, MAX_LINE)
-        self.recent.append("%s %s: %s" % (time.strftime("%Y-%m-%d %H:%M:%S"), level, text))
+        self.recent.append("%s %s: %s" % (self._stamp("%Y-%m-%d %H:%M:%S"), level, text))
         del self.recent[:-self.keep]
         if self.lost and self._write(priority, level, "%d log line(s) lost: could not "
                                      "write the log" % self.lost):
             self.lost = 0
         if not self._write(priority, level, text):
             self.lost += 1
+
+    def _stamp(self, form):
+        return time.strftime(form, time.localtime(self.clock.time()))
 
     def _write(self, priority, level, text):
         """Write one line to the target; return False if it could not be written."""
@@ -96,7 +102,7 @@ class Logger:
         if self.fd is None:
             self.fd = os.open(self.target, os.O_WRONLY | os.O_APPEND | os.O_CREAT
                               | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NOCTTY, 0o640)
-        line = "%s %s %s[%d]: %s\n" % (time.strftime("%b %e %H:%M:%S"), _hostname(),
+        line = "%s %s %s[%d]: %s\n" % (self._stamp("%b %e %H:%M:%S"), _hostname(),
                                        self.ident, os.getpid(), text)
         return _write_all(self.fd, line.encode("utf-8", "backslashreplace"))
 

@@ -69,6 +69,7 @@ class Loop:
         self.running = False
         self.on_error = None
         self.turns = 0
+        self.calls = 0              # callbacks run, ever (run_until: did a turn do anything?)
 
     @property
     def now(self):
@@ -211,16 +212,21 @@ class Loop:
 
     # running
 
-    def run_once(self, block=True):
-        """Wait for the next event (or not, if block is False) and run what is due."""
+    def run_once(self, block=True, longest=None):
+        """Wait for the next event (or not, if block is False; at most `longest` seconds
+        if given) and run what is due; return how many callbacks ran (events, timers and
+        callbacks soon; not the turn-end hooks, which run every turn)."""
         deadline = self.next_deadline()
         if self.soon or not block:
             timeout = 0
         elif deadline is None:
-            timeout = None
+            timeout = longest
         else:
             timeout = max(0.0, deadline - self.now)
+            if longest is not None:
+                timeout = min(timeout, longest)
         self.turns += 1
+        calls = self.calls
         for key, events in self.selector.select(timeout):
             for event in (selectors.EVENT_READ, selectors.EVENT_WRITE):
                 callback = key.data.get(event) if events & event else None
@@ -228,7 +234,29 @@ class Loop:
                     self._call(callback)
         self._run_timers()
         self._run_soon()
+        ran = self.calls - calls
         self._end_turn()
+        return ran
+
+    def run_until(self, predicate, timeout):
+        """Run turns until predicate() is true; return True, or False once `timeout`
+        seconds have passed on the loop's clock without it.
+
+        A clock that moves only when told (one with `advance(seconds)`, as tests have) is
+        moved when a turn finds nothing to do: to the next timer, or to the timeout. Time
+        then passes only where the loop would have slept."""
+        end = self.now + timeout
+        advance = getattr(self.clock, "advance", None)
+        while not predicate():
+            left = end - self.now
+            if left <= 0:
+                return False
+            if advance is None:
+                self.run_once(longest=left)
+            elif not self.run_once(block=False):
+                deadline = self.next_deadline()
+                advance(max(0.0, min(end if deadline is None else deadline, end) - self.now))
+        return True
 
     def _end_turn(self):
         """Run the turn-end hooks last: work they start (callbacks soon) gets them again,
@@ -265,6 +293,7 @@ class Loop:
         self.running = False
 
     def _call(self, callback):
+        self.calls += 1
         try:
             callback()
         except Exception as exc:

@@ -41,13 +41,14 @@ def load_config(explicit=None, host=False):
         raise exits.Failure(str(exc), exits.CONFIG) from None
 
 
-def open_queue(cfg, mode, report=None):
-    """Return the spool Queue opened for mode ('append', 'read' or 'runner')."""
+def open_queue(cfg, mode, report=None, clock=None):
+    """Return the spool Queue opened for mode ('append', 'read' or 'runner'); `clock`
+    (the loop's) dates new message ids."""
     from masq.queue.spool import Queue, SpoolError
     main = cfg.main
     try:
         return Queue(main.spool_dir, volatile_ok=main.volatile_spool, report=report,
-                     segment_size=main.queue_segment_size).open(mode)
+                     segment_size=main.queue_segment_size, clock=clock).open(mode)
     except SpoolError as exc:
         raise exits.Failure(str(exc), exc.status) from None
 

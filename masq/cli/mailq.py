@@ -5,9 +5,9 @@ changes the spool directly otherwise. The listing shows, per message: id, size, 
 sender, then each recipient with its state, attempts and last error.
 """
 
-import time
 
 from masq.base import exits
+from masq.base.clock import Clock
 from masq.daemon import control
 from masq.cli import common
 from masq.queue import spool
@@ -21,7 +21,7 @@ def queue_document(cfg):
         return reply["status"]["queue"]
     queue = common.open_queue(cfg, "read")
     try:
-        now = time.time()
+        now = Clock().time()        # mailq without a daemon: no loop, the real clock
         return [model.message_json(m, now) for m in queue.listed()]
     finally:
         queue.close()

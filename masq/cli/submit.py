@@ -16,7 +16,6 @@ line each.
 
 import os
 import pwd
-import time
 
 from masq.base import exits
 from masq.mail import address, message
@@ -148,7 +147,7 @@ def _receive(cfg, opts, writer, msgid, sender, warning, recipients):
     recipients = _unique(recipients)
     if not recipients:
         raise exits.Failure("no recipients found", exits.USAGE)
-    now = time.time()
+    now = writer.queue.clock.time()     # sendmail has no loop: the queue's real clock
     _cleanup(cfg, opts, headers, msgid, sender, warning, recipients, now)
     writer.write(headers.to_bytes() + b"\r\n")
     _copy_body(writer, norm, first_body, limit, finished)

@@ -97,7 +97,7 @@ def _online(daemon, req, uid, answer):
     if how not in ("up", "down", "auto"):
         answer({"ok": False, "error": "say up, down or auto"})
         return
-    daemon.online.set_override(name, how, _now())
+    daemon.online.set_override(name, how, daemon.loop.time())
     route = daemon.online.get(name)
     daemon.log.info("route %s set %s by %s: now %s", name, how, common.user_name(uid),
                     "online" if route.online else "offline")
@@ -123,9 +123,6 @@ def _flush(daemon, req, uid, answer):
                     done=lambda result: answer(dict(result, ok=True)))
 
 
-def _now():
-    import time
-    return time.time()
 
 
 _HANDLERS = {"status": _status, "new": _new, "rm": _rm, "online": _online, "flush": _flush}

@@ -40,8 +40,8 @@ class Daemon:
         self.interval = interval
         self.cfg = common.load_config(config_path, host=True)
         main = self.cfg.main
-        self.log = Logger(main.log, main.log_level)
         self.loop = Loop()
+        self.log = Logger(main.log, main.log_level, clock=self.loop.clock)
         self.loop.on_error = self._bug
         self.queue = None
         self.online = OnlineState(self.cfg.routes, self.loop.time())
@@ -66,7 +66,8 @@ class Daemon:
                 __import__(name)
         account = self._account()
         with _acting_as(account):   # the spool is the daemon user's: root never writes it
-            self.queue = common.open_queue(self.cfg, "runner", report=self.log.warning)
+            self.queue = common.open_queue(self.cfg, "runner", report=self.log.warning,
+                                           clock=self.loop.clock)
             live = len(self.queue.live())
             self.log.info("masq daemon starting: %d message(s) in the queue", live)
             self.control = Server(self.loop, self.queue.dir, self._control, self.log.warning)
@@ -167,8 +168,8 @@ class Daemon:
         listed = self.queue.listed()
         return model.document(self.cfg.main.hostname, self.started, self.online.to_json(),
                               listed[:limit] if limit is not None else listed, self.counters,
-                              self.log.recent, deliveries=self.log.deliveries,
-                              queue_total=len(listed))
+                              self.log.recent, now=self.loop.time(),
+                              deliveries=self.log.deliveries, queue_total=len(listed))
 
     # control requests
 

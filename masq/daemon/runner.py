@@ -22,8 +22,9 @@ class RunnerHost:
     def __init__(self, cfg):
         self.cfg = cfg
         self.loop = Loop()
-        self.log = Logger(cfg.main.log, cfg.main.log_level)
-        self.queue = common.open_queue(cfg, "runner", report=self.log.warning)
+        self.log = Logger(cfg.main.log, cfg.main.log_level, clock=self.loop.clock)
+        self.queue = common.open_queue(cfg, "runner", report=self.log.warning,
+                                       clock=self.loop.clock)
         self.online = OnlineState(cfg.routes, self.loop.time())
         for route in self.online.routes:
             route.detected = probe.probe(route.name, route.detector, cfg.route(route.name))

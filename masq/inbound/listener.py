@@ -205,8 +205,7 @@ class Listener:
 
     def now(self):
         """Return the wall-clock time for envelopes."""
-        import time
-        return time.time()
+        return self.loop.time()
 
     def space_refusal(self, declared_size):
         """Return 452 4.3.1 when the spool lacks room for a message, else None."""

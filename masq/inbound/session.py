@@ -260,7 +260,7 @@ class Session:
 
     def _data_start(self, event):
         txn = self.txn
-        txn.id = new_id()
+        txn.id = new_id(self.server.now())
         txn.writer = self.server.queue.writer(txn.id)
         txn.headers = message.HeaderReader()
         txn.line_ends = message.InputNormalizer(dot_ends=False)
@@ -279,7 +279,8 @@ class Session:
             protocol="ESMTP" if self.engine.extended else "SMTP",
             from_host=self.engine.helo_name or "unknown", from_ip=self.peer.ip,
             tls=info, auth=self.peer.auth_user, cert=self.peer.cert,
-            for_rcpt=txn.recipients[0].address if len(txn.recipients) == 1 else None))
+            for_rcpt=txn.recipients[0].address if len(txn.recipients) == 1 else None,
+            timestamp=self.server.now()))
         return headers.to_bytes()
 
     def _data_chunk(self, event):

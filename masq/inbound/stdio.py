@@ -96,8 +96,9 @@ class Host:
     def __init__(self, cfg):
         self.cfg = cfg
         self.loop = Loop()
-        self.log = Logger(cfg.main.log, cfg.main.log_level)
-        self.queue = common.open_queue(cfg, "append", report=self.log.warning)
+        self.log = Logger(cfg.main.log, cfg.main.log_level, clock=self.loop.clock)
+        self.queue = common.open_queue(cfg, "append", report=self.log.warning,
+                                       clock=self.loop.clock)
         self.counters = {"accepted": 0}
         self.active_writers = 0
         self.new_ids = []

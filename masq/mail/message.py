@@ -459,8 +459,9 @@ def _from_clause(from_host, from_rdns, from_ip):
 
 def received_line(*, by_host, id, protocol="ESMTP", from_host=None, from_rdns=None,
                   from_ip=None, from_uid=None, for_rcpt=None, tls=None, auth=None,
-                  cert=None, timestamp=None):
-    """Return the value of a Received: field (one line; prepend() folds it)."""
+                  cert=None, timestamp):
+    """Return the value of a Received: field (one line; prepend() folds it), dated
+    `timestamp`."""
     parts = []
     if from_host or from_ip:
         parts.append(_from_clause(from_host, from_rdns, from_ip))
@@ -480,8 +481,7 @@ def received_line(*, by_host, id, protocol="ESMTP", from_host=None, from_rdns=No
     if for_rcpt:
         rcpt = "".join("?" if c in _NOT_IN_RCPT else c for c in str(for_rcpt))
         parts.append("for <%s>" % rcpt[:256])
-    when = time.time() if timestamp is None else timestamp
-    return " ".join(parts) + "; " + format_date(when)
+    return " ".join(parts) + "; " + format_date(timestamp)
 
 
 def count_hops(headers):

@@ -28,7 +28,6 @@ offline with an error, logged when it first appears; the daemon goes on.
 """
 
 import importlib
-import time
 
 KINDS = {
     "always": ("masq.online.detectors", "Always"),
@@ -140,7 +139,7 @@ class Detectors:
         self.errors[name] = error
         state = self.daemon.online
         if name in state.by_name:
-            state.detected(name, online, time.time(), error)
+            state.detected(name, online, self.daemon.loop.time(), error)
 
     def shared(self, key, make):
         """Return the shared resource called key, made by make() the first time."""

@@ -391,7 +391,8 @@ class ModemDetector:
 
 def probe(arg, min_signal=None, timeout=EXCHANGE_TIMEOUT):
     """Return True if `modem:arg` is online now (synchronous, for runs without a daemon)."""
-    import time
+    from masq.base.clock import Clock
+    clock = Clock()         # a synchronous probe, before any loop turns: the real clock
     try:
         path, dcd, baud = prepare(arg)
         if dcd:
@@ -403,9 +404,9 @@ def probe(arg, min_signal=None, timeout=EXCHANGE_TIMEOUT):
         dialogue = Dialogue()
         while not dialogue.done:
             port.write(dialogue.command())
-            deadline = time.monotonic() + timeout
+            deadline = clock.monotonic() + timeout
             while not dialogue.feed(port.read(256)):
-                if time.monotonic() > deadline:
+                if clock.monotonic() > deadline:
                     return False
         return dialogue.verdict(min_signal)[0]
     except OSError:

@@ -16,7 +16,6 @@ boundary that cannot occur in it.
 """
 
 import os
-import time
 
 from masq.mail import message
 
@@ -41,7 +40,7 @@ def _address_type(address):
     return "rfc822" if address.isascii() else "utf-8"
 
 
-def _status_fields(hostname, envelope, failures, action, until):
+def _status_fields(hostname, envelope, failures, action, until, now):
     lines = ["Reporting-MTA: dns; %s" % hostname]
     if envelope.envid:
         lines.append("Original-Envelope-Id: %s" % _line(envelope.envid))
@@ -55,7 +54,7 @@ def _status_fields(hostname, envelope, failures, action, until):
         lines.append("Action: %s" % action)
         lines.append("Status: %s" % outcome.status)
         lines.append("Diagnostic-Code: x-masq; %s" % _line(outcome.text))
-        lines.append("Last-Attempt-Date: %s" % message.format_date(time.time()))
+        lines.append("Last-Attempt-Date: %s" % message.format_date(now))
         if action == "delayed" and until:
             lines.append("Will-Retry-Until: %s" % message.format_date(until))
     return lines
@@ -75,8 +74,9 @@ def _human(hostname, failures, action):
     return lines
 
 
-def build(hostname, msgid, envelope, failures, body, action="failed", until=None, now=None):
-    """Yield the DSN as bytes chunks (headers, parts, and the original from body).
+def build(hostname, msgid, envelope, failures, body, action, until, now):
+    """Yield the DSN, dated `now`, as bytes chunks (headers, parts, and the original from
+    body); `until` (or None) is when a delayed message will be given up.
 
     For an SMTPUTF8 message or a non-ASCII address the report is RFC 6533's: report-type
     global-delivery-status, message/global-delivery-status, message/global(-headers), and
@@ -92,7 +92,7 @@ def build(hostname, msgid, envelope, failures, body, action="failed", until=None
     head.append("From", "Mail Delivery System <MAILER-DAEMON@%s>" % hostname)
     head.append("To", "<%s>" % envelope.sender if envelope.sender else "postmaster")
     head.append("Subject", subject)
-    head.append("Date", message.format_date(time.time() if now is None else now))
+    head.append("Date", message.format_date(now))
     head.append("Message-ID", message.make_message_id("dsn." + msgid, hostname))
     head.append("Auto-Submitted", "auto-replied")
     head.append("MIME-Version", "1.0")
@@ -103,7 +103,7 @@ def build(hostname, msgid, envelope, failures, body, action="failed", until=None
             % ("utf-8" if utf8 else "us-ascii"), ""]
     text += _human(hostname, failures, action)
     text += ["", "--" + boundary, "Content-Type: message/%s" % report, ""]
-    text += _status_fields(hostname, envelope, failures, action, until)
+    text += _status_fields(hostname, envelope, failures, action, until, now)
     if utf8:
         kind = "message/global-headers" if headers_only else "message/global"
     else:

@@ -25,7 +25,6 @@ recipients aliased to one user) gets one copy.
 import itertools
 import os
 import pwd
-import time
 
 from masq.aliases import file as aliases
 from masq.mail import address
@@ -366,11 +365,15 @@ class _Run:
         prefix, job, settings = self.prefix(), self.job, self.settings
         owner_uid = owner.uid if owner is not None else None
 
+        clock = self.loop.clock
+
         def work(chunks, lock_timeout):
             if method == "maildir":
-                return mailbox.deliver_maildir(path, chunks, prefix, settings.hostname)
-            return mailbox.deliver_mbox(path, job.sender, chunks, prefix, time.time(),
-                                        owner_uid=owner_uid, lock_timeout=lock_timeout)
+                return mailbox.deliver_maildir(path, chunks, prefix, clock.time(),
+                                               settings.hostname)
+            return mailbox.deliver_mbox(path, job.sender, chunks, prefix, clock.time(),
+                                        owner_uid=owner_uid, lock_timeout=lock_timeout,
+                                        clock=clock)
 
         if not self.agent.in_child():
             try:

@@ -2,6 +2,7 @@
 
 Layout: record.py (framing), log.py (the file and its append protocol), envelope.py
 (payloads), store.py (the index and recovery of records), spool.py (the directory, locks,
-recovery, compaction, and the writing helpers). The format and the crash states are
+recovery, compaction, and the writing helpers), memory.py (the same facade over segments in
+RAM, for tests about other things). The format and the crash states are
 written down in docs/QUEUE.md.
 """

@@ -16,6 +16,7 @@ import fcntl
 import os
 
 from masq.base import exits
+from masq.base.clock import Clock
 from masq.queue import envelope as env_mod
 from masq.queue import record
 from masq.queue.log import (LOG_NAME, SEGMENT_SIZE, Journal, LogError, corrupt_file,
@@ -77,8 +78,10 @@ def check_dir(spool_dir, volatile_ok):
 class Queue:
     """A spool opened for one kind of use: 'append', 'read' or 'runner'."""
 
-    def __init__(self, spool_dir, volatile_ok=False, report=None, segment_size=SEGMENT_SIZE):
+    def __init__(self, spool_dir, volatile_ok=False, report=None, segment_size=SEGMENT_SIZE,
+                 clock=None):
         self.dir = spool_dir
+        self.clock = clock or Clock()   # the loop's; without one (sendmail, mailq) the real one
         self.volatile_ok = volatile_ok
         self.report = report or (lambda text: None)
         self.segment_size = segment_size
@@ -178,7 +181,7 @@ class Queue:
 
         `own` for a message the daemon makes itself (a DSN, a forwarded copy): no client
         retries it, so a failed sync writes it again instead of withdrawing it."""
-        return Writer(self, msgid or new_id(), own)
+        return Writer(self, msgid or new_id(self.clock.time()), own)
 
     def append(self, records, track=True):
         """Append [(type, msgid, payload)] as one write (Writer and the record helpers);

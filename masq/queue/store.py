@@ -20,7 +20,6 @@ docs/QUEUE.md.
 
 import errno
 import os
-import time
 
 from masq.queue import envelope as env_mod
 from masq.queue import record
@@ -45,9 +44,9 @@ class TextUnreadable(LogError, OSError):
         return self.strerror
 
 
-def new_id(now=None):
-    """Return a fresh message id: 7 base-32 digits of time, 7 of randomness."""
-    seconds = int(now if now is not None else time.time())
+def new_id(now):
+    """Return a fresh message id: 7 base-32 digits of the time now, 7 of randomness."""
+    seconds = int(now)
     rand = int.from_bytes(os.urandom(5), "big") >> 5
     return _b32(seconds, 7) + _b32(rand, 7)
 

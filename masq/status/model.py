@@ -5,7 +5,6 @@ file) and `masq status` when no daemon runs (then routes come from the configura
 the counters are empty). Fields may be added; none may change meaning.
 """
 
-import time
 
 from masq import __version__
 
@@ -30,13 +29,12 @@ def message_json(msg, now):
     }
 
 
-def document(hostname, started, routes, messages, counters, log_lines=(), now=None,
+def document(hostname, started, routes, messages, counters, log_lines=(), *, now,
              deliveries=(), queue_total=None):
     """Return the status document (deliveries: the last delivery events, oldest first).
 
     `queue` lists messages; `queue_total` counts the whole queue (more than `queue` lists
     when the caller passed only the first few, as the status file does)."""
-    now = time.time() if now is None else now
     return {
         "version": "1.0", "masq": __version__, "hostname": hostname,
         "uptime": None if started is None else round(now - started, 3),

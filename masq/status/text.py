@@ -6,6 +6,7 @@ what their detector would start from (only `always` is known online) and counter
 
 import time
 
+from masq.base.clock import Clock
 from masq.daemon import control
 from masq.cli import common
 from masq.online.state import OnlineState
@@ -19,10 +20,10 @@ def status_document(cfg):
         return reply["status"]
     queue = common.open_queue(cfg, "read")
     try:
-        now = time.time()
+        now = Clock().time()        # `masq status` without a daemon: no loop, the real clock
         routes = OnlineState(cfg.routes, now).to_json()
         return model.document(cfg.main.hostname, None, routes, queue.listed(),
-                              model.new_counters(), (), now)
+                              model.new_counters(), (), now=now)
     finally:
         queue.close()
 

@@ -253,7 +253,7 @@ class Context:
 
     def authenticate(self):
         """Return True if the client may go on; else answer 401 or 429 (maybe later)."""
-        guard, now, ip = self.guard, time.time(), self.conn.ip
+        guard, now, ip = self.guard, self.web.loop.time(), self.conn.ip
         if not guard.password:
             return True
         value = self.req.header("authorization")
@@ -332,7 +332,7 @@ class Context:
         if self.answered:
             return
         self.answered = True
-        headers = list(response.headers) + common_headers()
+        headers = list(response.headers) + common_headers(self.web.loop.time())
         if self.cookie_set:
             headers.append(("Set-Cookie", "%s=%s; Path=/; HttpOnly; SameSite=Strict"
                              % (COOKIE, self.cookie_set)))
@@ -356,9 +356,10 @@ def json_response(status, obj, headers=()):
                          compat.dumps(obj).encode("utf-8"))
 
 
-def common_headers():
-    """Return the headers every answer carries (date, no caching, no sniffing, no framing)."""
-    return [("Date", http.format_date(time.gmtime())), ("Cache-Control", "no-store"),
+def common_headers(now):
+    """Return the headers every answer carries (the date now, no caching, no sniffing, no
+    framing)."""
+    return [("Date", http.format_date(time.gmtime(now))), ("Cache-Control", "no-store"),
             ("X-Content-Type-Options", "nosniff"), ("X-Frame-Options", "DENY"),
             ("Referrer-Policy", "no-referrer")]
 

@@ -26,6 +26,8 @@ from masq.queue.spool import Queue
 from masq.queue.store import new_id
 from masq.status import model
 
+NOW = 1_800_000_000.0
+
 SALT = b"fuzzsalt"
 
 
@@ -53,14 +55,14 @@ def build(spool):
     queue = Queue(spool).open("runner")
     ids = []
     for n in range(3):
-        msgid = new_id()
+        msgid = new_id(NOW)
         writer = queue.writer(msgid)
         writer.write(b"Subject: %d\r\n\r\nbody\r\n" % n)
         writer.commit(Envelope("s%d@x" % n, ["r%d@y" % n, "q%d@y" % n], received=1000.0 + n))
         ids.append(msgid)
     queue.record_result(ids[0], 0, Recipient("r0@y", state=DELIVERED))
     queue.remove(ids[2], "test")
-    queue.append([(record.BODY, new_id(), b"uncommitted")])
+    queue.append([(record.BODY, new_id(NOW), b"uncommitted")])
     queue.sync()
     queue.close()
     return ids

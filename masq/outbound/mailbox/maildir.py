@@ -21,7 +21,6 @@ import errno
 import itertools
 import os
 import socket
-import time
 
 from masq.outbound.mailbox.write import (Refuse, ensure_parent, os_outcome, to_lf, unlink_quietly,
                                          write_all)
@@ -37,9 +36,8 @@ def _hostname(name=None):
                    for c in name)
 
 
-def unique_name(hostname, now=None):
-    """Return a new maildir file name: `time.M<usec>P<pid>Q<counter>.<hostname>`."""
-    now = time.time() if now is None else now
+def unique_name(hostname, now):
+    """Return a new maildir file name for time now: `time.M<usec>P<pid>Q<counter>.<hostname>`."""
     seconds = int(now)
     return "%d.M%06dP%dQ%d.%s" % (seconds, int((now - seconds) * 1e6), os.getpid(),
                                   next(_counter), hostname)
@@ -111,9 +109,10 @@ def _link_new(tmp_fd, new_fd, name, hostname, now):
     raise OSError(errno.EEXIST, "cannot find a unique name in new/")
 
 
-def deliver_maildir(path, data_iter, prefix_headers, hostname=None, now=None):
-    """Deliver the message (wire-form chunks) into the maildir at path; return an Outcome."""
-    hostname, now = _hostname(hostname), time.time() if now is None else now
+def deliver_maildir(path, data_iter, prefix_headers, now, hostname=None):
+    """Deliver the message (wire-form chunks) into the maildir at path at time now; return
+    an Outcome."""
+    hostname = _hostname(hostname)
     fds, name = [], None
     try:
         ensure_parent(path)

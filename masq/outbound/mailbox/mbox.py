@@ -26,6 +26,7 @@ import re
 import stat
 import time
 
+from masq.base.clock import Clock
 from masq.outbound.mailbox.write import (Refuse, ensure_parent, os_outcome, to_lf, unlink_quietly,
                                          write_all)
 from masq.outbound.outcome import Outcome
@@ -136,13 +137,13 @@ def _check_mbox(fd, path, owner_uid):
         raise Refuse(Outcome.temp("4.2.0", "mailbox %s %s" % (path, why)))
 
 
-def _dotlock(lock_path, stale_after):
+def _dotlock(lock_path, stale_after, wall):
     """Return True (made it), False (someone holds it) or None (cannot make one here)."""
     try:
         fd = os.open(lock_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     except FileExistsError:
         try:
-            if time.time() - os.lstat(lock_path).st_mtime > stale_after:
+            if wall() - os.lstat(lock_path).st_mtime > stale_after:
                 os.unlink(lock_path)
         except OSError:
             pass
@@ -156,9 +157,9 @@ def _dotlock(lock_path, stale_after):
     return True
 
 
-def _try_lock(fd, lock_path, stale_after):
+def _try_lock(fd, lock_path, stale_after, wall):
     """Take the dot-lock and the fcntl lock; return (got both, made a dot-lock)."""
-    dot = _dotlock(lock_path, stale_after)
+    dot = _dotlock(lock_path, stale_after, wall)
     if dot is False:
         return False, False
     try:
@@ -174,12 +175,12 @@ def _try_lock(fd, lock_path, stale_after):
 
 def _lock(fd, path, timeout, stale_after, clock, sleep):
     """Lock the mailbox within timeout; return whether a dot-lock was made."""
-    deadline, delay = clock() + timeout, 0.02
+    deadline, delay = clock.monotonic() + timeout, 0.02
     while True:
-        got, dot = _try_lock(fd, path + ".lock", stale_after)
+        got, dot = _try_lock(fd, path + ".lock", stale_after, clock.time)
         if got:
             return dot
-        left = deadline - clock()
+        left = deadline - clock.monotonic()
         if left <= 0:
             raise Refuse(Outcome.temp("4.2.1", "mailbox %s locked for %gs" % (path, timeout)))
         sleep(min(delay, left))
@@ -210,9 +211,12 @@ def _append(fd, sender, data_iter, prefix_headers, now):
 
 
 def deliver_mbox(path, sender, data_iter, prefix_headers, now, owner_uid=None,
-                 lock_timeout=LOCK_TIMEOUT, stale_after=STALE_LOCK, clock=time.monotonic,
-                 sleep=time.sleep):
-    """Append the message to the mbox at path (owner_uid None: any owner); return an Outcome."""
+                 lock_timeout=LOCK_TIMEOUT, stale_after=STALE_LOCK, clock=None, sleep=time.sleep):
+    """Append the message to the mbox at path (owner_uid None: any owner); return an Outcome.
+
+    `clock` (masq.base.clock: the loop's) times the wait for the lock and tells a stale dot-lock;
+    `sleep` waits between tries (only where blocking is allowed: a child, or no wait)."""
+    clock = clock or Clock()        # a caller without a loop (tools, tests): the real one
     try:
         fd = _open_mbox(path)
     except Refuse as refuse:

@@ -17,6 +17,8 @@ from masq.queue.spool import Queue
 from masq.queue.store import new_id
 from masq.status import model
 
+NOW = 1_800_000_000.0
+
 
 def forge(spool, rtype, msgid, payload):
     path = os.path.join(spool, segment_name(segment_numbers(spool)[-1]))
@@ -30,7 +32,7 @@ def forge(spool, rtype, msgid, payload):
                                     {"z": True}, {"p": 5}, {"8": "yes"}, {"w": []}])
 def test_a_commit_with_a_field_of_the_wrong_type_is_quarantined(spool, fields):
     Queue(spool).open("runner").close()
-    msgid = new_id()
+    msgid = new_id(NOW)
     forge(spool, record.COMMIT, msgid, json.dumps(
         dict({"s": "a@b", "t": 1.0, "r": [{"a": "c@d", "st": "queued"}]}, **fields)).encode())
     queue = Queue(spool).open("runner")
@@ -45,7 +47,7 @@ def test_a_commit_with_a_field_of_the_wrong_type_is_quarantined(spool, fields):
                                     {"st": None}, {"le": 451}])
 def test_a_result_with_a_field_of_the_wrong_type_is_quarantined(spool, fields):
     queue = Queue(spool).open("runner")
-    msgid = new_id()
+    msgid = new_id(NOW)
     writer = queue.writer(msgid)
     writer.write(b"Subject: x\r\n\r\nbody\r\n")
     writer.commit(Envelope("a@b", ["c@d"], received=1.0))
