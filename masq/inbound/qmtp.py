@@ -124,7 +124,7 @@ class QMTPSession:
         headers = message.Headers()
         headers.prepend("Received", message.received_line(
             by_host=self.server.settings.hostname, id=self.writer.id, protocol="QMTP",
-            from_host="unknown", from_ip=self.peer.ip))
+            from_host="unknown", from_ip=self.peer.ip, timestamp=self.server.now()))
         return headers.to_bytes()
 
     def _chunk(self, event):
