@@ -44,7 +44,7 @@ SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 TIME_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 # Values are checked with string methods, not re: `sendmail` reads the file on every run.
 _LITERAL_CHARS = frozenset("0123456789ABCDEFabcdef:.")
-LISTEN_SCHEMES = ("smtp", "submission", "smtps", "qmtp")
+LISTEN_SCHEMES = ("smtp", "submission", "smtps", "qmtp", "qmqp")
 
 
 def _text(text):
@@ -155,8 +155,9 @@ def _host_port(text, low_port=1):
 
 
 def _smarthost(text):
-    """Return text if it is HOST[:PORT] (as _host_port), optionally after `qmtp:`."""
-    _host_port(text[5:] if text.startswith("qmtp:") else text)
+    """Return text if it is HOST[:PORT] (as _host_port), optionally after `qmtp:` or
+    `qmqp:`."""
+    _host_port(text[5:] if text.startswith(("qmtp:", "qmqp:")) else text)
     return text
 
 
@@ -320,7 +321,7 @@ LISTEN = Kind("list", "a listener such as smtp://127.0.0.1:25 (scheme %s; an IP 
               % ", ".join(LISTEN_SCHEMES), _listen, is_list=True)
 HOST_PORT = Kind("str", "host or host:port (an IPv6 address in brackets)", _host_port)
 SMARTHOST = Kind("str", "host or host:port (an IPv6 address in brackets), optionally after "
-                 "qmtp: (QMTP instead of SMTP)", _smarthost)
+                 "qmtp: or qmqp: (QMTP or QMQP instead of SMTP)", _smarthost)
 MAILBOX = Kind("str", "maildir:/PATH, mbox:/PATH or mda:COMMAND", _mailbox)
 ONLINE = Kind("str", "always, file:PATH, pipe:COMMAND, iface:NAME, ubus:IFACE or "
               "modem:DEVICE", _online)

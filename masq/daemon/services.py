@@ -16,7 +16,7 @@ def make(daemon):
     components.append(Detectors(daemon))           # after Delivery: it flushes on online
     shared = {}
     for url in daemon.cfg.main.listen:
-        if url.startswith("qmtp://"):
+        if url.startswith(("qmtp://", "qmqp://")):
             from masq.inbound.qmtp import QMTPListener
             components.append(QMTPListener(daemon, url, shared))
         else:

@@ -1,4 +1,5 @@
-"""QMTP listeners (`qmtp://HOST[:PORT]`, port 209): packages from clients into the queue.
+"""QMTP and QMQP listeners (`qmtp://HOST[:PORT]`, port 209; `qmqp://`, port 628): messages
+from clients into the queue.
 
 Owns the glue between one client connection and `masq.proto.qmtp.Server`: the message
 text streams into the queue as it arrives (CRLF line ends, whichever encoding the package
@@ -11,7 +12,14 @@ accepted, Z or D with the reason (and its status code after "#") for the others.
 
 A package over `max_message_size` is read and thrown away (QMTP cannot refuse it before
 its end) and every recipient gets D 5.3.4. A protocol fault closes the connection; the
-client counts that as a temporary failure. Deadline: like SMTP's, the client has
+client counts that as a temporary failure.
+
+QMQP (one message per connection, one answer for all its recipients) is the protocol of
+mini-qmail and Postfix's qmqp client: a trusted host handing over complete messages. So
+only clients in `relay_net` may use it (others get D 5.7.1), recipients are checked for
+syntax and `max_recipients` only (an unknown local user bounces later, as with
+`sendmail`), and one refused recipient refuses the message (Z if the refusal is
+temporary, else D): nothing is queued for part of the recipients. Deadline: like SMTP's, the client has
 `smtp_timeout` from each answer, plus its text's size at `smtp_min_data_rate`.
 """
 
@@ -20,7 +28,7 @@ from masq.inbound.listener import Listener
 from masq.inbound.session import WRITE_ERROR
 from masq.mail import address, message
 from masq.policy import relay
-from masq.proto import qmtp, smtp_path
+from masq.proto import qmqp, qmtp, smtp_path
 from masq.proto.reply import Reply
 from masq.queue.envelope import Envelope, Recipient
 from masq.queue.log import LogError
@@ -28,6 +36,7 @@ from masq.queue.log import LogError
 TOO_BIG = Reply(552, "5.3.4", "Error: message file too big")
 TOO_MANY_RCPTS = Reply(452, "4.5.3", "Error: too many recipients")
 EMPTY = Reply(554, "5.6.0", "Error: no valid recipients")
+UNTRUSTED = Reply(554, "5.7.1", "Error: QMQP is open to relay_net clients only")
 SLICE = 65536
 
 
@@ -39,12 +48,15 @@ def answer(reply):
 
 
 class QMTPListener(Listener):
-    """A `qmtp://` listener: the SMTP listener's socket, limits and counts, QMTP sessions."""
+    """A `qmtp://` or `qmqp://` listener: the SMTP listener's socket, limits and counts,
+    QMTP or QMQP sessions."""
 
     def _session(self, conn, ip):
-        peer = relay.Peer(ip, relay.in_networks(ip, self.settings.relay_nets), None, "qmtp")
+        peer = relay.Peer(ip, relay.in_networks(ip, self.settings.relay_nets), None,
+                          self.kind)
         transport = net.Stream(self.loop, conn, None, None)
-        session = QMTPSession(self, transport, peer)
+        engine = qmqp.Server() if self.kind == "qmqp" else qmtp.Server()
+        session = QMTPSession(self, transport, peer, engine)
         transport.on_data, transport.on_close = session.on_data, session.on_close
         self.sessions.add(session)
         session.start()
@@ -53,9 +65,10 @@ class QMTPListener(Listener):
 class QMTPSession:
     """One QMTP client connection."""
 
-    def __init__(self, server, transport, peer):
+    def __init__(self, server, transport, peer, engine):
         self.server, self.transport, self.peer = server, transport, peer
-        self.engine = qmtp.Server()
+        self.engine = engine
+        self.whole = isinstance(engine, qmqp.Server)   # one answer for all recipients
         self.writer = self.line_ends = self.headers = None
         self.refusal = None         # a Reply for every recipient of this package
         self.timer = None
@@ -123,7 +136,8 @@ class QMTPSession:
     def _received(self):
         headers = message.Headers()
         headers.prepend("Received", message.received_line(
-            by_host=self.server.settings.hostname, id=self.writer.id, protocol="QMTP",
+            by_host=self.server.settings.hostname, id=self.writer.id,
+            protocol=self.server.kind.upper(),
             from_host="unknown", from_ip=self.peer.ip, timestamp=self.server.now()))
         return headers.to_bytes()
 
@@ -154,6 +168,13 @@ class QMTPSession:
         sender = self._sender(event.sender)
         if isinstance(sender, Reply):
             replies = [sender] * len(replies)
+        if self.whole:
+            refused = [r for r in replies if isinstance(r, Reply)]
+            if not self.peer.trusted:
+                refused = [UNTRUSTED]
+            if refused:
+                refusal = min(refused, key=lambda r: r.code // 100 != 4)   # temporary first
+                replies = [refusal] * len(replies)
         accepted = [r for r in replies if isinstance(r, Recipient)]
         if self.writer is None or not accepted:
             self._drop()
@@ -171,7 +192,7 @@ class QMTPSession:
                     seen.add(rcpt.address)
                     unique.append(rcpt)
             self.writer.commit(Envelope(sender, unique, received=self.server.now(),
-                                        protocol="qmtp", client=self.peer.ip))
+                                        protocol=self.server.kind, client=self.peer.ip))
         except message.HeaderTooLong as exc:
             self._drop()
             return self._respond([Reply(exc.code, exc.enhanced, exc.text)] * len(replies))
@@ -209,7 +230,7 @@ class QMTPSession:
                          getattr(exc, "text", "bad recipient address"))
         if not smtp_path.sendable(str(addr)):
             return smtp_path.BAD_RECIPIENT
-        refusal = relay.check_rcpt(self.peer, addr, settings.local_domains,
+        refusal = None if self.whole else relay.check_rcpt(self.peer, addr, settings.local_domains,
                                    self.server.is_local_user)
         if refusal:
             return refusal
@@ -226,6 +247,11 @@ class QMTPSession:
 
     def _respond(self, replies):
         if self.closed:
+            return
+        if self.whole:
+            self.engine.respond(*answer(replies[0]))
+            self.transport.write(self.engine.data_to_send())
+            self.transport.close_when_flushed()
             return
         self.engine.respond([answer(r) for r in replies])
         self.transport.write(self.engine.data_to_send())

@@ -1,7 +1,7 @@
 """The delivery agents of a host, built from the configuration: local, SMTP per route, pipe.
 
 Owns which agent serves which route (a route with `pipe` is a pipe route, one whose
-smarthost is `qmtp:HOST` a QMTP route; otherwise SMTP to its smarthost or to the MX hosts), the one DNS resolver they share, the local agent's
+smarthost is `qmtp:HOST` or `qmqp:HOST` a QMTP or QMQP route; otherwise SMTP to its smarthost or to the MX hosts), the one DNS resolver they share, the local agent's
 settings (mailboxes, aliases, local users and domains), and the rewritten outgoing copy
 for routes that rewrite addresses. Rebuilt on reload.
 
@@ -53,7 +53,7 @@ class Agents:
             if route.pipe:
                 from masq.outbound.pipe import PipeAgent
                 agent = PipeAgent(self.loop, route)
-            elif (route.smarthost or "").startswith("qmtp:"):
+            elif (route.smarthost or "").startswith(("qmtp:", "qmqp:")):
                 from masq.outbound.qmtp import QMTPAgent
                 agent = QMTPAgent(self.loop, route, self._resolver())
             else:

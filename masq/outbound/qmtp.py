@@ -1,4 +1,5 @@
-"""QMTP delivery agent: a route whose smarthost is `qmtp:HOST[:PORT]` (port 209).
+"""QMTP and QMQP delivery agents: a route whose smarthost is `qmtp:HOST[:PORT]` (port 209)
+or `qmqp:HOST[:PORT]` (port 628).
 
 Owns: resolving the smarthost (the injected resolver), trying its addresses in order, one
 connection per `deliver_many` call carrying its jobs one package after another, streaming
@@ -15,6 +16,10 @@ route's `tls` and `auth_user` do not apply to it. A package declares its text's 
 first: the queued size, or, for a route that rewrites addresses, the size of the
 rewritten copy counted in a first pass; a text whose size changed meanwhile is cut off
 (the server drops the connection's package) and deferred.
+
+QMQP differs in three ways: one message per connection (the jobs of a call go one after
+another, each on a fresh connection), the text goes with LF line ends (counted in a first
+pass, converted as it streams), and the one response holds for every recipient.
 """
 
 import re
@@ -24,10 +29,10 @@ from masq.base import net
 from masq.outbound.outcome import Outcome
 from masq.outbound.smtp import TIMEOUTS, split_host_port
 from masq.outbound.smtp_session import LOW_WATER, DrainingStream
-from masq.proto import qmtp
+from masq.proto import qmqp, qmtp
 from masq.route import has_rewrites
 
-PORT = 209
+PORTS = {"qmtp": 209, "qmqp": 628}
 _STATUS = re.compile(r"#([245]\.[0-9]{1,3}\.[0-9]{1,3})")
 
 
@@ -44,11 +49,12 @@ def outcome(kind, text, where):
 
 
 class QMTPAgent:
-    """Delivers Jobs over QMTP to one route's smarthost."""
+    """Delivers Jobs over QMTP (or QMQP) to one route's smarthost."""
 
     def __init__(self, loop, route, resolver):
         self.loop, self.resolver = loop, resolver
-        self.host, self.port = split_host_port(route.smarthost.partition(":")[2], PORT)
+        self.protocol, _, rest = route.smarthost.partition(":")
+        self.host, self.port = split_host_port(rest, PORTS[self.protocol])
         self.timeout = route.timeout
         self.connect_timeout = TIMEOUTS["connect"]
 
@@ -57,8 +63,18 @@ class QMTPAgent:
         self.deliver_many([job], lambda job, outcomes: done(outcomes))
 
     def deliver_many(self, jobs, done_each):
-        """Deliver jobs over one connection; done_each(job, outcomes) for each."""
-        _Connection(self, deque(jobs), done_each).start()
+        """Deliver jobs over one connection (QMQP: one after another, a connection each);
+        done_each(job, outcomes) for each."""
+        if self.protocol == "qmtp":
+            return _Connection(self, deque(jobs), done_each).start()
+        jobs = deque(jobs)
+
+        def next_one(job=None, outcomes=None):
+            if job is not None:
+                done_each(job, outcomes)
+            if jobs:
+                _Connection(self, deque([jobs.popleft()]), next_one).start()
+        next_one()
 
 
 class _Connection:
@@ -68,7 +84,9 @@ class _Connection:
         self.agent, self.loop, self.jobs, self.done_each = agent, agent.loop, jobs, done_each
         self.candidates = deque()
         self.stream = self.connector = self.timer = self.job = self.body = None
-        self.client = qmtp.Client()
+        self.qmqp = agent.protocol == "qmqp"
+        self.client = qmqp.Client() if self.qmqp else qmtp.Client()
+        self.tail = b""
         self.where = agent.host
         self.left = self.sent_all = 0
         self.error = None
@@ -101,7 +119,7 @@ class _Connection:
         if error is not None:
             self.error = Outcome.temp("4.4.1", "connect to %s: %s" % (self.where, error))
             return self._next_address()
-        self.client = qmtp.Client()
+        self.client = qmqp.Client() if self.qmqp else qmtp.Client()
         self.stream = DrainingStream(self.loop, sock, self._on_data, self._on_close)
         self.stream.resume_reading()
         self._next_job()
@@ -112,18 +130,29 @@ class _Connection:
         if not self.jobs:
             return self._close()
         self.job = self.jobs[0]
+        job = self.job
         try:
-            size = self.job.size
-            if self.job.route is not None and has_rewrites(self.job.route):
-                size = sum(len(chunk) for chunk in self.job.open_body())
-            self.body, self.left = iter(self.job.open_body()), size
+            size = job.size
+            if self.qmqp:
+                size = sum(len(chunk) for chunk in _lf(job.open_body()))
+                self.body = _lf(job.open_body())
+            else:
+                if job.route is not None and has_rewrites(job.route):
+                    size = sum(len(chunk) for chunk in job.open_body())
+                self.body = iter(job.open_body())
+            self.left = size
         except Exception as exc:        # the text cannot be read: this job only
             self.jobs.popleft()
             self._finish(self.job, Outcome.temp("4.3.0", "cannot read the message: %s"
                                                 % exc))
             return self._next_job()
         self.sent_all = False
-        self.stream.write(self.client.start(size))
+        if self.qmqp:
+            head, self.tail = self.client.start(size, job.sender, job.recipients)
+        else:
+            head, self.tail = self.client.start(size), self.client.end(job.sender,
+                                                                       job.recipients)
+        self.stream.write(head)
         self._pump()
 
     def _pump(self):
@@ -141,8 +170,7 @@ class _Connection:
                 if self.left != 0:
                     return self._lost("the message's size changed while it was sent",
                                       "4.3.0")
-                job = self.job
-                self.stream.write(self.client.end(job.sender, job.recipients))
+                self.stream.write(self.tail)
                 self.sent_all = True
                 return self._set_timer("waiting for the responses")
             if len(chunk) > self.left:
@@ -155,7 +183,11 @@ class _Connection:
             return
         self.client.receive_data(data)
         try:
-            responses = self.client.responses()
+            if self.qmqp:
+                response = self.client.response()
+                responses = [response] * len(self.job.recipients) if response else []
+            else:
+                responses = self.client.responses()
         except qmtp.ProtocolError as exc:
             return self._lost("protocol error: %s" % exc, "4.5.0")
         if not self.sent_all and responses:
@@ -228,3 +260,18 @@ class _Connection:
         if self.connector is not None:
             self.connector.cancel()
             self.connector = None
+
+
+def _lf(chunks):
+    """Yield the text with LF line ends (QMQP's) from CRLF text, a CRLF split between
+    chunks included."""
+    held = b""
+    for chunk in chunks:
+        chunk = held + chunk
+        held = b"\r" if chunk.endswith(b"\r") else b""
+        if held:
+            chunk = chunk[:-1]
+        if chunk:
+            yield chunk.replace(b"\r\n", b"\n")
+    if held:
+        yield held
