@@ -123,3 +123,115 @@ def test_a_64_mb_message_leaves_in_flat_memory(tmp_path, kind):
             daemon.stop()
     assert log.count("status=sent") == 2, log[-2000:]
     assert peak - before < 2048, "VmRSS %d kB before, peak %d kB" % (before, peak)
+
+
+def growth(pid, action):
+    """Run action(); return how far the daemon's peak RSS rose above its RSS before (kB)."""
+    before = memory(pid)["VmRSS"]
+    with open("/proc/%d/clear_refs" % pid, "w") as refs:
+        refs.write("5")
+    action()
+    return memory(pid)["VmHWM"] - before
+
+
+def smtp_in(port, size, bdat):
+    """Send one message of about size octets to 127.0.0.1:port by DATA or BDAT."""
+    import socket
+    block = LINE.replace(b"\n", b"\r\n") * 800
+    with socket.create_connection(("127.0.0.1", port), timeout=300) as sock:
+        replies = sock.makefile("rb")
+
+        def reply(code=b"2"):
+            while True:
+                line = replies.readline()
+                if line[3:4] != b"-":
+                    assert line[:1] == code, line
+                    return
+        reply()
+        for command in (b"EHLO t.example", b"MAIL FROM:<a@example.org>",
+                        b"RCPT TO:<mqlarge@test.example>"):
+            sock.sendall(command + b"\r\n")
+            reply()
+        if bdat:
+            for _ in range(size // len(block)):
+                sock.sendall(b"BDAT %d\r\n" % len(block) + block)
+                reply()
+            sock.sendall(b"BDAT 0 LAST\r\n")
+        else:
+            sock.sendall(b"DATA\r\n")
+            reply(b"3")
+            for _ in range(size // len(block)):
+                sock.sendall(block)
+            sock.sendall(b".\r\n")
+        reply()
+        sock.sendall(b"QUIT\r\n")
+
+
+@pytest.mark.parametrize("how", ["smtp-data", "smtp-bdat", "qmtp"])
+def test_a_64_mb_message_comes_in_with_flat_memory(tmp_path, how):
+    port, qport = free_port(), free_port()
+    spool = str(tmp_path / "spool")
+    conf = write_config(str(tmp_path / "masq.conf"), spool, extra=(
+        "\tlist listen 'smtp://127.0.0.1:%d'\n\tlist listen 'qmtp://127.0.0.1:%d'\n"
+        "\toption max_message_size '100M'\n\toption do_queue '1'\n"
+        "\tlist local_users 'mqlarge'\n" % (port, qport)))
+
+    def send(size):
+        if how == "qmtp":
+            text = b"Subject: large\n\n" + LINE * (size // len(LINE))
+            (answer,), = qmtp_peer.send(qport, [(text, b"a@example.org",
+                                                 [b"mqlarge@test.example"])])
+            assert answer.startswith(b"K"), answer
+        else:
+            smtp_in(port, size, how == "smtp-bdat")
+    daemon = Daemon(conf, wait_port=qport).start()
+    try:
+        send(4096)                                  # the engines' modules get loaded
+        grew = growth(daemon.proc.pid, lambda: send(SIZE))
+    finally:
+        daemon.stop()
+    log_bytes = sum(os.path.getsize(os.path.join(spool, name))
+                    for name in os.listdir(spool) if name.endswith(".log"))
+    assert log_bytes < SIZE * 1.1 + (1 << 20)       # the spool holds it once
+    assert grew < 2048, "peak RSS grew by %d kB" % grew
+
+
+@pytest.mark.parametrize("where", ["maildir", "mbox", "pipe"])
+def test_a_64_mb_message_is_delivered_locally_or_piped_in_flat_memory(tmp_path, where):
+    spool = str(tmp_path / "spool")
+    out = tmp_path / "out"
+    out.mkdir()
+    routes = ""
+    if where == "pipe":
+        routes = ("config route 'out'\n\toption pipe 'sh -c \"cat > %s/piped\"'\n"
+                  "\toption online 'file:%s/up'\n" % (out, tmp_path))
+        rcpt = "far@example.org"
+    else:
+        rcpt = "mqlarge@test.example"
+    conf = write_config(str(tmp_path / "masq.conf"), spool, routes=routes, extra=(
+        "\toption max_message_size '100M'\n\tlist local_users 'mqlarge'\n"
+        "\toption mailbox '%s:%s/%%u'\n" % (where if where != "pipe" else "mbox", out)))
+    daemon = Daemon(conf).start()
+    try:
+        def deliver(size):
+            up = tmp_path / "up"
+            text = b"Subject: large\n\n" + LINE * (size // len(LINE))
+            done = masq("-C", conf, "-i", "-odq", "-f", "me@test.example", rcpt, input=text,
+                        timeout=300)
+            assert done.returncode == 0, done.stderr
+            if where == "pipe":
+                up.write_text("")
+            assert masq("-C", conf, "flush").returncode == 0
+            assert wait_for(lambda: status(conf)["queue"] == [], timeout=300), \
+                daemon.log_so_far()[-2000:]
+            if where == "pipe":
+                up.unlink()
+        deliver(4096)                               # the agents' modules get loaded
+        grew = growth(daemon.proc.pid, lambda: deliver(SIZE))
+        log = daemon.log_so_far()
+    finally:
+        daemon.stop()
+    assert log.count("status=sent") == 2, log[-2000:]
+    assert grew < 2048, "peak RSS grew by %d kB" % grew
+    delivered = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    assert delivered > SIZE
