@@ -235,3 +235,29 @@ def test_a_64_mb_message_is_delivered_locally_or_piped_in_flat_memory(tmp_path, 
     assert grew < 2048, "peak RSS grew by %d kB" % grew
     delivered = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     assert delivered > SIZE
+
+
+def test_sendmail_takes_a_64_mb_message_in_flat_memory(tmp_path):
+    """`sendmail` is its own process: its peak RSS (ru_maxrss of a child that ran it alone)
+    for 64 MB is within 2 MB of its peak for 4 KB."""
+    import sys
+    from helpers import ROOT
+    conf = write_config(str(tmp_path / "masq.conf"), str(tmp_path / "spool"),
+                        extra="\toption max_message_size '100M'\n")
+    source = tmp_path / "message"
+    probe = ("import resource, subprocess, sys\n"
+             "with open(sys.argv[1], 'rb') as text:\n"
+             "    subprocess.run([sys.executable, '-m', 'masq', '-C', sys.argv[2], '-i', '-odq',"
+             " '-f', 'me@test.example', 'far@example.org'], stdin=text, check=True)\n"
+             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n")
+
+    def peak(size):
+        source.write_bytes(b"Subject: large\n\n" + LINE * (size // len(LINE)))
+        done = subprocess.run([sys.executable, "-c", probe, str(source), conf],
+                              capture_output=True, text=True, timeout=300,
+                              env=dict(os.environ, PYTHONPATH=ROOT), cwd=ROOT)
+        assert done.returncode == 0, done.stderr
+        return int(done.stdout)
+    small, large = peak(4096), peak(SIZE)
+    assert large - small < 2048, "sendmail's peak RSS: %d kB for 4 KB, %d kB for 64 MB" % (
+        small, large)
