@@ -139,3 +139,19 @@ def test_daemon_converts_for_a_next_hop_without_8bitmime(tmp_path):
                 for t, p in parts]
     assert lf(leaves(got)) == lf(leaves(MIXED))
     assert "dsn=5.6.3" in log and "does not offer 8BITMIME" in log
+
+
+def test_a_seven_bit_text_is_judged_by_the_quick_pass():
+    opened = []
+
+    def reopen():
+        opened.append(1)
+        return iter([MIXED])
+    plan = D.Plan()
+    for _ in D.scan_steps(iter([b"Subject: x\r\n\r\nascii only\r\n"]), plan, reopen=reopen):
+        pass
+    assert not plan.needed and opened == []
+    plan = D.Plan()
+    for _ in D.scan_steps(iter([MIXED]), plan, reopen=reopen):
+        pass
+    assert plan.needed and plan.convert == {2, 3, 5} and opened == [1]

@@ -189,9 +189,20 @@ def scan(chunks):
     return plan
 
 
-def scan_steps(chunks, plan, every=2000):
+def scan_steps(chunks, plan, every=2000, reopen=None):
     """Scan as `scan` does, filling plan; yield after every `every` lines, so that a caller
-    can spread a long message over many turns of its loop."""
+    can spread a long message over many turns of its loop. With `reopen` (a function that
+    returns the text's chunks again), a quick first pass looks for 8-bit octets at all:
+    a 7-bit text (the common case) needs no line-by-line walk."""
+    if reopen is not None:
+        for number, chunk in enumerate(chunks):
+            if not chunk.isascii():
+                break
+            if number % 16 == 15:
+                yield
+        else:
+            return
+        chunks = reopen()
     count = 0
     for event in walk(chunks):
         count += 1

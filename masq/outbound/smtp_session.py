@@ -5,8 +5,9 @@ and dispatching its events (one table, `_EVENTS`), STARTTLS or implicit TLS, the
 streaming message text under a low-water mark (with CRLF line ends only: a bare CR or LF
 in a queued body goes out as CRLF; after DATA, or in BDAT chunks of the queue's own chunk
 size when the server offers CHUNKING), the 8-bit downgrade for a server without 8BITMIME
-(`masq.mail.downgrade`: the text is scanned first, a few thousand lines per loop turn,
-and a message that cannot be made 7-bit fails 5.6.3 before MAIL), the per-stage timers, QUIT, and turning a
+(`masq.mail.downgrade`: the text is read first, a slice per loop turn, and, if it holds
+8-bit octets, scanned line by line; a message that cannot be made 7-bit fails 5.6.3
+before MAIL), the per-stage timers, QUIT, and turning a
 finished transaction's replies into one Outcome per recipient. It applies the failure rules
 and TLS modes stated in `masq.outbound.smtp`.
 Does not: resolve, choose addresses, group recipients or retry: its destination
@@ -260,8 +261,9 @@ class Session:
         """Find what the 8-bit downgrade must convert, a slice of the text per loop turn."""
         self.plan = downgrade.Plan()
         try:
-            self.scanning = downgrade.scan_steps(_normalized(self.part.job.open_body()),
-                                                 self.plan)
+            job = self.part.job
+            self.scanning = downgrade.scan_steps(_normalized(job.open_body()), self.plan,
+                                                 reopen=lambda: _normalized(job.open_body()))
         except Exception as exc:
             return self._abort(Outcome.temp("4.3.0", "cannot read the message: %s" % exc))
         if self.timer is not None:
