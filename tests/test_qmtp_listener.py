@@ -67,3 +67,16 @@ def test_limits_and_relay_policy_apply(tmp_path):
     assert relay.startswith(b"D") and relay.endswith(b"#5.7.1")     # 127.0.0.1 not trusted
     assert local.startswith(b"Z") and local.endswith(b"#4.5.3")     # over max_recipients
     assert stored(str(tmp_path / "spool")) == []
+
+
+def test_a_mail_loop_is_refused(tmp_path):
+    port = free_port()
+    conf = daemon_conf(tmp_path, port)
+    text = b"".join(b"Received: from hop%d\n" % i for i in range(60)) + b"Subject: loop\n\nx\n"
+    daemon = Daemon(conf, wait_port=port).start()
+    try:
+        ((answer,),) = qmtp_peer.send(port, [(text, b"a@example.org", [b"far@example.net"])])
+    finally:
+        daemon.stop()
+    assert answer.startswith(b"D") and answer.endswith(b"#5.4.0")
+    assert stored(str(tmp_path / "spool")) == []

@@ -25,7 +25,7 @@ temporary, else D): nothing is queued for part of the recipients. Deadline: like
 
 from masq.base import net
 from masq.inbound.listener import Listener
-from masq.inbound.session import WRITE_ERROR
+from masq.inbound.session import MAX_HOPS, TOO_MANY_HOPS, WRITE_ERROR
 from masq.mail import address, message
 from masq.policy import relay
 from masq.proto import qmqp, qmtp, smtp_path
@@ -163,8 +163,7 @@ class QMTPSession:
 
     def _package(self, event):
         self._arm()
-        replies = [self._check(event.sender, rcpt, i) for i, rcpt in
-                   enumerate(event.recipients)]
+        replies = [self._check(rcpt, i) for i, rcpt in enumerate(event.recipients)]
         sender = self._sender(event.sender)
         if isinstance(sender, Reply):
             replies = [sender] * len(replies)
@@ -185,6 +184,9 @@ class QMTPSession:
             if not self.headers.done:
                 self.headers.feed(data)
                 self.headers.finish()
+            if message.count_hops(self.headers.headers) >= MAX_HOPS:
+                self._drop()
+                return self._respond([TOO_MANY_HOPS] * len(replies))
             self.writer.write(data)
             seen, unique = set(), []
             for rcpt in accepted:
@@ -214,7 +216,7 @@ class QMTPSession:
             return refusal
         return sender if smtp_path.sendable(sender) else smtp_path.BAD_SENDER
 
-    def _check(self, sender, raw, index):
+    def _check(self, raw, index):
         """Return a Recipient for an accepted address, else the Reply refusing it."""
         settings = self.server.settings
         if self.refusal is not None:
