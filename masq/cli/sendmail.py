@@ -1,4 +1,4 @@
-"""The sendmail modes: what `-bm`, `-bp`, `-Mrm`, `-bV`, `-bi`, `-bd`, `-bD`, `-bs` and `-q` do.
+"""The sendmail modes: what `-bm`, `-bp`, `-Mrm`, `-bV`, `-bi`, `-bd`, `-bD`, `-bs`, `-q` and `-g` do.
 
 Owns the step from parsed Options to the module that does the work; each mode imports
 only what it needs, so a plain `sendmail` pays for submission alone.
@@ -8,7 +8,7 @@ import sys
 
 from masq import __version__
 from masq.base import exits
-from masq.cli import common
+from masq.config.load import config_path, load_config
 
 
 def run(opts):
@@ -23,12 +23,12 @@ def _submit(opts):
 
 def _list(opts):
     from masq.cli import mailq
-    return mailq.run(common.load_config(opts.config), sys.stdout)
+    return mailq.run(load_config(opts.config), sys.stdout)
 
 
 def _remove(opts):
     from masq.cli import mailq
-    return mailq.remove(common.load_config(opts.config), opts.ids)
+    return mailq.remove(load_config(opts.config), opts.ids)
 
 
 def _version(opts):
@@ -38,28 +38,33 @@ def _version(opts):
 
 def _aliases(opts):
     from masq.cli import commands
-    return commands.newaliases(common.load_config(opts.config))
+    return commands.newaliases(load_config(opts.config))
 
 
 def _daemon(opts, detach):
     from masq.daemon import host as daemon
-    return daemon.run(common.config_path(opts.config), detach=detach, interval=opts.interval)
+    return daemon.run(config_path(opts.config), detach=detach, interval=opts.interval)
 
 
 def _smtp_stdio(opts):
     from masq.inbound import stdio
-    return stdio.run(common.load_config(opts.config))
+    return stdio.run(load_config(opts.config))
 
 
 def _queue_run(opts):
     if opts.interval:
         return _daemon(opts, detach=True)
     from masq.cli import commands
-    return commands.flush(common.load_config(opts.config), opts.route, forced=bool(opts.route))
+    return commands.flush(load_config(opts.config), opts.route, forced=bool(opts.route))
+
+
+def _fetch(opts):
+    from masq.cli import commands
+    return commands.fetch(load_config(opts.config), route=opts.route)
 
 
 _MODES = {
     "bm": _submit, "bp": _list, "Mrm": _remove, "bV": _version, "bi": _aliases,
     "bd": lambda o: _daemon(o, True), "bD": lambda o: _daemon(o, False),
-    "bs": _smtp_stdio, "q": _queue_run,
+    "bs": _smtp_stdio, "q": _queue_run, "g": _fetch,
 }

@@ -15,7 +15,7 @@ from masq.outbound import rewrite
 # The agents' modules, imported on first use (the daemon imports them before it becomes
 # `option user`, who may not be able to read the library).
 MODULES = ("masq.outbound.local", "masq.outbound.pipe", "masq.outbound.smtp",
-           "masq.outbound.qmtp", "masq.dns.resolver")
+           "masq.outbound.qmtp", "masq.dns.resolver", "masq.dns.mx")
 
 
 class Agents:
@@ -60,15 +60,19 @@ class Agents:
                 from masq.outbound.smtp import Settings, SMTPAgent
                 settings = Settings.from_route(route, self.cfg.main.hostname)
                 agent = SMTPAgent(self.loop, settings, self._resolver())
+                if route.pop3_login:
+                    from masq.outbound.pop_before_smtp import PopBeforeSmtp
+                    agent = PopBeforeSmtp(self.host, route.pop3_login, agent)
             self.by_route[route.name] = agent
         return agent
 
     def _resolver(self):
         if self.resolver is None:
-            from masq.dns.resolver import Resolver, parse_server
+            from masq.dns.mx import MailResolver
+            from masq.dns.resolver import parse_server
             main = self.cfg.main
             servers = [parse_server(main.dns_server)] if main.dns_server else None
-            self.resolver = Resolver(self.loop, servers, own_names=[main.hostname],
+            self.resolver = MailResolver(self.loop, servers, own_names=[main.hostname],
                                      hosts_file=main.hosts_file)
         return self.resolver
 
