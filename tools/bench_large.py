@@ -9,7 +9,9 @@ Run: `python3 tools/bench_large.py [SIZE_MB]` (default 1024; root, for the Postf
              MB/s each way (in: first byte to the 250 after the final dot, which masq sends
              only once the message is synced; out: the route brought online to the message
              gone from the queue), the daemon's VmRSS before and its peak (VmHWM) during each
-             way, and the bytes the daemon wrote (/proc/PID/io write_bytes) per message byte.
+             way, and the bytes the daemon wrote (/proc/PID/io write_bytes) per message byte;
+             after a warm-up message of 64 KB in and out, so that the modules of both ways
+             are loaded before the measurement.
   Postfix    the same message into a throwaway Postfix (tools/peers.py RelayingPostfix: its
              smtp transport held) and out, once released, to the same smtp-sink: MB/s each
              way (out: release to its queue empty).
@@ -122,6 +124,10 @@ def bench_masq_large(size, sink_port):
     try:
         with peers.MasqDaemon(base, port, extra) as daemon:
             pid = daemon.pid
+            smtp_send(port, len(BLOCK))             # warm-up: the modules each way load
+            masq(daemon.conf, "online", "out", "up")
+            wait(lambda: queue_empty(daemon.conf), 60, "masq to deliver the warm-up")
+            masq(daemon.conf, "online", "out", "down")
             time.sleep(1.0)
             rss_in = peers.proc_status(pid)["VmRSS"]
             reset_peak(pid)

@@ -245,7 +245,9 @@ class Session:
         if part is None:
             return self._end(None, None)
         self.part, self.plan = part, None
-        if "8BITMIME" not in self.client.extensions:
+        ext = self.client.extensions
+        if "8BITMIME" not in ext and ("SMTPUTF8" in ext or not C.needs_smtputf8(
+                part.envelope())):      # else send_mail refuses it: 5.6.7, not 5.6.3
             return self._scan()
         self._send_part()
 
