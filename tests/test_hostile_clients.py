@@ -203,7 +203,7 @@ def test_a_client_that_reads_late_still_gets_every_reply(tmp_path):
 
 
 class Host:
-    """What a Session asks of its listener, for a session on a socketpair."""
+    """What an SMTPServerSession asks of its listener, for a session on a socketpair."""
 
     def __init__(self, loop):
         self.loop = loop
@@ -220,7 +220,7 @@ class Host:
 def test_replies_held_for_a_client_that_never_reads_stay_bounded():
     """HELP makes 16 times its size in replies: one read (64 KiB) answered at once would
     be 1 MiB held per connection; the session answers one slice at a time."""
-    from masq.inbound.session import Session
+    from masq.inbound.session import SMTPServerSession
     from masq.base.loop import Loop
     from masq.base.net import Stream
     from masq.proto.smtp_server import SMTPServer
@@ -230,7 +230,8 @@ def test_replies_held_for_a_client_that_never_reads_stay_bounded():
     loop = Loop()
     try:
         transport = Stream(loop, ours, None, None)
-        session = Session(Host(loop), transport, None, SMTPServer("mx.test", max_size=1000))
+        session = SMTPServerSession(Host(loop), transport, None,
+                                    SMTPServer("mx.test", max_size=1000))
         transport.on_data, transport.on_close = session.on_data, session.on_close
         session.start()
         theirs.setblocking(False)
@@ -412,7 +413,7 @@ class FakeClock:
 
 
 class BigPage:
-    """The part of masq.status.web.Web a Connection uses, answering 4 MB to anything."""
+    """The part of masq.status.web.StatusWeb a masq.status.serve.Connection uses, answering 4 MB to anything."""
 
     size = 4000000
 
@@ -430,9 +431,9 @@ class BigPage:
 
 
 def page_connection(loop, ours, later=False):
-    from masq.status import web
+    from masq.status import serve
     page = BigPage(loop, later)
-    conn = web.Connection(page, ours, "127.0.0.1")
+    conn = serve.Connection(page, ours, "127.0.0.1")
     page.connections.add(conn)
     conn.start()
     return page, conn
@@ -469,7 +470,7 @@ def test_a_status_page_client_that_never_reads_a_closing_answer_is_dropped(later
     """`Connection: close` and a reader that never reads: the answer never drains, and the
     connection (one of the page's 32) must still end at the idle deadline."""
     from masq.base.loop import Loop
-    from masq.status import web
+    from masq.status import serve
     clock = FakeClock()
     loop = Loop(clock)
     ours, theirs = socket.socketpair()
@@ -479,7 +480,7 @@ def test_a_status_page_client_that_never_reads_a_closing_answer_is_dropped(later
         for _ in range(20):
             loop.run_once(block=False)
         assert conn.stream.out and not conn.stream.closed          # waiting for the reader
-        clock.now += web.IDLE_TIMEOUT + 1
+        clock.now += serve.IDLE_TIMEOUT + 1
         loop.run_once(block=False)
         assert conn.stream.closed and conn not in page.connections
     finally:

@@ -12,6 +12,11 @@ sessions read.
 
 Never dies on accept errors (EMFILE: accepting pauses for a second). A client over a limit
 gets `421 4.7.0` and is closed without a session.
+
+An idle daemon holds only the socket: the session, the SMTP engine, relay policy (and
+ipaddress) are imported at the first client, so a router that never receives mail over
+SMTP never loads them (about 1 MB of RSS). With `option user` the daemon imports them
+before it drops root (SESSION_MODULES).
 """
 
 import os
@@ -20,10 +25,10 @@ from masq.base import net
 from masq.config import schema as config
 from masq.outbound import maillog
 from masq.inbound import auth
-from masq.inbound.session import NO_SPACE, Session
-from masq.policy import local, relay
 from masq.proto.reply import Reply
-from masq.proto.smtp_server import SMTPServer
+
+SESSION_MODULES = ("masq.inbound.session", "masq.policy.local", "masq.policy.relay",
+                   "masq.proto.smtp_server")
 
 KINDS = ("smtp", "submission", "smtps", "qmtp", "qmqp")
 LOAD_TIMEOUT = 10.0
@@ -54,14 +59,15 @@ def parse_url(url):
     return kind, host or "0.0.0.0", port, query == "auth=plain"
 
 
-class Settings:
+class ListenerSettings:
     """What sessions need from the configuration, computed once per (re)load."""
 
     def __init__(self, cfg):
         main = cfg.main
         self.hostname = main.hostname
         self.local_domains = frozenset(d.lower() for d in main.local_domain)
-        self.relay_nets = relay.parse_networks(main.relay_net)
+        self.relay_net = tuple(main.relay_net)
+        self._relay_nets = None
         self.max_recipients = main.max_recipients
         self.max_size = main.max_message_size
         self.timeout = main.smtp_timeout
@@ -73,6 +79,14 @@ class Settings:
         self.relay_certs = frozenset(config.fingerprint(text) for text in main.relay_cert)
         self.users = dict(cfg.users)
 
+    @property
+    def relay_nets(self):
+        """Return the relay_net networks, parsed when the first client asks."""
+        if self._relay_nets is None:
+            from masq.policy import relay
+            self._relay_nets = relay.parse_networks(self.relay_net)
+        return self._relay_nets
+
 
 class Listener:
     """One listening socket and its sessions (a daemon component)."""
@@ -83,10 +97,10 @@ class Listener:
         self.log = daemon.log
         self.queue = daemon.queue
         self.url = url
-        self.kind, self.host, self.port, self.plain_auth = parse_url(url)
+        self.kind, self.address, self.port, self.plain_auth = parse_url(url)
         self.shared = shared          # connection counts shared by every listener
         shared.setdefault("listeners", []).append(self)
-        self.settings = Settings(daemon.cfg)
+        self.settings = ListenerSettings(daemon.cfg)
         self.limiter = shared.setdefault("limiter", auth.Limiter())
         self.auth_delay = auth.FAILURE_DELAY
         self.tls_context = None
@@ -97,7 +111,7 @@ class Listener:
         """Build the TLS context and bind the socket."""
         self.tls_context = _tls_context(self.daemon.cfg.main, self.kind)
         try:
-            self.sock = net.listen(self.host, self.port)
+            self.sock = net.listen(self.address, self.port)
         except OSError as exc:
             raise ListenError("cannot listen on %s: %s" % (self.url, exc.strerror)) from None
         self.loop.add_reader(self.sock, self._accept)
@@ -117,7 +131,7 @@ class Listener:
 
     def reload(self, cfg):
         """Take new settings (a changed listen list needs a restart)."""
-        self.settings = Settings(cfg)
+        self.settings = ListenerSettings(cfg)
 
     # accepting
 
@@ -159,10 +173,12 @@ class Listener:
         self._session(conn, ip)
 
     def _session(self, conn, ip):
+        from masq.inbound.session import SMTPServerSession
+        from masq.policy import relay
         peer = relay.Peer(ip, relay.in_networks(ip, self.settings.relay_nets), None, self.kind)
         engine = self._engine(tls_active=self.kind == "smtps")
         transport = net.Stream(self.loop, conn, None, None)
-        session = Session(self, transport, peer, engine)
+        session = SMTPServerSession(self, transport, peer, engine)
         transport.on_data, transport.on_close = session.on_data, session.on_close
         self.sessions.add(session)
         if self.kind == "smtps":
@@ -181,6 +197,7 @@ class Listener:
 
     def tls_established(self, session):
         """Note a listed client certificate (relay_cert) once a TLS handshake is done."""
+        from masq.policy import relay
         cert = relay.certificate(session.transport.peer_certificate(),
                                  self.settings.relay_certs)
         if cert is not None:
@@ -188,6 +205,7 @@ class Listener:
             self.log.info("%s presented listed certificate sha256:%s", session.peer.ip, cert)
 
     def _engine(self, tls_active):
+        from masq.proto.smtp_server import SMTPServer
         mechanisms = ("PLAIN", "LOGIN") if self.settings.users else ()
         return SMTPServer(
             self.settings.hostname, max_size=self.settings.max_size,
@@ -210,6 +228,7 @@ class Listener:
 
     def space_refusal(self, declared_size):
         """Return 452 4.3.1 when the spool lacks room for a message, else None."""
+        from masq.inbound.session import NO_SPACE
         need = int(1.5 * (declared_size or min(self.settings.max_size, MIN_FREE)))
         try:
             stat = os.statvfs(self.queue.dir)
@@ -219,6 +238,7 @@ class Listener:
 
     def is_local_user(self, local_part):
         """Return True if local_part is a recipient this host delivers to (None: can't tell)."""
+        from masq.policy import local
         names = self.daemon.alias_names()
         if local.is_local_user(local_part, self.settings.local_users, names or ()):
             return True
