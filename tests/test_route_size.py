@@ -8,6 +8,7 @@ harness), and one end-to-end run through a daemon to two real SMTP servers."""
 import os
 
 from masq import route as routes
+from masq.base.host import MessagesQueued
 from masq.outbound.outcome import Outcome
 from masq.queue.envelope import Envelope
 
@@ -23,7 +24,7 @@ def queue(host, size, *rcpts):
     writer.write((b"x" * 78 + b"\r\n") * (size // 80 + 1))
     writer.commit(Envelope("writer@example.org", list(rcpts), received=host.clock.time()))
     host.queue.sync()
-    host.scheduler.on_event("new", ids=[writer.id])
+    host.scheduler.queued(MessagesQueued((writer.id,)))
     host.turn()
     return writer.id
 

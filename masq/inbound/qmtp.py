@@ -127,7 +127,6 @@ class QMTPSession:
         self.line_ends = message.InputNormalizer(dot_ends=False)
         self.headers = message.HeaderReader()
         self.writer = self.server.queue.writer()
-        self.server.writers(+1)
         try:
             self.writer.write(self._received())
         except LogError as exc:
@@ -202,7 +201,6 @@ class QMTPSession:
             self._failed(exc)
             return self._respond([WRITE_ERROR] * len(replies))
         writer, self.writer = self.writer, None
-        self.server.writers(-1)
         self.server.queue.want_sync(lambda error: self._synced(writer, sender, replies, error))
 
     def _sender(self, raw):
@@ -291,7 +289,6 @@ class QMTPSession:
         if self.writer is not None:
             self.writer.abort()
             self.writer = None
-            self.server.writers(-1)
 
     def on_close(self, reason):
         """The transport closed."""
