@@ -27,7 +27,7 @@ LAYERS = (
     "masq/dns/",            # stub resolver, MX
     "masq/online/",         # online detectors
     "masq/outbound/",       # scheduler, agents, results, bounces, mailboxes, delivery log
-    "masq/inbound/",        # SMTP listeners and sessions, stdio SMTP, AUTH
+    "masq/inbound/",        # SMTP listeners and sessions, stdio SMTP, AUTH, POP3 fetching
     "masq/status/",         # the status document and its views
     "masq/daemon/",         # the daemon, its components, control commands, one-shot runner
     "masq/cli/",            # the command line
@@ -38,8 +38,10 @@ ALLOWED = {
     "masq/base/clock.py": (),
     "masq/base/loop.py": ("masq.base.clock",),
     "masq/base/compat.py": (),
+    "masq/base/tables.py": (),
     "masq/proto/": ("masq.proto",),
-    "masq/queue/": ("masq.queue", "masq.base.clock", "masq.base.compat", "masq.base.exits"),
+    "masq/queue/": ("masq.queue", "masq.base.clock", "masq.base.compat", "masq.base.exits",
+                    "masq.base.tables"),
     "masq/mail/address.py": (),
     "masq/mail/message.py": (),
     "masq/route.py": ("masq.mail.address",),
