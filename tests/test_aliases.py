@@ -5,8 +5,10 @@ import time
 
 import pytest
 
+from masq.aliases import expand as expansion
 from masq.aliases import file as aliases
-from masq.aliases.file import FILE, LOCAL, PIPE, REMOTE, AliasError, AliasFile, expand, load, parse
+from masq.aliases.expand import expand
+from masq.aliases.file import FILE, LOCAL, PIPE, REMOTE, AliasError, AliasFile, load, parse
 
 
 def table(text, path="/etc/aliases"):
@@ -198,12 +200,12 @@ def test_every_syntax_error_names_its_line(text, line, words):
 
 def test_check_lists_every_problem_with_lines_for_newaliases(tmp_path):
     path = write(tmp_path, "a: b\nb: a\nbroken\nroot: x\nroot: y\nfine: alice\n")
-    problems = aliases.check(path)
+    problems = expansion.check(path)
     assert [p.line for p in problems] == [1, 2, 3, 5]
     assert "5.4.6" in problems[0].message and "loop" in problems[0].message
     assert "duplicate alias" in problems[3].message
-    assert aliases.check(write(tmp_path, "fine: alice\n")) == []
-    assert "not found" in aliases.check(str(tmp_path / "none"))[0].message
+    assert expansion.check(write(tmp_path, "fine: alice\n")) == []
+    assert "not found" in expansion.check(str(tmp_path / "none"))[0].message
 
 
 def test_duplicate_alias_first_wins():

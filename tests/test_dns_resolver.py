@@ -18,6 +18,7 @@ import time
 
 import pytest
 
+from masq.dns import mx
 from masq.dns import resolver as dns
 from masq.base.loop import Loop
 from masq.proto import dns as wire
@@ -203,7 +204,7 @@ def assert_idle(loop, resolver):
 def make(loop, server, **kw):
     kw.setdefault("timeout", 0.3)
     kw.setdefault("hosts_file", None)       # never this machine's /etc/hosts
-    return dns.Resolver(loop, servers=[server], **kw)
+    return mx.MailResolver(loop, servers=[server], **kw)
 
 
 # against dnsmasq
@@ -621,9 +622,9 @@ def test_resolves_with_idna_and_heavy_modules_blocked(dnsmasq):
         "          'uuid', 'stringprep', 'encodings.idna'):\n"
         "    sys.modules[m] = None\n"
         "from masq.base.loop import Loop\n"
-        "from masq.dns.resolver import Resolver\n"
+        "from masq.dns.mx import MailResolver\n"
         "loop, mx, host = Loop(), [], []\n"
-        "resolver = Resolver(loop, servers=[('127.0.0.1', %d)], timeout=1)\n"
+        "resolver = MailResolver(loop, servers=[('127.0.0.1', %d)], timeout=1)\n"
         "resolver.resolve_mx('example.test', mx.append)\n"
         "resolver.resolve_host('www.example.test', host.append)\n"
         "while not (mx and host):\n"

@@ -17,7 +17,7 @@ import tracemalloc
 import pytest
 
 from masq.base.loop import Loop
-from masq.outbound.mailbox import write as mailbox
+from masq.outbound.mailbox import maildir, mbox, write
 from masq.outbound.command import run_in_child
 from masq.outbound.local import Identity
 
@@ -50,7 +50,7 @@ def test_from_quoter_streams_like_the_one_shot_rule():
               b"F", b"rom ", b"\n\n", b"From\n", b">>>>"]
     for _ in range(300):
         text = b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 40))) + b"\n"
-        quoter, out, pos = mailbox.FromQuoter(), [], 0
+        quoter, out, pos = mbox.FromQuoter(), [], 0
         while pos < len(text):
             step = rng.randint(1, 6)
             out.append(quoter.feed(text[pos:pos + step]))
@@ -59,12 +59,12 @@ def test_from_quoter_streams_like_the_one_shot_rule():
 
 
 def test_from_quoter_adds_a_missing_last_newline():
-    quoter = mailbox.FromQuoter()
+    quoter = mbox.FromQuoter()
     assert quoter.feed(b"abc\nFrom x") + quoter.finish() == b"abc\n>From x\n"
 
 
 def test_to_lf_handles_crlf_split_across_chunks():
-    assert b"".join(mailbox.to_lf([b"a\r", b"\nb\r\n", b"\r", b"\n", b"c\r"])) == b"a\nb\n\nc\r"
+    assert b"".join(write.to_lf([b"a\r", b"\nb\r\n", b"\r", b"\n", b"c\r"])) == b"a\nb\n\nc\r"
 
 
 # maildir
@@ -72,7 +72,7 @@ def test_to_lf_handles_crlf_split_across_chunks():
 
 def test_maildir_delivery_creates_dirs_and_reads_back(tmp_path):
     path = str(tmp_path / "Maildir")
-    outcome = mailbox.deliver_maildir(path, chunks(MESSAGE), PREFIX, time.time(), hostname="host")
+    outcome = maildir.deliver_maildir(path, chunks(MESSAGE), PREFIX, time.time(), hostname="host")
     assert outcome.is_ok, outcome
     for sub in ("tmp", "new", "cur"):
         assert os.stat(os.path.join(path, sub)).st_mode & 0o777 == 0o700
@@ -89,7 +89,7 @@ def test_maildir_delivery_creates_dirs_and_reads_back(tmp_path):
 def test_maildir_names_are_unique_and_hostname_sanitised(tmp_path):
     path = str(tmp_path / "md")
     for _ in range(5):
-        assert mailbox.deliver_maildir(path, [MESSAGE], b"", hostname="a/b:c d", now=1.5).is_ok
+        assert maildir.deliver_maildir(path, [MESSAGE], b"", hostname="a/b:c d", now=1.5).is_ok
     names = os.listdir(os.path.join(path, "new"))
     assert len(set(names)) == 5
     assert all(n.endswith(".a\\057b\\072c\\040d") and "/" not in n for n in names)
@@ -100,30 +100,30 @@ def test_fault_60_maildir_crash_after_tmp_before_link_leaves_only_tmp(tmp_path):
     pid = os.fork()
     if pid == 0:                                   # the crash: die where link would run
         os.link = lambda *args, **kw: os._exit(9)
-        mailbox.deliver_maildir(path, [MESSAGE], b"", time.time())
+        maildir.deliver_maildir(path, [MESSAGE], b"", time.time())
         os._exit(0)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 9
     assert len(os.listdir(os.path.join(path, "tmp"))) == 1
     assert os.listdir(os.path.join(path, "new")) == []
-    assert mailbox.deliver_maildir(path, [MESSAGE], b"", time.time()).is_ok
+    assert maildir.deliver_maildir(path, [MESSAGE], b"", time.time()).is_ok
     assert len(os.listdir(os.path.join(path, "new"))) == 1       # no duplicate
     [stale] = os.listdir(os.path.join(path, "tmp"))
-    old = time.time() - mailbox.TMP_MAX_AGE - 60
+    old = time.time() - maildir.TMP_MAX_AGE - 60
     os.utime(os.path.join(path, "tmp", stale), (old, old))
-    assert mailbox.deliver_maildir(path, [MESSAGE], b"", time.time()).is_ok
+    assert maildir.deliver_maildir(path, [MESSAGE], b"", time.time()).is_ok
     assert os.listdir(os.path.join(path, "tmp")) == []             # cleaned later
     assert len(os.listdir(os.path.join(path, "new"))) == 2
 
 
 def test_fault_60_maildir_name_collision_never_overwrites(tmp_path, monkeypatch):
     path = str(tmp_path / "md")
-    assert mailbox.deliver_maildir(path, [b"first\r\n"], b"", time.time()).is_ok
+    assert maildir.deliver_maildir(path, [b"first\r\n"], b"", time.time()).is_ok
     [taken] = os.listdir(os.path.join(path, "new"))
-    real, names = mailbox.unique_name, [taken]
-    monkeypatch.setattr(mailbox, "unique_name",
+    real, names = maildir.unique_name, [taken]
+    monkeypatch.setattr(maildir, "unique_name",
                         lambda host, now=None: names.pop() if names else real(host, now))
-    assert mailbox.deliver_maildir(path, [b"second\r\n"], b"", time.time()).is_ok
+    assert maildir.deliver_maildir(path, [b"second\r\n"], b"", time.time()).is_ok
     new = os.listdir(os.path.join(path, "new"))
     assert len(new) == 2
     with open(os.path.join(path, "new", taken), "rb") as f:
@@ -134,13 +134,13 @@ def test_maildir_that_is_a_symlink_is_refused(tmp_path):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     os.symlink(str(elsewhere), str(tmp_path / "md"))
-    outcome = mailbox.deliver_maildir(str(tmp_path / "md"), [MESSAGE], b"", time.time())
+    outcome = maildir.deliver_maildir(str(tmp_path / "md"), [MESSAGE], b"", time.time())
     assert (outcome.kind, outcome.status) == ("tempfail", "4.2.0")
     assert os.listdir(str(elsewhere)) == []
     md = tmp_path / "md2"
     md.mkdir()
     os.symlink(str(elsewhere), str(md / "new"))
-    outcome = mailbox.deliver_maildir(str(md), [MESSAGE], b"", time.time())
+    outcome = maildir.deliver_maildir(str(md), [MESSAGE], b"", time.time())
     assert (outcome.kind, outcome.status) == ("tempfail", "4.2.0")
     assert "new is not a directory" in outcome.text
     assert os.listdir(str(elsewhere)) == [] and os.listdir(str(md / "tmp")) == []
@@ -151,7 +151,7 @@ def test_maildir_that_is_a_symlink_is_refused(tmp_path):
 
 def deliver(path, data=MESSAGE, sender="a@example.org", **kw):
     kw.setdefault("lock_timeout", 0.3)
-    return mailbox.deliver_mbox(str(path), sender, chunks(data), PREFIX, 1700000000.0, **kw)
+    return mbox.deliver_mbox(str(path), sender, chunks(data), PREFIX, 1700000000.0, **kw)
 
 
 def test_mbox_delivery_format_and_mboxrd_quoting(tmp_path):
@@ -233,7 +233,7 @@ def test_fault_59_fresh_dot_lock_held_times_out_4_2_1(tmp_path):
 def test_stale_dot_lock_is_broken(tmp_path):
     lock = tmp_path / "mbox.lock"
     lock.write_bytes(b"1\n")
-    old = time.time() - mailbox.STALE_LOCK - 10
+    old = time.time() - mbox.STALE_LOCK - 10
     os.utime(str(lock), (old, old))
     assert deliver(tmp_path / "mbox").is_ok
     assert not lock.exists()
@@ -268,7 +268,7 @@ def test_dot_lock_not_possible_in_an_unwritable_directory_still_delivers(tmp_pat
             raise PermissionError(13, "Permission denied")
         return real(path, flags, *args, **kw)
 
-    monkeypatch.setattr(mailbox.os, "open", no_lockfiles)
+    monkeypatch.setattr(mbox.os, "open", no_lockfiles)
     assert deliver(tmp_path / "mbox").is_ok
 
 
@@ -297,7 +297,7 @@ def test_fault_58_mbox_disk_full_half_way_truncates_back(tmp_path):
         path = mount / "mbox"
         assert deliver(path).is_ok
         before = path.read_bytes()
-        outcome = mailbox.deliver_mbox(str(path), "a@example.org", big_message(1 << 20),
+        outcome = mbox.deliver_mbox(str(path), "a@example.org", big_message(1 << 20),
                                        PREFIX, 1700000000.0, lock_timeout=0.3)
         assert (outcome.kind, outcome.status) == ("tempfail", "4.3.1")
         assert "disk full" in outcome.text
@@ -313,7 +313,7 @@ def test_fault_58_maildir_disk_full_leaves_nothing_behind(tmp_path):
     mount = small_fs(tmp_path)
     try:
         path = str(mount / "md")
-        outcome = mailbox.deliver_maildir(path, big_message(1 << 20), b"", time.time())
+        outcome = maildir.deliver_maildir(path, big_message(1 << 20), b"", time.time())
         assert (outcome.kind, outcome.status) == ("tempfail", "4.3.1")
         assert os.listdir(os.path.join(path, "tmp")) == []
         assert os.listdir(os.path.join(path, "new")) == []
@@ -330,7 +330,7 @@ def test_fault_58_mbox_file_size_limit_truncates_back(tmp_path):
     if pid == 0:
         os.close(read_fd)
         resource.setrlimit(resource.RLIMIT_FSIZE, (len(before) + 5000, len(before) + 5000))
-        outcome = mailbox.deliver_mbox(str(path), "a@x", big_message(100000), b"", 0.0)
+        outcome = mbox.deliver_mbox(str(path), "a@x", big_message(100000), b"", 0.0)
         os.write(write_fd, ("%s %s" % (outcome.kind, outcome.status)).encode())
         os._exit(0)
     os.close(write_fd)
@@ -343,9 +343,9 @@ def test_fault_58_mbox_file_size_limit_truncates_back(tmp_path):
 def test_writers_stream_with_flat_memory(tmp_path):
     tracemalloc.start()
     try:
-        assert mailbox.deliver_mbox(str(tmp_path / "mbox"), "a@x", big_message(8 << 20), b"",
+        assert mbox.deliver_mbox(str(tmp_path / "mbox"), "a@x", big_message(8 << 20), b"",
                                     0.0).is_ok
-        assert mailbox.deliver_maildir(str(tmp_path / "md"), big_message(8 << 20), b"",
+        assert maildir.deliver_maildir(str(tmp_path / "md"), big_message(8 << 20), b"",
                                        time.time()).is_ok
         _, peak = tracemalloc.get_traced_memory()
     finally:
@@ -370,7 +370,7 @@ def public_dir():
 def test_child_prepares_as_root_and_writes_as_the_user(public_dir, method):
     nobody = Identity.of_uid(65534)
     path = os.path.join(public_dir, "spool", "nobody")
-    prepare_file = mailbox.prepare_mbox if method == "mbox" else mailbox.prepare_maildir
+    prepare_file = mbox.prepare_mbox if method == "mbox" else maildir.prepare_maildir
 
     def prepare():
         prepare_file(path, nobody.uid, nobody.gid)
@@ -378,8 +378,8 @@ def test_child_prepares_as_root_and_writes_as_the_user(public_dir, method):
 
     def work(data):
         if method == "mbox":
-            return mailbox.deliver_mbox(path, "a@x", data, PREFIX, 0.0, owner_uid=os.geteuid())
-        return mailbox.deliver_maildir(path, data, PREFIX, time.time())
+            return mbox.deliver_mbox(path, "a@x", data, PREFIX, 0.0, owner_uid=os.geteuid())
+        return maildir.deliver_maildir(path, data, PREFIX, time.time())
 
     loop, got = Loop(), []
     run_in_child(loop, nobody, prepare, work, got.append, 10.0)

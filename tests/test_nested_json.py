@@ -9,7 +9,7 @@ import socket
 
 from helpers import Daemon, write_config
 from masq.base import compat
-from masq.daemon import control
+from masq.base import control
 from masq.online import ubus
 
 NESTED = "[" * 30000 + "]" * 30000          # under control.MAX_REQUEST

@@ -3,7 +3,7 @@
 Owns recursive expansion and its limits: names through aliases, `:include:` files, and
 addresses in our own domains, down to final targets (`Target`: LOCAL, REMOTE, PIPE, FILE);
 and `check`, which expands every alias of a file for newaliases / -bi. Parsing and reading
-the files is `masq.aliases.file` (which re-exports this module's public names).
+the files is `masq.aliases.file`.
 
 Does not deliver, check that a user exists, run commands or read `.forward` files.
 
@@ -20,9 +20,9 @@ unreadable include file is 4.3.0. Duplicates are collapsed, and each alias is ex
 once, so an alias bomb costs time linear in the file, not in its expansion.
 """
 
+from masq.aliases.file import (ADDRESS, FILE, FINAL, INCLUDE, LOCAL, NAME, PIPE, REMOTE,
+                               AliasError, Item, Target, parse, read_file, read_include)
 from masq.mail import address
-from masq.aliases.file import (ADDRESS, FILE, FINAL, INCLUDE, LOCAL, NAME, PIPE, REMOTE, AliasError,
-                               Item, Target, parse, read_file, read_include)
 
 ALWAYS = ("postmaster", "mailer-daemon")   # resolvable even when not aliased: to root
 DEPTH_LIMIT = 20

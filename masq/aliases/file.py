@@ -9,8 +9,7 @@ with shlex, never given to a shell) or a FILE (a path appended to in mbox format
 `Target`, what expansion ends in, is LOCAL (a user), REMOTE (an address), PIPE or FILE.
 
 Does not expand: recursive expansion with its limits, loops and the include-file rules is
-`masq.aliases.expand`, whose `expand`, `check`, `Expansion`, `ALWAYS`, `DEPTH_LIMIT` and
-`SIZE_LIMIT` are re-exported here (imported on first use: that module imports this one).
+`masq.aliases.expand`, which imports this module (never the other way).
 Does not deliver, check that a user exists, run commands or read `.forward` files.
 
 Hostile input: the aliases file is the administrator's, but an include file may be edited
@@ -347,14 +346,3 @@ def read_include(path):
                 raise AliasError(path, number, "bad target") from None
     return items
 
-
-_EXPANSION = ("Expansion", "expand", "check", "DEPTH_LIMIT", "SIZE_LIMIT", "ALWAYS")
-
-
-def __getattr__(name):
-    """Return a name re-exported from masq.aliases.expand (imported here on first use)."""
-    if name not in _EXPANSION:
-        raise AttributeError("module %r has no attribute %r" % (__name__, name))
-    from masq.aliases import expand as alias_expansion
-    value = globals()[name] = getattr(alias_expansion, name)
-    return value

@@ -1,1 +1,1 @@
-"""The base every layer stands on: the event loop, clock, sockets, log, exit codes, files."""
+"""The base every layer stands on: loop, clock, sockets, log, exits, files, control socket."""

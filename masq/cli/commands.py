@@ -9,9 +9,9 @@ over the control socket; those that can work without it read the spool themselve
 import sys
 
 from masq import __version__
-from masq.base import exits
-from masq.daemon import control
-from masq.cli import common
+from masq.base import control, exits
+from masq.cli.common import split_command_args
+from masq.config.load import config_path, load_config
 
 
 def run(name, args):
@@ -19,7 +19,7 @@ def run(name, args):
     command = _COMMANDS.get(name)
     if command is None:
         raise exits.Failure("unknown command %r (try `masq --help`)" % name, exits.USAGE)
-    path, rest = common.split_command_args(args)
+    path, rest = split_command_args(args)
     return command(path, rest)
 
 
@@ -31,11 +31,11 @@ def _no_args(name, rest):
 def _daemon(path, rest):
     _no_args("daemon", rest)
     from masq.daemon import host as daemon
-    return daemon.run(common.config_path(path), detach=False)
+    return daemon.run(config_path(path), detach=False)
 
 
 def _queue(path, rest):
-    cfg = common.load_config(path)
+    cfg = load_config(path)
     if rest == ["--dump"]:
         from masq.queue.dump import dump_lines
         from masq.queue.log import LogError
@@ -52,7 +52,7 @@ def _queue(path, rest):
 
 def _rm(path, rest):
     from masq.cli import mailq
-    return mailq.remove(common.load_config(path), rest)
+    return mailq.remove(load_config(path), rest)
 
 
 def flush(cfg, route=None, forced=False):
@@ -79,7 +79,7 @@ def _summary(summary):
 def _flush(path, rest):
     if len(rest) > 1:
         raise exits.Failure("flush: name at most one route", exits.USAGE)
-    cfg = common.load_config(path)
+    cfg = load_config(path)
     if rest and rest[0] not in [r.name for r in cfg.routes]:
         raise exits.Failure("no route named %r in the configuration" % rest[0], exits.USAGE)
     return flush(cfg, rest[0] if rest else None, forced=bool(rest))
@@ -88,7 +88,7 @@ def _flush(path, rest):
 def _online(path, rest):
     if len(rest) != 2 or rest[1] not in ("up", "down", "auto"):
         raise exits.Failure("usage: masq online ROUTE up|down|auto", exits.USAGE)
-    cfg = common.load_config(path)
+    cfg = load_config(path)
     if rest[0] not in [r.name for r in cfg.routes]:
         raise exits.Failure("no route named %r in the configuration" % rest[0], exits.USAGE)
     reply = control.request(cfg.main.spool_dir, "online", route=rest[0], how=rest[1])
@@ -110,7 +110,7 @@ def _status(path, rest):
     if rest not in ([], ["--json"]):
         raise exits.Failure("usage: masq status [--json]", exits.USAGE)
     from masq.status import text
-    cfg = common.load_config(path)
+    cfg = load_config(path)
     doc = text.status_document(cfg)
     if rest:
         from masq.base import compat
@@ -130,7 +130,8 @@ def _passwd(path, rest):
 def _check_config(path, rest):
     _no_args("check-config", rest)
     from masq.config import schema as config
-    cfg = common.load_config(path, host=True)
+    from masq.daemon import preflight
+    cfg = load_config(path, check=preflight.check)
     for warning in getattr(cfg, "warnings", ()):
         sys.stderr.write("masq: warning: %s\n" % warning)
     sys.stdout.write("# masq: the settings read from %s, defaults included\n" % cfg.path)
@@ -147,12 +148,12 @@ def _version(path, rest):
 def newaliases(cfg):
     """Check the aliases file (`newaliases`, `-bi`); masq reads it as text, nothing to build."""
     import os
-    from masq.aliases import file as aliases
+    from masq.aliases import expand as expansion
     path = cfg.main.alias_file
     if not os.path.exists(path):
         print("%s: no aliases file; postmaster and MAILER-DAEMON go to root" % path)
         return exits.OK
-    problems = aliases.check(path, cfg.main.local_domain)
+    problems = expansion.check(path, cfg.main.local_domain)
     for problem in problems:
         sys.stderr.write("newaliases: %s\n" % problem)
     if problems:

@@ -6,12 +6,13 @@ sender, then each recipient with its state, attempts and last error.
 """
 
 
-from masq.base import exits
+from masq.base import control, exits
 from masq.base.clock import Clock
-from masq.daemon import control
-from masq.cli import common
+from masq.policy.users import privileged, user_name
 from masq.queue import spool
+from masq.queue.opening import open_queue
 from masq.status import model
+from masq.status.text import format_message
 
 
 def queue_document(cfg):
@@ -19,7 +20,7 @@ def queue_document(cfg):
     reply = control.request(cfg.main.spool_dir, "status", timeout=10)
     if reply and reply.get("ok"):
         return reply["status"]["queue"]
-    queue = common.open_queue(cfg, "read")
+    queue = open_queue(cfg, "read")
     try:
         now = Clock().time()        # mailq without a daemon: no loop, the real clock
         return [model.message_json(m, now) for m in queue.listed()]
@@ -37,40 +38,6 @@ def run(cfg, out):
         out.write(format_message(msg))
     out.write("%d message%s in the queue\n" % (len(messages), "" if len(messages) == 1 else "s"))
     return exits.OK
-
-
-def format_message(msg):
-    """Return the lines mailq prints for one message of the status document."""
-    lines = ["%-14s %8s %6s  <%s>%s" % (msg["id"], _size(msg["size"]), _age(msg["age"]),
-                                        msg["sender"],
-                                        "  QUARANTINED: %s" % msg["quarantined"]
-                                        if msg.get("quarantined") else "")]
-    for rcpt in msg["recipients"]:
-        line = "    %-9s <%s>" % (rcpt["state"], rcpt["address"])
-        extra = []
-        if rcpt.get("attempts"):
-            extra.append("%d attempt%s" % (rcpt["attempts"], "" if rcpt["attempts"] == 1 else "s"))
-        if rcpt.get("last_error"):
-            extra.append(rcpt["last_error"])
-        if extra:
-            line += "  (%s)" % "; ".join(extra)
-        lines.append(line)
-    return "\n".join(lines) + "\n"
-
-
-def _size(size):
-    for unit in ("", "K", "M"):
-        if size < 10240 or unit == "M":
-            return "%d%s" % (size, unit)
-        size //= 1024
-    return str(size)
-
-
-def _age(seconds):
-    for unit, length in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= length:
-            return "%d%s" % (seconds // length, unit)
-    return "%ds" % seconds
 
 
 def remove(cfg, ids):
@@ -98,11 +65,11 @@ def _log_removed(cfg, ids, who):
 
 
 def _remove_offline(cfg, ids):
-    queue = common.open_queue(cfg, "runner")
+    queue = open_queue(cfg, "runner")
     try:
-        me = common.user_name()
+        me = user_name()
         removed, errors = queue.remove_each(
-            ids, lambda msg: common.privileged(cfg) or msg.envelope.origin == me, me)
+            ids, lambda msg: privileged(cfg) or msg.envelope.origin == me, me)
         if removed:
             queue.sync()
             _log_removed(cfg, removed, me)

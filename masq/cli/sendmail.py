@@ -8,7 +8,7 @@ import sys
 
 from masq import __version__
 from masq.base import exits
-from masq.cli import common
+from masq.config.load import config_path, load_config
 
 
 def run(opts):
@@ -23,12 +23,12 @@ def _submit(opts):
 
 def _list(opts):
     from masq.cli import mailq
-    return mailq.run(common.load_config(opts.config), sys.stdout)
+    return mailq.run(load_config(opts.config), sys.stdout)
 
 
 def _remove(opts):
     from masq.cli import mailq
-    return mailq.remove(common.load_config(opts.config), opts.ids)
+    return mailq.remove(load_config(opts.config), opts.ids)
 
 
 def _version(opts):
@@ -38,24 +38,24 @@ def _version(opts):
 
 def _aliases(opts):
     from masq.cli import commands
-    return commands.newaliases(common.load_config(opts.config))
+    return commands.newaliases(load_config(opts.config))
 
 
 def _daemon(opts, detach):
     from masq.daemon import host as daemon
-    return daemon.run(common.config_path(opts.config), detach=detach, interval=opts.interval)
+    return daemon.run(config_path(opts.config), detach=detach, interval=opts.interval)
 
 
 def _smtp_stdio(opts):
     from masq.inbound import stdio
-    return stdio.run(common.load_config(opts.config))
+    return stdio.run(load_config(opts.config))
 
 
 def _queue_run(opts):
     if opts.interval:
         return _daemon(opts, detach=True)
     from masq.cli import commands
-    return commands.flush(common.load_config(opts.config), opts.route, forced=bool(opts.route))
+    return commands.flush(load_config(opts.config), opts.route, forced=bool(opts.route))
 
 
 _MODES = {

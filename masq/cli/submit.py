@@ -19,23 +19,25 @@ import pwd
 
 from masq.base import exits
 from masq.mail import address, message
-from masq.cli import common
+from masq.config.load import load_config
+from masq.policy.users import privileged, user_name
 from masq.proto import smtp_path
 from masq.queue.envelope import Envelope
 from masq.queue.log import LogError
+from masq.queue.opening import open_queue
 
 READ_SIZE = 65536
 
 
 def run(opts):
     """Queue the message on stdin as opts say; return the exit status."""
-    cfg = common.load_config(opts.config)
+    cfg = load_config(opts.config)
     hostname = cfg.main.hostname
     sender, warning = envelope_sender(cfg, opts)
     recipients = _arguments(opts.recipients, hostname)
     if not recipients and not opts.extract:
         raise exits.Failure("no recipients given", exits.USAGE)
-    queue = common.open_queue(cfg, "append")
+    queue = open_queue(cfg, "append")
     writer = queue.writer()
     msgid = writer.id
     try:
@@ -66,7 +68,7 @@ def _log_received(cfg, msgid, sender, size, nrcpt):
 
 def envelope_sender(cfg, opts):
     """Return (sender, X-Authentication-Warning text or None) for the submission."""
-    user = common.user_name()
+    user = user_name()
     own = "%s@%s" % (user, cfg.main.hostname)
     if opts.sender is None:
         return own, None
@@ -84,7 +86,7 @@ def envelope_sender(cfg, opts):
     if not smtp_path.sendable(sender):
         raise exits.Failure("bad sender address %r: %s" % (opts.sender, smtp_path.BAD_SENDER
                                                            .text[0]), exits.DATAERR)
-    if common.privileged(cfg) or sender == own:
+    if privileged(cfg) or sender == own:
         return sender, None
     return sender, "%s: %s set sender to %s using -f" % (cfg.main.hostname, user, sender or "<>")
 
@@ -155,7 +157,7 @@ def _receive(cfg, opts, writer, msgid, sender, warning, recipients):
         raise exits.Failure("message not queued: a bare CR in the text (option "
                             "bare_line_ends 'refuse')", exits.DATAERR)
     writer.commit(Envelope(sender, recipients, received=now, protocol="local",
-                           origin=common.user_name()))
+                           origin=user_name()))
     return recipients
 
 
@@ -216,7 +218,7 @@ def _gecos():
 
 def _poke(cfg, opts, msgid, recipients):
     """Tell a running daemon about the new message, or deliver at once without one."""
-    from masq.daemon import control
+    from masq.base import control
     reply = control.request(cfg.main.spool_dir, "new", timeout=5)
     note = ""
     if reply is None and not (opts.queue_only or cfg.main.do_queue):

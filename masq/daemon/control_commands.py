@@ -4,13 +4,11 @@ Owns the table from command name to handler and who may run what: anyone may ask
 status, poke the daemon about new mail or ask for a flush of the routes that are online;
 removing mail, overriding routes and forcing mail through a route that is offline need
 root, the daemon's own user or a trusted user (or, for rm, the user who submitted the
-message). The status page asks the same questions (`trusted`, `may_remove`, `may_force`).
+message). Who may do what is masq.policy.users, which the status page asks too.
 """
 
-import os
-
-from masq.outbound import maillog
-from masq.cli import common
+from masq.outbound.removal import remove_messages
+from masq.policy.users import may_force, may_remove, trusted, user_name
 
 
 def handle(daemon, req, uid, answer):
@@ -26,29 +24,6 @@ def handle(daemon, req, uid, answer):
         answer({"ok": False, "error": "bad request: %s" % exc})
 
 
-def trusted(daemon, uid):
-    """Return True if uid may change the queue and the routes: root, the daemon, trusted."""
-    return uid is not None and (uid == os.getuid() or common.privileged(daemon.cfg, uid))
-
-
-def may_remove(daemon, uid):
-    """Return the predicate msg -> True if uid may remove that queued message."""
-    user = None if uid is None else common.user_name(uid)
-    return lambda msg: trusted(daemon, uid) or (user is not None
-                                                and msg.envelope.origin == user)
-
-
-def may_force(daemon, uid, route):
-    """Return None if uid may force mail through route (a name), else the refusal text.
-
-    Forcing a route that is online changes nothing, so anyone may; one that is offline
-    (its detector says so, or root set it down) needs the authority `masq online` needs."""
-    if daemon.online.get(route).online or trusted(daemon, uid):
-        return None
-    return ("permission denied: route %s is offline and only root or a trusted user may "
-            "force it (`masq online %s up`)" % (route, route))
-
-
 def _status(daemon, req, uid, answer):
     answer({"ok": True, "status": daemon.status()})
 
@@ -62,28 +37,8 @@ def _new(daemon, req, uid, answer):
 
 
 def _rm(daemon, req, uid, answer):
-    remove_messages(daemon, req["ids"], common.user_name(uid), may_remove(daemon, uid),
+    remove_messages(daemon, req["ids"], user_name(uid), may_remove(daemon, uid),
                     answer)
-
-
-def remove_messages(daemon, ids, who, may_remove, answer):
-    """Remove the queued messages ids that may_remove(msg) allows; answer once durable.
-
-    The answer is {"ok", "removed": [ids], "errors": [texts]}; `who` goes into the log record.
-    Used by `masq rm` (control socket) and the status page."""
-    removed, errors = daemon.queue.remove_each(ids, may_remove, who)
-    for msgid in removed:
-        maillog.removed(daemon.log, msgid, "by %s" % who)
-    if removed:
-        daemon.queue.want_sync(lambda error: answer({"ok": error is None, "removed": removed,
-                                               "errors": errors + _sync_error(error)}))
-        daemon.notify("removed", ids=removed)
-    else:
-        answer({"ok": not errors, "removed": removed, "errors": errors})
-
-
-def _sync_error(error):
-    return [] if error is None else [str(error)]
 
 
 def _online(daemon, req, uid, answer):
@@ -99,7 +54,7 @@ def _online(daemon, req, uid, answer):
         return
     daemon.online.set_override(name, how, daemon.loop.time())
     route = daemon.online.get(name)
-    daemon.log.info("route %s set %s by %s: now %s", name, how, common.user_name(uid),
+    daemon.log.info("route %s set %s by %s: now %s", name, how, user_name(uid),
                     "online" if route.online else "offline")
     answer({"ok": True, "route": route.to_json()})
 

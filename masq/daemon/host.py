@@ -16,11 +16,13 @@ import signal
 import sys
 
 from masq.base import exits, files
-from masq.cli import common
-from masq.daemon.control import Server
+from masq.base.control import Server
 from masq.base.logger import Logger
 from masq.base.loop import Loop
+from masq.config.load import load_config
+from masq.daemon import preflight
 from masq.online.state import OnlineState
+from masq.queue.opening import open_queue
 from masq.queue.spool import LogError
 from masq.status import model
 
@@ -38,7 +40,7 @@ class Daemon:
     def __init__(self, config_path, interval=None):
         self.config_path = config_path
         self.interval = interval
-        self.cfg = common.load_config(config_path, host=True)
+        self.cfg = load_config(config_path, check=preflight.check)
         main = self.cfg.main
         self.loop = Loop()
         self.log = Logger(main.log, main.log_level, clock=self.loop.clock)
@@ -66,8 +68,8 @@ class Daemon:
                 __import__(name)
         account = self._account()
         with _acting_as(account):   # the spool is the daemon user's: root never writes it
-            self.queue = common.open_queue(self.cfg, "runner", report=self.log.warning,
-                                           clock=self.loop.clock)
+            self.queue = open_queue(self.cfg, "runner", report=self.log.warning,
+                                    clock=self.loop.clock)
             live = len(self.queue.live())
             self.log.info("masq daemon starting: %d message(s) in the queue", live)
             self.control = Server(self.loop, self.queue.dir, self._control, self.log.warning)
@@ -112,7 +114,7 @@ class Daemon:
     def reload(self):
         """Re-read the configuration; keep the old one if the new one is bad."""
         try:
-            cfg = common.load_config(self.config_path, host=True)
+            cfg = load_config(self.config_path, check=preflight.check)
         except exits.Failure as exc:
             self.log.error("configuration not reloaded, keeping the old one: %s", exc)
             return

@@ -7,12 +7,12 @@ Results are synced before returning.
 """
 
 
-from masq.cli import common
 from masq.base.logger import Logger
 from masq.base.loop import Loop
 from masq.online import probe
 from masq.online.state import OnlineState
 from masq.outbound.delivery import Delivery
+from masq.queue.opening import open_queue
 from masq.status import model
 
 
@@ -23,8 +23,7 @@ class RunnerHost:
         self.cfg = cfg
         self.loop = Loop()
         self.log = Logger(cfg.main.log, cfg.main.log_level, clock=self.loop.clock)
-        self.queue = common.open_queue(cfg, "runner", report=self.log.warning,
-                                       clock=self.loop.clock)
+        self.queue = open_queue(cfg, "runner", report=self.log.warning, clock=self.loop.clock)
         self.online = OnlineState(cfg.routes, self.loop.time())
         for route in self.online.routes:
             route.detected = probe.probe(route.name, route.detector, cfg.route(route.name))

@@ -5,8 +5,9 @@ ordering (preference, ties shuffled, each host once, at most MAX_MX), the null M
 7505), the implicit MX (a domain with no MX record is its own mail host), address
 literals (`[192.0.2.1]`, `[IPv6:...]`), and the own-host rule of RFC 5321 section 5.1:
 the MX hosts at or after our own best preference are dropped, so mail never loops back.
-Does not send queries itself: it asks through a `Resolver` (`query`, `addresses`), and
-`Resolver.resolve_mx` delegates here. Does not decide what to do with a failure.
+Does not send queries itself: it asks through a `Resolver` (`query`, `addresses`);
+`MailResolver` is the Resolver that also answers `resolve_mx`, what the SMTP agent asks.
+Does not decide what to do with a failure.
 
 Hostile input: the MX answers (names re-checked by the codec, normalized before they are
 compared with our own names). A host may be listed twice, or under several preferences.
@@ -20,7 +21,7 @@ The callback runs exactly once, from the loop, never inside the call that asked.
 
 import random
 
-from masq.dns.resolver import DNSError, address_literal
+from masq.dns.resolver import DNSError, Resolver, address_literal
 from masq.proto import Factory, frozen
 from masq.proto import dns as wire
 from masq.proto.dns import MX
@@ -36,6 +37,14 @@ class MXResult:
     implicit: bool = False
     error: DNSError = None
 
+
+
+class MailResolver(Resolver):
+    """The stub resolver that also finds a domain's mail hosts (what the SMTP agent asks)."""
+
+    def resolve_mx(self, domain, callback):
+        """Find the hosts to deliver a domain's mail to; callback(MXResult) later, exactly once."""
+        resolve(self, domain, callback)
 
 def resolve(resolver, domain, callback):
     """Find the hosts to deliver a domain's mail to; callback(MXResult) later, exactly once."""

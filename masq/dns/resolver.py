@@ -6,8 +6,8 @@ repeated over TCP when the answer is truncated), following CNAME chains, a small
 (positive and negative, bounded), and the addresses of a host: first from the hosts file
 (`/etc/hosts`, or option `hosts_file`), as the C library's resolver does, then from DNS.
 The MX question (ordering,
-null MX, implicit MX, the own-host loop rule) is `masq/dns/mx.py`: `Resolver.resolve_mx`
-delegates there, and `MXResult` and `MAX_MX` are re-exported here (imported on first use).
+null MX, implicit MX, the own-host loop rule) is `masq/dns/mx.py`, which builds on this module
+(never the other way).
 Does not decide what to do with a failure: results carry an error with an enhanced status
 code and `temporary`, and the caller defers or bounces. The wire format is `masq/proto/dns.py`.
 
@@ -33,7 +33,7 @@ from masq.proto import Factory, frozen, replace
 from masq.proto import dns as wire
 from masq.proto.dns import A, AAAA, MX
 
-__all__ = [  # and, from masq.dns.mx, MXResult and MAX_MX (see __getattr__ at the end)
+__all__ = [
     "A", "AAAA", "MX", "MAX_CNAME", "CACHE_SIZE", "MAX_TTL", "MAX_NEGATIVE_TTL", "DNSError",
     "DNSResult", "HostResult", "temporary", "parse_server", "read_resolv_conf", "read_hosts",
     "address_literal", "Resolver"]
@@ -400,11 +400,6 @@ class Resolver:
         self.query(name, A, got)
         self.query(name, AAAA, got)
 
-    def resolve_mx(self, domain, callback):
-        """Find the hosts to deliver a domain's mail to; callback(MXResult) later, exactly once."""
-        from masq.dns import mx
-        mx.resolve(self, domain, callback)
-
 
 def _interpret(name, qtype, response):
     """Return (DNSResult, None) for a final answer, or (partial result, name to follow)."""
@@ -429,14 +424,3 @@ def _host_result(name, a_result, aaaa_result):
     return HostResult(name, error=errors[0] if errors else DNSError(
         False, "5.1.2", "No address for %s" % name))
 
-
-_MX_NAMES = ("MXResult", "MAX_MX")
-
-
-def __getattr__(name):
-    """Return a name re-exported from masq.dns.mx (imported here on first use)."""
-    if name not in _MX_NAMES:
-        raise AttributeError("module %r has no attribute %r" % (__name__, name))
-    from masq.dns import mx
-    value = globals()[name] = getattr(mx, name)
-    return value

@@ -9,14 +9,13 @@ address; otherwise it is a local process, trusted like `sendmail`.
 import os
 import socket
 
-from masq.base import exits
-from masq.daemon import control
-from masq.cli import common
-from masq.inbound.listener import Listener
+from masq.base import control, exits
 from masq.base.logger import Logger
 from masq.base.loop import Loop
-from masq.policy import relay
+from masq.inbound.listener import Listener
 from masq.inbound.session import Session
+from masq.policy import relay
+from masq.queue.opening import open_queue
 
 
 class StdioTransport:
@@ -97,8 +96,7 @@ class Host:
         self.cfg = cfg
         self.loop = Loop()
         self.log = Logger(cfg.main.log, cfg.main.log_level, clock=self.loop.clock)
-        self.queue = common.open_queue(cfg, "append", report=self.log.warning,
-                                       clock=self.loop.clock)
+        self.queue = open_queue(cfg, "append", report=self.log.warning, clock=self.loop.clock)
         self.counters = {"accepted": 0}
         self.active_writers = 0
         self.new_ids = []

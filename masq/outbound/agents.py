@@ -14,7 +14,8 @@ from masq.outbound import rewrite
 
 # The agents' modules, imported on first use (the daemon imports them before it becomes
 # `option user`, who may not be able to read the library).
-MODULES = ("masq.outbound.local", "masq.outbound.pipe", "masq.outbound.smtp", "masq.dns.resolver")
+MODULES = ("masq.outbound.local", "masq.outbound.pipe", "masq.outbound.smtp", "masq.dns.resolver",
+           "masq.dns.mx")
 
 
 class Agents:
@@ -61,10 +62,11 @@ class Agents:
 
     def _resolver(self):
         if self.resolver is None:
-            from masq.dns.resolver import Resolver, parse_server
+            from masq.dns.mx import MailResolver
+            from masq.dns.resolver import parse_server
             main = self.cfg.main
             servers = [parse_server(main.dns_server)] if main.dns_server else None
-            self.resolver = Resolver(self.loop, servers, own_names=[main.hostname],
+            self.resolver = MailResolver(self.loop, servers, own_names=[main.hostname],
                                      hosts_file=main.hosts_file)
         return self.resolver
 

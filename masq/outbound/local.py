@@ -26,10 +26,11 @@ import itertools
 import os
 import pwd
 
+from masq.aliases import expand as expansion
 from masq.aliases import file as aliases
 from masq.mail import address
 from masq.mail.message import HeaderReader, HeaderTooLong, delivered_to
-from masq.outbound.mailbox import write as mailbox
+from masq.outbound.mailbox import maildir, mbox, write
 from masq.outbound.command import (Refused, environment, expand_argv, expand_path,
                                    run_command, run_in_child, unsafe_component)
 from masq.outbound.job import Job
@@ -44,8 +45,8 @@ class LocalSettings:
     def __init__(self, hostname, mailbox="mbox:/var/mail/%u", user_mailbox=None,
                  alias_file="/etc/aliases", local_users=(), local_domains=None, forward=None,
                  command_timeout=600.0, mailbox_timeout=600.0, output_cap=8192,
-                 lock_timeout=mailbox.LOCK_TIMEOUT, command_user="nobody", in_child=None,
-                 alias_depth=aliases.DEPTH_LIMIT, alias_size=aliases.SIZE_LIMIT, log=None):
+                 lock_timeout=mbox.LOCK_TIMEOUT, command_user="nobody", in_child=None,
+                 alias_depth=expansion.DEPTH_LIMIT, alias_size=expansion.SIZE_LIMIT, log=None):
         self.hostname = hostname
         self.mailbox = mailbox                    # maildir:PATH, mbox:PATH or mda:COMMAND
         self.user_mailbox = dict(user_mailbox or {})   # user -> spec, overrides mailbox
@@ -268,7 +269,7 @@ class _Run:
                                 "in the header)" % _clean(rcpt))
         if self.table_error is not None:
             return Outcome.temp("4.3.0", "aliases unusable: %s" % _clean(str(self.table_error)))
-        found = aliases.expand(self.table, local, self.settings.local_domains,
+        found = expansion.expand(self.table, local, self.settings.local_domains,
                                self.settings.alias_depth, self.settings.alias_size)
         if found.failed:
             kind = TEMPFAIL if found.temporary else PERMFAIL
@@ -357,7 +358,7 @@ class _Run:
     def command(self, argv, identity, done):
         env = environment(self.job.sender, self.rcpt, identity)
         body = itertools.chain((self.prefix(),), self.job.open_body())
-        run_command(self.loop, argv, env, mailbox.to_lf(body), self.settings.command_timeout,
+        run_command(self.loop, argv, env, write.to_lf(body), self.settings.command_timeout,
                     self.settings.output_cap, done, identity=identity)
 
     def write_mailbox(self, method, path, identity, owner, done):
@@ -369,11 +370,11 @@ class _Run:
 
         def work(chunks, lock_timeout):
             if method == "maildir":
-                return mailbox.deliver_maildir(path, chunks, prefix, clock.time(),
+                return maildir.deliver_maildir(path, chunks, prefix, clock.time(),
                                                settings.hostname)
-            return mailbox.deliver_mbox(path, job.sender, chunks, prefix, clock.time(),
-                                        owner_uid=owner_uid, lock_timeout=lock_timeout,
-                                        clock=clock)
+            return mbox.deliver_mbox(path, job.sender, chunks, prefix, clock.time(),
+                                     owner_uid=owner_uid, lock_timeout=lock_timeout,
+                                     clock=clock)
 
         if not self.agent.in_child():
             try:
@@ -386,7 +387,7 @@ class _Run:
 
         def prepare():
             if owner is not None and os.geteuid() == 0:
-                make = mailbox.prepare_maildir if method == "maildir" else mailbox.prepare_mbox
+                make = maildir.prepare_maildir if method == "maildir" else mbox.prepare_mbox
                 make(path, owner.uid, owner.gid)
             return _primed(job.open_body())
 

@@ -88,7 +88,7 @@ def command(user, config_path=None):
                             exits.USAGE)
     password = _read_password()
     stored = hash_password(password)
-    from masq.cli.common import config_path as find_config
+    from masq.config.load import config_path as find_config
     path = find_config(config_path)
     if path is None:
         sys.stdout.write("config user '%s'\n\toption password '%s'\n" % (user, stored))

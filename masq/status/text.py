@@ -1,15 +1,17 @@
 """`masq status`: the status document from the daemon (or the spool), and as text.
 
+The text of one queued message (`format_message`) is also what `mailq` prints.
+
 Without a daemon the document is built from the configuration and the spool: routes show
 what their detector would start from (only `always` is known online) and counters are zero.
 """
 
 import time
 
+from masq.base import control
 from masq.base.clock import Clock
-from masq.daemon import control
-from masq.cli import common
 from masq.online.state import OnlineState
+from masq.queue.opening import open_queue
 from masq.status import model
 
 
@@ -18,7 +20,7 @@ def status_document(cfg):
     reply = control.request(cfg.main.spool_dir, "status", timeout=10)
     if reply and reply.get("ok"):
         return reply["status"]
-    queue = common.open_queue(cfg, "read")
+    queue = open_queue(cfg, "read")
     try:
         now = Clock().time()        # `masq status` without a daemon: no loop, the real clock
         routes = OnlineState(cfg.routes, now).to_json()
@@ -50,7 +52,40 @@ def render(doc):
             time.strftime("%H:%M:%S", time.localtime(event["time"])), event["id"],
             event["to"], event["status"], event["relay"], event["text"]))
     lines.append("queue: %d message(s)" % len(doc["queue"]))
-    from masq.cli.mailq import format_message
     for msg in doc["queue"]:
         lines.append(format_message(msg).rstrip("\n"))
     return "\n".join(lines) + "\n"
+
+
+def format_message(msg):
+    """Return the lines mailq prints for one message of the status document."""
+    lines = ["%-14s %8s %6s  <%s>%s" % (msg["id"], _size(msg["size"]), _age(msg["age"]),
+                                        msg["sender"],
+                                        "  QUARANTINED: %s" % msg["quarantined"]
+                                        if msg.get("quarantined") else "")]
+    for rcpt in msg["recipients"]:
+        line = "    %-9s <%s>" % (rcpt["state"], rcpt["address"])
+        extra = []
+        if rcpt.get("attempts"):
+            extra.append("%d attempt%s" % (rcpt["attempts"], "" if rcpt["attempts"] == 1 else "s"))
+        if rcpt.get("last_error"):
+            extra.append(rcpt["last_error"])
+        if extra:
+            line += "  (%s)" % "; ".join(extra)
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def _size(size):
+    for unit in ("", "K", "M"):
+        if size < 10240 or unit == "M":
+            return "%d%s" % (size, unit)
+        size //= 1024
+    return str(size)
+
+
+def _age(seconds):
+    for unit, length in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= length:
+            return "%d%s" % (seconds // length, unit)
+    return "%ds" % seconds

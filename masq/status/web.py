@@ -30,7 +30,8 @@ import re
 import time
 
 from masq.base import compat, exits, net
-from masq.daemon import control_commands
+from masq.outbound.removal import remove_messages
+from masq.policy.users import may_force, may_remove, user_name
 from masq.proto import http
 from masq.status import page, peer
 
@@ -278,8 +279,7 @@ class Context:
         """Return who asks, for the log: the address, and the local user if known."""
         if self.uid is None:
             return "the status page (%s)" % self.conn.ip
-        from masq.cli import common
-        return "the status page (%s, user %s)" % (self.conn.ip, common.user_name(self.uid))
+        return "the status page (%s, user %s)" % (self.conn.ip, user_name(self.uid))
 
     def scheduler(self):
         """Return the daemon's scheduler (503 when no delivery service runs)."""
@@ -462,8 +462,7 @@ def _flush(ctx):
     name = ctx.form.get("route") or None
     if name is not None and name not in ctx.daemon.online.by_name:
         raise http.RemoteProtocolError(404, "no route named %r" % name)
-    refusal = None if ctx.admin or name is None else control_commands.may_force(
-        ctx.daemon, ctx.uid, name)
+    refusal = None if ctx.admin or name is None else may_force(ctx.daemon, ctx.uid, name)
     if refusal:
         raise http.RemoteProtocolError(403, refusal)
     scheduler = ctx.scheduler()
@@ -480,7 +479,7 @@ def _retry(ctx):
 def _delete(ctx):
     msg = ctx.message()
     who = ctx.who()
-    may = (lambda m: True) if ctx.admin else control_commands.may_remove(ctx.daemon, ctx.uid)
+    may = (lambda m: True) if ctx.admin else may_remove(ctx.daemon, ctx.uid)
     if not may(msg):
         raise http.RemoteProtocolError(403, "permission denied: %s is not your message"
                                        % msg.id)
@@ -488,7 +487,7 @@ def _delete(ctx):
     def removed(reply):
         status = 200 if reply["ok"] else 500 if reply["removed"] else 404
         ctx.answer(json_response(status, reply))
-    control_commands.remove_messages(ctx.daemon, [msg.id], who, may, removed)
+    remove_messages(ctx.daemon, [msg.id], who, may, removed)
 
 
 ROUTES = {           # path -> {method: handler}

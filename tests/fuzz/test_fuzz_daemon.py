@@ -20,9 +20,10 @@ from hypothesis import example, given, strategies as st
 
 from fuzzing import fuzz_settings, splits
 from helpers import free_port, write_config
-from masq.daemon import control, services
-from masq.cli import common
+from masq.base import control
+from masq.daemon import services
 from masq.daemon.host import Daemon
+from masq.queue.opening import open_queue
 from test_fuzz_http import _stream as http_requests
 from test_fuzz_smtp_server import _client as smtp_clients, replies
 
@@ -42,7 +43,7 @@ def daemon(tmp_path_factory):
     d = Daemon(conf)
     d.errors = []
     d.loop.on_error = d.errors.append
-    d.queue = common.open_queue(d.cfg, "runner")
+    d.queue = open_queue(d.cfg, "runner")
     d.control = control.Server(d.loop, d.queue.dir, d._control)
     d.control.start()
     for component in services.make(d):          # as Daemon.start, without signals

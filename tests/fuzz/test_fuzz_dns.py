@@ -20,6 +20,7 @@ from hypothesis import event, given, strategies as st
 from fakes import FakeClock
 from fuzzing import fuzz_settings, mutated
 from masq.dns import resolver as dns
+from masq.dns.mx import MailResolver, MXResult
 from masq.base.loop import Loop
 from masq.proto import dns as wire
 
@@ -196,7 +197,7 @@ def resolve(make_answer, ask):
     errors = []
     loop.on_error = errors.append
     server = Server(make_answer)
-    resolver = dns.Resolver(loop, servers=[server.address], timeout=3.0, attempts=2,
+    resolver = MailResolver(loop, servers=[server.address], timeout=3.0, attempts=2,
                             own_names=("me.test",))
     results = []
     try:
@@ -231,7 +232,7 @@ def test_the_resolver_answers_any_reply_exactly_once(data):
                                    mutated(responses(qid, name, qtype)),
                                    st.binary(max_size=40)))
     mx = resolve(answer, lambda resolver, done: resolver.resolve_mx("example.test", done))
-    assert len(mx) == 1 and isinstance(mx[0], dns.MXResult)
+    assert len(mx) == 1 and isinstance(mx[0], MXResult)
     result = mx[0]
     event("MX: %s" % (result.error.status if result.error else "%d host(s)" % len(result.hosts)))
     assert (result.error is None) == bool(result.hosts)

@@ -18,12 +18,12 @@ import pytest
 from hypothesis import given, strategies as st
 
 from fuzzing import fuzz_settings, mutated
-from masq.cli import mailq
 from masq.queue import record
 from masq.queue.envelope import DELIVERED, Envelope, Recipient
 from masq.queue.log import segment_name
 from masq.queue.spool import Queue
 from masq.queue.store import new_id
+from masq.status.text import format_message
 from masq.status import model
 
 NOW = 1_800_000_000.0
@@ -121,7 +121,7 @@ def test_a_damaged_or_forged_log_opens_lists_and_reports(template, tmp_path_fact
         doc = model.document("h", 0.0, [], messages, model.new_counters(), now=5000.0)
         json.dumps(doc)
         for msg in doc["queue"]:
-            assert mailq.format_message(msg).endswith("\n")
+            assert format_message(msg).endswith("\n")
         for msg in queue.live():
             assert isinstance(b"".join(queue.body(msg.id)), bytes)
     finally:

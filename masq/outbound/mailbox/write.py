@@ -1,12 +1,9 @@
-"""Write one message into a mailbox: what maildir and mbox delivery share, and their door.
+"""Write one message into a mailbox: what maildir and mbox delivery share.
 
 Owns the parts both formats use: the CRLF to LF conversion (`to_lf`, streaming), writing
 a whole buffer, creating a mailbox's parent directory, and the failure table below (an
 Outcome for an OSError, `Refuse` to stop a delivery with an Outcome). The formats are
-`masq.outbound.mailbox.maildir` (deliver_maildir, prepare_maildir, unique_name, clean_tmp,
-TMP_MAX_AGE) and `masq.outbound.mailbox.mbox` (deliver_mbox, prepare_mbox, FromQuoter, from_line,
-LOCK_TIMEOUT, STALE_LOCK, CHUNK); their public names are re-exported here, imported on
-first use (both import this module), so callers write `mailbox.deliver_mbox(...)`.
+`masq.outbound.mailbox.maildir` and `masq.outbound.mailbox.mbox`, which import this module.
 
 Does not choose paths or owners (masq.outbound.local does), run commands or fork.
 
@@ -24,7 +21,6 @@ failure, so a half-written message never stays behind.
 """
 
 import errno
-import importlib
 import os
 
 from masq.outbound.outcome import Outcome
@@ -83,18 +79,3 @@ def unlink_quietly(name, dir_fd):
     except OSError:
         pass
 
-
-_FORMATS = {"maildir": ("deliver_maildir", "prepare_maildir", "unique_name", "clean_tmp",
-                        "TMP_MAX_AGE"),
-            "mbox": ("deliver_mbox", "prepare_mbox", "FromQuoter", "from_line", "LOCK_TIMEOUT",
-                     "STALE_LOCK", "CHUNK")}
-
-
-def __getattr__(name):
-    """Return a name re-exported from masq.outbound.mailbox.maildir or .mbox (on first use)."""
-    for module, names in _FORMATS.items():
-        if name in names:
-            value = getattr(importlib.import_module("masq.outbound.mailbox." + module), name)
-            globals()[name] = value
-            return value
-    raise AttributeError("module %r has no attribute %r" % (__name__, name))
