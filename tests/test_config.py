@@ -382,7 +382,7 @@ def documented_options():
         heading = re.match(r"## config (\S+)", line)
         if heading:
             section = heading.group(1)
-        row = re.match(r"\| `([a-z_]+)` \| ([a-z]+)", line)
+        row = re.match(r"\| `([a-z0-9_]+)` \| ([a-z]+)", line)
         if row:
             found[(section, row.group(1))] = row.group(2)
     return found

@@ -16,7 +16,8 @@ from masq.config import schema as config
 from masq.outbound.smtp import TIMEOUTS, Settings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-HOLDERS = {"masq": {"main"}, "route": {"route", "r"}, "user": {"section", "u", "user"}}
+HOLDERS = {"masq": {"main"}, "route": {"route", "r"}, "user": {"section", "u", "user"},
+           "fetch": {"settings", "s", "fetch"}}
 READ_THROUGH = {("masq", "delay_warning"): "warn_intervals"}    # the default of that one
 # Defaults the schema computes (or leaves to the host): what the document says instead.
 COMPUTED = {
@@ -27,6 +28,12 @@ COMPUTED = {
     ("route", "tls_ca"): "system CA bundle",
     ("route", "helo"): "the masq `hostname`",
     ("user", "mailbox"): "the masq `mailbox`",
+    ("fetch", "server"): "(required)",
+    ("fetch", "user"): "(required)",
+    ("fetch", "password"): "(required)",
+    ("fetch", "tls_ca"): "system CA bundle",
+    ("fetch", "deliver_to"): "the local part of `user`",
+    ("fetch", "max_size"): "`max_message_size`",
 }
 EMPTY = ("(none", "(off)", "(empty")
 
@@ -40,7 +47,7 @@ def documented():
             if heading:
                 section = heading.group(1)
             cells = [c.strip() for c in line.strip().strip("|").split("|")]
-            if section and len(cells) == 4 and re.fullmatch(r"`[a-z_]+`", cells[0]):
+            if section and len(cells) == 4 and re.fullmatch(r"`[a-z0-9_]+`", cells[0]):
                 rows[(section, cells[0].strip("`"))] = (cells[2], cells[3])
     return rows
 

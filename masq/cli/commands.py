@@ -1,4 +1,4 @@
-"""The `masq COMMAND` commands: daemon, queue, flush, rm, online, status, passwd, setup,
+"""The `masq COMMAND` commands: daemon, queue, flush, fetch, rm, online, status, passwd, setup,
 check-config, version.
 
 Owns the table from command name to function and their argument checking; `-C FILE` may
@@ -85,6 +85,40 @@ def _flush(path, rest):
     return flush(cfg, rest[0] if rest else None, forced=bool(rest))
 
 
+def fetch(cfg, names=(), route=None):
+    """Ask the daemon to fetch mail (`masq fetch [NAME...]`, `-g`, `-go ROUTE`); print
+    one line per source; return the exit status."""
+    known = [f.name for f in cfg.fetches]
+    for name in names:
+        if name not in known:
+            raise exits.Failure("no fetch section named %r in the configuration" % name,
+                                exits.USAGE)
+    if route is not None and route not in [r.name for r in cfg.routes]:
+        raise exits.Failure("no route named %r in the configuration" % route, exits.USAGE)
+    if not known:
+        raise exits.Failure("no fetch section in the configuration", exits.CONFIG)
+    reply = control.request(cfg.main.spool_dir, "fetch", timeout=3600, names=list(names),
+                            route=route)
+    if reply is None:
+        raise exits.Failure("no daemon runs (start it with `masq daemon`)", exits.UNAVAILABLE)
+    if not reply.get("ok"):
+        raise exits.Failure(reply.get("error", "fetch failed"),
+                            exits.NOPERM if reply.get("denied") else exits.UNAVAILABLE)
+    failed = False
+    if not reply.get("sources"):
+        print("no fetch source is online%s" % (" for route %s" % route if route else ""))
+    for source in reply.get("sources", ()):
+        error = source.get("last_error")
+        failed = failed or error is not None
+        print("%s: %d taken%s" % (source["name"], source["taken"],
+                                  "; error: %s" % error if error else ""))
+    return exits.TEMPFAIL if failed else exits.OK
+
+
+def _fetch(path, rest):
+    return fetch(load_config(path), rest)
+
+
 def _online(path, rest):
     if len(rest) != 2 or rest[1] not in ("up", "down", "auto"):
         raise exits.Failure("usage: masq online ROUTE up|down|auto", exits.USAGE)
@@ -132,12 +166,28 @@ def _check_config(path, rest):
     from masq.config import schema as config
     from masq.daemon import preflight
     cfg = load_config(path, check=preflight.check)
-    for warning in getattr(cfg, "warnings", ()):
+    for warning in list(getattr(cfg, "warnings", ())) + _readable_secrets(cfg):
         sys.stderr.write("masq: warning: %s\n" % warning)
     sys.stdout.write("# masq: the settings read from %s, defaults included\n" % cfg.path)
     sys.stdout.write(config.describe(cfg))
     sys.stdout.write("# ok: %s is valid\n" % cfg.path)
     return exits.OK
+
+
+def _readable_secrets(cfg):
+    """Return a warning if the file holds passwords for other servers (fetch mailboxes,
+    route AUTH) and users other than its owner may read it."""
+    import os
+    holders = ["fetch %s" % f.name for f in cfg.fetches if f.password] + \
+        ["route %s" % r.name for r in cfg.routes if r.auth_pass]
+    try:
+        mode = os.stat(cfg.path).st_mode
+    except (OSError, TypeError):
+        return []
+    if not holders or not mode & 0o077:
+        return []
+    return ["%s holds passwords (%s) and is mode %03o: `chmod 600 %s`"
+            % (cfg.path, ", ".join(holders), mode & 0o777, cfg.path)]
 
 
 def _version(path, rest):
@@ -164,6 +214,7 @@ def newaliases(cfg):
 
 _COMMANDS = {
     "daemon": _daemon, "queue": _queue, "flush": _flush, "rm": _rm, "online": _online,
+    "fetch": _fetch,
     "status": _status, "passwd": _passwd, "check-config": _check_config,
     "version": _version,
     "setup": lambda path, rest: __import__("masq.config.presets").config.presets.run(path, rest),

@@ -1,7 +1,7 @@
 """Sendmail's command line: the flags masq takes as `sendmail`, `mailq`, `runq`, ...
 
 Owns the parsing of sendmail-style flags (glued or separate arguments: `-fADDR` and
-`-f ADDR`, `-q30m`, `-qo ROUTE`, `-Mrm ID...`) into an Options value, and the mapping from
+`-f ADDR`, `-q30m`, `-qo ROUTE`, `-go ROUTE`, `-Mrm ID...`) into an Options value, and the mapping from
 the name masq was called by to a mode. Unknown flags and two different modes are usage
 errors (exit 64) named in one line. Obsolete flags other MTAs ignore (`-m`, `-oX`, `-B X`)
 are ignored here too, as masqmail and Postfix do.
@@ -33,7 +33,7 @@ class Options:
         self.errors = "print"         # -oep (print) / -oem (mail)
         self.verbose = False          # -v
         self.interval = None          # -qINTERVAL
-        self.route = None             # -qo ROUTE
+        self.route = None             # -qo ROUTE, -go ROUTE
         self.ids = []                 # -Mrm ID...
 
 
@@ -125,6 +125,15 @@ def _q(opts, rest, args, arg):
             raise usage("bad queue interval %r (use e.g. 30m, 1h)" % rest) from None
 
 
+def _g(opts, rest, args, arg):
+    """-g: fetch mail from every source whose route is online; -go ROUTE: from ROUTE's."""
+    _set_mode(opts, "g")
+    if rest.startswith("o"):
+        opts.route = _value("go", rest[1:], args)
+    elif rest:
+        raise usage("unknown option %s" % arg)
+
+
 def _m(opts, rest, args, arg):
     if rest != "rm":
         raise usage("unknown option %s" % arg)
@@ -152,7 +161,7 @@ def _ignored_with_arg(opts, rest, args, arg):
 
 
 _HANDLERS = {
-    "b": _b, "o": _o, "q": _q, "M": _m,
+    "b": _b, "o": _o, "q": _q, "g": _g, "M": _m,
     "t": _simple("extract", True), "i": _simple("dot_ends", False),
     "v": _simple("verbose", True), "m": lambda *a: None,
     "f": _valued("sender"), "r": _valued("sender"), "F": _valued("fullname"),

@@ -1,4 +1,4 @@
-"""The sendmail modes: what `-bm`, `-bp`, `-Mrm`, `-bV`, `-bi`, `-bd`, `-bD`, `-bs` and `-q` do.
+"""The sendmail modes: what `-bm`, `-bp`, `-Mrm`, `-bV`, `-bi`, `-bd`, `-bD`, `-bs`, `-q` and `-g` do.
 
 Owns the step from parsed Options to the module that does the work; each mode imports
 only what it needs, so a plain `sendmail` pays for submission alone.
@@ -58,8 +58,13 @@ def _queue_run(opts):
     return commands.flush(load_config(opts.config), opts.route, forced=bool(opts.route))
 
 
+def _fetch(opts):
+    from masq.cli import commands
+    return commands.fetch(load_config(opts.config), route=opts.route)
+
+
 _MODES = {
     "bm": _submit, "bp": _list, "Mrm": _remove, "bV": _version, "bi": _aliases,
     "bd": lambda o: _daemon(o, True), "bD": lambda o: _daemon(o, False),
-    "bs": _smtp_stdio, "q": _queue_run,
+    "bs": _smtp_stdio, "q": _queue_run, "g": _fetch,
 }

@@ -322,6 +322,8 @@ HOSTNAME = Kind("str", "a host name: letters, digits, hyphens and dots, at most 
 SERVER = _ip_port_kind("an IP address, optionally with :PORT (IPv6 in brackets)", 53)
 STATUS_LISTEN = _ip_port_kind("IP:PORT (e.g. 127.0.0.1:8025 or [::1]:8025)")
 TLS = _enum_kind("none", "opportunistic", "starttls", "tls")
+FETCH_TLS = _enum_kind("starttls", "tls", "none")
+FETCH_PROTOCOL = _enum_kind("pop3", "imap")
 
 
 def _log_target(text):
@@ -367,7 +369,7 @@ class Option:
 
 # The schema. Order matters only for defaults that depend on earlier options, and it is
 # the order `describe` prints. docs/CONFIG.md has one line per row.
-_M, _U, _R = "masq", "user", "route"
+_M, _U, _R, _F = "masq", "user", "route", "fetch"
 OPTIONS = (
     Option(_M, "hostname", HOSTNAME, _hostname),
     Option(_M, "spool_dir", PATH, "/var/spool/masq"),
@@ -406,6 +408,7 @@ OPTIONS = (
     Option(_M, "retry_max", INTERVAL, 4 * 3600.0),
     Option(_M, "online_check_interval", INTERVAL, 300.0),
     Option(_M, "do_queue", BOOL, False),
+    Option(_M, "fetch_interval", INTERVAL, 0.0),
     Option(_M, "log", LOG, "syslog"),
     Option(_M, "log_level", LOG_LEVEL, "info"),
 
@@ -437,13 +440,29 @@ OPTIONS = (
     Option(_R, "pipe", COMMAND),
     Option(_R, "wrapper", COMMAND),
     Option(_R, "timeout", INTERVAL, 300.0),
+    Option(_R, "pop3_login", STR),
+
+    Option(_F, "server", HOST_PORT),
+    Option(_F, "protocol", FETCH_PROTOCOL, "pop3"),
+    Option(_F, "tls", FETCH_TLS, "starttls"),
+    Option(_F, "tls_verify", BOOL, True),
+    Option(_F, "tls_ca", PATH),
+    Option(_F, "user", STR),
+    Option(_F, "password", STR, secret=True),
+    Option(_F, "route", STR, "always"),
+    Option(_F, "deliver_to", STR),
+    Option(_F, "keep", BOOL, False),
+    Option(_F, "max_size", SIZE),
+    Option(_F, "max_count", _int_kind(0), 0),
+    Option(_F, "folder", STR, "INBOX"),
+    Option(_F, "timeout", INTERVAL, 300.0),
 )
 
 SCHEMA = {}                                 # section type -> {option name -> Option}
 for _row in OPTIONS:
     SCHEMA.setdefault(_row.section, {})[_row.name] = _row
 del _row
-NAMED = frozenset(("user", "route"))        # config route 'NAME': a name is required
+NAMED = frozenset(("user", "route", "fetch"))        # config route 'NAME': a name is required
 PAIRS = {"masq": (("tls_cert", "tls_key"),), "route": (("auth_user", "auth_pass"),)}
 HIDDEN = "(hidden)"                         # what describe() shows for a secret
 
@@ -490,19 +509,27 @@ class Section:
 class Config:
     """The whole configuration: main settings, routes in file order, users by name."""
 
-    __slots__ = ("path", "main", "routes", "users")
+    __slots__ = ("path", "main", "routes", "users", "fetches")
 
     def __init__(self, path):
         self.path = path
         self.main = None
         self.routes = []
         self.users = {}
+        self.fetches = []
 
     def route(self, name):
         """Return the route section called name, or None."""
         for route in self.routes:
             if route.name == name:
                 return route
+        return None
+
+    def fetch(self, name):
+        """Return the fetch section called name, or None."""
+        for fetch in self.fetches:
+            if fetch.name == name:
+                return fetch
         return None
 
     def error(self, section, option, message):
@@ -552,11 +579,33 @@ def _check_together(config):
     if main.relay_cert and not (main.tls_cert and main.tls_client_ca):
         raise config.error(main, "relay_cert", "relay_cert needs tls_cert (TLS for clients) "
                            "and tls_client_ca (what their certificates are checked against)")
+    _check_fetches(config)
     if not main.tls_cert:
         for url in main.listen:
             if url.startswith("smtps://"):
                 raise config.error(main, "listen", "listen %s needs option tls_cert and "
                                    "tls_key" % url)
+
+
+def _check_fetches(config):
+    """A fetch section needs a server and credentials, and names a route that exists; a
+    route's pop3_login names a POP3 fetch section."""
+    routes = {route.name for route in config.routes}
+    for fetch in config.fetches:
+        for option in ("server", "user", "password"):
+            if not fetch[option]:
+                raise config.error(fetch, option, "fetch '%s' needs option %s"
+                                   % (fetch.name, option))
+        if fetch.route != "always" and fetch.route not in routes:
+            raise config.error(fetch, "route", "fetch '%s': no route named %s (name a "
+                               "route, or 'always')" % (fetch.name, _show(fetch.route)))
+    for route in config.routes:
+        if route.pop3_login:
+            fetch = config.fetch(route.pop3_login)
+            if fetch is None or fetch.protocol != "pop3":
+                raise config.error(route, "pop3_login", "route '%s': pop3_login names no "
+                                   "POP3 fetch section (%s)" % (route.name,
+                                                                _show(route.pop3_login)))
 
 
 def _add_main(config, section):
@@ -574,7 +623,14 @@ def _add_route(config, section):
     config.routes.append(section)
 
 
-_ADD = {"masq": _add_main, "user": _add_user, "route": _add_route}
+def _add_fetch(config, section):
+    if config.fetch(section.name) is not None:
+        raise ConfigError(config.path, section.line, "a second fetch section named '%s'"
+                          % section.name)
+    config.fetches.append(section)
+
+
+_ADD = {"masq": _add_main, "user": _add_user, "route": _add_route, "fetch": _add_fetch}
 
 
 def _section(raw, rows, path):
@@ -642,7 +698,7 @@ def _show(value):
 
 def describe(config, show_secrets=False):
     """Return the effective settings, defaults included, as UCI text in writer format."""
-    sections = [config.main] + list(config.users.values()) + config.routes
+    sections = [config.main] + list(config.users.values()) + config.routes + config.fetches
     return uci.dump([_raw(section, show_secrets) for section in sections])
 
 

@@ -1,4 +1,4 @@
-"""What the daemon does for each control request: status, queue, new, rm, online, flush.
+"""What the daemon does for each control request: status, queue, new, rm, online, flush, fetch.
 
 Owns the table from command name to handler and who may run what: anyone may ask for
 status, poke the daemon about new mail or ask for a flush of the routes that are online;
@@ -78,6 +78,27 @@ def _flush(daemon, req, uid, answer):
                     done=lambda result: answer(dict(result, ok=True)))
 
 
+def _fetch(daemon, req, uid, answer):
+    """Fetch mail now: from the named sources, those of a route, or every online one."""
+    fetcher = getattr(daemon, "fetcher", None)
+    names, route = req.get("names") or [], req.get("route")
+    if fetcher is None or not fetcher.sources:
+        answer({"ok": False, "error": "no fetch section in the configuration"})
+        return
+    unknown = [n for n in names if n not in fetcher.sources]
+    if unknown or (route is not None and route not in daemon.online.by_name):
+        answer({"ok": False, "error": "no fetch section named %r" % unknown[0] if unknown
+                else "no route named %r" % route})
+        return
+    routes = {fetcher.sources[n].settings.route for n in names} if names else {route}
+    for name in routes - {None, "always"}:
+        refusal = may_force(daemon, uid, name)
+        if refusal:
+            answer({"ok": False, "error": refusal, "denied": True})
+            return
+    fetcher.fetch(names, route, done=lambda sources: answer(
+        {"ok": True, "sources": [s.to_json() for s in sources]}))
 
 
-_HANDLERS = {"status": _status, "new": _new, "rm": _rm, "online": _online, "flush": _flush}
+_HANDLERS = {"status": _status, "new": _new, "rm": _rm, "online": _online, "flush": _flush,
+             "fetch": _fetch}

@@ -54,6 +54,7 @@ class Daemon:
         self.active_writers = 0
         self.listeners = {}     # name -> callback(event, **data) for queue events
         self.scheduler = None
+        self.fetcher = None     # the fetch component (masq.inbound.fetch) once started
         self.alias_file = None
 
     # start and stop
@@ -171,7 +172,8 @@ class Daemon:
         return model.document(self.cfg.main.hostname, self.started, self.online.to_json(),
                               listed[:limit] if limit is not None else listed, self.counters,
                               self.log.recent, now=self.loop.time(),
-                              deliveries=self.log.deliveries, queue_total=len(listed))
+                              deliveries=self.log.deliveries, queue_total=len(listed),
+                              fetch=self.fetcher.to_json() if self.fetcher else ())
 
     # control requests
 

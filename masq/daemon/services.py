@@ -14,6 +14,8 @@ def make(daemon):
     components = [StatusFile(daemon), Delivery(daemon),
                   WhenConfigured(daemon, "status_listen", _status_web)]
     components.append(Detectors(daemon))           # after Delivery: it flushes on online
+    from masq.inbound.fetch import Fetcher
+    components.append(Fetcher(daemon))             # after Delivery: flush, then fetch
     shared = {}
     for url in daemon.cfg.main.listen:
         if url.startswith("qmtp://"):

@@ -57,6 +57,9 @@ class Agents:
                 from masq.outbound.smtp import Settings, SMTPAgent
                 settings = Settings.from_route(route, self.cfg.main.hostname)
                 agent = SMTPAgent(self.loop, settings, self._resolver())
+                if route.pop3_login:
+                    from masq.outbound.pop_before_smtp import PopBeforeSmtp
+                    agent = PopBeforeSmtp(self.host, route.pop3_login, agent)
             self.by_route[route.name] = agent
         return agent
 

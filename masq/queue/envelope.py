@@ -25,7 +25,7 @@ _ENVELOPE_KEYS = (
     ("sender", "s"), ("received", "t"), ("size", "z"), ("protocol", "p"),
     ("client", "c"), ("helo", "h"), ("auth_user", "u"), ("origin", "o"),
     ("envid", "e"), ("ret", "ret"), ("body", "b"), ("smtputf8", "8"),
-    ("warned", "w"), ("quarantined", "q"),
+    ("warned", "w"), ("quarantined", "q"), ("fetched", "f"),
 )
 _RECIPIENT_KEYS = (
     ("address", "a"), ("orcpt", "or"), ("notify", "n"), ("state", "st"),
@@ -80,7 +80,7 @@ class Envelope:
 
     def __init__(self, sender, recipients, received=0.0, size=0, protocol="local",
                  client=None, helo=None, auth_user=None, origin=None, envid=None, ret=None,
-                 body=None, smtputf8=False, warned=None, quarantined=None):
+                 body=None, smtputf8=False, warned=None, quarantined=None, fetched=None):
         self.sender = sender
         self.recipients = tuple(r if isinstance(r, Recipient) else Recipient(r)
                                 for r in recipients)
@@ -97,6 +97,7 @@ class Envelope:
         self.smtputf8 = smtputf8
         self.warned = warned
         self.quarantined = quarantined
+        self.fetched = fetched      # "SOURCE UID" of fetched mail (docs/FETCH.md)
 
     @property
     def done(self):

@@ -30,8 +30,9 @@ def message_json(msg, now):
 
 
 def document(hostname, started, routes, messages, counters, log_lines=(), *, now,
-             deliveries=(), queue_total=None):
-    """Return the status document (deliveries: the last delivery events, oldest first).
+             deliveries=(), queue_total=None, fetch=()):
+    """Return the status document (deliveries: the last delivery events, oldest first;
+    fetch: one entry per fetch source, see masq.inbound.fetch).
 
     `queue` lists messages; `queue_total` counts the whole queue (more than `queue` lists
     when the caller passed only the first few, as the status file does)."""
@@ -42,4 +43,5 @@ def document(hostname, started, routes, messages, counters, log_lines=(), *, now
         "queue_total": len(messages) if queue_total is None else queue_total,
         "counters": dict(counters), "log": list(log_lines),
         "deliveries": [dict(event) for event in deliveries],
+        "fetch": [dict(source) for source in fetch],
     }

@@ -126,6 +126,17 @@ function routes(list){var t=$('routes');t.textContent='';
   row.appendChild(cell('',button('send now','cbi-button-action','/flush',{route:r.name}),'right'));
   t.appendChild(row)});
  if(!list.length)t.appendChild(empty('tr','No route configured: mail goes to the MX hosts.',6))}
+function sources(list){var t=$('fetch');t.textContent='';
+ t.appendChild(titles(['Fetch','Server','Route','Last run','Taken','Last error']));
+ list.forEach(function(f,i){var row=el('tr','tr'+(i%2?' cbi-rowstyle-2':''));
+  row.setAttribute('data-fetch',f.name);
+  row.appendChild(cell('Fetch',f.name));
+  row.appendChild(cell('Server',f.protocol+' '+f.server,'small'));
+  row.appendChild(cell('Route',f.route));
+  row.appendChild(cell('Last run',f.running?label('running','notice'):f.last_run?span(now()-f.last_run)+' ago':'never','nowrap'));
+  row.appendChild(cell('Taken',String(f.taken)));
+  row.appendChild(cell('Last error',f.last_error||'-','small'));t.appendChild(row)});
+ $('fbox').className=list.length?'cbi-section':'hidden'}
 function recipients(m){var box=el('div');
  m.recipients.forEach(function(r){var line=el('div');
   line.appendChild(label(r.state,STATE[r.state]||''));line.appendChild(document.createTextNode(' '+r.address));
@@ -159,7 +170,7 @@ function counters(c){var t=$('counters');t.textContent='';var row=el('tr','tr');
 function render(d){$('host').textContent=d.hostname;
  $('version').textContent='masq '+(d.masq||'');
  $('uptime').textContent=d.uptime===null?'no daemon':'up '+span(d.uptime);
- routes(d.routes||[]);queue(d.queue||[]);counters(d.counters||{});
+ routes(d.routes||[]);sources(d.fetch||[]);queue(d.queue||[]);counters(d.counters||{});
  var dl=(d.deliveries||[]).slice(-10).reverse(),dt=$('deliveries');dt.textContent='';
  dl.forEach(function(e){var row=el('tr','tr');
   row.appendChild(cell('Time',new Date(e.time*1000).toLocaleTimeString(),'nowrap'));
@@ -198,6 +209,8 @@ _BODY = """</head>
 (or press <em>send now</em> to use a route anyway).</div>
 <div class="cbi-map">
 <div class="cbi-section"><h3>Routes</h3><table class="table cbi-section-table" id="routes"></table></div>
+<div class="hidden" id="fbox"><h3>Fetching</h3>
+<table class="table cbi-section-table" id="fetch"></table></div>
 <div class="cbi-section"><h3>Queue (<span id="count">&hellip;</span>)</h3>
 <table class="table cbi-section-table" id="queue"></table></div>
 <div class="cbi-section"><h3>Counters</h3><table class="table" id="counters"></table></div>

@@ -24,8 +24,11 @@ def status_document(cfg):
     try:
         now = Clock().time()        # `masq status` without a daemon: no loop, the real clock
         routes = OnlineState(cfg.routes, now).to_json()
+        fetch = [{"name": f.name, "protocol": f.protocol, "server": f.server,
+                  "route": f.route, "running": False, "last_run": None, "taken": 0,
+                  "taken_total": 0, "left": 0, "last_error": None} for f in cfg.fetches]
         return model.document(cfg.main.hostname, None, routes, queue.listed(),
-                              model.new_counters(), (), now=now)
+                              model.new_counters(), (), now=now, fetch=fetch)
     finally:
         queue.close()
 
@@ -42,6 +45,15 @@ def render(doc):
         state = "online" if route["online"] else "offline"
         extra = "  last error: %s" % route["last_error"] if route.get("last_error") else ""
         lines.append("  %-16s %-8s %s%s" % (route["name"], state, route["detector"], extra))
+    if doc.get("fetch"):
+        lines.append("fetch:")
+    for source in doc.get("fetch") or ():
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(source["last_run"])) \
+            if source.get("last_run") else "never"
+        extra = "  last error: %s" % source["last_error"] if source.get("last_error") else ""
+        lines.append("  %-16s %-5s %s  last run %s, %d taken%s" % (
+            source["name"], source["protocol"], source["server"], when, source["taken"],
+            extra))
     counters = doc["counters"]
     lines.append("counters: " + ", ".join("%s %d" % (k, counters[k]) for k in model.COUNTERS))
     deliveries = doc.get("deliveries") or []
