@@ -44,6 +44,7 @@ bench: deps
 	$(PYTHON) tools/bench_online.py
 	$(PYTHON) tools/bench_status.py
 	$(PYTHON) tools/bench_hostile.py
+	$(PYTHON) tools/bench_parsing.py
 
 install:
 	install -d $(DESTDIR)$(LIBDIR) $(BINDIR) $(SBINDIR)
