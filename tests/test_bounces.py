@@ -99,7 +99,7 @@ def test_a_sender_the_client_would_refuse_is_refused_at_mail(tmp_path):
 
 
 def test_the_client_and_the_server_share_one_rule():
-    env = smtp_client_wire.Envelope('"<img>"@example.org', ("a@b.example",), size=1)
+    env = smtp_client_wire.OutgoingEnvelope('"<img>"@example.org', ("a@b.example",), size=1)
     assert smtp_client_wire.check_envelope(env, smtp_client_wire.Extensions()) \
         is smtp_path.BAD_SENDER
     assert not smtp_path.sendable('"<img>"@example.org')

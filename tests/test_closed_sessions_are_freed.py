@@ -8,14 +8,14 @@ import weakref
 
 import pytest
 
-from masq.inbound.session import Session
+from masq.inbound.session import SMTPServerSession
 from masq.base.loop import Loop
 from masq.base.net import Stream
 from masq.proto.smtp_server import SMTPServer
 
 
 class Host:
-    """What a Session asks of its listener."""
+    """What an SMTPServerSession asks of its listener."""
 
     def __init__(self, loop):
         self.loop = loop
@@ -37,7 +37,7 @@ def test_a_session_that_ended_leaves_no_timer_and_is_freed(client):
     host = Host(loop)
     try:
         transport = Stream(loop, ours, None, None)
-        session = Session(host, transport, None, SMTPServer("mx.test", max_size=1000))
+        session = SMTPServerSession(host, transport, None, SMTPServer("mx.test", max_size=1000))
         transport.on_data, transport.on_close = session.on_data, session.on_close
         session.start()
         theirs.sendall(client)

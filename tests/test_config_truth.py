@@ -13,7 +13,7 @@ import os
 import re
 
 from masq.config import schema as config
-from masq.outbound.smtp import TIMEOUTS, Settings
+from masq.outbound.smtp import TIMEOUTS, SMTPSettings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HOLDERS = {"masq": {"main"}, "route": {"route", "r"}, "user": {"section", "u", "user"},
@@ -112,9 +112,9 @@ def route(text=""):
 def test_route_port_default_is_25_and_465_with_implicit_tls_as_documented():
     cell, meaning = documented()[("route", "port")]
     assert "`465` with `tls 'tls'`" in cell and "465" in meaning
-    assert Settings.from_route(route()).port == 25
-    assert Settings.from_route(route("\toption tls 'tls'\n")).port == 465
-    assert Settings.from_route(route("\toption tls 'tls'\n\toption port '2525'\n")).port == 2525
+    assert SMTPSettings.from_route(route()).port == 25
+    assert SMTPSettings.from_route(route("\toption tls 'tls'\n")).port == 465
+    assert SMTPSettings.from_route(route("\toption tls 'tls'\n\toption port '2525'\n")).port == 2525
 
 
 def test_route_timeout_unset_is_per_step_as_documented():
@@ -126,8 +126,8 @@ def test_route_timeout_unset_is_per_step_as_documented():
     for step, seconds in TIMEOUTS.items():
         text = "%s `%s`" % (steps[step], config.INTERVAL.render(seconds))
         assert text in meaning, text
-    assert Settings.from_route(route()).timeouts == TIMEOUTS
-    set_once = Settings.from_route(route("\toption timeout '1m'\n")).timeouts
+    assert SMTPSettings.from_route(route()).timeouts == TIMEOUTS
+    set_once = SMTPSettings.from_route(route("\toption timeout '1m'\n")).timeouts
     assert set_once == dict({step: 60.0 for step in TIMEOUTS}, connect=TIMEOUTS["connect"])
     assert "`5m` for `pipe`" in cell and route().timeout == 300.0     # a pipe's time limit
 

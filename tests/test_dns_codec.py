@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from masq.proto import dns
-from masq.proto.dns import DNSFormatError, Record
+from masq.proto.dns import DNSFormatError, ResourceRecord
 
 QID = 0x1234
 
@@ -30,12 +30,12 @@ def parse(data, name="example.test", qtype=dns.MX):
 
 def sample_response():
     return dns.build_response(QID, "example.test", dns.MX, answers=[
-        Record("example.test", dns.MX, 300, (10, "mail.example.test")),
-        Record("example.test", dns.MX, 300, (20, "backup.example.test")),
-        Record("mail.example.test", dns.A, 60, "127.0.0.2"),
-        Record("mail.example.test", dns.AAAA, 60, "2001:db8::1"),
-        Record("www.example.test", dns.CNAME, 60, "mail.example.test"),
-    ], authority=[Record("example.test", dns.SOA, 60,
+        ResourceRecord("example.test", dns.MX, 300, (10, "mail.example.test")),
+        ResourceRecord("example.test", dns.MX, 300, (20, "backup.example.test")),
+        ResourceRecord("mail.example.test", dns.A, 60, "127.0.0.2"),
+        ResourceRecord("mail.example.test", dns.AAAA, 60, "2001:db8::1"),
+        ResourceRecord("www.example.test", dns.CNAME, 60, "mail.example.test"),
+    ], authority=[ResourceRecord("example.test", dns.SOA, 60,
                          ("ns.example.test", "hostmaster.example.test", 1, 2, 3, 4, 30))])
 
 
@@ -115,7 +115,8 @@ def test_nonzero_opcode_and_two_questions_are_rejected():
 
 def test_compression_pointer_to_question_name_is_followed():
     data = header(an=1) + question() + rr(b"\xc0\x0c", dns.MX, b"\x00\x0a\x04mail\xc0\x0c")
-    assert parse(data).answers == (Record("example.test", dns.MX, 300, (10, "mail.example.test")),)
+    assert parse(data).answers == (
+        ResourceRecord("example.test", dns.MX, 300, (10, "mail.example.test")),)
 
 
 def test_chain_of_backward_pointers_is_followed():
@@ -178,7 +179,7 @@ def test_hostile_octets_in_names_are_escaped_and_unqueryable():
 
 def test_null_mx_parses_as_root():
     data = dns.build_response(QID, "example.test", dns.MX,
-                              answers=[Record("example.test", dns.MX, 300, (0, "."))])
+                              answers=[ResourceRecord("example.test", dns.MX, 300, (0, "."))])
     assert parse(data).answers[0].data == (0, ".")
 
 
@@ -210,7 +211,7 @@ def test_other_classes_are_skipped_and_unknown_types_kept_raw():
     data = (header(an=2) + question()
             + rr(b"\xc0\x0c", dns.A, b"\x7f\x00\x00\x01", klass=3)
             + rr(b"\xc0\x0c", 99, b"raw"))
-    assert parse(data).answers == (Record("example.test", 99, 300, b"raw"),)
+    assert parse(data).answers == (ResourceRecord("example.test", 99, 300, b"raw"),)
 
 
 def test_truncated_flag_stops_parsing_after_the_question():
@@ -234,30 +235,30 @@ def test_nxdomain_rcode_is_reported():
 
 def test_chase_follows_cnames_to_the_records_and_keeps_the_lowest_ttl():
     response = dns.Response(0, False, (
-        Record("www.example.test", dns.CNAME, 50, "web.example.test"),
-        Record("web.example.test", dns.CNAME, 500, "host.example.test"),
-        Record("host.example.test", dns.A, 300, "192.0.2.1"),
-        Record("other.example.test", dns.A, 1, "192.0.2.2")))
+        ResourceRecord("www.example.test", dns.CNAME, 50, "web.example.test"),
+        ResourceRecord("web.example.test", dns.CNAME, 500, "host.example.test"),
+        ResourceRecord("host.example.test", dns.A, 300, "192.0.2.1"),
+        ResourceRecord("other.example.test", dns.A, 1, "192.0.2.2")))
     records, canonical, ttl = dns.chase(response, "WWW.example.test.", dns.A)
     assert [r.data for r in records] == ["192.0.2.1"]
     assert (canonical, ttl) == ("host.example.test", 50)
 
 
 def test_chase_reports_where_the_chain_leaves_the_answer():
-    response = dns.Response(0, False, (Record("a.test", dns.CNAME, 60, "b.test"),))
+    response = dns.Response(0, False, (ResourceRecord("a.test", dns.CNAME, 60, "b.test"),))
     assert dns.chase(response, "a.test", dns.A) == ((), "b.test", 60)
     assert dns.chase(response, "a.test", dns.CNAME)[0] == response.answers
 
 
 def test_chase_refuses_a_cname_loop():
-    response = dns.Response(0, False, (Record("a.test", dns.CNAME, 60, "b.test"),
-                                       Record("b.test", dns.CNAME, 60, "a.test")))
+    response = dns.Response(0, False, (ResourceRecord("a.test", dns.CNAME, 60, "b.test"),
+                                       ResourceRecord("b.test", dns.CNAME, 60, "a.test")))
     with pytest.raises(DNSFormatError):
         dns.chase(response, "a.test", dns.A)
 
 
 def test_negative_ttl_is_the_soa_ttl_or_minimum_whichever_is_lower():
-    soa = Record("test", dns.SOA, 900, ("ns.test", "h.test", 1, 2, 3, 4, 60))
+    soa = ResourceRecord("test", dns.SOA, 900, ("ns.test", "h.test", 1, 2, 3, 4, 60))
     assert dns.negative_ttl(dns.Response(3, False, (), (soa,))) == 60
     assert dns.negative_ttl(dns.Response(3, False)) == 0
 

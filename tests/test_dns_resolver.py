@@ -22,7 +22,7 @@ from masq.dns import mx
 from masq.dns import resolver as dns
 from masq.base.loop import Loop
 from masq.proto import dns as wire
-from masq.proto.dns import Record
+from masq.proto.dns import ResourceRecord
 
 from fakes import FakeClock, Frozen
 
@@ -171,7 +171,7 @@ def answer(qid, name, qtype, records=(), rcode=wire.NOERROR, tc=False, authority
 
 
 def a_record(name, ip="192.0.2.1", ttl=60):
-    return Record(name, wire.A, ttl, ip)
+    return ResourceRecord(name, wire.A, ttl, ip)
 
 
 # driving the loop
@@ -431,7 +431,8 @@ def test_stray_packets_are_ignored_then_the_real_answer_is_taken(loop, scripted)
 def test_mx_with_unresolvable_hosts_is_temporary_when_any_lookup_failed(loop, scripted):
     def handler(transport, qid, name, qtype):
         if qtype == wire.MX:
-            return answer(qid, name, qtype, [Record(name, wire.MX, 60, (10, "mx.flaky.test"))])
+            return answer(qid, name, qtype,
+                          [ResourceRecord(name, wire.MX, 60, (10, "mx.flaky.test"))])
         return answer(qid, name, qtype, rcode=wire.SERVFAIL)
     server = scripted(handler)
     resolver = make(loop, server.address, attempts=1)
@@ -442,8 +443,9 @@ def test_mx_with_unresolvable_hosts_is_temporary_when_any_lookup_failed(loop, sc
 def test_mx_host_failing_temporarily_is_skipped_for_a_working_one(loop, scripted):
     def handler(transport, qid, name, qtype):
         if qtype == wire.MX:
-            return answer(qid, name, qtype, [Record(name, wire.MX, 60, (10, "bad.two.test")),
-                                             Record(name, wire.MX, 60, (20, "good.two.test"))])
+            return answer(qid, name, qtype,
+                          [ResourceRecord(name, wire.MX, 60, (10, "bad.two.test")),
+                           ResourceRecord(name, wire.MX, 60, (20, "good.two.test"))])
         if name == "good.two.test" and qtype == wire.A:
             return answer(qid, name, qtype, [a_record(name)])
         if name == "good.two.test":
@@ -458,7 +460,7 @@ def test_mx_host_failing_temporarily_is_skipped_for_a_working_one(loop, scripted
 def test_hostile_mx_target_names_are_never_queried(loop, scripted):
     def handler(transport, qid, name, qtype):
         if qtype == wire.MX:
-            bad = Record(name, wire.MX, 60, (10, "x"))
+            bad = ResourceRecord(name, wire.MX, 60, (10, "x"))
             message = wire.build_response(qid, name, qtype, answers=[bad])
             return [message[:-3] + b"\x01\x00\x00"]   # exchange "x" becomes "\000"
         return answer(qid, name, qtype, [a_record(name)])
@@ -472,7 +474,7 @@ def test_hostile_mx_target_names_are_never_queried(loop, scripted):
 def test_unfollowed_cname_is_queried_by_the_resolver(loop, scripted):
     def handler(transport, qid, name, qtype):
         if name == "alias.test":
-            return answer(qid, name, qtype, [Record(name, wire.CNAME, 60, "target.test")])
+            return answer(qid, name, qtype, [ResourceRecord(name, wire.CNAME, 60, "target.test")])
         return answer(qid, name, qtype, [a_record(name, "192.0.2.9", ttl=30)])
     server = scripted(handler)
     resolver = make(loop, server.address)
@@ -484,7 +486,7 @@ def test_unfollowed_cname_is_queried_by_the_resolver(loop, scripted):
 def test_cname_loop_is_a_temporary_error(loop, scripted):
     def handler(transport, qid, name, qtype):
         other = "ping.test" if name == "pong.test" else "pong.test"
-        return answer(qid, name, qtype, [Record(name, wire.CNAME, 60, other)])
+        return answer(qid, name, qtype, [ResourceRecord(name, wire.CNAME, 60, other)])
     server = scripted(handler)
     resolver = make(loop, server.address)
     result = run(loop, lambda cb: resolver.query("ping.test", dns.A, cb))
@@ -493,7 +495,7 @@ def test_cname_loop_is_a_temporary_error(loop, scripted):
 
 
 def test_negative_answers_are_cached_for_the_soa_minimum(loop, scripted):
-    soa = Record("neg.test", wire.SOA, 120, ("ns.test", "host.test", 1, 2, 3, 4, 45))
+    soa = ResourceRecord("neg.test", wire.SOA, 120, ("ns.test", "host.test", 1, 2, 3, 4, 45))
     server = scripted(lambda t, qid, name, qtype: answer(
         qid, name, qtype, rcode=wire.NXDOMAIN, authority=[soa]))
     resolver = make(loop, server.address)

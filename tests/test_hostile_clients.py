@@ -204,7 +204,7 @@ def test_a_client_that_reads_late_still_gets_every_reply(tmp_path):
 
 
 class Host:
-    """What a Session asks of its listener, for a session on a socketpair."""
+    """What an SMTPServerSession asks of its listener, for a session on a socketpair."""
 
     def __init__(self, loop):
         self.loop = loop
@@ -221,7 +221,7 @@ class Host:
 def test_replies_held_for_a_client_that_never_reads_stay_bounded():
     """HELP makes 16 times its size in replies: one read (64 KiB) answered at once would
     be 1 MiB held per connection; the session answers one slice at a time."""
-    from masq.inbound.session import Session
+    from masq.inbound.session import SMTPServerSession
     from masq.base.loop import Loop
     from masq.base.net import Stream
     from masq.proto.smtp_server import SMTPServer
@@ -231,7 +231,8 @@ def test_replies_held_for_a_client_that_never_reads_stay_bounded():
     loop = Loop()
     try:
         transport = Stream(loop, ours, None, None)
-        session = Session(Host(loop), transport, None, SMTPServer("mx.test", max_size=1000))
+        session = SMTPServerSession(Host(loop), transport, None,
+                                    SMTPServer("mx.test", max_size=1000))
         transport.on_data, transport.on_close = session.on_data, session.on_close
         session.start()
         theirs.setblocking(False)

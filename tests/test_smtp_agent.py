@@ -24,7 +24,7 @@ from masq.base.loop import Loop
 from masq.outbound import tls as tls_contexts
 from masq.outbound.job import Job
 from masq.outbound.outcome import OK, PERMFAIL, TEMPFAIL
-from masq.outbound.smtp import SMTPAgent, Settings, split_host_port
+from masq.outbound.smtp import SMTPAgent, SMTPSettings, split_host_port
 
 aiosmtpd_controller = pytest.importorskip("aiosmtpd.controller")
 from aiosmtpd.smtp import AuthResult  # noqa: E402
@@ -84,7 +84,7 @@ def deliver(jobs, resolver=None, timeout=15, **settings):
     loop = Loop()
     resolver.loop = loop
     results = {}
-    agent = SMTPAgent(loop, Settings(**settings), resolver)
+    agent = SMTPAgent(loop, SMTPSettings(**settings), resolver)
     agent.deliver_many(jobs, lambda j, outcomes: results.__setitem__(id(j), outcomes))
     try:
         assert loop.run_until(lambda: len(results) == len(jobs), timeout), \
@@ -492,16 +492,16 @@ def test_settings_from_a_route_section():
                             tls_ca=None, auth_user="u", auth_pass="p", helo=None,
                             wrapper=None, connect_error_fail=False, timeout=60.0,
                             is_set=lambda name: name == "timeout")
-    settings = Settings.from_route(route, hostname="router.lan")
+    settings = SMTPSettings.from_route(route, hostname="router.lan")
     assert settings.port == 465 and settings.helo == "router.lan"
     assert settings.timeouts["final"] == 60.0 and settings.timeouts["connect"] == 30.0
     assert split_host_port(settings.smarthost, 25) == ("::1", 2525)
     assert split_host_port("mail.example", 587) == ("mail.example", 587)
-    assert Settings(helo="192.0.2.1").helo == "[192.0.2.1]"
+    assert SMTPSettings(helo="192.0.2.1").helo == "[192.0.2.1]"
     assert {"smarthost", "tls", "tls_verify", "tls_ca", "auth_user", "auth_pass", "helo",
             "wrapper", "timeout", "port"} <= set(config.SCHEMA["route"])
     with pytest.raises(TypeError):
-        Settings(smarthost_typo="x")
+        SMTPSettings(smarthost_typo="x")
 
 
 # FAULTS.md 4.4
@@ -749,7 +749,7 @@ for name in ("email", "logging", "asyncio", "http", "urllib", "xml", "unicodedat
 from types import SimpleNamespace
 from masq.base.loop import Loop
 from masq.outbound.job import Job
-from masq.outbound.smtp import SMTPAgent, Settings
+from masq.outbound.smtp import SMTPAgent, SMTPSettings
 assert "ssl" not in sys.modules
 
 class Resolver:
@@ -758,7 +758,7 @@ class Resolver:
         loop.call_soon(lambda: callback(answer))
 
 loop, out = Loop(), []
-settings = Settings(smarthost="localhost:%d", tls="starttls", tls_ca=%r, helo="me.example")
+settings = SMTPSettings(smarthost="localhost:%d", tls="starttls", tls_ca=%r, helo="me.example")
 job = Job("x", "a@me.example", ["b@dest.example"], lambda: iter([b"Subject: x\\r\\n\\r\\nhi\\r\\n"]))
 SMTPAgent(loop, settings, Resolver()).deliver(job, out.append)
 while not out:

@@ -44,7 +44,7 @@ def ready(ehlo=EHLO_FULL, **kw):
 
 
 def envelope(*rcpts, **kw):
-    return C.Envelope("a@me.example", rcpts or ("b@mx.example",), **kw)
+    return C.OutgoingEnvelope("a@me.example", rcpts or ("b@mx.example",), **kw)
 
 
 # Golden dialogues
@@ -295,10 +295,10 @@ def test_choose_mechanism(offered, encrypted, plain_ok, expected):
 
 def test_body_8bitmime_smtputf8_and_dsn_parameters():
     client = ready()
-    env = C.Envelope("ä@me.example", ("b@mx.example", "c@mx.example"), size=5,
-                     body8bit=True, ret="hdrs", envid="id+1=x", notify=(("SUCCESS", "FAILURE"),
-                                                                          "never"),
-                     orcpt=(("rfc822", "b+x@mx.example"), "rfc822;ü@mx"))
+    env = C.OutgoingEnvelope("ä@me.example", ("b@mx.example", "c@mx.example"), size=5,
+                             body8bit=True, ret="hdrs", envid="id+1=x",
+                             notify=(("SUCCESS", "FAILURE"), "never"),
+                             orcpt=(("rfc822", "b+x@mx.example"), "rfc822;ü@mx"))
     client.send_mail(env)
     lines = client.data_to_send().decode("utf-8").split("\r\n")
     assert lines[0] == ("MAIL FROM:<ä@me.example> SIZE=5 BODY=8BITMIME SMTPUTF8 RET=HDRS "
@@ -324,14 +324,14 @@ def test_size_over_the_servers_limit_is_refused_locally():
 
 def test_smtputf8_needed_but_not_offered_is_a_permanent_5_6_7():
     client = ready(EHLO_PLAIN)
-    client.send_mail(C.Envelope("a@me.example", ("ü@mx.example",)))
+    client.send_mail(C.OutgoingEnvelope("a@me.example", ("ü@mx.example",)))
     events, out = drain(client)
     assert out == b"" and events[0].mail.enhanced == "5.6.7" and events[0].mail.code >= 500
 
 
 def test_control_characters_in_addresses_never_reach_the_wire():
     client = ready()
-    client.send_mail(C.Envelope("a@me.example", ("b@mx\r\nRSET", "c@mx.example")))
+    client.send_mail(C.OutgoingEnvelope("a@me.example", ("b@mx\r\nRSET", "c@mx.example")))
     out = client.data_to_send()
     assert b"RSET" not in out and b"RCPT TO:<c@mx.example>" in out
     events, _ = feed(client, b"250 ok\r\n250 ok\r\n354 go\r\n")
@@ -340,7 +340,7 @@ def test_control_characters_in_addresses_never_reach_the_wire():
     done = feed(client, b"250 ok\r\n")[0][0]
     assert done.rcpts[0].code == 553 and done.rcpts[1].code == 250
     bad = ready()
-    bad.send_mail(C.Envelope("a@b>\r\nDATA", ("c@mx.example",)))
+    bad.send_mail(C.OutgoingEnvelope("a@b>\r\nDATA", ("c@mx.example",)))
     assert bad.data_to_send() == b"" and drain(bad)[0][0].mail.code == 553
 
 

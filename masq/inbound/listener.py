@@ -19,7 +19,7 @@ from masq.base import net
 from masq.config import schema as config
 from masq.outbound import maillog
 from masq.inbound import auth
-from masq.inbound.session import NO_SPACE, Session
+from masq.inbound.session import NO_SPACE, SMTPServerSession
 from masq.policy import local, relay
 from masq.proto.reply import Reply
 from masq.proto.smtp_server import SMTPServer
@@ -52,7 +52,7 @@ def parse_url(url):
     return kind, host or "0.0.0.0", port, query == "auth=plain"
 
 
-class Settings:
+class ListenerSettings:
     """What sessions need from the configuration, computed once per (re)load."""
 
     def __init__(self, cfg):
@@ -81,10 +81,10 @@ class Listener:
         self.log = daemon.log
         self.queue = daemon.queue
         self.url = url
-        self.kind, self.host, self.port, self.plain_auth = parse_url(url)
+        self.kind, self.address, self.port, self.plain_auth = parse_url(url)
         self.shared = shared          # connection counts shared by every listener
         shared.setdefault("listeners", []).append(self)
-        self.settings = Settings(daemon.cfg)
+        self.settings = ListenerSettings(daemon.cfg)
         self.limiter = shared.setdefault("limiter", auth.Limiter())
         self.auth_delay = auth.FAILURE_DELAY
         self.tls_context = None
@@ -95,7 +95,7 @@ class Listener:
         """Build the TLS context and bind the socket."""
         self.tls_context = _tls_context(self.daemon.cfg.main, self.kind)
         try:
-            self.sock = net.listen(self.host, self.port)
+            self.sock = net.listen(self.address, self.port)
         except OSError as exc:
             raise ListenError("cannot listen on %s: %s" % (self.url, exc.strerror)) from None
         self.loop.add_reader(self.sock, self._accept)
@@ -115,7 +115,7 @@ class Listener:
 
     def reload(self, cfg):
         """Take new settings (a changed listen list needs a restart)."""
-        self.settings = Settings(cfg)
+        self.settings = ListenerSettings(cfg)
 
     # accepting
 
@@ -160,7 +160,7 @@ class Listener:
         peer = relay.Peer(ip, relay.in_networks(ip, self.settings.relay_nets), None, self.kind)
         engine = self._engine(tls_active=self.kind == "smtps")
         transport = net.Stream(self.loop, conn, None, None)
-        session = Session(self, transport, peer, engine)
+        session = SMTPServerSession(self, transport, peer, engine)
         transport.on_data, transport.on_close = session.on_data, session.on_close
         self.sessions.add(session)
         if self.kind == "smtps":

@@ -59,7 +59,7 @@ class Transaction:
         self.failure = None        # a Reply to give at end of data
 
 
-class Session:
+class SMTPServerSession:
     """One client connection, from greeting to close."""
 
     def __init__(self, server, transport, peer, engine):
@@ -407,9 +407,10 @@ class Session:
 
 
 _HANDLERS = {
-    ev.Hello: Session._hello, ev.MailFrom: Session._mail_from, ev.RcptTo: Session._rcpt_to,
-    ev.DataStart: Session._data_start, ev.DataChunk: Session._data_chunk,
-    ev.EndOfData: Session._end_of_data, ev.DataAborted: Session._aborted,
-    ev.Reset: Session._reset, ev.StartTLS: Session._start_tls, ev.AuthRequest: Session._auth,
-    ev.Quit: Session._quit, ev.ConnectionClosed: Session._closed,
+    ev.Hello: SMTPServerSession._hello, ev.MailFrom: SMTPServerSession._mail_from,
+    ev.RcptTo: SMTPServerSession._rcpt_to, ev.DataStart: SMTPServerSession._data_start,
+    ev.DataChunk: SMTPServerSession._data_chunk, ev.EndOfData: SMTPServerSession._end_of_data,
+    ev.DataAborted: SMTPServerSession._aborted, ev.Reset: SMTPServerSession._reset,
+    ev.StartTLS: SMTPServerSession._start_tls, ev.AuthRequest: SMTPServerSession._auth,
+    ev.Quit: SMTPServerSession._quit, ev.ConnectionClosed: SMTPServerSession._closed,
 }

@@ -13,13 +13,13 @@ from masq.base import control, exits
 from masq.base.logger import Logger
 from masq.base.loop import Loop
 from masq.inbound.listener import Listener
-from masq.inbound.session import Session
+from masq.inbound.session import SMTPServerSession
 from masq.policy import relay
 from masq.queue.opening import open_queue
 
 
 class StdioTransport:
-    """Reads fd 0 and writes fd 1 for a Session."""
+    """Reads fd 0 and writes fd 1 for an SMTPServerSession."""
 
     def __init__(self, loop, on_done):
         self.loop = loop
@@ -134,7 +134,7 @@ def run(cfg):
     host = Host(cfg)
     listener = Listener(host, "smtp://127.0.0.1:0", {})
     transport = StdioTransport(host.loop, host.loop.stop)
-    session = Session(listener, transport, _peer(host, listener.settings),
+    session = SMTPServerSession(listener, transport, _peer(host, listener.settings),
                       listener._engine(False))
     transport.session = session
     host.loop.at_turn_end(host.queue.sync_now)

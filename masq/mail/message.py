@@ -20,7 +20,7 @@ a bad name or value passed in by our own code.
 
 Decisions: a bare CR ends a line like a bare LF, and a run of CRs before an LF (`\\r\\r\\n`,
 the trace of a double conversion) is one line end, so the stored copy has CRLF line ends
-only and a CR can never hide a line (FAULTS 4.1 #5); a line consisting of a single `.` ends
+only and a CR can never hide a line; a line consisting of a single `.` ends
 `sendmail` input unless `-i`/`-oi`, and nothing else is altered (no dot-unstuffing, unlike
 masqmail); an unterminated last line gets a CRLF. Header values are decoded as UTF-8 with
 surrogateescape, so `get_all()` never fails and re-encoding restores the bytes.

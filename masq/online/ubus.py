@@ -86,7 +86,7 @@ def judge_output(code, output, need_route=False):
     return judge(status, need_route)
 
 
-class Listener:
+class UbusEvents:
     """The shared `ubus listen network.interface` child; watchers get event(name) calls."""
 
     def __init__(self, loop, log):
@@ -170,7 +170,7 @@ class UbusDetector:
 
     def start(self):
         """Join the shared listener and ask for the current status."""
-        self.listener = self.ctx.shared("ubus", lambda: Listener(self.ctx.loop,
+        self.listener = self.ctx.shared("ubus", lambda: UbusEvents(self.ctx.loop,
                                                                  self.ctx.log).start())
         if self.listener.program is None:
             self.ctx.report(self.name, False, "no ubus program on PATH")

@@ -54,8 +54,8 @@ class Agents:
                 from masq.outbound.pipe import PipeAgent
                 agent = PipeAgent(self.loop, route)
             else:
-                from masq.outbound.smtp import Settings, SMTPAgent
-                settings = Settings.from_route(route, self.cfg.main.hostname)
+                from masq.outbound.smtp import SMTPSettings, SMTPAgent
+                settings = SMTPSettings.from_route(route, self.cfg.main.hostname)
                 agent = SMTPAgent(self.loop, settings, self._resolver())
                 if route.pop3_login:
                     from masq.outbound.pop_before_smtp import PopBeforeSmtp

@@ -2,8 +2,8 @@
 
 Owns: turning a command template into argv (shlex split first, then `%u %d %s %r %%`
 expanded inside single arguments, so no value can add, split or quote an argument), the
-refusal of values that would become a dangerous path component or an option (FAULTS 4.3
-#61), the command's environment, the child itself (its own session and process group,
+refusal of values that would become a dangerous path component or an option, the
+command's environment, the child itself (its own session and process group,
 stdin fed from an iterator through a non-blocking pipe, stdout and stderr collected up to a
 cap and drained past it, SIGKILL to the whole group at the time limit) and the exit-code
 table that turns how it ended into an Outcome. Also `run_in_child`: a Python function (a
@@ -21,7 +21,7 @@ Fails: never raises after start; `done(Outcome)` is called exactly once, from th
 The exit-code table (docs/LOCAL.md): 0 ok; 75 temp 4.3.0; 67 perm 5.1.1; 64, 65, 68, 69,
 70, 76, 77, 78 and 100 (qmail's hard error) perm 5.3.0; the time limit temp 4.3.0; any
 other code or a signal temp 4.3.0, so that the queue retries until the queue lifetime and
-nothing is lost to a crashing script (FAULTS 4.3 #55).
+nothing is lost to a crashing script.
 """
 
 import os

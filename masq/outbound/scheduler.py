@@ -432,7 +432,7 @@ class Scheduler:
     # results that cannot be written
 
     def _pause(self, error):
-        """Start no delivery until a test write succeeds (FAULTS #47)."""
+        """Start no delivery until a test write succeeds."""
         if not self.paused:
             self.host.log.error("cannot record delivery results (%s): deliveries paused "
                                 "until the queue can be written", error)

@@ -3,13 +3,13 @@
 Owns: grouping recipients by destination (all to the smarthost or wrapper; else one group
 per recipient domain), resolving through the injected resolver, trying hosts and addresses
 in order, and collecting one Outcome per recipient. Each connection is a
-`masq.outbound.smtp_session.Session` (the TLS mode, AUTH, per-stage timers and the mapping
+`masq.outbound.smtp_session.SMTPClientSession` (the TLS mode, AUTH, per-stage timers and the mapping
 of replies to Outcomes); the wire protocol is `masq.proto.smtp_client`, sockets and TLS
 `masq.base.net`, TLS contexts `masq.outbound.tls`. Does not: read the queue, schedule retries,
 bounce, or pick routes. Nothing blocks; every wait is a loop timer; errors come back as
 Outcomes.
 
-Use: `SMTPAgent(loop, Settings.from_route(route, hostname), resolver)`, then
+Use: `SMTPAgent(loop, SMTPSettings.from_route(route, hostname), resolver)`, then
 `deliver(job, done)` or `deliver_many(jobs, done_each)`: one connection per destination
 carries every message of that call (RSET between; jobs with recipients in several domains
 are split into one transaction per domain); separate calls never share a connection. At
@@ -35,17 +35,17 @@ import socket
 from collections import deque
 
 from masq.outbound.outcome import Outcome
-from masq.outbound.smtp_session import LOW_WATER, Session
+from masq.outbound.smtp_session import LOW_WATER, SMTPClientSession
 from masq.proto import smtp_client as C
 
-__all__ = ["TIMEOUTS", "LOW_WATER", "Settings", "SMTPAgent", "split_host_port"]
+__all__ = ["TIMEOUTS", "LOW_WATER", "SMTPSettings", "SMTPAgent", "split_host_port"]
 
 # RFC 5321 §4.5.3.2 (connect and command are ours); seconds.
 TIMEOUTS = {"connect": 30.0, "greeting": 300.0, "command": 300.0, "mail": 300.0,
             "rcpt": 300.0, "data": 120.0, "block": 180.0, "final": 600.0, "quit": 10.0}
 
 
-class Settings:
+class SMTPSettings:
     """The route values the agent uses; `from_route` reads them from a config section."""
 
     DEFAULTS = {"smarthost": None, "port": 25, "tls": "opportunistic", "tls_verify": True,
@@ -65,7 +65,8 @@ class Settings:
 
     @classmethod
     def from_route(cls, route, hostname="localhost"):
-        """Return Settings for a route section (masq.config.schema); helo defaults to hostname."""
+        """Return SMTPSettings for a route section (masq.config.schema); helo defaults to
+        hostname."""
         port = route.port
         if route.tls == "tls" and not route.is_set("port"):
             port = 465
@@ -104,8 +105,8 @@ class SMTPAgent:
 
     def __init__(self, loop, settings, resolver):
         self.loop = loop
-        self.settings = settings if isinstance(settings, Settings) \
-            else Settings.from_route(settings)
+        self.settings = settings if isinstance(settings, SMTPSettings) \
+            else SMTPSettings.from_route(settings)
         self.resolver = resolver
         self._active, self._waiting = 0, deque()
 
@@ -168,9 +169,10 @@ class _Part:
 
     def envelope(self):
         job, pick = self.job, self.indices
-        return C.Envelope(job.sender, tuple(job.recipients[i] for i in pick), job.size or 0,
-                          job.body8bit, job.smtputf8, job.ret, job.envid,
-                          tuple(job.notify[i] for i in pick), tuple(job.orcpt[i] for i in pick))
+        return C.OutgoingEnvelope(job.sender, tuple(job.recipients[i] for i in pick),
+                                  job.size or 0, job.body8bit, job.smtputf8, job.ret, job.envid,
+                                  tuple(job.notify[i] for i in pick),
+                                  tuple(job.orcpt[i] for i in pick))
 
     def finish(self, outcomes):
         self.result.set(self.indices, outcomes)
@@ -224,7 +226,7 @@ class _Destination:
             return self._give_up(self.error or Outcome.temp(
                 "4.4.3", "no address to connect to for %s" % (self.key or "the smarthost")))
         host, ip, port = self.candidates.popleft()
-        Session(self, host, ip, port, plaintext).start()
+        SMTPClientSession(self, host, ip, port, plaintext).start()
 
     def take_part(self):
         """Return the next part to send, or None."""

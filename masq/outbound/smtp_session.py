@@ -47,7 +47,7 @@ class _Stream(net.Stream):
             self.loop.call_soon(callback)
 
 
-class Session:
+class SMTPClientSession:
     """One connection (or wrapper process) and the transactions sent over it."""
 
     def __init__(self, dest, host, ip, port, plaintext):
@@ -347,11 +347,11 @@ class Session:
 
 
 _EVENTS = {
-    C.Greeting: Session._on_greeting, C.Hello: Session._on_hello,
-    C.StartTLSReply: Session._on_starttls, C.AuthReply: Session._on_auth,
-    C.BodyRequest: Session._on_body, C.TransactionDone: Session._on_done,
-    C.ResetReply: Session._on_reset, C.QuitReply: Session._on_quit,
-    C.ConnectionClosed: Session._on_eof,
+    C.Greeting: SMTPClientSession._on_greeting, C.Hello: SMTPClientSession._on_hello,
+    C.StartTLSReply: SMTPClientSession._on_starttls, C.AuthReply: SMTPClientSession._on_auth,
+    C.BodyRequest: SMTPClientSession._on_body, C.TransactionDone: SMTPClientSession._on_done,
+    C.ResetReply: SMTPClientSession._on_reset, C.QuitReply: SMTPClientSession._on_quit,
+    C.ConnectionClosed: SMTPClientSession._on_eof,
 }
 
 

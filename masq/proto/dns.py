@@ -35,7 +35,7 @@ class DNSFormatError(Exception):
 
 
 @frozen
-class Record:
+class ResourceRecord:
     """One resource record; `data` is text for A/AAAA, (pref, host) for MX, a name for
     CNAME/PTR/NS, a 7-tuple for SOA, raw bytes for other types."""
 
@@ -156,7 +156,7 @@ def build_query(qid, name, qtype, payload=UDP_PAYLOAD):
 
 
 def build_response(qid, name, qtype, rcode=NOERROR, answers=(), authority=(), tc=False):
-    """Return a response message (for test servers): records are `Record`s, uncompressed."""
+    """Return a response message (for test servers): records are `ResourceRecord`s, uncompressed."""
     flags = _QR | _RD | _RA | (_TC if tc else 0) | (rcode & 0xF)
     head = _HEADER.pack(qid & 0xFFFF, flags, 1, len(answers), len(authority), 0)
     body = encode_name(name) + struct.pack("!HH", qtype, IN)
@@ -221,9 +221,10 @@ def _records(reader, count, keep_opt=False):
         start = reader.pos
         reader.take(length)
         if kind == OPT and keep_opt:
-            yield Record(name, OPT, ttl, b"")
+            yield ResourceRecord(name, OPT, ttl, b"")
         elif klass == IN and kind != OPT:
-            yield Record(name, kind, ttl if ttl < 1 << 31 else 0, _rdata(reader, kind, start, length))
+            yield ResourceRecord(name, kind, ttl if ttl < 1 << 31 else 0,
+                                 _rdata(reader, kind, start, length))
 
 
 def _rdata(reader, kind, start, length):

@@ -26,7 +26,7 @@ from collections import deque
 
 from . import Sentinel, frozen
 from .reply import LocalProtocolError, RemoteProtocolError, Reply
-from .smtp_client_wire import (MAX_LINE, MAX_LINES, MECHANISMS, Envelope, Extensions,
+from .smtp_client_wire import (MAX_LINE, MAX_LINES, MECHANISMS, Extensions, OutgoingEnvelope,
                                ReplyReader, check_envelope, choose_mechanism, mail_command,
                                needs_smtputf8, rcpt_command, remote_error, stuff)
 
@@ -35,7 +35,7 @@ __all__ = [  # the engine, and the wire syntax it re-exports
     "BodyRequest", "TransactionDone", "ResetReply", "QuitReply", "ConnectionClosed",
     "GREETING", "HELLO", "READY", "TLS", "HANDSHAKE", "AUTH", "TXN", "BODY", "DOT",
     "REFUSED", "QUIT", "CLOSED", "ANY",
-    "MAX_LINE", "MAX_LINES", "MECHANISMS", "Envelope", "Extensions", "check_envelope",
+    "MAX_LINE", "MAX_LINES", "MECHANISMS", "OutgoingEnvelope", "Extensions", "check_envelope",
     "choose_mechanism", "mail_command", "needs_smtputf8", "rcpt_command", "stuff"]
 
 NEED_DATA = Sentinel("NEED_DATA")

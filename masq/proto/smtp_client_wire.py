@@ -128,7 +128,7 @@ def choose_mechanism(offered, encrypted, plaintext_ok=False):
 
 
 @frozen
-class Envelope:
+class OutgoingEnvelope:
     """What one mail transaction carries; notify/orcpt are per recipient (None: unset)."""
     sender: str
     recipients: tuple

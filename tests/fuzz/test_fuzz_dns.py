@@ -23,6 +23,7 @@ from masq.dns import resolver as dns
 from masq.dns.mx import MailResolver, MXResult
 from masq.base.loop import Loop
 from masq.proto import dns as wire
+from masq.proto.dns import ResourceRecord as RR
 
 QID, NAME = 0x1234, "mail.example.test"
 
@@ -84,18 +85,16 @@ def good_responses(draw, qid, name, qtype):
     """A well-formed answer: MX hosts, addresses, a CNAME, NXDOMAIN or an empty answer."""
     hosts = ["mx%d.example.test" % i for i in range(draw(st.integers(0, 3)))]
     if qtype == wire.MX:
-        records = [wire.Record(name, wire.MX, 60, (draw(st.integers(0, 20)), h))
-                   for h in hosts] or draw(st.sampled_from([[], [wire.Record(
-                       name, wire.MX, 60, (0, "."))], [wire.Record(name, wire.MX, 60,
-                                                                  (5, "me.test"))]]))
+        records = [RR(name, wire.MX, 60, (draw(st.integers(0, 20)), h)) for h in hosts] or \
+            draw(st.sampled_from([[], [RR(name, wire.MX, 60, (0, "."))],
+                                  [RR(name, wire.MX, 60, (5, "me.test"))]]))
     elif qtype == wire.A:
-        records = [wire.Record(name, wire.A, 60, "192.0.2.%d" % i) for i in range(len(hosts))]
+        records = [RR(name, wire.A, 60, "192.0.2.%d" % i) for i in range(len(hosts))]
     else:
-        records = [wire.Record(name, wire.AAAA, 60, "2001:db8::%d" % i)
-                   for i in range(len(hosts))]
+        records = [RR(name, wire.AAAA, 60, "2001:db8::%d" % i) for i in range(len(hosts))]
     if draw(st.booleans()) and records:
-        records = [wire.Record(name, wire.CNAME, 60, "alias.example.test")] + [
-            wire.Record("alias.example.test", r.type, r.ttl, r.data) for r in records]
+        records = [RR(name, wire.CNAME, 60, "alias.example.test")] + [
+            RR("alias.example.test", r.type, r.ttl, r.data) for r in records]
     rcode = draw(st.sampled_from([wire.NOERROR] * 4 + [wire.NXDOMAIN, wire.SERVFAIL]))
     return wire.build_response(qid, name, qtype, rcode, records)
 

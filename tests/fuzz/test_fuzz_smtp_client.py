@@ -39,8 +39,9 @@ _plan = st.lists(st.sampled_from(["tls", "auth-plain", "auth-login", "auth-cram"
                                   "mail", "reset", "quit"]), max_size=8)
 _EVENTS = (C.Greeting, C.Hello, C.StartTLSReply, C.AuthReply, C.BodyRequest,
            C.TransactionDone, C.ResetReply, C.QuitReply, C.ConnectionClosed)
-ENVELOPE = C.Envelope("a@me.test", ("b@there.test", "c@there.test", "d\u00e9@there.test"),
-                      size=700, body8bit=True, notify=("SUCCESS",), orcpt=("rfc822;b@x",))
+ENVELOPE = C.OutgoingEnvelope("a@me.test",
+                              ("b@there.test", "c@there.test", "d\u00e9@there.test"),
+                              size=700, body8bit=True, notify=("SUCCESS",), orcpt=("rfc822;b@x",))
 
 
 class Agent:
