@@ -3,7 +3,8 @@
 #   make test     install what the tests need, then run them
 #   make bench    benchmarks beside Postfix and aiosmtpd (figures, not pass/fail)
 #   make fuzz     the fuzzers of tests/fuzz at length (well over ten minutes); see docs/FUZZING.md
-#   make install  install masq and its sendmail-compatible links (PREFIX, DESTDIR)
+#   make install  install masq, its byte-code (a user who may not write it would compile
+#                 every module on each run) and its sendmail-compatible links (PREFIX, DESTDIR)
 #   make ipk      OpenWrt 24.10 packages (masq, luci-app-masq) in dist/, without the SDK
 
 PREFIX  ?= /usr/local
@@ -50,6 +51,7 @@ install:
 	install -d $(DESTDIR)$(LIBDIR) $(BINDIR) $(SBINDIR)
 	cp -R masq $(DESTDIR)$(LIBDIR)/
 	find $(DESTDIR)$(LIBDIR) -name __pycache__ -prune -exec rm -rf {} +
+	$(PYTHON) -m compileall -q -d $(LIBDIR)/masq $(DESTDIR)$(LIBDIR)/masq
 	$(PYTHON) tools/launcher.py "$$($(PYTHON) -c 'import sys; print(sys.executable)')" \
 		$(LIBDIR) > $(BINDIR)/masq
 	chmod 755 $(BINDIR)/masq

@@ -1,7 +1,5 @@
 """`python3 -m masq`: the same as the installed `masq` launcher."""
 
-import sys
+from masq.cli import run
 
-from masq.cli import main
-
-sys.exit(main())
+run()

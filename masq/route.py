@@ -14,10 +14,10 @@ Also owns the per-route rewrites of the outgoing copy: `from_domain`, `map_sende
 to local addresses (unqualified, or in a local domain).
 """
 
-import re
 
 
 def _glob(pattern):
+    import re               # at the first match: an idle daemon does not hold re
     return re.compile("".join(".*" if c == "*" else "." if c == "?" else re.escape(c)
                               for c in pattern) + r"\Z", re.S)
 

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 from masq.base.loop import Loop
 from masq.inbound import auth
 from masq.proto import http
-from masq.status import web
+from masq.status import serve
 
 from fakes import FakeClock
 
@@ -52,15 +52,15 @@ def test_smtp_auth_failure_is_answered_after_the_delay():
 def test_status_page_login_failure_is_answered_after_the_delay():
     clock = FakeClock()
     loop = Loop(clock)
-    guard = web.Guard("the password")
+    guard = serve.Guard("the password")
     page = SimpleNamespace(loop=loop, log=Log(), daemon=None, guard=guard)
     answers = []
     conn = SimpleNamespace(ip="192.0.2.7", answer=answers.append)
     value = "Basic " + base64.b64encode(b"admin:guess").decode()
     req = http.Request("GET", "/status.json", "HTTP/1.1", (("authorization", value),), b"")
-    assert web.Context(page, conn, req).authenticate() is False
+    assert serve.Context(page, conn, req).authenticate() is False
     loop.run_once(block=False)
-    turn_until(loop, clock, web.FAILURE_DELAY - 0.01)
+    turn_until(loop, clock, serve.FAILURE_DELAY - 0.01)
     assert answers == []
     turn_until(loop, clock, 0.01)
     assert [a.status for a in answers] == [401]

@@ -406,7 +406,7 @@ def test_sessions_already_trickling_get_the_short_timeout_once_the_server_is_bus
 
 
 class BigPage:
-    """The part of masq.status.web.Web a Connection uses, answering 4 MB to anything."""
+    """The part of masq.status.web.StatusWeb a masq.status.serve.Connection uses, answering 4 MB to anything."""
 
     size = 4000000
 
@@ -424,9 +424,9 @@ class BigPage:
 
 
 def page_connection(loop, ours, later=False):
-    from masq.status import web
+    from masq.status import serve
     page = BigPage(loop, later)
-    conn = web.Connection(page, ours, "127.0.0.1")
+    conn = serve.Connection(page, ours, "127.0.0.1")
     page.connections.add(conn)
     conn.start()
     return page, conn
@@ -463,7 +463,7 @@ def test_a_status_page_client_that_never_reads_a_closing_answer_is_dropped(later
     """`Connection: close` and a reader that never reads: the answer never drains, and the
     connection (one of the page's 32) must still end at the idle deadline."""
     from masq.base.loop import Loop
-    from masq.status import web
+    from masq.status import serve
     clock = FakeClock()
     loop = Loop(clock)
     ours, theirs = socket.socketpair()
@@ -473,7 +473,7 @@ def test_a_status_page_client_that_never_reads_a_closing_answer_is_dropped(later
         for _ in range(20):
             loop.run_once(block=False)
         assert conn.stream.out and not conn.stream.closed          # waiting for the reader
-        clock.advance(web.IDLE_TIMEOUT + 1)
+        clock.advance(serve.IDLE_TIMEOUT + 1)
         loop.run_once(block=False)
         assert conn.stream.closed and conn not in page.connections
     finally:

@@ -51,3 +51,16 @@ def test_installed_names_dispatch(prefix, tmp_path):
     assert done.stdout.startswith(b"220 ") and b"221 " in done.stdout
     done = run(prefix, "sbin/newaliases", "-C", conf)
     assert done.returncode == 0
+
+
+def test_installed_modules_have_their_byte_code(prefix):
+    """A user who may not write the library would otherwise compile every module `sendmail`
+    imports on every run: `make install` writes the byte-code the launcher's Python reads."""
+    import importlib.util
+    lib = os.path.join(prefix, "lib", "masq", "masq")
+    sources = [os.path.join(folder, name) for folder, _, names in os.walk(lib)
+               for name in names if name.endswith(".py")]
+    assert len(sources) > 50
+    missing = [path for path in sources
+               if not os.path.exists(importlib.util.cache_from_source(path))]
+    assert missing == []

@@ -3,7 +3,8 @@
 
 The launcher runs Python isolated and without site-packages (`-IS`): `sendmail` must start
 fast, and masq needs nothing from site-packages (pyserial is found lazily by the modem
-detector). Usage: tools/launcher.py PYTHON LIBDIR > /usr/bin/masq
+detector), and leaves through `masq.cli.run`, which ends the process without the
+interpreter's teardown. Usage: tools/launcher.py PYTHON LIBDIR > /usr/bin/masq
 """
 
 import sys
@@ -11,8 +12,8 @@ import sys
 TEMPLATE = """#!%(python)s -IS
 import sys
 sys.path.insert(0, %(libdir)r)
-from masq.cli import main
-sys.exit(main())
+from masq.cli import run
+run()
 """
 
 

@@ -7,7 +7,10 @@ JSON (`{"cmd": "status", ...}`), answered by one line of JSON (`{"ok": true, ...
 the peer's uid (SO_PEERCRED) is passed to the handler, which decides who may do what.
 
 The server side lives in the loop and never blocks; the client side (the CLI) blocks with
-a timeout, which is fine for a short-lived command.
+a timeout, which is fine for a short-lived command. `notify` sends a request and leaves
+without waiting for the answer (sendmail's poke about a message already on disk): the
+daemon handles requests in the order their connections were made, so a later request from
+anyone sees what the poke announced.
 """
 
 import os
@@ -23,8 +26,8 @@ def socket_path(spool_dir):
     return os.path.join(spool_dir, SOCKET_NAME)
 
 
-def request(spool_dir, cmd, timeout=30.0, **args):
-    """Send one request to the daemon; return its reply dict, or None if none runs."""
+def _connect(spool_dir, timeout):
+    """Return a socket connected to the daemon, or None if none runs."""
     import _socket   # the C module: `socket` would cost sendmail a few ms of imports
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     sock.settimeout(timeout)
@@ -33,9 +36,35 @@ def request(spool_dir, cmd, timeout=30.0, **args):
     except OSError:
         sock.close()
         return None
+    return sock
+
+
+def _line(cmd, args):
+    args["cmd"] = cmd
+    return compat.dumps(args).encode() + b"\n"
+
+
+def notify(spool_dir, cmd, timeout=5.0, **args):
+    """Send one request without waiting for its answer; return False if no daemon runs."""
+    sock = _connect(spool_dir, timeout)
+    if sock is None:
+        return False
     try:
-        args["cmd"] = cmd
-        sock.sendall(compat.dumps(args).encode() + b"\n")
+        sock.sendall(_line(cmd, args))
+    except OSError:
+        return False
+    finally:
+        sock.close()
+    return True
+
+
+def request(spool_dir, cmd, timeout=30.0, **args):
+    """Send one request to the daemon; return its reply dict, or None if none runs."""
+    sock = _connect(spool_dir, timeout)
+    if sock is None:
+        return None
+    try:
+        sock.sendall(_line(cmd, args))
         data = b""
         while not data.endswith(b"\n"):
             part = sock.recv(65536)

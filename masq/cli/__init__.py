@@ -41,6 +41,27 @@ def main(argv=None):
         return exits.SOFTWARE
 
 
+def run(argv=None):
+    """Run the command line and end the process with its status, skipping Python's teardown.
+
+    The installed launcher's entry: every file masq writes is closed (and synced where it
+    must be) before main() returns, so the interpreter's finalisation (freeing each module,
+    ~3 ms of a `sendmail` run) has nothing left to do. stdout and stderr are flushed here."""
+    try:
+        status = main(argv)
+    except SystemExit as exc:
+        status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    try:
+        sys.stdout.flush()
+    except OSError:
+        status = status or exits.IOERR
+    try:
+        sys.stderr.flush()
+    except OSError:
+        pass
+    os._exit(status)
+
+
 def _say(name, text):
     sys.stderr.write("%s: %s\n" % (name, text))
     sys.stderr.flush()

@@ -217,14 +217,17 @@ def _gecos():
 
 
 def _poke(cfg, opts, msgid, recipients):
-    """Tell a running daemon about the new message, or deliver at once without one."""
+    """Tell a running daemon about the new message, or deliver at once without one.
+
+    The poke does not wait for the daemon's answer: the message is on disk already, and a
+    daemon that has not read the poke yet finds it when it does (or when it starts)."""
     from masq.base import control
-    reply = control.request(cfg.main.spool_dir, "new", timeout=5)
+    poked = control.notify(cfg.main.spool_dir, "new")
     note = ""
-    if reply is None and not (opts.queue_only or cfg.main.do_queue):
+    if not poked and not (opts.queue_only or cfg.main.do_queue):
         note = _deliver_now(cfg, opts, msgid) if _deliverable(cfg, recipients) else \
             " (no route is online for it now)"
-    elif reply is None:
+    elif not poked:
         note = " (queued only: no daemon runs)"
     if opts.verbose:
         os.write(2, ("masq: %s queued for %s%s\n" % (msgid, ", ".join(recipients), note))

@@ -191,6 +191,18 @@ def parse_ip_port(text, default_port=None, low_port=1):
     return str(ipaddress.ip_address(host)), int(port)
 
 
+def is_loopback(ip):
+    """Return True if the text is a loopback IP address (a name is not one), as ipaddress
+    says; the usual 127.x.y.z and ::1 without importing it (an idle daemon does not)."""
+    if ip == "::1" or (_is_ipv4(ip) and ip.startswith("127.")):
+        return True
+    import ipaddress
+    try:
+        return ipaddress.ip_address(ip).is_loopback
+    except ValueError:
+        return False
+
+
 def _is_ipv4(text):
     """Return True for dotted-quad IPv4 as ipaddress accepts it (checked without importing
     it: ipaddress costs `sendmail` ~2 ms, and most configurations name only IPv4)."""
@@ -571,8 +583,7 @@ def _check_together(config):
                            % ("option hostname" if main.is_set("hostname")
                               else "system host name", _show(main.hostname))) from None
     if main.status_listen and not main.status_password:
-        import ipaddress
-        if not ipaddress.ip_address(parse_ip_port(main.status_listen)[0]).is_loopback:
+        if not is_loopback(parse_ip_port(main.status_listen)[0]):
             raise config.error(main, "status_listen", "status_listen %s is not a loopback "
                                "address: set status_password (the page would be open to "
                                "the network)" % main.status_listen)

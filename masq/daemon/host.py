@@ -26,11 +26,11 @@ from masq.queue.opening import open_queue
 from masq.queue.spool import LogError
 from masq.status import model
 
-# Modules masq imports only when first needed, so that `sendmail` starts fast (json for the
-# first envelope or control request, re for a HELO check): the daemon imports them before
-# it acts as or becomes `option user`, who may not be able to read the Python library (and
-# with `option user`, the delivery agents' modules too, which are otherwise loaded by the
-# first delivery).
+# Modules masq imports only when first needed (json for the first control request, re for
+# a HELO check): so that `sendmail` starts fast, and an idle daemon does not hold them. With
+# `option user` the daemon imports them before it acts as or becomes that user, who may not
+# be able to read the Python library (and the delivery agents' and the SMTP sessions'
+# modules too, which are otherwise loaded by the first delivery and the first client).
 LAZY = ("json", "re")
 
 
@@ -61,11 +61,12 @@ class Daemon:
 
     def start(self):
         """Open the queue, bind the sockets, install signal handlers."""
-        for name in LAZY:           # while root may still read the whole library
-            __import__(name)
-        if self.cfg.main.user:
+        if self.cfg.main.user:      # while root may still read the whole library
+            from masq.inbound.listener import SESSION_MODULES
             from masq.outbound import agents
-            for name in agents.MODULES:
+            from masq.status.web import SERVE_MODULES
+            page = SERVE_MODULES if self.cfg.main.status_listen else ()
+            for name in LAZY + agents.MODULES + SESSION_MODULES + page:
                 __import__(name)
         account = self._account()
         with _acting_as(account):   # the spool is the daemon user's: root never writes it

@@ -11,6 +11,11 @@ sessions read.
 
 Never dies on accept errors (EMFILE: accepting pauses for a second). A client over a limit
 gets `421 4.7.0` and is closed without a session.
+
+An idle daemon holds only the socket: the session, the SMTP engine, relay policy (and
+ipaddress) are imported at the first client, so a router that never receives mail over
+SMTP never loads them (about 1 MB of RSS). With `option user` the daemon imports them
+before it drops root (SESSION_MODULES).
 """
 
 import os
@@ -19,10 +24,10 @@ from masq.base import net
 from masq.config import schema as config
 from masq.outbound import maillog
 from masq.inbound import auth
-from masq.inbound.session import NO_SPACE, SMTPServerSession
-from masq.policy import local, relay
 from masq.proto.reply import Reply
-from masq.proto.smtp_server import SMTPServer
+
+SESSION_MODULES = ("masq.inbound.session", "masq.policy.local", "masq.policy.relay",
+                   "masq.proto.smtp_server")
 
 KINDS = ("smtp", "submission", "smtps")
 LOAD_TIMEOUT = 10.0
@@ -59,7 +64,8 @@ class ListenerSettings:
         main = cfg.main
         self.hostname = main.hostname
         self.local_domains = frozenset(d.lower() for d in main.local_domain)
-        self.relay_nets = relay.parse_networks(main.relay_net)
+        self.relay_net = tuple(main.relay_net)
+        self._relay_nets = None
         self.max_recipients = main.max_recipients
         self.max_size = main.max_message_size
         self.timeout = main.smtp_timeout
@@ -70,6 +76,14 @@ class ListenerSettings:
         self.local_users = tuple(main.local_users)
         self.relay_certs = frozenset(config.fingerprint(text) for text in main.relay_cert)
         self.users = dict(cfg.users)
+
+    @property
+    def relay_nets(self):
+        """Return the relay_net networks, parsed when the first client asks."""
+        if self._relay_nets is None:
+            from masq.policy import relay
+            self._relay_nets = relay.parse_networks(self.relay_net)
+        return self._relay_nets
 
 
 class Listener:
@@ -157,6 +171,8 @@ class Listener:
         self._session(conn, ip)
 
     def _session(self, conn, ip):
+        from masq.inbound.session import SMTPServerSession
+        from masq.policy import relay
         peer = relay.Peer(ip, relay.in_networks(ip, self.settings.relay_nets), None, self.kind)
         engine = self._engine(tls_active=self.kind == "smtps")
         transport = net.Stream(self.loop, conn, None, None)
@@ -179,6 +195,7 @@ class Listener:
 
     def tls_established(self, session):
         """Note a listed client certificate (relay_cert) once a TLS handshake is done."""
+        from masq.policy import relay
         cert = relay.certificate(session.transport.peer_certificate(),
                                  self.settings.relay_certs)
         if cert is not None:
@@ -186,6 +203,7 @@ class Listener:
             self.log.info("%s presented listed certificate sha256:%s", session.peer.ip, cert)
 
     def _engine(self, tls_active):
+        from masq.proto.smtp_server import SMTPServer
         mechanisms = ("PLAIN", "LOGIN") if self.settings.users else ()
         return SMTPServer(
             self.settings.hostname, max_size=self.settings.max_size,
@@ -208,6 +226,7 @@ class Listener:
 
     def space_refusal(self, declared_size):
         """Return 452 4.3.1 when the spool lacks room for a message, else None."""
+        from masq.inbound.session import NO_SPACE
         need = int(1.5 * (declared_size or min(self.settings.max_size, MIN_FREE)))
         try:
             stat = os.statvfs(self.queue.dir)
@@ -217,6 +236,7 @@ class Listener:
 
     def is_local_user(self, local_part):
         """Return True if local_part is a recipient this host delivers to (None: can't tell)."""
+        from masq.policy import local
         names = self.daemon.alias_names()
         if local.is_local_user(local_part, self.settings.local_users, names or ()):
             return True

@@ -145,5 +145,5 @@ def run(cfg):
     host.queue.sync_now()
     host.queue.close()
     if host.new_ids:
-        control.request(cfg.main.spool_dir, "new", timeout=5)
+        control.notify(cfg.main.spool_dir, "new")
     return exits.OK

@@ -27,7 +27,7 @@ Fails: a detector that cannot work (no netlink, no ubus, no pyserial, no port) r
 offline with an error, logged when it first appears; the daemon goes on.
 """
 
-import importlib
+import sys
 
 KINDS = {
     "always": ("masq.online.detectors", "Always"),
@@ -44,7 +44,8 @@ def detector_class(kind):
     where = KINDS.get(kind)
     if where is None:
         return None
-    return getattr(importlib.import_module(where[0]), where[1])
+    __import__(where[0])
+    return getattr(sys.modules[where[0]], where[1])
 
 
 class Always:
