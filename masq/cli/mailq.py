@@ -2,41 +2,47 @@
 
 Asks the daemon when one runs (it holds the queue and knows what is in flight); reads or
 changes the spool directly otherwise. The listing shows, per message: id, size, age and
-sender, then each recipient with its state, attempts and last error.
+sender, then each recipient with its state, attempts, last error, and what it waits for
+(its route, and why it is not leaving: offline, retry at HH:MM, no route takes it).
 """
-
 
 from masq.base import control, exits
 from masq.base.clock import Clock
 from masq.policy.users import privileged, user_name
 from masq.queue import spool
+from masq.outbound import waits_for
 from masq.queue.opening import open_queue
 from masq.status import model
 from masq.status.text import format_message
 
 
-def queue_document(cfg):
-    """Return the queue part of the status document (from the daemon, or the spool)."""
+def listing(cfg):
+    """Yield the queue part of the status document, message by message (from the daemon,
+    or the spool: one envelope read back at a time, so 50,000 waiting cost no more)."""
     reply = control.request(cfg.main.spool_dir, "status", timeout=10)
     if reply and reply.get("ok"):
-        return reply["status"]["queue"]
+        yield from reply["status"]["queue"]
+        return
     queue = open_queue(cfg, "read")
     try:
         now = Clock().time()        # mailq without a daemon: no loop, the real clock
-        return [model.message_json(m, now) for m in queue.listed()]
+        waits = waits_for.for_config(cfg, None, now)       # no daemon: online unknown
+        for msg in queue.listed():
+            yield model.message_json(msg, now, waits)
     finally:
         queue.close()
 
 
 def run(cfg, out):
     """Print the queue listing to out; return the exit status."""
-    messages = queue_document(cfg)
-    if not messages:
-        out.write("mail queue is empty\n")
-        return exits.OK
-    for msg in messages:
+    count = 0
+    for msg in listing(cfg):
         out.write(format_message(msg))
-    out.write("%d message%s in the queue\n" % (len(messages), "" if len(messages) == 1 else "s"))
+        count += 1
+    if not count:
+        out.write("mail queue is empty\n")
+    else:
+        out.write("%d message%s in the queue\n" % (count, "" if count == 1 else "s"))
     return exits.OK
 
 

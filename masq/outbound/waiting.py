@@ -12,6 +12,7 @@ flight) are dropped when they reach the top. Nothing here delivers or reads a cl
 import heapq
 
 from masq import route as routes
+from masq.base.tables import ShrinkingDict
 from masq.queue.envelope import FINAL
 
 LOCAL = ""          # the heap of local recipients (no route name is empty)
@@ -47,9 +48,18 @@ class Waiting:
                 continue
             for key in self.ways(env, rcpt.address):
                 if key != LOCAL:
-                    self.by_route.setdefault(key, {})[msg.id] = None
+                    ids = self.by_route.get(key)
+                    if ids is None:
+                        ids = self.by_route[key] = ShrinkingDict()
+                    ids[msg.id] = None
                 if push and rcpt.next_attempt is not None:
                     heapq.heappush(self.heaps.setdefault(key, []), (rcpt.next_attempt, msg.id))
+
+    def forget(self, msgid):
+        """Drop msgid, which waits for nothing any more (its heap entries go when they
+        reach the top)."""
+        for ids in self.by_route.values():
+            ids.pop(msgid, None)
 
     def routes(self):
         """Return the names of routes that some undelivered remote recipient could use."""
