@@ -16,7 +16,7 @@ import signal
 import sys
 
 from masq.base import exits, files
-from masq.base.control import Server
+from masq.base.control import Pickup, Server
 from masq.base.logger import Logger
 from masq.base.loop import Loop
 from masq.config.load import load_config
@@ -51,6 +51,7 @@ class Daemon:
         self.started = self.loop.time()
         self.components = []
         self.control = None
+        self.pickup = None
         self.active_writers = 0
         self.listeners = {}     # name -> callback(event, **data) for queue events
         self.scheduler = None
@@ -75,8 +76,10 @@ class Daemon:
             live = len(self.queue.live())
             self.log.info("masq daemon starting: %d message(s) in the queue", live)
             self.control = Server(self.loop, self.queue.dir, self._control, self.log.warning)
+            self.pickup = Pickup(self.loop, self.queue.dir, self._picked_up)
             try:
                 self.control.start()
+                self.pickup.start()
             except OSError as exc:
                 raise exits.Failure("cannot start control socket: %s" % exc,
                                     exits.UNAVAILABLE) from None
@@ -108,6 +111,8 @@ class Daemon:
             self.queue.sync_now()
         if self.control:
             self.control.stop()
+        if self.pickup:
+            self.pickup.stop()
         self._remove_pid()
         if self.queue:
             self.queue.close()
@@ -177,6 +182,10 @@ class Daemon:
                               fetch=self.fetcher.to_json() if self.fetcher else ())
 
     # control requests
+
+    def _picked_up(self):
+        from masq.daemon import control_commands
+        control_commands.new_mail(self)
 
     def _control(self, req, uid, answer):
         from masq.daemon import control_commands
