@@ -232,6 +232,9 @@ def test_server_drops_mid_message(tmp_path, server):
         assert code == 75 and "box: 1 taken" in out, out
         assert server.count("c2") == 2              # no QUIT: nothing was deleted
         assert wait_for(lambda: len(delivered_ids(tmp_path)) == 1)
+        # delivered and recorded: a daemon stopped between the mailbox write and the record
+        # of it delivers again after a restart (the one duplicate the queue allows)
+        assert wait_for(lambda: masq("queue", "-C", conf).stdout == b"mail queue is empty\n")
         edit(conf, "127.0.0.1:%d" % proxy.listen_port, "127.0.0.1:%d" % server.ports["pop3"])
         daemon.stop()
         daemon = Daemon(conf).start()
