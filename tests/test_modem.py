@@ -16,6 +16,7 @@ import pytest
 
 from helpers import ROOT
 from masq.online import modem, probe
+from masq.base.host import FlushAsked, MessagesQueued
 from masq.online.modem import Dialogue, ModemDetector
 from test_online_detectors import Host, held_then_delivered
 
@@ -231,7 +232,7 @@ def test_registered_home_roaming_and_searching(fakemodem, host):
     assert fakemodem.commands() == ["AT+CREG?", "AT+CGREG?", "AT+CEREG?", "AT+CSQ"]
     for stat, online in ((2, False), (5, True), (3, False), (1, True)):
         fakemodem.registered(stat)
-        h.notify("flush", route="lte")
+        h.publish(FlushAsked("lte"))
         h.spin(0.01)
         assert settled(h) and h.is_online("lte") is online, stat
         assert probe.probe("lte", "modem:" + fakemodem.link) is online
@@ -243,7 +244,7 @@ def test_min_signal_and_an_lte_modem_that_does_not_know_its_rssi(fakemodem, host
     h = host(("lte", "modem:" + fakemodem.link, ("modem_min_signal", "-100")))
     assert settled(h) and not h.is_online("lte")
     fakemodem.set(csq=99)
-    h.notify("flush", route="lte")
+    h.publish(FlushAsked("lte"))
     h.spin(0.01)
     assert settled(h) and h.is_online("lte")
 
@@ -286,7 +287,7 @@ def test_dcd_mode_reads_only_the_carrier_even_on_a_locked_port(fakemodem, host, 
     assert settled(h) and h.is_online("dialup")
     fakemodem.proc.send_signal(signal.SIGUSR1)                      # the line drops
     assert h.run_until(lambda: "dcd 0" in fakemodem.state_text(), 10.0)
-    h.notify("flush", route="dialup")
+    h.publish(FlushAsked("dialup"))
     assert h.run_until(lambda: not h.is_online("dialup"), 10.0)
     assert fakemodem.commands() == []                               # nothing was written
 
@@ -307,7 +308,7 @@ def test_without_pyserial_the_route_is_offline_with_a_reason(fakemodem, host, mo
 def test_signals_lose_and_regain_registration(fakemodem, host):
     h = host(("lte", "modem:" + fakemodem.link), interval="0.1")
     h.scheduler.waiting.add("lte")
-    h.notify("new")
+    h.publish(MessagesQueued(()))
     assert settled(h) and h.is_online("lte")
     fakemodem.proc.send_signal(signal.SIGUSR1)
     assert h.run_until(lambda: not h.is_online("lte"), 10.0)
@@ -321,7 +322,7 @@ def test_asked_only_while_mail_waits(fakemodem, host):
     h.spin(0.4)
     assert len(fakemodem.commands()) == 4 and h.loop.next_deadline() is None
     h.scheduler.waiting.add("lte")
-    h.notify("new")
+    h.publish(MessagesQueued(()))
     h.spin(0.45)
     assert len(fakemodem.commands()) >= 4 * 4
 

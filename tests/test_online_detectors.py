@@ -8,18 +8,18 @@ delivers it to an aiosmtpd sink when the file appears or the command starts sayi
 """
 
 import os
+import select
 import threading
 import time
 
 import pytest
 
 from helpers import Daemon, free_port, masq, write_config
+from masq.base.host import FlushAsked, MessagesQueued, RouteChanged
 from masq.config import schema as config
-from masq.base.loop import Loop
 from masq.online import polled, probe
 from masq.online.detectors import KINDS, Detectors, detector_class
-from masq.online.state import OnlineState
-from fakes import FakeClock
+from fakes import FakeClock, FakeHost, Frozen
 from sinks import Sink
 
 
@@ -50,7 +50,7 @@ class Scheduler:
         return set(self.waiting)
 
 
-class Host:
+class Host(FakeHost):
     """What the Detectors component needs from the daemon."""
 
     def __init__(self, routes, interval="300", clock=None):
@@ -58,23 +58,15 @@ class Host:
         for name, spec, *extra in routes:
             text += "config route '%s'\n\toption online \"%s\"\n" % (name, spec)
             text += "".join("\toption %s '%s'\n" % pair for pair in extra)
-        self.cfg = config.loads(text)
-        self.loop = Loop(clock) if clock else Loop()
-        self.log = Log()
-        self.listeners = {}
-        self.scheduler = Scheduler()
-        self.online = OnlineState(self.cfg.routes, self.loop.time())
+        super().__init__(config.loads(text), Log(), clock, scheduler=Scheduler())
         self.changes = []
-        self.online.listeners.append(lambda r: self.changes.append((r.name, r.online)))
+        self.subscribe(RouteChanged,
+                       lambda e: self.changes.append((e.route.name, e.route.online)))
         self.detectors = Detectors(self)
 
     def start(self):
         self.detectors.start()
         return self
-
-    def notify(self, event, **data):
-        for callback in list(self.listeners.values()):
-            callback(event, **data)
 
     def is_online(self, name):
         return self.online.get(name).online
@@ -162,7 +154,7 @@ def test_file_route_polls_only_while_mail_waits(tmp_path, hosts):
     host.spin(0.3)
     assert not host.is_online("isp")                    # nobody asked
     host.scheduler.waiting.add("isp")
-    host.notify("new", ids=["x"])
+    host.publish(MessagesQueued(("x",)))
     assert host.run_until(lambda: host.is_online("isp"), 10.0)
     assert host.loop.next_deadline() is not None        # mail waits: the next poll is due
     path.unlink()
@@ -187,7 +179,7 @@ def test_file_detector_looks_every_2s_while_mail_waits_and_never_when_idle(tmp_p
     check = detector.check
     detector.check = lambda done: (looked.append(clock.monotonic()), check(done))
     host.scheduler.waiting.add("isp")
-    host.notify("new", ids=["x"])
+    host.publish(MessagesQueued(("x",)))
     advance_to(clock, host, 1000.0)
     assert looked == [1000.0] and host.loop.next_deadline() == 1002.0
     path.write_text("")                                 # the ip-up script ran
@@ -208,11 +200,11 @@ def test_pipe_detector_keeps_online_check_interval(tmp_path, hosts):
     host = hosts([("dial", "pipe:/bin/false"), ("isp", "file:%s" % (tmp_path / "f"))],
                  interval="60", clock=clock).start()
     host.scheduler.waiting.add("dial")
-    host.notify("new", ids=["x"])
+    host.publish(MessagesQueued(("x",)))
     advance_to(clock, host, 1000.0)
     assert host.detectors.wake == 1060.0                # the command: every minute
     host.scheduler.waiting.add("isp")
-    host.notify("new", ids=["y"])
+    host.publish(MessagesQueued(("y",)))
     advance_to(clock, host, 1000.0)
     assert host.detectors.wake == 1002.0                # the file: every 2 s
     assert polled.PipeDetector.time_limit and not hasattr(polled.PipeDetector, "interval")
@@ -222,7 +214,7 @@ def test_flush_of_a_route_checks_it_even_without_waiting_mail(tmp_path, hosts):
     path = tmp_path / "online"
     host = hosts([("isp", "file:%s" % path)]).start()
     path.write_text("")
-    host.notify("flush", route="isp")
+    host.publish(FlushAsked("isp"))
     assert host.run_until(lambda: host.is_online("isp"), 10.0)
     assert host.loop.next_deadline() is None
 
@@ -231,7 +223,7 @@ def test_many_events_in_one_turn_make_one_round(tmp_path, hosts):
     host = hosts([("isp", "file:%s" % (tmp_path / "x"))]).start()
     asked = host.scheduler.asked
     for _ in range(20):
-        host.notify("new")
+        host.publish(MessagesQueued(()))
     host.spin(0.05)
     assert host.scheduler.asked == asked + 1
 
@@ -241,7 +233,7 @@ def test_override_holds_until_the_detector_changes_its_mind(tmp_path, hosts):
     host = hosts([("isp", "file:%s" % path)], interval="0.05").start()
     host.scheduler.waiting.add("isp")
     host.online.set_override("isp", "up", time.time())
-    host.notify("new")
+    host.publish(MessagesQueued(()))
     host.spin(0.2)
     assert host.is_online("isp")                        # offline again and again: no change
     path.write_text("isp")
@@ -284,6 +276,28 @@ def test_pipe_that_hangs_is_killed_at_the_time_limit(tmp_path, hosts, monkeypatc
     assert host.run_until(lambda: not host.detectors.busy, 30.0)    # not the 30 s sleep
     assert not host.is_online("isp")
     assert any("timed out" in t for t in host.log.texts("warning"))
+
+
+def test_pipe_whose_background_child_holds_stdout_ends_at_the_time_limit(tmp_path, hosts):
+    """The command said yes and exited, but a child it left behind keeps stdout open: at
+    the time limit that child is killed and the answer counts (the detector was stuck
+    busy for good, never asked again). The clock moves only when the test moves it."""
+    clock = Frozen()
+    pidfile = tmp_path / "pid"
+    command = script(tmp_path, "echo isp\nsleep 1000 &\necho $! > %s\n" % pidfile)
+    host = hosts([("isp", "pipe:%s" % command)], clock=clock).start()
+    child = host.detectors.detectors[0].child
+    assert host.run_until(lambda: child.status is not None and pidfile.exists()
+                          and pidfile.read_text().endswith("\n"), 60)
+    background = os.pidfd_open(int(pidfile.read_text()))
+    for _ in range(3):
+        host.loop.run_once(block=False)
+    assert host.detectors.busy                          # stdout still open
+    FakeClock.advance(clock, polled.PIPE_TIME_LIMIT)
+    assert host.run_until(lambda: not host.detectors.busy, 60)
+    assert host.is_online("isp")
+    assert select.select([background], [], [], 60)[0]   # the straggler was killed
+    os.close(background)
 
 
 def test_pipe_that_cannot_run_reports_an_error(tmp_path, hosts):

@@ -7,17 +7,15 @@ wrapped to count what the scheduler asks of it (messages looked at, syncs) and t
 writes on demand (disk full).
 """
 
+from masq.base.host import MessagesQueued, RouteChanged
 from masq.config import schema as config
-from masq.base.loop import Loop
-from masq.online.state import OnlineState
 from masq.outbound import scheduler as sched
 from masq.outbound.outcome import Outcome
 from masq.queue.envelope import Envelope
 from masq.queue.memory import MemoryQueue
 from masq.queue.spool import LogError, Queue
-from masq.status import model
 
-from fakes import FakeClock
+from fakes import FakeClock, FakeHost
 from helpers import OFFLINE
 
 HOUR = 3600.0
@@ -116,28 +114,24 @@ class Agents:
         return self.routes[route.name]
 
 
-class Host:
+class Host(FakeHost):
     """What the scheduler needs: config, loop (fake clock), queue, online state, log."""
 
     def __init__(self, tmp_path, main="", routes="config route 'isp'\n", disk=False):
         text = ("config masq 'main'\n\toption hostname 'test.example'\n"
                 "\toption spool_dir '%s'\n\tlist local_domain 'test.example'\n%s\n%s"
                 % (tmp_path / "spool", main, routes))
-        self.cfg = config.loads(text, path="test.conf")
         self.clock = FakeClock()
-        self.loop = Loop(self.clock)
         if disk:                      # a test about the disk (a failing sync) itself
-            self.queue = counting(Queue)(str(tmp_path / "spool"), volatile_ok=True,
-                                         clock=self.clock).open("runner")
+            queue = counting(Queue)(str(tmp_path / "spool"), volatile_ok=True,
+                                    clock=self.clock).open("runner")
         else:
-            self.queue = counting(MemoryQueue)(clock=self.clock)
-        self.online = OnlineState(self.cfg.routes, self.clock.time())
-        self.log = Log()
-        self.counters = model.new_counters()
+            queue = counting(MemoryQueue)(clock=self.clock)
+        super().__init__(config.loads(text, path="test.conf"), Log(), self.clock, queue)
         self.loop.at_turn_end(self.queue.sync_now)
         self.agents = Agents(self.loop, [r.name for r in self.cfg.routes])
         self.scheduler = sched.Scheduler(self, self.agents)
-        self.online.listeners.append(self.scheduler.route_changed)
+        self.subscribe(RouteChanged, self.scheduler.route_changed)
 
     def route(self, name):
         return self.agents.routes[name]
@@ -151,7 +145,7 @@ class Host:
 
     def arrive(self, *rcpts, **kw):
         msgid = self.send(*rcpts, **kw)
-        self.scheduler.on_event("new", ids=[msgid])
+        self.scheduler.queued(MessagesQueued((msgid,)))
         self.turn()
         return msgid
 
@@ -397,7 +391,7 @@ def test_new_mail_is_waiting_before_the_run(tmp_path):
     """Detectors ask which routes have mail waiting in the same turn as the arrival."""
     host = Host(tmp_path, routes="config route 'isp'\n\toption online '" + OFFLINE + "'\n")
     msgid = host.send("far@example.org")
-    host.scheduler.on_event("new", ids=[msgid])
+    host.scheduler.queued(MessagesQueued((msgid,)))
     assert host.scheduler.waiting_routes() == {"isp"}
 
 

@@ -156,7 +156,8 @@ def test_sub_interfaces_count_and_other_interfaces_are_not_asked(fake, host):
 def test_route_option_needs_a_default_route(fake, host):
     fake.status("wan", default_route=False)
     h = host(("isp", "ubus:wan", ("online_require_route", "1")), ("any", "ubus:wan"))
-    assert h.run_until(lambda: h.is_online("any"), 10.0)
+    # the listener follows events only from its start on: wait for it, then raise one
+    assert h.run_until(lambda: h.is_online("any") and fake.starts() == 1, 10.0)
     assert not h.is_online("isp")
     fake.event("ifupdate", "wan", status={})
     assert h.run_until(lambda: h.is_online("isp"), 10.0)

@@ -7,6 +7,7 @@ root, the daemon's own user or a trusted user (or, for rm, the user who submitte
 message). Who may do what is masq.policy.users, which the status page asks too.
 """
 
+from masq.base.host import FlushAsked, MessagesQueued
 from masq.outbound.removal import remove_messages
 from masq.policy.users import may_force, may_remove, trusted, user_name
 
@@ -38,7 +39,7 @@ def new_mail(daemon):
     daemon.queue.catch_up()
     ids = daemon.queue.take_foreign_commits()
     daemon.counters["accepted"] += len(ids)
-    daemon.notify("new", ids=ids)
+    daemon.publish(MessagesQueued(tuple(ids)))
 
 
 def _rm(daemon, req, uid, answer):
@@ -78,14 +79,14 @@ def _flush(daemon, req, uid, answer):
     if scheduler is None:
         answer({"ok": True, "started": False, "note": "no delivery service runs"})
         return
-    daemon.notify("flush", route=route)        # polled detectors look again first
+    daemon.publish(FlushAsked(route))        # polled detectors look again first
     scheduler.flush(route, forced=forced,
                     done=lambda result: answer(dict(result, ok=True)))
 
 
 def _fetch(daemon, req, uid, answer):
     """Fetch mail now: from the named sources, those of a route, or every online one."""
-    fetcher = getattr(daemon, "fetcher", None)
+    fetcher = daemon.fetcher
     names, route = req.get("names") or [], req.get("route")
     if fetcher is None or not fetcher.sources:
         answer({"ok": False, "error": "no fetch section in the configuration"})

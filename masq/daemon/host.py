@@ -17,6 +17,7 @@ import sys
 
 from masq.base import exits, files
 from masq.base.control import Pickup, Server
+from masq.base.host import Host
 from masq.base.logger import Logger
 from masq.base.loop import Loop
 from masq.config.load import load_config
@@ -34,34 +35,40 @@ from masq.status import model
 LAZY = ("json", "re")
 
 
-class Daemon:
-    """The running daemon."""
+class Daemon(Host):
+    """The running daemon: the host of every service."""
 
     def __init__(self, config_path, interval=None):
         self.config_path = config_path
         self.interval = interval
-        self.cfg = load_config(config_path, check=preflight.check)
-        main = self.cfg.main
-        self.loop = Loop()
-        self.log = Logger(main.log, main.log_level, clock=self.loop.clock)
-        self.loop.on_error = self._bug
-        self.queue = None
-        self.online = OnlineState(self.cfg.routes, self.loop.time())
-        self.counters = model.new_counters()
-        self.started = self.loop.time()
+        cfg = load_config(config_path, check=preflight.check)
+        loop = Loop()
+        super().__init__(cfg, loop, Logger(cfg.main.log, cfg.main.log_level, clock=loop.clock),
+                         counters=model.new_counters())
+        self.online = OnlineState(cfg.routes, loop.time(), self.publish)
+        loop.on_error = self._bug
+        self.started = loop.time()
         self.components = []
+        self.delivery = None
         self.control = None
         self.pickup = None
-        self.active_writers = 0
-        self.listeners = {}     # name -> callback(event, **data) for queue events
-        self.scheduler = None
-        self.fetcher = None     # the fetch component (masq.inbound.fetch) once started
-        self.alias_file = None
+        self.fetcher = None     # the fetch component (masq.inbound.fetch), if configured
+
+    @property
+    def scheduler(self):
+        """Return the delivery's scheduler (None before start)."""
+        return self.delivery.scheduler if self.delivery is not None else None
 
     # start and stop
 
     def start(self):
-        """Open the queue, bind the sockets, install signal handlers."""
+        """Install signal handlers, open the queue, bind the sockets.
+
+        The handlers come first: a SIGHUP or SIGTERM during start-up (logrotate, a quick
+        `stop`) waits for the loop instead of killing the daemon half started."""
+        self.loop.add_signal(signal.SIGHUP, self.reload)
+        self.loop.add_signal(signal.SIGTERM, self.stop)
+        self.loop.add_signal(signal.SIGINT, self.stop)
         if self.cfg.main.user:      # while root may still read the whole library
             from masq.inbound.listener import SESSION_MODULES
             from masq.outbound import agents
@@ -85,7 +92,9 @@ class Daemon:
                                     exits.UNAVAILABLE) from None
         from masq.daemon import services
         from masq.inbound.listener import ListenError
-        for component in services.make(self):
+        made = services.make(self)
+        self.delivery, self.fetcher = made.delivery, made.fetcher
+        for component in made.components:
             try:
                 component.start()
             except ListenError as exc:
@@ -94,9 +103,6 @@ class Daemon:
         self._write_pid()
         self._drop_privileges(account)
         self.loop.at_turn_end(self._turn_end)
-        self.loop.add_signal(signal.SIGHUP, self.reload)
-        self.loop.add_signal(signal.SIGTERM, self.stop)
-        self.loop.add_signal(signal.SIGINT, self.stop)
 
     def stop(self):
         """Stop accepting work and leave the loop after this turn."""
@@ -131,9 +137,7 @@ class Daemon:
         self.log.threshold = Logger(cfg.main.log, cfg.main.log_level).threshold
         self.log.retarget(cfg.main.log)
         old = {r.name: r for r in self.online.routes}
-        listeners = self.online.listeners
-        self.online = OnlineState(cfg.routes, self.loop.time())
-        self.online.listeners = listeners
+        self.online = OnlineState(cfg.routes, self.loop.time(), self.publish)
         for route in self.online.routes:
             if route.name in old:
                 for name in ("override", "detected", "since", "last_error", "last_delivery"):
@@ -154,23 +158,6 @@ class Daemon:
                               self.queue.segment_count(), self.queue.log_size())
         except (OSError, LogError) as exc:
             self.log.error("queue compaction step failed: %s", exc)
-
-    def notify(self, event, **data):
-        """Tell the components about a queue event ('new', 'flush', ...)."""
-        for callback in list(self.listeners.values()):
-            callback(event, **data)
-
-    def alias_names(self):
-        """Return the names the aliases file defines (lower-cased); None if it is broken."""
-        from masq.aliases import file as aliases
-        path = self.cfg.main.alias_file
-        if self.alias_file is None or self.alias_file.path != path:
-            self.alias_file = aliases.AliasFile(path)
-        try:
-            return frozenset(self.alias_file.get().names())
-        except aliases.AliasError as exc:
-            self.log.warning("aliases: %s", exc)
-            return None
 
     def status(self, limit=None):
         """Return the status document (listing the first `limit` queued messages, if given)."""

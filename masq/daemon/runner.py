@@ -7,6 +7,7 @@ Results are synced before returning.
 """
 
 
+from masq.base.host import Host
 from masq.base.logger import Logger
 from masq.base.loop import Loop
 from masq.online import probe
@@ -16,20 +17,23 @@ from masq.queue.opening import open_queue
 from masq.status import model
 
 
-class RunnerHost:
-    """What the scheduler needs, for one run."""
+class RunnerHost(Host):
+    """The host of the delivery, for one run."""
 
     def __init__(self, cfg):
-        self.cfg = cfg
-        self.loop = Loop()
-        self.log = Logger(cfg.main.log, cfg.main.log_level, clock=self.loop.clock)
-        self.queue = open_queue(cfg, "runner", report=self.log.warning, clock=self.loop.clock)
-        self.online = OnlineState(cfg.routes, self.loop.time())
+        loop = Loop()
+        log = Logger(cfg.main.log, cfg.main.log_level, clock=loop.clock)
+        super().__init__(cfg, loop, log, counters=model.new_counters())
+        self.queue = open_queue(cfg, "runner", report=log.warning, clock=loop.clock)
+        self.online = OnlineState(cfg.routes, loop.time(), self.publish)
         for route in self.online.routes:
             route.detected = probe.probe(route.name, route.detector, cfg.route(route.name))
-        self.counters = model.new_counters()
-        self.listeners = {}
-        self.scheduler = None
+        self.delivery = Delivery(self)
+
+    @property
+    def scheduler(self):
+        """Return the delivery's scheduler (None before it starts)."""
+        return self.delivery.scheduler
 
     def close(self):
         """Sync and release the queue and the loop."""
@@ -41,7 +45,7 @@ class RunnerHost:
 def run_once(cfg, route=None, forced=False, ids=None):
     """Run the queue once (through route only, or for messages ids only); return a summary."""
     host = RunnerHost(cfg)
-    delivery = Delivery(host)
+    delivery = host.delivery
     summary = {}
     try:
         delivery.start(look=False)

@@ -1,28 +1,38 @@
 """The daemon's components, in start order: who listens, who delivers, who reports.
 
-Each component is built from the daemon (its loop, queue, configuration, logger) and has
-start(), stop() and reload(config). Adding a service means adding one line here.
+Each component is built from the daemon, its host (masq.base.host lists what it may use),
+and has start(), stop() and reload(config). Adding a service means adding one line here.
 """
+
+from collections import namedtuple
+
+from masq.base.host import Component
+
+# What make returns: every component in start order, and the two the daemon offers its
+# components (as host.scheduler and host.fetcher).
+Services = namedtuple("Services", "components delivery fetcher")
 
 
 def make(daemon):
-    """Return the components the daemon runs for its configuration."""
+    """Return the Services the daemon runs for its configuration."""
     from masq.inbound.listener import Listener
     from masq.online.detectors import Detectors
     from masq.outbound.delivery import Delivery
     from masq.status.file import StatusFile
-    components = [StatusFile(daemon), Delivery(daemon),
+    delivery = Delivery(daemon, daemon.interval)
+    components = [StatusFile(daemon), delivery,
                   WhenConfigured(daemon, "status_listen", _status_web)]
     components.append(Detectors(daemon))           # after Delivery: it flushes on online
     from masq.inbound.fetch import Fetcher
-    components.append(Fetcher(daemon))             # after Delivery: flush, then fetch
+    fetcher = Fetcher(daemon)
+    components.append(fetcher)                     # after Delivery: flush, then fetch
     shared = {}
     for url in daemon.cfg.main.listen:
         if url.startswith("qmtp://"):
             daemon.log.warning("listen %s: QMTP is not supported yet; skipped", url)
             continue
         components.append(Listener(daemon, url, shared))
-    return components
+    return Services(components, delivery, fetcher)
 
 
 def _status_web(daemon):
@@ -30,7 +40,7 @@ def _status_web(daemon):
     return StatusWeb(daemon)
 
 
-class WhenConfigured:
+class WhenConfigured(Component):
     """A component built only once its option is set: a daemon without a status page never
     imports the page, the HTTP engine or hashlib (several MB on a router)."""
 

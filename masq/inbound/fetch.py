@@ -15,6 +15,7 @@ supported yet); SMTP-after-POP uses a POP3 run that only logs in (`login`).
 
 import os
 
+from masq.base.host import Component, MessagesQueued, RouteChanged
 from masq.outbound import maillog
 from masq.inbound.fetch_state import UidState
 
@@ -131,7 +132,7 @@ class Source:
         host.counters["accepted"] += 1
         maillog.received(host.log, intake.id, intake.sender, intake.size, 1,
                          client="%s[%s]" % intake.peer)
-        host.notify("new", ids=[intake.id])
+        host.publish(MessagesQueued((intake.id,)))
 
     def report_left(self, left):
         """Note messages left on the server because they exceed max_size."""
@@ -153,8 +154,8 @@ def _recipient(settings, hostname):
     return target if "@" in target else "%s@%s" % (target, hostname)
 
 
-class Fetcher:
-    """The daemon's fetch component."""
+class Fetcher(Component):
+    """The daemon's fetch component (the daemon offers it to others as host.fetcher)."""
 
     def __init__(self, host):
         self.host = host
@@ -164,15 +165,15 @@ class Fetcher:
 
     def start(self):
         """Build the sources, listen for routes coming online, arm the interval."""
-        self.host.fetcher = self
         self._build(self.host.cfg)
         for source in self.sources.values():
             source.reconcile()
-        self.host.online.listeners.append(self.route_changed)
+        self.host.subscribe(RouteChanged, self.route_changed)
         self._arm()
 
     def stop(self):
         """Stop the interval timer and the resolver."""
+        self.host.unsubscribe(RouteChanged, self.route_changed)
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
@@ -183,8 +184,6 @@ class Fetcher:
     def reload(self, cfg):
         """Take the new configuration's fetch sections (keeping the status of old ones)."""
         self._build(cfg)
-        if self.route_changed not in self.host.online.listeners:
-            self.host.online.listeners.append(self.route_changed)
         if self.resolver is not None:
             self.resolver.close()
             self.resolver = None
@@ -201,8 +200,10 @@ class Fetcher:
             sources[settings.name] = source
         self.sources = sources
 
-    def route_changed(self, route):
-        """A route changed state: fetch for its sources once it is online."""
+    def route_changed(self, event):
+        """A route changed state (a RouteChanged event): fetch for its sources once it is
+        online."""
+        route = event.route
         if route.online:
             for source in self.sources.values():
                 if source.settings.route == route.name:

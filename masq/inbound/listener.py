@@ -21,6 +21,7 @@ before it drops root (SESSION_MODULES).
 import os
 
 from masq.base import net
+from masq.base.host import Component, MessagesQueued
 from masq.config import schema as config
 from masq.outbound import maillog
 from masq.inbound import auth
@@ -86,7 +87,7 @@ class ListenerSettings:
         return self._relay_nets
 
 
-class Listener:
+class Listener(Component):
     """One listening socket and its sessions (a daemon component)."""
 
     def __init__(self, daemon, url, shared):
@@ -96,7 +97,7 @@ class Listener:
         self.queue = daemon.queue
         self.url = url
         self.kind, self.address, self.port, self.plain_auth = parse_url(url)
-        self.shared = shared          # connection counts shared by every listener
+        self.shared = shared          # connection counts and aliases shared by every listener
         shared.setdefault("listeners", []).append(self)
         self.settings = ListenerSettings(daemon.cfg)
         self.limiter = shared.setdefault("limiter", auth.Limiter())
@@ -237,23 +238,34 @@ class Listener:
     def is_local_user(self, local_part):
         """Return True if local_part is a recipient this host delivers to (None: can't tell)."""
         from masq.policy import local
-        names = self.daemon.alias_names()
+        names = self._alias_names()
         if local.is_local_user(local_part, self.settings.local_users, names or ()):
             return True
         return None if names is None else False
 
-    def writers(self, delta):
-        """Count transactions that are writing message text (compaction waits for 0)."""
-        self.daemon.active_writers += delta
+    def _alias_names(self):
+        """Return the names the aliases file defines (lower-cased); None if it is broken.
+
+        One AliasFile serves every listener: it parses the file again only when it changed."""
+        from masq.aliases import file as aliases
+        path = self.daemon.cfg.main.alias_file
+        alias_file = self.shared.get("aliases")
+        if alias_file is None or alias_file.path != path:
+            alias_file = self.shared["aliases"] = aliases.AliasFile(path)
+        try:
+            return frozenset(alias_file.get().names())
+        except aliases.AliasError as exc:
+            self.log.warning("aliases: %s", exc)
+            return None
 
     def accepted(self, txn, peer):
         """Note an accepted message (from peer) in the log and tell the daemon."""
         self.daemon.counters["accepted"] += 1
-        uid = getattr(self.daemon, "local_uid", None)       # -bs from a local process
+        uid = peer.uid                      # -bs from a local process
         maillog.received(self.log, txn.id, txn.sender, txn.size, len(txn.recipients),
                          client=None if uid is not None else "unknown[%s]" % peer.ip,
                          uid=uid)
-        self.daemon.notify("new", ids=[txn.id])
+        self.daemon.publish(MessagesQueued((txn.id,)))
 
     def authenticate(self, session, event):
         """Answer an AUTH request for session."""

@@ -264,7 +264,6 @@ class SMTPServerSession:
         txn.writer = self.server.queue.writer(txn.id)
         txn.headers = message.HeaderReader()
         txn.line_ends = message.InputNormalizer(dot_ends=False)
-        self.server.writers(+1)
         try:
             txn.writer.write(self._received(txn))
         except LogError as exc:
@@ -338,7 +337,6 @@ class SMTPServerSession:
             return
         txn.size = txn.writer.size
         txn.writer = None           # committed: nothing left to abort, even if the client goes
-        self.server.writers(-1)
         self.server.queue.want_sync(lambda error: self._synced(txn, error))
 
     def _synced(self, txn, error):
@@ -353,8 +351,7 @@ class SMTPServerSession:
         if txn.writer is not None:
             txn.writer.abort()
             txn.writer = None
-            self.server.writers(-1)
-
+    
     def _aborted(self, event):
         if self.txn is not None:
             self._drop(self.txn)

@@ -10,6 +10,7 @@ import os
 import socket
 
 from masq.base import control, exits
+from masq.base.host import Host, MessagesQueued
 from masq.base.logger import Logger
 from masq.base.loop import Loop
 from masq.inbound.listener import Listener
@@ -89,34 +90,23 @@ class StdioTransport:
         self.on_done()
 
 
-class Host:
-    """What a Listener needs from a daemon, for a single stdio session."""
+class StdioHost(Host):
+    """The host of a Listener for a single stdio session: no delivery, no routes."""
 
     def __init__(self, cfg):
-        self.cfg = cfg
-        self.loop = Loop()
-        self.log = Logger(cfg.main.log, cfg.main.log_level, clock=self.loop.clock)
-        self.queue = open_queue(cfg, "append", report=self.log.warning, clock=self.loop.clock)
-        self.counters = {"accepted": 0}
-        self.active_writers = 0
+        loop = Loop()
+        log = Logger(cfg.main.log, cfg.main.log_level, clock=loop.clock)
+        super().__init__(cfg, loop, log, counters={"accepted": 0})
+        self.queue = open_queue(cfg, "append", report=log.warning, clock=loop.clock)
         self.new_ids = []
-        self.local_uid = None       # the uid of a local (non-socket) client, for the log
+        self.subscribe(MessagesQueued, self._queued)
 
-    def notify(self, event, **data):
+    def _queued(self, event):
         """Remember accepted messages for the poke at the end."""
-        self.new_ids.extend(data.get("ids", ()))
-
-    def alias_names(self):
-        """Return the names the aliases file defines (lower-cased); None if it is broken."""
-        from masq.aliases import file as aliases
-        try:
-            return frozenset(aliases.AliasFile(self.cfg.main.alias_file).get().names())
-        except aliases.AliasError as exc:
-            self.log.warning("aliases: %s", exc)
-            return None
+        self.new_ids.extend(event.ids)
 
 
-def _peer(host, settings):
+def _peer(settings):
     try:
         sock = socket.socket(fileno=os.dup(0))
         try:
@@ -124,17 +114,16 @@ def _peer(host, settings):
         finally:
             sock.close()
     except (OSError, IndexError, TypeError):
-        host.local_uid = os.getuid()
-        return relay.Peer("127.0.0.1", True, None, "smtp")
+        return relay.Peer("127.0.0.1", True, None, "smtp", uid=os.getuid())
     return relay.Peer(ip, relay.in_networks(ip, settings.relay_nets), None, "smtp")
 
 
 def run(cfg):
     """Speak SMTP on stdin/stdout until the client quits; return the exit status."""
-    host = Host(cfg)
+    host = StdioHost(cfg)
     listener = Listener(host, "smtp://127.0.0.1:0", {})
     transport = StdioTransport(host.loop, host.loop.stop)
-    session = SMTPServerSession(listener, transport, _peer(host, listener.settings),
+    session = SMTPServerSession(listener, transport, _peer(listener.settings),
                       listener._engine(False))
     transport.session = session
     host.loop.at_turn_end(host.queue.sync_now)

@@ -9,7 +9,8 @@ OnlineState, flushes a route when it comes online.
 
 When to look: event-driven detectors (`always`, `iface:`, `ubus:`) report whenever the
 system tells them something changed and set no timers. Polled detectors (`file:`,
-`pipe:`, `modem:`) are asked once at start, on every 'new' and 'flush' event, and then
+`pipe:`, `modem:`) are asked once at start, on every MessagesQueued and FlushAsked event
+(masq.base.host), and then
 every `online_check_interval` seconds, but only while some undelivered mail could use
 their route (`daemon.scheduler.waiting_routes()`); with no mail waiting no timer is set,
 so an idle daemon sleeps. An interval of 0 means: only at start and on events (for a
@@ -28,6 +29,8 @@ offline with an error, logged when it first appears; the daemon goes on.
 """
 
 import sys
+
+from masq.base.host import Component, FlushAsked, MessagesQueued
 
 KINDS = {
     "always": ("masq.online.detectors", "Always"),
@@ -65,7 +68,7 @@ class Always:
         """Nothing to release."""
 
 
-class Detectors:
+class Detectors(Component):
     """The daemon component that runs every route's detector."""
 
     def __init__(self, daemon):
@@ -89,7 +92,8 @@ class Detectors:
     def start(self):
         """Build and start a detector per route; ask the polled ones once."""
         self.cfg = self.daemon.cfg
-        self.daemon.listeners["online"] = self.on_event
+        self.daemon.subscribe(MessagesQueued, self.queued)
+        self.daemon.subscribe(FlushAsked, self.flush_asked)
         for route in self.cfg.routes:
             detector = self._build(route)
             if detector is not None:
@@ -100,6 +104,8 @@ class Detectors:
 
     def stop(self):
         """Stop every detector and release what they shared."""
+        self.daemon.unsubscribe(MessagesQueued, self.queued)
+        self.daemon.unsubscribe(FlushAsked, self.flush_asked)
         if self.timer is not None:
             self.timer.cancel()
             self.timer = self.wake = None
@@ -154,12 +160,17 @@ class Detectors:
 
     # polling
 
-    def on_event(self, event, **data):
-        """Queue events: new mail or a flush asks the polled detectors again."""
-        if event not in ("new", "flush"):
-            return
-        if event == "flush" and data.get("route"):
-            self.forced.add(data["route"])
+    def queued(self, event):
+        """New mail asks the polled detectors again."""
+        self._soon()
+
+    def flush_asked(self, event):
+        """A flush asks the polled detectors again (the one of its route, waiting or not)."""
+        if event.route:
+            self.forced.add(event.route)
+        self._soon()
+
+    def _soon(self):
         if not self.round_due:
             self.round_due = True
             self.loop.call_soon(self._due_round)

@@ -1,10 +1,10 @@
 """Polled online detectors: `file:PATH` and `pipe:COMMAND` (masqmail's online file and query).
 
-Owns the verdict rules (shared with the one-shot probes in masq.online.probe) and `Child`,
-a command run in the loop for a detector: argv from shlex, never a shell; stdin and stderr
-on /dev/null; stdout read through a non-blocking pipe, either collected (up to a cap) or
-handed over as it comes (the ubus listener); its own process group, SIGKILLed at the time
-limit. A detector here answers `check(done)` with `done(online, error)`, once, from the
+Owns the verdict rules (shared with the one-shot probes in masq.online.probe) and
+`start_child`, a command run in the loop for a detector (a masq.base.child.Child): argv
+from shlex, never a shell; stdin and stderr on /dev/null; stdout either collected (up to a
+cap) or handed over as it comes (the ubus listener); its own process group, SIGKILLed at
+the time limit. A detector here answers `check(done)` with `done(online, error)`, once, from the
 loop; masq.online.detectors decides when to ask (only while mail waits for the route:
 a file every FILE_INTERVAL seconds, a command every `online_check_interval`).
 
@@ -20,9 +20,9 @@ limit means offline with an error; nothing raises into the loop.
 
 import os
 import shlex
-import signal
 import stat
-import subprocess
+
+from masq.base.child import Child
 
 PIPE_TIME_LIMIT = 30.0
 OUTPUT_CAP = 4096
@@ -65,118 +65,26 @@ def command_argv(command):
 
 # a command in the loop
 
-class Child:
-    """One command run for a detector; on_exit(exit_code, output, error) is called once."""
-
-    def __init__(self, loop, argv, on_exit, on_data=None, time_limit=None, cap=OUTPUT_CAP):
-        self.loop = loop
-        self.argv = argv
-        self.on_exit = on_exit
-        self.on_data = on_data          # None: collect stdout up to cap
-        self.time_limit = time_limit
-        self.cap = cap
-        self.proc = None
-        self.fd = None
-        self.output = bytearray()
-        self.status = None
-        self.timer = None
-        self.timed_out = False
-        self.finished = False
-
-    def start(self):
-        """Start the command; raise OSError if it cannot run."""
-        self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                     close_fds=True, start_new_session=True, bufsize=0)
-        self.fd = self.proc.stdout.fileno()
-        os.set_blocking(self.fd, False)
-        self.loop.add_reader(self.fd, self._read)
-        self.loop.watch_child(self.proc.pid, self._exited)
-        if self.time_limit is not None:
-            self.timer = self.loop.call_later(self.time_limit, self._timeout)
-        return self
-
-    @property
-    def pid(self):
-        """Return the child's process id (None before start)."""
-        return self.proc.pid if self.proc else None
-
-    def _read(self):
-        try:
-            data = os.read(self.fd, 65536)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            data = b""
-        if not data:
-            self._close()
-            self._maybe_finish()
-        elif self.on_data is not None:
-            self.on_data(data)
-        elif len(self.output) < self.cap:
-            self.output += data[:self.cap - len(self.output)]
-
-    def _close(self):
-        if self.fd is not None:
-            self.loop.remove_reader(self.fd)
-            self.proc.stdout.close()
-            self.fd = None
-
-    def _exited(self, status):
-        self.status = status
-        self.proc.returncode = os.waitstatus_to_exitcode(status)   # reaped by the loop
-        if self.timed_out:
-            self._close()           # a straggler may hold stdout: do not wait for it
-        self._maybe_finish()
-
-    def _timeout(self):
-        self.timer = None
-        self.timed_out = True
-        self.kill()
-
-    def kill(self):
-        """Kill the command's process group (its exit is still reported)."""
-        if self.proc is not None and self.status is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-
-    def cancel(self):
-        """Kill the command and never report it."""
-        self.finished = True
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        self.kill()
-        self._close()
-
-    def _maybe_finish(self):
-        if self.finished or self.status is None or self.fd is not None:
-            return
-        self.finished = True
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        code = os.waitstatus_to_exitcode(self.status)
-        error = None
-        if self.timed_out:
-            error = "%s timed out after %gs" % (self.argv[0], self.time_limit)
-        elif code < 0:
-            error = "%s killed by signal %d" % (self.argv[0], -code)
-        self.on_exit(code, bytes(self.output), error)
-
-
-def start_child(loop, argv, on_exit, **kw):
-    """Start a Child; a failure to start is reported through on_exit, from the loop."""
-    child = Child(loop, argv, on_exit, **kw)
-    try:
-        child.start()
-    except (OSError, ValueError, subprocess.SubprocessError) as exc:
-        text = getattr(exc, "strerror", None) or str(exc)
-        child.finished = True
-        loop.call_soon(lambda: on_exit(None, b"", "cannot run %s: %s" % (argv[0], text)))
+def start_child(loop, argv, on_exit, on_data=None, time_limit=None, cap=OUTPUT_CAP):
+    """Start argv for a detector (stdin and stderr on /dev/null): on_exit(exit_code,
+    output, error) is called once, from the loop; return the Child (cancel() ends it)."""
+    child = Child(loop, lambda child: on_exit(*_verdict(argv[0], child)), time_limit, cap,
+                  on_data)
+    child.spawn(argv)
     return child
+
+
+def _verdict(name, child):
+    """Return (exit_code, output, error) of a detector's command that has ended."""
+    if child.error is not None:
+        return None, b"", "cannot run %s: %s" % (name, child.error)
+    code = os.waitstatus_to_exitcode(child.status)
+    error = None
+    if child.timed_out:
+        error = "%s timed out after %gs" % (name, child.time_limit)
+    elif code < 0:
+        error = "%s killed by signal %d" % (name, -code)
+    return code, bytes(child.output), error
 
 
 # the detectors

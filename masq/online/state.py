@@ -2,11 +2,13 @@
 
 Owns, per route: the detector's last verdict, the override set by `masq online ROUTE
 up|down` (it holds until the detector next reports a change; `auto` hands back at once),
-since when the route is in its current state, and its last error. Listeners are told of
-every transition (a route coming online starts a flush).
+since when the route is in its current state, and its last error. Every transition is
+published to the host as a RouteChanged event (a route coming online starts a flush).
 
 Does not run detectors (see the detector modules) nor choose routes for mail (route.py).
 """
+
+from masq.base.host import RouteChanged
 
 
 class RouteState:
@@ -43,10 +45,10 @@ def _override_name(value):
 class OnlineState:
     """The routes in file order, with their online state."""
 
-    def __init__(self, routes, now):
+    def __init__(self, routes, now, publish=None):
         self.routes = [RouteState(r.name, r.online, now) for r in routes]
         self.by_name = {r.name: r for r in self.routes}
-        self.listeners = []
+        self.publish = publish      # the host's publish(event), or None
 
     def get(self, name):
         """Return the RouteState called name (KeyError if there is none)."""
@@ -74,8 +76,8 @@ class OnlineState:
         if route.online == before:
             return
         route.since = now
-        for listener in self.listeners:
-            listener(route)
+        if self.publish is not None:
+            self.publish(RouteChanged(route))
 
     def to_json(self):
         """Return the routes part of the status document."""

@@ -3,12 +3,12 @@
 Owns: turning a command template into argv (shlex split first, then `%u %d %s %r %%`
 expanded inside single arguments, so no value can add, split or quote an argument), the
 refusal of values that would become a dangerous path component or an option, the
-command's environment, the child itself (its own session and process group,
-stdin fed from an iterator through a non-blocking pipe, stdout and stderr collected up to a
-cap and drained past it, SIGKILL to the whole group at the time limit) and the exit-code
-table that turns how it ended into an Outcome. Also `run_in_child`: a Python function (a
-mailbox write) run in a forked child that first becomes the mailbox owner, its Outcome read
-back as one line on a pipe, the child watched and timed out in the loop.
+command's environment and the exit-code table that turns how it ended into an Outcome.
+The child itself is a masq.base.child.Child: its own session and process group, the
+message fed to stdin through a non-blocking pipe, stdout and stderr collected up to a cap
+and drained past it, SIGKILL to the whole group at the time limit. Also `run_in_child`: a
+Python function (a mailbox write) run in a forked child that first becomes the mailbox
+owner, its Outcome read back as one line on a pipe.
 
 Does not decide which command runs or as whom (masq.outbound.local does), and never uses a
 shell: a command is what its template says, run by execve.
@@ -28,8 +28,8 @@ import os
 import re
 import shlex
 import signal
-import subprocess
 
+from masq.base.child import STDOUT, Child
 from masq.outbound.outcome import OK, PERMFAIL, TEMPFAIL, Outcome
 
 PATH = "/usr/bin:/bin"
@@ -191,154 +191,29 @@ def exit_outcome(name, status, output=b"", timed_out=None):
 # running
 
 
-class Command:
-    """One running command; `kill()` ends it early (the outcome is then a deferral)."""
-
-    def __init__(self, loop, argv, env, stdin_iter, time_limit, output_cap, done):
-        self.loop = loop
-        self.argv = argv
-        self.name = os.path.basename(argv[0]) or argv[0]
-        self.env = env
-        self.chunks = stdin_iter
-        self.time_limit = time_limit
-        self.output_cap = output_cap
-        self.done = done
-        self.proc = None
-        self.pending = b""
-        self.output = bytearray()
-        self.status = None
-        self.timed_out = None
-        self.failure = None
-        self.timer = None
-        self.stdin = self.stdout = None
-        self.finished = False
-
-    def start(self, identity, cwd):
-        """Start the child; a failure to start is reported through done, from the loop."""
-        try:
-            self.proc = subprocess.Popen(
-                self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT, env=self.env, cwd=cwd, close_fds=True,
-                start_new_session=True, bufsize=0, **(identity.switch_args() if identity else {}))
-        except (OSError, ValueError, subprocess.SubprocessError) as exc:
-            text = getattr(exc, "strerror", None) or str(exc)
-            outcome = Outcome.temp("4.3.5", "cannot run command %s: %s" % (self.name, text))
-            self.loop.call_soon(lambda: self._report(outcome))
-            return
-        self.stdin, self.stdout = self.proc.stdin.fileno(), self.proc.stdout.fileno()
-        os.set_blocking(self.stdin, False)
-        os.set_blocking(self.stdout, False)
-        self.loop.add_writer(self.stdin, self._write)
-        self.loop.add_reader(self.stdout, self._read)
-        self.loop.watch_child(self.proc.pid, self._exited)
-        self.timer = self.loop.call_later(self.time_limit, self._timeout)
-
-    def _write(self):
-        if not self.pending:
-            try:
-                self.pending = next(self.chunks, None)
-            except Exception as exc:        # the text failed part-way: never a short text
-                self._unreadable(exc)
-                return
-            if self.pending is None:
-                self._close_stdin()
-                return
-        try:
-            written = os.write(self.stdin, self.pending)
-            self.pending = self.pending[written:]
-        except (BlockingIOError, InterruptedError):
-            return
-        except BrokenPipeError:
-            self._close_stdin()             # the command stopped reading: its business
-        except OSError as exc:
-            self._unreadable(exc)
-
-    def _unreadable(self, exc):
-        """Reading the text (or writing the pipe) failed: kill the command before its stdin
-        ends, so that it never takes a truncated text for the whole message."""
-        self.failure = Outcome.temp("4.3.0", "cannot read the message: %s"
-                                    % (getattr(exc, "strerror", None) or exc))
-        self.kill()
-        self._close_stdin()
-
-    def _close_stdin(self):
-        if self.stdin is not None:
-            self.loop.remove_writer(self.stdin)
-            self.proc.stdin.close()
-            self.stdin = None
-        self.pending = b""
-        close = getattr(self.chunks, "close", None)
-        if close:
-            close()
-
-    def _read(self):
-        try:
-            data = os.read(self.stdout, 65536)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            data = b""
-        if not data:
-            self._close_stdout()
-            self._maybe_finish()
-            return
-        room = self.output_cap - len(self.output)
-        if room > 0:
-            self.output += data[:room]
-
-    def _close_stdout(self):
-        if self.stdout is not None:
-            self.loop.remove_reader(self.stdout)
-            self.proc.stdout.close()
-            self.stdout = None
-
-    def _exited(self, status):
-        self.status = status
-        self.proc.returncode = os.waitstatus_to_exitcode(status)  # reaped: Popen must not
-        if self.timed_out is not None or self.failure is not None:
-            self._close_stdout()            # killed: do not wait for an escaped straggler
-        self._maybe_finish()
-
-    def _timeout(self):
-        self.timer = None
-        if self.status is None:
-            self.timed_out = self.time_limit
-        self.kill()
-        if self.status is not None:         # the leader is gone; a straggler holds stdout
-            self._close_stdout()
-            self._maybe_finish()
-
-    def kill(self):
-        """Kill the command's whole process group with SIGKILL."""
-        if self.proc is None or self.finished:
-            return
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-    def _maybe_finish(self):
-        if self.finished or self.status is None or self.stdout is not None:
-            return
-        self._close_stdin()
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        outcome = self.failure or exit_outcome(self.name, self.status, bytes(self.output),
-                                               self.timed_out)
-        self._report(outcome)
-
-    def _report(self, outcome):
-        self.finished = True
-        self.done(outcome)
-
-
 def run_command(loop, argv, env, stdin_iter, time_limit, output_cap, done, identity=None,
                 cwd="/"):
-    """Run argv with stdin_iter's bytes on its stdin; call done(Outcome); return the Command."""
-    command = Command(loop, list(argv), env, iter(stdin_iter), time_limit, output_cap, done)
-    command.start(identity, cwd)
-    return command
+    """Run argv with stdin_iter's bytes on its stdin; call done(Outcome) once, from the
+    loop; return the Child (masq.base.child: kill() ends it early, as a deferral)."""
+    argv = list(argv)
+    name = os.path.basename(argv[0]) or argv[0]
+    child = Child(loop, lambda child: done(_command_outcome(name, child)), time_limit,
+                  output_cap)
+    child.spawn(argv, stdin=stdin_iter, stderr=STDOUT, env=env, cwd=cwd,
+                **(identity.switch_args() if identity else {}))
+    return child
+
+
+def _command_outcome(name, child):
+    """Return the Outcome of a command that has ended."""
+    if child.error is not None:
+        return Outcome.temp("4.3.5", "cannot run command %s: %s" % (name, child.error))
+    if child.feed_error is not None:
+        exc = child.feed_error
+        return Outcome.temp("4.3.0", "cannot read the message: %s"
+                            % (getattr(exc, "strerror", None) or exc))
+    return exit_outcome(name, child.status, bytes(child.output),
+                        child.time_limit if child.timed_out else None)
 
 
 # running a Python function in a child
@@ -356,11 +231,10 @@ def _decode(line):
     return None
 
 
-def _child(read_fd, write_fd, identity, prepare, work):
+def _child(write_fd, identity, prepare, work):
     """Run in the forked child: prepare (as root), become identity, work, report, exit."""
     code = 1
     try:
-        os.close(read_fd)
         try:
             signal.set_wakeup_fd(-1)
         except ValueError:
@@ -381,74 +255,21 @@ def _child(read_fd, write_fd, identity, prepare, work):
         os._exit(code)
 
 
-class _ChildWatch:
-    """The parent's side: read the child's one line, reap it, time it out."""
-
-    def __init__(self, loop, pid, read_fd, done, what):
-        self.loop, self.pid, self.fd, self.done, self.what = loop, pid, read_fd, done, what
-        self.line = b""
-        self.status = None
-        self.killed = False
-        self.timer = None
-
-    def read(self):
-        try:
-            data = os.read(self.fd, 1024)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            data = b""
-        if data and len(self.line) < 4096:
-            self.line += data
-            return
-        self.loop.remove_reader(self.fd)
-        os.close(self.fd)
-        self.fd = None
-        self.finish()
-
-    def exited(self, status):
-        self.status = status
-        self.finish()
-
-    def timeout(self):
-        self.timer = None
-        self.killed = True
-        try:
-            os.kill(self.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-    def finish(self):
-        if self.fd is not None or self.status is None:
-            return
-        if self.timer is not None:
-            self.timer.cancel()
-        outcome = _decode(self.line) if not self.killed else None
-        if outcome is None:
-            how = "timed out" if self.killed else "ended without a result (status %d)" % (
-                os.waitstatus_to_exitcode(self.status))
-            outcome = Outcome.temp("4.3.0", "%s: delivery process %s" % (self.what, how))
-        self.done(outcome)
-
-
 def run_in_child(loop, identity, prepare, work, done, time_limit, what="delivery"):
     """Fork a child that runs prepare() with our privileges (create the mailbox, open the
     message), becomes identity, reports work(prepared)'s Outcome on a pipe; call
     done(Outcome) from the loop."""
-    read_fd, write_fd = os.pipe()
-    try:
-        pid = os.fork()
-    except OSError as exc:
-        os.close(read_fd)
-        os.close(write_fd)
-        outcome = Outcome.temp("4.3.0", "%s: cannot fork: %s" % (what, exc.strerror))
-        loop.call_soon(lambda: done(outcome))
-        return
-    if pid == 0:
-        _child(read_fd, write_fd, identity, prepare, work)
-    os.close(write_fd)
-    os.set_blocking(read_fd, False)
-    watch = _ChildWatch(loop, pid, read_fd, done, what)
-    loop.add_reader(read_fd, watch.read)
-    loop.watch_child(pid, watch.exited)
-    watch.timer = loop.call_later(time_limit, watch.timeout)
+    child = Child(loop, lambda child: done(_child_outcome(child, what)), time_limit)
+    child.fork(lambda write_fd: _child(write_fd, identity, prepare, work))
+
+
+def _child_outcome(child, what):
+    """Return the Outcome a forked child reported, or why it reported none."""
+    if child.error is not None:
+        return Outcome.temp("4.3.0", "%s: %s" % (what, child.error))
+    outcome = _decode(bytes(child.output)) if not child.timed_out else None
+    if outcome is None:
+        how = "timed out" if child.timed_out else "ended without a result (status %d)" % (
+            os.waitstatus_to_exitcode(child.status))
+        outcome = Outcome.temp("4.3.0", "%s: delivery process %s" % (what, how))
+    return outcome

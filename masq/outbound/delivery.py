@@ -5,6 +5,7 @@ looked at once), told about new mail, route transitions and flushes, rebuilt age
 reload. Remote targets that aliases expand to are queued as a new message (`forward`).
 """
 
+from masq.base.host import Component, MessagesQueued, RouteChanged
 from masq.outbound.agents import Agents
 from masq.outbound.outcome import Outcome
 from masq.outbound.scheduler import Scheduler
@@ -12,11 +13,12 @@ from masq.queue import spool
 from masq.queue.envelope import Envelope
 
 
-class Delivery:
-    """Delivers the daemon's queue."""
+class Delivery(Component):
+    """Delivers the host's queue (flushing it every interval seconds, if given)."""
 
-    def __init__(self, host):
+    def __init__(self, host, interval=None):
         self.host = host
+        self.interval = interval
         self.agents = None
         self.scheduler = None
         self.timer = None
@@ -25,15 +27,14 @@ class Delivery:
         """Build agents and scheduler; look at the whole queue at once unless look is False."""
         self.agents = Agents(self.host, forward=self.forward)
         self.scheduler = Scheduler(self.host, self.agents)
-        self.host.scheduler = self.scheduler
-        self.host.listeners["delivery"] = self.scheduler.on_event
-        self.host.online.listeners.append(self.scheduler.route_changed)
+        self.host.subscribe(MessagesQueued, self.scheduler.queued)
+        self.host.subscribe(RouteChanged, self.scheduler.route_changed)
         if look:
             self.scheduler.kick()
         self._arm_interval()
 
     def _interval(self):
-        return getattr(self.host, "interval", None) or self.host.cfg.main.queue_interval
+        return self.interval or self.host.cfg.main.queue_interval
 
     def _arm_interval(self):
         """`-q30m` / `queue_interval`: flush every interval, as masqmail's daemon does."""
@@ -54,6 +55,8 @@ class Delivery:
             self.timer.cancel()
             self.timer = None
         if self.scheduler is not None:
+            self.host.unsubscribe(MessagesQueued, self.scheduler.queued)
+            self.host.unsubscribe(RouteChanged, self.scheduler.route_changed)
             self.scheduler.stop()
         if self.agents is not None:
             self.agents.close()
@@ -63,8 +66,6 @@ class Delivery:
         self.agents.close()
         self.agents = Agents(self.host, forward=self.forward)
         self.scheduler.agents = self.agents
-        if self.scheduler.route_changed not in self.host.online.listeners:
-            self.host.online.listeners.append(self.scheduler.route_changed)
         self.scheduler.kick()
         self._arm_interval()
 

@@ -30,7 +30,7 @@ class PopBeforeSmtp:
 
     def deliver_many(self, jobs, done_each):
         """Log in (unless a recent login still counts), then hand the jobs on."""
-        fetcher = getattr(self.host, "fetcher", None)
+        fetcher = self.host.fetcher
         now = self.host.loop.time()
         if fetcher is None or (self.logged_in is not None and now - self.logged_in < VALID):
             return self.agent.deliver_many(jobs, done_each)

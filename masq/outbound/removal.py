@@ -3,9 +3,10 @@
 Used by `masq rm` (through the control socket) and the status page's delete button; who
 may remove what is decided by the caller (masq.policy.users.may_remove). Each removed
 message gets one delivery-log line; the answer comes once the removal is durable, and the
-daemon's components hear about it (event "removed").
+host's components hear about it (a MessagesRemoved event).
 """
 
+from masq.base.host import MessagesRemoved
 from masq.outbound import maillog
 
 
@@ -20,7 +21,7 @@ def remove_messages(host, ids, who, may_remove, answer):
     if removed:
         host.queue.want_sync(lambda error: answer({"ok": error is None, "removed": removed,
                                              "errors": errors + _sync_error(error)}))
-        host.notify("removed", ids=removed)
+        host.publish(MessagesRemoved(tuple(removed)))
     else:
         answer({"ok": not errors, "removed": removed, "errors": errors})
 

@@ -146,20 +146,20 @@ class Scheduler:
         self.kicked = False
         self.run(ids=ids)
 
-    def on_event(self, event, **data):
-        """React to daemon events: new mail is noted at once (the detectors ask which
+    def queued(self, event):
+        """New mail (a MessagesQueued event) is noted at once (the detectors ask which
         routes have mail waiting in this same turn) and tried soon (unless do_queue)."""
-        if event != "new":
-            return
-        ids = data.get("ids")
+        ids = event.ids
         for msg in map(self.host.queue.get_live, ids or ()):
             if msg is not None:
                 self.waits.learn(msg, push=False)
         if not self.host.cfg.main.do_queue:
             self.kick(ids)
 
-    def route_changed(self, state):
-        """A route came online: flush what may use it; went offline: rearm the timer."""
+    def route_changed(self, event):
+        """A route came online (a RouteChanged event): flush what may use it; went
+        offline: rearm the timer."""
+        state = event.route
         if state.online:
             self.host.log.info("route %s is online: flushing", state.name)
             self.flush(state.name)

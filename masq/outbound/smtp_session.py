@@ -23,6 +23,7 @@ import signal
 import socket
 
 from masq.base import net
+from masq.base.child import Child
 from masq.mail import message
 from masq.outbound import tls
 from masq.outbound.outcome import Outcome
@@ -72,26 +73,27 @@ class SMTPClientSession:
 
     def _spawn(self):
         """Run the wrapper on one end of a socketpair (argv by sh rules, never a shell)."""
-        ours = theirs = None
         try:
             argv = shlex.split(self.settings.wrapper)
             ours, theirs = socket.socketpair()
-            fd = theirs.fileno()
-            self.child = os.posix_spawnp(argv[0], argv, os.environ, setsigdef=(
-                signal.SIGPIPE,), file_actions=[(os.POSIX_SPAWN_DUP2, fd, 0),
-                                                (os.POSIX_SPAWN_DUP2, fd, 1)])
-        except (OSError, ValueError, IndexError) as exc:
-            if ours is not None:
-                ours.close()
-            return self._end(Outcome.temp("4.4.1", "cannot run wrapper %r: %s"
-                                          % (self.settings.wrapper, exc)), None)
-        finally:
-            if theirs is not None:
-                theirs.close()
-        self.loop.watch_child(self.child, self._child_exited)
+        except (OSError, ValueError) as exc:
+            return self._wrapper_failed(exc)
+        self.child = Child(self.loop, self._child_exited)
+        with theirs:
+            started = argv and self.child.spawn(argv, stdin=theirs.fileno(),
+                                                stdout=theirs.fileno(), stderr=None,
+                                                env=os.environ, session=False)
+        if not started:
+            ours.close()
+            return self._wrapper_failed(self.child.error or "empty command")
         self._connected(ours, None)
 
-    def _child_exited(self, status):
+    def _wrapper_failed(self, why):
+        self.child = None
+        return self._end(Outcome.temp("4.4.1", "cannot run wrapper %r: %s"
+                                      % (self.settings.wrapper, why)), None)
+
+    def _child_exited(self, child):
         self.child = None
 
     def _connected(self, sock, error):
@@ -340,10 +342,7 @@ class SMTPClientSession:
             self.stream.on_drain = None
             self.stream.close("closed by us")
         if self.child is not None:
-            try:
-                os.kill(self.child, signal.SIGTERM)
-            except OSError:
-                pass
+            self.child.kill(signal.SIGTERM)
 
 
 _EVENTS = {

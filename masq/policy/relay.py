@@ -25,14 +25,16 @@ from masq.proto.reply import Reply
 class Peer:
     """What relay control needs to know about the client."""
 
-    __slots__ = ("ip", "trusted_net", "auth_user", "kind", "cert")
+    __slots__ = ("ip", "trusted_net", "auth_user", "kind", "cert", "uid")
 
-    def __init__(self, ip, trusted_net=False, auth_user=None, kind="smtp", cert=None):
+    def __init__(self, ip, trusted_net=False, auth_user=None, kind="smtp", cert=None,
+                 uid=None):
         self.ip = ip
         self.trusted_net = trusted_net
         self.auth_user = auth_user
         self.kind = kind
         self.cert = cert            # the fingerprint of a listed client certificate
+        self.uid = uid              # a local process's uid (`-bs` on a pipe), for the log
 
     @property
     def authenticated(self):

@@ -17,13 +17,14 @@ accepting mail 30 times slower and the daemon's RSS twice as large. The whole qu
 
 import os
 
+from masq.base.host import Component
 from masq.base import compat, files
 
 MIN_INTERVAL = 1.0
 FILE_MESSAGES = 100
 
 
-class StatusFile:
+class StatusFile(Component):
     """Keeps `status_file` up to date from the daemon's status document."""
 
     def __init__(self, daemon):

@@ -26,6 +26,7 @@ a trusted LAN), nor render HTML (masq.status.page does).
 """
 
 from masq.base import exits, net
+from masq.base.host import Component
 from masq.config.schema import is_loopback
 
 MAX_CONNECTIONS = 32
@@ -42,7 +43,7 @@ def parse_listen(text):
                             "[::1]:8025)" % text, exits.CONFIG) from None
 
 
-class StatusWeb:
+class StatusWeb(Component):
     """The status page component of the daemon."""
 
     def __init__(self, daemon):

@@ -46,7 +46,9 @@ def daemon(tmp_path_factory):
     d.queue = open_queue(d.cfg, "runner")
     d.control = control.Server(d.loop, d.queue.dir, d._control)
     d.control.start()
-    for component in services.make(d):          # as Daemon.start, without signals
+    made = services.make(d)
+    d.delivery, d.fetcher = made.delivery, made.fetcher
+    for component in made.components:                # as Daemon.start, without signals
         component.start()
         d.components.append(component)
     d.loop.at_turn_end(d._turn_end)
