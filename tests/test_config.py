@@ -88,9 +88,9 @@ def test_list_defaults_are_not_shared():
     assert loads("").main.trusted_users == ["root", "mail", "daemon"]
 
 
-def test_design_example_loads():
-    # The example in DESIGN.md, "Contracts" -> Configuration (DESIGN below).
-    cfg = loads(DESIGN, PATH)
+def test_example_configuration_loads():
+    # A configuration with a user, a route and its rules (EXAMPLE below).
+    cfg = loads(EXAMPLE, PATH)
     assert cfg.main.mailbox == "maildir:/var/mail/%u"
     assert cfg.main.max_message_size == 10 << 20
     assert cfg.users["alice"].password.startswith("$pbkdf2-sha256$")
@@ -100,7 +100,7 @@ def test_design_example_loads():
     assert isp.allowed_recipient == ["*"] and isp.denied_sender == ["*@lan"]
 
 
-DESIGN = """\
+EXAMPLE = """\
 config masq 'main'
 \toption hostname 'router.lan'
 \toption spool_dir '/var/spool/masq'
@@ -345,7 +345,7 @@ def test_load_missing_file(tmp_path):
 
 
 def test_describe_hides_secrets_and_round_trips():
-    cfg = loads(DESIGN, PATH)
+    cfg = loads(EXAMPLE, PATH)
     text = describe(cfg)
     assert "secret" not in text and "$pbkdf2" not in text
     assert "\toption auth_pass '(hidden)'\n" in text

@@ -1,4 +1,4 @@
-"""Crashes and full disks during delivery (FAULTS.md 4.2 #39 and #47): a recipient whose
+"""Crashes and full disks during delivery (docs/FAULTS.md 4.2 #39 and #47): a recipient whose
 result was not recorded is delivered again (a duplicate), never lost; when results cannot be
 written, masq stops starting deliveries instead of repeating them in a storm."""
 

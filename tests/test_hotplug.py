@@ -1,11 +1,15 @@
-"""The OpenWrt hotplug hook (/etc/hotplug.d/iface/95-masq) and the pppd ip-up.d script.
+"""The OpenWrt hotplug hook (/etc/hotplug.d/iface/95-masq).
 
-Both are run as their callers run them (hotplug-call sources the hook in a subshell with
-ACTION, INTERFACE, DEVICE; pppd passes six arguments, Debian's ip-up exports PPP_IPPARAM)
-with a fake `masq` on PATH that records its arguments and then hangs, and a fake `uci`
-that prints `uci show masq`. They must return while that `masq` still hangs (a hook that
-waited for it would run into the run's time limit and fail) and poke the right command. Both pass shellcheck. End to end: the hook's `masq flush ROUTE` reaches a real
-daemon, which delivers held mail to an aiosmtpd sink.
+It is run as hotplug-call runs it (sourced in a subshell with ACTION, INTERFACE, DEVICE)
+in a fake root: a private mount namespace whose /etc/init.d holds a stub `masq` init
+script (enabled or not), with a fake `masq` on PATH that records its arguments and then
+hangs, and a fake `uci` that prints `uci show masq`. It must return while that `masq`
+still hangs (a hook that waited for it would run into the run's time limit and fail),
+poke the right command, start nothing for an interface no route names (lan, loopback,
+wan6), and nothing at all while the service is disabled. It passes shellcheck. End to
+end: the hook's `masq flush ROUTE` reaches a real daemon, which delivers held mail to an
+aiosmtpd sink. (pppd's ip-up needs no script of masq's: on OpenWrt netifd runs this hook
+for ppp links too.)
 """
 
 import os
@@ -21,7 +25,6 @@ from helpers import ROOT, Daemon, free_port, masq, write_config
 from sinks import Sink
 
 HOOK = os.path.join(ROOT, "openwrt", "masq", "files", "masq.hotplug")
-IP_UP = os.path.join(ROOT, "openwrt", "masq", "files", "ip-up.masq")
 UCI_SHOW = """masq.main=masq
 masq.main.hostname='router.lan'
 masq.isp=route
@@ -41,11 +44,25 @@ def write_script(path, text):
     path.chmod(0o755)
 
 
+def needs_namespaces():
+    done = subprocess.run(["unshare", "-m", "true"], capture_output=True) \
+        if shutil.which("unshare") else None
+    if done is None or done.returncode != 0:
+        pytest.skip("needs root and unshare (a mount namespace for the fake /etc/init.d)")
+
+
 @pytest.fixture
 def fakes(tmp_path):
-    """A bin folder with a recording, hanging `masq` and a `uci` printing UCI_SHOW."""
+    """A bin folder with a recording, hanging `masq` and a `uci` printing UCI_SHOW, and a
+    fake /etc/init.d whose `masq enabled` says yes (remove bin/enabled to say no)."""
+    needs_namespaces()
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
+    initd = tmp_path / "init.d"
+    initd.mkdir()
+    write_script(initd / "masq", '#!/bin/sh\n[ "$1" = enabled ] && [ -e %s ]\n'
+                 % (bin_dir / "enabled"))
+    (bin_dir / "enabled").write_text("")
     record, pids = tmp_path / "calls", tmp_path / "pids"
     write_script(bin_dir / "masq", '#!/bin/sh\necho $$ >> %s\necho "$*" >> %s\n'
                  'exec sleep 600\n' % (pids, record))
@@ -63,10 +80,12 @@ def run_hook(bin_dir, **env):
     """Source the hook in a subshell, as hotplug-call does; return the finished process.
 
     The fake `masq` hangs for ten minutes: the hook returns only if it does not wait for it."""
-    environ = {"PATH": "%s:/usr/bin:/bin" % bin_dir, "HOTPLUG_TYPE": "iface"}
+    environ = {"PATH": "%s:/usr/bin:/bin:/usr/sbin:/sbin" % bin_dir, "HOTPLUG_TYPE": "iface"}
     environ.update(env)
-    return subprocess.run(["sh", "-c", '( . "$0" )', HOOK], env=environ,
-                          capture_output=True, timeout=30)
+    initd = os.path.join(os.path.dirname(str(bin_dir)), "init.d")
+    return subprocess.run(["unshare", "-m", "sh", "-c",
+                           'mount --bind "$0" /etc/init.d && exec sh -c \'( . "$0" )\' "$1"',
+                           initd, HOOK], env=environ, capture_output=True, timeout=30)
 
 
 def calls(record, expected, timeout=2.0):
@@ -86,7 +105,10 @@ def calls(record, expected, timeout=2.0):
     ({"ACTION": "ifupdate", "INTERFACE": "wwan", "DEVICE": "3g-wwan",
       "IFUPDATE_ADDRESSES": "1"}, ["flush lte", "flush qmi"]),
     ({"ACTION": "ifup", "INTERFACE": "wwan_4", "DEVICE": "wwan0"}, ["flush qmi"]),
-    ({"ACTION": "ifup", "INTERFACE": "guest", "DEVICE": "br-guest"}, ["flush"]),
+    ({"ACTION": "ifup", "INTERFACE": "guest", "DEVICE": "br-guest"}, []),
+    ({"ACTION": "ifup", "INTERFACE": "lan", "DEVICE": "br-lan"}, []),
+    ({"ACTION": "ifup", "INTERFACE": "loopback", "DEVICE": "lo"}, []),
+    ({"ACTION": "ifupdate", "INTERFACE": "wan6", "DEVICE": "pppoe-wan"}, []),
     ({"ACTION": "ifdown", "INTERFACE": "wan"}, ["online isp auto"]),
     ({"ACTION": "ifdown", "INTERFACE": "guest"}, []),
     ({"ACTION": "ifup-failed", "INTERFACE": "wan"}, []),
@@ -99,11 +121,19 @@ def test_hook_returns_at_once_and_pokes_the_right_routes(fakes, env, expected):
     assert calls(record, len(expected) or 1, timeout=2.0 if expected else 0.3) == expected
 
 
-def test_hook_without_uci_flushes_everything(fakes):
+def test_hook_without_uci_starts_nothing(fakes):
     bin_dir, record = fakes
     os.unlink(bin_dir / "uci")
     done = run_hook(bin_dir, ACTION="ifup", INTERFACE="wan", DEVICE="ppp-wan")
-    assert done.returncode == 0 and calls(record, 1) == ["flush"]
+    assert done.returncode == 0 and calls(record, 1, timeout=0.3) == []
+
+
+def test_hook_does_nothing_while_the_service_is_disabled(fakes):
+    bin_dir, record = fakes
+    os.unlink(bin_dir / "enabled")
+    done = run_hook(bin_dir, ACTION="ifup", INTERFACE="wan", DEVICE="pppoe-wan")
+    assert done.returncode == 0 and done.stderr == b""
+    assert calls(record, 1, timeout=0.3) == []
 
 
 def test_hook_without_masq_does_nothing(fakes):
@@ -113,21 +143,9 @@ def test_hook_without_masq_does_nothing(fakes):
     assert done.returncode == 0 and done.stderr == b""
 
 
-@pytest.mark.parametrize("args, env, expected", [
-    (["ppp0", "/dev/ttyS0", "115200", "10.0.0.2", "10.0.0.1", "isp"], {}, ["flush isp"]),
-    ([], {"PPP_IFACE": "ppp0", "PPP_IPPARAM": "lte"}, ["flush lte"]),     # Debian ip-up.d
-    (["ppp0", "/dev/ttyS0", "115200", "10.0.0.2", "10.0.0.1"], {}, ["flush"])])
-def test_ip_up_flushes_the_ipparam_route(fakes, args, env, expected):
-    bin_dir, record = fakes
-    environ = dict(env, PATH="%s:/usr/bin:/bin" % bin_dir)
-    done = subprocess.run(["sh", IP_UP] + args, env=environ, capture_output=True, timeout=30)
-    assert done.returncode == 0
-    assert calls(record, 1) == expected
-
-
 @pytest.mark.skipif(shutil.which("shellcheck") is None,
                     reason="shellcheck is not installed (tools/install-test-deps)")
-@pytest.mark.parametrize("script", [HOOK, IP_UP])
+@pytest.mark.parametrize("script", [HOOK])
 def test_shellcheck_clean(script):
     done = subprocess.run(["shellcheck", "-s", "sh", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout

@@ -53,6 +53,43 @@ def test_installed_names_dispatch(prefix, tmp_path):
     assert done.returncode == 0
 
 
+def test_installed_setup_finds_the_board_profiles(prefix, tmp_path):
+    """Issue 18 point 6: `masq setup --board` after `make install` (board/ was left out)."""
+    conf = str(tmp_path / "masq.conf")
+    env_board = os.environ.pop("MASQ_BOARD_DIR", None)
+    try:
+        listing = run(prefix, "bin/masq", "setup", "--boards")
+        assert listing.returncode == 0, listing.stderr
+        assert b"quectel-ec2x" in listing.stdout
+        done = run(prefix, "bin/masq", "setup", "mobile", "--board", "quectel-ec2x",
+                   "--host", "smtp.example.net:587", "-C", conf)
+        assert done.returncode == 0, done.stderr
+    finally:
+        if env_board is not None:
+            os.environ["MASQ_BOARD_DIR"] = env_board
+    board = open(os.path.join(ROOT, "board", "quectel-ec2x.conf")).read()
+    online = next(l.split("=", 1)[1].strip() for l in board.splitlines()
+                  if l.startswith("online"))
+    assert "\toption online '%s'\n" % online in open(conf).read()
+
+
+def test_make_clean_keeps_the_try_out(tmp_path):
+    """Issue 18 point 12: ./run holds the try-out's queue and mailboxes; only clean-run
+    removes it."""
+    import shutil
+    shutil.copy(os.path.join(ROOT, "Makefile"), str(tmp_path / "Makefile"))
+    (tmp_path / "run" / "mail").mkdir(parents=True)
+    (tmp_path / "run" / "mail" / "letter").write_text("keep me")
+    (tmp_path / "pkg" / "__pycache__").mkdir(parents=True)
+    done = subprocess.run(["make", "-s", "clean"], cwd=str(tmp_path), capture_output=True)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "run" / "mail" / "letter").read_text() == "keep me"
+    assert not (tmp_path / "pkg" / "__pycache__").exists()
+    done = subprocess.run(["make", "-s", "clean-run"], cwd=str(tmp_path), capture_output=True)
+    assert done.returncode == 0, done.stderr
+    assert not (tmp_path / "run").exists()
+
+
 def test_installed_modules_have_their_byte_code(prefix):
     """A user who may not write the library would otherwise compile every module `sendmail`
     imports on every run: `make install` writes the byte-code the launcher's Python reads."""

@@ -27,7 +27,7 @@ LAYERS = (
     "masq/dns/",            # stub resolver, MX
     "masq/online/",         # online detectors
     "masq/outbound/",       # scheduler, agents, results, bounces, mailboxes, delivery log
-    "masq/inbound/",        # SMTP listeners and sessions, stdio SMTP, AUTH
+    "masq/inbound/",        # SMTP listeners and sessions, stdio SMTP, AUTH, POP3 fetching
     "masq/status/",         # the status document and its views
     "masq/daemon/",         # the daemon, its components, control commands, one-shot runner
     "masq/cli/",            # the command line

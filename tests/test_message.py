@@ -1,5 +1,6 @@
-"""Tests for masq.mail.message: sendmail input normalisation (FAULTS 4.1 #5, #13, 4.5 #77), the
-header block (4.1 #23, 4.5 #76, MASQMAIL.md 7), Received: lines (4.1 #20) and loop counts (4.1 #35)."""
+"""Tests for masq.mail.message: sendmail input normalisation (docs/FAULTS.md 4.1 #5, #13,
+4.5 #77), the header block (4.1 #23, 4.5 #76), Received: lines (4.1 #20) and loop counts
+(4.1 #35)."""
 
 import ast
 import email.utils

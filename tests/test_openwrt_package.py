@@ -24,7 +24,8 @@ from helpers import ROOT
 OPENWRT = os.path.join(ROOT, "openwrt")
 LUCI = os.path.join(OPENWRT, "luci-app-masq")
 PLUGIN = os.path.join(LUCI, "root", "usr", "libexec", "rpcd", "luci.masq")
-SITE = "usr/lib/python3.11/site-packages"
+PYVER = "%d.%d" % sys.version_info[:2]             # the byte-code is this interpreter's
+SITE = "usr/lib/python%s/site-packages" % PYVER
 IPK_MEMBERS = ["./debian-binary", "./data.tar.gz", "./control.tar.gz"]   # ipkg-build order
 
 
@@ -97,7 +98,7 @@ def fakeroot(dist, tmp_path_factory):
 
 # ---- the package files --------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["masq", "luci-app-masq"])
+@pytest.mark.parametrize("name", ["masq", "masq-src", "masq-modem", "luci-app-masq"])
 def test_outer_format_is_ipkg_build_s(dist, name):
     path = _ipk(dist, name)
     with open(path, "rb") as f:
@@ -114,11 +115,15 @@ def test_masq_control_fields(dist):
     fields, files = _control(dist, "masq")
     assert fields["Package"] == "masq"
     assert fields["Version"] == FULL_VERSION
-    assert fields["Depends"] == "python3-light, python3-openssl"
+    major, minor = sys.version_info[:2]
+    assert fields["Depends"] == ("python3-light (>= %d.%d), python3-light (<< %d.%d), "
+                                 "python3-openssl" % (major, minor, major, minor + 1))
     assert fields["Source"] == "feeds/masq/masq" and fields["SourceName"] == "masq"
     assert fields["Section"] == "mail" and fields["Architecture"] == "all"
-    assert "200:/usr/sbin/sendmail:/usr/bin/masq" in fields["Alternatives"]
-    assert "200:/usr/lib/sendmail:/usr/bin/masq" in fields["Alternatives"]
+    assert fields["Alternatives"].split(", ") == [
+        "200:%s:/usr/bin/masq" % path for path in (
+            "/usr/sbin/sendmail", "/usr/lib/sendmail", "/usr/bin/mailq",
+            "/usr/bin/newaliases", "/usr/sbin/runq")]
     assert fields["Description"].strip()
     members, _ = _members(_ipk(dist, "masq"))
     data = members["./data.tar.gz"]
@@ -127,16 +132,30 @@ def test_masq_control_fields(dist):
     assert files["./conffiles"] == b"/etc/config/masq\n"
 
 
-@pytest.mark.parametrize("name", ["masq", "luci-app-masq"])
+def test_the_daemon_runs_as_the_masq_account(dist, fakeroot):
+    """default_postinst creates the Require-User account (the Makefile's USERID); the
+    shipped configuration makes the daemon drop to it (issue 18 point 1)."""
+    fields, _ = _control(dist, "masq")
+    makefile = open(os.path.join(OPENWRT, "masq", "Makefile")).read()
+    userid = re.search(r"^\s*USERID:=(\S+)$", makefile, re.M).group(1)
+    assert fields["Require-User"] == userid == "masq=27:masq=27"
+    config = (fakeroot / "etc" / "config" / "masq").read_text()
+    assert "\toption user 'masq'\n" in config
+
+
+@pytest.mark.parametrize("name", ["masq", "masq-src", "masq-modem", "luci-app-masq"])
 def test_maintainer_scripts_follow_openwrt(dist, name):
     _, files = _control(dist, name)
     assert b"default_postinst" in files["./postinst"]
     assert b"default_prerm" in files["./prerm"]
-    assert b'[ -n "${IPKG_INSTROOT}" ] ||' in files["./postinst-pkg"]
+    own = name in ("masq", "luci-app-masq")             # a postinst-pkg of their own
+    assert ("./postinst-pkg" in files) == own
+    if own:
+        assert b'[ -n "${IPKG_INSTROOT}" ] ||' in files["./postinst-pkg"]
     members, _ = _members(_ipk(dist, name))
     infos, _ = _inner(members["./control.tar.gz"])
     modes = {i.name: i.mode for i in infos}
-    for script in ("./postinst", "./prerm", "./postinst-pkg"):
+    for script in ("./postinst", "./prerm") + (("./postinst-pkg",) if own else ()):
         assert modes[script] == 0o755
 
 
@@ -159,28 +178,49 @@ def test_masq_data_members(dist):
     assert modes["./etc/config/masq"] == 0o600                   # routes hold passwords
     assert modes["./etc/hotplug.d/iface/95-masq"] == 0o644
     assert files["./usr/bin/masq"].startswith(b"#!/usr/bin/python3 -IS\n")
-    assert "./%s/masq/cli/__init__.py" % SITE in files
-    assert "./%s/masq/config/presets.py" % SITE in files
+    assert "./%s/masq/cli/__init__.pyc" % SITE in files
+    assert "./%s/masq/config/presets.pyc" % SITE in files
+    assert not any(name.endswith(".py") for name in files)      # sources: masq-src
     assert "./usr/share/masq/board/quectel-ec2x.conf" in files
     assert not any("rpcd" in name or "/www/" in name for name in files)
-    assert not any(name.endswith(".pyc") and "__pycache__" not in name for name in files)
+    assert not any("__pycache__" in name for name in files)
 
 
-def test_byte_code_is_checked_against_the_shipped_source(dist):
+def test_byte_code_as_the_feed_ships_it_and_sources_in_masq_src(dist):
+    """compileall -b: NAME.pyc where NAME.py was, this interpreter's magic, no source to
+    check (issue 18 point 3); masq-src holds exactly the matching .py files."""
     members, _ = _members(_ipk(dist, "masq"))
     _, files = _inner(members["./data.tar.gz"])
-    pycs = [n for n in files if n.endswith(".pyc")]
-    if sys.version_info[:2] != (3, 11):
-        assert not pycs
-        return
-    assert pycs
+    pycs = sorted(n for n in files if n.endswith(".pyc"))
+    members, _ = _members(_ipk(dist, "masq-src"))
+    _, sources = _inner(members["./data.tar.gz"])
+    assert sorted(n + "c" for n in sources) == pycs
     for name in pycs:
-        folder, base = name.split("/__pycache__/")
-        source = files["%s/%s.py" % (folder, base.split(".")[0])]
         data = files[name]
         assert data[:4] == importlib.util.MAGIC_NUMBER
-        assert int.from_bytes(data[4:8], "little") == 0b11      # hash-based, checked
-        assert data[8:16] == importlib.util.source_hash(source)
+        assert int.from_bytes(data[4:8], "little") == 0b01      # hash-based, unchecked
+        assert data[8:16] == importlib.util.source_hash(sources[name[:-1]])
+    fields, _ = _control(dist, "masq-src")
+    assert fields["Depends"] == "masq"
+
+
+def test_masq_modem_is_built(dist):
+    fields, _ = _control(dist, "masq-modem")
+    assert fields["Depends"] == "masq, python3-pyserial"
+    assert fields["Architecture"] == "all"
+
+
+def test_printed_size_is_the_installed_size_field(tmp_path):
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "build_ipk.py"),
+                           "--out", str(tmp_path)], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    for line in done.stdout.splitlines():
+        path, _, rest = line.partition(": ")
+        printed = int(re.search(r"Installed-Size (\d+)", rest).group(1))
+        name = os.path.basename(path).split("_")[0]
+        fields, _ = _control(tmp_path, name)
+        assert int(fields["Installed-Size"]) == printed, line
 
 
 def test_luci_data_members(dist):
@@ -193,6 +233,7 @@ def test_luci_data_members(dist):
     assert "./usr/share/rpcd/acl.d/luci-app-masq.json" in files
     assert modes["./usr/libexec/rpcd/luci.masq"] == 0o755
     assert all(i.uid == 0 and i.gid == 0 for i in infos)
+    assert not any("/etc/uci-defaults/" in name for name in files)   # luci.mk does that
 
 
 def test_build_is_reproducible(tmp_path):
@@ -219,10 +260,13 @@ def test_launcher_prints_the_version(fakeroot):
     assert done.stdout == "masq %s\n" % VERSION
 
 
-def test_shipped_config_is_valid(fakeroot):
+def test_shipped_config_is_valid(fakeroot, tmp_path):
+    # the router has the account `masq` (Require-User); this machine has root for sure
+    conf = tmp_path / "masq.conf"
+    conf.write_text((fakeroot / "etc" / "config" / "masq").read_text().replace(
+        "option user 'masq'", "option user 'root'"))
     done = subprocess.run([str(fakeroot / "usr" / "bin" / "masq"), "check-config", "-C",
-                           str(fakeroot / "etc" / "config" / "masq")],
-                          capture_output=True, text=True, timeout=60)
+                           str(conf)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "option spool_dir '/usr/var/spool/masq'" in done.stdout
     assert "option status_listen '127.0.0.1:8025'" in done.stdout
@@ -328,8 +372,7 @@ def _shell_scripts():
 def test_every_openwrt_script_is_found():
     names = {os.path.relpath(p, OPENWRT) for p in _shell_scripts()}
     assert {"masq/files/masq.init", "masq/files/masq.hotplug", "masq/test.sh",
-            "luci-app-masq/root/usr/libexec/rpcd/luci.masq",
-            "luci-app-masq/root/etc/uci-defaults/40_luci-masq"} <= names
+            "luci-app-masq/root/usr/libexec/rpcd/luci.masq"} <= names
 
 
 @pytest.mark.skipif(not shutil.which("shellcheck"), reason="shellcheck is not installed")
@@ -341,10 +384,10 @@ def test_shellcheck(path):
 
 
 @pytest.mark.skipif(not shutil.which("shellcheck"), reason="shellcheck is not installed")
-@pytest.mark.parametrize("name", ["masq", "luci-app-masq"])
+@pytest.mark.parametrize("name", ["masq", "masq-src", "masq-modem", "luci-app-masq"])
 def test_shellcheck_maintainer_scripts(dist, tmp_path, name):
     _, files = _control(dist, name)
-    for script in ("./postinst", "./prerm", "./postinst-pkg"):
+    for script in [n for n in ("./postinst", "./prerm", "./postinst-pkg") if n in files]:
         path = tmp_path / script[2:]
         path.write_bytes(files[script])
         done = subprocess.run(["shellcheck", "-s", "sh", str(path)], capture_output=True,
@@ -477,9 +520,19 @@ def test_package_makefile():
     assert re.search(r"^PKG_VERSION:=[0-9]+(\.[0-9]+)*$", text, re.M)   # apk-valid
     assert "DEPENDS:=+python3-light +python3-openssl" in text
     assert "DEPENDS:=+masq +python3-pyserial" in text
-    assert ("ALTERNATIVES:=200:/usr/sbin/sendmail:/usr/bin/masq "
-            "200:/usr/lib/sendmail:/usr/bin/masq") in text
+    for path in ("/usr/sbin/sendmail", "/usr/lib/sendmail", "/usr/bin/mailq",
+                 "/usr/bin/newaliases", "/usr/sbin/runq"):
+        assert "\t200:%s:/usr/bin/masq" % path in text
     assert "define Package/masq/conffiles\n/etc/config/masq\nendef" in text
+    # a feed package: a release tarball with its hash, the project's URL, a maintainer
+    # (issue 18 point 2); no Build/Prepare copying from a checkout
+    assert "PKG_SOURCE:=$(PKG_NAME)-$(PKG_VERSION).tar.gz" in text
+    assert re.search(r"^PKG_SOURCE_URL:=https://\S+/$", text, re.M)
+    assert re.search(r"^PKG_HASH:=[0-9a-f]{64}$", text, re.M)
+    assert re.search(r"^PKG_MAINTAINER:=[^<>]+ <[^@<>]+@[^@<>]+>$", text, re.M)
+    assert re.search(r"^PKG_LICENSE_FILES:=LICENSE$", text, re.M)
+    assert text.count("  URL:=https://") == 2                   # masq and masq-modem
+    assert "Build/Prepare" not in text and "MASQ_SOURCE_DIR" not in text
     for name in re.findall(r"\./files/([\w.]+)", text):
         assert os.path.exists(os.path.join(OPENWRT, "masq", "files", name)), name
     assert "$(eval $(call Py3Package,masq))" in text
@@ -487,6 +540,9 @@ def test_package_makefile():
 
 def test_luci_makefile():
     text = open(os.path.join(LUCI, "Makefile")).read()
+    assert re.search(r"^PKG_VERSION:=%s$" % re.escape(VERSION), text, re.M)
+    assert re.search(r"^PKG_RELEASE:=1$", text, re.M)
+    assert not os.path.exists(os.path.join(LUCI, "root", "etc", "uci-defaults"))
     assert "LUCI_DEPENDS:=+luci-base +masq" in text
     assert "include $(TOPDIR)/feeds/luci/luci.mk" in text
 
@@ -518,3 +574,84 @@ def test_feed_test_script(tmp_path):
     other = subprocess.run(["sh", script, "luci-app-masq", VERSION], env=env)
     assert other.returncode == 0
     assert stat.S_IMODE(os.stat(script).st_mode) & 0o111
+
+
+@pytest.mark.parametrize("enabled, upgrade, expected", [
+    (True, "1", ["enabled", "restart"]),
+    (False, "1", ["enabled"]),                      # disabled by the administrator: stays
+    (True, "", [])])                                # a first install: default_postinst starts it
+def test_postinst_restarts_only_an_enabled_service(dist, tmp_path, enabled, upgrade, expected):
+    """masq's postinst-pkg, run in a fake root (a mount namespace whose /etc/init.d holds
+    a stub init script that records its verbs)."""
+    if not shutil.which("unshare") or subprocess.run(["unshare", "-m", "true"]).returncode:
+        pytest.skip("needs root and unshare (a mount namespace for the fake /etc/init.d)")
+    _, files = _control(dist, "masq")
+    script = tmp_path / "postinst-pkg"
+    script.write_bytes(files["./postinst-pkg"])
+    initd, record = tmp_path / "init.d", tmp_path / "calls"
+    initd.mkdir()
+    stub = initd / "masq"
+    stub.write_text('#!/bin/sh\necho "$1" >> %s\n[ "$1" != enabled ] || exit %d\n'
+                    % (record, 0 if enabled else 1))
+    stub.chmod(0o755)
+    env = dict(os.environ, PKG_UPGRADE=upgrade)
+    env.pop("IPKG_INSTROOT", None)
+    done = subprocess.run(["unshare", "-m", "sh", "-c",
+                           'mount --bind "$0" /etc/init.d && exec sh "$1"', str(initd),
+                           str(script)], env=env, capture_output=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert (record.read_text().split() if record.exists() else []) == expected
+
+
+def test_luci_translation_template_is_up_to_date():
+    """po/templates/masq.pot holds every _('...') string and menu title (issue 18 point 5)."""
+    pot = os.path.join(LUCI, "po", "templates", "masq.pot")
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "luci_pot.py"),
+                           "--check"], capture_output=True)
+    assert done.returncode == 0, "run tools/luci_pot.py"
+    text = open(pot).read()
+    assert 'msgid "Mail (masq)"' in text and 'msgid "General"' in text
+    if shutil.which("msgfmt"):
+        done = subprocess.run(["msgfmt", "--check-format", "-o", "/dev/null", pot],
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+
+
+def test_make_dist_is_reproducible_and_holds_what_the_package_builds_from(tmp_path):
+    """`make dist` (issue 18 point 2): the tarball PKG_SOURCE names, the same bytes twice,
+    with everything Py3Package and Py3Package/masq/install use, and not the feed."""
+    digests = []
+    for out in ("a", "b"):
+        done = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "dist.py"),
+                               "--out", str(tmp_path / out)], capture_output=True,
+                              text=True, timeout=300,
+                              env=dict(os.environ, SOURCE_DATE_EPOCH="1764115200"))
+        assert done.returncode == 0, done.stderr
+        digests.append(done.stdout.split("sha256 ")[1].strip())
+    name = "masq-%s.tar.gz" % VERSION
+    a, b = (open(str(tmp_path / out / name), "rb").read() for out in ("a", "b"))
+    assert a == b and digests[0] == digests[1]
+    import hashlib
+    assert hashlib.sha256(a).hexdigest() == digests[0]
+    with tarfile.open(str(tmp_path / "a" / name), "r:gz") as tar:
+        infos = tar.getmembers()
+    names = [i.name for i in infos]
+    assert names == sorted(names) and all(n.startswith("masq-%s/" % VERSION) or
+                                          n == "masq-%s" % VERSION for n in names)
+    top = "masq-%s/" % VERSION
+    for needed in ("masq/__init__.py", "pyproject.toml", "README.md", "LICENSE",
+                   "tools/launcher.py", "board/quectel-ec2x.conf"):
+        assert top + needed in names, needed
+    assert not any(n.startswith(top + "openwrt/") for n in names)
+    assert {i.mtime for i in infos} == {1764115200}
+    assert all(i.uid == 0 and i.gid == 0 for i in infos)
+
+
+def test_the_packagers_page_covers_both_formats():
+    """openwrt/README.md (issue 18 point 4): 24.10 ipk and 25.x apk through the SDK, the
+    release tarball, and what apk makes of USERID, ALTERNATIVES and conffiles."""
+    text = open(os.path.join(OPENWRT, "README.md")).read()
+    for needed in ("24.10", "25.12", "opkg install", "apk add", "make dist",
+                   "--update-hash", "feeds.conf", ".rusers", ".alternatives",
+                   ".conffiles_static", "PKG_VERSION"):
+        assert needed in text, needed

@@ -126,6 +126,60 @@ def test_default_target_honours_masq_config(tmp_path):
     assert os.path.exists(conf)
 
 
+# ---- issue 18 point 9 ---------------------------------------------------------------
+
+@pytest.mark.parametrize("host, tls", [("mail.example.com:465", "tls"),
+                                       ("mail.example.com:587", "starttls"),
+                                       ("mail.example.com", "starttls")])
+def test_the_port_decides_implicit_tls(tmp_path, host, tls):
+    done, conf = _setup(tmp_path, "smarthost", "--host", host)
+    assert done.returncode == 0, done.stderr
+    route = _load(conf).route("smarthost")
+    assert route.tls == tls
+
+
+def test_starttls_on_port_465_is_refused(tmp_path):
+    done, conf = _setup(tmp_path, "smarthost", "--host", "mail.example.com:465", "--tls",
+                        "starttls")
+    assert done.returncode == exits.USAGE
+    assert "port 465" in done.stderr and not os.path.exists(conf)
+
+
+def test_help_says_what_each_preset_does_and_needs():
+    done = masq("setup", "--help", text=True)
+    assert done.returncode == 0
+    text = done.stdout
+    for preset in PRESETS:
+        line = next(l for l in text.splitlines() if l.strip().startswith(preset + " "))
+        assert len(line.split()) > 3, line              # a description, not just the name
+    flat = " ".join(text.split())
+    assert "--lan NETWORK" in flat and "--listen ADDRESS" in flat and "--board NAME" in flat
+
+
+def test_lan_relay_names_every_missing_option_at_once(tmp_path):
+    done, _ = _setup(tmp_path, "lan-relay")
+    assert done.returncode == exits.USAGE
+    assert done.stderr.strip() == ("masq: setup lan-relay: --host, --lan and --listen are "
+                                   "required")
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_passwd_help_is_help(tmp_path, flag):
+    conf = tmp_path / "masq.conf"
+    conf.write_text("config masq 'main'\n")
+    done = masq("passwd", flag, "-C", str(conf), text=True, input="")
+    assert done.returncode == 0 and done.stdout.startswith("usage: masq passwd USER")
+    assert conf.read_text() == "config masq 'main'\n"      # no user '--help' written
+
+
+def test_passwd_refuses_an_option_as_user_name(tmp_path):
+    conf = tmp_path / "masq.conf"
+    conf.write_text("config masq 'main'\n")
+    done = masq("passwd", "--bogus", "-C", str(conf), text=True, input="pw\n")
+    assert done.returncode == exits.USAGE
+    assert conf.read_text() == "config masq 'main'\n"
+
+
 # ---- usage errors ---------------------------------------------------------------
 
 @pytest.mark.parametrize("args", [

@@ -1,6 +1,6 @@
 """SMTP delivery agent against real peers on loopback: smtp-sink, aiosmtpd, scripted sockets.
 
-Each FAULTS.md 4.4 row 62-70 has a test named after it. A real masq.base.loop.Loop runs until
+Each docs/FAULTS.md 4.4 row 62-70 has a test named after it. A real masq.base.loop.Loop runs until
 every job has reported; a fake resolver answers from tables; timeouts are shortened.
 """
 
@@ -504,7 +504,7 @@ def test_settings_from_a_route_section():
         SMTPSettings(smarthost_typo="x")
 
 
-# FAULTS.md 4.4
+# docs/FAULTS.md 4.4
 
 
 def test_fault_62_drop_mid_data_defers_and_nothing_is_delivered(script):

@@ -1,6 +1,6 @@
 """Engine tests for masq/proto/smtp_server.py: bytes in, events out, golden dialogues.
 
-Each FAULTS.md §4.1 row that applies to the engine has a test named `test_faults_NN_...`.
+Each docs/FAULTS.md §4.1 row that applies to the engine has a test named `test_faults_NN_...`.
 Golden dialogues are data: lists of (client bytes, exact server bytes).
 """
 

@@ -25,7 +25,7 @@ import time
 
 import pytest
 
-from helpers import OFFLINE, Daemon, free_port, masq, write_config
+from helpers import OFFLINE, Daemon, free_port, masq, wait_for, write_config
 from sinks import Sink
 
 CHROMIUM = "/usr/bin/chromium"
@@ -288,3 +288,100 @@ def _phone_screenshot(browser, path):
         browser.screenshot(path)
     finally:
         browser.call("Emulation.clearDeviceMetricsOverride")
+
+
+# ---- issue 18 point 11: the page at 1280 px and on a phone (390 px) ------------------
+
+SHOTS = os.environ.get("MASQ_SHOTS")       # a folder to keep the screenshots in, if set
+LONG = "a.rather.long.local.part-for-testing@mail.subdomain.example-provider.co.uk"
+
+
+def _one_line(browser, selector):
+    """Return the texts of elements matching selector whose text wraps onto 2+ lines."""
+    return browser.evaluate(
+        "Array.from(document.querySelectorAll(%s)).filter(function(e){"
+        "var r=document.createRange();r.selectNodeContents(e);"
+        "var tops={};Array.from(r.getClientRects()).forEach(function(x){"
+        "if(x.width>0)tops[Math.round(x.top)]=1});return Object.keys(tops).length>1})"
+        ".map(function(e){return e.textContent})" % json.dumps(selector))
+
+
+def _shoot(browser, tmp_path, name, width, height):
+    browser.call("Emulation.setDeviceMetricsOverride", width=width, height=height,
+                 deviceScaleFactor=1, mobile=width < 600)
+    browser.evaluate("window.masqRefresh()")
+    browser.wait("document.querySelectorAll('#queue tr.msg').length === 2")
+    time.sleep(0.3)                 # layout settles after the redraw (a screenshot, no clock)
+    path = browser.screenshot(str(tmp_path / ("%s-%d.png" % (name, width))))
+    if SHOTS:
+        shutil.copyfile(path, os.path.join(SHOTS, os.path.basename(path)))
+    return path
+
+
+def test_page_layout_override_and_offline_at_1280_and_390(tmp_path, browser):
+    smtp, web = free_port(), free_port()          # nothing listens on smtp: retries
+    conf = write_config(
+        str(tmp_path / "masq.conf"), str(tmp_path / "spool"),
+        extra="\tlist listen 'smtp://127.0.0.1:%d'\n\toption status_listen '127.0.0.1:%d'\n"
+              % (free_port(), web),
+        routes="config route 'dialup'\n\toption online '" + OFFLINE + "'\n"
+               "\tlist allowed_recipient '*@dial.example'\n"
+               "config route 'isp'\n\toption online '" + OFFLINE + "'\n"
+               "\tlist denied_recipient '*@dial.example'\n"
+               "\toption smarthost '127.0.0.1:%d'\n\toption tls 'none'\n" % smtp)
+    daemon = Daemon(conf, wait_port=web).start()
+    try:
+        for rcpt in (LONG, "friend@dial.example"):
+            done = masq("-C", conf, "-odq", rcpt, input=b"Subject: layout\n\nhi\n")
+            assert done.returncode == 0, done.stderr
+        assert masq("online", "isp", "up", "-C", conf).returncode == 0
+        browser.call("Page.navigate", url="http://127.0.0.1:%d/" % web)
+        assert browser.wait(ROWS + " === 2")
+        assert wait_for(lambda: "retry" in masq("-bp", "-C", conf).stdout.decode())
+        desktop = _shoot(browser, tmp_path, "layout", 1280, 900)
+        broken = _one_line(browser, "#queue .th, #routes .th, #queue .td.nowrap:not(.right),"
+                                    " #queue .small.nowrap, #queue .muted.nowrap")
+        routes_text = browser.evaluate("document.getElementById('routes').textContent")
+        state = browser.evaluate(
+            "Array.from(document.querySelectorAll('#routes tr[data-route]')).map(function(r)"
+            "{return [r.getAttribute('data-route'), Array.from(r.querySelectorAll('.label'))"
+            ".map(function(l){return l.className+'|'+l.textContent})]})")
+        queue_text = browser.evaluate("document.getElementById('queue').textContent")
+        phone = _shoot(browser, tmp_path, "layout", 390, 1600)
+        lefts = browser.evaluate(
+            "Array.from(document.querySelectorAll('#queue tr.msg .td[data-title], "
+            "#routes tr[data-route] .td[data-title]'))"
+            ".filter(function(c){return c.getAttribute('data-title')})"
+            ".map(function(c){var r=document.createRange();r.selectNodeContents(c);"
+            "var rects=Array.from(r.getClientRects()).filter(function(x){return x.width>0});"
+            "return [c.getAttribute('data-title'), Math.round(rects[0].left),"
+            "Math.round(rects[0].top - c.getBoundingClientRect().top)]})")
+        browser.call("Emulation.clearDeviceMetricsOverride")
+
+        # the page sets a route down and back to auto (what `masq online` does)
+        browser.evaluate("var s=document.querySelector('#routes select[data-route=\"isp\"]');"
+                         "s.value='down';s.onchange()")
+        isp_labels = ("Array.from(document.querySelectorAll('#routes tr[data-route=\"isp\"]"
+                      " .label')).map(function(l){return l.textContent}).join(',')")
+        assert browser.wait(isp_labels + " === 'offline,forced down'")
+        doc = json.loads(masq("status", "--json", "-C", conf).stdout)
+        assert {r["name"]: r["override"] for r in doc["routes"]}["isp"] == "down"
+        browser.evaluate("var s=document.querySelector('#routes select[data-route=\"isp\"]');"
+                         "s.value='auto';s.onchange()")
+        assert browser.wait(isp_labels + " === 'offline'")
+        assert browser.errors() == []
+    finally:
+        log = daemon.stop()
+    assert "Traceback" not in log
+    assert os.path.getsize(desktop) > 0 and os.path.getsize(phone) > 0
+    assert broken == []                            # no `Ag/e`, no id cut in two
+    labels = dict(state)
+    assert "label success|online" in labels["isp"] and "label notice|forced up" in labels["isp"]
+    assert labels["dialup"] == ["label |offline"]   # the normal state on dial-up: no warning
+    assert "forced up" in routes_text.replace("forced upforced down", "")
+    assert "waits for route dialup (offline)" in queue_text
+    assert LONG in queue_text
+    # on a phone every value starts in one column, on its label's line
+    assert len({left for _, left, _ in lefts}) == 1, lefts
+    tops = [top for _, _, top in lefts]
+    assert max(tops) - min(tops) <= 2 and max(tops) < 18, lefts   # on the label's line

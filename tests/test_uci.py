@@ -1,4 +1,4 @@
-"""UCI grammar: the test vectors of OPENWRT-DETAILS.md section 5, every error with its line,
+"""UCI grammar: how libuci reads each kind of line (test vectors), every error with its line,
 libuci's merge semantics, the writer format, and a parse(dump(x)) == x round trip."""
 
 import os
@@ -24,7 +24,7 @@ def error_of(text):
     return info.value
 
 
-# The table in OPENWRT-DETAILS.md section 5, verbatim.
+# How libuci reads each of these lines.
 VECTORS = [
     ("option a bar#baz", "bar"),
     ("option a 'a#b' # c", "a#b"),

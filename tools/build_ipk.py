@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Build the OpenWrt 24.10 packages masq_VERSION-rN_all.ipk and luci-app-masq_... without
-the SDK (the real per-release builds come from openwrt/masq/Makefile in an SDK).
+"""Build masq's OpenWrt .ipk packages (masq, masq-src, masq-modem, luci-app-masq) without
+the SDK (the real per-release builds come from openwrt/masq/Makefile in an SDK; see
+openwrt/README.md).
 
 An ipk is what scripts/ipkg-build writes: a gzip'ed tar (GNU format) holding
 ./debian-binary ("2.0"), ./data.tar.gz and ./control.tar.gz, in that order. Every tar
@@ -8,16 +9,19 @@ here is GNU format, owner root:root (numeric 0:0), members sorted, mtimes set to
 SOURCE_DATE_EPOCH (else the last commit's time), gzip without name or time: the same
 tree gives the same bytes. control.tar.gz holds control, conffiles, and the postinst and
 prerm wrappers OpenWrt generates (source /lib/functions.sh, call default_postinst /
-default_prerm: enable and start the init script, run uci-defaults, stop and disable on
-removal), plus the package's own postinst-pkg, which only acts on a live system
-(`[ -n "$IPKG_INSTROOT" ] ||`). Installed-Size is the uncompressed data tar's length,
-as ipkg-build computes it.
+default_prerm: create the Require-User account, enable and start the init script, run
+uci-defaults, stop and disable on removal), plus the package's own postinst-pkg, which
+only acts on a live system (`[ -n "$IPKG_INSTROOT" ] ||`). Installed-Size is the
+uncompressed data tar's length, as ipkg-build computes it, and is what is printed.
 
-Differences from an SDK build: the Python sources are shipped as .py, with checked-hash
-byte-code in __pycache__ when the host Python has the target's minor version (3.11 for
-24.10), where the SDK ships legacy .pyc only; the LuCI JavaScript is not minified.
+Python as the feed's python3-package.mk ships it: legacy byte-code beside where each
+module was (`compileall -b`: masq/cli/main.pyc), no .py; the sources go into masq-src.
+Byte-code belongs to one Python minor version: the one running this script is the
+target (3.11 builds for 24.10, 3.13 for 25.12); the package directory follows it and
+masq depends on that python3-light minor version, so opkg refuses a mismatch. The LuCI
+JavaScript is not minified (the SDK does that).
 
-Usage: tools/build_ipk.py [--out DIR] [--python 3.11] [--no-pyc]
+Usage: tools/build_ipk.py [--out DIR]
 """
 
 import argparse
@@ -32,8 +36,6 @@ import tarfile
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TARGET_PYTHON = "3.11"                     # OpenWrt 24.10's python3
-MAINTAINER = "The masq authors <masq@example.org>"
 
 POSTINST = """#!/bin/sh
 [ "${IPKG_NO_SCRIPT}" = "1" ] && exit 0
@@ -49,17 +51,23 @@ PRERM = """#!/bin/sh
 default_prerm "$0" "$@"
 """
 MASQ_POSTINST_PKG = """#!/bin/sh
-# On an upgrade, restart masq so that the new code runs: procd keeps an instance whose
-# command line and configuration did not change.
+# On an upgrade, restart masq so that the new code runs (procd keeps an instance whose
+# command line and configuration did not change), but only if the administrator left
+# the service enabled: a disabled masq stays stopped.
 [ -n "${IPKG_INSTROOT}" ] || {
-	[ "${PKG_UPGRADE}" = "1" ] && /etc/init.d/masq restart
+	if [ "${PKG_UPGRADE}" = "1" ] && /etc/init.d/masq enabled; then
+		/etc/init.d/masq restart
+	fi
 	exit 0
 }
 """
+# What luci.mk gives every LuCI app: forget the menu caches, make rpcd read the new ACL
+# and plugin.
 LUCI_POSTINST_PKG = """#!/bin/sh
 [ -n "${IPKG_INSTROOT}" ] || {
-	# shellcheck disable=SC1091
-	(. /etc/uci-defaults/40_luci-masq) && rm -f /etc/uci-defaults/40_luci-masq
+	rm -f /tmp/luci-indexcache.*
+	rm -rf /tmp/luci-modulecache/
+	killall -HUP rpcd 2>/dev/null
 	exit 0
 }
 """
@@ -70,15 +78,32 @@ route (PPP link, LTE modem, WAN interface) is up, then delivers it through a
 smarthost (STARTTLS, AUTH) or to the recipients' MX hosts. Configured in
 /etc/config/masq; `masq setup PRESET` writes a configuration for common cases."""
 LUCI_DESCRIPTION = "Status (routes, queue, counters, send now) and settings pages for masq."
+MODEM_DESCRIPTION = """\
+Lets masq's modem:DEVICE online detector talk to a 3G/LTE modem's AT port.
+Separate from masq because python3-pyserial pulls in python3-logging and
+python3-urllib."""
+SRC_DESCRIPTION = MASQ_DESCRIPTION + """
+
+This package contains the Python source files for masq."""
+# Every name masq answers to that another MTA may also install (msmtp-mta uses 100).
+ALTERNATIVES = ", ".join("200:%s:/usr/bin/masq" % path for path in (
+    "/usr/sbin/sendmail", "/usr/lib/sendmail", "/usr/bin/mailq", "/usr/bin/newaliases",
+    "/usr/sbin/runq"))
 
 
 def makefile_value(path, name):
     """Return the value of `NAME:=value` in an OpenWrt Makefile."""
     with open(path) as f:
-        match = re.search(r"^%s:=(.*)$" % re.escape(name), f.read(), re.M)
+        match = re.search(r"^[ \t]*%s:=(.*)$" % re.escape(name), f.read(), re.M)
     if not match:
         raise SystemExit("build_ipk: %s sets no %s" % (path, name))
     return match.group(1).strip()
+
+
+def target_python():
+    """Return the target's Python minor version: this interpreter's (byte-code is per
+    minor version)."""
+    return "%d.%d" % sys.version_info[:2]
 
 
 def masq_version():
@@ -91,6 +116,11 @@ def masq_version():
         raise SystemExit("build_ipk: PKG_VERSION %s in %s is not masq.__version__ %s"
                          % (version, makefile, code))
     return version, makefile_value(makefile, "PKG_RELEASE")
+
+
+def masq_userid():
+    """Return the USERID of package masq (the account default_postinst creates)."""
+    return makefile_value(os.path.join(ROOT, "openwrt", "masq", "Makefile"), "USERID")
 
 
 def source_epoch():
@@ -170,7 +200,7 @@ def build_ipk(out_dir, name, version, data_files, control_fields, description, s
     path = os.path.join(out_dir, "%s_%s_all.ipk" % (name, version))
     with open(path, "wb") as f:
         f.write(gzip_bytes(raw.getvalue()))
-    return path, sum(len(data) for _, data in data_files.values())
+    return path, tar_length
 
 
 def python_sources():
@@ -188,32 +218,33 @@ def python_sources():
 
 
 def compiled(source, installed_path):
-    """Return the checked-hash byte-code of one module, compiled by this interpreter."""
+    """Return the byte-code of one module as `compileall -b` writes it for a package:
+    unoptimised (as the feed), named after its installed path, and with no source to
+    check against (unchecked hash: the same source gives the same bytes)."""
     with tempfile.TemporaryDirectory() as tmp:
         src = os.path.join(tmp, os.path.basename(installed_path))
         with open(src, "wb") as f:
             f.write(source)
         pyc = os.path.join(tmp, "out.pyc")
         py_compile.compile(src, cfile=pyc, dfile=installed_path, doraise=True,
-                           invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH)
+                           invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
         with open(pyc, "rb") as f:
             return f.read()
 
 
-def masq_files(pyver, pyc):
+def site_dir(pyver):
+    return "./usr/lib/python%s/site-packages" % pyver
+
+
+def masq_files(pyver):
     """Return the data files of the masq package {"./path": (mode, bytes)}."""
-    site = "./usr/lib/python%s/site-packages" % pyver
+    site = site_dir(pyver)
     sys.path.insert(0, os.path.join(ROOT, "tools"))
     import launcher                        # tools/launcher.py: the installed entry script
     files = {"./usr/bin/masq": (0o755, (launcher.TEMPLATE % {
         "python": "/usr/bin/python3", "libdir": site[1:]}).encode())}
-    tag = "cpython-%s" % pyver.replace(".", "")
     for rel, source in python_sources():
-        files["%s/%s" % (site, rel)] = (0o644, source)
-        if pyc:
-            folder, base = rel.rsplit("/", 1)
-            name = "%s/%s/__pycache__/%s.%s.pyc" % (site, folder, base[:-3], tag)
-            files[name] = (0o644, compiled(source, "%s/%s" % (site[1:], rel)))
+        files["%s/%sc" % (site, rel)] = (0o644, compiled(source, "%s/%s" % (site[1:], rel)))
     files["./etc/init.d/masq"] = (0o755, read("openwrt", "masq", "files", "masq.init"))
     files["./etc/config/masq"] = (0o600, read("openwrt", "masq", "files", "masq.config"))
     files["./etc/hotplug.d/iface/95-masq"] = (
@@ -240,50 +271,63 @@ def luci_files():
     return files
 
 
-def build_all(out_dir, pyver=TARGET_PYTHON, pyc=None):
-    """Build both packages into out_dir; return [(path, installed size)]."""
+def src_files(pyver):
+    """Return the data files of masq-src: the .py files beside masq's byte-code."""
+    site = site_dir(pyver)
+    return {"%s/%s" % (site, rel): (0o644, source) for rel, source in python_sources()}
+
+
+def python_depends(pyver):
+    """Return the Depends entries that pin python3-light to the byte-code's version."""
+    major, minor = (int(part) for part in pyver.split("."))
+    return "python3-light (>= %d.%d), python3-light (<< %d.%d)" % (major, minor, major,
+                                                                   minor + 1)
+
+
+def build_all(out_dir):
+    """Build the packages into out_dir; return [(path, installed size)]."""
     version, release = masq_version()
     full = "%s-r%s" % (version, release)
-    host = "%d.%d" % sys.version_info[:2]
-    if pyc is None:
-        pyc = host == pyver
-    elif pyc and host != pyver:
-        raise SystemExit("build_ipk: byte-code for Python %s needs that interpreter "
-                         "(this is %s)" % (pyver, host))
+    pyver = target_python()
     mtime = source_epoch()
     os.makedirs(out_dir, exist_ok=True)
-    masq = build_ipk(out_dir, "masq", full, masq_files(pyver, pyc), [
-        ("Depends", "python3-light, python3-openssl"),
-        ("Alternatives", "200:/usr/sbin/sendmail:/usr/bin/masq, "
-                         "200:/usr/lib/sendmail:/usr/bin/masq"),
+    maintainer = makefile_value(os.path.join(ROOT, "openwrt", "masq", "Makefile"),
+                                "PKG_MAINTAINER")
+    common = [("License", "MIT"), ("Section", "mail"), ("Maintainer", maintainer)]
+    src = build_ipk(out_dir, "masq-src", full, src_files(pyver), [
+        ("Depends", "masq"), ("Source", "feeds/masq/masq"), ("SourceName", "masq-src")]
+        + common, SRC_DESCRIPTION, {"postinst": POSTINST, "prerm": PRERM}, mtime)
+    modem = build_ipk(out_dir, "masq-modem", full, {}, [
+        ("Depends", "masq, python3-pyserial"), ("Source", "feeds/masq/masq"),
+        ("SourceName", "masq-modem")] + common, MODEM_DESCRIPTION,
+        {"postinst": POSTINST, "prerm": PRERM}, mtime)
+    masq = build_ipk(out_dir, "masq", full, masq_files(pyver), [
+        ("Depends", "%s, python3-openssl" % python_depends(pyver)),
+        ("Alternatives", ALTERNATIVES),
         ("Source", "feeds/masq/masq"), ("SourceName", "masq"), ("License", "MIT"),
-        ("LicenseFiles", "LICENSE"), ("Section", "mail"), ("Maintainer", MAINTAINER)],
+        ("LicenseFiles", "LICENSE"), ("Section", "mail"), ("Require-User", masq_userid()),
+        ("Maintainer", maintainer)],
         MASQ_DESCRIPTION, {"conffiles": "/etc/config/masq\n", "postinst": POSTINST,
                            "prerm": PRERM, "postinst-pkg": MASQ_POSTINST_PKG}, mtime)
     luci = build_ipk(out_dir, "luci-app-masq", full, luci_files(), [
         ("Depends", "luci-base, masq"), ("Source", "feeds/masq/luci-app-masq"),
         ("SourceName", "luci-app-masq"), ("License", "MIT"), ("Section", "luci"),
-        ("Maintainer", MAINTAINER)],
+        ("Maintainer", maintainer)],
         LUCI_DESCRIPTION, {"postinst": POSTINST, "prerm": PRERM,
                            "postinst-pkg": LUCI_POSTINST_PKG}, mtime)
-    return [masq, luci], pyc
+    return [masq, src, modem, luci]
 
 
 def main(argv=None):
-    """Build the packages; print each one's path, size and installed size."""
-    parser = argparse.ArgumentParser(description="Build masq's OpenWrt .ipk files.")
+    """Build the packages; print each one's path, size and Installed-Size."""
+    parser = argparse.ArgumentParser(description="Build masq's OpenWrt .ipk files with "
+                                     "this interpreter's byte-code (3.11: 24.10).")
     parser.add_argument("--out", default=os.path.join(ROOT, "dist"))
-    parser.add_argument("--python", default=TARGET_PYTHON,
-                        help="target Python minor version (default %(default)s, 24.10)")
-    parser.add_argument("--no-pyc", dest="pyc", action="store_false", default=None,
-                        help="ship .py only")
     args = parser.parse_args(argv)
-    built, pyc = build_all(args.out, args.python, args.pyc)
-    for path, installed in built:
-        print("%s: %d bytes, %d bytes installed%s" % (
+    for path, installed in build_all(args.out):
+        print("%s: %d bytes, Installed-Size %d%s" % (
             path, os.path.getsize(path), installed,
-            " (with Python %s byte-code)" % args.python
-            if pyc and "luci" not in path else ""))
+            " (Python %s byte-code)" % target_python() if "/masq_" in path else ""))
     return 0
 
 

@@ -1,13 +1,19 @@
 #!/usr/bin/env python3
 """`make run`: start masq in the foreground on an embedded default under ./run.
 
-Creates (once) ./run/masq.conf, a spool, an aliases file and maildirs, all under the
-checkout; listens on loopback ports only; needs no root. Prints how to send a message and
-where to look, then becomes the daemon (Ctrl-C stops it).
+Creates ./run/masq.conf, a spool, an aliases file, maildirs and ./run/bin/masq (a launcher
+for this checkout, so the printed commands work from any folder), all under the checkout;
+listens on loopback ports only; needs no root. A configuration that `make run` wrote and
+nobody edited is written again when MASQ_SMTP_PORT or MASQ_STATUS_PORT change; an edited
+one is kept, and said to be. The ports printed are the ones the configuration in use
+names. The try-out never leaves the machine: its route for other domains is a pipe into
+./run/outside/, not the recipients' MX hosts. Prints how to send a message and where to
+look, then becomes the daemon (Ctrl-C stops it).
 """
 
 import getpass
 import os
+import re
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -32,21 +38,65 @@ config masq 'main'
 \tlist local_users '{user}'
 
 # Mail for other domains waits here until the route is online:
-#   masq -C {run}/masq.conf online outside up
+#   {run}/bin/masq -C {run}/masq.conf online outside up
+# and then lands in {run}/outside/: the try-out never sends mail off this machine.
 config route 'outside'
 \toption online 'file:{run}/online'
+\toption pipe 'sh -c '\\''cat > "$(mktemp "$0/mail.XXXXXX")"'\\'' {run}/outside'
 """
 
 
+def ports_of(text):
+    """Return (SMTP port, status port) the configuration text names (None if it does not)."""
+    smtp = re.search(r"^\s*list\s+listen\s+'smtp://127\.0\.0\.1:(\d+)'", text, re.M)
+    status = re.search(r"^\s*option\s+status_listen\s+'[^':]*:(\d+)'", text, re.M)
+    return (int(smtp.group(1)) if smtp else None, int(status.group(1)) if status else None)
+
+
+def write_config(conf):
+    """Write or keep run/masq.conf; return (what happened, SMTP port, status port)."""
+    user = getpass.getuser()
+    wanted = CONFIG.format(run=RUN, smtp=SMTP_PORT, status=STATUS_PORT, user=user)
+    if os.path.exists(conf):
+        with open(conf) as f:
+            text = f.read()
+        smtp, status = ports_of(text)
+        if text == wanted:
+            return "kept", smtp, status
+        if text != CONFIG.format(run=RUN, smtp=smtp, status=status, user=user):
+            return "edited", smtp, status          # the user's file: never overwritten
+        what = "rebuilt"                            # ours, for other ports
+    else:
+        what = "created"
+    with open(conf + ".tmp", "w") as out:
+        out.write(wanted)
+    os.replace(conf + ".tmp", conf)
+    return what, SMTP_PORT, STATUS_PORT
+
+
+def write_launcher():
+    """Write run/bin/masq (and its sendmail link): this checkout, this interpreter."""
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    import launcher
+    folder = os.path.join(RUN, "bin")
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, "masq")
+    with open(path + ".tmp", "w") as out:
+        out.write(launcher.TEMPLATE % {"python": sys.executable, "libdir": ROOT})
+    os.chmod(path + ".tmp", 0o755)
+    os.replace(path + ".tmp", path)
+    link = os.path.join(folder, "sendmail")
+    if not os.path.lexists(link):
+        os.symlink("masq", link)
+    return path
+
+
 def prepare():
-    """Create ./run with its configuration unless it exists; return the config path."""
+    """Create ./run and its configuration; return (config path, what, smtp, status)."""
     conf = os.path.join(RUN, "masq.conf")
-    for sub in ("spool", "mail"):
+    for sub in ("spool", "mail", "outside"):
         os.makedirs(os.path.join(RUN, sub), exist_ok=True)
-    if not os.path.exists(conf):
-        with open(conf, "w") as out:
-            out.write(CONFIG.format(run=RUN, smtp=SMTP_PORT, status=STATUS_PORT,
-                                    user=getpass.getuser()))
+    what, smtp, status = write_config(conf)
     aliases = os.path.join(RUN, "aliases")
     if not os.path.exists(aliases):
         user = getpass.getuser()
@@ -54,23 +104,32 @@ def prepare():
             out.write("# name: target, ... (see docs/LOCAL.md)\n")
             if user != "root":
                 out.write("postmaster: %s\nroot: %s\n" % (user, user))
-    return conf
+    return conf, what, smtp, status
 
 
 def main():
     """Prepare ./run, print the instructions, and exec the daemon."""
-    conf = prepare()
+    conf, what, smtp, status = prepare()
+    masq = write_launcher()
     user = getpass.getuser()
+    if what == "edited" and (smtp, status) != (SMTP_PORT, STATUS_PORT):
+        sys.stdout.write("kept {conf}: it was edited, so it is not rebuilt for the ports "
+                         "asked for ({want_smtp}, {want_status}); remove it to start afresh\n"
+                         .format(conf=conf, want_smtp=SMTP_PORT, want_status=STATUS_PORT))
+    elif what == "rebuilt":
+        sys.stdout.write("rebuilt {conf} for the new ports\n".format(conf=conf))
     sys.stdout.write("""\
 masq is starting in the foreground (Ctrl-C stops it), configured by {conf}
 
-  send a message:   printf 'Subject: hi\\n\\nhello\\n' | python3 -m masq -C {conf} {user}@localhost
+  send a message:   printf 'Subject: hi\\n\\nhello\\n' | {masq} -C {conf} {user}@localhost
   or over SMTP:     swaks --server 127.0.0.1:{smtp} --to {user}@localhost
-  see the queue:    python3 -m masq -C {conf} -bp
-  status:           python3 -m masq -C {conf} status   (page: http://127.0.0.1:{status}/)
+  see the queue:    {masq} -C {conf} -bp
+  status:           {masq} -C {conf} status   (page: http://127.0.0.1:{status}/)
   mailboxes:        {run}/mail/
+  other domains:    queued until `{masq} -C {conf} online outside up`,
+                    then written to {run}/outside/ (nothing leaves this machine)
 
-""".format(conf=conf, user=user, smtp=SMTP_PORT, status=STATUS_PORT, run=RUN))
+""".format(conf=conf, user=user, smtp=smtp or "?", status=status or "?", run=RUN, masq=masq))
     sys.stdout.flush()
     os.chdir(ROOT)
     os.execv(sys.executable, [sys.executable, "-m", "masq", "-C", conf, "daemon"])

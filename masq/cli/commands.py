@@ -131,8 +131,10 @@ def _online(path, rest):
         print("no daemon runs: flushing through route %s once" % rest[0])
         print(_summary(runner.run_once(cfg, rest[0], True)))
         return exits.OK
-    if reply is None:
-        raise exits.Failure("no daemon runs (start it with `masq daemon`)", exits.UNAVAILABLE)
+    if reply is None:       # nothing sends without a daemon: down and auto hold already
+        print("no daemon runs: nothing goes out through route %s until one starts (it "
+              "then follows the route's online detector)" % rest[0])
+        return exits.OK
     if not reply.get("ok"):
         raise exits.Failure(reply.get("error", "failed"), exits.NOPERM)
     state = reply["route"]
@@ -155,7 +157,11 @@ def _status(path, rest):
 
 
 def _passwd(path, rest):
-    if len(rest) != 1:
+    if rest in (["-h"], ["--help"]):
+        print("usage: masq passwd USER\n\nHash a password (asked twice on a terminal, read "
+              "once from a pipe) into `config user 'USER'` of the configuration file.")
+        return exits.OK
+    if len(rest) != 1 or rest[0].startswith("-"):
         raise exits.Failure("usage: masq passwd USER", exits.USAGE)
     from masq.policy import passwords
     return passwords.command(rest[0], path)

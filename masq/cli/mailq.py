@@ -2,14 +2,15 @@
 
 Asks the daemon when one runs (it holds the queue and knows what is in flight); reads or
 changes the spool directly otherwise. The listing shows, per message: id, size, age and
-sender, then each recipient with its state, attempts and last error.
+sender, then each recipient with its state, attempts, last error, and what it waits for
+(its route, and why it is not leaving: offline, retry at HH:MM, no route takes it).
 """
-
 
 from masq.base import control, exits
 from masq.base.clock import Clock
 from masq.policy.users import privileged, user_name
 from masq.queue import spool
+from masq.outbound import waits_for
 from masq.queue.opening import open_queue
 from masq.status import model
 from masq.status.text import format_message
@@ -23,7 +24,8 @@ def queue_document(cfg):
     queue = open_queue(cfg, "read")
     try:
         now = Clock().time()        # mailq without a daemon: no loop, the real clock
-        return [model.message_json(m, now) for m in queue.listed()]
+        waits = waits_for.for_config(cfg, None, now)       # no daemon: online unknown
+        return [model.message_json(m, now, waits) for m in queue.listed()]
     finally:
         queue.close()
 

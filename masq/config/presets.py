@@ -36,6 +36,21 @@ PRESET_OPTIONS = {
 DEFAULT_ROUTE = {"smarthost": "smarthost", "lan-relay": "smarthost", "dialup": "dialup",
                  "mobile": "mobile"}
 TLS_PORTS = {"starttls": "587", "tls": "465"}   # submission ports when --host has none
+IMPLICIT_TLS_PORT = "465"                       # smtps: TLS from the first byte
+PRESET_HELP = """\
+presets (each writes config masq 'main'; all but local add one route):
+  local       mail for this machine only (local domains, mailboxes); no route.
+              Takes --local-domain, --mailbox.
+  smarthost   everything else through a provider's server while always online.
+              Needs --host HOST[:PORT]; --user/--password for AUTH; --tls
+              (default starttls on 587; port 465 means --tls tls).
+  dialup      a route online while the PPP link is up (iface:ppp0, --online or a
+              --board profile): through --host if given, else to the MX hosts.
+  mobile      a route online while the 3G/LTE modem's link is up: needs --board
+              NAME (masq setup --boards) or --online DETECTOR; --host as dialup.
+  lan-relay   a smarthost route, and hosts of the LAN may relay through masq.
+              Needs --host, --lan NETWORK and --listen ADDRESS[:PORT].
+"""
 LOOPBACK_NETS = ["127.0.0.0/8", "::1/128"]
 BOARD_KEYS = ("description", "online", "route", "modem_port", "usb_id", "at_interface",
               "data_interface", "net_interface", "driver", "net_device",
@@ -72,7 +87,8 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser():
     p = _Parser(prog="masq setup", allow_abbrev=False,
-                description="Write a configuration for a common case.")
+                description="Write a configuration for a common case.", epilog=PRESET_HELP,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("preset", nargs="?", choices=PRESETS)
     p.add_argument("--boards", action="store_true", help="list the board profiles")
     p.add_argument("--board", help="board profile: the route's online detector")
@@ -101,10 +117,13 @@ def _check_options(args):
             raise exits.Failure("setup %s: --%s is not used by this preset"
                                 % (args.preset, name.replace("_", "-")), exits.USAGE)
     needed = {"smarthost": ("host",), "lan-relay": ("host", "lan", "listen")}
-    for name in needed.get(args.preset, ()):
-        if getattr(args, name) is None:
-            raise exits.Failure("setup %s: --%s is required" % (args.preset, name),
-                                exits.USAGE)
+    missing = ["--" + name for name in needed.get(args.preset, ())
+               if getattr(args, name) is None]
+    if missing:
+        listed = (missing[0] if len(missing) == 1 else
+                  "%s and %s" % (", ".join(missing[:-1]), missing[-1]))
+        raise exits.Failure("setup %s: %s %s required" % (
+            args.preset, listed, "is" if len(missing) == 1 else "are"), exits.USAGE)
     if (args.user is None) != (args.password is None):
         raise exits.Failure("setup: --user and --password go together", exits.USAGE)
     if args.user is not None and args.host is None:
@@ -170,7 +189,11 @@ def _route_section(args):
                             exits.USAGE)
     options = [("online", _detector(args, board))]
     if args.host is not None:
-        tls = args.tls or "starttls"
+        tls = args.tls or ("tls" if _port(args.host) == IMPLICIT_TLS_PORT else "starttls")
+        if tls == "starttls" and _port(args.host) == IMPLICIT_TLS_PORT:
+            raise exits.Failure("setup: --host %s with --tls starttls: port 465 speaks TLS "
+                                "from the first byte (use --tls tls, or port 587 for "
+                                "STARTTLS)" % args.host, exits.USAGE)
         options += [("smarthost", _smarthost(args.host, tls)), ("tls", tls)]
         if args.user is not None:
             options += [("auth_user", args.user), ("auth_pass", _password(args.password))]
@@ -206,6 +229,12 @@ def _modem_device(board):
         return board["modem_port"]
     raise exits.Failure("setup: --online modem needs a --board with usb_id and "
                         "at_interface, or a modem_port", exits.USAGE)
+
+
+def _port(text):
+    """Return the port --host names, or None."""
+    match = _HOST_PORT.fullmatch(text)
+    return match.group(2) if match else None
 
 
 def _smarthost(text, tls):

@@ -53,6 +53,7 @@ class Daemon(Host):
         self.control = None
         self.pickup = None
         self.fetcher = None     # the fetch component (masq.inbound.fetch), if configured
+        self.local_helper = None    # the root-owned local delivery process (option user)
 
     @property
     def scheduler(self):
@@ -77,6 +78,8 @@ class Daemon(Host):
             for name in LAZY + agents.MODULES + SESSION_MODULES + page:
                 __import__(name)
         account = self._account()
+        if account is not None:     # before anything else is open: the helper inherits it
+            self._start_local_helper()
         with _acting_as(account):   # the spool is the daemon user's: root never writes it
             self.queue = open_queue(self.cfg, "runner", report=self.log.warning,
                                     clock=self.loop.clock)
@@ -119,6 +122,8 @@ class Daemon(Host):
             self.control.stop()
         if self.pickup:
             self.pickup.stop()
+        if self.local_helper:
+            self.local_helper.close()
         self._remove_pid()
         if self.queue:
             self.queue.close()
@@ -161,12 +166,18 @@ class Daemon(Host):
 
     def status(self, limit=None):
         """Return the status document (listing the first `limit` queued messages, if given)."""
+        from masq.outbound import waits_for
         listed = self.queue.listed()
+        states = self.online.by_name
+        now = self.loop.time()
+        waits = waits_for.for_config(
+            self.cfg, lambda name: name in states and states[name].online, now)
         return model.document(self.cfg.main.hostname, self.started, self.online.to_json(),
                               listed[:limit] if limit is not None else listed, self.counters,
-                              self.log.recent, now=self.loop.time(),
+                              self.log.recent, now=now,
                               deliveries=self.log.deliveries, queue_total=len(listed),
-                              fetch=self.fetcher.to_json() if self.fetcher else ())
+                              fetch=self.fetcher.to_json() if self.fetcher else (),
+                              waits=waits)
 
     # control requests
 
@@ -207,6 +218,20 @@ class Daemon(Host):
             raise exits.Failure("spool_dir %s: user %s cannot reach it (a directory above "
                                 "it keeps the user out)" % (spool, name), exits.CONFIG)
         return account
+
+    def _start_local_helper(self):
+        """Fork the process that stays root for local deliveries (masq.outbound.local_helper)
+        and connect the daemon to it."""
+        from masq.outbound import local_helper
+        path = self.config_path
+
+        def load():
+            return load_config(path, check=preflight.check)
+
+        from masq.config.load import config_path as which_file
+        sock, pid = local_helper.start(load, which_file(path))
+        self.local_helper = local_helper.Client(self.loop, sock, pid, self.log)
+        self.log.info("local deliveries run in process %d, as root", pid)
 
     def _drop_privileges(self, account):
         """Become the configured user once every socket is bound (root only).

@@ -9,8 +9,8 @@ sources whose route is online. A source whose route is `always` runs on the last
 
 At start (after recovery, before the first delivery) the state file learns the UIDs of
 fetched mail the queue holds (a crash between a COMMIT's fdatasync and the state file's
-append leaves exactly that), so a crash never fetches a message twice. The protocol run is `fetch_pop3.Pop3Run` (IMAP is not
-supported yet); SMTP-after-POP uses a POP3 run that only logs in (`login`).
+append leaves exactly that), so a crash never fetches a message twice. The protocol runs are `fetch_pop3.Pop3Run` and
+`fetch_imap.ImapRun`; SMTP-after-POP uses a POP3 run that only logs in (`login`).
 """
 
 import os
@@ -95,8 +95,9 @@ class Source:
             error = "%s: %s" % (self.host_name, error)
             return self._logged_in(0, error) if login_only else self._finished(0, error)
         if self.settings.protocol == "imap":
-            return self._finished(0, "IMAP is not supported yet (docs/FETCH.md)")
-        from masq.inbound.fetch_pop3 import Pop3Run as Run
+            from masq.inbound.fetch_imap import ImapRun as Run
+        else:
+            from masq.inbound.fetch_pop3 import Pop3Run as Run
         kwargs = {"login_only": True} if login_only else {}
         done = self._logged_in if login_only else self._finished
         Run(self.host, self, ip, done, **kwargs).start()

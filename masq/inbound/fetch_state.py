@@ -6,7 +6,8 @@ is appended (and fdatasync'ed) once its message is durably in the queue and befo
 server is told to delete it, so neither `keep` nor a crash between queueing and deleting
 fetches a message twice. When the server's listing is known, `prune` rewrites the file
 with only the UIDs still on the server (a new file, fdatasync'ed, renamed over the old
-one), so the file never holds more than the mailbox does plus one run's appends.
+one), and after the server confirmed deletions (QUIT, EXPUNGE) `forget` drops their
+keys, so the file never holds more than the mailbox does plus one run's appends.
 
 A file for another mailbox (its KEY differs: a new server, user or UIDVALIDITY) counts as
 empty. A torn last line (a crash mid-append, never synced, so nothing was deleted for it)
@@ -57,6 +58,14 @@ class UidState:
         """Forget the taken UIDs the server no longer lists (rewrites only if some go)."""
         keep = self.taken & set(present)
         if keep != self.taken or not self._current():
+            self.close()
+            self._rewrite(keep)
+            self.taken = keep
+
+    def forget(self, gone):
+        """Forget keys of messages the server has just removed (QUIT, EXPUNGE)."""
+        keep = self.taken - set(gone)
+        if keep != self.taken:
             self.close()
             self._rewrite(keep)
             self.taken = keep

@@ -35,15 +35,13 @@ class Agents:
     def local(self):
         """Return the local delivery agent (built on first use)."""
         if self._local is None:
-            from masq.outbound.local import LocalAgent, LocalSettings
-            main = self.cfg.main
-            self._local = LocalAgent(self.loop, LocalSettings(
-                main.hostname, mailbox=main.mailbox,
-                user_mailbox={name: u.mailbox for name, u in self.cfg.users.items()
-                              if u.mailbox},
-                alias_file=main.alias_file, local_users=main.local_users,
-                local_domains=sorted(self.local_domains), forward=self.forward,
-                log=self.host.log))
+            helper = getattr(self.host, "local_helper", None)
+            if helper is not None:          # the daemon runs as `option user`
+                self._local = helper.agent(self.forward)
+            else:
+                from masq.outbound.local import LocalAgent
+                self._local = LocalAgent(self.loop, local_settings(self.cfg, self.forward,
+                                                                   self.host.log))
         return self._local
 
     def for_route(self, route):
@@ -88,3 +86,14 @@ class Agents:
         """Release the resolver's sockets."""
         if self.resolver is not None:
             self.resolver.close()
+
+
+def local_settings(cfg, forward, log):
+    """Return the local agent's LocalSettings for configuration cfg."""
+    from masq.outbound.local import LocalSettings
+    main = cfg.main
+    return LocalSettings(
+        main.hostname, mailbox=main.mailbox,
+        user_mailbox={name: u.mailbox for name, u in cfg.users.items() if u.mailbox},
+        alias_file=main.alias_file, local_users=main.local_users,
+        local_domains=sorted({d.lower() for d in main.local_domain}), forward=forward, log=log)

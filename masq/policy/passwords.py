@@ -1,7 +1,10 @@
 """Passwords of `config user` sections: hashing, verifying, and `masq passwd USER`.
 
 Owns the stored form `$pbkdf2-sha256$ITERATIONS$SALT$HASH` (salt and hash in unpadded
-base64), made with hashlib.pbkdf2_hmac (C code, in python3-light). Verification is
+base64), made with hashlib.pbkdf2_hmac. That is OpenSSL's (`_hashlib`, in python3-openssl,
+which the OpenWrt package depends on); without it, Python 3.11 falls back to a deprecated
+pure version and 3.12+ has none, so masq then computes PBKDF2 itself (`_pbkdf2`: RFC 8018
+over hashlib's built-in sha256, slower but the same bytes). Verification is
 constant-time (hmac.compare_digest) in both the hashed and the plain-text case. A plain
 text password is accepted (check-config warns about it).
 
@@ -23,10 +26,48 @@ PREFIX = "$pbkdf2-sha256$"
 ITERATIONS = 20000   # a few tens of ms on a router CPU; stored with the hash
 
 
+def _openssl_pbkdf2():
+    """Return OpenSSL's pbkdf2_hmac, or None on a Python without _hashlib."""
+    try:
+        import _hashlib
+    except ImportError:
+        return None
+    return getattr(_hashlib, "pbkdf2_hmac", None)
+
+
+def _pbkdf2(password, salt, iterations):
+    """PBKDF2-HMAC-SHA256 (RFC 8018), one 32-byte block, with hashlib's built-in sha256."""
+    key = password if len(password) <= 64 else hashlib.sha256(password).digest()
+    key = key.ljust(64, b"\0")
+    inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
+    outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
+
+    def prf(data):
+        i, o = inner.copy(), outer.copy()
+        i.update(data)
+        o.update(i.digest())
+        return o.digest()
+
+    block = prf(salt + b"\0\0\0\1")
+    total = int.from_bytes(block, "big")
+    for _ in range(iterations - 1):
+        block = prf(block)
+        total ^= int.from_bytes(block, "big")
+    return total.to_bytes(32, "big")
+
+
+def pbkdf2_sha256(password, salt, iterations):
+    """Return PBKDF2-HMAC-SHA256 of password (bytes): OpenSSL's if at hand, else ours."""
+    fast = _openssl_pbkdf2()
+    if fast is not None:
+        return fast("sha256", password, salt, iterations)
+    return _pbkdf2(password, salt, iterations)
+
+
 def hash_password(password, iterations=ITERATIONS, salt=None):
     """Return the stored form of password."""
     salt = salt or os.urandom(12)
-    digest = hashlib.pbkdf2_hmac("sha256", password.encode("utf-8"), salt, iterations)
+    digest = pbkdf2_sha256(password.encode("utf-8"), salt, iterations)
     return "%s%d$%s$%s" % (PREFIX, iterations, _b64(salt), _b64(digest))
 
 
@@ -49,8 +90,7 @@ def verify(stored, password):
         return False
     if not 1000 <= iterations <= 10_000_000:
         return False
-    return hmac.compare_digest(hashlib.pbkdf2_hmac("sha256", password, salt, iterations),
-                               digest)
+    return hmac.compare_digest(pbkdf2_sha256(password, salt, iterations), digest)
 
 
 def _b64(data):

@@ -3,7 +3,7 @@
 Owns the markup and the browser side: one self-contained page (no external resource, no
 font, no image; well under 30 KB) that fetches /status.json every few seconds and redraws
 its tables in place (no reload; it pauses while the tab is hidden), and posts the buttons
-("send now" per route, "retry" and "delete" per message) with the CSRF token it was given
+("send now" and up/down/auto per route, "retry" and "delete" per message) with the CSRF token it was given
 in a <meta> tag. Every text from the queue (addresses, errors, log lines) is hostile: the
 script inserts it with textContent only, never as markup.
 
@@ -29,14 +29,15 @@ header .container{display:flex;align-items:center;flex-wrap:wrap;gap:0 20px;min-
 header .brand{color:#fff;font-size:20px;font-weight:200;text-decoration:none;line-height:40px}
 header .right{margin-left:auto}
 .container{max-width:940px;margin:0 auto;padding:0 10px}
+@media (min-width:1200px){.container{max-width:1170px}}
 h2{font-size:24px;line-height:36px;margin:0 0 9px}
 h3{font-size:18px;line-height:36px;margin:0 0 9px;font-weight:bold}
 .cbi-section{margin-bottom:18px;overflow-x:auto}
 .table{display:table;width:100%;border-collapse:collapse;font-size:13px;margin-bottom:18px}
 .tr{display:table-row}
 .td,.th{display:table-cell;padding:10px 10px 9px;border-top:1px solid var(--border);
-text-align:left;vertical-align:top;word-break:break-word}
-.th{font-weight:bold}
+text-align:left;vertical-align:top;overflow-wrap:break-word}
+.th{font-weight:bold;white-space:nowrap}
 .tr.table-titles,.cbi-rowstyle-2{background:var(--shade)}
 .cbi-section-table .tr:hover{background:rgba(25,118,210,.06)}
 .tr.table-titles:hover{background:var(--shade)}
@@ -46,6 +47,8 @@ text-align:left;vertical-align:top;word-break:break-word}
 border-radius:4px;border:1px solid var(--border);background:var(--bg);color:var(--text);
 cursor:pointer;margin:1px 2px;white-space:nowrap}
 .cbi-button:disabled{opacity:.5;cursor:default}
+select.cbi-input-select{font:inherit;line-height:2em;height:2.2em;border-radius:4px;
+border:1px solid var(--border);background:var(--bg);color:var(--text);margin:1px 2px}
 .cbi-button-action{color:var(--primary);border-color:var(--primary)}
 .cbi-button-positive{color:var(--success);border-color:var(--success)}
 .cbi-button-negative{color:var(--error);border-color:var(--error)}
@@ -69,7 +72,10 @@ footer{border-top:1px solid var(--border);color:var(--muted);font-size:11px;padd
 .tr.table-titles{display:none}
 .tr{border-top:1px solid var(--border);padding:4px 0}
 .td{border:0;padding:3px 10px}
-.td[data-title]:not([data-title=""]):before{content:attr(data-title) ": ";font-weight:bold}
+.td[data-title]:not([data-title=""]){display:grid;grid-template-columns:92px minmax(0,1fr);
+column-gap:6px;align-items:start}
+.td[data-title]:not([data-title=""]):before{content:attr(data-title);font-weight:bold;
+font-size:13px;line-height:18px;white-space:nowrap}
 .right{text-align:left}
 header .right{margin-left:0}}
 """
@@ -102,16 +108,17 @@ function button(text,cls,path,params,ask){var b=el('button','cbi-button '+cls,te
 function notice(text,cls){var n=$('notice');n.textContent=text;
  n.className='alert-message '+cls;clearTimeout(notice.t);
  notice.t=setTimeout(function(){n.className='hidden'},8000)}
-function post(path,params,b){var body=new URLSearchParams(params);body.set('csrf',token);
- b.disabled=true;
+function post(path,params,b,what){var body=new URLSearchParams(params);body.set('csrf',token);
+ b.disabled=true;what=what||b.textContent;
  fetch(path,{method:'POST',body:body,credentials:'same-origin'}).then(function(r){
   return r.json().then(function(j){
    if(!j.ok)notice(j.error||(j.errors||[]).join('; ')||('HTTP '+r.status),'error');
-   else if(j.started)notice(b.textContent+': started','success');
-   else if(j.attempted===0)notice(b.textContent+': nothing could be sent now (no route online for it?)','warning');
-   else if(j.attempted)notice(b.textContent+': '+j.delivered+' delivered, '+j.deferred+' deferred, '+j.bounced+' bounced','success');
-   else notice(b.textContent+': done','success')})
- }).catch(function(e){notice(b.textContent+' failed: '+e,'error')}).then(function(){
+   else if(j.started)notice(what+': started','success');
+   else if(j.attempted===0)notice(what+': nothing could be sent now (no route online for it?)','warning');
+   else if(j.attempted)notice(what+': '+j.delivered+' delivered, '+j.deferred+' deferred, '+j.bounced+' bounced','success');
+   else if(j.route)notice('route '+j.route.name+' is now '+(j.route.online?'online':'offline'),'success');
+   else notice(what+': done','success')})
+ }).catch(function(e){notice(what+' failed: '+e,'error')}).then(function(){
   b.disabled=false;refresh()})}
 var STATE={queued:'notice',deferred:'warning',delivered:'success',bounced:'important'};
 function routes(list){var t=$('routes');t.textContent='';
@@ -120,12 +127,22 @@ function routes(list){var t=$('routes');t.textContent='';
   row.setAttribute('data-route',r.name);
   row.appendChild(cell('Route',r.name));
   row.appendChild(cell('Detector',r.detector,'small'));
-  row.appendChild(cell('State',r.online?label('online','success'):label('offline','warning')));
+  var st=el('div');st.appendChild(r.online?label('online','success'):label('offline',''));
+  if(r.override)st.appendChild(label('forced '+r.override,'notice'));
+  row.appendChild(cell('State',st,'nowrap'));
   row.appendChild(cell('Since',r.since?span(now()-r.since)+' ago':'-','nowrap'));
   row.appendChild(cell('Last error',r.last_error||'-','small'));
-  row.appendChild(cell('',button('send now','cbi-button-action','/flush',{route:r.name}),'right'));
+  var act=el('div');act.appendChild(button('send now','cbi-button-action','/flush',{route:r.name}));
+  act.appendChild(mode(r));row.appendChild(cell('',act,'right nowrap'));
   t.appendChild(row)});
- if(!list.length)t.appendChild(empty('tr','No route configured: mail goes to the MX hosts.',6))}
+ if(!list.length)t.appendChild(empty('tr','No route configured: mail for other domains stays queued.',6))}
+function mode(r){var s=el('select','cbi-input-select');s.setAttribute('data-route',r.name);
+ s.title='set the route up or down by hand, or let its detector decide (auto)';
+ [['auto','auto (detector)'],['up','forced up'],['down','forced down']].forEach(function(o){
+  var op=el('option',null,o[1]);op.value=o[0];s.appendChild(op)});
+ s.value=r.override||'auto';
+ s.onchange=function(){post('/online',{route:r.name,how:s.value},s,'route '+r.name+' '+s.value)};
+ return s}
 function sources(list){var t=$('fetch');t.textContent='';
  t.appendChild(titles(['Fetch','Server','Route','Last run','Taken','Last error']));
  list.forEach(function(f,i){var row=el('tr','tr'+(i%2?' cbi-rowstyle-2':''));
@@ -140,20 +157,29 @@ function sources(list){var t=$('fetch');t.textContent='';
 function recipients(m){var box=el('div');
  m.recipients.forEach(function(r){var line=el('div');
   line.appendChild(label(r.state,STATE[r.state]||''));line.appendChild(document.createTextNode(' '+r.address));
-  if(r.route)line.appendChild(el('span','muted',' via '+r.route));
+  var w=why(r.waiting);if(w)line.appendChild(el('div','small muted',w));
   box.appendChild(line)});return box}
+function hhmm(t){var d=new Date((t-skew)*1000);
+ return ('0'+d.getHours()).slice(-2)+':'+('0'+d.getMinutes()).slice(-2)}
+function why(w){if(!w)return '';var via=w.route?' via '+w.route:'';
+ switch(w.reason){case 'retry':return 'retry at '+hhmm(w.until)+via;
+ case 'offline':return 'waits for route '+w.route+' (offline)';
+ case 'no_route':return 'no route takes it: stays queued';
+ case 'local':return 'local delivery, due now';
+ case 'no_daemon':return 'no daemon runs: leaves'+via+' with the next queue run';
+ default:return 'due now'+via}}
 function tries(m){var a=0,next=null,err=null;
  m.recipients.forEach(function(r){a=Math.max(a,r.attempts||0);
   if(r.next_attempt&&(next===null||r.next_attempt<next))next=r.next_attempt;
   if(r.last_error)err=r.last_error});
  var box=el('div',null,a+(a===1?' try':' tries'));
- if(next)box.appendChild(el('div','muted','next '+(next>now()?'in '+span(next-now()):'now')));
+ if(next)box.appendChild(el('div','muted nowrap','next '+(next>now()?'in '+span(next-now()):'now')));
  if(err)box.appendChild(el('div','small',err));return box}
 function queue(list){var t=$('queue');t.textContent='';$('count').textContent=list.length;
  t.appendChild(titles(['Message','From','To','Size','Age','Tries','']));
  list.forEach(function(m,i){var row=el('tr','tr msg'+(i%2?' cbi-rowstyle-2':''));
   row.setAttribute('data-id',m.id);
-  var id=el('div','small',m.id);if(m.quarantined)id.appendChild(label('quarantined','important'));
+  var id=el('div','small nowrap',m.id);if(m.quarantined)id.appendChild(label('quarantined','important'));
   row.appendChild(cell('Message',id));
   row.appendChild(cell('From',m.sender||'<>'));
   row.appendChild(cell('To',recipients(m)));

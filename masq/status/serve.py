@@ -2,7 +2,7 @@
 
 Owns what masq.status.web describes under "who may use them": the Host check, HTTP Basic
 with `status_password` (remembered under a per-daemon secret), CSRF tokens (HMAC-SHA256
-over the cookie nonce), the routes (GET / page, GET /status.json, POST /flush, /retry,
+over the cookie nonce), the routes (GET / page, GET /status.json, POST /flush, /online, /retry,
 /delete), and each connection's engine (masq.proto.http) and idle deadline.
 
 Imported by masq.status.web at the first client, never by an idle daemon: it brings the
@@ -19,7 +19,7 @@ import time
 from masq.base import compat, net
 from masq.config.schema import is_loopback
 from masq.outbound.removal import remove_messages
-from masq.policy.users import may_force, may_remove, user_name
+from masq.policy.users import may_force, may_remove, trusted, user_name
 from masq.proto import http
 from masq.status import page, peer
 
@@ -357,6 +357,24 @@ def _flush(ctx):
     scheduler.flush(name, forced=name is not None, done=ctx.run_done("flush"))
 
 
+def _online(ctx):
+    """`masq online ROUTE up|down|auto` from the page: root, the daemon's user, trusted
+    users, or whoever has the status password."""
+    name, how = ctx.form.get("route"), ctx.form.get("how")
+    if name not in ctx.daemon.online.by_name:
+        raise http.RemoteProtocolError(404, "no route named %r" % name)
+    if how not in ("up", "down", "auto"):
+        raise http.RemoteProtocolError(400, "say up, down or auto")
+    if not ctx.admin and not trusted(ctx.daemon, ctx.uid):
+        raise http.RemoteProtocolError(403, "permission denied: only root, the daemon's "
+                                       "user and trusted users set a route up or down")
+    ctx.daemon.online.set_override(name, how, ctx.daemon.loop.time())
+    route = ctx.daemon.online.get(name)
+    ctx.web.log.info("%s: route %s set %s: now %s", ctx.who(), name, how,
+                     "online" if route.online else "offline")
+    ctx.answer(json_response(200, {"ok": True, "route": route.to_json()}))
+
+
 def _retry(ctx):
     msg = ctx.message()
     ctx.web.log.info("%s: retry %s", ctx.who(), msg.id)
@@ -381,6 +399,7 @@ ROUTES = {           # path -> {method: handler}
     "/": {"GET": _page},
     "/status.json": {"GET": _status_json},
     "/flush": {"POST": _flush},
+    "/online": {"POST": _online},
     "/retry": {"POST": _retry},
     "/delete": {"POST": _delete},
 }

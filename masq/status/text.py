@@ -11,6 +11,7 @@ import time
 from masq.base import control
 from masq.base.clock import Clock
 from masq.online.state import OnlineState
+from masq.outbound import waits_for
 from masq.queue.opening import open_queue
 from masq.status import model
 
@@ -28,7 +29,8 @@ def status_document(cfg):
                   "route": f.route, "running": False, "last_run": None, "taken": 0,
                   "taken_total": 0, "left": 0, "last_error": None} for f in cfg.fetches]
         return model.document(cfg.main.hostname, None, routes, queue.listed(),
-                              model.new_counters(), (), now=now, fetch=fetch)
+                              model.new_counters(), (), now=now, fetch=fetch,
+                              waits=waits_for.for_config(cfg, None, now))
     finally:
         queue.close()
 
@@ -82,10 +84,17 @@ def format_message(msg):
             extra.append("%d attempt%s" % (rcpt["attempts"], "" if rcpt["attempts"] == 1 else "s"))
         if rcpt.get("last_error"):
             extra.append(rcpt["last_error"])
+        waiting = waits_for.describe(rcpt.get("waiting"), _clock)
+        if waiting:
+            extra.append(waiting)
         if extra:
             line += "  (%s)" % "; ".join(extra)
         lines.append(line)
     return "\n".join(lines) + "\n"
+
+
+def _clock(when):
+    return time.strftime("%H:%M", time.localtime(when))
 
 
 def _size(size):

@@ -1,8 +1,8 @@
 """The status page: HTTP on `status_listen`, served from the daemon's own loop.
 
 Owns the listening socket, its connections (masq.base.net.Stream over the sans-IO engine in
-masq.proto.http), the routes (GET / page, GET /status.json, POST /flush, /retry, /delete)
-and who may use them:
+masq.proto.http), the routes (GET / page, GET /status.json, POST /flush, /online, /retry,
+/delete) and who may use them:
 - Listening on anything but loopback needs `status_password` (start-up fails otherwise);
   then every request needs HTTP Basic with it (any user name; the browser asks and keeps
   it). Failures are answered after a delay and limited per client address.

@@ -34,8 +34,39 @@ function fmtText(value) {
 	return (value == null || value === '') ? '-' : String(value);
 }
 
+/* Offline is the normal state of a dial-up route: a neutral label, not a warning. */
 function badge(ok, yes, no) {
-	return E('span', { 'class': 'label ' + (ok ? 'success' : 'warning') }, [ ok ? yes : no ]);
+	return E('span', { 'class': 'label' + (ok ? ' success' : '') }, [ ok ? yes : no ]);
+}
+
+function routeState(r) {
+	var labels = [ badge(r.online, _('online'), _('offline')) ];
+	if (r.override === 'up')
+		labels.push(' ', E('span', { 'class': 'label notice' }, [ _('forced up') ]));
+	else if (r.override === 'down')
+		labels.push(' ', E('span', { 'class': 'label notice' }, [ _('forced down') ]));
+	return E('span', {}, labels);
+}
+
+/* What a queued recipient waits for (status.json's `waiting`, masq/outbound/waits_for.py). */
+function waiting(w) {
+	if (!w)
+		return '';
+	switch (w.reason) {
+	case 'retry':
+		return w.route ? _('retry at %s via %s').format(fmtTime(w.until), w.route)
+			: _('retry at %s').format(fmtTime(w.until));
+	case 'offline':
+		return _('waits for route %s (offline)').format(w.route);
+	case 'no_route':
+		return _('no route takes it: stays queued');
+	case 'local':
+		return _('local delivery, due now');
+	case 'no_daemon':
+		return _('no daemon runs: leaves with the next queue run');
+	default:
+		return w.route ? _('due now via %s').format(w.route) : _('due now');
+	}
 }
 
 function table(titles, rows, empty) {
@@ -81,7 +112,7 @@ return view.extend({
 			routes.map(function(r) {
 				return [
 					E('strong', {}, [ r.name ]),
-					badge(r.online, _('online'), _('offline')),
+					routeState(r),
 					E('code', {}, [ fmtText(r.detector) ]),
 					fmtTime(r.since),
 					fmtText(r.last_error),
@@ -103,7 +134,8 @@ return view.extend({
 						return E('div', { 'title': fmtText(r.last_error) }, [
 							r.address, ' ',
 							E('span', { 'class': 'label' }, [ r.state ]),
-							r.next_attempt ? ' ' + _('next try %s').format(fmtTime(r.next_attempt)) : ''
+							r.waiting ? E('div', { 'class': 'cbi-value-description' }, [ waiting(r.waiting) ])
+								: (r.next_attempt ? ' ' + _('next try %s').format(fmtTime(r.next_attempt)) : '')
 						]);
 					})),
 					'%1024.1mB'.format(m.size || 0),
