@@ -18,6 +18,7 @@ import os
 from masq.base.host import Component, MessagesQueued, RouteChanged
 from masq.outbound import maillog
 from masq.inbound.fetch_state import UidState
+from masq.queue.log import LogError
 
 PORTS = {("pop3", False): 110, ("pop3", True): 995, ("imap", False): 143,
          ("imap", True): 993}
@@ -81,7 +82,11 @@ class Source:
         crash left queued but not yet in the state file."""
         prefix = self.name + " "
         for msg in self.host.queue.live():
-            fetched = msg.envelope.fetched
+            try:
+                fetched = msg.envelope.fetched     # read back from the queue's log
+            except LogError as exc:
+                self.log.error("fetch %s: %s", self.name, exc)
+                continue
             if fetched and fetched.startswith(prefix) and \
                     fetched[len(prefix):] not in self.state.taken:
                 try:

@@ -37,6 +37,7 @@ Concurrency: at most MAX_JOBS batches at once, at most BATCH jobs per batch.
 from collections import deque
 
 from masq import route as routes
+from masq.base.tables import ShrinkingDict, ShrinkingSet
 from masq.outbound import results
 from masq.outbound.job import Job
 from masq.outbound.outcome import TEMPFAIL, Outcome
@@ -70,14 +71,18 @@ class Flush:
 
 
 class Item:
-    """A job and what the scheduler needs when it ends."""
+    """A job to start (its Job is built when it starts: a waiting item holds no envelope
+    data) and what the scheduler needs when it ends."""
 
-    __slots__ = ("name", "agent", "job", "indices", "flush", "usable", "from_addrs")
+    __slots__ = ("name", "agent", "msgid", "route", "job", "indices", "flush", "usable",
+                 "from_addrs")
 
-    def __init__(self, name, agent, job, indices, flush, usable, from_addrs):
+    def __init__(self, name, agent, msgid, route, indices, flush, usable, from_addrs):
         self.name = name                # route name, or "local"
         self.agent = agent
-        self.job = job
+        self.msgid = msgid
+        self.route = route              # the route's config section, None for local
+        self.job = None                 # the Job, once started
         self.indices = indices          # recipient numbers in the message
         self.flush = flush
         self.usable = usable            # the run's route test, for the fallback
@@ -113,11 +118,12 @@ class Scheduler:
         self.host = host
         self.loop = host.loop
         self.agents = agents          # agents.for_route(route) / agents.local
-        self.inflight = set()         # (message id, recipient index)
+        self.inflight = ShrinkingSet()    # (message id, recipient index)
         self.running = 0              # batches handed to agents
         self.busy = set()             # ids of batch agents with a batch in hand
         self.waiting = {}             # id(agent) -> (agent, deque of Items not started yet)
-        self.tried = {}               # (message id, index) -> routes tried in this attempt
+        self.tried = ShrinkingDict()  # (message id, index) -> routes it fell through in this
+                                      # attempt (its current route not included)
         self.waits = Waiting(host, self._is_local, self.inflight)
         self.learned = False          # the indexes hold the whole queue (after a full run)
         self.held = []                # (Batch, Item, indices, outcomes, time, counts)
@@ -186,8 +192,11 @@ class Scheduler:
         else:
             messages = [m for m in map(queue.get_live, dict.fromkeys(ids)) if m is not None]
         for msg in messages:
-            self._plan(msg, now, usable, ignore_times, only, forced, flush)
-            self.waits.learn(msg, push=ids is None)
+            try:
+                self._plan(msg, now, usable, ignore_times, only, forced, flush)
+                self.waits.learn(msg, push=ids is None)
+            except LogError as exc:         # its envelope cannot be read now: next run
+                self.host.log.error("%s: not tried: %s", msg.id, exc)
         self.learned = self.learned or ids is None
         self._pump()
         if ids is None:
@@ -252,22 +261,37 @@ class Scheduler:
     # jobs
 
     def _start(self, name, agent, msg, indices, route, flush, usable, from_addrs):
-        env = msg.envelope
-        rcpts = [env.recipients[i] for i in indices]
+        for i in indices:
+            self.inflight.add((msg.id, i))
+        if flush is not None:
+            flush.jobs += 1
+        item = Item(name, agent, msg.id, route, tuple(indices), flush, usable, from_addrs)
+        self.waiting.setdefault(id(agent), (agent, deque()))[1].append(item)
+
+    def _job(self, item):
+        """Return item's Job, built from its envelope now; None if the message is gone or
+        its envelope cannot be read (its recipients are released: the next run tries)."""
+        msg = self.host.queue.get_live(item.msgid)
+        try:
+            env = msg and msg.envelope
+        except LogError as exc:
+            self.host.log.error("%s: not tried: %s", item.msgid, exc)
+            env = None
+        if env is None:
+            self._release(item.msgid, item.indices)
+            if item.flush is not None:
+                item.flush.finished([Outcome.temp("4.3.0", "not attempted: message not "
+                                                  "readable")] * len(item.indices))
+            return None
+        rcpts = [env.recipients[i] for i in item.indices]
+        route = item.route
         sender, open_body = env.sender, (lambda msgid=msg.id: self.host.queue.body(msgid))
         if route is not None and routes.has_rewrites(route):
             sender, open_body = self.agents.rewrite(route, msg)
-        job = Job(msg.id, sender, [r.address for r in rcpts], open_body, size=env.size,
-                  route=route, notify=[r.notify for r in rcpts], orcpt=[r.orcpt for r in rcpts],
-                  envid=env.envid, ret=env.ret, smtputf8=env.smtputf8,
-                  body8bit=env.body == "8BITMIME", received=env.received)
-        for i in indices:
-            self.inflight.add((msg.id, i))
-            self.tried.setdefault((msg.id, i), []).append(name)
-        if flush is not None:
-            flush.jobs += 1
-        item = Item(name, agent, job, indices, flush, usable, from_addrs)
-        self.waiting.setdefault(id(agent), (agent, deque()))[1].append(item)
+        return Job(msg.id, sender, [r.address for r in rcpts], open_body, size=env.size,
+                   route=route, notify=[r.notify for r in rcpts], orcpt=[r.orcpt for r in rcpts],
+                   envid=env.envid, ret=env.ret, smtputf8=env.smtputf8,
+                   body8bit=env.body == "8BITMIME", received=env.received)
 
     def _pump(self):
         """Start waiting jobs; an agent that can takes its waiting jobs in batches, one
@@ -292,24 +316,30 @@ class Scheduler:
         """Return the next jobs to start together (none if every waiting agent is busy).
 
         Looks at each agent once, not at each waiting job: the jobs wait per agent, and an
-        agent that got a batch goes to the back of the line."""
-        for key, (agent, items) in self.waiting.items():
-            if key in self.busy:
-                continue
+        agent that got a batch goes to the back of the line. Each job is built now."""
+        while True:
+            for key, (agent, items) in self.waiting.items():
+                if key not in self.busy:
+                    break
+            else:
+                return []
             size = BATCH if hasattr(agent, "deliver_many") else 1
             batch = [items.popleft() for _ in range(min(size, len(items)))]
             del self.waiting[key]
             if items:
                 self.waiting[key] = (agent, items)
-            return batch
-        return []
+            for item in batch:
+                item.job = self._job(item)
+            batch = [item for item in batch if item.job is not None]
+            if batch:
+                return batch
 
     def _drop_waiting(self):
         """Forget jobs not started yet (results cannot be written): they run again later."""
         waiting, self.waiting = self.waiting, {}
         for _, items in waiting.values():
             for item in items:
-                self._release(item.job.message_id, item.indices)
+                self._release(item.msgid, item.indices)
                 if item.flush is not None:
                     item.flush.finished([Outcome.temp("4.3.1", "not attempted: queue not "
                                                       "writable")] * len(item.indices))
@@ -352,12 +382,14 @@ class Scheduler:
         msg = self.host.queue.get_live(item.job.message_id)
         if msg is None:
             return pairs
-        after = {i: self.tried.get((msg.id, i), ()) for i, _ in again}
+        after = {i: self.tried.get((msg.id, i), ()) + (item.name,) for i, _ in again}
         remote = [(i, msg.envelope.recipients[i].address) for i, _ in again]
         chosen, _ = routes.choose(self.host.cfg.routes, item.usable, msg.envelope.sender,
                                   remote, item.from_addrs, after=after)
         moved = set()
         for name, indices in chosen.items():
+            for i in indices:
+                self.tried[(msg.id, i)] = after[i]
             nxt = self.host.cfg.route(name)
             self._start(name, self.agents.for_route(nxt), msg, indices, nxt, item.flush,
                         item.usable, item.from_addrs)
@@ -413,6 +445,8 @@ class Scheduler:
             msg = queue.get_live(msgid)
             if msg is not None:
                 self.waits.learn(msg, push=True)
+            else:
+                self.waits.forget(msgid)
         self._arm()
 
     def _still_online(self, name, started):

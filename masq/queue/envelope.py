@@ -7,9 +7,10 @@ field (docs/QUEUE.md, record format).
 
 A decoding error raises ValueError; the store treats such a record as damage.
 
-Memory: the queue's index holds one Envelope per waiting message, so decoded strings are
-interned (`sys.intern`): the states, the protocol, and the senders, clients, HELO names and
-recipients that many queued messages share are held once, not once per message.
+Memory: the queue's index holds no Envelope (it reads them back from the log, and keeps
+the last few decoded: masq.queue.store); decoded strings are interned (`sys.intern`) so
+that the states, the protocol, and the senders and recipients that envelopes read together
+share are held once.
 """
 
 import sys
@@ -128,20 +129,29 @@ def encode_result(index, rcpt):
     return compat.dumps(data).encode("ascii")
 
 
-def apply_result(envelope, payload):
-    """Update envelope from a RESULT payload; ValueError if it does not fit."""
+def decode_result(payload):
+    """Return (recipient number, Recipient) from a RESULT payload; ValueError if malformed."""
     data = _decode(payload)
     index = data.get("i")
-    if not isinstance(index, int) or not 0 <= index < len(envelope.recipients):
+    if not isinstance(index, int) or index < 0:
+        raise ValueError("result for unknown recipient %r" % (index,))
+    return index, Recipient.from_json(data)
+
+
+def apply_result(envelope, payload):
+    """Update envelope from a RESULT payload and return the recipient number; ValueError
+    if it does not fit."""
+    index, new = decode_result(payload)
+    if index >= len(envelope.recipients):
         raise ValueError("result for unknown recipient %r" % (index,))
     old = envelope.recipients[index]
-    new = Recipient.from_json(data)
     if new.address != old.address:
         raise ValueError("result names another recipient")
     for name in ("orcpt", "notify"):
         setattr(new, name, getattr(old, name))
     rcpts = envelope.recipients
     envelope.recipients = rcpts[:index] + (new,) + rcpts[index + 1:]
+    return index
 
 
 def encode_note(**fields):

@@ -1,17 +1,20 @@
 """The queue's index: what the log says about each message, rebuilt by scanning it.
 
-Owns the in-memory view of the log (`Message` per id: envelope, body chunk locations, bytes
-used, the oldest segment it needs), what each record means for its message (a COPY record
-starts a copy made by compaction, whose COMMIT replaces the original; ABORTED after COMMIT
-withdraws a commit whose sync failed), and the operations that append records.
+Owns the in-memory view of the log (an entry per id, masq.queue.entry: where its text,
+COMMIT and last RESULTs lie, bytes used, the oldest segment it needs), what each record
+means for its message (a COPY record starts a copy made by compaction, whose COMMIT
+replaces the original; ABORTED after COMMIT withdraws a commit whose sync failed), reading
+a message's envelope and text back from the log, and the operations that append records.
 
 Memory: the index holds only unfinished messages (live, quarantined, or still being
 written); a message leaves it as soon as its last recipient is final, it is removed, or its
 writer aborts, and later records for an id the index no longer holds are dead bytes. Per
-message it keeps its envelope (repeated strings shared, see envelope.py) and a flat tuple of
-(segment, offset, length) per body chunk of up to 64 KiB; bodies stay in the log and are
-read back in chunks. Compaction needs `pins`: per segment, the ids of the unfinished
-messages whose oldest needed record is in it. `tools/bench_queue.py` measures the bytes per waiting message.
+message it keeps no envelope and no text, only their locations (entry.py); envelopes are
+read back from the log when needed, and the last ENVELOPES read stay decoded (a bounded
+cache: the scheduler looks at a new message twice in one turn, a job's results need its
+envelope once more). Compaction needs `pins`: per segment, the ids of the unfinished
+messages whose oldest needed record is in it. `tools/bench_index.py` measures the bytes
+per waiting message.
 
 The store stores; it does not schedule (retry timing lives in masq.outbound). Group commit is `want_sync`
 plus `sync_now` at the end of a loop turn. Crash states and their recovery rules are in
@@ -20,18 +23,22 @@ docs/QUEUE.md.
 
 import errno
 import os
+import struct
 
+from masq.base.tables import ShrinkingDict
 from masq.queue import envelope as env_mod
 from masq.queue import record
+from masq.queue.entry import Message
 from masq.queue.log import LogError
 
 CHUNK = 64 * 1024
 RECENT = 64     # finished messages whose bodies stay readable (a bounce built after the last result)
+ENVELOPES = 64  # envelopes kept decoded (the last read or written)
 _ALPHABET = "0123456789abcdefghijklmnopqrstuv"
 
 
 class TextUnreadable(LogError, OSError):
-    """A message text cannot be read whole (gone, or an I/O error part-way).
+    """A message text (or envelope) cannot be read whole (gone, or an I/O error part-way).
 
     Both a LogError and an OSError (EIO): whoever reads a text for a delivery and catches
     either treats it as a temporary failure, never as the end of the text."""
@@ -59,60 +66,6 @@ def _b32(value, width):
     return "".join(reversed(out))
 
 
-class Message:
-    """One unfinished message as the log describes it."""
-
-    __slots__ = ("id", "envelope", "at", "bytes", "removed", "aborted", "quarantined",
-                 "first_seg", "copy")
-
-    def __init__(self, msgid):
-        self.id = msgid
-        self.envelope = None
-        self.at = ()          # body chunks, flat: (segment, offset, length, segment, ...)
-        self.bytes = 0        # log bytes its records use
-        self.removed = False  # removed, or its commit withdrawn (ABORTED after COMMIT)
-        self.aborted = False
-        self.quarantined = None
-        self.first_seg = None  # the oldest segment holding a record that still matters
-        self.copy = None      # chunks of a copy in progress (after a COPY record)
-
-    @property
-    def committed(self):
-        """Return True once the COMMIT record has been seen."""
-        return self.envelope is not None
-
-    @property
-    def live(self):
-        """Return True while the message has recipients left to deliver."""
-        return (self.committed and not self.removed and not self.quarantined
-                and not self.envelope.done)
-
-    @property
-    def kept(self):
-        """Return True if compaction must keep the message."""
-        return self.live or (self.quarantined is not None and not self.removed
-                             and self.committed)
-
-    @property
-    def pending(self):
-        """Return True while the message is being written (chunks, no COMMIT or ABORTED)."""
-        return not self.committed and not self.aborted and bool(self.at)
-
-    @property
-    def finished(self):
-        """Return True once nothing will happen to the message any more (it leaves the index)."""
-        if self.removed or self.aborted:
-            return True
-        if not self.committed:
-            return not self.at            # damage named an id that has no text here
-        return not self.kept
-
-    @property
-    def size(self):
-        """Return the size of the message text in bytes."""
-        return sum(self.at[2::3])
-
-
 class Store:
     """The index over one journal; `apply` feeds it records in log order.
 
@@ -122,10 +75,15 @@ class Store:
     def __init__(self, journal, indexed=True):
         self.journal = journal
         self.indexed = indexed
-        self.messages = {}        # id -> Message, unfinished messages only, in arrival order
+        self.Message = type("Message", (Message,), {"__slots__": (), "store": self})
+        self.messages = ShrinkingDict()   # id -> Message, unfinished only, in arrival order
+        self.envelopes = {}       # id -> Envelope, the last ENVELOPES decoded; the records
+                                  # that change one (COMMIT, RESULT, WARNED) update it
         self.kept_bytes = 0       # log bytes of the messages compaction must keep
         self.recent = {}          # id -> Message, the last RECENT messages that finished
-        self.pins = {}            # segment -> ids of unfinished messages starting there
+        self.pins = {}            # segment -> {id: None} of unfinished messages starting there
+                                  # (a dict of str keys costs half a set's bytes per id)
+        self.copies = {}          # id -> chunks of a copy in progress (after a COPY record)
         self.damage = []
         self.sync_waiters = []
         self.unsynced_commits = []   # clients' commits since the last sync: withdrawn if it fails
@@ -138,7 +96,7 @@ class Store:
         """Return the Message with this id, creating an empty one if unknown."""
         msg = self.messages.get(msgid)
         if msg is None:
-            msg = self.messages[msgid] = Message(msgid)
+            msg = self.messages[msgid] = self.Message(msgid)
         return msg
 
     def apply(self, item):
@@ -153,12 +111,12 @@ class Store:
         if msg is None:
             if item.type != record.BODY and item.type != record.COMMIT:
                 return            # a record of a finished message: dead bytes
-            msg = self.messages[msgid] = Message(msgid)
+            msg = self.messages[msgid] = self.Message(msgid)
         was_kept, old_bytes, old_pin = msg.kept, msg.bytes, msg.first_seg
-        msg.bytes += record.OVERHEAD + item.length
+        msg.bytes = old_bytes + record.OVERHEAD + item.length
         try:
-            _APPLY[item.type](msg, item)
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            _APPLY[item.type](self, msg, item)
+        except (ValueError, KeyError, TypeError, AttributeError, struct.error) as exc:
             msg.quarantined = msg.quarantined or "bad %s record: %s" % (chr(item.type), exc)
         self._track(msg, was_kept, old_bytes, old_pin)
 
@@ -170,12 +128,13 @@ class Store:
         if pin != old_pin:
             ids = self.pins.get(old_pin)
             if ids is not None:
-                ids.discard(msg.id)
+                ids.pop(msg.id, None)
                 if not ids:
                     del self.pins[old_pin]
             if pin is not None:
-                self.pins.setdefault(pin, set()).add(msg.id)
+                self.pins.setdefault(pin, {})[msg.id] = None
         if finished and self.messages.pop(msg.id, None) is not None:
+            self.copies.pop(msg.id, None)
             recent = self.recent
             recent[msg.id] = msg
             if len(recent) > RECENT:
@@ -236,10 +195,11 @@ class Store:
             raise TextUnreadable("%s: message %s is no longer in the queue"
                                  % (self.journal.dir, msgid))
         total, pos = msg.size, 0
-        at, i, start = None, 0, 0
+        packed, i, start = None, 0, 0
         while pos < total:
             msg = self.messages.get(msgid) or self.recent.get(msgid)
-            if msg is None or msg.at is not at:
+            if msg is None or msg.packed is not packed:
+                packed = msg and msg.packed
                 at, i, start = self._locate(msg, msgid, total)
             while start + at[i + 2] <= pos:
                 start += at[i + 2]
@@ -256,6 +216,47 @@ class Store:
                     from None
             pos += len(data)
             yield data
+
+    def envelope(self, msg):
+        """Return msg's envelope as its COMMIT and last RESULTs say; TextUnreadable if the
+        log cannot be read there (the caller treats it as a temporary failure).
+
+        The result is shared with the cache: treat it as read-only."""
+        cached = self.envelopes.get(msg.id)
+        if cached is not None:
+            return cached
+        where = msg.commit_at
+        if where is None:
+            raise TextUnreadable("%s: message %s has no envelope" % (self.journal.dir, msg.id))
+        try:
+            envelope = env_mod.Envelope.decode(self._read(msg, *where))
+            for index, (seg, offset, length, _) in enumerate(msg.results()):
+                if length:
+                    env_mod.apply_result(envelope, self._read(msg, seg, offset, length))
+        except ValueError as exc:
+            raise TextUnreadable("%s: message %s: envelope: %s" % (self.journal.dir, msg.id,
+                                                                   exc)) from None
+        envelope.warned = msg.warned
+        self._remember(msg, envelope)
+        return envelope
+
+    def _remember(self, msg, envelope):
+        envelopes = self.envelopes
+        envelopes.pop(msg.id, None)
+        envelopes[msg.id] = envelope
+        if len(envelopes) > ENVELOPES:
+            del envelopes[next(iter(envelopes))]
+
+    def _read(self, msg, seg_number, offset, length):
+        seg = self.journal.segments.get(seg_number)
+        if seg is None:
+            raise TextUnreadable("%s: message %s: segment %d is gone"
+                                 % (self.journal.dir, msg.id, seg_number))
+        try:
+            return seg.read(offset, length)
+        except (OSError, LogError) as exc:
+            raise TextUnreadable("%s: message %s: %s" % (self.journal.dir, msg.id, exc)) \
+                from None
 
     def _locate(self, msg, msgid, total):
         """Return (at, index, text offset) of msg's chunk list, checked against total."""
@@ -337,9 +338,12 @@ class Store:
 
     def copy(self, msg):
         """Append a copy of msg (COPY, its text, COMMIT with its current state)."""
-        envelope = msg.envelope
+        envelope = self.envelope(msg)
+        quarantined = envelope.quarantined
         if msg.quarantined:
             envelope.quarantined = msg.quarantined
+        payload = envelope.encode()
+        envelope.quarantined = quarantined      # the cached one stays as the log says
         records = [(record.COPY, msg.id, b"")]
         size = 0
         for part in _coalesce(self.body(msg.id)):
@@ -349,7 +353,7 @@ class Store:
                 records, size = [], 0
             records.append((record.BODY, msg.id, data))
             size += len(data)
-        records.append((record.COMMIT, msg.id, envelope.encode()))
+        records.append((record.COMMIT, msg.id, payload))
         self.append(records, track=False)
 
     def withdraw(self, ids):
@@ -394,9 +398,10 @@ def _first(msg, item):
         msg.first_seg = item.seg
 
 
-def _body(msg, item):
-    if msg.copy is not None:
-        msg.copy += (item.seg, item.payload_offset, item.length)
+def _body(store, msg, item):
+    copy = store.copies.get(msg.id)
+    if copy is not None:
+        store.copies[msg.id] = copy + (item.seg, item.payload_offset, item.length)
         return
     if msg.committed:
         raise ValueError("body after commit")
@@ -404,44 +409,64 @@ def _body(msg, item):
     msg.at += (item.seg, item.payload_offset, item.length)
 
 
-def _copy(msg, item):
-    msg.copy = ()       # before its COMMIT too: the original's COMMIT may have rotted
+def _copy(store, msg, item):
+    store.copies[msg.id] = ()   # before its COMMIT too: the original's COMMIT may have rotted
 
 
-def _commit(msg, item):
+def _commit(store, msg, item):
+    """The COMMIT in force: a client's, or a copy's (which carries the states the index
+    held when the copy was made: every RESULT before it is in it)."""
     envelope = env_mod.Envelope.decode(item.payload)
-    if msg.copy is not None:      # a copy (maybe with no text) replaces the original whole:
-        msg.at, msg.copy = msg.copy, None   # its text, and its quarantine or none
-        msg.first_seg = msg.at[0] if msg.at else item.seg
-        msg.bytes = sum(msg.at[2::3]) + record.OVERHEAD * (len(msg.at) // 3 + 2) + item.length
+    at = store.copies.pop(msg.id, None)
+    if at is not None:            # a copy (maybe with no text) replaces the original whole:
+                                  # its text, and its quarantine or none
+        msg.at = at
+        msg.first_seg = at[0] if at else item.seg
+        msg.bytes = sum(at[2::3]) + record.OVERHEAD * (len(at) // 3 + 2) + item.length
         msg.quarantined = None
-        if msg.committed:         # the index already holds the state the copy was made of
-            msg.envelope.quarantined = envelope.quarantined
-            envelope = msg.envelope
     elif msg.committed:
         raise ValueError("second commit")
     else:
         _first(msg, item)
-    msg.envelope = envelope
+    msg.committed_at(item.seg, item.payload_offset, item.length,
+                     [r.final for r in envelope.recipients])
+    msg.warned = envelope.warned
     if envelope.quarantined:
         msg.quarantined = envelope.quarantined
     elif msg.size != envelope.size:
         msg.quarantined = "text of %d bytes, envelope says %d" % (msg.size, envelope.size)
+    store._remember(msg, envelope)
 
 
-def _result(msg, item):
-    env_mod.apply_result(msg.envelope, item.payload)
+def _result(store, msg, item):
+    """A recipient's new state: checked against the envelope (read back if need be)."""
+    if not msg.committed:
+        raise ValueError("result before commit")
+    try:
+        envelope = store.envelope(msg)
+    except LogError:              # its COMMIT cannot be read now: check what the RESULT
+        envelope = None           # says on its own; the envelope is read again when needed
+    if envelope is not None:
+        index = env_mod.apply_result(envelope, item.payload)
+        final = envelope.recipients[index].final
+    else:
+        index, rcpt = env_mod.decode_result(item.payload)
+        final = rcpt.final
+    msg.result_at(index, item.seg, item.payload_offset, item.length, final)
 
 
-def _warned(msg, item):
-    msg.envelope.warned = env_mod.decode_note(item.payload).get("t")
+def _warned(store, msg, item):
+    msg.warned = env_mod.decode_note(item.payload).get("t")
+    envelope = store.envelopes.get(msg.id)
+    if envelope is not None:
+        envelope.warned = msg.warned
 
 
-def _removed(msg, item):
+def _removed(store, msg, item):
     msg.removed = True
 
 
-def _aborted(msg, item):
+def _aborted(store, msg, item):
     if msg.committed:
         msg.removed = True          # a commit withdrawn: its sync failed, never acknowledged
         return
@@ -449,7 +474,7 @@ def _aborted(msg, item):
     msg.at = ()
 
 
-def _quarantined(msg, item):
+def _quarantined(store, msg, item):
     msg.quarantined = env_mod.decode_note(item.payload).get("why") or "quarantined"
 
 
