@@ -15,6 +15,7 @@ queue file. Every fault raises `RemoteProtocolError` carrying the reply to send:
 
 import re
 
+from . import smtp_server_replies as R
 from .reply import RemoteProtocolError, Reply
 
 MAX_VALUE = 500  # octets of one raw parameter value (ORCPT may reach 500 by RFC 3461)
@@ -28,13 +29,13 @@ _XCHAR = re.compile(rb"\+([0-9A-Fa-f]{2})")
 _ADDR_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*\Z")
 _NOTIFY_WORDS = ("SUCCESS", "FAILURE", "DELAY")
 
-MAIL_USAGE = Reply(501, "5.5.4", "Syntax: MAIL FROM:<address>")
-RCPT_USAGE = Reply(501, "5.5.4", "Syntax: RCPT TO:<address>")
-NEED_SMTPUTF8 = Reply(553, "5.6.7", "Must declare SMTPUTF8 to send unicode address")
+MAIL_USAGE = Reply(501, "5.5.4", "Usage: MAIL FROM:<address>")
+RCPT_USAGE = Reply(501, "5.5.4", "Usage: RCPT TO:<address>")
+NEED_SMTPUTF8 = Reply(553, "5.6.7", "A non-ASCII address needs SMTPUTF8 on MAIL FROM")
 
 
 def _bad(keyword):
-    return RemoteProtocolError(Reply(501, "5.5.4", "Bad %s parameter syntax" % keyword))
+    return RemoteProtocolError(Reply(501, "5.5.4", "Malformed %s parameter" % keyword))
 
 
 def xtext_decode(value, keyword="xtext"):
@@ -96,12 +97,12 @@ def split_params(text):
             continue
         key, eq, value = word.partition("=")
         if not _KEYWORD.match(key) or (eq and not _VALUE.match(value)):
-            raise RemoteProtocolError(Reply(501, "5.5.4", "Bad parameter syntax"))
+            raise RemoteProtocolError(Reply(501, "5.5.4", "Malformed parameter"))
         key = key.upper()
         if len(value) > MAX_VALUE:
             raise _bad(key)
         if key in seen:
-            raise RemoteProtocolError(Reply(501, "5.5.4", "Error: duplicate %s parameter" % key))
+            raise RemoteProtocolError(Reply(501, "5.5.4", "%s parameter given twice" % key))
         seen.add(key)
         out.append((key, value if eq else None))
     return out
@@ -113,7 +114,7 @@ def _size(value, limits):
         raise _bad("SIZE")
     size = int(value)
     if size > limits["max_size"]:
-        raise RemoteProtocolError(Reply(552, "5.3.4", "Message size exceeds fixed limit"))
+        raise RemoteProtocolError(R.SIZE_EXCEEDED)
     return size
 
 
@@ -182,7 +183,7 @@ def _check(pairs, table, limits):
     for key, value in pairs:
         checker = table.get(key)
         if checker is None:
-            raise RemoteProtocolError(Reply(555, "5.5.4", "Unsupported option: %s" % key))
+            raise RemoteProtocolError(Reply(555, "5.5.4", "Parameter %s not supported" % key))
         params[key] = checker(value, limits)
     return params
 
