@@ -3,7 +3,8 @@
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from masq.proto.reply import RemoteProtocolError, Reply
+from masq.proto.errors import ProtocolError
+from masq.proto.reply import Reply
 from masq.proto.smtp_params import (
     parse_mail, parse_rcpt, split_params, split_path, xtext_decode, xtext_encode)
 
@@ -11,7 +12,7 @@ LIMIT = 10 * 1024 * 1024
 
 
 def refused(func, *args):
-    with pytest.raises(RemoteProtocolError) as info:
+    with pytest.raises(ProtocolError) as info:
         func(*args)
     return info.value.reply
 
@@ -134,7 +135,7 @@ def test_xtext_examples():
     assert xtext_decode("caf+C3+A9") == "café"
     assert xtext_encode("a+b=c d") == "a+2Bb+3Dc+20d"
     for bad_xtext in ("a+0D+0Ab", "+00", "+C3", "é", "a b", "a=b", "+zz"):
-        with pytest.raises(RemoteProtocolError):
+        with pytest.raises(ProtocolError):
             xtext_decode(bad_xtext)
 
 
@@ -155,7 +156,7 @@ def test_parsers_only_ever_raise_remote_protocol_error(arg):
                   lambda: parse_rcpt("TO:" + arg, True), lambda: parse_rcpt(arg, False)):
         try:
             path, params = parse()
-        except RemoteProtocolError as err:
+        except ProtocolError as err:
             assert err.reply.code in (501, 552, 553, 555)
         else:
             assert not any(c in path for c in "\r\n\x00")

@@ -10,9 +10,10 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from masq.proto import smtp_server_commands
-from masq.proto.reply import LocalProtocolError, Reply
+from masq.proto.errors import ConnectionClosed, UsageError
+from masq.proto.reply import Reply
 from masq.proto.smtp_server import (
-    NEED_DATA, PAUSED, AuthRequest, ConnectionClosed, DataAborted, DataChunk, DataStart,
+    NEED_DATA, PAUSED, AuthRequest, DataAborted, DataChunk, DataStart,
     EndOfData, Hello, MailFrom, Quit, RcptTo, Reset, SMTPServer, StartTLS)
 from masq.proto.smtp_server_framing import has_long_line
 
@@ -230,14 +231,14 @@ def test_end_of_data_answer_may_come_many_turns_later():
 
 def test_misuse_raises_local_protocol_error():
     srv = server()
-    with pytest.raises(LocalProtocolError):
+    with pytest.raises(UsageError):
         srv.respond(None)
     srv.receive_data(b"EHLO c.test\r\n")
     assert isinstance(srv.next_event(), Hello)
-    with pytest.raises(LocalProtocolError):
+    with pytest.raises(UsageError):
         srv.respond(Reply(250, "2.0.0", "custom EHLO not allowed"))
     srv.respond(None)
-    with pytest.raises(LocalProtocolError):
+    with pytest.raises(UsageError):
         srv.start_tls_done()
 
 
@@ -255,7 +256,7 @@ def test_wants_data_bounds_buffer_while_paused():
     srv.receive_data(b"EHLO c.test\r\n" + b"NOOP\r\n" * 200)
     assert isinstance(srv.next_event(), Hello) and srv.next_event() is PAUSED
     assert not srv.wants_data
-    with pytest.raises(LocalProtocolError):
+    with pytest.raises(UsageError):
         srv.receive_data(b"NOOP\r\n")
     srv.respond(None)
     assert srv.next_event() is NEED_DATA and srv.wants_data and srv.buffered == 0
@@ -314,7 +315,7 @@ def test_faults_07_pipelined_plaintext_after_starttls_is_discarded():
     assert out.endswith(b"250 CHUNKING\r\n220 2.0.0 Go ahead with the TLS handshake\r\n")
     assert not any(isinstance(e, MailFrom) for e in client.events)
     assert not client.srv.wants_data
-    with pytest.raises(LocalProtocolError):
+    with pytest.raises(UsageError):
         client.srv.receive_data(b"more plaintext")
     client.srv.start_tls_done()
     script = [(b"MAIL FROM:<a@b.test>\r\n", b"503 5.5.1 Send EHLO or HELO first\r\n"),

@@ -8,7 +8,8 @@ text inside its body, whatever the variant and however the bytes are split into 
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from masq.proto.smtp_server import NEED_DATA, PAUSED, ConnectionClosed, DataChunk, SMTPServer
+from masq.proto.errors import ConnectionClosed
+from masq.proto.smtp_server import NEED_DATA, PAUSED, DataChunk, SMTPServer
 
 ENVELOPE = b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nDATA\r\n"
 QUEUED = b"250 2.0.0 Message queued\r\n"

@@ -27,6 +27,7 @@ from masq.mail import address, message
 from masq.policy import relay
 from masq.proto import smtp_path
 from masq.proto import smtp_server_events as ev
+from masq.proto.errors import ConnectionClosed
 from masq.proto.reply import Reply
 from masq.queue.envelope import Envelope, Recipient
 from masq.queue.log import LogError
@@ -408,5 +409,5 @@ _HANDLERS = {
     ev.DataChunk: SMTPServerSession._data_chunk, ev.EndOfData: SMTPServerSession._end_of_data,
     ev.DataAborted: SMTPServerSession._aborted, ev.Reset: SMTPServerSession._reset,
     ev.StartTLS: SMTPServerSession._start_tls, ev.AuthRequest: SMTPServerSession._auth,
-    ev.Quit: SMTPServerSession._quit, ev.ConnectionClosed: SMTPServerSession._closed,
+    ev.Quit: SMTPServerSession._quit, ConnectionClosed: SMTPServerSession._closed,
 }

@@ -17,23 +17,24 @@ All input is hostile: command lines are capped (`max_line`, 12288 for AUTH) and 
 to their LF when longer; message text is streamed, never held whole; the engine keeps only
 counters for a transaction (never the recipient list). Peer faults become replies (and
 count towards `max_errors`, 421 4.7.0 when reached); misuse by the application raises
-`LocalProtocolError`. Framing decisions are documented in `smtp_server_framing.py`.
+`UsageError`. Framing decisions are documented in `smtp_server_framing.py`.
 """
 
 from collections import deque
 
 from . import smtp_auth
 from . import smtp_server_replies as R
-from .reply import LocalProtocolError, RemoteProtocolError, Reply
+from .errors import ConnectionClosed, ProtocolError, UsageError
+from .reply import Reply
 from .smtp_server_commands import (
     CHUNK, CLOSED, DATA, GREET, MAIL, RCPT, READY, SAME, TRANSITIONS, Commands)
 from .smtp_server_events import (
-    DECISIONS, NEED_DATA, PAUSED, AuthRequest, ConnectionClosed, DataAborted, DataChunk,
+    DECISIONS, NEED_DATA, PAUSED, AuthRequest, DataAborted, DataChunk,
     DataStart, EndOfData, Hello, MailFrom, Quit, RcptTo, Reset, StartTLS)
 from .smtp_server_framing import DotDecoder, LineSplitter, Meter
 
 __all__ = ["SMTPServer", "TRANSITIONS", "DECISIONS", "NEED_DATA", "PAUSED", "AuthRequest",
-           "ConnectionClosed", "DataAborted", "DataChunk", "DataStart", "EndOfData", "Hello",
+           "DataAborted", "DataChunk", "DataStart", "EndOfData", "Hello",
            "MailFrom", "Quit", "RcptTo", "Reset", "StartTLS"]
 
 _FAULT_REPLY = {"too big": R.TOO_BIG, "line too long": R.LINE_TOO_LONG}
@@ -42,7 +43,7 @@ _ACCEPT_CODES = {Hello: (), MailFrom: (250,), RcptTo: (250, 251), DataStart: (35
 
 
 def _misuse(text):
-    return LocalProtocolError(Reply(451, "4.3.0", "Error: internal error: " + text))
+    return UsageError(text)
 
 
 class SMTPServer(Commands):
@@ -181,9 +182,9 @@ class SMTPServer(Commands):
             return False
         try:
             if isinstance(line, Reply):
-                raise RemoteProtocolError(line)
+                raise ProtocolError(reply=line)
             self._command(line)
-        except RemoteProtocolError as err:
+        except ProtocolError as err:
             self._send(err.reply)
         return True
 
@@ -381,7 +382,7 @@ class SMTPServer(Commands):
     def _sasl_step(self, step, *args):
         try:
             result = step(*args)
-        except RemoteProtocolError as err:
+        except ProtocolError as err:
             self._sasl, self._reader = None, "command"
             self._send(err.reply)
             return

@@ -10,12 +10,13 @@ command half of `smtp_server.SMTPServer`, which supplies `_decide`, `_send`, `_f
 `_end_transaction`, `_move`, the BDAT helpers and the SASL step.
 
 Hostile input reaching here is one line, already capped, free of NUL and CR, valid UTF-8.
-Faults raise `RemoteProtocolError(reply)`; the engine sends the reply and counts the error.
+Faults raise `ProtocolError(reply=...)`; the engine sends the reply and counts the error.
 """
 
 from . import smtp_auth, smtp_params
 from . import smtp_server_replies as R
-from .reply import RemoteProtocolError, Reply
+from .errors import ProtocolError
+from .reply import Reply
 from .smtp_server_events import DataStart, Hello, MailFrom, Quit, RcptTo, StartTLS
 
 # Session states. Commands are read in the first five (the table's columns).
@@ -52,13 +53,13 @@ class Commands:
 
     def _command(self, line):
         if b"\x00" in line:
-            raise RemoteProtocolError(R.NUL)
+            raise ProtocolError(reply=R.NUL)
         if b"\r" in line:
-            raise RemoteProtocolError(R.BARE_CR)
+            raise ProtocolError(reply=R.BARE_CR)
         try:
             text = line.decode("utf-8").rstrip(" ")
         except UnicodeDecodeError:
-            raise RemoteProtocolError(R.BAD_UTF8) from None
+            raise ProtocolError(reply=R.BAD_UTF8) from None
         verb, _, arg = text.partition(" ")
         verb, arg = verb.upper(), arg.lstrip(" ")
         handler = self._COMMANDS.get(verb)
@@ -66,14 +67,14 @@ class Commands:
             return self._unknown(verb)
         target = TRANSITIONS[verb][_COLUMN[self.state]]
         if isinstance(target, Reply) and verb != "BDAT":  # BDAT must skip its chunk first
-            raise RemoteProtocolError(target)
+            raise ProtocolError(reply=target)
         return handler(self, arg, target)
 
     def _unknown(self, verb):
         if verb in _JUNK_VERBS or ":" in verb:
             self._finish(R.JUNK, "junk")
         else:
-            raise RemoteProtocolError(R.UNKNOWN)
+            raise ProtocolError(reply=R.UNKNOWN)
 
     def _cmd_helo(self, arg, target):
         self._hello(arg, target, False)
@@ -85,7 +86,7 @@ class Commands:
         name = arg.strip(" ")
         if (not name or len(name.encode("utf-8")) > 255
                 or any(c <= " " or c == "\x7f" for c in name)):
-            raise RemoteProtocolError(R.syntax("EHLO hostname" if extended else "HELO hostname"))
+            raise ProtocolError(reply=R.syntax("EHLO hostname" if extended else "HELO hostname"))
         if self.state in (MAIL, RCPT, CHUNK):
             self._end_transaction(reset=True)
         self._decide(Hello(name, extended), target)
@@ -100,7 +101,7 @@ class Commands:
 
     def _cmd_data(self, arg, target):
         if arg:
-            raise RemoteProtocolError(R.syntax("DATA"))
+            raise ProtocolError(reply=R.syntax("DATA"))
         self._decide(DataStart(), target)
 
     def _cmd_bdat(self, arg, target):
@@ -127,7 +128,7 @@ class Commands:
 
     def _cmd_rset(self, arg, target):
         if arg:
-            raise RemoteProtocolError(R.syntax("RSET"))
+            raise ProtocolError(reply=R.syntax("RSET"))
         self._end_transaction(reset=True)
         self._move(target)
         self._send(R.OK)
@@ -137,7 +138,7 @@ class Commands:
 
     def _cmd_vrfy(self, arg, target):
         if not arg:
-            raise RemoteProtocolError(R.syntax("VRFY address"))
+            raise ProtocolError(reply=R.syntax("VRFY address"))
         self._send(R.VRFY)
 
     def _cmd_help(self, arg, target):
@@ -149,27 +150,27 @@ class Commands:
 
     def _cmd_starttls(self, arg, target):
         if arg:
-            raise RemoteProtocolError(R.syntax("STARTTLS"))
+            raise ProtocolError(reply=R.syntax("STARTTLS"))
         if self.tls_active:
-            raise RemoteProtocolError(R.TLS_ACTIVE)
+            raise ProtocolError(reply=R.TLS_ACTIVE)
         if not self.tls_available:
-            raise RemoteProtocolError(R.NOT_IMPLEMENTED)
+            raise ProtocolError(reply=R.NOT_IMPLEMENTED)
         if self.authenticated:
-            raise RemoteProtocolError(R.ALREADY_AUTH)
+            raise ProtocolError(reply=R.ALREADY_AUTH)
         self._decide(StartTLS(), target)
 
     def _cmd_auth(self, arg, target):
         mechanism, _, initial = arg.partition(" ")
         if not mechanism:
-            raise RemoteProtocolError(R.syntax("AUTH mechanism"))
+            raise ProtocolError(reply=R.syntax("AUTH mechanism"))
         if not self.auth_mechanisms:
-            raise RemoteProtocolError(R.AUTH_DISABLED)
+            raise ProtocolError(reply=R.AUTH_DISABLED)
         if self.authenticated:
-            raise RemoteProtocolError(R.ALREADY_AUTH)
+            raise ProtocolError(reply=R.ALREADY_AUTH)
         if self.auth_needs_tls and not self.tls_active:
-            raise RemoteProtocolError(R.AUTH_NEEDS_TLS)
+            raise ProtocolError(reply=R.AUTH_NEEDS_TLS)
         if mechanism.upper() not in self.auth_mechanisms:
-            raise RemoteProtocolError(R.AUTH_UNKNOWN_MECH)
+            raise ProtocolError(reply=R.AUTH_UNKNOWN_MECH)
         exchange = smtp_auth.Exchange(mechanism.upper(), initial.encode() if initial else None)
         self._sasl = exchange
         self._sasl_step(exchange.start)
