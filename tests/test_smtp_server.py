@@ -9,7 +9,7 @@ import tracemalloc
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from masq.proto import smtp_server_commands
+from masq.proto import smtp_server_states
 from masq.proto.errors import ConnectionClosed, UsageError
 from masq.proto.reply import Reply
 from masq.proto.smtp_server import (
@@ -169,9 +169,9 @@ def test_ehlo_advertises_starttls_and_auth_only_when_usable():
 
 
 def test_transition_table_covers_every_command_and_state():
-    columns = len(smtp_server_commands._COLUMN)
-    assert set(smtp_server_commands.TRANSITIONS) == set(smtp_server_commands.Commands._COMMANDS)
-    assert all(len(row) == columns for row in smtp_server_commands.TRANSITIONS.values())
+    columns = len(smtp_server_states.COLUMN)
+    assert set(smtp_server_states.TRANSITIONS) == set(SMTPServer._COMMANDS)
+    assert all(len(row) == columns for row in smtp_server_states.TRANSITIONS.values())
 
 
 def test_ehlo_inside_transaction_resets_it():
@@ -784,3 +784,46 @@ def test_long_line_probe_matches_naive_scan(data, limit, carry):
     runs = data.split(b"\n")
     naive = max([carry + len(runs[0])] + [len(r) for r in runs[1:]]) >= limit
     assert has_long_line(data, limit, carry) == naive
+
+
+# ---- the state in one place --------------------------------------------------------------
+
+def test_the_state_alone_says_how_input_is_read():
+    """STARTTLS accepted: nothing is read until the handshake; an AUTH prompt: SASL lines;
+    DATA: message text; each is a state, and the reading follows from it."""
+    client = Client(tls_available=True)
+    client.send(b"EHLO c.test\r\nSTARTTLS\r\n")
+    assert client.srv.state == smtp_server_states.TLS and not client.srv.wants_data
+    client.srv.start_tls_done()
+    assert client.srv.state == smtp_server_states.GREET and client.srv.wants_data
+    client = auth_client()
+    client.send(b"AUTH LOGIN\r\n")
+    assert client.srv.state == smtp_server_states.AUTH
+    client.send(b"dXNlcg==\r\n")
+    assert client.srv.state == smtp_server_states.AUTH      # the second prompt
+    client.send(b"cGFzcw==\r\n")
+    assert client.srv.state == smtp_server_states.READY and client.srv.authenticated
+    client = Client()
+    client.send(ENVELOPE + b"DATA\r\nMAIL FROM:<x@y.test>\r\n")
+    assert client.srv.state == smtp_server_states.DATA and client.srv.data_to_send() == b""
+    assert client.body() == b"MAIL FROM:<x@y.test>\r\n"     # text, not a command
+    assert client.send(b".\r\n") == QUEUED and client.srv.state == smtp_server_states.READY
+
+
+def test_only_the_transition_function_writes_the_state():
+    """`_move` is the one place the SMTP server engine's state changes (and no reader mode
+    is kept beside it)."""
+    import ast
+    import inspect
+    from masq.proto import smtp_server
+    writers = set()
+    for node in ast.walk(ast.parse(inspect.getsource(smtp_server))):
+        if isinstance(node, ast.FunctionDef):
+            for sub in ast.walk(node):
+                targets = (sub.targets if isinstance(sub, ast.Assign)
+                           else [sub.target] if isinstance(sub, ast.AugAssign) else [])
+                for target in targets:
+                    for leaf in ast.walk(target):
+                        if isinstance(leaf, ast.Attribute) and leaf.attr in ("state", "_reader"):
+                            writers.add(node.name)
+    assert writers == {"__init__", "_move"}
