@@ -85,7 +85,8 @@ GOLDEN_BASIC = [
     (b"NOOP\r\n", OK),
     (b"VRFY bob\r\n",
      b"252 2.5.2 Addresses are not verified here; send the mail and masq will try it\r\n"),
-    (b"HELP\r\n", b"214 2.0.0 masq knows HELO EHLO MAIL RCPT DATA BDAT RSET NOOP VRFY HELP QUIT\r\n"),
+    (b"HELP\r\n",
+     b"214 2.0.0 masq knows HELO EHLO MAIL RCPT DATA BDAT RSET NOOP VRFY HELP QUIT\r\n"),
     (b"RSET\r\n", OK),
     (b"QUIT\r\n", BYE),
 ]
@@ -429,7 +430,8 @@ def test_faults_19_parameters_through_the_engine():
     (b"HELO   \r\n", b"501 5.5.4 Usage: HELO hostname\r\n"),
     (b"EHLO " + b"h" * 256 + b"\r\n", b"501 5.5.4 Usage: EHLO hostname\r\n"),
     (b"EHLO a b\r\n", b"501 5.5.4 Usage: EHLO hostname\r\n"),
-    (b"EHLO a\rX-Injected: 1\r\n", b"500 5.5.2 CR without LF in a command; end lines with CRLF\r\n"),
+    (b"EHLO a\rX-Injected: 1\r\n",
+     b"500 5.5.2 CR without LF in a command; end lines with CRLF\r\n"),
     (b"EHLO " + b"h" * 65536 + b"\r\n", b"500 5.5.2 Command line too long\r\n"),
 ])
 def test_faults_20_bad_helo_names(line, reply):
@@ -503,7 +505,8 @@ def test_faults_02_long_data_line_streamed_then_552_after_dot():
 def test_faults_26_timeout_reply_closes():
     client = Client()
     client.send(ENVELOPE + b"DATA\r\npartial")
-    assert client.srv.timeout_reply() == b"421 4.4.2 mx.test Timed out waiting for the client; closing\r\n"
+    assert client.srv.timeout_reply() == (
+        b"421 4.4.2 mx.test Timed out waiting for the client; closing\r\n")
     client.send(b"more after close is ignored\r\n")
     assert client.kinds()[-2:] == ["DataAborted", "ConnectionClosed"]
     assert client.events[-1] == ConnectionClosed("timeout")
@@ -569,7 +572,8 @@ def test_faults_30_bdat_then_data_and_sequence():
               (b"MAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nBDAT 1\r\nz",
                MAIL_OK + RCPT_OK + b"250 2.0.0 Chunk of 1 octets received\r\n"),
               (b"DATA\r\n", b"503 5.5.1 DATA cannot follow BDAT; send BDAT LAST or RSET\r\n"),
-              (b"RCPT TO:<e@f.test>\r\n", b"503 5.5.1 RCPT cannot follow BDAT; send BDAT LAST or RSET\r\n"),
+              (b"RCPT TO:<e@f.test>\r\n",
+               b"503 5.5.1 RCPT cannot follow BDAT; send BDAT LAST or RSET\r\n"),
               (b"BDAT 0 LAST\r\n", QUEUED)]
     client = Client()
     assert converse(client, script) == script

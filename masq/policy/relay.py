@@ -88,7 +88,8 @@ def check_rcpt(peer, addr, local_domains, is_local_user):
     if local:
         known = is_local_user(addr.local)
         if known is None:           # the aliases file is broken: never bounce, defer
-            return Reply(450, "4.3.0", "<%s>: cannot check this address now; try again later" % addr)
+            return Reply(450, "4.3.0", "<%s>: cannot check this address now; try again later"
+                         % addr)
         if not known:
             return Reply(550, "5.1.1", "<%s>: no such user here" % addr)
         return None
