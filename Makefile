@@ -44,6 +44,7 @@ bench: deps
 	$(PYTHON) tools/bench_sustained.py
 	$(PYTHON) tools/bench_index.py
 	$(PYTHON) tools/bench_submit.py
+	$(PYTHON) tools/bench_idle.py
 	$(PYTHON) tools/bench_smtp.py
 	$(PYTHON) tools/bench_flush.py
 	$(PYTHON) tools/bench_relay.py

@@ -39,7 +39,8 @@ class Waiting:
         if self.is_local(addr):
             return [LOCAL]
         return [r.name for r in self.host.cfg.routes
-                if routes.accepts_message(r, env.sender, ()) and routes.accepts_recipient(r, addr)]
+                if routes.fits(r, env.size) and routes.accepts_message(r, env.sender, ())
+                and routes.accepts_recipient(r, addr)]
 
     def learn(self, msg, push):
         """Note which routes msg waits for; with push, add its retry times to the heaps."""
