@@ -52,6 +52,7 @@ bench: deps
 	$(PYTHON) tools/bench_status.py
 	$(PYTHON) tools/bench_hostile.py
 	$(PYTHON) tools/bench_privsep.py
+	$(PYTHON) tools/bench_parsing.py
 
 install:
 	install -d $(DESTDIR)$(LIBDIR) $(BINDIR) $(SBINDIR)
