@@ -1,7 +1,7 @@
 """Local submission (`sendmail`, `-bm`): read a message on stdin and queue it durably.
 
-Owns what acceptance does to a locally submitted message (as masqmail and sendmail do): Bcc and
-Return-Path removed; From, Date and Message-ID added when missing; a Received line on top;
+Owns what acceptance does to a locally submitted message (as masqmail and sendmail do): Bcc,
+Return-Path and Envelope-To removed; From, Date and Message-ID added when missing; a Received line on top;
 recipients from the arguments and, with -t, from To/Cc/Bcc. Input is normalised to CRLF
 (LF or CRLF end a line; a bare CR becomes CRLF too, or refuses the message with
 `option bare_line_ends 'refuse'`) and ends at a lone `.` unless -i/-oi; nothing else in
@@ -193,7 +193,7 @@ def _cleanup(cfg, opts, headers, msgid, sender, warning, recipients, now):
     """Apply the acceptance rules to the header block."""
     hostname = cfg.main.hostname
     headers.remove("Bcc")
-    headers.remove("Return-Path")
+    message.strip_envelope_fields(headers)
     if not headers.has("From"):
         name = opts.fullname if opts.fullname is not None else _gecos()
         headers.append("From", address.format_address(name or "", sender or

@@ -262,7 +262,7 @@ class SMTPServerSession:
         txn = self.txn
         txn.id = new_id(self.server.now())
         txn.writer = self.server.queue.writer(txn.id)
-        txn.headers = message.HeaderReader()
+        txn.headers = message.ReceivedHeaders(self.server.settings.save_envelope_to)
         txn.line_ends = message.InputNormalizer(dot_ends=False)
         try:
             txn.writer.write(self._received(txn))
@@ -294,14 +294,18 @@ class SMTPServerSession:
                                                   txn.line_ends.bare_lf):
             txn.failure = BARE_LINE_END
             return
-        if not txn.headers.done:
-            try:
-                txn.headers.feed(data)
-            except message.HeaderTooLong as exc:
-                txn.failure = Reply(exc.code, exc.enhanced, exc.text)
-                return
         try:
-            txn.writer.write(data)
+            data = txn.headers.feed(data)
+        except message.HeaderTooLong as exc:
+            txn.failure = Reply(exc.code, exc.enhanced, exc.text)
+            return
+        self._store(data)
+
+    def _store(self, data):
+        if not data:
+            return
+        try:
+            self.txn.writer.write(data)
         except LogError as exc:
             self._fail(exc)
 
@@ -314,7 +318,7 @@ class SMTPServerSession:
         self._text(txn.line_ends.finish())
         if txn.failure is None and not txn.headers.done:
             try:
-                txn.headers.finish()
+                self._store(txn.headers.finish())
             except message.HeaderTooLong as exc:
                 txn.failure = Reply(exc.code, exc.enhanced, exc.text)
         if txn.failure is None and message.count_hops(txn.headers.headers) >= MAX_HOPS:

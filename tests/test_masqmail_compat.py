@@ -1,0 +1,96 @@
+"""What a masqmail user relies on (issue 14): envelope fields stripped on receipt, `-bs`
+qualifying bare names, rmail's UUCP From line, shell pipes in aliases, masqmail's pipe
+environment, and the headers local submission adds. Mailboxes and pipe outputs are read
+back with Python's mailbox module; the behaviours are masqmail's (docs/MIGRATING.md)."""
+
+import mailbox
+import os
+import shutil
+import tempfile
+
+import pytest
+
+from helpers import masq, write_config, absent_users
+
+USERS = absent_users("mqmmalice", "mqmmbob")
+
+
+@pytest.fixture
+def site(tmp_path):
+    """A spool, an mbox folder for the local users, an aliases file and a folder pipes may
+    write to (alias pipes run as nobody)."""
+    os.chmod(tmp_path, 0o755)
+    public = tempfile.mkdtemp(dir="/var/tmp")
+    os.chmod(public, 0o1777)
+    (tmp_path / "mail").mkdir()
+    os.chmod(tmp_path / "mail", 0o1777)
+    (tmp_path / "aliases").write_text(
+        "shell: \"|cat >> %s/shell.mbox\"\n"
+        "env: \"|/usr/bin/env\"\n" % public)
+    extra = ("".join("\tlist local_users '%s'\n" % u for u in USERS) +
+             "\toption mailbox 'mbox:%s/mail/%%u'\n"
+             "\toption alias_file '%s/aliases'\n" % (tmp_path, tmp_path))
+    conf = write_config(str(tmp_path / "masq.conf"), str(tmp_path / "spool"), extra=extra)
+    yield {"base": tmp_path, "conf": conf, "public": public}
+    shutil.rmtree(public)
+
+
+def mbox(path):
+    if not os.path.exists(path):
+        return []
+    return list(mailbox.mbox(str(path)))
+
+
+def smtp_stdio(conf, *lines):
+    """Speak SMTP to `masq -bs` (a local process: no socket on stdin); return its output."""
+    script = "\r\n".join(lines).encode() + b"\r\n"
+    done = masq("-C", conf, "-bs", input=script)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.decode()
+
+
+def deliver(conf):
+    done = masq("-C", conf, "-q")
+    assert done.returncode == 0, done.stderr
+
+
+# point 5: incoming Return-Path / Envelope-To
+
+INCOMING = ("Return-Path: <forged@elsewhere.example>", "Envelope-To: list@elsewhere.example",
+            "Subject: fetched", "", "body")
+
+
+def test_smtp_input_loses_return_path_and_envelope_to(site):
+    out = smtp_stdio(site["conf"], "HELO me", "MAIL FROM:<alice@remote.example>",
+                     "RCPT TO:<mqmmalice@test.example>", "DATA", *INCOMING, ".", "QUIT")
+    assert "250 " in out.split("354")[1], out
+    deliver(site["conf"])
+    [msg] = mbox(site["base"] / "mail" / "mqmmalice")
+    assert msg.get_all("Return-Path") == ["<alice@remote.example>"]
+    assert msg.get_all("Envelope-To") is None
+    assert msg.get_all("X-Orig-Envelope-To") is None
+    assert msg["Subject"] == "fetched" and msg.get_payload().strip() == "body"
+
+
+def test_do_save_envelope_to_keeps_a_copy(site):
+    with open(site["conf"]) as f:
+        text = f.read()
+    with open(site["conf"], "w") as f:
+        f.write(text.replace("config masq 'main'\n",
+                             "config masq 'main'\n\toption do_save_envelope_to '1'\n"))
+    smtp_stdio(site["conf"], "HELO me", "MAIL FROM:<alice@remote.example>",
+               "RCPT TO:<mqmmalice@test.example>", "DATA", *INCOMING, ".", "QUIT")
+    deliver(site["conf"])
+    [msg] = mbox(site["base"] / "mail" / "mqmmalice")
+    assert msg.get_all("Return-Path") == ["<alice@remote.example>"]
+    assert msg.get_all("X-Orig-Envelope-To") == ["list@elsewhere.example"]
+    assert msg.get_all("Envelope-To") is None
+
+
+def test_sendmail_input_loses_envelope_to(site):
+    done = masq("-C", site["conf"], "-f", "alice@remote.example", "mqmmalice",
+                input="\n".join(INCOMING).encode() + b"\n")
+    assert done.returncode == 0, done.stderr
+    [msg] = mbox(site["base"] / "mail" / "mqmmalice")
+    assert msg.get_all("Return-Path") == ["<alice@remote.example>"]
+    assert msg.get_all("Envelope-To") is None
