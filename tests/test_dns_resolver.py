@@ -56,17 +56,20 @@ def free_port():
         return probe.getsockname()[1]
 
 
-def wait_for_dns(port, deadline=5.0):
+def wait_for_dns(port, proc, deadline=60.0):
+    """Wait until dnsmasq answers; False if it exited first (its port was taken meanwhile)."""
     end = time.monotonic() + deadline
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.settimeout(0.1)
-        while time.monotonic() < end:
+        while time.monotonic() < end and proc.poll() is None:
             probe.sendto(wire.build_query(1, "mail.example.test", wire.A), ("127.0.0.1", port))
             try:
                 return probe.recv(512)
             except OSError:
                 time.sleep(0.05)
-    raise RuntimeError("dnsmasq did not start on port %d" % port)
+    if proc.poll() is None:
+        raise RuntimeError("dnsmasq did not answer on port %d" % port)
+    return False
 
 
 @pytest.fixture(scope="module")
@@ -74,14 +77,18 @@ def dnsmasq():
     """Start dnsmasq on 127.0.0.1 and a random port; yield ("127.0.0.1", port)."""
     if not os.path.exists(DNSMASQ):
         pytest.skip("dnsmasq not installed (tools/install-test-deps installs dnsmasq-base)")
-    port = free_port()
-    proc = subprocess.Popen(
-        [DNSMASQ, "--no-daemon", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
-         "--port=%d" % port, "--listen-address=127.0.0.1", "--bind-interfaces",
-         "--local=/test/", "--local-ttl=60", "--pid-file="] + RECORDS,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(5):
+        port = free_port()
+        proc = subprocess.Popen(
+            [DNSMASQ, "--no-daemon", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
+             "--port=%d" % port, "--listen-address=127.0.0.1", "--bind-interfaces",
+             "--local=/test/", "--local-ttl=60", "--pid-file="] + RECORDS,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if wait_for_dns(port, proc) is not False:
+            break
+    else:
+        raise RuntimeError("dnsmasq exited at start five times")
     try:
-        wait_for_dns(port)
         yield ("127.0.0.1", port)
     finally:
         proc.terminate()
