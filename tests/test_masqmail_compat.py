@@ -94,3 +94,33 @@ def test_sendmail_input_loses_envelope_to(site):
     [msg] = mbox(site["base"] / "mail" / "mqmmalice")
     assert msg.get_all("Return-Path") == ["<alice@remote.example>"]
     assert msg.get_all("Envelope-To") is None
+
+
+# point 8: `-bs` qualifies bare names, the network listener does not
+
+def test_bs_qualifies_bare_sender_and_recipient(site):
+    out = smtp_stdio(site["conf"], "HELO me", "MAIL FROM:<eve>", "RCPT TO:<mqmmbob>", "DATA",
+                     "Subject: from a MUA", "", "hi", ".", "QUIT")
+    assert "501" not in out, out
+    deliver(site["conf"])
+    [msg] = mbox(site["base"] / "mail" / "mqmmbob")
+    assert msg.get_all("Return-Path") == ["<eve@test.example>"]
+    assert msg.get_from().startswith("eve@test.example ")
+
+
+def test_network_listener_refuses_bare_names(site):
+    import smtplib
+    from helpers import Daemon
+    with open(site["conf"]) as f:
+        port = int(f.read().split("smtp://127.0.0.1:")[1].split("'")[0])
+    daemon = Daemon(site["conf"], wait_port=port).start()
+    try:
+        with smtplib.SMTP("127.0.0.1", port) as client:
+            client.helo("me")
+            code, _ = client.mail("<eve>")
+            assert code == 501
+            assert client.mail("<eve@remote.example>")[0] == 250
+            code, _ = client.rcpt("<mqmmbob>")
+            assert code == 501
+    finally:
+        daemon.stop()

@@ -219,8 +219,7 @@ class SMTPServerSession:
             self.respond(refusal)
             return
         try:
-            sender = address.parse_path("<%s>" % event.address, sender=True,
-                                        smtputf8="SMTPUTF8" in event.params)
+            sender = self._path(event.address, True, "SMTPUTF8" in event.params)
         except address.AddressError as exc:
             self.respond(Reply(exc.code, exc.enhanced, exc.text))
             return
@@ -233,8 +232,7 @@ class SMTPServerSession:
     def _rcpt_to(self, event):
         txn, settings = self.txn, self.server.settings
         try:
-            addr = address.parse_path("<%s>" % event.address, sender=False,
-                                      smtputf8="SMTPUTF8" in txn.params)
+            addr = self._path(event.address, False, "SMTPUTF8" in txn.params)
         except address.AddressError as exc:
             self.respond(Reply(exc.code, exc.enhanced, exc.text))
             return
@@ -257,6 +255,18 @@ class SMTPServerSession:
                 text, orcpt="%s;%s" % orcpt if orcpt else None,
                 notify=",".join(notify) if notify else None))
         self.respond(None)
+
+    def _path(self, text, sender, smtputf8):
+        """Parse a MAIL or RCPT path. A local process (`-bs` on a pipe: MUAs, inetd) may give
+        a bare name, qualified with the host name as masqmail and sendmail do; a network
+        client may not."""
+        local = self.peer.uid is not None
+        path = address.parse_path("<%s>" % text, sender=sender, smtputf8=smtputf8,
+                                  unqualified=local)
+        if local and not path.is_null and not path.domain:
+            path = address.parse_path("<%s@%s>" % (path, self.server.settings.hostname),
+                                      sender=sender, smtputf8=smtputf8)
+        return path
 
     def _data_start(self, event):
         txn = self.txn
