@@ -124,3 +124,19 @@ def test_network_listener_refuses_bare_names(site):
             assert code == 501
     finally:
         daemon.stop()
+
+
+# point 7: rmail takes the sender from the UUCP From line
+
+@pytest.mark.parametrize("line, sender", [
+    ("From alice Thu Dec  3 10:00:00 2026 remote from hosta", "alice@hosta"),
+    ("From alice Thu Dec  3 10:00:00 2026", "alice@test.example"),
+])
+def test_rmail_sender_comes_from_the_uucp_from_line(site, line, sender):
+    text = "%s\nSubject: over uucp\n\n.\nbody\n" % line
+    done = masq("-C", site["conf"], "mqmmbob", input=text.encode(), argv0="rmail")
+    assert done.returncode == 0, done.stderr
+    [msg] = mbox(site["base"] / "mail" / "mqmmbob")
+    assert msg.get_all("Return-Path") == ["<%s>" % sender]
+    assert msg["Subject"] == "over uucp"
+    assert msg.get_payload() == ".\nbody\n"      # -i: a lone dot does not end the text

@@ -33,6 +33,12 @@ def run(opts):
     """Queue the message on stdin as opts say; return the exit status."""
     cfg = load_config(opts.config)
     hostname = cfg.main.hostname
+    pending = b""
+    if opts.uucp:
+        from masq.cli import rmail
+        uucp_sender, pending = rmail.read_sender()
+        if uucp_sender is not None and opts.sender is None:
+            opts.sender = uucp_sender
     sender, warning = envelope_sender(cfg, opts)
     recipients = _arguments(opts.recipients, hostname)
     if not recipients and not opts.extract:
@@ -41,7 +47,8 @@ def run(opts):
     writer = queue.writer()
     msgid = writer.id
     try:
-        recipients = _receive(cfg, opts, writer, msgid, sender, warning, recipients)
+        recipients = _receive(cfg, opts, writer, msgid, sender, warning, recipients,
+                              pending)
         queue.sync()
         size = writer.size
     except LogError as exc:
@@ -124,8 +131,8 @@ def _parse_list(value, what, hostname):
     return out
 
 
-def _receive(cfg, opts, writer, msgid, sender, warning, recipients):
-    """Read stdin into writer; commit; return the final recipient list."""
+def _receive(cfg, opts, writer, msgid, sender, warning, recipients, pending=b""):
+    """Read pending and then stdin into writer; commit; return the final recipient list."""
     limit = cfg.main.max_message_size
     norm = message.InputNormalizer(dot_ends=opts.dot_ends)
     reader = message.HeaderReader()
@@ -133,7 +140,7 @@ def _receive(cfg, opts, writer, msgid, sender, warning, recipients):
     finished = False
     try:
         while not reader.done:
-            data = os.read(0, READ_SIZE)
+            data, pending = pending or os.read(0, READ_SIZE), b""
             finished = not data or norm.ended
             text = norm.feed(data) + (norm.finish() if finished else b"")
             first_body += reader.feed(text)
