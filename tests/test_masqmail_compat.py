@@ -25,8 +25,8 @@ def site(tmp_path):
     (tmp_path / "mail").mkdir()
     os.chmod(tmp_path / "mail", 0o1777)
     (tmp_path / "aliases").write_text(
-        "shell: \"|cat >> %s/shell.mbox\"\n"
-        "env: \"|/usr/bin/env\"\n" % public)
+        "shell: \"|(echo 'From x Thu Jan  1 00:00:00 2026'; cat; echo) >> %s/shell.mbox\"\n"
+        "env: \"|env > %s/env.txt\"\n" % (public, public))
     extra = ("".join("\tlist local_users '%s'\n" % u for u in USERS) +
              "\toption mailbox 'mbox:%s/mail/%%u'\n"
              "\toption alias_file '%s/aliases'\n" % (tmp_path, tmp_path))
@@ -140,3 +140,32 @@ def test_rmail_sender_comes_from_the_uucp_from_line(site, line, sender):
     assert msg.get_all("Return-Path") == ["<%s>" % sender]
     assert msg["Subject"] == "over uucp"
     assert msg.get_payload() == ".\nbody\n"      # -i: a lone dot does not end the text
+
+
+# point 9: alias pipes with shell syntax run through /bin/sh -c
+
+def test_alias_pipe_with_shell_syntax_runs_in_a_shell(site):
+    done = masq("-C", site["conf"], "-f", "alice@remote.example", "shell",
+                input=b"Subject: to a shell\n\nline\n")
+    assert done.returncode == 0, done.stderr
+    [msg] = mbox(os.path.join(site["public"], "shell.mbox"))
+    assert msg["Subject"] == "to a shell" and msg.get_payload().strip() == "line"
+    assert msg.get_all("Return-Path") == ["<alice@remote.example>"]
+    assert msg.get_all("Delivered-To") == ["shell@test.example"]
+
+
+# point 10: masqmail's pipe environment
+
+def test_pipe_environment_has_masqmail_names(site):
+    done = masq("-C", site["conf"], "-v", "-f", "alice@remote.example", "env",
+                input=b"Subject: env\n\n$(touch /tmp/never)\n")
+    assert done.returncode == 0, done.stderr
+    with open(os.path.join(site["public"], "env.txt")) as f:
+        env = dict(line.split("=", 1) for line in f.read().splitlines() if "=" in line)
+    assert env["LOCAL_PART"] == "env" and env["DOMAIN"] == "test.example"
+    assert env["RETURN_PATH"] == env["SENDER"] == "alice@remote.example"
+    assert env["SENDER_LOCAL"] == "alice" and env["SENDER_DOMAIN"] == "remote.example"
+    assert env["QUALIFY_DOMAIN"] == "test.example"
+    assert env["RECIPIENT"] == "env@test.example" and env["LOCAL"] == "env"
+    assert "masq: %s queued for env@" % env["MESSAGE_ID"] in done.stderr.decode()
+    assert not os.path.exists("/tmp/never")     # nothing of the message reached a shell
