@@ -169,3 +169,19 @@ def test_pipe_environment_has_masqmail_names(site):
     assert env["RECIPIENT"] == "env@test.example" and env["LOCAL"] == "env"
     assert "masq: %s queued for env@" % env["MESSAGE_ID"] in done.stderr.decode()
     assert not os.path.exists("/tmp/never")     # nothing of the message reached a shell
+
+
+# point 13: headers local submission adds
+
+def test_submission_adds_undisclosed_recipients_and_a_plain_from(site):
+    done = masq("-C", site["conf"], "-f", "x@remote.example", "mqmmbob",
+                input=b"Subject: no headers\n\nbody\n")
+    assert done.returncode == 0, done.stderr
+    done = masq("-C", site["conf"], "-f", "alice@remote.example", "-F", "Alice Example",
+                "mqmmbob", input=b"Subject: named\nCc: mqmmalice@test.example\n\nbody\n")
+    assert done.returncode == 0, done.stderr
+    first, second = mbox(site["base"] / "mail" / "mqmmbob")
+    assert first.get_all("From") == ["x@remote.example"]      # not the invoker's name
+    assert first.get_all("To") == ["undisclosed-recipients:;"]
+    assert second.get_all("From") == ["Alice Example <alice@remote.example>"]
+    assert second.get_all("To") is None                           # a Cc is enough

@@ -1,8 +1,9 @@
 """Local submission (`sendmail`, `-bm`): read a message on stdin and queue it durably.
 
 Owns what acceptance does to a locally submitted message (as masqmail and sendmail do): Bcc,
-Return-Path and Envelope-To removed; From, Date and Message-ID added when missing; a Received line on top;
-recipients from the arguments and, with -t, from To/Cc/Bcc. Input is normalised to CRLF
+Return-Path and Envelope-To removed; From (the invoker's name only with their own
+address), `To: undisclosed-recipients:;` (no To or Cc), Date and Message-ID added when
+missing; a Received line on top; recipients from the arguments and, with -t, from To/Cc/Bcc. Input is normalised to CRLF
 (LF or CRLF end a line; a bare CR becomes CRLF too, or refuses the message with
 `option bare_line_ends 'refuse'`) and ends at a lone `.` unless -i/-oi; nothing else in
 the text is altered.
@@ -202,9 +203,12 @@ def _cleanup(cfg, opts, headers, msgid, sender, warning, recipients, now):
     headers.remove("Bcc")
     message.strip_envelope_fields(headers)
     if not headers.has("From"):
-        name = opts.fullname if opts.fullname is not None else _gecos()
+        own = sender == "%s@%s" % (user_name(), hostname)
+        name = opts.fullname if opts.fullname is not None else (_gecos() if own else "")
         headers.append("From", address.format_address(name or "", sender or
                                                       "MAILER-DAEMON@" + hostname))
+    if not headers.has("To") and not headers.has("Cc"):
+        headers.append("To", "undisclosed-recipients:;")
     if not headers.has("Date"):
         headers.append("Date", message.format_date(now))
     if not headers.has("Message-ID"):
