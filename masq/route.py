@@ -6,8 +6,11 @@ envelope sender (`allowed_sender`/`denied_sender`), each recipient
 (`allowed_from`/`denied_from`). A pattern without `@` matches the local part in any domain;
 the domain matches case-insensitively, the local part case-sensitively; `<>` matches the
 null sender; an empty allow list allows everything; a deny match beats an allow match.
-Routes are considered in file order: each recipient leaves by the first usable route whose
-criteria accept it, so one message can leave by several routes.
+A route's `max_message_size` (masqmail's `max_size`; 0: no limit) keeps larger messages
+off it. Routes are considered in file order: each recipient leaves by the first usable route
+whose criteria accept it and that the message fits, so one message can leave by several
+routes; when no route at all (online or not) that accepts a recipient fits the message,
+`too_small` names the route whose limit the bounce states.
 
 Also owns the per-route rewrites of the outgoing copy: `from_domain`, `map_sender`,
 `map_from` (masqmail's `map_return_path_addresses` / `map_h_from_addresses`), applied only
@@ -57,14 +60,31 @@ def accepts_recipient(route, rcpt):
     return _allowed(route.allowed_recipient, route.denied_recipient, rcpt)
 
 
-def choose(routes, usable, sender, recipients, from_addrs, after=None):
+def fits(route, size):
+    """Return True if a message of size octets is within route's max_message_size."""
+    return not route.max_message_size or size <= route.max_message_size
+
+
+def too_small(routes, sender, rcpt, size, from_addrs):
+    """Return the route with the largest limit among those whose criteria take rcpt, when
+    the message fits none of them (online or not); None when one fits or none takes it."""
+    takers = [r for r in routes
+              if accepts_message(r, sender, from_addrs) and accepts_recipient(r, rcpt)]
+    if not takers or any(fits(r, size) for r in takers):
+        return None
+    return max(takers, key=lambda r: r.max_message_size)
+
+
+def choose(routes, usable, sender, recipients, from_addrs, after=None, size=0):
     """Return {route name: [recipient index]} and the indices no usable route takes.
 
     routes: config sections in file order; usable(route) says whether it may be used now;
-    recipients: [(index, address)]; after: for each index, names of routes already tried.
+    recipients: [(index, address)]; after: for each index, names of routes already tried;
+    size: the message's octets (routes it does not fit are skipped).
     """
     chosen, left = {}, []
-    candidates = [r for r in routes if usable(r) and accepts_message(r, sender, from_addrs)]
+    candidates = [r for r in routes if usable(r) and fits(r, size)
+                  and accepts_message(r, sender, from_addrs)]
     for index, rcpt in recipients:
         tried = (after or {}).get(index, ())
         for route in candidates:

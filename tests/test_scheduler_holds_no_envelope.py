@@ -11,6 +11,7 @@ from masq.outbound.job import Job
 from masq.queue.envelope import Envelope, Recipient
 
 from test_queue_index_no_envelope import reached
+from helpers import OFFLINE
 from test_scheduler import Host
 
 COUNT = 250
@@ -44,4 +45,34 @@ def test_waiting_jobs_hold_no_envelope_and_are_built_when_they_start(tmp_path):
                 n = ids.index(job.message_id)
                 assert (job.sender, job.recipients) == ("s%d@example.org" % n,
                                                         ["far%d@example.org" % n])
+    assert host.queue.live() == []
+
+
+def test_an_envelope_that_cannot_be_read_is_a_temporary_failure_not_a_crash(tmp_path):
+    """Envelopes are read back from the log: an I/O error there (a bad sector under the
+    COMMIT) costs that message this run, logged; the scheduler goes on, and once the log
+    reads again the message leaves."""
+    host = Host(tmp_path, routes="config route 'isp'\n\toption online '" + OFFLINE + "'\n")
+    bad = host.arrive("bad@example.org")
+    host.arrive("good@example.org")
+    store = host.queue.store
+    segment = store.journal.segments[store.messages[bad].commit_at[0]]
+    where = store.messages[bad].commit_at[1]
+    read = segment.read
+
+    def failing(offset, length):
+        if offset == where:
+            raise OSError(5, "Input/output error")
+        return read(offset, length)
+    segment.read = failing
+    store.envelopes.clear()
+    host.set_online("isp", True)
+    host.turn()
+    assert host.route("isp").delivered() == ["good@example.org"]
+    assert any(bad in line and "not tried" in line for line in host.log.lines
+               if isinstance(line, str))
+    segment.read = read
+    host.scheduler.flush("isp")
+    host.turn()
+    assert host.route("isp").delivered() == ["good@example.org", "bad@example.org"]
     assert host.queue.live() == []

@@ -837,3 +837,12 @@ def test_a_hostile_reply_of_100_long_lines_makes_a_bounded_outcome_text(script):
     assert outcome.kind == PERMFAIL and outcome.status == "5.1.1"
     assert len(outcome.text) <= 1100, len(outcome.text)
     assert "000xxx" in outcome.text and outcome.text.endswith("the end")
+
+
+def test_smtputf8_needed_and_no_8bitmime_bounces_5_6_7_not_5_6_3(script):
+    server = script(lambda peer, n: play(peer))         # neither 8BITMIME nor SMTPUTF8
+    body = "Subject: caf\u00e9\r\n\r\nna\u00efve\r\n".encode()
+    outcomes = deliver(job("b@dest.example", body=body, smtputf8=True),
+                       smarthost="127.0.0.1:%d" % server.port, tls="none")
+    assert kinds(outcomes) == [PERMFAIL] and outcomes[0].status == "5.6.7"
+    assert b"MAIL" not in verbs(server)

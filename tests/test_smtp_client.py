@@ -10,8 +10,8 @@ from masq.proto import smtp_client as C
 from masq.proto.reply import LocalProtocolError, RemoteProtocolError, Reply
 
 EHLO_FULL = (b"250-mx.example hello\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-8BITMIME\r\n"
-             b"250-DSN\r\n250-SMTPUTF8\r\n250-STARTTLS\r\n250-AUTH PLAIN LOGIN CRAM-MD5\r\n"
-             b"250 CHUNKING\r\n")
+             b"250-DSN\r\n250-SMTPUTF8\r\n250-STARTTLS\r\n250 AUTH PLAIN LOGIN CRAM-MD5\r\n")
+EHLO_CHUNKING = EHLO_FULL.replace(b"250 AUTH", b"250-AUTH") + b"250 CHUNKING\r\n"
 EHLO_PLAIN = b"250-mx.example\r\n250 SIZE\r\n"
 
 

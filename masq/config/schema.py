@@ -44,7 +44,7 @@ SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 TIME_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 # Values are checked with string methods, not re: `sendmail` reads the file on every run.
 _LITERAL_CHARS = frozenset("0123456789ABCDEFabcdef:.")
-LISTEN_SCHEMES = ("smtp", "submission", "smtps", "qmtp")
+LISTEN_SCHEMES = ("smtp", "submission", "smtps", "qmtp", "qmqp")
 
 
 def _text(text):
@@ -151,6 +151,13 @@ def _host_port(text, low_port=1):
         good = False
     if not good or (port and not low_port <= int(port) <= 65535):
         raise ValueError(text)
+    return text
+
+
+def _smarthost(text):
+    """Return text if it is HOST[:PORT] (as _host_port), optionally after `qmtp:` or
+    `qmqp:`."""
+    _host_port(text[5:] if text.startswith(("qmtp:", "qmqp:")) else text)
     return text
 
 
@@ -325,6 +332,8 @@ LISTEN = Kind("list", "a listener such as smtp://127.0.0.1:25 (scheme %s; an IP 
               "IPv6 in brackets)"
               % ", ".join(LISTEN_SCHEMES), _listen, is_list=True)
 HOST_PORT = Kind("str", "host or host:port (an IPv6 address in brackets)", _host_port)
+SMARTHOST = Kind("str", "host or host:port (an IPv6 address in brackets), optionally after "
+                 "qmtp: or qmqp: (QMTP or QMQP instead of SMTP)", _smarthost)
 MAILBOX = Kind("str", "maildir:/PATH, mbox:/PATH or mda:COMMAND", _mailbox)
 ONLINE = Kind("str", "always, file:PATH, pipe:COMMAND, iface:NAME, ubus:IFACE or "
               "modem:DEVICE", _online)
@@ -431,7 +440,7 @@ OPTIONS = (
     Option(_R, "online", ONLINE, "always"),
     Option(_R, "online_require_route", BOOL, False),
     Option(_R, "modem_min_signal", _int_kind(-113, -51)),
-    Option(_R, "smarthost", HOST_PORT),
+    Option(_R, "smarthost", SMARTHOST),
     Option(_R, "port", PORT, 25),
     Option(_R, "tls", TLS, "opportunistic"),
     Option(_R, "tls_verify", BOOL, True),
@@ -453,6 +462,7 @@ OPTIONS = (
     Option(_R, "pipe", COMMAND),
     Option(_R, "wrapper", COMMAND),
     Option(_R, "timeout", INTERVAL, 300.0),
+    Option(_R, "max_message_size", SIZE, 0),
     Option(_R, "pop3_login", STR),
 
     Option(_F, "server", HOST_PORT),

@@ -28,10 +28,11 @@ def make(daemon):
     components.append(fetcher)                     # after Delivery: flush, then fetch
     shared = {}
     for url in daemon.cfg.main.listen:
-        if url.startswith("qmtp://"):
-            daemon.log.warning("listen %s: QMTP is not supported yet; skipped", url)
-            continue
-        components.append(Listener(daemon, url, shared))
+        if url.startswith(("qmtp://", "qmqp://")):
+            from masq.inbound.qmtp import QMTPListener
+            components.append(QMTPListener(daemon, url, shared))
+        else:
+            components.append(Listener(daemon, url, shared))
     return Services(components, delivery, fetcher)
 
 

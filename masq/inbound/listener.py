@@ -1,7 +1,8 @@
 """SMTP listeners: the sockets of `list listen`, accepting clients into Sessions.
 
 Owns the listen URLs (`smtp://HOST:PORT`, `submission://…` where every transaction needs
-AUTH, `smtps://…` with TLS from the first byte; `?auth=plain` lets AUTH be offered without
+AUTH, `smtps://…` with TLS from the first byte, `qmtp://…` and `qmqp://…` whose sessions
+are `masq.inbound.qmtp`'s; `?auth=plain` lets AUTH be offered without
 TLS on that listener), the TLS server context (`tls_cert`, `tls_key`; with `relay_cert`
 it asks clients for a certificate, checked against `tls_client_ca`, and notes a listed
 one on the session's peer), the limits that are not one session's business (connections
@@ -30,7 +31,7 @@ from masq.proto.reply import Reply
 SESSION_MODULES = ("masq.inbound.session", "masq.policy.local", "masq.policy.relay",
                    "masq.proto.smtp_server")
 
-KINDS = ("smtp", "submission", "smtps")
+KINDS = ("smtp", "submission", "smtps", "qmtp", "qmqp")
 LOAD_TIMEOUT = 10.0
 MIN_FREE = 1 << 20
 
@@ -43,14 +44,15 @@ def parse_url(url):
     """Return (kind, host, port, allow_plain_auth) for a listen URL."""
     kind, sep, rest = url.partition("://")
     if not sep or kind not in KINDS:
-        raise ListenError("listen %r: use smtp://, submission:// or smtps://" % url)
+        raise ListenError("listen %r: use smtp://, submission://, smtps://, qmtp:// or "
+                          "qmqp://" % url)
     rest, _, query = rest.partition("?")
     if rest.startswith("["):
         host, _, port = rest[1:].partition("]")
         port = port[1:]
     else:
         host, _, port = rest.rpartition(":")
-    default = {"smtp": 25, "submission": 587, "smtps": 465}[kind]
+    default = {"smtp": 25, "submission": 587, "smtps": 465, "qmtp": 209, "qmqp": 628}[kind]
     try:
         port = int(port) if port else default
     except ValueError:

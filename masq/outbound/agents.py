@@ -1,7 +1,7 @@
 """The delivery agents of a host, built from the configuration: local, SMTP per route, pipe.
 
-Owns which agent serves which route (a route with `pipe` is a pipe route; otherwise SMTP
-to its smarthost or to the MX hosts), the one DNS resolver they share, the local agent's
+Owns which agent serves which route (a route with `pipe` is a pipe route, one whose
+smarthost is `qmtp:HOST` or `qmqp:HOST` a QMTP or QMQP route; otherwise SMTP to its smarthost or to the MX hosts), the one DNS resolver they share, the local agent's
 settings (mailboxes, aliases, local users and domains), and the rewritten outgoing copy
 for routes that rewrite addresses. Rebuilt on reload.
 
@@ -14,8 +14,8 @@ from masq.outbound import rewrite
 
 # The agents' modules, imported on first use (the daemon imports them before it becomes
 # `option user`, who may not be able to read the library).
-MODULES = ("masq.outbound.local", "masq.outbound.pipe", "masq.outbound.smtp", "masq.dns.resolver",
-           "masq.dns.mx")
+MODULES = ("masq.outbound.local", "masq.outbound.pipe", "masq.outbound.smtp",
+           "masq.outbound.qmtp", "masq.dns.resolver", "masq.dns.mx")
 
 
 class Agents:
@@ -51,6 +51,9 @@ class Agents:
             if route.pipe:
                 from masq.outbound.pipe import PipeAgent
                 agent = PipeAgent(self.loop, route)
+            elif (route.smarthost or "").startswith(("qmtp:", "qmqp:")):
+                from masq.outbound.qmtp import QMTPAgent
+                agent = QMTPAgent(self.loop, route, self._resolver())
             else:
                 from masq.outbound.smtp import SMTPSettings, SMTPAgent
                 settings = SMTPSettings.from_route(route, self.cfg.main.hostname)

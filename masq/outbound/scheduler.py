@@ -5,7 +5,9 @@ tried, or their retry time has come) and not in flight, sends local ones to the 
 and remote ones through the first usable route whose criteria accept them (masq.route), and
 hands each group to that route's agent as a Job. Outcomes go to masq.outbound.results.
 
-Route choice and fallback (masqmail's rules): a recipient that a route fails temporarily is
+Route choice and fallback (masqmail's rules): a route never takes a message larger than its
+`max_message_size`; a recipient whom no route (online or not) can take for that reason
+bounces at once (5.3.4, stating the limit). A recipient that a route fails temporarily is
 offered at once to the next usable route that accepts it, unless the failing route has
 `last_route`; only the last failure is recorded. `flush ROUTE` with `forced` (`-qo ROUTE`)
 uses ROUTE as if it were online beside the online routes, and each recipient still leaves by
@@ -110,6 +112,18 @@ class Batch:
     def done_only(self, outcomes):
         """An agent reports the batch's only job (deliver's callback)."""
         self.scheduler._job_done(self, next(iter(self.items.values())).job, outcomes)
+
+
+class Refusal:
+    """An agent that answers every recipient with one outcome (a message too large for
+    every route that would take it), through the loop as agents do."""
+
+    def __init__(self, loop, outcome):
+        self.loop, self.outcome = loop, outcome
+
+    def deliver(self, job, done):
+        outcomes = [self.outcome] * len(job.recipients)
+        self.loop.call_soon(lambda: done(outcomes))
 
 
 class Scheduler:
@@ -228,13 +242,30 @@ class Scheduler:
         if not remote:
             return
         from_addrs = self._from_addresses(msg)
-        chosen, _ = routes.choose(self.host.cfg.routes, usable, env.sender, remote, from_addrs)
+        chosen, left = routes.choose(self.host.cfg.routes, usable, env.sender, remote,
+                                     from_addrs, size=env.size)
+        self._refuse_too_large(msg, left, usable, from_addrs, flush)
         for name, indices in chosen.items():
             if only is not None and not forced and name != only:
                 continue            # a route that came online takes only its own recipients
             route = self.host.cfg.route(name)
             self._start(name, self.agents.for_route(route), msg, indices, route, flush,
                         usable, from_addrs)
+
+    def _refuse_too_large(self, msg, indices, usable, from_addrs, flush):
+        """Bounce the recipients no route could ever take because the message is too large."""
+        env, by_route = msg.envelope, {}
+        for i in indices:
+            route = routes.too_small(self.host.cfg.routes, env.sender,
+                                     env.recipients[i].address, env.size, from_addrs)
+            if route is not None:
+                by_route.setdefault(route.name, (route, []))[1].append(i)
+        for name, (route, picked) in by_route.items():
+            outcome = Outcome.perm("5.3.4", "message size %d exceeds the limit of %d of route "
+                                   "%s (max_message_size)" % (env.size, route.max_message_size,
+                                                             name))
+            self._start(name, Refusal(self.loop, outcome), msg, picked, None, flush, usable,
+                        from_addrs)
 
     def _is_local(self, addr):
         domain = addr.rpartition("@")[2].lower()
@@ -385,7 +416,7 @@ class Scheduler:
         after = {i: self.tried.get((msg.id, i), ()) + (item.name,) for i, _ in again}
         remote = [(i, msg.envelope.recipients[i].address) for i, _ in again]
         chosen, _ = routes.choose(self.host.cfg.routes, item.usable, msg.envelope.sender,
-                                  remote, item.from_addrs, after=after)
+                                  remote, item.from_addrs, after=after, size=msg.envelope.size)
         moved = set()
         for name, indices in chosen.items():
             for i in indices:

@@ -3,7 +3,11 @@
 Owns: connecting (or spawning the `wrapper`), feeding the `masq.proto.smtp_client` engine
 and dispatching its events (one table, `_EVENTS`), STARTTLS or implicit TLS, the AUTH step,
 streaming message text under a low-water mark (with CRLF line ends only: a bare CR or LF
-in a queued body goes out as CRLF), the per-stage timers, QUIT, and turning a
+in a queued body goes out as CRLF; after DATA, or in BDAT chunks of the queue's own chunk
+size when the server offers CHUNKING), the 8-bit downgrade for a server without 8BITMIME
+(`masq.mail.downgrade`: the text is read first, a slice per loop turn, and, if it holds
+8-bit octets, scanned line by line; a message that cannot be made 7-bit fails 5.6.3
+before MAIL), the per-stage timers, QUIT, and turning a
 finished transaction's replies into one Outcome per recipient. It applies the failure rules
 and TLS modes stated in `masq.outbound.smtp`.
 Does not: resolve, choose addresses, group recipients or retry: its destination
@@ -24,7 +28,7 @@ import socket
 
 from masq.base import net
 from masq.base.child import Child
-from masq.mail import message
+from masq.mail import downgrade, message
 from masq.outbound import tls
 from masq.outbound.outcome import Outcome
 from masq.proto import smtp_client as C
@@ -32,11 +36,11 @@ from masq.proto.reply import RemoteProtocolError
 
 _TIMER_FOR = {"GREETING": "greeting", "EHLO": "command", "HELO": "command",
               "STARTTLS": "command", "AUTH": "command", "RSET": "command", "QUIT": "quit",
-              "MAIL": "mail", "RCPT": "rcpt", "DATA": "data", "DOT": "final"}
+              "MAIL": "mail", "RCPT": "rcpt", "DATA": "data", "DOT": "final", "BDAT": "final"}
 LOW_WATER = 65536   # message text buffered for the socket before reading more
 
 
-class _Stream(net.Stream):
+class DrainingStream(net.Stream):
     """A net.Stream that calls `on_drain` (once, next turn) when its buffer runs low."""
 
     on_drain = None
@@ -58,7 +62,7 @@ class SMTPClientSession:
         self.plaintext = plaintext      # a retry after a failed opportunistic handshake
         self.client = C.Client(self.settings.helo, self.settings.pipelining)
         self.stream = self.connector = self.timer = self.child = self.part = None
-        self.body = self.armed = self.line_ends = None
+        self.body = self.armed = self.line_ends = self.plan = self.scanning = None
         self.implicit = self.settings.tls == "tls" and not self.settings.wrapper
         self.encrypted = self.settings.tls == "tls" and bool(self.settings.wrapper)
         self.tls_refused = self.authed = self.connected = self.over = False
@@ -102,7 +106,7 @@ class SMTPClientSession:
             return self._end(Outcome.temp("4.4.1", "connect to %s: %s" % (self.name, error)),
                              "next")
         self.connected = True
-        self.stream = _Stream(self.loop, sock, self._on_data, self._on_close)
+        self.stream = DrainingStream(self.loop, sock, self._on_data, self._on_close)
         if self.implicit:
             self._start_tls()
         else:
@@ -242,15 +246,61 @@ class SMTPClientSession:
         part = self.dest.take_part()
         if part is None:
             return self._end(None, None)
+        self.part, self.plan = part, None
+        ext = self.client.extensions
+        if "8BITMIME" not in ext and ("SMTPUTF8" in ext or not C.needs_smtputf8(
+                part.envelope())):      # else send_mail refuses it: 5.6.7, not 5.6.3
+            return self._scan()
+        self._send_part()
+
+    def _send_part(self):
         if self.sent:
             self.client.reset()
         self.sent += 1
-        self.part = part
-        self.client.send_mail(part.envelope())
+        self.client.send_mail(self.part.envelope())
+        self._flush()
+        self._arm()
+
+    def _scan(self):
+        """Find what the 8-bit downgrade must convert, a slice of the text per loop turn."""
+        self.plan = downgrade.Plan()
+        try:
+            job = self.part.job
+            self.scanning = downgrade.scan_steps(_normalized(job.open_body()), self.plan,
+                                                 reopen=lambda: _normalized(job.open_body()))
+        except Exception as exc:
+            return self._abort(Outcome.temp("4.3.0", "cannot read the message: %s" % exc))
+        if self.timer is not None:
+            self.timer.cancel()
+        self.armed = None
+        self._scan_step()
+
+    def _scan_step(self):
+        if self.over or self.scanning is None:
+            return
+        try:
+            for _ in range(8):
+                next(self.scanning)
+        except StopIteration:
+            self.scanning = None
+            return self._send_part()
+        except downgrade.Impossible as exc:
+            self.scanning = None
+            part, self.part = self.part, None
+            part.finish([Outcome.perm("5.6.3", "%s does not offer 8BITMIME and the message "
+                                      "cannot be converted to 7 bits: %s" % (self.name, exc))]
+                        * len(part.indices))
+            return self._next_message()
+        except Exception as exc:        # the text failed part-way
+            self.scanning = None
+            return self._abort(Outcome.temp("4.3.0", "cannot read the message: %s" % exc))
+        self.loop.call_soon(self._scan_step)
 
     def _on_body(self, event):
         try:
             self.body = iter(self.part.job.open_body())
+            if self.plan is not None and self.plan.needed:
+                self.body = downgrade.convert(_normalized(self.body), self.plan)
         except Exception as exc:
             return self._abort(Outcome.temp("4.3.0", "cannot read the message: %s" % exc))
         self.line_ends = message.InputNormalizer(dot_ends=False)  # bare CR/LF of old mail
@@ -276,6 +326,10 @@ class SMTPClientSession:
         self._arm()
 
     def _on_done(self, event):
+        if self.body is not None:       # a BDAT chunk was refused: the rest is not sent
+            if hasattr(self.body, "close"):
+                self.body.close()
+            self.body = None
         part, self.part = self.part, None
         outcomes = _outcomes(event, len(part.indices), self.name)
         relay = "%s:%d" % (self.name, self.port) if self.port else self.name
@@ -337,7 +391,9 @@ class SMTPClientSession:
             self.timer.cancel()
         if self.body is not None and hasattr(self.body, "close"):
             self.body.close()
-        self.body = None
+        if self.scanning is not None:
+            self.scanning.close()
+        self.body = self.scanning = None
         if self.stream is not None:
             self.stream.on_drain = None
             self.stream.close("closed by us")
@@ -352,6 +408,14 @@ _EVENTS = {
     C.ResetReply: SMTPClientSession._on_reset, C.QuitReply: SMTPClientSession._on_quit,
     C.ConnectionClosed: SMTPClientSession._on_eof,
 }
+
+
+def _normalized(chunks):
+    """Yield chunks with CRLF line ends only (bare CR or LF of old mail made CRLF)."""
+    line_ends = message.InputNormalizer(dot_ends=False)
+    for chunk in chunks:
+        yield line_ends.feed(chunk)
+    yield line_ends.finish()
 
 
 def _said(reply, what, where):

@@ -14,6 +14,7 @@ import heapq
 from masq import route as routes
 from masq.base.tables import ShrinkingDict
 from masq.queue.envelope import FINAL
+from masq.queue.log import LogError
 
 LOCAL = ""          # the heap of local recipients (no route name is empty)
 
@@ -38,11 +39,15 @@ class Waiting:
         if self.is_local(addr):
             return [LOCAL]
         return [r.name for r in self.host.cfg.routes
-                if routes.accepts_message(r, env.sender, ()) and routes.accepts_recipient(r, addr)]
+                if routes.fits(r, env.size) and routes.accepts_message(r, env.sender, ())
+                and routes.accepts_recipient(r, addr)]
 
     def learn(self, msg, push):
         """Note which routes msg waits for; with push, add its retry times to the heaps."""
-        env = msg.envelope
+        try:
+            env = msg.envelope
+        except LogError:            # cannot be read now: the next full run learns it
+            return
         for i, rcpt in enumerate(env.recipients):
             if rcpt.state in FINAL or (msg.id, i) in self.inflight:
                 continue
@@ -79,7 +84,10 @@ class Waiting:
         msg = self.host.queue.get_live(msgid)
         if msg is None:
             return False
-        env = msg.envelope
+        try:
+            env = msg.envelope
+        except LogError:            # cannot be read now: it may wait for any route
+            return True
         return any(r.state not in FINAL and name in self.ways(env, r.address)
                    for r in env.recipients)
 
@@ -99,9 +107,15 @@ class Waiting:
         """Return True if a recipient of the entry's message still waits for that time."""
         when, msgid = entry
         msg = self.host.queue.get_live(msgid)
-        return msg is not None and any(
+        if msg is None:
+            return False
+        try:
+            recipients = msg.envelope.recipients
+        except LogError:            # cannot be read now: the run at that time will say
+            return True
+        return any(
             r.state not in FINAL and r.next_attempt is not None and r.next_attempt <= when
-            and (msgid, i) not in self.inflight for i, r in enumerate(msg.envelope.recipients))
+            and (msgid, i) not in self.inflight for i, r in enumerate(recipients))
 
     def take_due(self, online, now):
         """Remove and return the ids of messages due by now on the heaps online accepts."""

@@ -2,7 +2,8 @@
 
 Owns: the session state machine (one table, `TRANSITIONS`), EHLO with the HELO fallback,
 the STARTTLS step, the AUTH exchanges, the mail transaction, PIPELINING (RFC 2920: commands
-queue until they may be sent, replies are matched in order), RSET and QUIT.
+queue until they may be sent, replies are matched in order), CHUNKING (RFC 3030: the text
+in BDAT chunks, when the server offers CHUNKING and PIPELINING), RSET and QUIT.
 Does not: touch sockets, TLS, clocks or configuration; decide what a reply means for a
 recipient (the delivery agent does), or which TLS mode or credentials to use. The wire
 syntax (reply parsing, extensions, MAIL/RCPT parameters, SASL, dot-stuffing) lives in
@@ -70,7 +71,9 @@ class AuthReply:
 
 @frozen
 class BodyRequest:
-    """354 with at least one recipient accepted: call send_body()..., then end_body()."""
+    """The text may go (354 to DATA, or, for BDAT, every RCPT answered and one accepted):
+    call send_body()..., then end_body(). `chunked`: it goes in BDAT chunks."""
+    chunked: bool = False
 
 
 @frozen
@@ -132,15 +135,17 @@ TRANSITIONS = {
     (ANY, "broken"): CLOSED,
 }
 
-# Commands after which more may be sent without waiting (RFC 2920 §3.1).
-_GROUPABLE = frozenset(("RSET", "MAIL", "RCPT"))
+# Commands after which more may be sent without waiting (RFC 2920 §3.1, RFC 3030 §4.2).
+_GROUPABLE = frozenset(("RSET", "MAIL", "RCPT", "BDAT"))
+_COUNTED = frozenset(("MAIL", "RCPT", "DATA", "BODY", "DOT", "BDAT"))   # a transaction's
 
 
 class _Transaction:
-    __slots__ = ("envelope", "mail", "rcpts", "data", "final", "outstanding")
+    __slots__ = ("envelope", "mail", "rcpts", "data", "final", "outstanding", "chunked")
 
-    def __init__(self, envelope):
+    def __init__(self, envelope, chunked):
         self.envelope = envelope
+        self.chunked = chunked          # the text goes in BDAT chunks
         self.mail = self.data = self.final = None
         self.rcpts = [None] * len(envelope.recipients)
         self.outstanding = 0    # commands queued or sent whose replies have not come
@@ -149,7 +154,7 @@ class _Transaction:
         """Return True if a queued RCPT or DATA is pointless given the replies so far."""
         if self.mail is not None and not self.mail.is_positive():
             return True
-        return kind == "DATA" and None not in self.rcpts and not self.any_accepted()
+        return kind in ("DATA", "BODY") and None not in self.rcpts and not self.any_accepted()
 
     def any_accepted(self):
         return any(r is not None and r.is_positive() for r in self.rcpts)
@@ -158,9 +163,10 @@ class _Transaction:
 class Client:
     """The client side of one SMTP session, from greeting to QUIT."""
 
-    def __init__(self, helo, pipelining=True):
+    def __init__(self, helo, pipelining=True, chunking=True):
         self.helo = helo                # ASCII: a domain or an address literal
         self.pipelining = pipelining    # use PIPELINING when the server offers it
+        self.chunking = chunking        # use CHUNKING (BDAT) when the server offers it
         self.state = GREETING
         self.extensions = Extensions()
         self.extended = False           # True once EHLO (not HELO) was accepted
@@ -238,7 +244,9 @@ class Client:
     def send_mail(self, envelope):
         """Start a transaction: MAIL, the RCPTs and DATA (pipelined if offered)."""
         self._move("send_mail")
-        self._txn, self._bol, self._tail = _Transaction(envelope), True, b""
+        chunked = (self.chunking and self.pipelining and "CHUNKING" in self.extensions
+                   and "PIPELINING" in self.extensions)
+        self._txn, self._bol, self._tail = _Transaction(envelope, chunked), True, b""
         refusal = check_envelope(envelope, self.extensions)
         if refusal is not None:
             self._txn.mail = refusal
@@ -251,21 +259,31 @@ class Client:
                 self._txn.rcpts[i] = Reply(553, "5.1.3", "bad recipient address")
             else:
                 self._send("RCPT", line, i)
-        self._send("DATA", b"DATA\r\n")
+        if chunked:
+            self._send("BODY", b"")     # BodyRequest once every RCPT is answered
+        else:
+            self._send("DATA", b"DATA\r\n")
 
     def send_body(self, chunk):
-        """Queue message text (wire form, CRLF lines), dot-stuffed after any LF."""
+        """Queue message text (wire form, CRLF lines): dot-stuffed after any LF, or as one
+        BDAT chunk."""
         self._move("send_body")
         if chunk:
-            self._out += stuff(chunk, self._bol)
+            if self._txn.chunked:
+                self._send("BDAT", b"BDAT %d\r\n%s" % (len(chunk), chunk))
+            else:
+                self._out += stuff(chunk, self._bol)
             self._bol = chunk.endswith(b"\n")
             self._tail = (self._tail + chunk[-2:])[-2:]
 
     def end_body(self):
-        """End the message text with CRLF "." CRLF, adding a CRLF unless the text ends in
-        one (a bare LF is not a line end to a strict server)."""
+        """End the message text with CRLF "." CRLF (or BDAT ... LAST), adding a CRLF unless
+        the text ends in one (a bare LF is not a line end to a strict server)."""
         self._move("end_body")
-        self._out += b".\r\n" if self._tail in (b"", b"\r\n") else b"\r\n.\r\n"
+        end = b"" if self._tail in (b"", b"\r\n") else b"\r\n"
+        if self._txn.chunked:
+            return self._send("BDAT", b"BDAT %d LAST\r\n%s" % (len(end), end))
+        self._out += end + b".\r\n"
         self._send("DOT", b"")
 
     def reset(self):
@@ -288,7 +306,7 @@ class Client:
         self.state = state
 
     def _send(self, kind, line, index=None):
-        if self._txn is not None and kind in ("MAIL", "RCPT", "DATA", "DOT"):
+        if self._txn is not None and kind in _COUNTED:
             self._txn.outstanding += 1
         self._backlog.append((kind, index, line))
         self._drain()
@@ -299,9 +317,17 @@ class Client:
 
     def _drain(self):
         while self._backlog and self._may_send():
-            kind, index, line = self._backlog.popleft()
-            if kind in ("RCPT", "DATA") and self._txn.skips(kind):
+            kind, index, line = self._backlog[0]
+            if kind == "BODY" and self._pending:
+                break                   # BDAT waits for every RCPT reply
+            self._backlog.popleft()
+            if kind in ("RCPT", "DATA", "BODY") and self._txn.skips(kind):
                 self._txn.outstanding -= 1
+                continue
+            if kind == "BODY":
+                self._txn.outstanding -= 1
+                self._move("body")
+                self._events.append(BodyRequest(chunked=True))
                 continue
             self._out += line
             self._pending.append((kind, index))
@@ -385,6 +411,14 @@ class Client:
         self._txn.final = reply
         self._txn.outstanding -= 1
 
+    def _on_bdat(self, reply, index):
+        txn = self._txn
+        txn.outstanding -= 1
+        if txn.final is None or txn.final.is_positive():
+            txn.final = reply           # the last reply, or the first refusal
+        if not reply.is_positive() and self.state == BODY:
+            self._move("end_body")      # RFC 3030 §3: no more chunks after a refusal
+
     def _on_rset(self, reply, index):
         self._events.append(ResetReply(reply))
 
@@ -399,5 +433,5 @@ _HANDLERS = {
     "GREETING": Client._on_greeting, "EHLO": Client._on_ehlo, "HELO": Client._on_helo,
     "STARTTLS": Client._on_starttls, "AUTH": Client._on_auth, "MAIL": Client._on_mail,
     "RCPT": Client._on_rcpt, "DATA": Client._on_data, "DOT": Client._on_dot,
-    "RSET": Client._on_rset, "QUIT": Client._on_quit,
+    "RSET": Client._on_rset, "QUIT": Client._on_quit, "BDAT": Client._on_bdat,
 }

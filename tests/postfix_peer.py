@@ -1,0 +1,164 @@
+"""Postfix's real smtpd as a next hop, run by the test with its own configuration directory.
+
+No Postfix queue, master or cleanup daemon: each connection accepted on 127.0.0.1:port
+gets its own `smtpd -S` (stand-alone, as inetd would run it) as the `postfix` user,
+through a relay that notes the BDAT and DATA commands the client sends (`commands`), and
+smtpd passes every transaction on, before its own queue, to the SMTP server at next_port
+(`smtpd_proxy_filter`). The address resolver smtpd asks (`private/rewrite`) is Postfix's
+`trivial-rewrite`, run the same way on a UNIX socket; run stand-alone it does not announce
+its protocol as it does under master(8), so the test's relay says it for it first. So masq talks to Postfix's own SMTP engine (CHUNKING, PIPELINING,
+8BITMIME, SMTPUTF8, SIZE), and what Postfix accepted lands in the server behind it (an
+smtp-sink, for instance). smtpd logs to syslog; without one, its log is lost.
+"""
+
+import os
+import pwd
+import select
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+
+DAEMONS = "/usr/lib/postfix/sbin/"
+ANNOUNCE = {"trivial-rewrite": b"protocol\0trivial_rewrite_protocol\0\0"}   # attr_print0
+
+MAIN_CF = """\
+compatibility_level = 3.6
+queue_directory = {dir}/queue
+data_directory = {dir}/data
+myhostname = postfix.test.example
+mydestination =
+mynetworks = 127.0.0.0/8
+smtpd_relay_restrictions = permit_mynetworks, reject
+smtpd_recipient_restrictions =
+local_recipient_maps =
+smtpd_client_connection_count_limit = 0
+smtpd_client_connection_rate_limit = 0
+smtpd_proxy_filter = 127.0.0.1:{next_port}
+smtpd_proxy_timeout = 600s
+message_size_limit = {size}
+smtpd_banner = $myhostname ESMTP
+{extra}
+"""
+
+
+class PostfixSmtpd:
+    """Postfix's smtpd on 127.0.0.1:port relaying (before its queue) to next_port."""
+
+    def __init__(self, port, next_port, size=1 << 30, **params):
+        self.port, self.next_port, self.size, self.params = port, next_port, size, params
+        self.dir, self.listeners, self.threads = None, [], []
+        self.children = []
+        self.commands = []          # what clients sent that starts like BDAT or DATA
+
+    def __enter__(self):
+        user = pwd.getpwnam("postfix")
+        self.dir = tempfile.mkdtemp(prefix="masq-postfix-")
+        os.chmod(self.dir, 0o755)
+        for name in ("queue", "data"):
+            os.mkdir(os.path.join(self.dir, name))
+            os.chown(os.path.join(self.dir, name), user.pw_uid, user.pw_gid)
+        extra = "".join("%s = %s\n" % item for item in self.params.items())
+        with open(os.path.join(self.dir, "main.cf"), "w") as out:
+            out.write(MAIN_CF.format(dir=self.dir, next_port=self.next_port, size=self.size,
+                                     extra=extra))
+        private = os.path.join(self.dir, "queue", "private")
+        os.mkdir(private)
+        os.chown(private, user.pw_uid, user.pw_gid)
+        rewrite = socket.socket(socket.AF_UNIX)
+        rewrite.bind(os.path.join(private, "rewrite"))
+        os.chown(os.path.join(private, "rewrite"), user.pw_uid, user.pw_gid)
+        smtp = socket.socket()
+        smtp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        smtp.bind(("127.0.0.1", self.port))
+        self.listeners = [rewrite, smtp]
+        self.threads = []
+        for sock, daemon in ((rewrite, "trivial-rewrite"), (smtp, "smtpd")):
+            sock.listen(16)
+            thread = threading.Thread(target=self._accept, args=(sock, daemon, user),
+                                      daemon=True)
+            thread.start()
+            self.threads.append(thread)
+        return self
+
+    def _accept(self, sock, daemon, user):
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                return
+            ours, theirs = socket.socketpair()
+            if daemon in ANNOUNCE:
+                conn.sendall(ANNOUNCE[daemon])
+            tap = _Tap(self.commands) if daemon == "smtpd" else None
+            threading.Thread(target=_relay, args=(conn, ours, tap), daemon=True).start()
+            with theirs:
+                self.children.append(subprocess.Popen(
+                    [DAEMONS + daemon, "-S"], stdin=theirs, stdout=theirs,
+                    stderr=subprocess.DEVNULL, cwd=self.dir,
+                    env={"MAIL_CONFIG": self.dir, "PATH": "/usr/sbin:/usr/bin:/bin"},
+                    user=user.pw_uid, group=user.pw_gid, extra_groups=[]))
+            self.children = [c for c in self.children if c.poll() is None]
+
+    def __exit__(self, *exc):
+        for sock in self.listeners:
+            sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        for thread in self.threads:
+            thread.join(5)
+        for child in self.children:
+            if child.poll() is None:
+                child.terminate()
+            child.wait(5)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class _Tap:
+    """Follows a client's SMTP stream and notes its DATA and BDAT commands."""
+
+    def __init__(self, commands):
+        self.commands, self.buffer, self.skip, self.in_data = commands, b"", 0, False
+
+    def feed(self, data):
+        self.buffer += data
+        while self.buffer:
+            if self.skip:
+                taken = min(self.skip, len(self.buffer))
+                self.buffer, self.skip = self.buffer[taken:], self.skip - taken
+            elif self.in_data:
+                end = self.buffer.find(b"\r\n.\r\n")
+                if end < 0:
+                    self.buffer = self.buffer[-4:]
+                    return
+                self.buffer, self.in_data = self.buffer[end + 5:], False
+            else:
+                end = self.buffer.find(b"\r\n")
+                if end < 0:
+                    return
+                line, self.buffer = self.buffer[:end].decode("ascii", "replace"), \
+                    self.buffer[end + 2:]
+                words = line.upper().split()
+                if words[:1] == ["BDAT"] and len(words) > 1 and words[1].isdigit():
+                    self.commands.append(line)
+                    self.skip = int(words[1])
+                elif words == ["DATA"]:
+                    self.commands.append(line)
+                    self.buffer, self.in_data = b"\r\n" + self.buffer, True
+
+
+def _relay(a, b, tap):
+    """Copy bytes both ways between sockets a and b until one side closes; tap follows
+    what a sends."""
+    with a, b:
+        try:
+            while True:
+                for sock in select.select([a, b], [], [])[0]:
+                    data = sock.recv(65536)
+                    if not data:
+                        return
+                    if tap is not None and sock is a:
+                        tap.feed(data)
+                    (b if sock is a else a).sendall(data)
+        except OSError:
+            return
