@@ -5,6 +5,7 @@ back with Python's mailbox module; the behaviours are masqmail's (docs/MIGRATING
 
 import mailbox
 import os
+import pwd
 import shutil
 import tempfile
 
@@ -185,3 +186,22 @@ def test_submission_adds_undisclosed_recipients_and_a_plain_from(site):
     assert first.get_all("To") == ["undisclosed-recipients:;"]
     assert second.get_all("From") == ["Alice Example <alice@remote.example>"]
     assert second.get_all("To") is None                           # a Cc is enough
+
+
+# point 14: masqmail's mailq lines
+
+def test_queue_listing_in_masqmail_format(site):
+    import re
+    done = masq("-C", site["conf"], "queue", "--format", "masqmail")
+    assert (done.returncode, done.stdout) == (0, b"mail queue is empty.\n")
+    done = masq("-C", site["conf"], "-odq", "-f", "alice@remote.example",
+                "someone@remote.example", "mqmmbob", input=b"Subject: waits\n\nbody\n")
+    assert done.returncode == 0, done.stderr
+    for argv, argv0 in ((("queue", "--format", "masqmail"), None), (("-v",), "mailq")):
+        done = masq("-C", site["conf"], *argv, argv0=argv0)
+        assert done.returncode == 0, done.stderr
+        head, *rcpts = done.stdout.decode().strip().split("\n")
+        me = pwd.getpwuid(os.getuid()).pw_name
+        assert re.fullmatch(r"\w+ <= <alice@remote\.example> size=\d+ age=\d+s ident=%s"
+                            % re.escape(me), head), head
+        assert rcpts == ["== <someone@remote.example>", "== <mqmmbob@test.example>"]
