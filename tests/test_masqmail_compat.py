@@ -205,3 +205,19 @@ def test_queue_listing_in_masqmail_format(site):
         assert re.fullmatch(r"\w+ <= <alice@remote\.example> size=\d+ age=\d+s ident=%s"
                             % re.escape(me), head), head
         assert rcpts == ["== <someone@remote.example>", "== <mqmmbob@test.example>"]
+
+
+# point 11: defer_all
+
+def test_defer_all_refuses_everything_for_now(site):
+    with open(site["conf"]) as f:
+        text = f.read()
+    with open(site["conf"], "w") as f:
+        f.write(text.replace("config masq 'main'\n",
+                             "config masq 'main'\n\toption defer_all '1'\n"))
+    out = smtp_stdio(site["conf"], "HELO me", "MAIL FROM:<a@remote.example>", "QUIT")
+    assert out.startswith("421 4.3.2 ") and out.count("\r\n") == 1, out
+    done = masq("-C", site["conf"], "mqmmbob", input=b"Subject: later\n\nbody\n")
+    assert done.returncode == 75 and b"defer_all" in done.stderr
+    listed = masq("-C", site["conf"], "queue", "--format", "masqmail")
+    assert listed.stdout == b"mail queue is empty.\n"

@@ -33,6 +33,9 @@ READ_SIZE = 65536
 def run(opts):
     """Queue the message on stdin as opts say; return the exit status."""
     cfg = load_config(opts.config)
+    if cfg.main.defer_all:
+        raise exits.Failure("message not queued: defer_all is set, try again later",
+                            exits.TEMPFAIL)
     hostname = cfg.main.hostname
     pending = b""
     if opts.uucp:

@@ -39,6 +39,7 @@ TOO_MANY_RCPTS = Reply(452, "4.5.3", "Error: too many recipients")
 TOO_MANY_HOPS = Reply(554, "5.4.0", "Error: too many hops")
 BARE_LINE_END = Reply(550, "5.6.0", "Error: bare CR or LF in the message text "
                                     "(only CRLF ends a line)")
+DEFER_ALL = Reply(421, "4.3.2", "Service not available, try again later (defer_all)")
 MAX_UNSENT = 65536      # octets of replies waiting for the client before input stops
 BATCH = 4096            # replies are written in batches of about this size
 SLICE = 8192            # input handed to the engine at a time (bounds the replies to it)
@@ -79,7 +80,11 @@ class SMTPServerSession:
         self._arm()
 
     def start(self):
-        """Greet the client and start reading."""
+        """Greet the client and start reading (or refuse it with 421: `defer_all`)."""
+        if self.server.settings.defer_all:
+            self.transport.write(self.engine.greeting(DEFER_ALL))
+            self.transport.close_when_flushed()
+            return
         self.transport.write(self.engine.greeting())
         self.transport.resume_reading()
         self._arm()
