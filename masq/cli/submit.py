@@ -3,8 +3,8 @@
 Owns what acceptance does to a locally submitted message (as masqmail and sendmail do): Bcc,
 Return-Path and Envelope-To removed; From (the invoker's name only with their own
 address), `To: undisclosed-recipients:;` (no To or Cc), Date and Message-ID added when
-missing; a Received line on top; recipients from the arguments and, with -t, from To/Cc/Bcc. Input is normalised to CRLF
-(LF or CRLF end a line; a bare CR becomes CRLF too, or refuses the message with
+missing; a Received line on top; recipients from the arguments and, with -t, from
+To/Cc/Bcc. Input is normalised to CRLF (LF or CRLF end a line; a bare CR becomes CRLF too, or refuses the message with
 `option bare_line_ends 'refuse'`) and ends at a lone `.` unless -i/-oi; nothing else in
 the text is altered.
 
