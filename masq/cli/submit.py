@@ -4,9 +4,9 @@ Owns what acceptance does to a locally submitted message (as masqmail and sendma
 Return-Path and Envelope-To removed; From (the invoker's name only with their own
 address), `To: undisclosed-recipients:;` (no To or Cc), Date and Message-ID added when
 missing; a Received line on top; recipients from the arguments and, with -t, from
-To/Cc/Bcc. Input is normalised to CRLF (LF or CRLF end a line; a bare CR becomes CRLF too, or refuses the message with
-`option bare_line_ends 'refuse'`) and ends at a lone `.` unless -i/-oi; nothing else in
-the text is altered.
+To/Cc/Bcc. Input is normalised to CRLF (LF or CRLF end a line; a bare CR becomes CRLF
+too, or refuses the message with `option bare_line_ends 'refuse'`) and ends at a lone `.`
+unless -i/-oi; nothing else in the text is altered.
 
 Exit 0 means the message is on stable storage (its COMMIT record fdatasync'ed). It streams:
 memory stays flat whatever the message size. Works with no daemon; one that runs is poked
