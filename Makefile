@@ -44,6 +44,7 @@ bench: deps
 	$(PYTHON) tools/bench_sustained.py
 	$(PYTHON) tools/bench_index.py
 	$(PYTHON) tools/bench_submit.py
+	$(PYTHON) tools/bench_idle.py
 	$(PYTHON) tools/bench_smtp.py
 	$(PYTHON) tools/bench_flush.py
 	$(PYTHON) tools/bench_relay.py
@@ -51,6 +52,7 @@ bench: deps
 	$(PYTHON) tools/bench_status.py
 	$(PYTHON) tools/bench_hostile.py
 	$(PYTHON) tools/bench_privsep.py
+	$(PYTHON) tools/bench_parsing.py
 
 install:
 	install -d $(DESTDIR)$(LIBDIR) $(BINDIR) $(SBINDIR)

@@ -22,6 +22,7 @@ import threading
 
 import pytest
 
+from fakes import FakeClock
 from helpers import ROOT, Daemon, free_port, wait_for, write_config
 
 
@@ -404,14 +405,6 @@ def test_sessions_already_trickling_get_the_short_timeout_once_the_server_is_bus
 # The same class on the status page: the flush of a closing answer has a deadline too
 
 
-class FakeClock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self):
-        return self.now
-
-
 class BigPage:
     """The part of masq.status.web.StatusWeb a masq.status.serve.Connection uses, answering 4 MB to anything."""
 
@@ -480,7 +473,7 @@ def test_a_status_page_client_that_never_reads_a_closing_answer_is_dropped(later
         for _ in range(20):
             loop.run_once(block=False)
         assert conn.stream.out and not conn.stream.closed          # waiting for the reader
-        clock.now += serve.IDLE_TIMEOUT + 1
+        clock.advance(serve.IDLE_TIMEOUT + 1)
         loop.run_once(block=False)
         assert conn.stream.closed and conn not in page.connections
     finally:

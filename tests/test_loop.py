@@ -136,17 +136,6 @@ def test_loop_time_is_the_clocks_wall_time():
     loop.close()
 
 
-def test_a_bare_function_is_taken_as_the_monotonic_clock():
-    now = [5.0]
-    loop = Loop(lambda: now[0])
-    fired = []
-    loop.call_later(1, lambda: fired.append(True))
-    now[0] = 6.0
-    loop.run_once(block=False)
-    assert fired == [True] and loop.now == 6.0
-    loop.close()
-
-
 def test_run_until_on_a_fake_clock_moves_it_timer_by_timer():
     clock = FakeClock()
     loop = Loop(clock)

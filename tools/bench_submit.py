@@ -8,7 +8,8 @@ Prints figures (median and 90th percentile of N runs); asserts nothing. Run:
             sbin/sendmail -> ../bin/masq), configured by a temporary file with its spool
             under /var/tmp. Twice: with no daemon (a submission is the queue append and its
             fdatasync; the poke of an absent daemon fails at once), and with a daemon
-            running (do_queue: the daemon is poked and takes the message into its index)
+            running (do_queue: a byte in its pickup FIFO pokes it, sendmail does not wait
+            for it to take the message)
   Postfix   Debian's /usr/sbin/sendmail: postdrop writes the message into the maildrop
             queue and fsyncs it. Without a daemon: no master runs, nothing is picked up, and
             the maildrop files this run made are removed at the end. With a daemon: a

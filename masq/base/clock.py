@@ -21,16 +21,3 @@ class Clock:
         """Return the wall-clock time in seconds since the epoch (what is stored)."""
         return time.time()
 
-
-class Monotonic(Clock):
-    """A Clock whose monotonic time is a function (e.g. a test's callable); wall time is
-    the system's."""
-
-    __slots__ = ("function",)
-
-    def __init__(self, function):
-        self.function = function
-
-    def monotonic(self):
-        """Return the function's time."""
-        return self.function()

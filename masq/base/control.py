@@ -7,17 +7,24 @@ JSON (`{"cmd": "status", ...}`), answered by one line of JSON (`{"ok": true, ...
 the peer's uid (SO_PEERCRED) is passed to the handler, which decides who may do what.
 
 The server side lives in the loop and never blocks; the client side (the CLI) blocks with
-a timeout, which is fine for a short-lived command. `notify` sends a request and leaves
-without waiting for the answer (sendmail's poke about a message already on disk): the
-daemon handles requests in the order their connections were made, so a later request from
-anyone sees what the poke announced.
+a timeout, which is fine for a short-lived command.
+
+New mail is announced through a FIFO beside the socket, `pickup` (Postfix's pickup
+trigger): `sendmail` and `-bs` write a byte to it and leave, with no socket, no JSON and
+no answer to wait for (the message is synced before). Opening it fails (ENXIO) when no
+daemon holds it open, which is how they know that none runs. The daemon reads the pokes
+in the loop and catches up with the queue; a poke written before a control connection is
+made is read before that connection's request (the FIFO is readable in every loop turn
+until read), so `masq status` after `sendmail` sees the message.
 """
 
 import os
+import stat
 
 from masq.base import compat
 
 SOCKET_NAME = "control.sock"
+PICKUP_NAME = "pickup"
 MAX_REQUEST = 64 * 1024
 
 
@@ -44,17 +51,23 @@ def _line(cmd, args):
     return compat.dumps(args).encode() + b"\n"
 
 
-def notify(spool_dir, cmd, timeout=5.0, **args):
-    """Send one request without waiting for its answer; return False if no daemon runs."""
-    sock = _connect(spool_dir, timeout)
-    if sock is None:
+def poke(spool_dir):
+    """Tell a running daemon that new mail is in the queue; return False if none runs."""
+    try:
+        fd = os.open(os.path.join(spool_dir, PICKUP_NAME),
+                     os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:             # ENXIO: nobody reads it; ENOENT: no daemon made it
         return False
     try:
-        sock.sendall(_line(cmd, args))
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            return False
+        os.write(fd, b"n")
+    except BlockingIOError:     # full: the daemon has pokes to read already
+        pass
     except OSError:
         return False
     finally:
-        sock.close()
+        os.close(fd)
     return True
 
 
@@ -209,6 +222,50 @@ class Connection:
             self.timer.cancel()
         self.conn.close()
         self.conn = None
+
+
+class Pickup:
+    """Reads the pokes of `sendmail` and `-bs` from the pickup FIFO and calls on_poke()."""
+
+    def __init__(self, loop, spool_dir, on_poke):
+        self.loop = loop
+        self.path = os.path.join(spool_dir, PICKUP_NAME)
+        self.on_poke = on_poke
+        self.fd = None
+
+    def start(self):
+        """Make the FIFO (replacing anything else of that name) and start reading it."""
+        try:
+            if not stat.S_ISFIFO(os.lstat(self.path).st_mode):
+                os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        if not os.path.lexists(self.path):
+            os.mkfifo(self.path, 0o600)
+        os.chmod(self.path, 0o622)      # any local user may submit mail, and so poke
+        # read and write: writers can open it while the daemon runs, and it never reads EOF
+        self.fd = os.open(self.path, os.O_RDWR | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+        self.loop.add_reader(self.fd, self._read)
+
+    def stop(self):
+        """Stop reading and remove the FIFO: a poke then finds no daemon."""
+        if self.fd is None:
+            return
+        self.loop.remove_reader(self.fd)
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+        os.close(self.fd)
+        self.fd = None
+
+    def _read(self):
+        try:
+            while os.read(self.fd, 4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+        self.on_poke()
 
 
 def peer_uid(conn):

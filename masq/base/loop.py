@@ -19,7 +19,7 @@ import selectors
 import signal
 import socket
 
-from masq.base.clock import Clock, Monotonic
+from masq.base.clock import Clock
 
 
 MIN_TIMERS = 64             # below this many timers the heap is never rebuilt
@@ -54,8 +54,6 @@ class Loop:
     """A single-threaded event loop over `selectors`."""
 
     def __init__(self, clock=None, selector=None):
-        if clock is not None and not hasattr(clock, "monotonic"):
-            clock = Monotonic(clock)        # a bare function: the monotonic time only
         self.clock = clock or Clock()
         self.selector = selector or selectors.DefaultSelector()
         self.timers = []

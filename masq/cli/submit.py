@@ -233,10 +233,11 @@ def _gecos():
 def _poke(cfg, opts, msgid, recipients):
     """Tell a running daemon about the new message, or deliver at once without one.
 
-    The poke does not wait for the daemon's answer: the message is on disk already, and a
-    daemon that has not read the poke yet finds it when it does (or when it starts)."""
+    The poke (a byte in the pickup FIFO) waits for no answer: the message is on disk
+    already, and a daemon that has not read the poke yet finds it when it does (or when it
+    starts)."""
     from masq.base import control
-    poked = control.notify(cfg.main.spool_dir, "new")
+    poked = control.poke(cfg.main.spool_dir)
     note = ""
     if not poked and not (opts.queue_only or cfg.main.do_queue):
         note = _deliver_now(cfg, opts, msgid) if _deliverable(cfg, recipients) else \

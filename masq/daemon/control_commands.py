@@ -30,11 +30,16 @@ def _status(daemon, req, uid, answer):
 
 
 def _new(daemon, req, uid, answer):
+    new_mail(daemon)
+    answer({"ok": True})
+
+
+def new_mail(daemon):
+    """Take the messages other processes committed (a poke, or the `new` request)."""
     daemon.queue.catch_up()
     ids = daemon.queue.take_foreign_commits()
     daemon.counters["accepted"] += len(ids)
     daemon.publish(MessagesQueued(tuple(ids)))
-    answer({"ok": True})
 
 
 def _rm(daemon, req, uid, answer):

@@ -16,7 +16,7 @@ import signal
 import sys
 
 from masq.base import exits, files
-from masq.base.control import Server
+from masq.base.control import Pickup, Server
 from masq.base.host import Host
 from masq.base.logger import Logger
 from masq.base.loop import Loop
@@ -51,6 +51,7 @@ class Daemon(Host):
         self.components = []
         self.delivery = None
         self.control = None
+        self.pickup = None
         self.fetcher = None     # the fetch component (masq.inbound.fetch), if configured
         self.local_helper = None    # the root-owned local delivery process (option user)
 
@@ -85,8 +86,10 @@ class Daemon(Host):
             live = len(self.queue.live())
             self.log.info("masq daemon starting: %d message(s) in the queue", live)
             self.control = Server(self.loop, self.queue.dir, self._control, self.log.warning)
+            self.pickup = Pickup(self.loop, self.queue.dir, self._picked_up)
             try:
                 self.control.start()
+                self.pickup.start()
             except OSError as exc:
                 raise exits.Failure("cannot start control socket: %s" % exc,
                                     exits.UNAVAILABLE) from None
@@ -117,6 +120,8 @@ class Daemon(Host):
             self.queue.sync_now()
         if self.control:
             self.control.stop()
+        if self.pickup:
+            self.pickup.stop()
         if self.local_helper:
             self.local_helper.close()
         self._remove_pid()
@@ -175,6 +180,10 @@ class Daemon(Host):
                               waits=waits)
 
     # control requests
+
+    def _picked_up(self):
+        from masq.daemon import control_commands
+        control_commands.new_mail(self)
 
     def _control(self, req, uid, answer):
         from masq.daemon import control_commands

@@ -134,5 +134,5 @@ def run(cfg):
     host.queue.sync_now()
     host.queue.close()
     if host.new_ids:
-        control.notify(cfg.main.spool_dir, "new")
+        control.poke(cfg.main.spool_dir)
     return exits.OK

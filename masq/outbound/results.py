@@ -18,7 +18,6 @@ queued twice.
 """
 
 from masq.outbound import maillog
-from masq.outbound import bounce
 from masq.outbound.outcome import Outcome
 from masq.queue.envelope import BOUNCED, DEFERRED, DELIVERED, Envelope, Recipient
 from masq.queue.spool import LogError
@@ -122,6 +121,7 @@ def _queue_dsn(host, msg, rows, action, target, origin, now, until=None):
     writer = host.queue.writer(own=True)
     dsn_id = writer.id
     try:
+        from masq.outbound import bounce       # at the first bounce
         for chunk in bounce.build(host.cfg.main.hostname, msg.id, msg.envelope, rows,
                                   host.queue.body(msg.id), action, until, now):
             writer.write(chunk)

@@ -6,11 +6,11 @@ addresses (unqualified, or in a local domain) are rewritten; see masq.route.
 """
 
 from masq import route as routes
-from masq.mail import address, message
 
 
 def _rewrite_value(value, rewrite):
     """Return a header value with each address in it rewritten."""
+    from masq.mail import address
     try:
         found = address.parse_address_list(value)
     except address.AddressError:
@@ -27,6 +27,7 @@ def outgoing(route, sender, open_chunks, is_local):
     new_sender = routes.rewrite_sender(route, sender, is_local)
 
     def body():
+        from masq.mail import message      # at the first delivery: an idle daemon has none
         headers, rest, source = message.split_message(open_chunks())
         for name in ("From", "Sender"):
             value = headers.get(name)

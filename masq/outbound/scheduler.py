@@ -39,7 +39,6 @@ Concurrency: at most MAX_JOBS batches at once, at most BATCH jobs per batch.
 from collections import deque
 
 from masq import route as routes
-from masq.mail import address, message
 from masq.base.tables import ShrinkingDict, ShrinkingSet
 from masq.outbound import results
 from masq.outbound.job import Job
@@ -274,6 +273,7 @@ class Scheduler:
     def _from_addresses(self, msg):
         if not any(r.allowed_from or r.denied_from for r in self.host.cfg.routes):
             return ()
+        from masq.mail import address, message     # only routes with From criteria
         headers = message.split_message(self.host.queue.body(msg.id))[0]
         try:
             return [a for v in headers.get_all("From") for a in address.parse_address_list(v)]

@@ -156,17 +156,17 @@ class Segment:
 
     @staticmethod
     def _resync_salt(fd, header):
-        """Both salt checks failed: believe a candidate salt under which the first record
-        after the header is valid (the salt itself is fine, its checks were hit)."""
+        """Both salt checks failed: believe a candidate salt under which some record of the
+        segment is valid (the salt itself is fine, its checks were hit). Not only the first
+        record: it may be damaged too, and is then one Damage among whole records."""
         size = os.fstat(fd).st_size
         if size <= record.FILE_HEADER_SIZE:
             return None
-        limit = min(size, record.FILE_HEADER_SIZE + record.OVERHEAD + record.MAX_PAYLOAD)
-        with mmap.mmap(fd, limit, prot=mmap.PROT_READ) as buf:
+        with mmap.mmap(fd, size, prot=mmap.PROT_READ) as buf:
             for salt in record.header_candidates(header):
-                first = next(record.scan(buf, record.FILE_HEADER_SIZE, limit, record.seed(salt)))
-                if isinstance(first, record.Record):
-                    return salt, record.FILE_HEADER_SIZE
+                for found in record.scan(buf, record.FILE_HEADER_SIZE, size, record.seed(salt)):
+                    if isinstance(found, record.Record):
+                        return salt, record.FILE_HEADER_SIZE
         return None
 
     def close(self):

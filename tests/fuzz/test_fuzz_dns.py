@@ -17,6 +17,7 @@ import struct
 
 from hypothesis import event, given, strategies as st
 
+from fakes import FakeClock
 from fuzzing import fuzz_settings, mutated
 from masq.dns import resolver as dns
 from masq.dns.mx import MailResolver, MXResult
@@ -121,17 +122,6 @@ def test_parse_response_returns_a_response_or_a_format_error(data, qtype):
     assert wire.negative_ttl(response) >= 0
 
 
-class Clock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def monotonic(self):
-        return self.now
-
-    def time(self):
-        return self.now
-
-
 class Server:
     """One UDP and one TCP socket on the same loopback port, answered by the test."""
 
@@ -201,7 +191,7 @@ class Server:
 
 def resolve(make_answer, ask):
     """Run one lookup against a server answering with make_answer; return the results."""
-    clock = Clock()
+    clock = FakeClock()
     loop = Loop(clock=clock)
     errors = []
     loop.on_error = errors.append
@@ -219,7 +209,7 @@ def resolve(make_answer, ask):
                 break
             deadline = loop.next_deadline()
             if deadline is not None:
-                clock.now = max(clock.now, deadline)
+                clock.advance(max(0.0, deadline - clock.monotonic()))
         for _ in range(3):
             loop.run_once(block=False)
         assert errors == []
