@@ -80,13 +80,25 @@ class TracedDaemon(Daemon):
         self.proc = subprocess.Popen(
             ["strace", "-f", "-qq", "-e", "trace=fdatasync", "-o", self.log or os.devnull]
             + rule + [sys.executable, "-m", "masq", "-C", self.conf, "daemon"],
-            stdout=self.output, stderr=subprocess.STDOUT, env=environ, cwd=ROOT)
+            stdout=self.output, stderr=subprocess.STDOUT, env=environ, cwd=ROOT,
+            start_new_session=True)
         deadline = time.time() + 30
         while time.time() < deadline:
             if self._ready():
                 return self
             time.sleep(0.05)
         raise RuntimeError("daemon did not come up: %s" % self._read())
+
+    def stop(self, sig=None):
+        """Stop the daemon, not only strace: a signalled strace detaches and leaves masq
+        running, so the signal goes to the whole group (strace and the daemon)."""
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, sig or signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        out = super().stop(sig)
+        return out
 
 
 def restart(conf):
