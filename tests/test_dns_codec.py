@@ -7,7 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from masq.proto import dns
-from masq.proto.dns import DNSFormatError, ResourceRecord
+from masq.proto.dns import ResourceRecord
+from masq.proto.errors import ProtocolError
 
 QID = 0x1234
 
@@ -97,19 +98,19 @@ def test_question_echo_is_case_insensitive_and_ignores_trailing_dot():
     (QID, "example.tes", dns.MX),
 ])
 def test_foreign_answers_are_rejected(qid, name, qtype):
-    with pytest.raises(DNSFormatError):
+    with pytest.raises(ProtocolError):
         dns.parse_response(sample_response(), qid, name, qtype)
 
 
 def test_query_instead_of_response_is_rejected():
-    with pytest.raises(DNSFormatError):
+    with pytest.raises(ProtocolError):
         parse(header(flags=0x0100) + question())
 
 
 def test_nonzero_opcode_and_two_questions_are_rejected():
-    with pytest.raises(DNSFormatError):
+    with pytest.raises(ProtocolError):
         parse(header(flags=0x8180 | 0x0800) + question())
-    with pytest.raises(DNSFormatError):
+    with pytest.raises(ProtocolError):
         parse(header(qd=2) + question() + question())
 
 
@@ -134,14 +135,14 @@ def test_chain_of_backward_pointers_is_followed():
 ])
 def test_forward_pointers_are_rejected(pointer):
     data = header(an=1) + question() + rr(b"\xc0\x0c", dns.CNAME, pointer)
-    with pytest.raises(DNSFormatError):
+    with pytest.raises(ProtocolError):
         parse(data, qtype=dns.MX)
 
 
 def test_pointer_to_itself_is_rejected():
     at = 12 + len(question())
     data = header(an=1) + question() + struct.pack("!H", 0xC000 | at) + b"\x00\x05\x00\x01"
-    with pytest.raises(DNSFormatError):
+    with pytest.raises(ProtocolError):
         parse(data)
 
 
@@ -151,7 +152,7 @@ def test_pointer_loop_between_two_names_is_rejected():
     loop_a = b"\x01x" + struct.pack("!H", 0xC000 | (at + 4))
     loop_b = struct.pack("!H", 0xC000 | at)
     data = header(an=1) + question() + loop_a + loop_b + b"\x00\x05\x00\x01"
-    with pytest.raises(DNSFormatError):
+    with pytest.raises(ProtocolError):
         parse(data)
 
 
@@ -159,13 +160,13 @@ def test_pointer_into_the_same_name_is_rejected():
     # "a" then a pointer back to the "a" label: would expand forever
     at = 12 + len(question())
     data = header(an=1) + question() + b"\x01a" + struct.pack("!H", 0xC000 | at)
-    with pytest.raises(DNSFormatError):
+    with pytest.raises(ProtocolError):
         parse(data + b"\x00\x05\x00\x01\x00\x00\x00\x01\x00\x00")
 
 
 def test_reserved_label_types_are_rejected():
     data = header(an=1) + question() + rr(b"\x40abc\x00", dns.A, b"\x7f\x00\x00\x01")
-    with pytest.raises(DNSFormatError):
+    with pytest.raises(ProtocolError):
         parse(data)
 
 
@@ -192,12 +193,12 @@ def test_null_mx_parses_as_root():
 ])
 def test_record_data_must_fill_its_length_exactly(kind, rdata):
     data = header(an=1) + question() + rr(b"\xc0\x0c", kind, rdata)
-    with pytest.raises(DNSFormatError):
+    with pytest.raises(ProtocolError):
         parse(data + b"\x00" * 8)
 
 
 def test_record_count_beyond_the_data_is_rejected():
-    with pytest.raises(DNSFormatError):
+    with pytest.raises(ProtocolError):
         parse(header(an=3) + question() + rr(b"\xc0\x0c", dns.A, b"\x7f\x00\x00\x01"))
 
 
@@ -253,7 +254,7 @@ def test_chase_reports_where_the_chain_leaves_the_answer():
 def test_chase_refuses_a_cname_loop():
     response = dns.Response(0, False, (ResourceRecord("a.test", dns.CNAME, 60, "b.test"),
                                        ResourceRecord("b.test", dns.CNAME, 60, "a.test")))
-    with pytest.raises(DNSFormatError):
+    with pytest.raises(ProtocolError):
         dns.chase(response, "a.test", dns.A)
 
 
@@ -280,12 +281,12 @@ def test_frame_refuses_oversized_messages():
         dns.frame(b"x" * 65536)
 
 
-# fuzzing: nothing but DNSFormatError, ever
+# fuzzing: nothing but ProtocolError, ever
 
 def _parse_or_format_error(data):
     try:
         response = parse(data)
-    except DNSFormatError:
+    except ProtocolError:
         return None
     assert isinstance(response, dns.Response)
     return response
@@ -331,7 +332,7 @@ def test_mutated_valid_responses_raise_only_format_errors(data):
 def test_parse_query_raises_only_format_errors(data):
     try:
         dns.parse_query(data)
-    except DNSFormatError:
+    except ProtocolError:
         pass
     assert True
 

@@ -8,7 +8,7 @@ import pytest
 import dovecot
 from helpers import Daemon, masq, wait_for, write_config
 from masq.proto import imap as I
-from masq.proto.reply import RemoteProtocolError
+from masq.proto.errors import ProtocolError
 
 pytestmark = pytest.mark.skipif(not dovecot.available(), reason="dovecot not installed")
 
@@ -188,13 +188,13 @@ def test_engine_refuses_hostile_input():
     for bad in (b"m9 OK who?\r\n", b"garbage\r\n", b"* 1 FETCH (UID 1 BODY[] {99999999999}\r\n"):
         client = selected()
         client.fetch(1)
-        with pytest.raises(RemoteProtocolError):
+        with pytest.raises(ProtocolError):
             events(client, bad)
         assert client.state == I.CLOSED
     client = I.Client()
     events(client, b"* OK hi\r\n")
     client.starttls()
-    with pytest.raises(RemoteProtocolError):
+    with pytest.raises(ProtocolError):
         events(client, b"m1 OK go\r\n* injected\r\n")
 
 

@@ -232,6 +232,6 @@ def test_bs_from_a_local_process_logs_its_uid(tmp_path):
     dialogue = (b"EHLO local\r\nMAIL FROM:<writer@example.org>\r\nRCPT TO:<far@example.org>\r\n"
                 b"DATA\r\nSubject: bs\r\n\r\nvia -bs\r\n.\r\nQUIT\r\n")
     done = masq("-C", conf, "-bs", input=dialogue)
-    assert b"250 2.0.0 Ok: queued" in done.stdout, done.stdout + done.stderr
+    assert b"250 2.0.0 Message queued" in done.stdout, done.stdout + done.stderr
     assert find(log, r"^\S+: from=<writer@example\.org>, size=\d+, nrcpt=1, uid=%d$"
                 % os.getuid()), texts(log)

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from masq.proto import pop3 as P
-from masq.proto.reply import LocalProtocolError, RemoteProtocolError
+from masq.proto.errors import ProtocolError, UsageError
 
 
 def events(client, data=b""):
@@ -94,7 +94,7 @@ def test_stls_refuses_injected_data():
     client = P.Client()
     events(client, b"+OK hi\r\n")
     client.stls()
-    with pytest.raises(RemoteProtocolError):
+    with pytest.raises(ProtocolError):
         events(client, b"+OK begin TLS\r\n+OK injected\r\n")
     assert client.state == P.CLOSED
 
@@ -160,7 +160,7 @@ def test_pipelining_sends_at_once():
     b"HELLO\r\n", b"+OKAY\r\n", b"x" * (P.MAX_LINE + 10), b"* OK imap\r\n"])
 def test_garbage_greeting_is_a_remote_error(garbage):
     client = P.Client()
-    with pytest.raises(RemoteProtocolError):
+    with pytest.raises(ProtocolError):
         events(client, garbage)
     assert client.state == P.CLOSED
 
@@ -168,13 +168,13 @@ def test_garbage_greeting_is_a_remote_error(garbage):
 def test_bad_uidl_values_are_refused():
     client = logged_in()
     client.uidl()
-    with pytest.raises(RemoteProtocolError):
+    with pytest.raises(ProtocolError):
         events(client, b"+OK\r\n1 has\x01control\r\n.\r\n")
 
 
 def test_unsolicited_reply():
     client = logged_in()
-    with pytest.raises(RemoteProtocolError):
+    with pytest.raises(ProtocolError):
         events(client, b"+OK surprise\r\n")
 
 
@@ -184,7 +184,7 @@ def test_oversized_message():
     client.user_pass("a", "b")
     events(client, b"+OK\r\n+OK\r\n")
     client.retr(1)
-    with pytest.raises(RemoteProtocolError):
+    with pytest.raises(ProtocolError):
         events(client, b"+OK\r\n" + b"a" * 200)
 
 
@@ -193,16 +193,16 @@ def test_eof_mid_message():
     client.retr(1)
     got = events(client, b"+OK\r\nSubject: x\r\n")
     client.receive_data(b"")
-    assert events(client) == [P.ConnectionClosed(P.TRANSACTION)]
+    assert events(client) == [P.ConnectionClosed("eof", P.TRANSACTION)]
     assert got == [P.MessageText(1, b"Subject: x\r\n")]
 
 
 def test_wrong_state_is_local_error():
     client = P.Client()
-    with pytest.raises(LocalProtocolError):
+    with pytest.raises(UsageError):
         client.retr(1)
     events(client, b"+OK hi\r\n")
-    with pytest.raises(LocalProtocolError):
+    with pytest.raises(UsageError):
         client.user_pass("a b", "x")
 
 
@@ -234,7 +234,7 @@ def test_text_framing_survives_any_split(message_lines, cuts):
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=300), st.integers(1, 64))
 def test_any_server_bytes_give_events_or_a_remote_error(data, step):
-    """Hostile bytes never raise anything but RemoteProtocolError, never hang."""
+    """Hostile bytes never raise anything but ProtocolError, never hang."""
     client = logged_in(b"UIDL\r\nPIPELINING\r\n")
     client.uidl()
     client.list()
@@ -246,6 +246,6 @@ def test_any_server_bytes_give_events_or_a_remote_error(data, step):
             events(client, data[pos:pos + step])
         client.receive_data(b"")
         events(client)
-    except RemoteProtocolError:
+    except ProtocolError:
         pass
     assert client.state == P.CLOSED

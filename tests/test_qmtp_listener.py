@@ -37,9 +37,9 @@ def test_packages_are_queued_and_answered_per_recipient(tmp_path):
     finally:
         daemon.stop()
     first, second = answers
-    assert first[0].startswith(b"KOk: queued as ") and first[2] == first[0]
+    assert first[0].startswith(b"KMessage queued as ") and first[2] == first[0]
     assert first[1].startswith(b"D") and first[1].endswith(b"#5.1.1")
-    assert second[0].startswith(b"KOk: queued as ")
+    assert second[0].startswith(b"KMessage queued as ")
     messages = stored(str(tmp_path / "spool"))
     assert [(s, r) for s, r, _ in messages] == sorted(
         [("a@example.org", ["far@example.net", "mqqmtp@test.example"]),

@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from masq.proto import smtp_client as C
-from masq.proto.reply import LocalProtocolError, RemoteProtocolError, Reply
+from masq.proto.errors import ProtocolError, UsageError
+from masq.proto.reply import Reply
 
 EHLO_FULL = (b"250-mx.example hello\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-8BITMIME\r\n"
              b"250-DSN\r\n250-SMTPUTF8\r\n250-STARTTLS\r\n250 AUTH PLAIN LOGIN CRAM-MD5\r\n")
@@ -157,7 +158,7 @@ def test_354_with_no_recipient_accepted_gets_a_lone_dot():
 def test_a_reply_right_behind_the_354_is_an_aborted_transfer():
     client = ready()
     client.send_mail(envelope())
-    with pytest.raises(RemoteProtocolError):
+    with pytest.raises(ProtocolError):
         feed(client, b"250 ok\r\n250 ok\r\n354 go\r\n550 5.3.0 aborted\r\n")
 
 
@@ -166,7 +167,7 @@ def test_a_reply_during_the_message_text_is_unsolicited():
     client.send_mail(envelope())
     feed(client, b"250 ok\r\n250 ok\r\n354 go\r\n")
     client.send_body(b"half of it")
-    with pytest.raises(RemoteProtocolError):
+    with pytest.raises(ProtocolError):
         feed(client, b"421 4.4.2 timeout\r\n")
 
 
@@ -229,7 +230,7 @@ def test_starttls_454_leaves_the_session_ready():
 def test_bytes_piggybacked_on_the_starttls_reply_are_an_injection():
     client = ready()
     client.starttls()
-    with pytest.raises(RemoteProtocolError) as err:
+    with pytest.raises(ProtocolError) as err:
         feed(client, b"220 go\r\n250 injected\r\n")
     assert err.value.reply.code == 451 and client.state == C.CLOSED
 
@@ -272,7 +273,7 @@ def test_auth_extra_challenge_is_cancelled():
 def test_bad_cram_md5_challenge_is_a_remote_error():
     client = ready()
     client.authenticate("CRAM-MD5", "u", "p")
-    with pytest.raises(RemoteProtocolError):
+    with pytest.raises(ProtocolError):
         feed(client, b"334 !!not base64!!\r\n")
 
 
@@ -387,7 +388,7 @@ def test_replies_split_across_reads():
 ])
 def test_hostile_replies_raise_remote_protocol_error(data):
     client = C.Client("me")
-    with pytest.raises(RemoteProtocolError) as err:
+    with pytest.raises(ProtocolError) as err:
         feed(client, data)
     assert err.value.reply.code == 451 and err.value.reply.enhanced == "4.5.0"
     assert client.state == C.CLOSED
@@ -397,7 +398,7 @@ def test_hostile_replies_raise_remote_protocol_error(data):
 def test_reply_after_quit_is_a_remote_error():
     client = ready()
     client.quit()
-    with pytest.raises(RemoteProtocolError):
+    with pytest.raises(ProtocolError):
         feed(client, b"221 bye\r\n250 more\r\n")
 
 
@@ -410,16 +411,16 @@ def test_eof_reports_the_state_it_interrupted():
     events, _ = feed(client, b"250 partial line without end")
     assert events == []
     events, _ = feed(client, b"")
-    assert events == [C.ConnectionClosed(C.DOT)] and client.state == C.CLOSED
+    assert events == [C.ConnectionClosed("eof", C.DOT)] and client.state == C.CLOSED
 
 
 def test_misuse_raises_local_protocol_error():
     client = C.Client("me")
-    with pytest.raises(LocalProtocolError):
+    with pytest.raises(UsageError):
         client.send_mail(envelope())
-    with pytest.raises(LocalProtocolError):
+    with pytest.raises(UsageError):
         ready().send_body(b"x")
-    with pytest.raises(LocalProtocolError):
+    with pytest.raises(UsageError):
         ready().authenticate("XOAUTH2", "u", "p")
 
 
@@ -439,7 +440,7 @@ def test_random_bytes_never_raise_anything_but_remote_protocol_error(chunks):
             feed(client, chunk)
             if client.state == C.READY:
                 client.send_mail(envelope())
-    except RemoteProtocolError:
+    except ProtocolError:
         assert client.state == C.CLOSED
 
 

@@ -9,10 +9,11 @@ import tracemalloc
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from masq.proto import smtp_server_commands
-from masq.proto.reply import LocalProtocolError, Reply
+from masq.proto import smtp_server_states
+from masq.proto.errors import ConnectionClosed, UsageError
+from masq.proto.reply import Reply
 from masq.proto.smtp_server import (
-    NEED_DATA, PAUSED, AuthRequest, ConnectionClosed, DataAborted, DataChunk, DataStart,
+    NEED_DATA, PAUSED, AuthRequest, DataAborted, DataChunk, DataStart,
     EndOfData, Hello, MailFrom, Quit, RcptTo, Reset, SMTPServer, StartTLS)
 from masq.proto.smtp_server_framing import has_long_line
 
@@ -20,12 +21,12 @@ HOST = "mx.test"
 EHLO_LINES = [b"250-mx.test", b"250-PIPELINING", b"250-SIZE 10000", b"250-ENHANCEDSTATUSCODES",
               b"250-8BITMIME", b"250-DSN", b"250-SMTPUTF8", b"250 CHUNKING"]
 EHLO_REPLY = b"\r\n".join(EHLO_LINES) + b"\r\n"
-OK = b"250 2.0.0 Ok\r\n"
-MAIL_OK = b"250 2.1.0 Ok\r\n"
-RCPT_OK = b"250 2.1.5 Ok\r\n"
-GO = b"354 End data with <CR><LF>.<CR><LF>\r\n"
-QUEUED = b"250 2.0.0 Ok: queued\r\n"
-BYE = b"221 2.0.0 Bye\r\n"
+OK = b"250 2.0.0 OK\r\n"
+MAIL_OK = b"250 2.1.0 Sender OK\r\n"
+RCPT_OK = b"250 2.1.5 Recipient OK\r\n"
+GO = b"354 Send the message; end it with a line holding only a dot\r\n"
+QUEUED = b"250 2.0.0 Message queued\r\n"
+BYE = b"221 2.0.0 Goodbye\r\n"
 ENVELOPE = b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\n"
 ENVELOPE_REPLY = EHLO_REPLY + MAIL_OK + RCPT_OK
 EHLO_TLS = EHLO_REPLY.replace(b"250-SIZE 10000\r\n", b"250-SIZE 10000\r\n250-STARTTLS\r\n")
@@ -83,8 +84,9 @@ GOLDEN_BASIC = [
     (b"Subject: hi\r\n\r\n..dot\r\n.\r\n", QUEUED),
     (b"NOOP\r\n", OK),
     (b"VRFY bob\r\n",
-     b"252 2.5.2 Cannot VRFY user, but will accept message and attempt delivery\r\n"),
-    (b"HELP\r\n", b"214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY\r\n"),
+     b"252 2.5.2 Addresses are not verified here; send the mail and masq will try it\r\n"),
+    (b"HELP\r\n",
+     b"214 2.0.0 masq knows HELO EHLO MAIL RCPT DATA BDAT RSET NOOP VRFY HELP QUIT\r\n"),
     (b"RSET\r\n", OK),
     (b"QUIT\r\n", BYE),
 ]
@@ -102,18 +104,18 @@ GOLDEN_HELO = [
 ]
 
 GOLDEN_SEQUENCE = [  # FAULTS 4.1 #10
-    (b"MAIL FROM:<a@b.test>\r\n", b"503 5.5.1 Error: send HELO/EHLO first\r\n"),
-    (b"RCPT TO:<a@b.test>\r\n", b"503 5.5.1 Error: need MAIL command\r\n"),
-    (b"DATA\r\n", b"503 5.5.1 Error: need MAIL command\r\n"),
+    (b"MAIL FROM:<a@b.test>\r\n", b"503 5.5.1 Send EHLO or HELO first\r\n"),
+    (b"RCPT TO:<a@b.test>\r\n", b"503 5.5.1 Send MAIL FROM first\r\n"),
+    (b"DATA\r\n", b"503 5.5.1 Send MAIL FROM first\r\n"),
     (b"EHLO c.test\r\n", EHLO_REPLY),
-    (b"RCPT TO:<a@b.test>\r\n", b"503 5.5.1 Error: need MAIL command\r\n"),
+    (b"RCPT TO:<a@b.test>\r\n", b"503 5.5.1 Send MAIL FROM first\r\n"),
     (b"MAIL FROM:<a@b.test>\r\n", MAIL_OK),
-    (b"DATA\r\n", b"503 5.5.1 Error: need RCPT command\r\n"),
-    (b"MAIL FROM:<a@b.test>\r\n", b"503 5.5.1 Error: nested MAIL command\r\n"),
+    (b"DATA\r\n", b"503 5.5.1 Send RCPT TO first\r\n"),
+    (b"MAIL FROM:<a@b.test>\r\n", b"503 5.5.1 Sender already given; send RSET to start over\r\n"),
     (b"RCPT TO:<c@d.test>\r\n", RCPT_OK),
-    (b"MAIL FROM:<a@b.test>\r\n", b"503 5.5.1 Error: nested MAIL command\r\n"),
+    (b"MAIL FROM:<a@b.test>\r\n", b"503 5.5.1 Sender already given; send RSET to start over\r\n"),
     (b"RSET\r\n", OK),
-    (b"DATA\r\n", b"503 5.5.1 Error: need MAIL command\r\n"),
+    (b"DATA\r\n", b"503 5.5.1 Send MAIL FROM first\r\n"),
 ]
 
 
@@ -168,14 +170,14 @@ def test_ehlo_advertises_starttls_and_auth_only_when_usable():
 
 
 def test_transition_table_covers_every_command_and_state():
-    columns = len(smtp_server_commands._COLUMN)
-    assert set(smtp_server_commands.TRANSITIONS) == set(smtp_server_commands.Commands._COMMANDS)
-    assert all(len(row) == columns for row in smtp_server_commands.TRANSITIONS.values())
+    columns = len(smtp_server_states.COLUMN)
+    assert set(smtp_server_states.TRANSITIONS) == set(SMTPServer._COMMANDS)
+    assert all(len(row) == columns for row in smtp_server_states.TRANSITIONS.values())
 
 
 def test_ehlo_inside_transaction_resets_it():
     script = [(ENVELOPE, ENVELOPE_REPLY), (b"EHLO again.test\r\n", EHLO_REPLY),
-              (b"RCPT TO:<x@y.test>\r\n", b"503 5.5.1 Error: need MAIL command\r\n")]
+              (b"RCPT TO:<x@y.test>\r\n", b"503 5.5.1 Send MAIL FROM first\r\n")]
     client = Client()
     assert converse(client, script) == script
     assert client.kinds()[3:5] == ["Reset", "Hello"]
@@ -190,13 +192,13 @@ def test_app_refusals_and_custom_accepts():
         if isinstance(event, RcptTo):
             return Reply(251, "2.1.5", "User not local; will forward")
         if isinstance(event, EndOfData):
-            return Reply(250, "2.0.0", "Ok: queued as 42")
+            return Reply(250, "2.0.0", "Message queued as 42")
         return None
     script = [(b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\n", EHLO_REPLY + MAIL_OK),
               (b"RCPT TO:<nobody@d.test>\r\n", b"550 5.1.1 <nobody@d.test>: User unknown\r\n"),
-              (b"DATA\r\n", b"503 5.5.1 Error: need RCPT command\r\n"),
+              (b"DATA\r\n", b"503 5.5.1 Send RCPT TO first\r\n"),
               (b"RCPT TO:<c@d.test>\r\n", b"251 2.1.5 User not local; will forward\r\n"),
-              (b"DATA\r\nhi\r\n.\r\n", GO + b"250 2.0.0 Ok: queued as 42\r\n")]
+              (b"DATA\r\nhi\r\n.\r\n", GO + b"250 2.0.0 Message queued as 42\r\n")]
     client = Client(answer=answer)
     assert converse(client, script) == script
 
@@ -204,7 +206,7 @@ def test_app_refusals_and_custom_accepts():
 def test_refused_end_of_data_ends_transaction():
     answer = (lambda e: Reply(554, "5.6.0", "rejected") if isinstance(e, EndOfData) else None)
     script = [(ENVELOPE + b"DATA\r\nx\r\n.\r\n", ENVELOPE_REPLY + GO + b"554 5.6.0 rejected\r\n"),
-              (b"RCPT TO:<c@d.test>\r\n", b"503 5.5.1 Error: need MAIL command\r\n")]
+              (b"RCPT TO:<c@d.test>\r\n", b"503 5.5.1 Send MAIL FROM first\r\n")]
     client = Client(answer=answer)
     assert converse(client, script) == script
 
@@ -230,14 +232,14 @@ def test_end_of_data_answer_may_come_many_turns_later():
 
 def test_misuse_raises_local_protocol_error():
     srv = server()
-    with pytest.raises(LocalProtocolError):
+    with pytest.raises(UsageError):
         srv.respond(None)
     srv.receive_data(b"EHLO c.test\r\n")
     assert isinstance(srv.next_event(), Hello)
-    with pytest.raises(LocalProtocolError):
+    with pytest.raises(UsageError):
         srv.respond(Reply(250, "2.0.0", "custom EHLO not allowed"))
     srv.respond(None)
-    with pytest.raises(LocalProtocolError):
+    with pytest.raises(UsageError):
         srv.start_tls_done()
 
 
@@ -255,7 +257,7 @@ def test_wants_data_bounds_buffer_while_paused():
     srv.receive_data(b"EHLO c.test\r\n" + b"NOOP\r\n" * 200)
     assert isinstance(srv.next_event(), Hello) and srv.next_event() is PAUSED
     assert not srv.wants_data
-    with pytest.raises(LocalProtocolError):
+    with pytest.raises(UsageError):
         srv.receive_data(b"NOOP\r\n")
     srv.respond(None)
     assert srv.next_event() is NEED_DATA and srv.wants_data and srv.buffered == 0
@@ -264,7 +266,7 @@ def test_wants_data_bounds_buffer_while_paused():
 # ---- FAULTS 4.1 --------------------------------------------------------------------------
 
 def test_faults_01_command_too_long_then_session_continues():
-    too_long = b"500 5.5.2 Error: command too long\r\n"
+    too_long = b"500 5.5.2 Command line too long\r\n"
     line = b"RCPT TO:<" + b"a" * 10240 + b"@d.test>\r\n"
     script = [(ENVELOPE, ENVELOPE_REPLY), (line, too_long), (b"NOOP\r\n", OK)]
     client = Client()
@@ -281,13 +283,13 @@ def test_faults_01_megabyte_without_crlf_keeps_memory_bounded():
     for _ in range(16):
         assert client.send(b"A" * 65536) == b""
         assert srv.buffered <= srv.max_line
-    assert client.send(b"tail\r\nNOOP\r\n") == b"500 5.5.2 Error: command too long\r\n" + OK
+    assert client.send(b"tail\r\nNOOP\r\n") == b"500 5.5.2 Command line too long\r\n" + OK
 
 
 def test_faults_01_repeated_abuse_ends_in_421():
     out = Client().send(b"X" * 600 + b"\r\n" * 1 + (b"Y" * 600 + b"\r\n") * 25)
-    assert out.count(b"500 5.5.2 Error: command too long\r\n") == 20
-    assert out.endswith(b"421 4.7.0 mx.test Error: too many errors\r\n")
+    assert out.count(b"500 5.5.2 Command line too long\r\n") == 20
+    assert out.endswith(b"421 4.7.0 mx.test Too many errors; closing\r\n")
 
 
 def test_faults_03_bare_lf_commands_are_normalised():
@@ -302,8 +304,8 @@ def test_faults_03_bare_lf_commands_are_normalised():
 def test_faults_03_bare_cr_in_command_is_refused():
     script = [(b"EHLO c.test\r\n", EHLO_REPLY),
               (b"MAIL FROM:<a@b.test>\rRCPT TO:<x@y.test>\r\n",
-               b"500 5.5.2 Error: bare <CR> received\r\n"),
-              (b"NOOP\r\r\n", b"500 5.5.2 Error: bare <CR> received\r\n")]
+               b"500 5.5.2 CR without LF in a command; end lines with CRLF\r\n"),
+              (b"NOOP\r\r\n", b"500 5.5.2 CR without LF in a command; end lines with CRLF\r\n")]
     client = Client()
     assert converse(client, script) == script
 
@@ -311,13 +313,13 @@ def test_faults_03_bare_cr_in_command_is_refused():
 def test_faults_07_pipelined_plaintext_after_starttls_is_discarded():
     client = Client(tls_available=True)
     out = client.send(b"EHLO c.test\r\nSTARTTLS\r\nMAIL FROM:<evil@x.test>\r\n")
-    assert out.endswith(b"250 CHUNKING\r\n220 2.0.0 Ready to start TLS\r\n")
+    assert out.endswith(b"250 CHUNKING\r\n220 2.0.0 Go ahead with the TLS handshake\r\n")
     assert not any(isinstance(e, MailFrom) for e in client.events)
     assert not client.srv.wants_data
-    with pytest.raises(LocalProtocolError):
+    with pytest.raises(UsageError):
         client.srv.receive_data(b"more plaintext")
     client.srv.start_tls_done()
-    script = [(b"MAIL FROM:<a@b.test>\r\n", b"503 5.5.1 Error: send HELO/EHLO first\r\n"),
+    script = [(b"MAIL FROM:<a@b.test>\r\n", b"503 5.5.1 Send EHLO or HELO first\r\n"),
               (b"EHLO c.test\r\n", EHLO_REPLY)]
     assert converse(client, script) == script
     assert client.srv.tls_active
@@ -325,29 +327,29 @@ def test_faults_07_pipelined_plaintext_after_starttls_is_discarded():
 
 def test_faults_08_starttls_twice_with_argument_after_auth_or_unavailable():
     script = [(b"EHLO c.test\r\n", EHLO_REPLY),
-              (b"STARTTLS\r\n", b"502 5.5.1 Error: command not implemented\r\n")]
+              (b"STARTTLS\r\n", b"502 5.5.1 Command not offered here\r\n")]
     client = Client()
     assert converse(client, script) == script
-    script = [(b"STARTTLS now\r\n", b"501 5.5.4 Syntax: STARTTLS\r\n"),
-              (b"STARTTLS\r\n", b"220 2.0.0 Ready to start TLS\r\n")]
+    script = [(b"STARTTLS now\r\n", b"501 5.5.4 Usage: STARTTLS\r\n"),
+              (b"STARTTLS\r\n", b"220 2.0.0 Go ahead with the TLS handshake\r\n")]
     client = Client(tls_available=True)
     assert converse(client, script) == script
     client.srv.start_tls_done()
     script = [(b"EHLO c.test\r\n", EHLO_REPLY),
-              (b"STARTTLS\r\n", b"554 5.5.1 Error: TLS already active\r\n")]
+              (b"STARTTLS\r\n", b"554 5.5.1 TLS is already on\r\n")]
     assert converse(client, script) == script
     auth = Client(tls_available=True, auth_mechanisms=("PLAIN",), auth_needs_tls=False)
     auth.send(b"EHLO c.test\r\nAUTH PLAIN AHUAcA==\r\n")
-    assert auth.send(b"STARTTLS\r\n") == b"503 5.5.1 Error: already authenticated\r\n"
+    assert auth.send(b"STARTTLS\r\n") == b"503 5.5.1 Already logged in\r\n"
     script = [(ENVELOPE + b"STARTTLS\r\n", EHLO_TLS + MAIL_OK + RCPT_OK +
-               b"503 5.5.1 Error: MAIL transaction in progress\r\n")]
+               b"503 5.5.1 Not inside a mail transaction; send RSET first\r\n")]
     client = Client(tls_available=True)
     assert converse(client, script) == script
 
 
 def test_faults_11_unknown_verb():
     script = [(b"EHLO c.test\r\nFOO bar\r\n", EHLO_REPLY +
-               b"500 5.5.2 Error: command not recognized\r\n")]
+               b"500 5.5.2 Unknown command\r\n")]
     client = Client()
     assert converse(client, script) == script
 
@@ -358,7 +360,7 @@ def test_faults_11_unknown_verb():
 def test_faults_11_http_request_disconnects(line):
     client = Client()
     out = client.send(line + b"\r\nHost: x\r\n\r\n")
-    assert out == b"221 2.7.0 Error: I can break rules, too. Goodbye.\r\n"
+    assert out == b"221 2.7.0 This is an SMTP server, not HTTP; closing\r\n"
     assert client.events == [ConnectionClosed("junk")]
     assert client.srv.next_event() == ConnectionClosed("junk")
 
@@ -367,7 +369,7 @@ def test_faults_11_too_many_errors_then_421():
     client = Client()
     out = client.send(b"BOGUS\r\n" * 30)
     assert out.count(b"500 5.5.2") == 20
-    assert out.endswith(b"421 4.7.0 mx.test Error: too many errors\r\n")
+    assert out.endswith(b"421 4.7.0 mx.test Too many errors; closing\r\n")
     assert client.events == [ConnectionClosed("too many errors")]
 
 
@@ -382,7 +384,7 @@ def test_faults_11_tls_client_hello_on_plain_port():
 def test_faults_12_nul_in_command():
     script = [(b"EHLO c.test\r\n", EHLO_REPLY),
               (b"MAIL FROM:<a@b.test>\x00 SIZE=1\r\n",
-               b"501 5.5.2 Error: NUL characters are not allowed\r\n"),
+               b"501 5.5.2 NUL octet in a command\r\n"),
               (b"MAIL FROM:<a@b.test>\r\n", MAIL_OK)]
     client = Client()
     assert converse(client, script) == script
@@ -398,14 +400,14 @@ def test_faults_13_nul_8bit_and_bad_utf8_in_data_pass_through():
 
 
 def test_faults_14_unicode_addresses_need_smtputf8():
-    need = b"553 5.6.7 Must declare SMTPUTF8 to send unicode address\r\n"
+    need = b"553 5.6.7 A non-ASCII address needs SMTPUTF8 on MAIL FROM\r\n"
     script = [(b"EHLO c.test\r\n", EHLO_REPLY),
               ("MAIL FROM:<jörg@b.test>\r\n".encode(), need),
               ("MAIL FROM:<jörg@b.test> SMTPUTF8\r\n".encode(), MAIL_OK),
               ("RCPT TO:<δοκιμή@d.test>\r\n".encode(), RCPT_OK),
               (b"RSET\r\nMAIL FROM:<a@b.test>\r\n", OK + MAIL_OK),
               ("RCPT TO:<δοκιμή@d.test>\r\n".encode(), need),
-              (b"RCPT TO:<\xc3\x28@d.test>\r\n", b"500 5.5.2 Error: bad UTF-8 syntax\r\n")]
+              (b"RCPT TO:<\xc3\x28@d.test>\r\n", b"500 5.5.2 Invalid UTF-8 in a command\r\n")]
     client = Client()
     assert converse(client, script) == script
 
@@ -413,23 +415,24 @@ def test_faults_14_unicode_addresses_need_smtputf8():
 def test_faults_19_parameters_through_the_engine():
     script = [(b"EHLO c.test\r\n", EHLO_REPLY),
               (b"MAIL FROM:<a@b.test> ENVID=x+0D+0AMAIL\r\n",
-               b"501 5.5.4 Bad ENVID parameter syntax\r\n"),
+               b"501 5.5.4 Malformed ENVID parameter\r\n"),
               (b"MAIL FROM:<a@b.test> SIZE=1 SIZE=2\r\n",
-               b"501 5.5.4 Error: duplicate SIZE parameter\r\n"),
-              (b"MAIL FROM:<a@b.test> XFOO=1\r\n", b"555 5.5.4 Unsupported option: XFOO\r\n"),
+               b"501 5.5.4 SIZE parameter given twice\r\n"),
+              (b"MAIL FROM:<a@b.test> XFOO=1\r\n", b"555 5.5.4 Parameter XFOO not supported\r\n"),
               (b"MAIL FROM:<a@b.test> AUTH=" + b"x" * 600 + b"\r\n",
-               b"500 5.5.2 Error: command too long\r\n")]
+               b"500 5.5.2 Command line too long\r\n")]
     client = Client()
     assert converse(client, script) == script
 
 
 @pytest.mark.parametrize("line, reply", [
-    (b"EHLO\r\n", b"501 5.5.4 Syntax: EHLO hostname\r\n"),
-    (b"HELO   \r\n", b"501 5.5.4 Syntax: HELO hostname\r\n"),
-    (b"EHLO " + b"h" * 256 + b"\r\n", b"501 5.5.4 Syntax: EHLO hostname\r\n"),
-    (b"EHLO a b\r\n", b"501 5.5.4 Syntax: EHLO hostname\r\n"),
-    (b"EHLO a\rX-Injected: 1\r\n", b"500 5.5.2 Error: bare <CR> received\r\n"),
-    (b"EHLO " + b"h" * 65536 + b"\r\n", b"500 5.5.2 Error: command too long\r\n"),
+    (b"EHLO\r\n", b"501 5.5.4 Usage: EHLO hostname\r\n"),
+    (b"HELO   \r\n", b"501 5.5.4 Usage: HELO hostname\r\n"),
+    (b"EHLO " + b"h" * 256 + b"\r\n", b"501 5.5.4 Usage: EHLO hostname\r\n"),
+    (b"EHLO a b\r\n", b"501 5.5.4 Usage: EHLO hostname\r\n"),
+    (b"EHLO a\rX-Injected: 1\r\n",
+     b"500 5.5.2 CR without LF in a command; end lines with CRLF\r\n"),
+    (b"EHLO " + b"h" * 65536 + b"\r\n", b"500 5.5.2 Command line too long\r\n"),
 ])
 def test_faults_20_bad_helo_names(line, reply):
     client = Client()
@@ -464,7 +467,7 @@ def test_faults_22_ten_thousand_recipients_keep_memory_flat():
 
 def test_faults_24_size_parameter_above_limit():
     script = [(b"EHLO c.test\r\nMAIL FROM:<a@b.test> SIZE=104857600\r\n",
-               EHLO_REPLY + b"552 5.3.4 Message size exceeds fixed limit\r\n")]
+               EHLO_REPLY + b"552 5.3.4 Declared SIZE over the size limit\r\n")]
     client = Client()
     assert converse(client, script) == script
 
@@ -473,7 +476,7 @@ def test_faults_25_data_over_max_size_read_to_dot_then_552():
     script = ([(ENVELOPE + b"DATA\r\n", ENVELOPE_REPLY + GO),
                (b"x" * 998 + b"\r\n", b"")] +
               [(b"y" * 998 + b"\r\n", b"")] * 20 +
-              [(b".\r\n", b"552 5.3.4 Error: message file too big\r\n"),
+              [(b".\r\n", b"552 5.3.4 Message over the size limit\r\n"),
                (b"MAIL FROM:<a@b.test>\r\n", MAIL_OK)])
     client = Client()
     assert converse(client, script) == script
@@ -495,14 +498,15 @@ def test_faults_02_long_data_line_streamed_then_552_after_dot():
     for _ in range(3):
         out += client.send(b"w" * 500)
     out += client.send(b"\r\n.\r\n")
-    assert out == b"552 5.3.4 Error: message line too long\r\n"
+    assert out == b"552 5.3.4 Message has a line over the length limit\r\n"
     assert DataAborted("line too long") in client.events
 
 
 def test_faults_26_timeout_reply_closes():
     client = Client()
     client.send(ENVELOPE + b"DATA\r\npartial")
-    assert client.srv.timeout_reply() == b"421 4.4.2 mx.test Error: timeout exceeded\r\n"
+    assert client.srv.timeout_reply() == (
+        b"421 4.4.2 mx.test Timed out waiting for the client; closing\r\n")
     client.send(b"more after close is ignored\r\n")
     assert client.kinds()[-2:] == ["DataAborted", "ConnectionClosed"]
     assert client.events[-1] == ConnectionClosed("timeout")
@@ -512,7 +516,7 @@ def test_shutdown_flushes_pending_replies_first():
     srv = server()
     srv.receive_data(b"NOOP\r\n")
     assert srv.next_event() is NEED_DATA
-    assert srv.shutdown() == OK + b"421 4.3.2 mx.test Service shutting down\r\n"
+    assert srv.shutdown() == OK + b"421 4.3.2 mx.test Server shutting down; try again later\r\n"
 
 
 def test_faults_28_eof_mid_data_aborts():
@@ -542,7 +546,7 @@ def test_faults_29_eof_right_after_final_dot_still_commits_once():
 
 def test_faults_30_bdat_chunks_and_last():
     script = [(ENVELOPE + b"BDAT 5\r\nhello", ENVELOPE_REPLY +
-               b"250 2.0.0 Ok: 5 octets received\r\n"),
+               b"250 2.0.0 Chunk of 5 octets received\r\n"),
               (b"BDAT 7 LAST\r\n, world", QUEUED),
               (b"MAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nBDAT 0 LAST\r\n",
                MAIL_OK + RCPT_OK + QUEUED)]
@@ -562,13 +566,14 @@ def test_faults_30_bdat_counts_bytes_not_lines():
 
 def test_faults_30_bdat_then_data_and_sequence():
     script = [(b"EHLO c.test\r\nBDAT 3\r\nabc",
-               EHLO_REPLY + b"503 5.5.1 Error: need MAIL command\r\n"),
+               EHLO_REPLY + b"503 5.5.1 Send MAIL FROM first\r\n"),
               (b"MAIL FROM:<a@b.test>\r\nBDAT 2\r\nxy", MAIL_OK +
-               b"503 5.5.1 Error: need RCPT command\r\n"),
+               b"503 5.5.1 Send RCPT TO first\r\n"),
               (b"MAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nBDAT 1\r\nz",
-               MAIL_OK + RCPT_OK + b"250 2.0.0 Ok: 1 octets received\r\n"),
-              (b"DATA\r\n", b"503 5.5.1 Error: DATA after BDAT\r\n"),
-              (b"RCPT TO:<e@f.test>\r\n", b"503 5.5.1 Error: RCPT after BDAT\r\n"),
+               MAIL_OK + RCPT_OK + b"250 2.0.0 Chunk of 1 octets received\r\n"),
+              (b"DATA\r\n", b"503 5.5.1 DATA cannot follow BDAT; send BDAT LAST or RSET\r\n"),
+              (b"RCPT TO:<e@f.test>\r\n",
+               b"503 5.5.1 RCPT cannot follow BDAT; send BDAT LAST or RSET\r\n"),
               (b"BDAT 0 LAST\r\n", QUEUED)]
     client = Client()
     assert converse(client, script) == script
@@ -579,7 +584,7 @@ def test_faults_30_bdat_bad_syntax_closes():
                 b"BDAT 1 LAST extra\r\n", b"BDAT " + b"9" * 21 + b"\r\n"):
         client = Client()
         out = client.send(ENVELOPE + arg + b"RSET\r\n")
-        assert out == ENVELOPE_REPLY + b"521 5.5.4 Syntax: BDAT count [LAST]\r\n"
+        assert out == ENVELOPE_REPLY + b"521 5.5.4 Usage: BDAT size [LAST]; closing\r\n"
         assert client.events[-1] == ConnectionClosed("protocol")
 
 
@@ -595,16 +600,16 @@ def test_faults_30_huge_bdat_is_discarded_not_buffered():
     for _ in range(64):
         client.send(b"MAIL FROM:<xy>\r\n" * 4096)  # 64 KiB: commands inside count as data
     out = client.send(b"abcNOOP\r\n")
-    assert out == b"552 5.3.4 Error: message file too big\r\n" + OK
+    assert out == b"552 5.3.4 Message over the size limit\r\n" + OK
     assert client.kinds()[3:] == ["Reset"]
 
 
 def test_faults_30_bdat_over_size_across_chunks():
     script = [(ENVELOPE + b"BDAT 6000\r\n" + b"a" * 6000, ENVELOPE_REPLY +
-               b"250 2.0.0 Ok: 6000 octets received\r\n"),
+               b"250 2.0.0 Chunk of 6000 octets received\r\n"),
               (b"BDAT 6000 LAST\r\n" + b"b" * 6000,
-               b"552 5.3.4 Error: message file too big\r\n"),
-              (b"BDAT 1 LAST\r\nc", b"503 5.5.1 Error: need MAIL command\r\n")]
+               b"552 5.3.4 Message over the size limit\r\n"),
+              (b"BDAT 1 LAST\r\nc", b"503 5.5.1 Send MAIL FROM first\r\n")]
     client = Client()
     assert converse(client, script) == script
     assert client.kinds().count("DataAborted") == 1 and "EndOfData" not in client.kinds()
@@ -613,7 +618,7 @@ def test_faults_30_bdat_over_size_across_chunks():
 def test_faults_30_bdat_without_chunking_is_skipped():
     ehlo = EHLO_REPLY.replace(b"250-SMTPUTF8\r\n250 CHUNKING", b"250 SMTPUTF8")
     script = [(ENVELOPE + b"BDAT 4\r\nQUIT", ehlo + MAIL_OK + RCPT_OK +
-               b"502 5.5.1 Error: command not implemented\r\n")]
+               b"502 5.5.1 Command not offered here\r\n")]
     client = Client(chunking=False)
     assert converse(client, script) == script
 
@@ -641,7 +646,7 @@ def auth_client(answer=None, **kw):
 def test_auth_plain_initial_response_and_prompt():
     client = auth_client()
     assert client.send(b"AUTH PLAIN AHVzZXIAcGFzcw==\r\n") == (
-        b"235 2.7.0 Authentication successful\r\n")
+        b"235 2.7.0 Logged in\r\n")
     assert client.events[-1] == AuthRequest("PLAIN", b"user", b"pass", b"")
     assert "pass" not in repr(client.events[-1])
     client = auth_client()
@@ -654,21 +659,21 @@ def test_auth_login_two_prompts():
     client = auth_client()
     assert client.send(b"AUTH LOGIN\r\n") == b"334 VXNlcm5hbWU6\r\n"
     assert client.send(b"dXNlcg==\r\n") == b"334 UGFzc3dvcmQ6\r\n"
-    assert client.send(b"cGFzcw==\r\n") == b"235 2.7.0 Authentication successful\r\n"
+    assert client.send(b"cGFzcw==\r\n") == b"235 2.7.0 Logged in\r\n"
     assert client.events[-1] == AuthRequest("LOGIN", b"user", b"pass", b"")
     assert client.srv.authenticated
 
 
 def test_faults_32_auth_before_tls():
     script = [(b"EHLO c.test\r\nAUTH PLAIN AHUAcA==\r\n", EHLO_REPLY +
-               b"538 5.7.11 Encryption required for requested authentication mechanism\r\n")]
+               b"538 5.7.11 Send STARTTLS before AUTH\r\n")]
     client = Client(auth_mechanisms=("PLAIN",))
     assert converse(client, script) == script
     script = [(b"EHLO c.test\r\nAUTH PLAIN\r\n", EHLO_REPLY +
-               b"503 5.5.1 Error: authentication not enabled\r\n")]
+               b"503 5.5.1 AUTH is not offered here\r\n")]
     client = Client()
     assert converse(client, script) == script
-    script = [(b"AUTH PLAIN\r\n", b"503 5.5.1 Error: send HELO/EHLO first\r\n")]
+    script = [(b"AUTH PLAIN\r\n", b"503 5.5.1 Send EHLO or HELO first\r\n")]
     client = Client(auth_mechanisms=("PLAIN",))
     assert converse(client, script) == script
 
@@ -679,38 +684,38 @@ def test_faults_33_wrong_passwords_count_as_errors():
     client = auth_client(answer=answer, max_errors=3)
     out = client.send(b"AUTH PLAIN AHUAeA==\r\n" * 5)
     assert out.count(b"535 5.7.8") == 3
-    assert out.endswith(b"421 4.7.0 mx.test Error: too many errors\r\n")
+    assert out.endswith(b"421 4.7.0 mx.test Too many errors; closing\r\n")
 
 
 @pytest.mark.parametrize("lines, reply", [
-    ([b"AUTH PLAIN !!!!"], b"501 5.5.2 Cannot decode base64\r\n"),
-    ([b"AUTH PLAIN AHVzZXIAcGFzcw"], b"501 5.5.2 Cannot decode base64\r\n"),
-    ([b"AUTH PLAIN AHVzZXIAcGFzcw==="], b"501 5.5.2 Cannot decode base64\r\n"),
-    ([b"AUTH PLAIN dXNlcnBhc3M="], b"501 5.5.2 Invalid authentication data\r\n"),
-    ([b"AUTH PLAIN", b"*"], b"334 \r\n501 5.7.0 Authentication aborted\r\n"),
+    ([b"AUTH PLAIN !!!!"], b"501 5.5.2 AUTH data is not valid base64\r\n"),
+    ([b"AUTH PLAIN AHVzZXIAcGFzcw"], b"501 5.5.2 AUTH data is not valid base64\r\n"),
+    ([b"AUTH PLAIN AHVzZXIAcGFzcw==="], b"501 5.5.2 AUTH data is not valid base64\r\n"),
+    ([b"AUTH PLAIN dXNlcnBhc3M="], b"501 5.5.2 AUTH data malformed\r\n"),
+    ([b"AUTH PLAIN", b"*"], b"334 \r\n501 5.7.0 AUTH cancelled\r\n"),
     ([b"AUTH LOGIN", b"dXNlcg==", b"*"],
-     b"334 VXNlcm5hbWU6\r\n334 UGFzc3dvcmQ6\r\n501 5.7.0 Authentication aborted\r\n"),
+     b"334 VXNlcm5hbWU6\r\n334 UGFzc3dvcmQ6\r\n501 5.7.0 AUTH cancelled\r\n"),
     ([b"AUTH LOGIN", b"AUTH PLAIN AHUAcA=="],
-     b"334 VXNlcm5hbWU6\r\n501 5.5.2 Cannot decode base64\r\n"),
-    ([b"AUTH PLAIN " + b"A" * 20480], b"500 5.5.6 Authentication Exchange line is too long\r\n"),
+     b"334 VXNlcm5hbWU6\r\n501 5.5.2 AUTH data is not valid base64\r\n"),
+    ([b"AUTH PLAIN " + b"A" * 20480], b"500 5.5.6 AUTH line too long\r\n"),
     ([b"AUTH PLAIN", b"A" * 20480],
-     b"334 \r\n500 5.5.6 Authentication Exchange line is too long\r\n"),
-    ([b"AUTH CRAM-MD5"], b"504 5.5.4 Unrecognized authentication type\r\n"),
-    ([b"AUTH"], b"501 5.5.4 Syntax: AUTH mechanism\r\n"),
+     b"334 \r\n500 5.5.6 AUTH line too long\r\n"),
+    ([b"AUTH CRAM-MD5"], b"504 5.5.4 AUTH mechanism not offered; see the EHLO reply\r\n"),
+    ([b"AUTH"], b"501 5.5.4 Usage: AUTH mechanism\r\n"),
 ])
 def test_faults_34_auth_malformed(lines, reply):
     client = auth_client()
     assert client.send(b"".join(line + b"\r\n" for line in lines)) == reply
     assert not any(isinstance(e, AuthRequest) for e in client.events)
-    assert client.send(b"AUTH PLAIN AHUAcA==\r\n") == b"235 2.7.0 Authentication successful\r\n"
+    assert client.send(b"AUTH PLAIN AHUAcA==\r\n") == b"235 2.7.0 Logged in\r\n"
 
 
 def test_faults_34_auth_in_transaction_and_twice():
     client = auth_client()
     assert client.send(b"MAIL FROM:<a@b.test>\r\nAUTH PLAIN AHUAcA==\r\n") == (
-        MAIL_OK + b"503 5.5.1 Error: MAIL transaction in progress\r\n")
+        MAIL_OK + b"503 5.5.1 Not inside a mail transaction; send RSET first\r\n")
     client.send(b"RSET\r\nAUTH PLAIN AHUAcA==\r\n")
-    assert client.send(b"AUTH PLAIN AHUAcA==\r\n") == b"503 5.5.1 Error: already authenticated\r\n"
+    assert client.send(b"AUTH PLAIN AHUAcA==\r\n") == b"503 5.5.1 Already logged in\r\n"
 
 
 def test_faults_34_authzid_differs_is_the_apps_decision():
@@ -783,3 +788,46 @@ def test_long_line_probe_matches_naive_scan(data, limit, carry):
     runs = data.split(b"\n")
     naive = max([carry + len(runs[0])] + [len(r) for r in runs[1:]]) >= limit
     assert has_long_line(data, limit, carry) == naive
+
+
+# ---- the state in one place --------------------------------------------------------------
+
+def test_the_state_alone_says_how_input_is_read():
+    """STARTTLS accepted: nothing is read until the handshake; an AUTH prompt: SASL lines;
+    DATA: message text; each is a state, and the reading follows from it."""
+    client = Client(tls_available=True)
+    client.send(b"EHLO c.test\r\nSTARTTLS\r\n")
+    assert client.srv.state == smtp_server_states.TLS and not client.srv.wants_data
+    client.srv.start_tls_done()
+    assert client.srv.state == smtp_server_states.GREET and client.srv.wants_data
+    client = auth_client()
+    client.send(b"AUTH LOGIN\r\n")
+    assert client.srv.state == smtp_server_states.AUTH
+    client.send(b"dXNlcg==\r\n")
+    assert client.srv.state == smtp_server_states.AUTH      # the second prompt
+    client.send(b"cGFzcw==\r\n")
+    assert client.srv.state == smtp_server_states.READY and client.srv.authenticated
+    client = Client()
+    client.send(ENVELOPE + b"DATA\r\nMAIL FROM:<x@y.test>\r\n")
+    assert client.srv.state == smtp_server_states.DATA and client.srv.data_to_send() == b""
+    assert client.body() == b"MAIL FROM:<x@y.test>\r\n"     # text, not a command
+    assert client.send(b".\r\n") == QUEUED and client.srv.state == smtp_server_states.READY
+
+
+def test_only_the_transition_function_writes_the_state():
+    """`_move` is the one place the SMTP server engine's state changes (and no reader mode
+    is kept beside it)."""
+    import ast
+    import inspect
+    from masq.proto import smtp_server
+    writers = set()
+    for node in ast.walk(ast.parse(inspect.getsource(smtp_server))):
+        if isinstance(node, ast.FunctionDef):
+            for sub in ast.walk(node):
+                targets = (sub.targets if isinstance(sub, ast.Assign)
+                           else [sub.target] if isinstance(sub, ast.AugAssign) else [])
+                for target in targets:
+                    for leaf in ast.walk(target):
+                        if isinstance(leaf, ast.Attribute) and leaf.attr in ("state", "_reader"):
+                            writers.add(node.name)
+    assert writers == {"__init__", "_move"}

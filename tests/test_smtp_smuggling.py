@@ -8,10 +8,11 @@ text inside its body, whatever the variant and however the bytes are split into 
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from masq.proto.smtp_server import NEED_DATA, PAUSED, ConnectionClosed, DataChunk, SMTPServer
+from masq.proto.errors import ConnectionClosed
+from masq.proto.smtp_server import NEED_DATA, PAUSED, DataChunk, SMTPServer
 
 ENVELOPE = b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nDATA\r\n"
-QUEUED = b"250 2.0.0 Ok: queued\r\n"
+QUEUED = b"250 2.0.0 Message queued\r\n"
 SMUGGLED = (b"MAIL FROM:<admin@bank.test>\r\nRCPT TO:<victim@d.test>\r\nDATA\r\n"
             b"From: admin@bank.test\r\n\r\nsend money\r\n")
 VARIANTS = {
@@ -81,7 +82,7 @@ def test_faults_04_smuggling_variant_yields_one_message(name):
     events, out = run([ENVELOPE + wire + b"QUIT\r\n"])
     assert kinds(events).count("EndOfData") == 1
     assert kinds(events).count("MailFrom") == 1 and kinds(events).count("DataStart") == 1
-    assert out.count(b"250 2.0.0") == 1 and out.endswith(QUEUED + b"221 2.0.0 Bye\r\n")
+    assert out.count(b"250 2.0.0") == 1 and out.endswith(QUEUED + b"221 2.0.0 Goodbye\r\n")
     body = body_of(events)
     assert b"send money" in body and b"admin@bank.test" in body
     assert body == reference_decode(wire)
@@ -163,4 +164,4 @@ def test_bdat_bodies_are_taken_verbatim(body, points):
             b"BDAT %d LAST\r\n" % (len(body) - half) + body[half:] + b"NOOP\r\n")
     events, out = run(split(wire, points))
     assert body_of(events) == body
-    assert out.endswith(QUEUED + b"250 2.0.0 Ok\r\n")
+    assert out.endswith(QUEUED + b"250 2.0.0 OK\r\n")

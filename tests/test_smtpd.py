@@ -87,7 +87,7 @@ def test_relay_from_outside_relay_net_is_refused(server):
         smtp.ehlo("client.example")
         smtp.mail("bob@example.org")
         code, text = smtp.rcpt("victim@elsewhere.example")
-    assert code == 554 and text.startswith(b"5.7.1") and b"Relay access denied" in text
+    assert code == 554 and text.startswith(b"5.7.1") and b"not relaying for you to this domain" in text
 
 
 @pytest.mark.parametrize("rcpt", ["alice%elsewhere.example@test.example",
@@ -128,7 +128,7 @@ def test_starttls_and_auth_with_swaks(server):
          "--body", "relayed after auth"], capture_output=True, timeout=30)
     out = done.stdout.decode()
     assert done.returncode == 0, out
-    assert "235 2.7.0" in out and "250 2.0.0 Ok: queued" in out
+    assert "235 2.7.0" in out and "250 2.0.0 Message queued" in out
     text = queued(server)["far@elsewhere.example"]
     assert b"with ESMTPSA" in text and b"authenticated user carol" in text
     assert b"TLSv1." in text
@@ -173,7 +173,7 @@ def test_swaks_pipelining(server):
          "--from", "bob@example.org", "--to", "alice@test.example", "--body", "piped"],
         capture_output=True, timeout=30)
     assert done.returncode == 0, done.stdout.decode()
-    assert "250 2.0.0 Ok: queued" in done.stdout.decode()
+    assert "250 2.0.0 Message queued" in done.stdout.decode()
 
 
 def test_smtp_source_load(server):
@@ -245,8 +245,8 @@ def test_bs_speaks_smtp_on_stdin(server):
                 b"DATA\r\nSubject: bs\r\n\r\nvia -bs\r\n.\r\nQUIT\r\n")
     done = masq("-C", server["conf"], "-bs", input=dialogue)
     assert done.returncode == 0, done.stderr
-    assert b"250 2.0.0 Ok: queued" in done.stdout
-    assert done.stdout.rstrip().endswith(b"221 2.0.0 Bye")
+    assert b"250 2.0.0 Message queued" in done.stdout
+    assert done.stdout.rstrip().endswith(b"221 2.0.0 Goodbye")
 
 
 def test_daemon_answers_many_connections_at_once(server):

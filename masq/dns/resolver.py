@@ -32,6 +32,7 @@ import socket
 from masq.proto import Factory, frozen, replace
 from masq.proto import dns as wire
 from masq.proto.dns import A, AAAA, MX
+from masq.proto.errors import ProtocolError
 
 __all__ = [
     "A", "AAAA", "MX", "MAX_CNAME", "CACHE_SIZE", "MAX_TTL", "MAX_NEGATIVE_TTL", "DNSError",
@@ -193,7 +194,7 @@ class _Exchange:
                 return self._failed("", exc)
             try:
                 response = wire.parse_response(data, self.qid, self.name, self.qtype)
-            except wire.DNSFormatError:
+            except ProtocolError:
                 continue
             return self._answer(response)
 
@@ -251,7 +252,7 @@ class _Exchange:
             return
         try:
             response = wire.parse_response(message, self.qid, self.name, self.qtype)
-        except wire.DNSFormatError:
+        except ProtocolError:
             return self._failed("malformed answer over TCP")
         self._answer(response)
 
@@ -408,7 +409,7 @@ def _interpret(name, qtype, response):
         return DNSResult(name, qtype, error=_not_found(name), ttl=negative), None
     try:
         records, canonical, ttl = wire.chase(response, name, qtype, MAX_CNAME)
-    except wire.DNSFormatError as exc:
+    except ProtocolError as exc:
         return DNSResult(name, qtype, error=temporary(str(exc))), None
     follow = canonical if not records and canonical != name else None
     ttl = min(ttl, MAX_TTL) if records or follow else negative

@@ -14,8 +14,8 @@ from masq.proto.reply import Reply
 FAILURE_DELAY = 1.0
 WINDOW = 600.0
 MAX_FAILURES = 10
-FAILED = Reply(535, "5.7.8", "Error: authentication failed")
-LIMITED = Reply(450, "4.7.1", "Error: too many failed authentications, try again later")
+FAILED = Reply(535, "5.7.8", "Wrong user name or password")
+LIMITED = Reply(450, "4.7.1", "Too many failed logins; try again later")
 _DUMMY = []          # a hash to check unknown users against, made on first use
 
 

@@ -16,6 +16,7 @@ and are pruned, so a renumbered message is fetched again rather than lost. Resul
 
 from masq.inbound.fetch_run import SLACK, Run
 from masq.proto import imap as I
+from masq.proto.errors import ConnectionClosed
 
 
 class ImapRun(Run):
@@ -203,5 +204,5 @@ _DONE = {
 ImapRun.EVENTS = {
     I.Greeting: ImapRun._on_greeting, I.Completion: ImapRun._on_done,
     I.MessageInfo: ImapRun._on_info, I.MessageText: ImapRun._on_text,
-    I.MessageEnd: ImapRun._on_end, I.ConnectionClosed: ImapRun._on_eof,
+    I.MessageEnd: ImapRun._on_end, ConnectionClosed: ImapRun._on_eof,
 }

@@ -16,6 +16,7 @@ file deletes it next run). Results: `done(taken, error or None)`, exactly once.
 
 from masq.inbound.fetch_run import SLACK, Run
 from masq.proto import pop3 as P
+from masq.proto.errors import ConnectionClosed
 from masq.proto.smtp_client_wire import choose_mechanism
 
 
@@ -177,5 +178,5 @@ Pop3Run.EVENTS = {
     P.StlsReply: Pop3Run._on_stls, P.LoginReply: Pop3Run._on_login,
     P.Listing: Pop3Run._on_listing, P.MessageText: Pop3Run._on_text,
     P.MessageEnd: Pop3Run._on_end, P.CommandReply: Pop3Run._on_command,
-    P.QuitReply: Pop3Run._on_quit, P.ConnectionClosed: Pop3Run._on_eof,
+    P.QuitReply: Pop3Run._on_quit, ConnectionClosed: Pop3Run._on_eof,
 }

@@ -16,7 +16,7 @@ message in flight is aborted (the server keeps it).
 from masq.base import net
 from masq.inbound.fetch_intake import Intake
 from masq.outbound import tls
-from masq.proto.reply import RemoteProtocolError
+from masq.proto.errors import ProtocolError
 from masq.queue.log import LogError
 
 SLACK = 65536       # text beyond max_size before the server is taken for a liar
@@ -72,7 +72,7 @@ class Run:
                     break
                 self._arm()
                 self.EVENTS[type(event)](self, event)
-        except RemoteProtocolError as exc:
+        except ProtocolError as exc:
             return self.fail("protocol error: %s" % exc.reply.text[0])
         except LogError as exc:
             return self.fail("queue write failed: %s" % exc)

@@ -164,8 +164,8 @@ class Listener(Component):
         elif counts.get(key, 0) >= self.settings.max_per_ip:
             refusal = "too many connections from %s" % key
         if refusal:
-            _refuse(conn, Reply(421, "4.7.0", "%s Error: %s" % (self.settings.hostname,
-                                                                 refusal)))
+            _refuse(conn, Reply(421, "4.7.0", "%s %s; try again later" % (self.settings.hostname,
+                                                                      refusal)))
             self.log.warning("refused %s: %s", ip, refusal)
             return
         counts[key] = counts.get(key, 0) + 1

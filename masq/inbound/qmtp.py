@@ -29,14 +29,15 @@ from masq.inbound.session import MAX_HOPS, TOO_MANY_HOPS, WRITE_ERROR
 from masq.mail import address, message
 from masq.policy import relay
 from masq.proto import qmqp, qmtp, smtp_path
+from masq.proto.errors import ProtocolError
 from masq.proto.reply import Reply
 from masq.queue.envelope import Envelope, Recipient
 from masq.queue.log import LogError
 
-TOO_BIG = Reply(552, "5.3.4", "Error: message file too big")
-TOO_MANY_RCPTS = Reply(452, "4.5.3", "Error: too many recipients")
-EMPTY = Reply(554, "5.6.0", "Error: no valid recipients")
-UNTRUSTED = Reply(554, "5.7.1", "Error: QMQP is open to relay_net clients only")
+TOO_BIG = Reply(552, "5.3.4", "Message over the size limit")
+TOO_MANY_RCPTS = Reply(452, "4.5.3", "Too many recipients; send the rest in another message")
+EMPTY = Reply(554, "5.6.0", "No valid recipients")
+UNTRUSTED = Reply(554, "5.7.1", "QMQP is open to relay_net clients only")
 SLICE = 65536
 
 
@@ -103,7 +104,7 @@ class QMTPSession:
                     del self.inbox[:SLICE]
                     continue
                 _HANDLERS[type(event)](self, event)
-        except qmtp.ProtocolError as exc:
+        except ProtocolError as exc:
             self.server.log.info("QMTP client %s: %s", self.peer.ip, exc)
             self._drop()
             self.transport.close("protocol error")
@@ -242,7 +243,7 @@ class QMTPSession:
             self.server.log.error("queue sync failed: %s", error)
             return self._respond([WRITE_ERROR] * len(replies))
         self.server.accepted(_Accepted(writer, sender, replies), self.peer)
-        ok = Reply(250, "2.0.0", "Ok: queued as %s" % writer.id)
+        ok = Reply(250, "2.0.0", "Message queued as %s" % writer.id)
         self._respond([ok if isinstance(r, Recipient) else r for r in replies])
 
     def _respond(self, replies):

@@ -27,19 +27,19 @@ from masq.mail import address, message
 from masq.policy import relay
 from masq.proto import smtp_path
 from masq.proto import smtp_server_events as ev
+from masq.proto.errors import ConnectionClosed
 from masq.proto.reply import Reply
 from masq.queue.envelope import Envelope, Recipient
 from masq.queue.log import LogError
 from masq.queue.store import new_id
 
 MAX_HOPS = 50
-WRITE_ERROR = Reply(451, "4.3.0", "Error: queue file write error")
-NO_SPACE = Reply(452, "4.3.1", "Insufficient system storage")
-TOO_MANY_RCPTS = Reply(452, "4.5.3", "Error: too many recipients")
-TOO_MANY_HOPS = Reply(554, "5.4.0", "Error: too many hops")
-BARE_LINE_END = Reply(550, "5.6.0", "Error: bare CR or LF in the message text "
-                                    "(only CRLF ends a line)")
-DEFER_ALL = Reply(421, "4.3.2", "Service not available, try again later (defer_all)")
+WRITE_ERROR = Reply(451, "4.3.0", "Could not write the message to the queue; try again later")
+NO_SPACE = Reply(452, "4.3.1", "Queue storage is full; try again later")
+TOO_MANY_RCPTS = Reply(452, "4.5.3", "Too many recipients; send the rest in another message")
+TOO_MANY_HOPS = Reply(554, "5.4.0", "Too many Received: lines; is there a mail loop?")
+BARE_LINE_END = Reply(550, "5.6.0", "Bare CR or LF in the message text; only CRLF may end a line")
+DEFER_ALL = Reply(421, "4.3.2", "Mail is not accepted for now (defer_all); try again later")
 MAX_UNSENT = 65536      # octets of replies waiting for the client before input stops
 BATCH = 4096            # replies are written in batches of about this size
 SLICE = 8192            # input handed to the engine at a time (bounds the replies to it)
@@ -364,7 +364,7 @@ class SMTPServerSession:
             self.respond(WRITE_ERROR)
             return
         self.server.accepted(txn, self.peer)
-        self.respond(Reply(250, "2.0.0", "Ok: queued as %s" % txn.id))
+        self.respond(Reply(250, "2.0.0", "Message queued as %s" % txn.id))
 
     def _drop(self, txn):
         if txn.writer is not None:
@@ -428,5 +428,5 @@ _HANDLERS = {
     ev.DataChunk: SMTPServerSession._data_chunk, ev.EndOfData: SMTPServerSession._end_of_data,
     ev.DataAborted: SMTPServerSession._aborted, ev.Reset: SMTPServerSession._reset,
     ev.StartTLS: SMTPServerSession._start_tls, ev.AuthRequest: SMTPServerSession._auth,
-    ev.Quit: SMTPServerSession._quit, ev.ConnectionClosed: SMTPServerSession._closed,
+    ev.Quit: SMTPServerSession._quit, ConnectionClosed: SMTPServerSession._closed,
 }

@@ -133,10 +133,10 @@ def _is_phrase(text):
     return all(word and _atext_end(word, 0) == len(word) for word in text.split(" "))
 
 
-SYNTAX_SENDER = (501, "5.1.7", "Bad sender address syntax")
-SYNTAX_RECIPIENT = (501, "5.1.3", "Bad recipient address syntax")
-NEED_SMTPUTF8 = (553, "5.6.7", "Must declare SMTPUTF8 to send unicode address")
-BAD_UTF8 = (500, "5.5.2", "Error: bad UTF-8 syntax")
+SYNTAX_SENDER = (501, "5.1.7", "Sender address malformed")
+SYNTAX_RECIPIENT = (501, "5.1.3", "Recipient address malformed")
+NEED_SMTPUTF8 = (553, "5.6.7", "A non-ASCII address needs SMTPUTF8 on MAIL FROM")
+BAD_UTF8 = (500, "5.5.2", "Invalid UTF-8 in a command")
 
 
 class AddressError(ValueError):
@@ -315,7 +315,7 @@ def _show(token):
 
 
 def _list_error(text):
-    return AddressError(501, "5.1.3", "Bad address list: " + text)
+    return AddressError(501, "5.1.3", "Malformed address list: " + text)
 
 
 def _skip_comment(value, pos):

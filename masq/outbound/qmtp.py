@@ -30,6 +30,7 @@ from masq.outbound.outcome import Outcome
 from masq.outbound.smtp import TIMEOUTS, split_host_port
 from masq.outbound.smtp_session import LOW_WATER, DrainingStream
 from masq.proto import qmqp, qmtp
+from masq.proto.errors import ProtocolError
 from masq.route import has_rewrites
 
 PORTS = {"qmtp": 209, "qmqp": 628}
@@ -188,7 +189,7 @@ class _Connection:
                 responses = [response] * len(self.job.recipients) if response else []
             else:
                 responses = self.client.responses()
-        except qmtp.ProtocolError as exc:
+        except ProtocolError as exc:
             return self._lost("protocol error: %s" % exc, "4.5.0")
         if not self.sent_all and responses:
             return self._lost("a response before the end of the package", "4.5.0")

@@ -32,7 +32,7 @@ from masq.mail import downgrade, message
 from masq.outbound import tls
 from masq.outbound.outcome import Outcome
 from masq.proto import smtp_client as C
-from masq.proto.reply import RemoteProtocolError
+from masq.proto.errors import ConnectionClosed, ProtocolError
 
 _TIMER_FOR = {"GREETING": "greeting", "EHLO": "command", "HELO": "command",
               "STARTTLS": "command", "AUTH": "command", "RSET": "command", "QUIT": "quit",
@@ -122,9 +122,9 @@ class SMTPClientSession:
                 event = self.client.next_event()
                 if event is C.NEED_DATA:
                     break
-                if not self.over or type(event) in (C.QuitReply, C.ConnectionClosed):
+                if not self.over or type(event) in (C.QuitReply, ConnectionClosed):
                     _EVENTS[type(event)](self, event)
-        except RemoteProtocolError as exc:
+        except ProtocolError as exc:
             return self._lost(self.client.state, "protocol error: %s" % exc.reply.text[0],
                               exc.reply.enhanced or "4.5.0")
         self._flush()
@@ -406,7 +406,7 @@ _EVENTS = {
     C.StartTLSReply: SMTPClientSession._on_starttls, C.AuthReply: SMTPClientSession._on_auth,
     C.BodyRequest: SMTPClientSession._on_body, C.TransactionDone: SMTPClientSession._on_done,
     C.ResetReply: SMTPClientSession._on_reset, C.QuitReply: SMTPClientSession._on_quit,
-    C.ConnectionClosed: SMTPClientSession._on_eof,
+    ConnectionClosed: SMTPClientSession._on_eof,
 }
 
 

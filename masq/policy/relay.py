@@ -11,7 +11,7 @@ Owns the decisions Postfix makes with `reject_unauth_destination`,
   the aliases file cannot be read, so nothing bounces for that), unless the
   address is routed (`%`, `!`, source route, quoted `@`) and the client untrusted
   (554 5.7.1: no relaying through us by tricks);
-- any other recipient needs a trusted client (554 5.7.1 Relay access denied). An IP
+- any other recipient needs a trusted client (554 5.7.1 "not relaying"). An IP
   literal is never a local domain here: `user@[our.ip]` is treated as remote.
 
 Pure: the caller passes what it knows (peer, local domains, a lookup for local users).
@@ -66,7 +66,7 @@ def in_networks(ip, networks):
 def check_mail(peer):
     """Return a refusal for MAIL FROM from this peer, or None."""
     if peer.kind == "submission" and not peer.authenticated:
-        return Reply(530, "5.7.0", "Authentication required")
+        return Reply(530, "5.7.0", "Log in with AUTH before sending mail here")
     return None
 
 
@@ -84,15 +84,15 @@ def check_rcpt(peer, addr, local_domains, is_local_user):
     domain = addr.domain
     local = not domain or domain in local_domains
     if addr.routed and not peer.trusted:
-        return Reply(554, "5.7.1", "<%s>: Relay access denied" % addr)
+        return Reply(554, "5.7.1", "<%s>: not relaying for you to this domain" % addr)
     if local:
         known = is_local_user(addr.local)
         if known is None:           # the aliases file is broken: never bounce, defer
-            return Reply(450, "4.3.0", "<%s>: Temporary lookup failure" % addr)
-        if not known:
-            return Reply(550, "5.1.1", "<%s>: Recipient address rejected: User unknown"
+            return Reply(450, "4.3.0", "<%s>: cannot check this address now; try again later"
                          % addr)
+        if not known:
+            return Reply(550, "5.1.1", "<%s>: no such user here" % addr)
         return None
     if not peer.trusted:
-        return Reply(554, "5.7.1", "<%s>: Relay access denied" % addr)
+        return Reply(554, "5.7.1", "<%s>: not relaying for you to this domain" % addr)
     return None

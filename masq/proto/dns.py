@@ -10,7 +10,8 @@ case-insensitively); compression pointers must point strictly backwards from the
 read, so a loop cannot exist; every read is bounds-checked. Names from the wire come back as
 lowercase text in presentation form: an octet outside letters, digits, '-' and '_' becomes
 `\\DDD`, so a hostile name can never be mistaken for a valid host name (`build_query`
-refuses it). Any malformed or foreign packet raises `DNSFormatError`; nothing else is raised.
+refuses it). Any malformed or foreign packet raises `errors.ProtocolError` (no reply: a DNS
+peer is never answered); nothing else is raised.
 Our own misuse (a bad name to query) raises `ValueError`.
 """
 
@@ -18,6 +19,7 @@ import ipaddress
 import struct
 
 from . import frozen
+from .errors import ProtocolError
 
 A, NS, CNAME, SOA, PTR, MX, TXT, AAAA, OPT = 1, 2, 5, 6, 12, 15, 16, 28, 41
 IN = 1
@@ -28,10 +30,6 @@ _QR, _TC, _RD, _RA = 0x8000, 0x0200, 0x0100, 0x0080
 _HEADER = struct.Struct("!HHHHHH")
 _NAME_OCTETS = frozenset(b"abcdefghijklmnopqrstuvwxyz"
                          b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
-
-
-class DNSFormatError(Exception):
-    """A packet that is malformed, truncated, or not the answer to our question."""
 
 
 @frozen
@@ -91,7 +89,7 @@ def _label_text(label):
 
 
 class _Reader:
-    """Bounds-checked reads over one message; every overrun is a DNSFormatError."""
+    """Bounds-checked reads over one message; every overrun is a ProtocolError."""
 
     def __init__(self, data, pos=0, end=None):
         self.data = data
@@ -101,7 +99,7 @@ class _Reader:
     def take(self, n):
         end = self.pos + n
         if end > self.end:
-            raise DNSFormatError("message truncated at offset %d" % self.pos)
+            raise ProtocolError("message truncated at offset %d" % self.pos)
         chunk = self.data[self.pos:end]
         self.pos = end
         return chunk
@@ -118,31 +116,31 @@ class _Reader:
         jumped = False
         while True:
             if pos >= len(data):
-                raise DNSFormatError("name runs past the end")
+                raise ProtocolError("name runs past the end")
             length = data[pos]
             if length >= 0xC0:
                 if pos + 1 >= len(data):
-                    raise DNSFormatError("compression pointer truncated")
+                    raise ProtocolError("compression pointer truncated")
                 target = ((length & 0x3F) << 8) | data[pos + 1]
                 if target >= floor:
-                    raise DNSFormatError("compression pointer does not point backwards")
+                    raise ProtocolError("compression pointer does not point backwards")
                 if not jumped:
                     self.pos, jumped = pos + 2, True
                 pos = floor = target
                 continue
             if length > 63:
-                raise DNSFormatError("reserved label type")
+                raise ProtocolError("reserved label type")
             if length == 0:
                 break
             size += length + 1
             if size > 255 or pos + 1 + length > len(data):
-                raise DNSFormatError("name too long or truncated")
+                raise ProtocolError("name too long or truncated")
             labels.append(_label_text(data[pos + 1:pos + 1 + length]))
             pos += 1 + length
         if not jumped:
             self.pos = pos + 1
         if self.pos > self.end:
-            raise DNSFormatError("name runs past its record")
+            raise ProtocolError("name runs past its record")
         return ".".join(labels) or "."
 
 
@@ -183,25 +181,25 @@ def _encode_rdata(record):
 # parsing
 
 def parse_query(data):
-    """Return (qid, name, qtype) of a query (for test servers); DNSFormatError if malformed."""
+    """Return (qid, name, qtype) of a query (for test servers); ProtocolError if malformed."""
     reader = _Reader(bytes(data))
     qid, flags, qdcount = struct.unpack("!HHH", reader.take(6))
     reader.take(6)
     if flags & _QR or qdcount != 1:
-        raise DNSFormatError("not a query with one question")
+        raise ProtocolError("not a query with one question")
     name = reader.name()
     return qid, name, reader.u16()
 
 
 def parse_response(data, qid, name, qtype):
-    """Return the Response to our query (qid, name, qtype); DNSFormatError for anything else."""
+    """Return the Response to our query (qid, name, qtype); ProtocolError for anything else."""
     reader = _Reader(bytes(data))
     rid, flags, qd, an, ns, ar = _HEADER.unpack(reader.take(12))
     if rid != qid & 0xFFFF or not flags & _QR or qd != 1 or flags >> 11 & 0xF:
-        raise DNSFormatError("not a response to our query")
+        raise ProtocolError("not a response to our query")
     if normalize(reader.name()) != normalize(name) or reader.u16() != qtype \
             or reader.u16() != IN:
-        raise DNSFormatError("response question does not echo ours")
+        raise ProtocolError("response question does not echo ours")
     rcode, tc = flags & 0xF, bool(flags & _TC)
     if tc:
         return Response(rcode, True)
@@ -235,7 +233,7 @@ def _rdata(reader, kind, start, length):
     if kind == AAAA and length == 16:
         return str(ipaddress.IPv6Address(sub.take(16)))
     if kind in (A, AAAA):
-        raise DNSFormatError("address record of wrong length")
+        raise ProtocolError("address record of wrong length")
     if kind == MX:
         value = (sub.u16(), sub.name())
     elif kind in (CNAME, PTR, NS):
@@ -245,7 +243,7 @@ def _rdata(reader, kind, start, length):
     else:
         return sub.take(length)
     if sub.pos != start + length:
-        raise DNSFormatError("record data length does not match its contents")
+        raise ProtocolError("record data length does not match its contents")
     return value
 
 
@@ -263,7 +261,7 @@ def chase(response, name, qtype, limit=8):
         if alias is None:
             return (), current, ttl
         current, ttl = alias.data, min(ttl, alias.ttl)
-    raise DNSFormatError("CNAME chain longer than %d at %s" % (limit, name))
+    raise ProtocolError("CNAME chain longer than %d at %s" % (limit, name))
 
 
 def negative_ttl(response):

@@ -11,15 +11,16 @@ Use: `receive_data(bytes)` (b"" = EOF), then `next_event()` until NEED_DATA or P
 each Request with `send(Response)` and write the bytes; close once `closing` is True and the
 bytes are out. All input is hostile and bounded (`max_line` for the request line and each
 header line, `max_headers` for the header section, `max_body`): a fault raises
-RemoteProtocolError with the HTTP status to answer (400, 413, 414, 411, 417, 431, 501, 505);
-`send(error.response())` answers it and closes. Misuse by the application raises
-LocalProtocolError.
+`errors.ProtocolError` whose `reply` is the HTTP status to answer (400, 413, 414, 411, 417,
+431, 501, 505); `send(error_response(error))` answers it and closes. Misuse by the
+application raises `errors.UsageError`.
 """
 
 import base64
 import re
 
 from . import Sentinel, frozen
+from .errors import ConnectionClosed, ProtocolError, UsageError
 
 REASONS = {100: "Continue", 200: "OK", 204: "No Content", 303: "See Other",
            304: "Not Modified", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
@@ -70,11 +71,6 @@ class ExpectContinue:
 
 
 @frozen
-class ConnectionClosed:
-    """The client closed its side between requests."""
-
-
-@frozen
 class Response:
     """What the application answers: status, extra headers ((name, value) pairs), body."""
 
@@ -83,23 +79,11 @@ class Response:
     body: bytes = b""
 
 
-class RemoteProtocolError(Exception):
-    """The client broke HTTP; `status` is what to answer before closing."""
-
-    def __init__(self, status, text):
-        super().__init__("%d %s" % (status, text))
-        self.status = status
-        self.text = text
-
-    def response(self):
-        """Return the error response (plain text, the connection closes)."""
-        return Response(self.status, (("Content-Type", "text/plain; charset=utf-8"),),
-                        ("%d %s: %s\n" % (self.status, REASONS.get(self.status, ""),
-                                          self.text)).encode())
-
-
-class LocalProtocolError(Exception):
-    """The application misused the engine (a bug in the caller)."""
+def error_response(error):
+    """Return the response to a ProtocolError (plain text; the connection closes)."""
+    return Response(error.reply, (("Content-Type", "text/plain; charset=utf-8"),),
+                    ("%d %s: %s\n" % (error.reply, REASONS.get(error.reply, ""),
+                                      error.what)).encode())
 
 
 # States, and the table of what moves the engine between them.
@@ -134,7 +118,7 @@ class HTTPServer:
         try:
             self.state = TRANSITIONS[(self.state, how)]
         except KeyError:
-            raise LocalProtocolError("%s in state %s" % (how, self.state)) from None
+            raise UsageError("%s in state %s" % (how, self.state)) from None
 
     @property
     def wants_data(self):
@@ -157,7 +141,7 @@ class HTTPServer:
             return ConnectionClosed()
         try:
             return self._next()
-        except RemoteProtocolError:
+        except ProtocolError:
             self.closing = True
             self._move("fault")
             raise
@@ -186,7 +170,7 @@ class HTTPServer:
         if not self._eof:
             return NEED_DATA
         if mid_request or self._in.strip():
-            raise RemoteProtocolError(400, "connection closed in the middle of a request")
+            raise ProtocolError("connection closed in the middle of a request", 400)
         self._move("eof")
         return ConnectionClosed()
 
@@ -197,13 +181,13 @@ class HTTPServer:
         self._skip_blank_lines()
         end = self._in.find(b"\n")
         if end < 0 and len(self._in) > self.max_line:
-            raise RemoteProtocolError(414, "request line too long")
+            raise ProtocolError("request line too long", 414)
         if 0 <= end and end + 1 > self.max_line:
-            raise RemoteProtocolError(414, "request line too long")
+            raise ProtocolError("request line too long", 414)
         head_end = _find_head_end(self._in)
         if head_end < 0:
             if len(self._in) > self.max_line + self.max_headers:
-                raise RemoteProtocolError(431, "header section too large")
+                raise ProtocolError("header section too large", 431)
             if end >= 0:
                 _request_line(bytes(self._in[:end]))     # fail early on garbage
             return None
@@ -214,7 +198,7 @@ class HTTPServer:
         length, keep = _framing(version, headers)
         self.closing = not keep
         if length > self.max_body:
-            raise RemoteProtocolError(413, "body larger than %d bytes" % self.max_body)
+            raise ProtocolError("body larger than %d bytes" % self.max_body, 413)
         self._check_expect(version, headers, length)
         return method, target, version, headers, length
 
@@ -235,9 +219,9 @@ class HTTPServer:
                 continue
             total += len(raw) + 1
             if len(raw) + 1 > self.max_line or total > self.max_headers:
-                raise RemoteProtocolError(431, "header field too large")
+                raise ProtocolError("header field too large", 431)
             if len(headers) >= MAX_FIELDS:
-                raise RemoteProtocolError(431, "too many header fields")
+                raise ProtocolError("too many header fields", 431)
             headers.append(_field(line))
         return tuple(headers)
 
@@ -247,7 +231,7 @@ class HTTPServer:
         if not expect:
             return
         if expect != ["100-continue"]:
-            raise RemoteProtocolError(417, "only 100-continue is understood")
+            raise ProtocolError("only 100-continue is understood", 417)
         self._continue = version == "1.1" and length > 0
 
     # answering
@@ -255,20 +239,20 @@ class HTTPServer:
     def send_continue(self):
         """Return the interim `100 Continue` response as bytes."""
         if self.state != BODY:
-            raise LocalProtocolError("100 Continue outside of a request body")
+            raise UsageError("100 Continue outside of a request body")
         return b"HTTP/1.1 100 Continue\r\n\r\n"
 
     def send(self, response):
         """Return the bytes of a response to the current request (or to a fault)."""
         if self.state != ANSWER:
-            raise LocalProtocolError("send() with no request to answer (state %s)" % self.state)
+            raise UsageError("send() with no request to answer (state %s)" % self.state)
         if response.status not in REASONS or response.status < 200:
-            raise LocalProtocolError("unsupported status %r" % (response.status,))
+            raise UsageError("unsupported status %r" % (response.status,))
         lines = ["HTTP/1.1 %d %s" % (response.status, REASONS[response.status])]
         for name, value in response.headers:
             if not _TOKEN.match(name.encode("latin-1")) or _BAD_VALUE.search(
                     value.encode("latin-1")):
-                raise LocalProtocolError("bad response header %r" % name)
+                raise UsageError("bad response header %r" % name)
             if name.lower() == "connection" and "close" in value.lower():
                 self.closing = True
             if name.lower() not in ("content-length", "connection"):
@@ -294,16 +278,16 @@ def _request_line(line):
     match = _REQUEST_LINE.match(line)
     if match is None:
         if re.match(rb"[A-Za-z]+ \S+ HTTP/[0-9]+\.[0-9]+\Z", line):
-            raise RemoteProtocolError(505, "only HTTP/1.0 and HTTP/1.1 are served")
-        raise RemoteProtocolError(400, "malformed request line")
+            raise ProtocolError("only HTTP/1.0 and HTTP/1.1 are served", 505)
+        raise ProtocolError("malformed request line", 400)
     method, target, major, minor = match.groups()
     if (major, minor) not in ((b"1", b"0"), (b"1", b"1")):
-        raise RemoteProtocolError(505, "only HTTP/1.0 and HTTP/1.1 are served")
+        raise ProtocolError("only HTTP/1.0 and HTTP/1.1 are served", 505)
     absolute = _ABSOLUTE.match(target)
     if absolute:
         target = target[absolute.end():] or b"/"
     if not (target.startswith(b"/") or (target == b"*" and method == b"OPTIONS")):
-        raise RemoteProtocolError(400, "request target must be a path")
+        raise ProtocolError("request target must be a path", 400)
     return method.decode("ascii"), target.decode("ascii"), "%s.%s" % (
         major.decode(), minor.decode())
 
@@ -311,10 +295,10 @@ def _request_line(line):
 def _field(line):
     name, colon, value = line.partition(b":")
     if not colon or not _TOKEN.match(name):
-        raise RemoteProtocolError(400, "malformed header field")
+        raise ProtocolError("malformed header field", 400)
     value = value.strip(b" \t")
     if _BAD_VALUE.search(value) or b"\r" in value:
-        raise RemoteProtocolError(400, "control character in a header field")
+        raise ProtocolError("control character in a header field", 400)
     return name.decode("ascii").lower(), value.decode("latin-1")
 
 
@@ -322,15 +306,15 @@ def _framing(version, headers):
     """Return (body length, keep-alive wanted) from the header fields."""
     names = [k for k, _ in headers]
     if version == "1.1" and names.count("host") != 1:
-        raise RemoteProtocolError(400, "HTTP/1.1 needs exactly one Host header")
+        raise ProtocolError("HTTP/1.1 needs exactly one Host header", 400)
     if names.count("host") > 1:
-        raise RemoteProtocolError(400, "more than one Host header")
+        raise ProtocolError("more than one Host header", 400)
     if "transfer-encoding" in names:
-        raise RemoteProtocolError(411, "send the body with Content-Length, not chunked")
+        raise ProtocolError("send the body with Content-Length, not chunked", 411)
     lengths = {item.strip() for k, v in headers if k == "content-length"
                for item in v.split(",")}
     if len(lengths) > 1 or (lengths and not _DIGITS.match(next(iter(lengths)))):
-        raise RemoteProtocolError(400, "bad Content-Length")
+        raise ProtocolError("bad Content-Length", 400)
     length = int(lengths.pop()) if lengths else 0
     tokens = {t.strip().lower() for k, v in headers if k == "connection" for t in v.split(",")}
     keep = "keep-alive" in tokens if version == "1.0" else "close" not in tokens
@@ -367,11 +351,11 @@ def unquote(text):
             out.append(int(part[:2], 16))
             out += part[2:]
         else:
-            raise RemoteProtocolError(400, "bad percent escape in the form")
+            raise ProtocolError("bad percent escape in the form", 400)
     try:
         return out.decode("utf-8")
     except UnicodeDecodeError:
-        raise RemoteProtocolError(400, "form data is not UTF-8") from None
+        raise ProtocolError("form data is not UTF-8", 400) from None
 
 
 def parse_form(body):
@@ -379,7 +363,7 @@ def parse_form(body):
     try:
         text = body.decode("ascii")
     except UnicodeDecodeError:
-        raise RemoteProtocolError(400, "form data must be percent-encoded ASCII") from None
+        raise ProtocolError("form data must be percent-encoded ASCII", 400) from None
     form = {}
     for pair in text.split("&"):
         if pair:

@@ -14,15 +14,16 @@ call and event write `data_to_send()`.
 All input is hostile. A line longer than `MAX_LINE`, a response that is neither tagged
 with the awaited tag, untagged (`*`) nor a continuation (`+`), a malformed FETCH, a BODY[]
 literal longer than `max_message`, bytes after the OK to STARTTLS, or a tagged response
-nothing was sent for raise `RemoteProtocolError` (451 4.5.0 describing the fault); the
-engine is then CLOSED. Calls in the wrong state raise `LocalProtocolError`.
+nothing was sent for raise `ProtocolError` (451 4.5.0 describing the fault); the
+engine is then CLOSED. Calls in the wrong state raise `UsageError`.
 """
 
 import base64
 from collections import deque
 
 from . import Sentinel, frozen
-from .reply import LocalProtocolError, RemoteProtocolError, Reply
+from .errors import ConnectionClosed, ProtocolError, UsageError
+from .reply import Reply
 
 NEED_DATA = Sentinel("NEED_DATA")
 MAX_LINE = 16384           # a response line, with its small literals
@@ -72,12 +73,6 @@ class MessageEnd:
     size: int
 
 
-@frozen
-class ConnectionClosed:
-    """The server closed the connection; `state` says what was in flight."""
-    state: str
-
-
 # Session states.
 GREETING, NOT_AUTHENTICATED, TLS, HANDSHAKE = "greeting", "not authenticated", "tls", \
     "handshake"
@@ -110,15 +105,15 @@ TRANSITIONS = {
 
 
 def remote_error(text):
-    """Return the RemoteProtocolError (451 4.5.0) for a server fault described by text."""
-    return RemoteProtocolError(Reply(451, "4.5.0", "IMAP server: " + text))
+    """Return the ProtocolError (451 4.5.0) for a server fault described by text."""
+    return ProtocolError(reply=Reply(451, "4.5.0", "IMAP server: " + text))
 
 
 def quoted(text):
-    """Return text as an IMAP quoted string (LocalProtocolError for CR, LF or NUL)."""
+    """Return text as an IMAP quoted string (UsageError for CR, LF or NUL)."""
     data = text.encode("utf-8")
     if any(c in data for c in b"\r\n\0"):
-        raise LocalProtocolError(Reply(501, "5.5.4", "a CR, LF or NUL in an IMAP string"))
+        raise UsageError("a CR, LF or NUL in an IMAP string")
     return b'"' + data.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
 
 
@@ -172,9 +167,9 @@ class Client:
                 if not self._step():
                     if not self._eof:
                         return NEED_DATA
-                    self._events.append(ConnectionClosed(self.state))
+                    self._events.append(ConnectionClosed("eof", self.state))
                     self._move("eof")
-        except RemoteProtocolError:
+        except ProtocolError:
             self._move("broken")
             self._buffer.clear()
             self._out.clear()
@@ -258,8 +253,7 @@ class Client:
     def _move(self, trigger):
         state = TRANSITIONS.get((self.state, trigger)) or TRANSITIONS.get((ANY, trigger))
         if state is None:
-            raise LocalProtocolError(Reply(503, "5.5.1", "%s in state %s" % (trigger,
-                                                                          self.state)))
+            raise UsageError("%s in state %s" % (trigger, self.state))
         self.state = state
 
     def _send(self, command, line, continuation=None):

@@ -14,14 +14,15 @@ call and event write `data_to_send()`.
 All input is hostile. A status line longer than `MAX_LINE`, one that is neither `+OK` nor
 `-ERR`, a listing longer than `MAX_LISTING` lines or with a malformed line, message text
 longer than `max_message` octets, bytes after the `+OK` to STLS, or a reply nothing was
-sent for raise `RemoteProtocolError` (451 4.5.0 describing the fault); the engine is then
-CLOSED. Calls in the wrong state raise `LocalProtocolError`.
+sent for raise `ProtocolError` (451 4.5.0 describing the fault); the engine is then
+CLOSED. Calls in the wrong state raise `UsageError`.
 """
 
 from collections import deque
 
 from . import Sentinel, frozen
-from .reply import LocalProtocolError, RemoteProtocolError, Reply
+from .errors import ConnectionClosed, ProtocolError, UsageError
+from .reply import Reply
 from .smtp_client_wire import MECHANISMS
 
 NEED_DATA = Sentinel("NEED_DATA")
@@ -102,12 +103,6 @@ class QuitReply:
     status: Status
 
 
-@frozen
-class ConnectionClosed:
-    """The server closed the connection; `state` says what was in flight."""
-    state: str
-
-
 # Session states.
 GREETING, AUTHORIZATION, TLS, HANDSHAKE = "greeting", "authorization", "tls", "handshake"
 LOGIN, TRANSACTION, REFUSED, QUIT, CLOSED = "login", "transaction", "refused", "quit", "closed"
@@ -140,8 +135,8 @@ _MULTILINE = {"CAPA": "listing", "UIDL": "listing", "LIST": "listing", "RETR": "
 
 
 def remote_error(text):
-    """Return the RemoteProtocolError (451 4.5.0) for a server fault described by text."""
-    return RemoteProtocolError(Reply(451, "4.5.0", "POP3 server: " + text))
+    """Return the ProtocolError (451 4.5.0) for a server fault described by text."""
+    return ProtocolError(reply=Reply(451, "4.5.0", "POP3 server: " + text))
 
 
 def _status(line):
@@ -211,9 +206,9 @@ class Client:
                 if not self._step():
                     if not self._eof:
                         return NEED_DATA
-                    self._events.append(ConnectionClosed(self.state))
+                    self._events.append(ConnectionClosed("eof", self.state))
                     self._move("eof")
-        except RemoteProtocolError:
+        except ProtocolError:
             self._move("broken")
             self._buffer.clear()
             self._out.clear()
@@ -247,7 +242,7 @@ class Client:
         """Log in with APOP (the password does not cross the wire; the greeting had a
         timestamp)."""
         if self.timestamp is None:
-            raise LocalProtocolError(Reply(504, "5.5.4", "the server offered no APOP"))
+            raise UsageError("the server offered no APOP")
         self._login(b"APOP %s %s\r\n" % (_word(user), apop_digest(
             self.timestamp, password.encode("utf-8"))))
 
@@ -255,13 +250,13 @@ class Client:
         """Log in with USER and PASS (the password in clear: under TLS only)."""
         secret = password.encode("utf-8")
         if b"\r" in secret or b"\n" in secret:
-            raise LocalProtocolError(Reply(501, "5.5.4", "a CR or LF in the password"))
+            raise UsageError("a CR or LF in the password")
         self._login(b"USER %s\r\n" % _word(user), [lambda text: b"PASS " + secret])
 
     def authenticate(self, mechanism, user, password):
         """Log in with SASL AUTH (RFC 5034) and one of the SMTP client's MECHANISMS."""
         if mechanism not in MECHANISMS:
-            raise LocalProtocolError(Reply(504, "5.5.4", "unknown mechanism " + mechanism))
+            raise UsageError("unknown mechanism " + mechanism)
         line, steps = MECHANISMS[mechanism](user.encode("utf-8"), password.encode("utf-8"))
         self._login(line + b"\r\n", steps, sasl=True)
 
@@ -304,8 +299,7 @@ class Client:
     def _move(self, trigger):
         state = TRANSITIONS.get((self.state, trigger)) or TRANSITIONS.get((ANY, trigger))
         if state is None:
-            raise LocalProtocolError(Reply(503, "5.5.1", "%s in state %s" % (trigger,
-                                                                          self.state)))
+            raise UsageError("%s in state %s" % (trigger, self.state))
         self.state = state
 
     def _send(self, command, argument, line):
@@ -477,7 +471,7 @@ def _word(text):
     """Return a user name as one protocol word (no space, CR or LF), UTF-8 encoded."""
     data = text.encode("utf-8")
     if not data or any(c in data for c in b" \r\n\0"):
-        raise LocalProtocolError(Reply(501, "5.5.4", "a user name with a space, CR or LF"))
+        raise UsageError("a user name with a space, CR or LF")
     return data
 
 

@@ -13,11 +13,12 @@ has a known size; the response parsed). No sockets, files or clocks.
 All input is hostile: the netstring rules and limits of `masq.proto.qmtp` apply (an address
 over MAX_ADDRESS, more than LENGTH_DIGITS digits of length); the parts must fill the outer
 netstring exactly, a message needs at least one recipient, and anything after it is a
-fault. Faults raise `ProtocolError`; the caller closes the connection.
+fault. Faults raise `errors.ProtocolError`; the caller closes the connection.
 """
 
+from .errors import ProtocolError
 from .qmtp import (MAX_ADDRESS, MAX_RECIPIENTS_FIELD, MAX_RESPONSE, NEED_DATA, MessageChunk,
-                   Package, PackageStart, ProtocolError, _length, netstring, read_netstring)
+                   Package, PackageStart, _length, netstring, read_netstring)
 
 __all__ = ["Server", "Client", "NEED_DATA", "MessageChunk", "Package", "PackageStart",
            "ProtocolError"]

@@ -15,22 +15,19 @@ clocks; deciding what to accept is the caller's.
 All input is hostile. A length with a leading zero or more than LENGTH_DIGITS digits, a
 missing ":" or ",", a sender or recipient list over its limit, a package with no recipient
 or an unknown line-end byte, and a response that is empty, over MAX_RESPONSE or does not
-start with K, Z or D raise `ProtocolError`: QMTP has no way to answer that, so the caller
+start with K, Z or D raise `errors.ProtocolError` (no reply): QMTP has no way to answer that, so the caller
 closes the connection (the client sees a temporary failure). The message's size is only
 declared here; whether it is too large is the caller's decision (`PackageStart`).
 """
 
 from . import Sentinel, frozen
+from .errors import ProtocolError
 
 LENGTH_DIGITS = 12          # a message of up to 999 GB can be declared
 MAX_ADDRESS = 2048          # octets of one address
 MAX_RECIPIENTS_FIELD = 1 << 20
 MAX_RESPONSE = 4096
 NEED_DATA = Sentinel("NEED_DATA")
-
-
-class ProtocolError(ValueError):
-    """The peer broke the protocol; the text says how."""
 
 
 @frozen

@@ -1,4 +1,4 @@
-"""SMTP replies: a code, an enhanced status code (RFC 3463) and text; and who broke the protocol.
+"""SMTP replies: a code, an enhanced status code (RFC 3463) and text.
 
 Shared by the server and client engines. A `Reply` renders itself to wire bytes; text is
 sanitised so that a reply can never carry a CR or LF of its own (hostile input echoed back
@@ -67,18 +67,3 @@ def _clean(text):
         text = text.decode("utf-8", "replace")
     return "".join(c if c >= " " and c != "\x7f" else "?" for c in str(text))
 
-
-class ProtocolError(Exception):
-    """Base of protocol errors; carries the Reply that describes the fault."""
-
-    def __init__(self, reply):
-        super().__init__(str(reply))
-        self.reply = reply
-
-
-class RemoteProtocolError(ProtocolError):
-    """The peer broke the protocol (bad syntax, wrong sequence, hostile data)."""
-
-
-class LocalProtocolError(ProtocolError):
-    """We misused the engine (a bug in the caller)."""

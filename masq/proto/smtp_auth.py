@@ -7,13 +7,14 @@ response line at a time, already bounded to `MAX_LINE` octets).
 
 Input is hostile: base64 is decoded strictly (bad alphabet or padding → 501 5.5.2), a "*"
 line cancels (501 5.7.0), a PLAIN message must hold exactly two NULs (else 501 5.5.2).
-Faults raise `RemoteProtocolError`; the engine then drops the exchange entirely.
+Faults raise `ProtocolError`; the engine then drops the exchange entirely.
 """
 
 import binascii
 
 from . import smtp_server_replies as R
-from .reply import RemoteProtocolError, Reply
+from .errors import ProtocolError
+from .reply import Reply
 from .smtp_server_events import AuthRequest
 
 MAX_LINE = 12288  # RFC 4954 §4: AUTH command and response lines, CRLF included
@@ -27,20 +28,20 @@ _PROMPT_PASS = Reply(334, "", "UGFzc3dvcmQ6")  # "Password:"
 def decode_response(line):
     """Decode one base64 client response; "=" alone is the empty initial response."""
     if line == b"*":
-        raise RemoteProtocolError(R.AUTH_ABORTED)
+        raise ProtocolError(reply=R.AUTH_ABORTED)
     if line == b"=":
         return b""
     try:
         return binascii.a2b_base64(line, strict_mode=True)
     except (binascii.Error, ValueError):
-        raise RemoteProtocolError(R.AUTH_BAD_BASE64) from None
+        raise ProtocolError(reply=R.AUTH_BAD_BASE64) from None
 
 
 def split_plain(message):
     """Split a PLAIN message `authzid NUL authcid NUL passwd` into an AuthRequest."""
     parts = message.split(b"\x00")
     if len(parts) != 3 or not parts[1]:
-        raise RemoteProtocolError(R.AUTH_BAD_DATA)
+        raise ProtocolError(reply=R.AUTH_BAD_DATA)
     authzid, username, password = parts
     return AuthRequest("PLAIN", username, password, authzid)
 

@@ -16,9 +16,9 @@ AUTH continuations, and a lone "." when a server says 354 with no recipient acce
 
 All input is hostile. A malformed or over-long reply (see `smtp_client_wire`), an
 unsolicited reply (one nothing was sent for: after QUIT, during the message text, right
-behind a 354), or bytes piggy-backed after the 220 to STARTTLS raise `RemoteProtocolError`
+behind a 354), or bytes piggy-backed after the 220 to STARTTLS raise `ProtocolError`
 with a 451 4.5.0 reply describing the fault; the engine is then CLOSED. Calls in the wrong
-state raise `LocalProtocolError`. Envelopes the server cannot take (SIZE, SMTPUTF8, control
+state raise `UsageError`. Envelopes the server cannot take (SIZE, SMTPUTF8, control
 characters in an address) are refused locally with a synthetic 5xx reply, nothing is sent
 for them.
 """
@@ -26,7 +26,8 @@ for them.
 from collections import deque
 
 from . import Sentinel, frozen
-from .reply import LocalProtocolError, RemoteProtocolError, Reply
+from .errors import ConnectionClosed, ProtocolError, UsageError
+from .reply import Reply
 from .smtp_client_wire import (MAX_LINE, MAX_LINES, MECHANISMS, Extensions, OutgoingEnvelope,
                                ReplyReader, check_envelope, choose_mechanism, mail_command,
                                needs_smtputf8, rcpt_command, remote_error, stuff)
@@ -95,12 +96,6 @@ class ResetReply:
 class QuitReply:
     """The answer to QUIT."""
     reply: Reply
-
-
-@frozen
-class ConnectionClosed:
-    """The server closed the connection; `state` says what was in flight."""
-    state: str
 
 
 # Session states.
@@ -202,11 +197,11 @@ class Client:
                 if reply is not None:
                     self._on_reply(reply)
                 elif self._eof:
-                    self._events.append(ConnectionClosed(self.state))
+                    self._events.append(ConnectionClosed("eof", self.state))
                     self._move("eof")
                 else:
                     return NEED_DATA
-        except RemoteProtocolError:
+        except ProtocolError:
             self._move("broken")
             self._reader.buffer.clear()
             self._out.clear()
@@ -235,7 +230,7 @@ class Client:
     def authenticate(self, mechanism, user, password):
         """Start an AUTH exchange with one of MECHANISMS."""
         if mechanism not in MECHANISMS:
-            raise LocalProtocolError(Reply(504, "5.5.4", "unknown mechanism " + mechanism))
+            raise UsageError("unknown mechanism " + mechanism)
         self._move("authenticate")
         line, self._auth = MECHANISMS[mechanism](user.encode("utf-8"),
                                                  password.encode("utf-8"))
@@ -301,8 +296,7 @@ class Client:
     def _move(self, trigger):
         state = TRANSITIONS.get((self.state, trigger)) or TRANSITIONS.get((ANY, trigger))
         if state is None:
-            raise LocalProtocolError(Reply(503, "5.5.1", "%s in state %s" % (trigger,
-                                                                          self.state)))
+            raise UsageError("%s in state %s" % (trigger, self.state))
         self.state = state
 
     def _send(self, kind, line, index=None):

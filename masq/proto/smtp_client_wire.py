@@ -8,7 +8,7 @@ what a reply leads to, pipelining: `smtp_client.Client` does), nor touch IO.
 
 All input is hostile. A reply line longer than MAX_LINE octets, a reply of more than
 MAX_LINES lines, a line that is not `ddd[ -]text`, a multi-line reply whose code changes or
-a bad CRAM-MD5 challenge raise `RemoteProtocolError` with a 451 4.5.0 reply describing the
+a bad CRAM-MD5 challenge raise `ProtocolError` with a 451 4.5.0 reply describing the
 fault. An envelope the server cannot take gets a synthetic 5xx reply from
 `check_envelope`; an unusable recipient address gets no RCPT line.
 """
@@ -17,7 +17,8 @@ import base64
 import re
 
 from . import frozen
-from .reply import RemoteProtocolError, Reply
+from .errors import ProtocolError
+from .reply import Reply
 from .smtp_params import xtext_encode
 from .smtp_path import BAD_SENDER, sendable
 
@@ -30,8 +31,8 @@ _NOTIFY = re.compile(r"[A-Z]+(?:,[A-Z]+)*\Z")
 
 
 def remote_error(text):
-    """Return the RemoteProtocolError (451 4.5.0) for a server fault described by text."""
-    return RemoteProtocolError(Reply(451, "4.5.0", text))
+    """Return the ProtocolError (451 4.5.0) for a server fault described by text."""
+    return ProtocolError(reply=Reply(451, "4.5.0", text))
 
 
 class ReplyReader:

@@ -8,14 +8,16 @@ is returned as the raw text between `<` and `>`.
 
 All input is hostile. Values are bounded (`MAX_VALUE`), xtext is decoded and refused if the
 result holds a control character (CR, LF, NUL...), so nothing newline-bearing can reach the
-queue file. Every fault raises `RemoteProtocolError` carrying the reply to send:
+queue file. Every fault raises `ProtocolError` carrying the reply to send:
 501 5.5.4 bad syntax or duplicate, 555 5.5.4 unknown keyword, 552 5.3.4 SIZE over the limit,
 553 5.6.7 non-ASCII address without SMTPUTF8.
 """
 
 import re
 
-from .reply import RemoteProtocolError, Reply
+from . import smtp_server_replies as R
+from .errors import ProtocolError
+from .reply import Reply
 
 MAX_VALUE = 500  # octets of one raw parameter value (ORCPT may reach 500 by RFC 3461)
 MAX_ENVID = 100  # RFC 3461 §4.4
@@ -28,13 +30,13 @@ _XCHAR = re.compile(rb"\+([0-9A-Fa-f]{2})")
 _ADDR_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*\Z")
 _NOTIFY_WORDS = ("SUCCESS", "FAILURE", "DELAY")
 
-MAIL_USAGE = Reply(501, "5.5.4", "Syntax: MAIL FROM:<address>")
-RCPT_USAGE = Reply(501, "5.5.4", "Syntax: RCPT TO:<address>")
-NEED_SMTPUTF8 = Reply(553, "5.6.7", "Must declare SMTPUTF8 to send unicode address")
+MAIL_USAGE = Reply(501, "5.5.4", "Usage: MAIL FROM:<address>")
+RCPT_USAGE = Reply(501, "5.5.4", "Usage: RCPT TO:<address>")
+NEED_SMTPUTF8 = Reply(553, "5.6.7", "A non-ASCII address needs SMTPUTF8 on MAIL FROM")
 
 
 def _bad(keyword):
-    return RemoteProtocolError(Reply(501, "5.5.4", "Bad %s parameter syntax" % keyword))
+    return ProtocolError(reply=Reply(501, "5.5.4", "Malformed %s parameter" % keyword))
 
 
 def xtext_decode(value, keyword="xtext"):
@@ -70,7 +72,7 @@ def xtext_encode(text):
 def split_path(text, usage):
     """Split `<path> rest` into (path, rest); quoted strings may hold '>' and backslashes."""
     if not text.startswith("<"):
-        raise RemoteProtocolError(usage)
+        raise ProtocolError(reply=usage)
     quoted = escaped = False
     for i in range(1, len(text)):
         c = text[i]
@@ -83,9 +85,9 @@ def split_path(text, usage):
         elif c == ">" and not quoted:
             rest = text[i + 1:]
             if rest and not rest.startswith(" "):
-                raise RemoteProtocolError(usage)
+                raise ProtocolError(reply=usage)
             return text[1:i], rest.strip(" ")
-    raise RemoteProtocolError(usage)
+    raise ProtocolError(reply=usage)
 
 
 def split_params(text):
@@ -96,12 +98,12 @@ def split_params(text):
             continue
         key, eq, value = word.partition("=")
         if not _KEYWORD.match(key) or (eq and not _VALUE.match(value)):
-            raise RemoteProtocolError(Reply(501, "5.5.4", "Bad parameter syntax"))
+            raise ProtocolError(reply=Reply(501, "5.5.4", "Malformed parameter"))
         key = key.upper()
         if len(value) > MAX_VALUE:
             raise _bad(key)
         if key in seen:
-            raise RemoteProtocolError(Reply(501, "5.5.4", "Error: duplicate %s parameter" % key))
+            raise ProtocolError(reply=Reply(501, "5.5.4", "%s parameter given twice" % key))
         seen.add(key)
         out.append((key, value if eq else None))
     return out
@@ -113,7 +115,7 @@ def _size(value, limits):
         raise _bad("SIZE")
     size = int(value)
     if size > limits["max_size"]:
-        raise RemoteProtocolError(Reply(552, "5.3.4", "Message size exceeds fixed limit"))
+        raise ProtocolError(reply=R.SIZE_EXCEEDED)
     return size
 
 
@@ -182,17 +184,17 @@ def _check(pairs, table, limits):
     for key, value in pairs:
         checker = table.get(key)
         if checker is None:
-            raise RemoteProtocolError(Reply(555, "5.5.4", "Unsupported option: %s" % key))
+            raise ProtocolError(reply=Reply(555, "5.5.4", "Parameter %s not supported" % key))
         params[key] = checker(value, limits)
     return params
 
 
 def _parse(arg, prefix, usage, table, limits):
     if arg[:len(prefix)].upper() != prefix:
-        raise RemoteProtocolError(usage)
+        raise ProtocolError(reply=usage)
     path, rest = split_path(arg[len(prefix):].lstrip(" "), usage)
     if any(c < " " or c == "\x7f" for c in path):
-        raise RemoteProtocolError(usage)
+        raise ProtocolError(reply=usage)
     return path, _check(split_params(rest), table, limits)
 
 
@@ -200,7 +202,7 @@ def parse_mail(arg, max_size):
     """Parse `FROM:<path> params` into (path, params); params maps KEYWORD to checked value."""
     path, params = _parse(arg, "FROM:", MAIL_USAGE, MAIL_PARAMS, {"max_size": max_size})
     if not path.isascii() and "SMTPUTF8" not in params:
-        raise RemoteProtocolError(NEED_SMTPUTF8)
+        raise ProtocolError(reply=NEED_SMTPUTF8)
     return path, params
 
 
@@ -208,7 +210,7 @@ def parse_rcpt(arg, smtputf8):
     """Parse `TO:<path> params` into (path, params); `smtputf8` tells if MAIL declared it."""
     path, params = _parse(arg, "TO:", RCPT_USAGE, RCPT_PARAMS, {})
     if not path:
-        raise RemoteProtocolError(RCPT_USAGE)
+        raise ProtocolError(reply=RCPT_USAGE)
     if not path.isascii() and not smtputf8:
-        raise RemoteProtocolError(NEED_SMTPUTF8)
+        raise ProtocolError(reply=NEED_SMTPUTF8)
     return path, params

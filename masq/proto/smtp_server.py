@@ -1,8 +1,10 @@
 """SMTP server protocol engine (RFC 5321 + ESMTP): bytes in, events out, in the h11 style.
 
-Owns: the engine's public API, input modes (command, DATA, BDAT chunk, SASL, TLS wait),
-applying the application's answers, the EHLO keyword list and the error counter. The state
-table and the command handlers are in `smtp_server_commands.py` (mixed in as `Commands`).
+Owns: the engine's public API, one handler per command, applying the application's answers,
+the EHLO keyword list and the error counter. The state changes in one place, `_move`, as the
+tables of `smtp_server_states.py` say; how input is read (command line, DATA text, BDAT
+chunk, SASL line, nothing) is derived from the state, as h11 derives its reader, never kept
+beside it.
 Does not: touch sockets, TLS, files, clocks or configuration; decide policy (relay, users,
 credentials, recipient caps): those are the application's answers to decision events.
 
@@ -17,35 +19,33 @@ All input is hostile: command lines are capped (`max_line`, 12288 for AUTH) and 
 to their LF when longer; message text is streamed, never held whole; the engine keeps only
 counters for a transaction (never the recipient list). Peer faults become replies (and
 count towards `max_errors`, 421 4.7.0 when reached); misuse by the application raises
-`LocalProtocolError`. Framing decisions are documented in `smtp_server_framing.py`.
+`UsageError`. Framing decisions are documented in `smtp_server_framing.py`.
 """
 
 from collections import deque
 
-from . import smtp_auth
+from . import smtp_auth, smtp_params
 from . import smtp_server_replies as R
-from .reply import LocalProtocolError, RemoteProtocolError, Reply
-from .smtp_server_commands import (
-    CHUNK, CLOSED, DATA, GREET, MAIL, RCPT, READY, SAME, TRANSITIONS, Commands)
+from .errors import ConnectionClosed, ProtocolError, UsageError
+from .reply import Reply
 from .smtp_server_events import (
-    DECISIONS, NEED_DATA, PAUSED, AuthRequest, ConnectionClosed, DataAborted, DataChunk,
+    DECISIONS, NEED_DATA, PAUSED, AuthRequest, DataAborted, DataChunk,
     DataStart, EndOfData, Hello, MailFrom, Quit, RcptTo, Reset, StartTLS)
 from .smtp_server_framing import DotDecoder, LineSplitter, Meter
+from .smtp_server_states import (
+    ANY, CHUNK, CLOSED, COLUMN, GREET, MAIL, MODES, RCPT, SAME, STEPS, TLS, TRANSITIONS)
 
 __all__ = ["SMTPServer", "TRANSITIONS", "DECISIONS", "NEED_DATA", "PAUSED", "AuthRequest",
-           "ConnectionClosed", "DataAborted", "DataChunk", "DataStart", "EndOfData", "Hello",
+           "DataAborted", "DataChunk", "DataStart", "EndOfData", "Hello",
            "MailFrom", "Quit", "RcptTo", "Reset", "StartTLS"]
 
+_JUNK_VERBS = ("CONNECT", "GET", "POST")  # HTTP through a proxy or a browser: disconnect
 _FAULT_REPLY = {"too big": R.TOO_BIG, "line too long": R.LINE_TOO_LONG}
 _ACCEPT_CODES = {Hello: (), MailFrom: (250,), RcptTo: (250, 251), DataStart: (354,),
                  EndOfData: (250,), StartTLS: (220,), AuthRequest: (235,)}
 
 
-def _misuse(text):
-    return LocalProtocolError(Reply(451, "4.3.0", "Error: internal error: " + text))
-
-
-class SMTPServer(Commands):
+class SMTPServer:
     """One SMTP server session as a sans-IO engine.
 
     max_size: message octets accepted (SIZE, DATA and BDAT; 552 5.3.4 beyond).
@@ -78,7 +78,7 @@ class SMTPServer(Commands):
         self.close_reason = None
         self._in, self._out, self._eof = bytearray(), bytearray(), False
         self._events, self._pending = deque(), None
-        self._reader, self._lines = "command", LineSplitter()
+        self._lines = LineSplitter()
         self._smtputf8, self._data_open = False, False
         self._dot = self._meter = self._sasl = None
         self._chunk_left, self._chunk_size, self._chunk_last, self._chunk_reply = 0, 0, False, None
@@ -86,8 +86,7 @@ class SMTPServer(Commands):
     @property
     def wants_data(self):
         """Return True if the application should read more from the peer now."""
-        return (self.state != CLOSED and self._reader != "tls"
-                and len(self._in) < self.max_pending)
+        return self.state not in (CLOSED, TLS) and len(self._in) < self.max_pending
 
     @property
     def buffered(self):
@@ -98,12 +97,12 @@ class SMTPServer(Commands):
         """Feed bytes read from the peer; b"" means the peer closed its side."""
         if self.state == CLOSED or self._eof:
             return
-        if self._reader == "tls" and data:      # EOF may still come: the peer went away
-            raise _misuse("plaintext fed while the TLS handshake is pending")
+        if self.state == TLS and data:      # EOF may still come: the peer went away
+            raise UsageError("plaintext fed while the TLS handshake is pending")
         if not data:
             self._eof = True
         elif len(self._in) >= self.max_pending:
-            raise _misuse("input fed while wants_data is False")
+            raise UsageError("input fed while wants_data is False")
         else:
             self._in += data
 
@@ -116,7 +115,7 @@ class SMTPServer(Commands):
                 return PAUSED
             if self.state == CLOSED:
                 return ConnectionClosed(self.close_reason)
-            if not self._READERS[self._reader](self):
+            if not self._READERS[self._mode()](self):
                 if not self._eof:
                     return NEED_DATA
                 self._close("eof")
@@ -126,16 +125,16 @@ class SMTPServer(Commands):
         if self.state == CLOSED:
             return
         if self._pending is None:
-            raise _misuse("respond() without a pending decision")
-        event, target, extra = self._pending
+            raise UsageError("respond() without a pending decision")
+        event, verb, extra = self._pending
         accepting = reply is None or reply.code < 400
         if accepting and reply is not None:
             allowed = () if extra is not None else _ACCEPT_CODES[type(event)]
             if reply.code not in allowed:
-                raise _misuse("%d cannot accept %s" % (reply.code, type(event).__name__))
+                raise UsageError("%d cannot accept %s" % (reply.code, type(event).__name__))
         self._pending = None
         table = self._ACCEPT if accepting else self._REFUSE
-        table.get(type(event), SMTPServer._refuse)(self, event, target, extra, reply)
+        table.get(type(event), SMTPServer._refuse)(self, event, verb, extra, reply)
 
     def data_to_send(self):
         """Return (and forget) the bytes queued for the peer."""
@@ -153,11 +152,12 @@ class SMTPServer(Commands):
 
     def start_tls_done(self):
         """Record a finished TLS handshake: everything is forgotten, the client must EHLO."""
-        if self._reader != "tls":
-            raise _misuse("start_tls_done() without an accepted STARTTLS")
-        self.tls_active, self.state, self.authenticated = True, GREET, False
+        if self.state != TLS:
+            raise UsageError("start_tls_done() without an accepted STARTTLS")
+        self._move("handshake done")
+        self.tls_active, self.authenticated = True, False
         self.helo_name, self.extended = None, False
-        self._reader, self._lines = "command", LineSplitter()
+        self._lines = LineSplitter()
         self._in.clear()
 
     def timeout_reply(self):
@@ -172,6 +172,12 @@ class SMTPServer(Commands):
 
     # Readers: one per input mode; each consumes what it can, returns False if it could not.
 
+    def _mode(self):
+        """Return how input is read now: from the state, or a BDAT chunk's octets first."""
+        if self._chunk_left and self.state != CLOSED:
+            return "chunk"
+        return MODES[self.state]
+
     def _read_command(self):
         if self._in[:5].upper() == b"AUTH ":
             line = self._lines.take(self._in, smtp_auth.MAX_LINE, R.AUTH_TOO_LONG)
@@ -181,9 +187,9 @@ class SMTPServer(Commands):
             return False
         try:
             if isinstance(line, Reply):
-                raise RemoteProtocolError(line)
+                raise ProtocolError(reply=line)
             self._command(line)
-        except RemoteProtocolError as err:
+        except ProtocolError as err:
             self._send(err.reply)
         return True
 
@@ -192,12 +198,12 @@ class SMTPServer(Commands):
         self._body(self._dot.take(self._in))
         if not self._dot.done:
             return len(self._in) != before
-        self._reader, self._dot, self._data_open = "command", None, False
+        self._dot, self._data_open = None, False
         self._text_complete()
         return True
 
     def _read_chunk(self):
-        if self._chunk_left and not self._in:
+        if not self._in:
             return False
         take = min(self._chunk_left, len(self._in))
         if self._chunk_reply is None:
@@ -205,7 +211,6 @@ class SMTPServer(Commands):
         del self._in[:take]
         self._chunk_left -= take
         if self._chunk_left == 0:
-            self._reader = "command"
             self._chunk_done()
         return True
 
@@ -214,7 +219,8 @@ class SMTPServer(Commands):
         if line is None:
             return False
         if isinstance(line, Reply):
-            self._sasl, self._reader = None, "command"
+            self._sasl = None
+            self._move("sasl done")
             self._send(line)
         else:
             self._sasl_step(self._sasl.feed, line)
@@ -224,58 +230,193 @@ class SMTPServer(Commands):
         return False
 
     _READERS = {"command": _read_command, "data": _read_data, "chunk": _read_chunk,
-                "sasl": _read_sasl, "tls": _read_nothing, "closed": _read_nothing}
+                "sasl": _read_sasl, "nothing": _read_nothing}
+
+    # Commands: one handler per verb. Input here is one line, already capped, free of NUL
+    # and CR, valid UTF-8; faults raise ProtocolError(reply=...), which _read_command answers.
+    # Unknown verbs get 500 5.5.2, except HTTP request and header-looking lines
+    # (CONNECT/GET/POST, "Name:"), answered 221 2.7.0 and disconnected.
+
+    def _command(self, line):
+        if b"\x00" in line:
+            raise ProtocolError(reply=R.NUL)
+        if b"\r" in line:
+            raise ProtocolError(reply=R.BARE_CR)
+        try:
+            text = line.decode("utf-8").rstrip(" ")
+        except UnicodeDecodeError:
+            raise ProtocolError(reply=R.BAD_UTF8) from None
+        verb, _, arg = text.partition(" ")
+        verb, arg = verb.upper(), arg.lstrip(" ")
+        handler = self._COMMANDS.get(verb)
+        if handler is None:
+            return self._unknown(verb)
+        target = TRANSITIONS[verb][COLUMN[self.state]]
+        if isinstance(target, Reply) and verb != "BDAT":  # BDAT must skip its chunk first
+            raise ProtocolError(reply=target)
+        return handler(self, arg, target)
+
+    def _unknown(self, verb):
+        if verb in _JUNK_VERBS or ":" in verb:
+            self._finish(R.JUNK, "junk")
+        else:
+            raise ProtocolError(reply=R.UNKNOWN)
+
+    def _cmd_helo(self, arg, target):
+        self._hello(arg, target, False)
+
+    def _cmd_ehlo(self, arg, target):
+        self._hello(arg, target, True)
+
+    def _hello(self, arg, target, extended):
+        name = arg.strip(" ")
+        if (not name or len(name.encode("utf-8")) > 255
+                or any(c <= " " or c == "\x7f" for c in name)):
+            raise ProtocolError(reply=R.syntax("EHLO hostname" if extended else "HELO hostname"))
+        if self.state in (MAIL, RCPT, CHUNK):
+            self._end_transaction(reset=True)
+        self._decide(Hello(name, extended), "EHLO" if extended else "HELO")
+
+    def _cmd_mail(self, arg, target):
+        path, params = smtp_params.parse_mail(arg, self.max_size)
+        self._decide(MailFrom(path, params), "MAIL")
+
+    def _cmd_rcpt(self, arg, target):
+        path, params = smtp_params.parse_rcpt(arg, self._smtputf8)
+        self._decide(RcptTo(path, params), "RCPT")
+
+    def _cmd_data(self, arg, target):
+        if arg:
+            raise ProtocolError(reply=R.syntax("DATA"))
+        self._decide(DataStart(), "DATA")
+
+    def _cmd_bdat(self, arg, target):
+        words = arg.upper().split(" ")
+        if (not 1 <= len(words) <= 2 or not (words[0].isascii() and words[0].isdigit())
+                or len(words[0]) > 20
+                or words[1:] not in ([], ["LAST"])):
+            self._finish(R.BDAT_SYNTAX, "protocol")  # the chunk's extent is unknown
+            return
+        count, last = int(words[0]), len(words) == 2
+        if not self.chunking:
+            self._skip_chunk(count, R.NOT_IMPLEMENTED)
+        elif isinstance(target, Reply):
+            self._skip_chunk(count, target)
+        elif self.state == RCPT and count > self.max_size:
+            self._skip_chunk(count, R.TOO_BIG)
+        elif self.state == RCPT:
+            self._decide(DataStart(), "BDAT", (count, last))
+        elif self._meter.exceeds_size(count):
+            self._abort_text("too big")
+            self._skip_chunk(count, R.TOO_BIG)
+        else:
+            self._start_chunk(count, last)
+
+    def _cmd_rset(self, arg, target):
+        if arg:
+            raise ProtocolError(reply=R.syntax("RSET"))
+        self._end_transaction(reset=True)
+        self._move("RSET")
+        self._send(R.OK)
+
+    def _cmd_noop(self, arg, target):
+        self._send(R.OK)
+
+    def _cmd_vrfy(self, arg, target):
+        if not arg:
+            raise ProtocolError(reply=R.syntax("VRFY address"))
+        self._send(R.VRFY)
+
+    def _cmd_help(self, arg, target):
+        self._send(R.HELP)
+
+    def _cmd_quit(self, arg, target):
+        self._events.append(Quit())
+        self._finish(R.BYE, "quit")
+
+    def _cmd_starttls(self, arg, target):
+        if arg:
+            raise ProtocolError(reply=R.syntax("STARTTLS"))
+        if self.tls_active:
+            raise ProtocolError(reply=R.TLS_ACTIVE)
+        if not self.tls_available:
+            raise ProtocolError(reply=R.NOT_IMPLEMENTED)
+        if self.authenticated:
+            raise ProtocolError(reply=R.ALREADY_AUTH)
+        self._decide(StartTLS(), "STARTTLS")
+
+    def _cmd_auth(self, arg, target):
+        mechanism, _, initial = arg.partition(" ")
+        if not mechanism:
+            raise ProtocolError(reply=R.syntax("AUTH mechanism"))
+        if not self.auth_mechanisms:
+            raise ProtocolError(reply=R.AUTH_DISABLED)
+        if self.authenticated:
+            raise ProtocolError(reply=R.ALREADY_AUTH)
+        if self.auth_needs_tls and not self.tls_active:
+            raise ProtocolError(reply=R.AUTH_NEEDS_TLS)
+        if mechanism.upper() not in self.auth_mechanisms:
+            raise ProtocolError(reply=R.AUTH_UNKNOWN_MECH)
+        exchange = smtp_auth.Exchange(mechanism.upper(), initial.encode() if initial else None)
+        self._sasl = exchange
+        self._move("sasl")
+        self._sasl_step(exchange.start)
+
+    _COMMANDS = {"HELO": _cmd_helo, "EHLO": _cmd_ehlo, "MAIL": _cmd_mail, "RCPT": _cmd_rcpt,
+                 "DATA": _cmd_data, "BDAT": _cmd_bdat, "RSET": _cmd_rset, "NOOP": _cmd_noop,
+                 "VRFY": _cmd_vrfy, "HELP": _cmd_help, "QUIT": _cmd_quit,
+                 "STARTTLS": _cmd_starttls, "AUTH": _cmd_auth}
 
     # The application's answers to decision events: accept or refuse, per event type.
 
-    def _accept_hello(self, event, target, extra, reply):
+    def _accept_hello(self, event, verb, extra, reply):
         self.helo_name, self.extended = event.name, event.extended
-        self._move(target)
+        self._move(verb)
         self._send(self._ehlo_reply() if event.extended else Reply(250, "", self.hostname))
 
-    def _accept_mail(self, event, target, extra, reply):
+    def _accept_mail(self, event, verb, extra, reply):
         self._smtputf8 = "SMTPUTF8" in event.params
-        self._move(target)
+        self._move(verb)
         self._send(reply or R.MAIL_OK)
 
-    def _accept_rcpt(self, event, target, extra, reply):
+    def _accept_rcpt(self, event, verb, extra, reply):
         self.recipients += 1
-        self._move(target)
+        self._move(verb)
         self._send(reply or R.RCPT_OK)
 
-    def _accept_data(self, event, target, extra, reply):
-        self._move(target)
+    def _accept_data(self, event, verb, extra, reply):
+        self._move(verb)
         self._meter = Meter(self.max_size, self.max_data_line)
         self._data_open = True
         if extra is not None:
             self._start_chunk(*extra)
         else:
-            self._reader, self._dot = "data", DotDecoder()
+            self._dot = DotDecoder()
             self._send(reply or R.GO_AHEAD)
 
-    def _accept_end(self, event, target, extra, reply):
+    def _accept_end(self, event, verb, extra, reply):
         self._end_transaction(reset=False)
         self._send(reply or R.QUEUED)
 
-    def _accept_starttls(self, event, target, extra, reply):
+    def _accept_starttls(self, event, verb, extra, reply):
         self._send(reply or R.TLS_GO_AHEAD)
         self._in.clear()  # plaintext pipelined after STARTTLS must never be executed
-        self._reader = "tls"
+        self._move(verb)
 
-    def _accept_auth(self, event, target, extra, reply):
+    def _accept_auth(self, event, verb, extra, reply):
         self.authenticated = True
         self._send(reply or R.AUTH_OK)
 
-    def _refuse(self, event, target, extra, reply):
+    def _refuse(self, event, verb, extra, reply):
         self._send(reply)
 
-    def _refuse_data(self, event, target, extra, reply):
+    def _refuse_data(self, event, verb, extra, reply):
         if extra is None:
             self._send(reply)
         else:
             self._skip_chunk(extra[0], reply)
 
-    def _refuse_end(self, event, target, extra, reply):
+    def _refuse_end(self, event, verb, extra, reply):
         self._end_transaction(reset=False)
         self._send(reply)
 
@@ -284,11 +425,20 @@ class SMTPServer(Commands):
                AuthRequest: _accept_auth}
     _REFUSE = {DataStart: _refuse_data, EndOfData: _refuse_end}
 
-    def _decide(self, event, target, extra=None):
-        self._pending = (event, target, extra)
+    def _decide(self, event, verb=None, extra=None):
+        self._pending = (event, verb, extra)
         self._events.append(event)
 
-    def _move(self, target):
+    def _move(self, trigger):
+        """Change the state, the only place it changes: `trigger` is an accepted verb (its
+        target in TRANSITIONS) or an engine step (STEPS); anything else is a bug."""
+        if trigger in TRANSITIONS:
+            column = COLUMN.get(self.state)
+            target = None if column is None else TRANSITIONS[trigger][column]
+        else:
+            target = STEPS.get((self.state, trigger), STEPS.get((ANY, trigger)))
+        if target is None or isinstance(target, Reply):
+            raise UsageError("%s in state %s" % (trigger, self.state))
         if target != SAME:
             self.state = target
 
@@ -311,13 +461,13 @@ class SMTPServer(Commands):
     def _close(self, reason):
         if self._data_open:
             self._events.append(DataAborted(reason))
-        self._data_open, self._pending, self._sasl = False, None, None
-        self.state, self._reader, self.close_reason = CLOSED, "closed", reason
+        self._data_open, self._pending, self._sasl, self._dot = False, None, None, None
+        self._chunk_left, self.close_reason = 0, reason
+        self._move("close")
         self._in.clear()
 
     def _end_transaction(self, reset):
-        if self.state in (MAIL, RCPT, DATA, CHUNK):
-            self.state = READY
+        self._move("end")
         self.recipients, self._smtputf8, self._data_open, self._meter = 0, False, False, None
         if reset:
             self._events.append(Reset())
@@ -352,13 +502,11 @@ class SMTPServer(Commands):
             self._end_transaction(reset=True)
             self._send(reply)
         else:
-            self._decide(EndOfData(), READY)
+            self._decide(EndOfData())
 
     def _start_chunk(self, count, last):
         self._chunk_left, self._chunk_size, self._chunk_last = count, count, last
-        self._reader = "chunk"
         if count == 0:
-            self._reader = "command"
             self._chunk_done()
 
     def _skip_chunk(self, count, reply):
@@ -374,20 +522,21 @@ class SMTPServer(Commands):
             self._send(reply)
         elif self._chunk_last:
             self._data_open = False
-            self._decide(EndOfData(), READY)
+            self._decide(EndOfData())
         else:
             self._send(R.chunk_received(self._chunk_size))
 
     def _sasl_step(self, step, *args):
         try:
             result = step(*args)
-        except RemoteProtocolError as err:
-            self._sasl, self._reader = None, "command"
+        except ProtocolError as err:
+            self._sasl = None
+            self._move("sasl done")
             self._send(err.reply)
             return
         if isinstance(result, Reply):
-            self._reader = "sasl"
             self._send(result)
         else:
-            self._sasl, self._reader = None, "command"
-            self._decide(result, SAME)
+            self._sasl = None
+            self._move("sasl done")
+            self._decide(result)

@@ -5,6 +5,10 @@ Does not: decide anything; the engine (`smtp_server.py`) creates them, the appli
 them. Events marked "decision" leave the engine PAUSED until the application calls
 `respond()`; the others are informational.
 
+The session ends with `errors.ConnectionClosed`: write out data_to_send(), then close the
+socket. Its `reason` is one of "eof", "quit", "junk", "too many errors", "timeout",
+"shutdown", "refused", "protocol" (an unrecoverable framing error such as a bad BDAT count).
+
 Text fields are `str` (already checked as UTF-8 and free of control characters by the
 engine); message text and SASL credentials stay `bytes`.
 """
@@ -94,17 +98,6 @@ class AuthRequest:
 @frozen
 class Quit:
     """QUIT; the engine has queued 221 and is closing."""
-
-
-@frozen
-class ConnectionClosed:
-    """The session is over: write out data_to_send(), then close the socket.
-
-    `reason` is one of "eof", "quit", "junk", "too many errors", "timeout", "shutdown",
-    "refused", "protocol" (an unrecoverable framing error such as a bad BDAT count).
-    """
-
-    reason: str = "eof"
 
 
 DECISIONS = (Hello, MailFrom, RcptTo, DataStart, EndOfData, StartTLS, AuthRequest)

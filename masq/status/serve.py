@@ -79,9 +79,9 @@ def handle(web, conn, req):
     ctx = Context(web, conn, req)
     try:
         _route(web, ctx)
-    except http.RemoteProtocolError as exc:     # framing in doubt: close after it
-        close = (("Connection", "close"),) if exc.status in (400, 411, 413) else ()
-        ctx.answer(json_response(exc.status, {"ok": False, "error": exc.text}, close))
+    except http.ProtocolError as exc:     # framing in doubt: close after it
+        close = (("Connection", "close"),) if exc.reply in (400, 411, 413) else ()
+        ctx.answer(json_response(exc.reply, {"ok": False, "error": exc.what}, close))
     except Exception as exc:        # a bug: logged, never a traceback to the client
         import traceback
         web.log.error("status page: internal error: %s", "".join(
@@ -93,7 +93,7 @@ def _route(web, ctx):
     req = ctx.req
     handlers = ROUTES.get(req.path)
     if handlers is None:
-        raise http.RemoteProtocolError(404, "no such page")
+        raise http.ProtocolError("no such page", 404)
     method = "GET" if req.method == "HEAD" else req.method
     if method not in handlers:
         ctx.answer(json_response(405, {"ok": False, "error": "method not allowed"},
@@ -101,18 +101,18 @@ def _route(web, ctx):
         return
     handler = handlers[method]
     if not (web.guard.password or is_loopback_host(req.header("host"))):
-        raise http.RemoteProtocolError(403, "use a loopback address (Host header)")
+        raise http.ProtocolError("use a loopback address (Host header)", 403)
     if method == "POST":
         ctx.read_form()
     if not ctx.authenticate():
         return
     if method == "POST" and not web.guard.token_ok(ctx.nonce, ctx.form.get("csrf")):
-        raise http.RemoteProtocolError(403, "bad or missing CSRF token: reload the page")
+        raise http.ProtocolError("bad or missing CSRF token: reload the page", 403)
     if method == "POST" and not web.guard.password:
         ctx.uid = ctx.conn.peer_uid()
         if ctx.uid is None:
-            raise http.RemoteProtocolError(403, "actions need status_password, or a "
-                                           "client on this host that masq can name")
+            raise http.ProtocolError("actions need status_password, or a "
+                                     "client on this host that masq can name", 403)
     handler(ctx)
 
 
@@ -142,10 +142,10 @@ class Context:
     def read_form(self):
         """Parse the POST body as a form; check Content-Length and Origin."""
         if self.req.header("content-length") is None:
-            raise http.RemoteProtocolError(411, "POST needs Content-Length")
+            raise http.ProtocolError("POST needs Content-Length", 411)
         origin = self.req.header("origin")
         if origin is not None and origin.partition("://")[2] != self.req.header("host", ""):
-            raise http.RemoteProtocolError(403, "cross-origin request refused")
+            raise http.ProtocolError("cross-origin request refused", 403)
         self.form = http.parse_form(self.req.body)
         if self.req.header("x-csrf-token"):
             self.form.setdefault("csrf", self.req.header("x-csrf-token"))
@@ -160,7 +160,7 @@ class Context:
             self.denied()
             return False
         if guard.limiter.blocked(ip, now):
-            raise http.RemoteProtocolError(429, "too many failed logins: try again later")
+            raise http.ProtocolError("too many failed logins: try again later", 429)
         if guard.basic(value, now):
             return True
         guard.limiter.failed(ip, now)
@@ -182,14 +182,14 @@ class Context:
     def scheduler(self):
         """Return the daemon's scheduler (503 when no delivery service runs)."""
         if self.daemon.scheduler is None:
-            raise http.RemoteProtocolError(503, "no delivery service runs")
+            raise http.ProtocolError("no delivery service runs", 503)
         return self.daemon.scheduler
 
     def message(self):
         """Return the queued message named by the form's `id` (404 if there is none)."""
         msg = self.daemon.queue.get(self.form.get("id", ""))
         if msg is None:
-            raise http.RemoteProtocolError(404, "no such message")
+            raise http.ProtocolError("no such message", 404)
         return msg
 
     def run_done(self, what):
@@ -289,9 +289,9 @@ class Connection:
         while not self.busy and not self.stream.closed:
             try:
                 event = self.engine.next_event()
-            except http.RemoteProtocolError as exc:
+            except http.ProtocolError as exc:
                 self.busy = True
-                self.answer(exc.response())
+                self.answer(http.error_response(exc))
                 return
             if event is http.NEED_DATA or event is http.PAUSED:
                 break
@@ -348,10 +348,10 @@ def _status_json(ctx):
 def _flush(ctx):
     name = ctx.form.get("route") or None
     if name is not None and name not in ctx.daemon.online.by_name:
-        raise http.RemoteProtocolError(404, "no route named %r" % name)
+        raise http.ProtocolError("no route named %r" % name, 404)
     refusal = None if ctx.admin or name is None else may_force(ctx.daemon, ctx.uid, name)
     if refusal:
-        raise http.RemoteProtocolError(403, refusal)
+        raise http.ProtocolError(refusal, 403)
     scheduler = ctx.scheduler()
     ctx.web.log.info("%s: flush %s", ctx.who(), name or "all routes")
     scheduler.flush(name, forced=name is not None, done=ctx.run_done("flush"))
@@ -362,12 +362,12 @@ def _online(ctx):
     users, or whoever has the status password."""
     name, how = ctx.form.get("route"), ctx.form.get("how")
     if name not in ctx.daemon.online.by_name:
-        raise http.RemoteProtocolError(404, "no route named %r" % name)
+        raise http.ProtocolError("no route named %r" % name, 404)
     if how not in ("up", "down", "auto"):
-        raise http.RemoteProtocolError(400, "say up, down or auto")
+        raise http.ProtocolError("say up, down or auto", 400)
     if not ctx.admin and not trusted(ctx.daemon, ctx.uid):
-        raise http.RemoteProtocolError(403, "permission denied: only root, the daemon's "
-                                       "user and trusted users set a route up or down")
+        raise http.ProtocolError("permission denied: only root, the daemon's "
+                                 "user and trusted users set a route up or down", 403)
     ctx.daemon.online.set_override(name, how, ctx.daemon.loop.time())
     route = ctx.daemon.online.get(name)
     ctx.web.log.info("%s: route %s set %s: now %s", ctx.who(), name, how,
@@ -386,8 +386,8 @@ def _delete(ctx):
     who = ctx.who()
     may = (lambda m: True) if ctx.admin else may_remove(ctx.daemon, ctx.uid)
     if not may(msg):
-        raise http.RemoteProtocolError(403, "permission denied: %s is not your message"
-                                       % msg.id)
+        raise http.ProtocolError("permission denied: %s is not your message"
+                                 % msg.id, 403)
 
     def removed(reply):
         status = 200 if reply["ok"] else 500 if reply["removed"] else 404

@@ -5,7 +5,7 @@ responses built from the DNS grammar (our id and question echoed or not, any rco
 and TC bit, A/AAAA/MX/CNAME/SOA/PTR/OPT/TXT records with right and wrong lengths, names
 with compression pointers forwards, backwards and into themselves, escapes), then bytes
 flipped, cut or inserted; and plain random bytes.
-Properties: `parse_response` returns a Response or raises DNSFormatError, nothing else, and
+Properties: `parse_response` returns a Response or raises ProtocolError, nothing else, and
 `chase`/`negative_ttl` on what it returns do too. A Resolver in a real loop (its clock
 driven by the test, its server a socket pair of UDP and TCP on loopback that answers every
 question with such a response) calls back exactly once with an MXResult or HostResult,
@@ -24,6 +24,7 @@ from masq.dns.mx import MailResolver, MXResult
 from masq.base.loop import Loop
 from masq.proto import dns as wire
 from masq.proto.dns import ResourceRecord as RR
+from masq.proto.errors import ProtocolError
 
 QID, NAME = 0x1234, "mail.example.test"
 
@@ -109,7 +110,7 @@ def test_parse_response_returns_a_response_or_a_format_error(data, qtype):
         "!HH", qtype, 1), 1)
     try:
         response = wire.parse_response(data, QID, NAME, qtype)
-    except wire.DNSFormatError:
+    except ProtocolError:
         return
     assert isinstance(response, wire.Response)
     for record in response.answers + response.authority:
@@ -117,7 +118,7 @@ def test_parse_response_returns_a_response_or_a_format_error(data, qtype):
     try:
         records, canonical, ttl = wire.chase(response, NAME, qtype)
         assert 0 <= ttl < 2 ** 31 and all(r.type == qtype for r in records)
-    except wire.DNSFormatError:
+    except ProtocolError:
         pass
     assert wire.negative_ttl(response) >= 0
 

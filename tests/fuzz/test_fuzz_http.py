@@ -5,9 +5,9 @@ relative targets, versions, Host, Content-Length right and wrong, Transfer-Encod
 Expect, Connection, obs-fold, bare LF, control characters), bodies, pipelined requests and
 random bytes, cut into reads at random offsets; form bodies, cookies and Basic credentials.
 Properties: the engine yields Requests, ExpectContinue and ConnectionClosed or raises its
-RemoteProtocolError with a 4xx/5xx status whose response it can send; nothing else
+ProtocolError with a 4xx/5xx status whose response it can send; nothing else
 escapes; unprocessed input stays within the engine's caps; the parsers return their value
-or RemoteProtocolError(400); Requests do not depend on where the reads were cut.
+or ProtocolError with reply 400; Requests do not depend on where the reads were cut.
 """
 
 from hypothesis import example, given, strategies as st
@@ -69,11 +69,11 @@ def run(reads, answers, **kw):
                                                   (("X-Seen", "1"),), b"ok"))
                 if srv.closing:
                     return requests, None, bytes(written)
-    except http.RemoteProtocolError as err:
-        assert 400 <= err.status < 600 and err.status in http.REASONS
-        written += srv.send(err.response())
+    except http.ProtocolError as err:
+        assert 400 <= err.reply < 600 and err.reply in http.REASONS
+        written += srv.send(http.error_response(err))
         assert srv.state == http.CLOSED
-        return requests, err.status, bytes(written)
+        return requests, err.reply, bytes(written)
     return requests, None, bytes(written)
 
 
@@ -108,8 +108,8 @@ def test_form_cookie_and_basic_parsers_return_a_value_or_400(body, cookie, basic
     try:
         form = http.parse_form(body)
         assert all(isinstance(k, str) and isinstance(v, str) for k, v in form.items())
-    except http.RemoteProtocolError as err:
-        assert err.status == 400
+    except http.ProtocolError as err:
+        assert err.reply == 400
     assert isinstance(http.parse_cookies(cookie), dict)
     for value in (basic, "Basic " + basic, "basic YTpi" + basic):
         found = http.parse_basic(value)

@@ -5,7 +5,7 @@ and wrong, EHLO keyword lists with AUTH, SIZE and STARTTLS, 334 challenges) mixe
 random bytes, cut into reads at random offsets, while an application drives the session
 (TLS, AUTH, a pipelined transaction with a body, RSET, another transaction, QUIT) as the
 delivery agent would.
-Properties: the only exception is RemoteProtocolError with a 451 4.5.0 reply, after which
+Properties: the only exception is ProtocolError with a 451 4.5.0 reply, after which
 the engine is CLOSED and inert; every event is one of the documented types carrying Reply
 values; a partial reply held is below MAX_LINE octets and MAX_LINES lines; what the engine
 writes is CRLF-terminated command lines with no bare CR or LF (message text aside); cut
@@ -16,7 +16,8 @@ from hypothesis import example, given, strategies as st
 
 from fuzzing import fuzz_settings, mixed, splits
 from masq.proto import smtp_client as C
-from masq.proto.reply import RemoteProtocolError, Reply
+from masq.proto.errors import ProtocolError
+from masq.proto.reply import Reply
 
 _code = st.sampled_from([b"220", b"221", b"235", b"250", b"251", b"334", b"354", b"421",
                          b"450", b"451", b"452", b"500", b"501", b"502", b"503", b"530",
@@ -115,7 +116,7 @@ def test_any_server_bytes_end_in_events_or_a_remote_error(data, cuts, plan):
     try:
         for piece in splits(data, cuts) + [b""]:
             agent.feed(piece)
-    except RemoteProtocolError as err:
+    except ProtocolError as err:
         assert (err.reply.code, err.reply.enhanced) == (451, "4.5.0")
         assert agent.client.state == C.CLOSED
         agent.feed(b"250 more\r\n")          # inert once broken
@@ -132,7 +133,7 @@ def session(reads, plan):
     try:
         for piece in reads + [b""]:
             agent.feed(piece)
-    except RemoteProtocolError:
+    except ProtocolError:
         return None
     return [repr(e) for e in agent.events], bytes(agent.sent)
 

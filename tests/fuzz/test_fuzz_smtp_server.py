@@ -16,6 +16,7 @@ from hypothesis import example, given, strategies as st
 
 from fuzzing import fuzz_settings, mixed, splits
 from masq.proto import smtp_auth, smtp_server_events as ev
+from masq.proto.errors import ConnectionClosed
 from masq.proto.reply import Reply
 from masq.proto.smtp_client_wire import ReplyReader
 from masq.proto.smtp_server import SMTPServer
@@ -51,7 +52,7 @@ _client = st.tuples(_start, mixed(st.tuples(_line, _ending).map(b"".join))).map(
 _answers = st.lists(st.sampled_from([None, None, None, "temp", "perm", "421"]), max_size=60)
 _REFUSALS = {"temp": Reply(450, "4.7.1", "later"), "perm": Reply(550, "5.7.1", "no"),
              "421": Reply(421, "4.7.0", "go away")}
-_INFORMATION = (ev.DataChunk, ev.DataAborted, ev.Reset, ev.Quit, ev.ConnectionClosed)
+_INFORMATION = (ev.DataChunk, ev.DataAborted, ev.Reset, ev.Quit, ConnectionClosed)
 
 
 def engine(**kw):
@@ -91,7 +92,7 @@ def run(reads, answers, tls=False, **kw):
             else:
                 events.append(event)
             out += srv.data_to_send()
-            if isinstance(event, ev.ConnectionClosed):
+            if isinstance(event, ConnectionClosed):
                 break
         out += srv.data_to_send()
     return bytes(out), events
@@ -120,7 +121,7 @@ def test_any_client_bytes_end_in_replies(data, cuts, answers, tls):
     wire, events = run(splits(data, cuts), answers, tls=tls)
     found = replies(wire)
     assert found and found[0].code == 220
-    assert isinstance(events[-1], ev.ConnectionClosed)
+    assert isinstance(events[-1], ConnectionClosed)
     assert all(r.code // 100 in (2, 3, 4, 5) for r in found)
 
 
