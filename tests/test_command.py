@@ -107,7 +107,9 @@ def test_environment_is_built_not_inherited(monkeypatch):
     lines = set(bytes(cmd.output).decode().splitlines())
     assert lines == {"PATH=/usr/bin:/bin", "SENDER=a@example.org",
                      "RECIPIENT=alice@test.example", "LOCAL=alice", "DOMAIN=test.example",
-                     "USER=alice", "LOGNAME=alice", "HOME=/home/alice"}
+                     "USER=alice", "LOGNAME=alice", "HOME=/home/alice",
+                     "RETURN_PATH=a@example.org", "SENDER_LOCAL=a", "SENDER_DOMAIN=example.org",
+                     "LOCAL_PART=alice"}
 
 
 # running
@@ -234,3 +236,12 @@ def test_exit_outcome_table_directly():
     assert command.exit_outcome("x", status(67)).status == "5.1.1"
     assert command.exit_outcome("x", signal.SIGTERM).kind == "tempfail"
     assert command.exit_outcome("x", 0, b"", timed_out=3).text == "command x timed out after 3s"
+
+
+@pytest.mark.parametrize("text, shell", [
+    ("cat >> /var/log/mail.txt", True), ("a | b", True), ('echo "$HOME"', True),
+    ("(echo; cat) > f", True), ("/bin/sh -c 'cat >> x' sh %s", False),
+    ("/usr/bin/procmail -d %u", False), ("echo '$HOME'", False), ('echo "a>b"', False)])
+def test_alias_pipes_with_shell_syntax_go_to_sh(text, shell):
+    argv = command.shell_argv(text)
+    assert argv == (["/bin/sh", "-c", text] if shell else None)

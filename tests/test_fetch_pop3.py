@@ -108,6 +108,23 @@ def test_sender_comes_from_return_path(tmp_path, server):
         daemon.stop()
 
 
+def test_fetched_envelope_fields_are_not_doubled(tmp_path, server):
+    """The mailbox gets one Return-Path (delivery's) and no Envelope-To: (issue 14, point 5)."""
+    import mailbox
+    server.clear("u11")
+    server.deliver("u11", message(8).replace(b"Subject", b"Envelope-To: u@example.org\nSubject"))
+    conf, spool = setup(tmp_path, server, "u11")
+    daemon = Daemon(conf).start()
+    try:
+        assert fetch(conf)[0] == 0
+        assert wait_for(lambda: delivered(tmp_path) == 1)
+    finally:
+        daemon.stop()
+    [msg] = mailbox.mbox(str(tmp_path / "mail" / "mqfetch"))
+    assert msg.get_all("Return-Path") == ["<sender8@example.org>"]
+    assert msg.get_all("Envelope-To") is None and msg["Subject"] == "test 8"
+
+
 def test_keep_leaves_mail_and_never_fetches_twice(tmp_path, server):
     server.clear("u2")
     for n in range(2):

@@ -34,6 +34,7 @@ class Message:
 
 class Env:
     sender, size, received, recipients = "s@x.example", 10, 0.0, ()
+    client = origin = None
 
 
 class FakeDaemon:

@@ -92,7 +92,9 @@ usage: masq [sendmail flags] [recipient ...]     (as sendmail)
 
 commands:
   daemon                 run in the foreground (for procd)
-  queue [--dump]         list the queue (as mailq); --dump prints every log record
+  queue [--dump | --format masqmail]
+                         list the queue (as mailq); --dump prints every log record;
+                         --format masqmail prints masqmail's mailq lines (as mailq -v)
   flush [ROUTE]          deliver queued mail now (through ROUTE only)
   rm ID...               remove messages from the queue
   online ROUTE up|down|auto

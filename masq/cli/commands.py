@@ -45,9 +45,12 @@ def _queue(path, rest):
         except (LogError, OSError) as exc:
             raise exits.Failure(str(exc), exits.IOERR) from None
         return exits.OK
+    style = "masq"
+    if rest == ["--format", "masqmail"]:
+        style, rest = "masqmail", []
     _no_args("queue", rest)
     from masq.cli import mailq
-    return mailq.run(cfg, sys.stdout)
+    return mailq.run(cfg, sys.stdout, style)
 
 
 def _rm(path, rest):

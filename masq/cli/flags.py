@@ -35,6 +35,7 @@ class Options:
         self.interval = None          # -qINTERVAL
         self.route = None             # -qo ROUTE, -go ROUTE
         self.ids = []                 # -Mrm ID...
+        self.uucp = False             # called as rmail: the sender is on the From line
 
 
 def usage(text):
@@ -49,7 +50,7 @@ def parse(argv, name="sendmail"):
     if name == "mailrm":
         opts.mode, opts.ids = "Mrm", []
     if name == "rmail":
-        opts.dot_ends = False
+        opts.dot_ends, opts.uucp = False, True
     args = list(argv)
     while args:
         arg = args.pop(0)

@@ -4,6 +4,7 @@ Asks the daemon when one runs (it holds the queue and knows what is in flight); 
 changes the spool directly otherwise. The listing shows, per message: id, size, age and
 sender, then each recipient with its state, attempts, last error, and what it waits for
 (its route, and why it is not leaving: offline, retry at HH:MM, no route takes it).
+`masq queue --format masqmail` and `mailq -v` print masqmail's lines instead.
 """
 
 from masq.base import control, exits
@@ -33,17 +34,48 @@ def listing(cfg):
         queue.close()
 
 
-def run(cfg, out):
-    """Print the queue listing to out; return the exit status."""
+def run(cfg, out, style="masq"):
+    """Print the queue listing to out (style "masqmail": masqmail's lines); return the
+    exit status."""
     count = 0
     for msg in listing(cfg):
-        out.write(format_message(msg))
+        out.write(format_message(msg) if style == "masq" else masqmail_lines(msg))
         count += 1
+    if style == "masqmail":
+        if not count:
+            out.write("mail queue is empty.\n")
+        return exits.OK
     if not count:
         out.write("mail queue is empty\n")
     else:
         out.write("%d message%s in the queue\n" % (count, "" if count == 1 else "s"))
     return exits.OK
+
+
+_MASQMAIL_MARK = {"delivered": "=>", "bounced": "!="}
+
+
+def masqmail_lines(msg):
+    """Return one message as masqmail's mailq printed it: `ID <= <sender> size=N age=A
+    [host=IP] [ident=USER]`, then `==` (pending), `=>` (delivered) or `!=` (failed) and
+    each recipient, so that scripts written for masqmail keep working."""
+    head = "%s <= <%s> size=%d age=%s" % (msg["id"], msg["sender"], msg["size"],
+                                          _masqmail_age(msg["age"]))
+    if msg.get("client"):
+        head += " host=%s" % msg["client"]
+    origin = msg.get("origin")
+    if origin and not origin.startswith("fetch:"):
+        head += " ident=%s" % origin
+    lines = [head] + ["%s <%s>" % (_MASQMAIL_MARK.get(r["state"], "=="), r["address"])
+                      for r in msg["recipients"]]
+    return "\n".join(lines) + "\n\n"
+
+
+def _masqmail_age(seconds):
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return "%.1f%s" % (seconds / size, unit)
+    return "%ds" % seconds
 
 
 def remove(cfg, ids):

@@ -23,7 +23,8 @@ def _submit(opts):
 
 def _list(opts):
     from masq.cli import mailq
-    return mailq.run(load_config(opts.config), sys.stdout)
+    return mailq.run(load_config(opts.config), sys.stdout,
+                     "masqmail" if opts.verbose else "masq")
 
 
 def _remove(opts):

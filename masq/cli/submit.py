@@ -1,11 +1,12 @@
 """Local submission (`sendmail`, `-bm`): read a message on stdin and queue it durably.
 
-Owns what acceptance does to a locally submitted message (as masqmail and sendmail do): Bcc and
-Return-Path removed; From, Date and Message-ID added when missing; a Received line on top;
-recipients from the arguments and, with -t, from To/Cc/Bcc. Input is normalised to CRLF
-(LF or CRLF end a line; a bare CR becomes CRLF too, or refuses the message with
-`option bare_line_ends 'refuse'`) and ends at a lone `.` unless -i/-oi; nothing else in
-the text is altered.
+Owns what acceptance does to a locally submitted message (as masqmail and sendmail do): Bcc,
+Return-Path and Envelope-To removed; From (the invoker's name only with their own
+address), `To: undisclosed-recipients:;` (no To or Cc), Date and Message-ID added when
+missing; a Received line on top; recipients from the arguments and, with -t, from
+To/Cc/Bcc. Input is normalised to CRLF (LF or CRLF end a line; a bare CR becomes CRLF
+too, or refuses the message with `option bare_line_ends 'refuse'`) and ends at a lone `.`
+unless -i/-oi; nothing else in the text is altered.
 
 Exit 0 means the message is on stable storage (its COMMIT record fdatasync'ed). It streams:
 memory stays flat whatever the message size. Works with no daemon; one that runs is poked
@@ -32,7 +33,16 @@ READ_SIZE = 65536
 def run(opts):
     """Queue the message on stdin as opts say; return the exit status."""
     cfg = load_config(opts.config)
+    if cfg.main.defer_all:
+        raise exits.Failure("message not queued: defer_all is set, try again later",
+                            exits.TEMPFAIL)
     hostname = cfg.main.hostname
+    pending = b""
+    if opts.uucp:
+        from masq.cli import rmail
+        uucp_sender, pending = rmail.read_sender()
+        if uucp_sender is not None and opts.sender is None:
+            opts.sender = uucp_sender
     sender, warning = envelope_sender(cfg, opts)
     recipients = _arguments(opts.recipients, hostname)
     if not recipients and not opts.extract:
@@ -41,7 +51,8 @@ def run(opts):
     writer = queue.writer()
     msgid = writer.id
     try:
-        recipients = _receive(cfg, opts, writer, msgid, sender, warning, recipients)
+        recipients = _receive(cfg, opts, writer, msgid, sender, warning, recipients,
+                              pending)
         queue.sync()
         size = writer.size
     except LogError as exc:
@@ -124,8 +135,8 @@ def _parse_list(value, what, hostname):
     return out
 
 
-def _receive(cfg, opts, writer, msgid, sender, warning, recipients):
-    """Read stdin into writer; commit; return the final recipient list."""
+def _receive(cfg, opts, writer, msgid, sender, warning, recipients, pending=b""):
+    """Read pending and then stdin into writer; commit; return the final recipient list."""
     limit = cfg.main.max_message_size
     norm = message.InputNormalizer(dot_ends=opts.dot_ends)
     reader = message.HeaderReader()
@@ -133,7 +144,7 @@ def _receive(cfg, opts, writer, msgid, sender, warning, recipients):
     finished = False
     try:
         while not reader.done:
-            data = os.read(0, READ_SIZE)
+            data, pending = pending or os.read(0, READ_SIZE), b""
             finished = not data or norm.ended
             text = norm.feed(data) + (norm.finish() if finished else b"")
             first_body += reader.feed(text)
@@ -193,11 +204,14 @@ def _cleanup(cfg, opts, headers, msgid, sender, warning, recipients, now):
     """Apply the acceptance rules to the header block."""
     hostname = cfg.main.hostname
     headers.remove("Bcc")
-    headers.remove("Return-Path")
+    message.strip_envelope_fields(headers)
     if not headers.has("From"):
-        name = opts.fullname if opts.fullname is not None else _gecos()
+        own = sender == "%s@%s" % (user_name(), hostname)
+        name = opts.fullname if opts.fullname is not None else (_gecos() if own else "")
         headers.append("From", address.format_address(name or "", sender or
                                                       "MAILER-DAEMON@" + hostname))
+    if not headers.has("To") and not headers.has("Cc"):
+        headers.append("To", "undisclosed-recipients:;")
     if not headers.has("Date"):
         headers.append("Date", message.format_date(now))
     if not headers.has("Message-ID"):

@@ -429,6 +429,8 @@ OPTIONS = (
     Option(_M, "retry_max", INTERVAL, 4 * 3600.0),
     Option(_M, "online_check_interval", INTERVAL, 300.0),
     Option(_M, "do_queue", BOOL, False),
+    Option(_M, "do_save_envelope_to", BOOL, False),
+    Option(_M, "defer_all", BOOL, False),
     Option(_M, "fetch_interval", INTERVAL, 0.0),
     Option(_M, "log", LOG, "syslog"),
     Option(_M, "log_level", LOG_LEVEL, "info"),

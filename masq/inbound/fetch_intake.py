@@ -22,7 +22,7 @@ class Intake:
         self.protocol = protocol
         self.writer = host.queue.writer()
         self.id = self.writer.id
-        self.headers = message.HeaderReader()
+        self.headers = message.ReceivedHeaders(host.cfg.main.do_save_envelope_to)
         self.line_ends = message.InputNormalizer(dot_ends=False)
         self.peer = peer            # (host name, ip)
         fields = message.Headers()
@@ -39,21 +39,23 @@ class Intake:
     def _text(self, data):
         if not data:
             return
-        if not self.headers.done:
-            try:
-                self.headers.feed(data)
-            except message.HeaderTooLong:
-                self.headers.done = True        # stored all the same: it is our mail
-        self.writer.write(data)
+        try:
+            data = self.headers.feed(data)
+        except message.HeaderTooLong:
+            data = self.headers.abandon()       # stored all the same: it is our mail
+        if data:
+            self.writer.write(data)
 
     def commit(self, durable):
         """Append the COMMIT; durable(error or None) after the group fdatasync."""
         self._text(self.line_ends.finish())
         if not self.headers.done:
             try:
-                self.headers.finish()
+                data = self.headers.finish()
             except message.HeaderTooLong:
-                pass
+                data = self.headers.abandon()
+            if data:
+                self.writer.write(data)
         envelope = Envelope(
             self._sender(), [self.source.recipient], received=self.host.loop.time(),
             protocol=self.protocol.lower(), client=self.peer[1], helo=self.peer[0],

@@ -74,6 +74,8 @@ class ListenerSettings:
         self.timeout = main.smtp_timeout
         self.min_data_rate = main.smtp_min_data_rate
         self.refuse_bare = main.bare_line_ends == "refuse"
+        self.save_envelope_to = main.do_save_envelope_to
+        self.defer_all = main.defer_all
         self.max_connections = main.max_connections
         self.max_per_ip = main.max_connections_per_ip
         self.local_users = tuple(main.local_users)

@@ -39,6 +39,7 @@ NO_SPACE = Reply(452, "4.3.1", "Queue storage is full; try again later")
 TOO_MANY_RCPTS = Reply(452, "4.5.3", "Too many recipients; send the rest in another message")
 TOO_MANY_HOPS = Reply(554, "5.4.0", "Too many Received: lines; is there a mail loop?")
 BARE_LINE_END = Reply(550, "5.6.0", "Bare CR or LF in the message text; only CRLF may end a line")
+DEFER_ALL = Reply(421, "4.3.2", "Mail is not accepted for now (defer_all); try again later")
 MAX_UNSENT = 65536      # octets of replies waiting for the client before input stops
 BATCH = 4096            # replies are written in batches of about this size
 SLICE = 8192            # input handed to the engine at a time (bounds the replies to it)
@@ -79,7 +80,11 @@ class SMTPServerSession:
         self._arm()
 
     def start(self):
-        """Greet the client and start reading."""
+        """Greet the client and start reading (or refuse it with 421: `defer_all`)."""
+        if self.server.settings.defer_all:
+            self.transport.write(self.engine.greeting(DEFER_ALL))
+            self.transport.close_when_flushed()
+            return
         self.transport.write(self.engine.greeting())
         self.transport.resume_reading()
         self._arm()
@@ -219,8 +224,7 @@ class SMTPServerSession:
             self.respond(refusal)
             return
         try:
-            sender = address.parse_path("<%s>" % event.address, sender=True,
-                                        smtputf8="SMTPUTF8" in event.params)
+            sender = self._path(event.address, True, "SMTPUTF8" in event.params)
         except address.AddressError as exc:
             self.respond(Reply(exc.code, exc.enhanced, exc.text))
             return
@@ -233,8 +237,7 @@ class SMTPServerSession:
     def _rcpt_to(self, event):
         txn, settings = self.txn, self.server.settings
         try:
-            addr = address.parse_path("<%s>" % event.address, sender=False,
-                                      smtputf8="SMTPUTF8" in txn.params)
+            addr = self._path(event.address, False, "SMTPUTF8" in txn.params)
         except address.AddressError as exc:
             self.respond(Reply(exc.code, exc.enhanced, exc.text))
             return
@@ -258,11 +261,23 @@ class SMTPServerSession:
                 notify=",".join(notify) if notify else None))
         self.respond(None)
 
+    def _path(self, text, sender, smtputf8):
+        """Parse a MAIL or RCPT path. A local process (`-bs` on a pipe: MUAs, inetd) may give
+        a bare name, qualified with the host name as masqmail and sendmail do; a network
+        client may not."""
+        local = self.peer.uid is not None
+        path = address.parse_path("<%s>" % text, sender=sender, smtputf8=smtputf8,
+                                  unqualified=local)
+        if local and not path.is_null and not path.domain:
+            path = address.parse_path("<%s@%s>" % (path, self.server.settings.hostname),
+                                      sender=sender, smtputf8=smtputf8)
+        return path
+
     def _data_start(self, event):
         txn = self.txn
         txn.id = new_id(self.server.now())
         txn.writer = self.server.queue.writer(txn.id)
-        txn.headers = message.HeaderReader()
+        txn.headers = message.ReceivedHeaders(self.server.settings.save_envelope_to)
         txn.line_ends = message.InputNormalizer(dot_ends=False)
         try:
             txn.writer.write(self._received(txn))
@@ -294,14 +309,18 @@ class SMTPServerSession:
                                                   txn.line_ends.bare_lf):
             txn.failure = BARE_LINE_END
             return
-        if not txn.headers.done:
-            try:
-                txn.headers.feed(data)
-            except message.HeaderTooLong as exc:
-                txn.failure = Reply(exc.code, exc.enhanced, exc.text)
-                return
         try:
-            txn.writer.write(data)
+            data = txn.headers.feed(data)
+        except message.HeaderTooLong as exc:
+            txn.failure = Reply(exc.code, exc.enhanced, exc.text)
+            return
+        self._store(data)
+
+    def _store(self, data):
+        if not data:
+            return
+        try:
+            self.txn.writer.write(data)
         except LogError as exc:
             self._fail(exc)
 
@@ -314,7 +333,7 @@ class SMTPServerSession:
         self._text(txn.line_ends.finish())
         if txn.failure is None and not txn.headers.done:
             try:
-                txn.headers.finish()
+                self._store(txn.headers.finish())
             except message.HeaderTooLong as exc:
                 txn.failure = Reply(exc.code, exc.enhanced, exc.text)
         if txn.failure is None and message.count_hops(txn.headers.headers) >= MAX_HOPS:

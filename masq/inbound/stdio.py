@@ -127,8 +127,8 @@ def run(cfg):
                       listener._engine(False))
     transport.session = session
     host.loop.at_turn_end(host.queue.sync_now)
+    host.loop.running = True        # before start: a refused session stops it at once
     session.start()
-    host.loop.running = True
     while host.loop.running:
         host.loop.run_once()
     host.queue.sync_now()

@@ -370,6 +370,69 @@ class HeaderReader:
             self._field = []
 
 
+ENVELOPE_FIELDS = ("Return-Path", "Envelope-To")
+
+
+def strip_envelope_fields(headers, save_envelope_to=False):
+    """Drop the fields delivery writes (Return-Path:, Envelope-To:) from received headers.
+
+    A mailbox would otherwise show two Return-Path lines, the sender's and ours. With
+    save_envelope_to, Envelope-To: is kept as X-Orig-Envelope-To: (masqmail's
+    do_save_envelope_to, for mail fetched from a multi-drop box)."""
+    headers.remove("Return-Path")
+    if save_envelope_to:
+        headers.rename("Envelope-To", "X-Orig-Envelope-To")
+    else:
+        headers.remove("Envelope-To")
+
+
+class ReceivedHeaders:
+    """A HeaderReader for text being stored: it holds the header block back until it ends,
+    then gives it out without the envelope fields (strip_envelope_fields)."""
+
+    def __init__(self, save_envelope_to=False, limit=HEADER_LIMIT):
+        self.reader = HeaderReader(limit)
+        self.save_envelope_to = save_envelope_to
+        self._raw = bytearray()     # the text held back, given out as is by abandon()
+
+    @property
+    def headers(self):
+        """Return the Headers read so far (with the envelope fields, as received)."""
+        return self.reader.headers
+
+    @property
+    def done(self):
+        """Return True once the header block has been given out."""
+        return self.reader.done
+
+    def feed(self, data):
+        """Take CRLF-normalised text; return what may be stored now (HeaderTooLong past the cap)."""
+        if self.reader.done:
+            return bytes(data)
+        self._raw += data
+        body = self.reader.feed(data)
+        return self._release(body) if self.reader.done else b""
+
+    def finish(self):
+        """Signal end of input; return the rest of what is to be stored."""
+        if self.reader.done:
+            return b""
+        return self._release(self.reader.finish())
+
+    def abandon(self):
+        """Give up on the header block (too long); return the text held back, unaltered."""
+        raw, self._raw = bytes(self._raw), bytearray()
+        self.reader.done = True
+        return raw
+
+    def _release(self, body):
+        self._raw = bytearray()
+        fields = Headers()
+        fields._fields = list(self.reader.headers._fields)
+        strip_envelope_fields(fields, self.save_envelope_to)
+        return fields.to_bytes() + b"\r\n" + body
+
+
 def split_message(chunks, limit=1 << 20):
     """Return (Headers, the body bytes read so far, the iterator of the rest) of a text.
 

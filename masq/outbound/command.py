@@ -10,8 +10,10 @@ and drained past it, SIGKILL to the whole group at the time limit. Also `run_in_
 Python function (a mailbox write) run in a forked child that first becomes the mailbox
 owner, its Outcome read back as one line on a pipe.
 
-Does not decide which command runs or as whom (masq.outbound.local does), and never uses a
-shell: a command is what its template says, run by execve.
+Does not decide which command runs or as whom (masq.outbound.local does). A command is what
+its template says, run by execve; the one exception is a `|command` alias with shell syntax
+(`shell_argv`: the aliases file is the administrator's, as with sendmail and Postfix's
+local(8)), which `/bin/sh -c` runs verbatim, with no placeholder expanded into it.
 
 Hostile input: sender and recipient (any RFC 5321 local part: quotes, spaces, `;`, `$()`,
 backticks are all legal) and everything the command prints. Output is bounded in memory
@@ -134,6 +136,37 @@ def expand_argv(command, values):
     return [expand(word, values) for word in words]
 
 
+SHELL_SYNTAX = frozenset("|&;<>()$`*?[]{}~\n")
+
+
+def shell_argv(command):
+    """Return the argv of an alias pipe: `/bin/sh -c COMMAND` when it has shell syntax
+    outside single quotes (redirection, pipes, variables ...), else None (then it is split
+    and expanded by expand_argv, so `/bin/sh -c '...' sh %s` keeps its arguments).
+
+    The command goes to the shell verbatim: placeholders are not expanded in it, so
+    nothing of the message reaches the command line; the values are in the environment."""
+    return ["/bin/sh", "-c", command] if _has_shell_syntax(command) else None
+
+
+def _has_shell_syntax(command):
+    quote, escaped = None, False
+    for char in command:
+        if escaped:
+            escaped = False
+        elif quote == "'":
+            quote = None if char == "'" else quote
+        elif char == "\\":
+            escaped = True
+        elif char == quote:
+            quote = None
+        elif quote is None and char in "'\"":
+            quote = char
+        elif char in SHELL_SYNTAX and (quote is None or char in "$`"):
+            return True
+    return False
+
+
 def expand_path(template, values):
     """Return a mailbox path from its template; it must come out absolute."""
     path = expand(template, values)
@@ -142,12 +175,25 @@ def expand_path(template, values):
     return path
 
 
-def environment(sender, recipient, identity, extra=None):
-    """Return the environment of a delivery command (nothing inherited from masq)."""
+def environment(sender, recipient, identity, extra=None, message_id=None, qualify_domain=None):
+    """Return the environment of a delivery command (nothing inherited from masq).
+
+    masq's names (SENDER, RECIPIENT, LOCAL, DOMAIN; USER, LOGNAME and HOME of the account
+    the command runs as) and masqmail's (RETURN_PATH, SENDER_LOCAL, SENDER_DOMAIN,
+    LOCAL_PART, MESSAGE_ID = the queue ID, QUALIFY_DOMAIN = the host name): docs/LOCAL.md."""
     local, _, domain = recipient.rpartition("@")
+    sender_local, _, sender_domain = sender.rpartition("@")
+    local = local if domain else recipient
     env = {"PATH": PATH, "SENDER": sender, "RECIPIENT": recipient,
-           "LOCAL": local if domain else recipient, "DOMAIN": domain,
-           "USER": identity.name, "LOGNAME": identity.name, "HOME": identity.home}
+           "LOCAL": local, "DOMAIN": domain,
+           "USER": identity.name, "LOGNAME": identity.name, "HOME": identity.home,
+           "RETURN_PATH": sender, "LOCAL_PART": local,
+           "SENDER_LOCAL": sender_local if sender_domain else sender,
+           "SENDER_DOMAIN": sender_domain}
+    if message_id:
+        env["MESSAGE_ID"] = message_id
+    if qualify_domain:
+        env["QUALIFY_DOMAIN"] = qualify_domain
     env.update(extra or {})
     return env
 

@@ -31,7 +31,7 @@ from masq.aliases import file as aliases
 from masq.mail import address
 from masq.mail.message import HeaderReader, HeaderTooLong, delivered_to
 from masq.outbound.mailbox import maildir, mbox, write
-from masq.outbound.command import (Refused, environment, expand_argv, expand_path,
+from masq.outbound.command import (Refused, environment, expand_argv, expand_path, shell_argv,
                                    run_command, run_in_child, unsafe_component)
 from masq.outbound.job import Job
 from masq.outbound.outcome import PERMFAIL, TEMPFAIL, Outcome
@@ -321,7 +321,8 @@ class _Run:
             self.to_user(target.value, done)
         elif kind == aliases.PIPE:
             identity = self.agent.alias_identity(self.table)
-            argv = expand_argv(target.value, self.values(self.local))
+            argv = (shell_argv(target.value) or
+                    expand_argv(target.value, self.values(self.local)))
             self.command(argv, identity, done)
         elif kind == aliases.FILE:
             identity = self.agent.alias_identity(self.table)
@@ -356,7 +357,8 @@ class _Run:
                 ).encode("utf-8", "surrogateescape")
 
     def command(self, argv, identity, done):
-        env = environment(self.job.sender, self.rcpt, identity)
+        env = environment(self.job.sender, self.rcpt, identity,
+                          message_id=self.job.message_id, qualify_domain=self.settings.hostname)
         body = itertools.chain((self.prefix(),), self.job.open_body())
         run_command(self.loop, argv, env, write.to_lf(body), self.settings.command_timeout,
                     self.settings.output_cap, done, identity=identity)

@@ -47,6 +47,7 @@ class PipeAgent:
         except command.Refused as refused:
             finished(refused.outcome)
             return
-        env = command.environment(job.sender, rcpt, Identity.current())
+        env = command.environment(job.sender, rcpt, Identity.current(),
+                                  message_id=job.message_id)
         command.run_command(self.loop, argv, env, job.open_body(), self.route.timeout,
                             OUTPUT_CAP, finished)

@@ -25,6 +25,7 @@ def message_json(msg, now, waits=None):
     return {
         "id": msg.id, "sender": env.sender, "size": env.size, "received": env.received,
         "age": max(0.0, now - env.received), "quarantined": msg.quarantined,
+        "client": env.client, "origin": env.origin,
         "recipients": [{
             "address": r.address, "state": r.state, "route": r.route,
             "attempts": r.attempts, "next_attempt": r.next_attempt,
