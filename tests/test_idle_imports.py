@@ -98,7 +98,7 @@ def test_the_first_clients_are_served(conf, tmp_path):
     "::ffff:127.0.0.1", "::", "[::1]", "localhost", "", "127.0.0.1 ", "١٢٧.0.0.1"])
 def test_is_loopback_answers_as_ipaddress_does(text):
     import ipaddress
-    from masq.config.schema import is_loopback
+    from masq.base.ip import is_loopback
     try:
         expected = ipaddress.ip_address(text).is_loopback
     except ValueError:

@@ -119,7 +119,7 @@ def _q(opts, rest, args, arg):
     if rest.startswith("o"):
         opts.route = _value("qo", rest[1:], args)
     elif rest:
-        from masq.config.schema import INTERVAL
+        from masq.config.kinds import INTERVAL
         try:
             opts.interval = INTERVAL.convert(rest)
         except ValueError:

@@ -17,345 +17,14 @@ option, what was expected and, for a typo, the nearest known name. The first err
 
 from masq.config import uci
 from masq.config.uci import ConfigError
+from masq.config.kinds import (
+    BARE_LINE_ENDS, BOOL, COMMAND, COUNT, FETCH_PROTOCOL, FETCH_TLS, FINGERPRINTS,
+    HOSTNAME, HOST_PORT, INTERVAL, INTERVALS, Invalid, LIST, LISTEN, LOG, LOG_LEVEL,
+    MAILBOX, NETWORKS, ONLINE, PATH, PORT, SERVER, SIZE, SMARTHOST, STATUS_LISTEN, STR,
+    TLS, hostname_text, int_kind, parse_ip_port, show)
+from masq.base.ip import is_loopback
 
 __all__ = ["ConfigError", "Config", "Section", "load", "loads", "describe", "OPTIONS"]
-
-
-class Invalid(ValueError):
-    """A value's own reason for refusal, shown instead of the value in the error."""
-
-
-class Kind:
-    """How an option's text becomes a value: `convert(text)` returns it or raises ValueError."""
-
-    __slots__ = ("name", "expected", "convert", "render", "is_list")
-
-    def __init__(self, name, expected, convert, render=str, is_list=False):
-        self.name = name            # the type as docs/CONFIG.md names it
-        self.expected = expected    # for "expected ..., got ..."
-        self.convert = convert      # for a list: converts one item
-        self.render = render        # value (or item) back to UCI text
-        self.is_list = is_list
-
-
-BOOLS = {"1": True, "yes": True, "on": True, "true": True, "enabled": True,
-         "0": False, "no": False, "off": False, "false": False, "disabled": False}
-SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-TIME_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-# Values are checked with string methods, not re: `sendmail` reads the file on every run.
-_LITERAL_CHARS = frozenset("0123456789ABCDEFabcdef:.")
-LISTEN_SCHEMES = ("smtp", "submission", "smtps", "qmtp", "qmqp")
-
-
-def _text(text):
-    return text
-
-
-def _absolute(text):
-    """Check a path: absolute, so the daemon (cwd /) and a command agree on what it names."""
-    if not text.startswith("/") or "\0" in text:
-        raise ValueError(text)
-    return text
-
-
-def _bool(text):
-    if text not in BOOLS:
-        raise ValueError(text)
-    return BOOLS[text]
-
-
-def _int_kind(low=None, high=None):
-    if low is not None and high is not None:
-        expected = "an integer from %d to %d" % (low, high)
-    elif low is not None:
-        expected = "an integer >= %d" % low
-    else:
-        expected = "an integer"
-
-    def convert(text):
-        digits = text[1:] if text.startswith("-") else text
-        if not (digits.isascii() and digits.isdigit()):
-            raise ValueError(text)
-        value = int(text)
-        if (low is not None and value < low) or (high is not None and value > high):
-            raise ValueError(text)
-        return value
-    return Kind("int", expected, convert)
-
-
-def _digits(text):
-    return text.isascii() and text.isdigit()
-
-
-def _size(text):
-    """Return the bytes `10M`, `64k` or `1000` stand for."""
-    number, unit = (text[:-1], text[-1]) if text[-1:] in tuple("kKmMgG") else (text, "")
-    if not _digits(number):
-        raise ValueError(text)
-    return int(number) * SIZE_UNITS[unit.lower()]
-
-
-def _render_size(value):
-    for unit in "GMk":
-        if value and value % SIZE_UNITS[unit.lower()] == 0:
-            return "%d%s" % (value // SIZE_UNITS[unit.lower()], unit)
-    return str(value)
-
-
-def _interval(text):
-    """Return the seconds `30m`, `1.5h` or `90` stand for."""
-    number, unit = (text[:-1], text[-1]) if text[-1:] in tuple("smhdw") else (text, "")
-    whole, dot, fraction = number.partition(".")
-    if not _digits(whole) or (dot and not _digits(fraction)):
-        raise ValueError(text)
-    return float(number) * TIME_UNITS[unit]
-
-
-def _render_interval(value):
-    for unit in "wdhms":
-        if value and value % TIME_UNITS[unit] == 0:
-            return "%d%s" % (value // TIME_UNITS[unit], unit)
-    return ("%.6f" % value).rstrip("0").rstrip(".")
-
-
-def _enum_kind(*choices):
-    def convert(text):
-        if text not in choices:
-            raise ValueError(text)
-        return text
-    return Kind("enum", "one of " + ", ".join(choices), convert)
-
-
-def _prefixed_kind(expected, exact, prefixes):
-    """Return a str kind whose value is one of `exact` or a prefix plus something."""
-    def convert(text):
-        if text in exact or any(text.startswith(p) and text != p for p in prefixes):
-            return text
-        raise ValueError(text)
-    return Kind("str", expected, convert)
-
-
-def _host_port(text, low_port=1):
-    """Return text if it is `host`, `host:port`, `[literal]` or `[literal]:port`."""
-    if text.startswith("["):
-        close = text.find("]")
-        good = close > 1 and _LITERAL_CHARS.issuperset(text[1:close])
-        rest = text[close + 1:]
-    else:
-        host, colon, port = text.partition(":")
-        rest = colon + port
-        good = (host[:1].isalnum() and host[-1:].isalnum() and host.isascii()
-                and host.replace("-", "a").replace(".", "a").isalnum())
-    port = rest[1:]
-    if rest and not (rest[0] == ":" and _digits(port) and len(port) <= 5):
-        good = False
-    if not good or (port and not low_port <= int(port) <= 65535):
-        raise ValueError(text)
-    return text
-
-
-def _smarthost(text):
-    """Return text if it is HOST[:PORT] (as _host_port), optionally after `qmtp:` or
-    `qmqp:`."""
-    _host_port(text[5:] if text.startswith(("qmtp:", "qmqp:")) else text)
-    return text
-
-
-def _listen(text):
-    scheme, sep, rest = text.partition("://")
-    if not sep or scheme not in LISTEN_SCHEMES:
-        raise ValueError(text)
-    rest, _, query = rest.partition("?")
-    if query not in ("", "auth=plain") or (rest.count(":") > 1 and rest[:1] != "["):
-        raise ValueError(text)
-    parse_ip_port(rest, default_port=25, low_port=0)     # an address to bind: no names
-    return text
-
-
-def parse_ip_port(text, default_port=None, low_port=1):
-    """Return (ip, port) from IP[:PORT] or [IPv6][:PORT]; `localhost` is 127.0.0.1.
-
-    The port may be left out only when default_port is given; raise ValueError."""
-    text = text.strip()
-    if text.startswith("["):
-        host, bracket, rest = text[1:].partition("]")
-        if not bracket or (rest and not rest.startswith(":")):
-            raise ValueError(text)
-        port = rest[1:] if rest else None
-    elif text.count(":") == 1:
-        host, port = text.split(":")
-    else:
-        host, port = text, None
-    if port is None and default_port is None:
-        raise ValueError(text)
-    port = default_port if port is None else port
-    if not (str(port).isascii() and str(port).isdigit() and low_port <= int(port) < 65536):
-        raise ValueError(text)
-    host = "127.0.0.1" if host == "localhost" else host
-    if _is_ipv4(host):
-        return host, int(port)
-    import ipaddress                       # lazily: sendmail starts fast
-    return str(ipaddress.ip_address(host)), int(port)
-
-
-def is_loopback(ip):
-    """Return True if the text is a loopback IP address (a name is not one), as ipaddress
-    says; the usual 127.x.y.z and ::1 without importing it (an idle daemon does not)."""
-    if ip == "::1" or (_is_ipv4(ip) and ip.startswith("127.")):
-        return True
-    import ipaddress
-    try:
-        return ipaddress.ip_address(ip).is_loopback
-    except ValueError:
-        return False
-
-
-def _is_ipv4(text):
-    """Return True for dotted-quad IPv4 as ipaddress accepts it (checked without importing
-    it: ipaddress costs `sendmail` ~2 ms, and most configurations name only IPv4)."""
-    parts = text.split(".")
-    return len(parts) == 4 and all(
-        part.isascii() and part.isdigit() and len(part) <= 3 and (part == "0" or part[0] != "0")
-        and int(part) <= 255 for part in parts)
-
-
-def _ip_port_kind(expected, default_port=None):
-    def convert(text):
-        parse_ip_port(text, default_port)
-        return text
-    return Kind("str", expected, convert)
-
-
-def _hostname_text(text):
-    """Check a host name as SMTP needs it (RFC 5321 Domain): LDH labels, at most 253."""
-    if len(text) > 253 or not all(_is_label(label) for label in text.split(".")):
-        raise ValueError(text)
-    return text
-
-
-def _is_label(label):
-    """Return True for a DNS label: 1-63 ASCII letters, digits and inner hyphens."""
-    return (0 < len(label) <= 63 and label.isascii() and label[0] != "-" and label[-1] != "-"
-            and label.replace("-", "a").isalnum())
-
-
-PLACEHOLDERS = "udsr%"       # what a command or mailbox path may hold: %u %d %s %r %%
-
-
-def _template(text):
-    """Check the placeholders of a command or path template; raise ValueError."""
-    at = text.find("%")
-    while at >= 0:
-        letter = text[at + 1:at + 2].replace("\n", "")
-        if letter == "" or letter not in PLACEHOLDERS:
-            raise Invalid("%s: unknown placeholder %%%s (use %%u, %%d, %%s, %%r or %%%%)"
-                          % (_show(text), letter))
-        at = text.find("%", at + 2)
-
-
-def _command(text):
-    """Check a command template as delivery splits it (shlex, no shell); raise ValueError."""
-    if not any(c in text for c in "'\"\\"):    # no quoting: shlex splits on white space
-        words = text.split()
-    else:
-        import shlex                       # lazily: costs sendmail about 1 ms to import
-        try:
-            words = shlex.split(text)
-        except ValueError as exc:          # "No closing quotation", "No escaped character"
-            raise Invalid("%s: %s" % (_show(text), str(exc).lower())) from None
-    if not words:
-        raise Invalid("%s: no command" % _show(text))
-    _template(text)
-    return text
-
-
-def _mailbox(text):
-    method, sep, rest = text.partition(":")
-    rest = rest.strip()
-    if not sep or method not in ("maildir", "mbox", "mda") or not rest:
-        raise ValueError(text)
-    if method == "mda":
-        _command(rest)
-    elif not rest.startswith("/"):
-        raise Invalid("%s: the path must be absolute (start with /)" % _show(text))
-    else:
-        _template(rest)
-    return text
-
-
-def _online(text):
-    if text != "always" and not any(text.startswith(p) and text != p for p in
-                                    ("file:", "pipe:", "iface:", "ubus:", "modem:")):
-        raise ValueError(text)
-    if text.startswith("pipe:"):
-        _command(text[len("pipe:"):])
-    return text
-
-
-def fingerprint(text):
-    """Return a certificate fingerprint `sha256:HEX` (colons optional) as 64 lower-case hex."""
-    method, sep, digits = text.partition(":")
-    digits = digits.replace(":", "").lower()
-    if method.lower() != "sha256" or not sep or len(digits) != 64 or \
-            digits.strip("0123456789abcdef"):
-        raise ValueError(text)
-    return digits
-
-
-def _network(text):
-    address, slash, prefix = text.partition("/")
-    if _is_ipv4(address) and (not slash or (prefix.isascii() and prefix.isdigit()
-                                            and int(prefix) <= 32)):
-        return text
-    import ipaddress                       # lazily: sendmail starts fast
-    ipaddress.ip_network(text, strict=False)
-    return text
-
-
-STR = Kind("str", "a string", _text)
-PATH = Kind("path", "an absolute path (one that starts with /)", _absolute)
-BOOL = Kind("bool", "a boolean (1/0, yes/no, on/off, true/false, enabled/disabled)",
-            _bool, lambda value: "1" if value else "0")
-COUNT = _int_kind(1)
-PORT = _int_kind(1, 65535)
-SIZE = Kind("size", "a size (bytes, or a number with k, M or G)", _size, _render_size)
-INTERVAL = Kind("interval", "an interval (seconds, or a number with s, m, h, d or w)",
-                _interval, _render_interval)
-LIST = Kind("list", "a string", _text, is_list=True)
-INTERVALS = Kind("list", "an interval (seconds, or a number with s, m, h, d or w)",
-                 _interval, _render_interval, is_list=True)
-NETWORKS = Kind("list", "an IP network such as 192.168.1.0/24", _network, is_list=True)
-FINGERPRINTS = Kind("list", "sha256:FINGERPRINT (64 hex digits, colons allowed), as "
-                   "`openssl x509 -noout -fingerprint -sha256` prints it",
-                   lambda text: (fingerprint(text), text)[1], is_list=True)
-LISTEN = Kind("list", "a listener such as smtp://127.0.0.1:25 (scheme %s; an IP address, "
-              "IPv6 in brackets)"
-              % ", ".join(LISTEN_SCHEMES), _listen, is_list=True)
-HOST_PORT = Kind("str", "host or host:port (an IPv6 address in brackets)", _host_port)
-SMARTHOST = Kind("str", "host or host:port (an IPv6 address in brackets), optionally after "
-                 "qmtp: or qmqp: (QMTP or QMQP instead of SMTP)", _smarthost)
-MAILBOX = Kind("str", "maildir:/PATH, mbox:/PATH or mda:COMMAND", _mailbox)
-ONLINE = Kind("str", "always, file:PATH, pipe:COMMAND, iface:NAME, ubus:IFACE or "
-              "modem:DEVICE", _online)
-COMMAND = Kind("str", "a command (split as the shell would, run without one)", _command)
-HOSTNAME = Kind("str", "a host name: letters, digits, hyphens and dots, at most 253",
-                _hostname_text)
-SERVER = _ip_port_kind("an IP address, optionally with :PORT (IPv6 in brackets)", 53)
-STATUS_LISTEN = _ip_port_kind("IP:PORT (e.g. 127.0.0.1:8025 or [::1]:8025)")
-TLS = _enum_kind("none", "opportunistic", "starttls", "tls")
-FETCH_TLS = _enum_kind("starttls", "tls", "none")
-FETCH_PROTOCOL = _enum_kind("pop3", "imap")
-
-
-def _log_target(text):
-    if text in ("syslog", "stderr") or text.startswith("/"):
-        return text
-    raise ValueError(text)
-
-
-LOG = Kind("str", "syslog, stderr or an absolute file path", _log_target)
-LOG_LEVEL = _enum_kind("error", "warning", "info", "debug")
-BARE_LINE_ENDS = _enum_kind("normalise", "refuse")
 
 
 def _hostname(values):
@@ -434,13 +103,19 @@ OPTIONS = (
     Option(_M, "fetch_interval", INTERVAL, 0.0),
     Option(_M, "log", LOG, "syslog"),
     Option(_M, "log_level", LOG_LEVEL, "info"),
+    # masqmail parity: which addresses are local (local_addresses, globs, glob aliases)
+    # masqmail parity: templates and logging (errmsg_file, warnmsg_file)
+    # filter stage: checks in the dialogue (dnsbl, dnswl, sender and HELO checks)
+    # filter stage: greylisting
+    # filter stage: content filters
+    # filter stage: archiving (always_bcc, sender_bcc, recipient_bcc, log_user)
 
     Option(_U, "password", STR, secret=True),
     Option(_U, "mailbox", MAILBOX),
 
     Option(_R, "online", ONLINE, "always"),
     Option(_R, "online_require_route", BOOL, False),
-    Option(_R, "modem_min_signal", _int_kind(-113, -51)),
+    Option(_R, "modem_min_signal", int_kind(-113, -51)),
     Option(_R, "smarthost", SMARTHOST),
     Option(_R, "port", PORT, 25),
     Option(_R, "tls", TLS, "opportunistic"),
@@ -465,6 +140,8 @@ OPTIONS = (
     Option(_R, "timeout", INTERVAL, 300.0),
     Option(_R, "max_message_size", SIZE, 0),
     Option(_R, "pop3_login", STR),
+    # masqmail parity: header rewrites (map_reply_to, map_followup_to ...)
+    # masqmail parity: From_ lines for pipes and MDAs
 
     Option(_F, "server", HOST_PORT),
     Option(_F, "protocol", FETCH_PROTOCOL, "pop3"),
@@ -477,7 +154,7 @@ OPTIONS = (
     Option(_F, "deliver_to", STR),
     Option(_F, "keep", BOOL, False),
     Option(_F, "max_size", SIZE),
-    Option(_F, "max_count", _int_kind(0), 0),
+    Option(_F, "max_count", int_kind(0), 0),
     Option(_F, "folder", STR, "INBOX"),
     Option(_F, "timeout", INTERVAL, 300.0),
 )
@@ -588,12 +265,12 @@ def _check_together(config):
     """Refuse what each option allows alone but the daemon refuses in combination."""
     main = config.main
     try:
-        _hostname_text(main.hostname)
+        hostname_text(main.hostname)
     except ValueError:
         raise config.error(main, "hostname", "the %s %s cannot be used in SMTP: set option "
                            "hostname (letters, digits, hyphens and dots, at most 253)"
                            % ("option hostname" if main.is_set("hostname")
-                              else "system host name", _show(main.hostname))) from None
+                              else "system host name", show(main.hostname))) from None
     if main.status_listen and not main.status_password:
         if not is_loopback(parse_ip_port(main.status_listen)[0]):
             raise config.error(main, "status_listen", "status_listen %s is not a loopback "
@@ -621,14 +298,14 @@ def _check_fetches(config):
                                    % (fetch.name, option))
         if fetch.route != "always" and fetch.route not in routes:
             raise config.error(fetch, "route", "fetch '%s': no route named %s (name a "
-                               "route, or 'always')" % (fetch.name, _show(fetch.route)))
+                               "route, or 'always')" % (fetch.name, show(fetch.route)))
     for route in config.routes:
         if route.pop3_login:
             fetch = config.fetch(route.pop3_login)
             if fetch is None or fetch.protocol != "pop3":
                 raise config.error(route, "pop3_login", "route '%s': pop3_login names no "
                                    "POP3 fetch section (%s)" % (route.name,
-                                                                _show(route.pop3_login)))
+                                                                show(route.pop3_login)))
 
 
 def _add_main(config, section):
@@ -691,7 +368,7 @@ def _value(row, option, raw, path):
         except ValueError as exc:
             detail = str(exc) if isinstance(exc, Invalid) else ""
             raise ConfigError(path, line, "option %s: expected %s, got %s"
-                              % (where, row.kind.expected, detail or _show(item))) from None
+                              % (where, row.kind.expected, detail or show(item))) from None
     return values if row.kind.is_list else values[0]
 
 
@@ -713,10 +390,6 @@ def _did_you_mean(word, names):
 def _label(raw):
     return "%s '%s'" % (raw.type, raw.name) if raw.name else "%s section" % raw.type
 
-
-def _show(value):
-    text = value if len(value) <= 60 else value[:57] + "..."
-    return "'%s'" % text if text.isprintable() else repr(text)
 
 
 def describe(config, show_secrets=False):

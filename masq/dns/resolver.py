@@ -84,7 +84,7 @@ def _not_found(name):
 
 def parse_server(text):
     """Return (ip, port) from '1.2.3.4', '1.2.3.4:5353', '::1' or '[::1]:53'; else ValueError."""
-    from masq.config.schema import parse_ip_port   # one parser: the configuration checks with it
+    from masq.config.kinds import parse_ip_port   # one parser: the configuration checks with it
     return parse_ip_port(text, 53)
 
 

@@ -17,7 +17,7 @@ import re
 import time
 
 from masq.base import compat, net
-from masq.config.schema import is_loopback
+from masq.base.ip import is_loopback
 from masq.outbound.removal import remove_messages
 from masq.policy.users import may_force, may_remove, trusted, user_name
 from masq.proto import http

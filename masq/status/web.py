@@ -27,7 +27,7 @@ a trusted LAN), nor render HTML (masq.status.page does).
 
 from masq.base import exits, net
 from masq.base.host import Component
-from masq.config.schema import is_loopback
+from masq.base.ip import is_loopback
 
 MAX_CONNECTIONS = 32
 SERVE_MODULES = ("masq.status.serve", "masq.policy.passwords")
@@ -35,7 +35,7 @@ SERVE_MODULES = ("masq.status.serve", "masq.policy.passwords")
 
 def parse_listen(text):
     """Return (ip, port) for a status_listen value `HOST:PORT` or `[V6]:PORT`."""
-    from masq.config.schema import parse_ip_port   # the configuration checked it with this
+    from masq.config.kinds import parse_ip_port   # the configuration checked it with this
     try:
         return parse_ip_port(text)
     except ValueError:
