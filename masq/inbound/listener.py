@@ -23,7 +23,7 @@ import os
 
 from masq.base import net
 from masq.base.host import Component, MessagesQueued
-from masq.config import schema as config
+from masq.config.kinds import fingerprint
 from masq.outbound import maillog
 from masq.inbound import auth
 from masq.proto.reply import Reply
@@ -79,7 +79,7 @@ class ListenerSettings:
         self.max_connections = main.max_connections
         self.max_per_ip = main.max_connections_per_ip
         self.local_users = tuple(main.local_users)
-        self.relay_certs = frozenset(config.fingerprint(text) for text in main.relay_cert)
+        self.relay_certs = frozenset(fingerprint(text) for text in main.relay_cert)
         self.users = dict(cfg.users)
 
     @property
