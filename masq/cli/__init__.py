@@ -13,7 +13,7 @@ import sys
 
 from masq.base import exits
 
-COMMANDS = ("daemon", "queue", "flush", "rm", "online", "status", "passwd", "setup",
+COMMANDS = ("daemon", "queue", "flush", "rm", "release", "online", "status", "passwd", "setup",
             "check-config", "version")
 
 
@@ -97,6 +97,7 @@ commands:
                          --format masqmail prints masqmail's mailq lines (as mailq -v)
   flush [ROUTE]          deliver queued mail now (through ROUTE only)
   rm ID...               remove messages from the queue
+  release ID...          let messages a content filter quarantined go on (past that filter)
   online ROUTE up|down|auto
                          override a route's online detector
   status [--json]        show routes, queue and counters

@@ -1,4 +1,4 @@
-"""The `masq COMMAND` commands: daemon, queue, flush, fetch, rm, online, status, passwd, setup,
+"""The `masq COMMAND` commands: daemon, queue, flush, fetch, rm, release, online, status, passwd, setup,
 check-config, version.
 
 Owns the table from command name to function and their argument checking; `-C FILE` may
@@ -56,6 +56,11 @@ def _queue(path, rest):
 def _rm(path, rest):
     from masq.cli import mailq
     return mailq.remove(load_config(path), rest)
+
+
+def _release(path, rest):
+    from masq.cli import mailq
+    return mailq.release(load_config(path), rest)
 
 
 def flush(cfg, route=None, forced=False):
@@ -222,7 +227,7 @@ def newaliases(cfg):
 
 
 _COMMANDS = {
-    "daemon": _daemon, "queue": _queue, "flush": _flush, "rm": _rm, "online": _online,
+    "daemon": _daemon, "queue": _queue, "flush": _flush, "rm": _rm, "release": _release, "online": _online,
     "fetch": _fetch,
     "status": _status, "passwd": _passwd, "check-config": _check_config,
     "version": _version,

@@ -117,3 +117,35 @@ def _remove_offline(cfg, ids):
     finally:
         queue.close()
 
+
+
+def release(cfg, ids):
+    """Release the quarantined messages named by ids (docs/FILTERS.md); return the status."""
+    if not ids:
+        raise exits.Failure("name the message ids to release", exits.USAGE)
+    reply = control.request(cfg.main.spool_dir, "release", ids=ids)
+    if reply is None:
+        reply = _release_offline(cfg, ids)
+    for msgid in reply.get("released", ()):
+        print("%s: released" % msgid)
+    errors = reply.get("errors") or ([reply["error"]] if reply.get("error") else [])
+    if errors:
+        raise exits.Failure("; ".join(errors), exits.NOPERM if reply.get("denied")
+                            else exits.DATAERR)
+    return exits.OK
+
+
+def _release_offline(cfg, ids):
+    if not privileged(cfg):
+        return {"error": "permission denied", "denied": True}
+    from masq.outbound.release import release_each
+    queue = open_queue(cfg, "runner")
+    try:
+        released, errors = release_each(queue, ids)
+        if released:
+            queue.sync()
+        return {"released": released, "errors": errors}
+    except spool.LogError as exc:
+        raise exits.Failure(str(exc), exits.TEMPFAIL) from None
+    finally:
+        queue.close()

@@ -331,6 +331,33 @@ LOG = Kind("str", "syslog, stderr or an absolute file path", _log_target)
 LOG_LEVEL = _enum_kind("error", "warning", "info", "debug")
 BARE_LINE_ENDS = _enum_kind("normalise", "refuse")
 
+FILTER_ACTIONS = ("pass", "reject", "quarantine", "tempfail")
+
+
+def _filter(text):
+    """Check a content filter: pipe:COMMAND or smtp:HOST:PORT (docs/FILTERS.md)."""
+    method, sep, rest = text.partition(":")
+    if method == "pipe" and sep:
+        _command(rest)
+        return text
+    if method == "smtp" and sep and ":" in rest:
+        _host_port(rest)
+        return text
+    raise ValueError(text)
+
+
+def _filter_exit(text):
+    code, sep, action = text.partition("=")
+    if not sep or not (code.isascii() and code.isdigit()) or int(code) > 255 or \
+            action not in FILTER_ACTIONS:
+        raise ValueError(text)
+    return text
+
+
+FILTERS = Kind("list", "pipe:COMMAND or smtp:HOST:PORT", _filter, is_list=True)
+FILTER_EXITS = Kind("list", "CODE=ACTION (an exit code 0-255; %s)" % ", ".join(FILTER_ACTIONS),
+                    _filter_exit, is_list=True)
+
 
 def show(value):
     """Return value quoted for an error message, shortened past 60 characters."""

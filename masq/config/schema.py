@@ -22,6 +22,7 @@ from masq.config.kinds import (
     HOSTNAME, HOST_PORT, INTERVAL, INTERVALS, Invalid, LIST, LISTEN, LOG, LOG_LEVEL,
     MAILBOX, NETWORKS, ONLINE, PATH, PORT, SERVER, SIZE, SMARTHOST, STATUS_LISTEN, STR,
     TLS, hostname_text, int_kind, parse_ip_port, show)
+from masq.config.kinds import FILTER_EXITS, FILTERS
 from masq.base.ip import is_loopback
 
 __all__ = ["ConfigError", "Config", "Section", "load", "loads", "describe", "OPTIONS"]
@@ -108,6 +109,9 @@ OPTIONS = (
     # filter stage: checks in the dialogue (dnsbl, dnswl, sender and HELO checks)
     # filter stage: greylisting
     # filter stage: content filters
+    Option(_M, "filter", FILTERS, ()),
+    Option(_M, "filter_timeout", INTERVAL, 120.0),
+    Option(_M, "filter_exit", FILTER_EXITS, ()),
     # filter stage: archiving (always_bcc, sender_bcc, recipient_bcc, log_user)
 
     Option(_U, "password", STR, secret=True),

@@ -1,8 +1,8 @@
-"""What the daemon does for each control request: status, queue, new, rm, online, flush, fetch.
+"""What the daemon does for each control request: status, queue, new, rm, release, online, flush, fetch.
 
 Owns the table from command name to handler and who may run what: anyone may ask for
 status, poke the daemon about new mail or ask for a flush of the routes that are online;
-removing mail, overriding routes and forcing mail through a route that is offline need
+removing mail, releasing quarantined mail, overriding routes and forcing mail through a route that is offline need
 root, the daemon's own user or a trusted user (or, for rm, the user who submitted the
 message). Who may do what is masq.policy.users, which the status page asks too.
 """
@@ -45,6 +45,26 @@ def new_mail(daemon):
 def _rm(daemon, req, uid, answer):
     remove_messages(daemon, req["ids"], user_name(uid), may_remove(daemon, uid),
                     answer)
+
+
+def _release(daemon, req, uid, answer):
+    if not trusted(daemon, uid):
+        answer({"ok": False, "error": "permission denied", "denied": True})
+        return
+    from masq.outbound.release import release_each
+    released, errors = release_each(daemon.queue, [str(i) for i in req["ids"]])
+    for msgid in released:
+        daemon.log.info("%s: released from quarantine by %s", msgid, user_name(uid))
+    if not released:
+        answer({"ok": not errors, "released": [], "errors": errors})
+        return
+
+    def synced(error):
+        answer({"ok": error is None, "released": released,
+                "errors": errors + ([str(error)] if error else [])})
+        if error is None:
+            daemon.publish(MessagesQueued(tuple(released)))
+    daemon.queue.want_sync(synced)
 
 
 def _online(daemon, req, uid, answer):
@@ -106,5 +126,5 @@ def _fetch(daemon, req, uid, answer):
         {"ok": True, "sources": [s.to_json() for s in sources]}))
 
 
-_HANDLERS = {"status": _status, "new": _new, "rm": _rm, "online": _online, "flush": _flush,
-             "fetch": _fetch}
+_HANDLERS = {"status": _status, "new": _new, "rm": _rm, "release": _release,
+             "online": _online, "flush": _flush, "fetch": _fetch}

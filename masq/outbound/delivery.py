@@ -27,11 +27,19 @@ class Delivery(Component):
         """Build agents and scheduler; look at the whole queue at once unless look is False."""
         self.agents = Agents(self.host, forward=self.forward)
         self.scheduler = Scheduler(self.host, self.agents)
+        self._stage()
         self.host.subscribe(MessagesQueued, self.scheduler.queued)
         self.host.subscribe(RouteChanged, self.scheduler.route_changed)
         if look:
             self.scheduler.kick()
         self._arm_interval()
+
+    def _stage(self):
+        """Build the content filter stage once `filter` is configured (never imported
+        otherwise)."""
+        if self.host.cfg.main.filter and self.scheduler.stage is None:
+            from masq.outbound.filters import Stage
+            self.scheduler.stage = Stage(self.host, self.scheduler.kick)
 
     def _interval(self):
         return self.interval or self.host.cfg.main.queue_interval
@@ -66,6 +74,7 @@ class Delivery(Component):
         self.agents.close()
         self.agents = Agents(self.host, forward=self.forward)
         self.scheduler.agents = self.agents
+        self._stage()
         self.scheduler.kick()
         self._arm_interval()
 

@@ -148,6 +148,8 @@ class Scheduler:
         self.kicked = False
         self.new_ids = []             # new messages to look at in the next run
         self.looked = 0               # messages looked at (tests count the work)
+        self.stage = None             # the content filter stage, if `filter` is configured
+                                      # (masq.outbound.filters: it holds unfiltered mail)
 
     # triggers
 
@@ -229,6 +231,8 @@ class Scheduler:
     def _plan(self, msg, now, usable, ignore_times, only, forced, flush):
         self.looked += 1
         env = msg.envelope
+        if self.stage is not None and self.stage.holds(msg, env):
+            return
         due = [i for i, r in enumerate(env.recipients)
                if r.state not in FINAL and (msg.id, i) not in self.inflight
                and (ignore_times or r.next_attempt is None or r.next_attempt <= now)]
@@ -556,7 +560,8 @@ class Scheduler:
 
     def idle(self):
         """Return True when no delivery is in flight or waiting (compaction may run)."""
-        return self.running == 0 and not self.waiting
+        return self.running == 0 and not self.waiting and (
+            self.stage is None or self.stage.idle())
 
     def stop(self):
         """Cancel the timers (jobs in flight are abandoned: they will be retried)."""
@@ -566,6 +571,8 @@ class Scheduler:
         if self.probe is not None:
             self.probe.cancel()
             self.probe = None
+        if self.stage is not None:
+            self.stage.stop()
         if self.timer is not None:
             self.timer.cancel()
             self.timer, self.wake = None, None

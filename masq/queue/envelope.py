@@ -27,7 +27,10 @@ _ENVELOPE_KEYS = (
     ("client", "c"), ("helo", "h"), ("auth_user", "u"), ("origin", "o"),
     ("envid", "e"), ("ret", "ret"), ("body", "b"), ("smtputf8", "8"),
     ("warned", "w"), ("quarantined", "q"), ("fetched", "f"),
+    ("filtered", "fl"), ("held_by", "qf"), ("text_of", "tx"), ("replaces", "rp"),
 )
+EXEMPT = -1     # `filtered` of a message no content filter sees (the daemon's own: DSNs,
+                # alias forwards; a copy reinjected by an smtp: filter)
 _RECIPIENT_KEYS = (
     ("address", "a"), ("orcpt", "or"), ("notify", "n"), ("state", "st"),
     ("attempts", "at"), ("next_attempt", "nx"), ("last_error", "le"),
@@ -81,7 +84,8 @@ class Envelope:
 
     def __init__(self, sender, recipients, received=0.0, size=0, protocol="local",
                  client=None, helo=None, auth_user=None, origin=None, envid=None, ret=None,
-                 body=None, smtputf8=False, warned=None, quarantined=None, fetched=None):
+                 body=None, smtputf8=False, warned=None, quarantined=None, fetched=None,
+                 filtered=0, held_by=None, text_of=None, replaces=None):
         self.sender = sender
         self.recipients = tuple(r if isinstance(r, Recipient) else Recipient(r)
                                 for r in recipients)
@@ -99,11 +103,24 @@ class Envelope:
         self.warned = warned
         self.quarantined = quarantined
         self.fetched = fetched      # "SOURCE UID" of fetched mail (docs/FETCH.md)
+        self.filtered = filtered    # content filters passed (docs/FILTERS.md), or EXEMPT
+        self.held_by = held_by      # the filter that quarantined it
+        self.text_of = text_of      # a COMMIT of a committed message: its text is now the
+                                    # pending text of this id (its own id: the text stays)
+        self.replaces = replaces    # the id of the message this one replaces (removed by
+                                    # this COMMIT: a copy an smtp: filter sent back)
 
     @property
     def done(self):
         """Return True when every recipient is final."""
         return all(r.final for r in self.recipients)
+
+    def copy(self, **changes):
+        """Return a new Envelope with the same fields and recipients, and changes."""
+        env = Envelope(self.sender, self.recipients)
+        for name in self.__slots__:
+            setattr(env, name, changes[name] if name in changes else getattr(self, name))
+        return env
 
     def encode(self):
         """Return the COMMIT payload for this envelope."""
@@ -193,8 +210,10 @@ _NUMBER = (int, float)
 # attribute -> the JSON type of its value (the others are strings); null where the
 # attribute's default is None, never for those in _NOT_NULL
 _TYPES = {"received": _NUMBER, "size": int, "smtputf8": bool, "warned": _NUMBER,
+          "filtered": int,
           "attempts": int, "next_attempt": _NUMBER, "updated": _NUMBER}
-_NOT_NULL = frozenset(("received", "size", "protocol", "smtputf8", "attempts", "state"))
+_NOT_NULL = frozenset(("received", "size", "protocol", "smtputf8", "attempts", "state",
+                       "filtered"))
 
 
 def _unpack(obj, data, keys):

@@ -217,6 +217,22 @@ class Queue:
             records.append((record.WARNED, msgid, env_mod.encode_note(t=warned)))
         self.append(records)
 
+    def recommit(self, msgid, envelope, text=None):
+        """Give committed message msgid a new envelope (a content filter's verdict, a
+        release) in one COMMIT record; with text, a Writer (own) whose chunks become its
+        text in that same record. Not synced here; LogError if it cannot be written."""
+        records = []
+        if text is not None and text.buffer:
+            records.append((record.BODY, text.id, bytes(text.buffer)))
+        envelope = envelope.copy(text_of=text.id if text is not None else msgid,
+                                 size=text.size if text is not None else envelope.size)
+        records.append((record.COMMIT, msgid, envelope.encode()))
+        self.append(records, track=False)
+        if text is not None:
+            text.buffer = bytearray()
+            self.writing.discard(text.id)
+            text.written = text.committed = True
+
     def remove(self, msgid, why):
         """Append a REMOVED record for msgid."""
         self.append([(record.REMOVED, msgid, env_mod.encode_note(why=why))])
@@ -481,6 +497,8 @@ class Writer:
     def commit(self, envelope):
         """Append the rest of the text and the COMMIT record (not yet synced)."""
         envelope.size = self.size
+        if self.own and not envelope.filtered:
+            envelope.filtered = env_mod.EXEMPT     # the daemon's own: no filter sees it
         records = []
         if self.buffer:
             records.append((record.BODY, self.id, bytes(self.buffer)))

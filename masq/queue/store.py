@@ -339,11 +339,8 @@ class Store:
     def copy(self, msg):
         """Append a copy of msg (COPY, its text, COMMIT with its current state)."""
         envelope = self.envelope(msg)
-        quarantined = envelope.quarantined
-        if msg.quarantined:
-            envelope.quarantined = msg.quarantined
-        payload = envelope.encode()
-        envelope.quarantined = quarantined      # the cached one stays as the log says
+        payload = envelope.copy(quarantined=msg.quarantined or envelope.quarantined,
+                                text_of=None, replaces=None).encode()
         records = [(record.COPY, msg.id, b"")]
         size = 0
         for part in _coalesce(self.body(msg.id)):
@@ -418,16 +415,22 @@ def _commit(store, msg, item):
     held when the copy was made: every RESULT before it is in it)."""
     envelope = env_mod.Envelope.decode(item.payload)
     at = store.copies.pop(msg.id, None)
+    if at is None and envelope.text_of is not None:
+        at = _adopt(store, msg, envelope.text_of)
     if at is not None:            # a copy (maybe with no text) replaces the original whole:
                                   # its text, and its quarantine or none
         msg.at = at
         msg.first_seg = at[0] if at else item.seg
         msg.bytes = sum(at[2::3]) + record.OVERHEAD * (len(at) // 3 + 2) + item.length
         msg.quarantined = None
+    elif envelope.text_of is not None:      # a new envelope over the same text
+        msg.quarantined = None
     elif msg.committed:
         raise ValueError("second commit")
     else:
         _first(msg, item)
+    if envelope.replaces is not None:
+        _replace(store, envelope.replaces)
     msg.committed_at(item.seg, item.payload_offset, item.length,
                      [r.final for r in envelope.recipients])
     msg.warned = envelope.warned
@@ -436,6 +439,33 @@ def _commit(store, msg, item):
     elif msg.size != envelope.size:
         msg.quarantined = "text of %d bytes, envelope says %d" % (msg.size, envelope.size)
     store._remember(msg, envelope)
+
+
+def _adopt(store, msg, text_of):
+    """A COMMIT that gives committed msg a new envelope (a content filter's verdict,
+    `masq release`): return the chunks of the pending text it adopts (that writer's entry
+    leaves the index), or None when the text stays (text_of is msg's own id)."""
+    if not msg.committed:
+        raise ValueError("new envelope for a message never committed")
+    if text_of == msg.id:
+        return None
+    source = store.messages.get(text_of)
+    if source is None or not source.pending:
+        raise ValueError("new text %s is not in the log" % text_of)
+    at = source.at
+    store.forget(text_of)
+    return at
+
+
+def _replace(store, msgid):
+    """A COMMIT that replaces message msgid (an smtp: filter's copy coming back): msgid is
+    removed by the same record that commits its replacement, so a crash leaves one or the
+    other, never both and never neither."""
+    old = store.messages.get(msgid)
+    if old is not None and old.committed:
+        was_kept, old_bytes, old_pin = old.kept, old.bytes, old.first_seg
+        old.removed = True
+        store._track(old, was_kept, old_bytes, old_pin)
 
 
 def _result(store, msg, item):

@@ -24,7 +24,9 @@ def message_json(msg, now, waits=None):
     env = msg.envelope
     return {
         "id": msg.id, "sender": env.sender, "size": env.size, "received": env.received,
-        "age": max(0.0, now - env.received), "quarantined": msg.quarantined,
+        "age": max(0.0, now - env.received),
+        "quarantined": {"filter": env.held_by, "reason": msg.quarantined}
+        if msg.quarantined else None,
         "client": env.client, "origin": env.origin,
         "recipients": [{
             "address": r.address, "state": r.state, "route": r.route,

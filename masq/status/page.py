@@ -179,7 +179,7 @@ function queue(list){var t=$('queue');t.textContent='';$('count').textContent=li
  t.appendChild(titles(['Message','From','To','Size','Age','Tries','']));
  list.forEach(function(m,i){var row=el('tr','tr msg'+(i%2?' cbi-rowstyle-2':''));
   row.setAttribute('data-id',m.id);
-  var id=el('div','small nowrap',m.id);if(m.quarantined)id.appendChild(label('quarantined','important'));
+  var id=el('div','small nowrap',m.id);if(m.quarantined){id.appendChild(label('quarantined','important'));id.appendChild(el('div','small',(m.quarantined.filter?m.quarantined.filter+': ':'')+m.quarantined.reason))}
   row.appendChild(cell('Message',id));
   row.appendChild(cell('From',m.sender||'<>'));
   row.appendChild(cell('To',recipients(m)));

@@ -71,12 +71,18 @@ def render(doc):
     return "\n".join(lines) + "\n"
 
 
+def _quarantined(held):
+    if not held:
+        return ""
+    by = " (filter %s)" % held["filter"] if held.get("filter") else ""
+    return "  QUARANTINED%s: %s" % (by, held["reason"])
+
+
 def format_message(msg):
     """Return the lines mailq prints for one message of the status document."""
     lines = ["%-14s %8s %6s  <%s>%s" % (msg["id"], _size(msg["size"]), _age(msg["age"]),
                                         msg["sender"],
-                                        "  QUARANTINED: %s" % msg["quarantined"]
-                                        if msg.get("quarantined") else "")]
+                                        _quarantined(msg.get("quarantined")))]
     for rcpt in msg["recipients"]:
         line = "    %-9s <%s>" % (rcpt["state"], rcpt["address"])
         extra = []
