@@ -23,6 +23,10 @@ from helpers import ROOT, free_port, write_config
 ON_DEMAND = ("masq.inbound.session", "masq.proto.smtp_server", "masq.policy.relay",
              "masq.status.serve", "masq.proto.http", "masq.status.page",
              "masq.policy.passwords", "hashlib", "hmac", "ipaddress", "re", "json")
+# The content filter stage (issue 15): nothing of it in a daemon without `filter`.
+NOT_CONFIGURED = ("masq.outbound.filters", "masq.outbound.filter_pipe",
+                  "masq.outbound.filter_smtp", "masq.outbound.filter_verdict",
+                  "masq.outbound.release")
 LAUNCHER = ("import sys; sys.path.insert(0, %r); from masq.cli import main; "
             "sys.exit(main(['masq'] + sys.argv[1:]))" % ROOT)
 
@@ -71,6 +75,7 @@ def test_an_idle_daemon_has_not_imported_what_clients_need(conf, tmp_path):
                 if line.startswith(b"import time:") and b"imported package" not in line}
     assert "masq.inbound.listener" in imported and "masq.status.web" in imported
     assert sorted(m for m in ON_DEMAND if m in imported) == []
+    assert sorted(m for m in NOT_CONFIGURED if m in imported) == []
 
 
 def test_the_first_clients_are_served(conf, tmp_path):

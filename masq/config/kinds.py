@@ -335,13 +335,10 @@ FILTER_ACTIONS = ("pass", "reject", "quarantine", "tempfail")
 
 
 def _filter(text):
-    """Check a content filter: pipe:COMMAND or smtp:HOST:PORT (docs/FILTERS.md)."""
+    """Check a content filter: pipe:COMMAND (docs/FILTERS.md)."""
     method, sep, rest = text.partition(":")
     if method == "pipe" and sep:
         _command(rest)
-        return text
-    if method == "smtp" and sep and ":" in rest:
-        _host_port(rest)
         return text
     raise ValueError(text)
 
@@ -354,7 +351,7 @@ def _filter_exit(text):
     return text
 
 
-FILTERS = Kind("list", "pipe:COMMAND or smtp:HOST:PORT", _filter, is_list=True)
+FILTERS = Kind("list", "pipe:COMMAND", _filter, is_list=True)
 FILTER_EXITS = Kind("list", "CODE=ACTION (an exit code 0-255; %s)" % ", ".join(FILTER_ACTIONS),
                     _filter_exit, is_list=True)
 

@@ -75,6 +75,7 @@ class Daemon(Host):
             from masq.outbound import agents
             from masq.status.web import SERVE_MODULES
             page = SERVE_MODULES if self.cfg.main.status_listen else ()
+            page += agents.FILTER_MODULES if self.cfg.main.filter else ()
             for name in LAZY + agents.MODULES + SESSION_MODULES + page:
                 __import__(name)
         account = self._account()
