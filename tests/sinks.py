@@ -123,12 +123,13 @@ def _wait_dns(port, host="127.0.0.1", timeout=10.0):
 
 
 class Dnsmasq:
-    """dnsmasq on 127.0.0.1:port serving the given MX, host and TXT records; with
-    `query_log` (a path) it logs every query there (`--log-queries`)."""
+    """dnsmasq on 127.0.0.1:port serving the given MX, host and TXT records (with TTL
+    `ttl`; dnsmasq's default is 0); with `query_log` (a path) it logs every query there."""
 
-    def __init__(self, port, mx=(), hosts=(), txt=(), query_log=None):
+    def __init__(self, port, mx=(), hosts=(), txt=(), query_log=None, ttl=0):
         self.port = port
-        self.args = ["--mx-host=%s,%s,%d" % m for m in mx]
+        self.args = ["--local-ttl=%d" % ttl] if ttl else []
+        self.args += ["--mx-host=%s,%s,%d" % m for m in mx]
         self.args += ["--host-record=%s,%s" % h for h in hosts]
         self.args += ["--txt-record=%s,%s" % t for t in txt]
         if query_log:

@@ -145,3 +145,8 @@ def test_the_sender_domain_needs_an_mx_or_an_address(server, sender, expected):
 def test_a_relay_net_client_is_not_checked(server):
     out = swaks(server, "127.0.0.7", helo="192.0.2.9", sender="bob@nx.test")
     assert "250 2.0.0 Message queued" in out, out
+
+
+def test_an_allow_listed_client_skips_the_helo_and_sender_checks(server):
+    out = swaks(server, "127.0.0.3", helo="192.0.2.9", sender="bob@nx.test")
+    assert "250 2.0.0 Message queued" in out, out

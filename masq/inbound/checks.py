@@ -12,7 +12,8 @@ postmaster can always be told about a false listing). HELO is judged at RCPT too
 5.7.1, postmaster exempt); the sender domain at MAIL FROM (550 5.1.8, 550 5.7.27, 450
 4.1.8; the null sender is not checked). A relay_net client or an authenticated one
 skips every check (also one that authenticates after connecting); a dnswl hit skips the
-DNS lists. A failed lookup never refuses a DNS list check. Pregreet is the session's
+others (the DNS lists, HELO, the sender domain: the sender check then waits for the
+lists). A failed lookup never refuses a DNS list check. Pregreet is the session's
 (smtp_greet_delay), not this module's.
 
 Imported only when one of the options is set (`dnsbl`, `dnswl`, `check_helo`,
@@ -97,61 +98,70 @@ class Checks:
 
 
 class ClientChecks:
-    """The checks of one connection: the DNS list verdict once it is in, and the questions
-    waiting for it."""
+    """The checks of one connection: the DNS list verdict once it is in, and what waits
+    for it."""
 
     def __init__(self, checks, peer, local_ip):
         self.checks, self.peer, self.local_ip = checks, peer, local_ip
         self.verdict = self.txt = None
-        self.waiting = []
-        self.closed = False
-        if checks.lists is not None and not self.exempt():
+        self.waiting = []               # functions to call once the verdict is in
+        self.asking = checks.lists is not None and not self.exempt()
+        if self.asking:
             checks.client(peer.ip, self._verdict)
 
     def exempt(self):
         """Return True if this client skips the checks (relay_net, authenticated)."""
         return self.peer.trusted_net or self.peer.authenticated
 
-    def _verdict(self, verdict, txt):
-        self.verdict, self.txt = verdict, txt
-        waiting, self.waiting = self.waiting, []
-        for rcpt, callback in waiting:
-            if not self.closed:
-                callback(self._listed(rcpt))
+    def allowed(self):
+        """Return the dnswl zone that lists the client, or None (also while unknown)."""
+        return self.verdict.allowed_by if self.verdict is not None else None
 
-    def _listed(self, rcpt):
-        verdict = self.verdict
-        if not verdict.blocked:
-            return None
-        return dnsbl.refusal(self.peer.ip, verdict.listed_by[0], self.txt)
+    def _verdict(self, verdict, txt):
+        self.verdict, self.txt, self.asking = verdict, txt, False
+        waiting, self.waiting = self.waiting, []
+        for then in waiting:
+            then()
+
+    def _judged(self, then):
+        """Call then() once the DNS lists have answered (at once if none are asked)."""
+        if self.asking:
+            self.waiting.append(then)
+        else:
+            then()
 
     def mail(self, sender, callback):
         """Judge MAIL FROM sender (an Address); callback(refusal or None), maybe later."""
-        settings = self.checks.settings
-        if not settings.check_sender_domain or self.exempt() or sender.is_null \
+        if not self.checks.settings.check_sender_domain or self.exempt() or sender.is_null \
                 or not sender.domain or sender.domain.startswith("["):
             return callback(None)
-        self.checks.sender(sender.domain.lower(), callback)
+
+        def judge():
+            if self.allowed():
+                return callback(None)
+            self.checks.sender(sender.domain.lower(), callback)
+        self._judged(judge)
 
     def rcpt(self, rcpt, helo, local, callback):
         """Judge RCPT TO rcpt (text) after HELO helo; local: rcpt is in a local domain.
         callback(refusal or None), maybe later."""
-        settings = self.checks.settings
         if self.exempt() or (local and rcpt.partition("@")[0].lower() == "postmaster"):
             return callback(None)
+        self._judged(lambda: callback(self._refusal(rcpt, helo)))
+
+    def _refusal(self, rcpt, helo):
+        settings, verdict = self.checks.settings, self.verdict
+        if self.allowed():
+            return None
         if settings.check_helo and helo:
             refusal = sender_helo.helo_refusal(helo, rcpt, settings.hostname,
                                                settings.local_domains, (self.local_ip,))
             if refusal is not None:
-                return callback(refusal)
-        if self.checks.lists is None:
-            return callback(None)
-        if self.verdict is None:
-            self.waiting.append((rcpt, callback))
-            return
-        callback(self._listed(rcpt))
+                return refusal
+        if verdict is not None and verdict.blocked:
+            return dnsbl.refusal(self.peer.ip, verdict.listed_by[0], self.txt)
+        return None
 
     def close(self):
-        """Forget the questions waiting (the session is gone)."""
-        self.closed = True
+        """Forget what waits for the verdict (the session is gone)."""
         self.waiting = []
