@@ -125,7 +125,7 @@ class SMTPServerSession:
         else:
             self.eof = max(self.eof, 1)
         if self.greet_timer is not None:          # not greeted yet: hold it, hear no more
-            self.pregreet = True
+            self.pregreet = self.pregreet or bool(data)
             self.transport.pause_reading()
             return
         self.pump()
