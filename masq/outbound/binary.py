@@ -7,9 +7,9 @@ bare CR or LF, NUL or very long lines cannot go into them as it is. A `binary` j
 text is scanned first (`masq.mail.downgrade`, a slice per loop turn), then handed on with
 its binary parts converted to base64 (8-bit text stays 8-bit: these formats are 8-bit
 clean), as an ordinary 8-bit job; a text that cannot be converted (binary content outside
-MIME, in a signed part, in a header) fails 5.6.3 for its recipients. What Postfix and
-sendmail would do is moot (neither accepts BINARYMIME); Exchange, which does, converts the
-same way when it writes such a message to a text format.
+MIME, in a signed part, in a header) fails 5.6.3 for its recipients: what RFC 3030 asks
+of a client facing a server without BINARYMIME (Postfix, which offers CHUNKING without
+BINARYMIME, never gets a binary text to deliver locally).
 Does not: touch other jobs (handed on as they are), or read the queue.
 """
 
