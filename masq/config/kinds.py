@@ -157,7 +157,7 @@ def _listen(text):
     if not sep or scheme not in LISTEN_SCHEMES:
         raise ValueError(text)
     rest, _, query = rest.partition("?")
-    if query not in ("", "auth=plain") or (rest.count(":") > 1 and rest[:1] != "["):
+    if query not in ("", "auth=plain", "filtered") or (rest.count(":") > 1 and rest[:1] != "["):
         raise ValueError(text)
     parse_ip_port(rest, default_port=25, low_port=0)     # an address to bind: no names
     return text
@@ -343,10 +343,13 @@ FILTER_ACTIONS = ("pass", "reject", "quarantine", "tempfail")
 
 
 def _filter(text):
-    """Check a content filter: pipe:COMMAND (docs/FILTERS.md)."""
+    """Check a content filter: pipe:COMMAND or smtp:HOST:PORT (docs/FILTERS.md)."""
     method, sep, rest = text.partition(":")
     if method == "pipe" and sep:
         _command(rest)
+        return text
+    if method == "smtp" and sep and ":" in rest:
+        _host_port(rest)
         return text
     raise ValueError(text)
 
@@ -359,7 +362,7 @@ def _filter_exit(text):
     return text
 
 
-FILTERS = Kind("list", "pipe:COMMAND", _filter, is_list=True)
+FILTERS = Kind("list", "pipe:COMMAND or smtp:HOST:PORT", _filter, is_list=True)
 FILTER_EXITS = Kind("list", "CODE=ACTION (an exit code 0-255; %s)" % ", ".join(FILTER_ACTIONS),
                     _filter_exit, is_list=True)
 

@@ -41,7 +41,8 @@ class ListenError(Exception):
 
 
 def parse_url(url):
-    """Return (kind, host, port, allow_plain_auth) for a listen URL."""
+    """Return (kind, host, port, query) for a listen URL: query is '', 'auth=plain' (AUTH
+    offered without TLS) or 'filtered' (an smtp: content filter's copies come back here)."""
     kind, sep, rest = url.partition("://")
     if not sep or kind not in KINDS:
         raise ListenError("listen %r: use smtp://, submission://, smtps://, qmtp:// or "
@@ -57,7 +58,7 @@ def parse_url(url):
         port = int(port) if port else default
     except ValueError:
         raise ListenError("listen %r: bad port" % url) from None
-    return kind, host or "0.0.0.0", port, query == "auth=plain"
+    return kind, host or "0.0.0.0", port, query
 
 
 class ListenerSettings:
@@ -108,7 +109,10 @@ class Listener(Component):
         self.log = host.log
         self.queue = host.queue
         self.url = url
-        self.kind, self.address, self.port, self.plain_auth = parse_url(url)
+        self.kind, self.address, self.port, query = parse_url(url)
+        self.plain_auth = query == "auth=plain"
+        self.filtered = query == "filtered"     # copies from a content filter: only
+                                                # relay_net may connect (docs/FILTERS.md)
         self.shared = shared          # connection counts and aliases shared by every listener
         shared.setdefault("listeners", []).append(self)
         self.settings = ListenerSettings(host.cfg)
@@ -166,6 +170,13 @@ class Listener(Component):
             self.loop.add_reader(self.sock, self._accept)
 
     def _admit(self, conn, ip):
+        if self.filtered:
+            from masq.policy import relay
+            if not relay.in_networks(ip, self.settings.relay_nets):
+                _refuse(conn, Reply(554, "5.7.1", "%s only a content filter on relay_net "
+                                    "may send here" % self.settings.hostname))
+                self.log.warning("refused %s on %s: not in relay_net", ip, self.url)
+                return
         counts = self.shared.setdefault("per_ip", {})
         total, key = sum(counts.values()), net.client_key(ip)
         refusal = None

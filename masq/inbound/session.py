@@ -39,7 +39,7 @@ from masq.proto import smtp_path
 from masq.proto import smtp_server_events as ev
 from masq.proto.errors import ConnectionClosed
 from masq.proto.reply import Reply
-from masq.queue.envelope import Envelope, Recipient
+from masq.queue.envelope import EXEMPT, Envelope, Recipient
 from masq.queue.log import LogError
 from masq.queue.store import new_id
 
@@ -326,7 +326,8 @@ class SMTPServerSession:
         txn = self.txn
         txn.id = new_id(self.server.now())
         txn.writer = self.server.queue.writer(txn.id)
-        txn.headers = message.ReceivedHeaders(self.server.settings.save_envelope_to)
+        txn.headers = message.ReceivedHeaders(self.server.settings.save_envelope_to,
+                                              strip=(message.FILTER_ID,))
         txn.line_ends = message.InputNormalizer(dot_ends=False)
         if txn.params.get("BODY") == "BINARYMIME":
             txn.head = message.HeadSplitter()
@@ -404,6 +405,8 @@ class SMTPServerSession:
             client=self.peer.ip, helo=self.engine.helo_name, auth_user=self.peer.auth_user,
             envid=txn.params.get("ENVID"), ret=txn.params.get("RET"),
             body=txn.params.get("BODY"), smtputf8="SMTPUTF8" in txn.params)
+        if getattr(self.server, "filtered", False) and self._reinjected(txn, envelope):
+            return
         try:
             txn.writer.commit(envelope)
         except LogError as exc:
@@ -414,6 +417,30 @@ class SMTPServerSession:
         txn.size = txn.writer.size
         txn.writer = None           # committed: nothing left to abort, even if the client goes
         self.server.queue.want_sync(lambda error: self._synced(txn, error))
+
+    def _reinjected(self, txn, envelope):
+        """A copy an smtp: content filter sends back (a `?filtered` listener): it replaces
+        the original its X-Masq-Filter-Id names, in its own COMMIT, and goes on past that
+        filter; a second copy of an original no longer queued is accepted and dropped
+        (return True: answered). Without the field, the message skips the filters."""
+        named = txn.headers.headers.get_all(message.FILTER_ID)
+        original = self.server.queue.get_live(named[0].strip()) if named else None
+        try:
+            passed = original.envelope.filtered if original is not None else None
+        except LogError:
+            passed = None
+        if named and passed is None:
+            self._drop(txn)
+            self.server.log.warning("%s: copy of %s from the content filter dropped: the "
+                                    "original is no longer queued", txn.id, named[0].strip())
+            self.respond(Reply(250, "2.0.0", "Copy dropped: the original already came back"))
+            return True
+        envelope.filtered = EXEMPT if passed is None else passed + 1
+        if original is not None:
+            envelope.replaces = original.id
+            txn.writer.own = True       # never withdrawn: the original is gone with it
+            self.server.log.info("%s: filtered copy of %s", txn.id, original.id)
+        return False
 
     def _synced(self, txn, error):
         if error is not None:

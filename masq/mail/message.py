@@ -36,6 +36,9 @@ _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun",
            "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 HEADER_LIMIT = 102400  # Postfix header_size_limit
+# Names the queued original on the copy an smtp: content filter sends back (docs/FILTERS.md):
+# masq writes it for the filter and strips it from everything its SMTP listeners store.
+FILTER_ID = "X-Masq-Filter-Id"
 
 
 class HeaderTooLong(ValueError):
@@ -415,9 +418,10 @@ class ReceivedHeaders:
     """A HeaderReader for text being stored: it holds the header block back until it ends,
     then gives it out without the envelope fields (strip_envelope_fields)."""
 
-    def __init__(self, save_envelope_to=False, limit=HEADER_LIMIT):
+    def __init__(self, save_envelope_to=False, limit=HEADER_LIMIT, strip=()):
         self.reader = HeaderReader(limit)
         self.save_envelope_to = save_envelope_to
+        self.strip = strip          # more field names dropped from what is stored
         self._raw = bytearray()     # the text held back, given out as is by abandon()
 
     @property
@@ -455,6 +459,8 @@ class ReceivedHeaders:
         fields = Headers()
         fields._fields = list(self.reader.headers._fields)
         strip_envelope_fields(fields, self.save_envelope_to)
+        for name in self.strip:
+            fields.remove(name)
         return fields.to_bytes() + b"\r\n" + body
 
 

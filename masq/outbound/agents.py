@@ -21,7 +21,8 @@ MODULES = ("masq.outbound.local", "masq.outbound.pipe", "masq.outbound.smtp",
            "masq.outbound.qmtp", "masq.dns.resolver", "masq.dns.mx")
 # The content filter stage's, imported only when `filter` is configured (docs/FILTERS.md).
 FILTER_MODULES = ("masq.outbound.filters", "masq.outbound.filter_pipe",
-                  "masq.outbound.filter_verdict", "masq.outbound.mailbox.write")
+                  "masq.outbound.filter_smtp", "masq.outbound.filter_verdict",
+                  "masq.outbound.mailbox.write")
 
 
 class Agents:

@@ -22,6 +22,7 @@ never lost, never routed unfiltered; a crash after it leaves the verdict. Built 
 from collections import deque
 
 from masq.outbound import results
+from masq.outbound.filter_verdict import Verdict
 from masq.outbound.outcome import Outcome
 from masq.queue.envelope import EXEMPT
 from masq.queue.spool import LogError
@@ -107,6 +108,9 @@ class Stage:
                 _drop(verdict)
                 self._settled(msgid, (), None)
                 return
+            if verdict.kind == "sent":         # an smtp: filter took it; no copy yet
+                verdict = Verdict("tempfail", "filter accepted the message but its copy "
+                                  "has not come back")
             if verdict.kind == "tempfail":
                 self._tempfail(msg, env, spec, verdict)
                 return
