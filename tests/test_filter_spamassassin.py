@@ -105,3 +105,26 @@ def test_gtube_is_quarantined_and_a_clean_message_passes_with_spamassassins_head
     assert held["quarantined"]["filter"].startswith("pipe:" + SPAMC)
     assert "quarantined by filter" in log
     assert "QUARANTINED (filter pipe:" in masq("queue", "-C", conf).stdout.decode()
+
+
+def test_spam_let_through_tagged_goes_to_the_junk_folder(tmp_path, spamd):
+    mail = tmp_path / "mail"
+    conf, smtp_port, _ = setup(
+        tmp_path, spamd, "\tlist filter_exit '1=pass'\n\toption spam_folder '.Junk'\n"
+                         "\tlist local_users 'mqjunk'\n"
+                         "\toption mailbox 'maildir:%s/%%u'\n" % mail)
+    daemon = Daemon(conf, smtp_port).start()
+    try:
+        send(smtp_port, rcpt="mqjunk@test.example", body=MESSAGE % (b"spam", b"one", GTUBE))
+        send(smtp_port, rcpt="mqjunk@test.example",
+             body=MESSAGE % (b"lunch", b"two", b"Shall we meet for lunch on Friday?"))
+        inbox, junk = mail / "mqjunk" / "new", mail / "mqjunk" / ".Junk" / "new"
+        assert wait_for(lambda: inbox.is_dir() and junk.is_dir() and
+                        len(os.listdir(inbox)) + len(os.listdir(junk)) == 2, 60), \
+            daemon.log_so_far()
+    finally:
+        daemon.stop()
+    [spam] = [(junk / name).read_bytes() for name in os.listdir(junk)]
+    [ham] = [(inbox / name).read_bytes() for name in os.listdir(inbox)]
+    assert b"X-Spam-Flag: YES" in spam and b"Subject: spam" in spam
+    assert b"X-Spam-Flag" not in ham and b"X-Spam-Status: No" in ham

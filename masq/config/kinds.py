@@ -362,6 +362,14 @@ def _filter_exit(text):
     return text
 
 
+def _folder(text):
+    """Check a Maildir++ folder name: `.NAME`, one path component."""
+    if not text.startswith(".") or text in (".", "..") or "/" in text or "\0" in text:
+        raise ValueError(text)
+    return text
+
+
+FOLDER = Kind("str", "a maildir folder name such as .Junk (a dot, then the name)", _folder)
 FILTERS = Kind("list", "pipe:COMMAND or smtp:HOST:PORT", _filter, is_list=True)
 FILTER_EXITS = Kind("list", "CODE=ACTION (an exit code 0-255; %s)" % ", ".join(FILTER_ACTIONS),
                     _filter_exit, is_list=True)

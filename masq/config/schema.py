@@ -22,7 +22,7 @@ from masq.config.kinds import (
     HOSTNAME, HOST_PORT, INTERVAL, INTERVALS, Invalid, LIST, LISTEN, LOG, LOG_LEVEL,
     MAILBOX, NETWORKS, ONLINE, PATH, PORT, SERVER, SIZE, SMARTHOST, STATUS_LISTEN, STR,
     TLS, hostname_text, int_kind, parse_ip_port, show)
-from masq.config.kinds import FILTER_EXITS, FILTERS
+from masq.config.kinds import FILTER_EXITS, FILTERS, FOLDER
 from masq.base.ip import is_loopback
 
 __all__ = ["ConfigError", "Config", "Section", "load", "loads", "describe", "OPTIONS"]
@@ -118,6 +118,7 @@ OPTIONS = (
     Option(_M, "filter", FILTERS, ()),
     Option(_M, "filter_timeout", INTERVAL, 120.0),
     Option(_M, "filter_exit", FILTER_EXITS, ()),
+    Option(_M, "spam_folder", FOLDER, ""),
     # filter stage: archiving (always_bcc, sender_bcc, recipient_bcc, log_user)
 
     Option(_U, "password", STR, secret=True),

@@ -108,4 +108,5 @@ def local_settings(cfg, forward, log):
         main.hostname, mailbox=main.mailbox,
         user_mailbox={name: u.mailbox for name, u in cfg.users.items() if u.mailbox},
         alias_file=main.alias_file, local_users=main.local_users,
-        local_domains=sorted({d.lower() for d in main.local_domain}), forward=forward, log=log)
+        local_domains=sorted({d.lower() for d in main.local_domain}), forward=forward, log=log,
+        spam_folder=main.spam_folder)

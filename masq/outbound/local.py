@@ -46,7 +46,8 @@ class LocalSettings:
                  alias_file="/etc/aliases", local_users=(), local_domains=None, forward=None,
                  command_timeout=600.0, mailbox_timeout=600.0, output_cap=8192,
                  lock_timeout=mbox.LOCK_TIMEOUT, command_user="nobody", in_child=None,
-                 alias_depth=expansion.DEPTH_LIMIT, alias_size=expansion.SIZE_LIMIT, log=None):
+                 alias_depth=expansion.DEPTH_LIMIT, alias_size=expansion.SIZE_LIMIT, log=None,
+                 spam_folder=""):
         self.hostname = hostname
         self.mailbox = mailbox                    # maildir:PATH, mbox:PATH or mda:COMMAND
         self.user_mailbox = dict(user_mailbox or {})   # user -> spec, overrides mailbox
@@ -63,6 +64,8 @@ class LocalSettings:
         self.alias_depth = alias_depth
         self.alias_size = alias_size
         self.log = log                            # a masq.base.logger.Logger, or None
+        self.spam_folder = spam_folder            # maildir subfolder (.Junk) for mail a
+                                                  # content filter flagged (X-Spam-Flag: YES)
 
 
 class Identity:
@@ -212,6 +215,7 @@ class _Run:
         self.seen = {}              # target key -> Outcome, within this job
         self.table = self.table_error = None
         self.delivered = set()
+        self.spam = False           # X-Spam-Flag: YES (a content filter said so)
         self.rcpt = self.targets = self.results = None
         self.local = self.domain = ""
 
@@ -243,6 +247,8 @@ class _Run:
             close = getattr(chunks, "close", None)
             if close:
                 close()
+        self.spam = any(value.strip().upper().startswith("YES")
+                        for value in reader.headers.get_all("X-Spam-Flag"))
         return delivered_to(reader.headers)
 
     def next_recipient(self):
@@ -349,6 +355,8 @@ class _Run:
             self.command(expand_argv(rest, values), identity, done)
         else:
             path = expand_path(rest, values)
+            if method == "maildir" and self.spam and self.settings.spam_folder:
+                path = os.path.join(path, self.settings.spam_folder)
             self.write_mailbox(method, path, identity, identity, done)
 
     def prefix(self):
