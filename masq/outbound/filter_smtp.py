@@ -43,7 +43,7 @@ class SMTPFilter:
         from masq.outbound.smtp import SMTPAgent, SMTPSettings
         main = self.host.cfg.main
         target = self.spec[len("smtp:"):]
-        timeouts = {"connect": main.filter_timeout, "data_end": main.filter_timeout}
+        timeouts = {"connect": main.filter_timeout, "final": main.filter_timeout}
         settings = SMTPSettings(smarthost=target, tls="none", helo=main.hostname,
                                 timeouts=timeouts, max_sessions=1)
         servers = [parse_server(main.dns_server)] if main.dns_server else None
