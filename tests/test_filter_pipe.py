@@ -284,3 +284,35 @@ def test_daemon_killed_after_the_verdict_keeps_it(tmp_path):
             log = daemon.stop()
     assert got.count(b"X-Filtered-By: x") == 1 and "passed filter" not in log
     assert len(sink.messages) == 1
+
+
+def test_the_filter_runs_as_option_user(tmp_path):
+    from local_user import SYSTEM_PYTHON, LocalUser, needs_root, open_dir
+    import shutil
+    needs_root()
+    base = open_dir()
+    try:
+        script = os.path.join(base, "uid.py")
+        with open(script, "w") as out:
+            out.write("import os, sys\ndata = sys.stdin.buffer.read()\n"
+                      "sys.stdout.buffer.write(b'X-Filter-Uid: %d\\n' % os.getuid() + data)\n")
+        os.chmod(script, 0o644)
+        sink_port, smtp_port = free_port(), free_port()
+        with LocalUser() as user, Sink(sink_port) as sink:
+            conf = write_config(
+                os.path.join(base, "masq.conf"), os.path.join(base, "spool"),
+                extra="\tlist listen 'smtp://127.0.0.1:%d'\n\toption user '%s'\n"
+                      "\tlist filter 'pipe:%s %s'\n" % (smtp_port, user.name, SYSTEM_PYTHON,
+                                                        script),
+                routes="config route 'isp'\n\toption smarthost '127.0.0.1:%d'\n"
+                       "\toption tls 'none'\n" % sink_port)
+            daemon = Daemon(conf, smtp_port).start()
+            try:
+                send(smtp_port)
+                assert sink.wait(1, timeout=60), daemon.log_so_far()
+                [(_, _, text)] = sink.messages
+            finally:
+                daemon.stop()
+            assert b"X-Filter-Uid: %d\r\n" % user.uid in text
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

@@ -22,7 +22,7 @@ MODULES = ("masq.outbound.local", "masq.outbound.pipe", "masq.outbound.smtp",
 # The content filter stage's, imported only when `filter` is configured (docs/FILTERS.md).
 FILTER_MODULES = ("masq.outbound.filters", "masq.outbound.filter_pipe",
                   "masq.outbound.filter_smtp", "masq.outbound.filter_verdict",
-                  "masq.outbound.mailbox.write")
+                  "masq.outbound.mailbox.write", "subprocess")
 
 
 class Agents:
