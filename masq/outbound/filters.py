@@ -105,6 +105,7 @@ class Stage:
         try:
             env = msg and msg.envelope
             if env is None or env.filtered != number:       # removed meanwhile
+                self.tries.pop(msgid, None)
                 _drop(verdict)
                 self._settled(msgid, (), None)
                 return
