@@ -365,3 +365,23 @@ def test_migrating_guide_names_every_option_of_the_corpus():
     names.discard("no_such_option")
     missing = sorted(n for n in names if "`%s`" % n not in guide)
     assert missing == []
+
+
+def test_repeated_options_and_query_routes_without_a_query(tmp_path):
+    """masqmail uses the last of a repeated option (the earlier ones are said not carried);
+    query routes without online_query are used only when asked for (-qo), as in masqmail."""
+    (tmp_path / "isp.route").write_text('mail_host = "old.example"\n'
+                                        'mail_host = "new.example"\n')
+    conf = tmp_path / "masqmail.conf"
+    conf.write_text('host_name = a.example\nhost_name = b.example\n'
+                    'query_routes.isp = "%s/isp.route"\n' % tmp_path)
+    done = masq("import-masqmail", str(conf), "-o", str(tmp_path / "masq.conf"))
+    assert done.returncode == 0, done.stderr
+    cfg = schema.load(str(tmp_path / "masq.conf"))
+    assert cfg.main.hostname == "b.example" and cfg.routes[0].smarthost == "new.example"
+    (route,) = cfg.routes
+    assert route.online == "file:/var/run/masq/online-route"
+    err = done.stderr.decode()
+    assert "masqmail.conf:1: host_name: not carried: set again at line 2" in err
+    assert "isp.route:1: mail_host: not carried: set again at line 2" in err
+    assert "masqmail.conf:3: query_routes.isp: no online query" in err

@@ -26,7 +26,7 @@ from masq import __version__
 from masq.base import exits
 from masq.config import masqmail, uci
 from masq.config.masqmail_routes import (
-    NEVER_ONLINE, Draft, fetch_section, masq_command, route_name,
+    NEVER_ONLINE, Draft, fetch_section, last_of_each, masq_command, route_name,
     route_section)
 from masq.config.uci import ConfigError, RawSection
 
@@ -138,10 +138,7 @@ class _Main:
         self.draft = draft
         self.main = draft.main
         self.conf = conf
-        self.by_name = {}
-        for setting in settings:
-            self.by_name.pop(setting.name, None)      # keep the order of the last one
-            self.by_name[setting.name] = setting      # as masqmail: the last one counts
+        self.by_name = last_of_each(draft, settings)
 
     def convert(self):
         """Convert every setting: main options, then delivery, routes and fetching."""
@@ -355,6 +352,10 @@ class _Main:
                 draft.skip(setting, "no connection name after the dot")
                 continue
             online = detector(setting)
+            if online == NEVER_ONLINE:
+                draft.note(setting, "no online query: its routes are online only by `masq "
+                           "flush %s` (-qo), or while %s names them"
+                           % (draft.name(connection), NEVER_ONLINE[len("file:"):]))
             for path, _, _ in masqmail.items(setting):
                 route_section(draft, path, connection, online, setting,
                               online_name=connection)

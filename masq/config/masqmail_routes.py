@@ -151,6 +151,19 @@ def route_section(draft, path, wanted, online, named_by, online_name=None):
     return section
 
 
+def last_of_each(draft, settings):
+    """Return {name: setting} of the last setting of each name, in the order of those
+    (masqmail uses the last); note each earlier one as not carried."""
+    last = {}
+    for setting in settings:
+        earlier = last.pop(setting.name, None)
+        if earlier is not None:
+            draft.skip(earlier, "set again at line %d (masqmail uses the last)"
+                       % setting.line)
+        last[setting.name] = setting
+    return last
+
+
 def route_name(path):
     """Return the section name a route file suggests: its file name without `.route`."""
     base = os.path.basename(path)
@@ -200,9 +213,7 @@ class _Route:
     def __init__(self, draft, section, settings):
         self.draft = draft
         self.section = section
-        self.by_name = {}
-        for setting in settings:
-            self.by_name[setting.name] = setting       # as masqmail: the last one counts
+        self.by_name = last_of_each(draft, settings)
 
     def convert(self):
         """Put every setting of the file into the section, or record why not."""
@@ -449,7 +460,7 @@ def fetch_section(draft, path, wanted, route, named_by):
             raise
         draft.skip(named_by, "get file %s: %s" % (path, exc.message))
         return None
-    by_name = {s.name: s for s in settings}
+    by_name = last_of_each(draft, settings)
     missing = [n for n in ("server", "user", "pass") if n not in by_name]
     if missing:
         draft.skip(named_by, "get file %s has no %s" % (path, " or ".join(missing)))
