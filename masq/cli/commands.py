@@ -227,8 +227,8 @@ def newaliases(cfg):
 
 
 _COMMANDS = {
-    "daemon": _daemon, "queue": _queue, "flush": _flush, "rm": _rm, "release": _release, "online": _online,
-    "fetch": _fetch,
+    "daemon": _daemon, "queue": _queue, "flush": _flush, "rm": _rm, "release": _release,
+    "online": _online, "fetch": _fetch,
     "status": _status, "passwd": _passwd, "check-config": _check_config,
     "version": _version,
     "setup": lambda path, rest: __import__("masq.config.presets").config.presets.run(path, rest),
