@@ -31,6 +31,7 @@ def main():
     base = peers.fresh_dir("masq-bench-filter-")
     port = peers.free_port()
     extra = ("\toption max_message_size '%dM'\n\tlist filter 'pipe:/bin/cat'\n"
+             "\toption do_queue '0'\n"
              "\toption filter_timeout '1h'\n\n"
              "config route 'out'\n\toption smarthost '127.0.0.1:9'\n\toption tls 'none'\n"
              "\toption online 'file:%s/up'\n" % (size // (1 << 20) + 16, base))
