@@ -27,7 +27,7 @@ from masq import __version__
 from masq.base import exits
 from masq.config import masqmail, uci
 from masq.config.masqmail_routes import (
-    NEVER_ONLINE, Draft, fetch_section, last_of_each, masq_command, route_name,
+    NEVER_ONLINE, PENDING, Draft, fetch_section, last_of_each, masq_command, route_name,
     route_section)
 from masq.config.uci import ConfigError, RawSection
 
@@ -54,8 +54,6 @@ SAME = {
     "pipe_fromhack": ("pipe_fromhack", "bool"),
     "mda_fromline": ("mda_fromline", "bool"),
     "mda_fromhack": ("mda_fromhack", "bool"),
-    "errmsg_file": ("errmsg_file", "text"),
-    "warnmsg_file": ("warnmsg_file", "text"),
     "log_user": ("log_user", "text"),
     "max_defer_time": ("queue_lifetime", "text"),
 }
@@ -192,6 +190,16 @@ class _Main:
         else:
             value = setting.value.strip()
         self.draft.put(self.main, option, value, setting)
+
+    def _template(self, setting):
+        """masqmail's templates are whole messages; masq's give the Subject: and text of
+        an RFC 3464 report (docs/CONFIG.md): one cannot stand for the other."""
+        if not self.draft.has("masq", setting.name):
+            self.draft.skip(setting, PENDING)
+            return
+        self.draft.skip(setting, "masq's template is a Subject: line and the report's "
+                        "text (no From:, MIME parts, @msg_headers or @msg_body): write one "
+                        "from %s and set %s" % (setting.value.strip(), setting.name))
 
     def _local_hosts(self, setting):
         globs = self.draft.has("masq", "local_addresses")    # came with glob local_domain
@@ -474,4 +482,6 @@ _HANDLERS = {
     "spool_dir": _Main._spool,
     "warn_intervals": _Main._warn,
     "max_msg_size": _Main._max_size,
+    "errmsg_file": _Main._template,
+    "warnmsg_file": _Main._template,
 }
