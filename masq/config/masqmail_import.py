@@ -25,6 +25,7 @@ import sys
 
 from masq import __version__
 from masq.base import exits
+from masq.base.ip import is_ipv4
 from masq.config import masqmail, uci
 from masq.config.masqmail_routes import (
     NEVER_ONLINE, PENDING, Draft, fetch_section, last_of_each, masq_command, route_name,
@@ -218,7 +219,7 @@ class _Main:
         for item, _, _ in masqmail.spliced(setting):
             host, _, port = item.rpartition(":") if ":" in item else (item, "", "25")
             host = "127.0.0.1" if host == "localhost" else host
-            if not _is_ipv4(host):
+            if not is_ipv4(host):
                 self.draft.skip(setting, "%r: masq listens on addresses, not names (write "
                                 "the IP address)" % item)
                 continue
@@ -464,11 +465,6 @@ class _Main:
             if section.name == connection or (named and named.value == connection):
                 return section.name
         return "always"
-
-
-def _is_ipv4(text):
-    parts = text.split(".")
-    return len(parts) == 4 and all(p.isdigit() and int(p) < 256 for p in parts)
 
 
 _HANDLERS = {
