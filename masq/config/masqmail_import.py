@@ -78,6 +78,13 @@ def run(path, rest):
     if path is not None:
         raise exits.Failure("import-masqmail: -C names masq's configuration; write the "
                             "result with -o FILE", exits.USAGE)
+    if rest in (["-h"], ["--help"]):
+        sys.stdout.write(USAGE + "\n\nConvert masqmail.conf (default %s) and the route "
+                         "files it names into masq's\nconfiguration: on stdout, or into "
+                         "FILE (never over an existing one without --force).\n"
+                         "What cannot be carried over is listed on stderr, one line "
+                         "each.\n" % DEFAULT_CONF)
+        return exits.OK
     conf, output, force = _arguments(rest)
     text, lines = convert(conf)
     for line in lines:
@@ -100,8 +107,6 @@ def _arguments(rest):
             force = True
         elif word == "-o" and at + 1 < len(rest):
             output, at = rest[at + 1], at + 1
-        elif word in ("-h", "--help"):
-            raise exits.Failure(USAGE, exits.USAGE)
         elif word.startswith("-") or conf is not None:
             raise exits.Failure("import-masqmail: unexpected %r (%s)" % (word, USAGE),
                                 exits.USAGE)
