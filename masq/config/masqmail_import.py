@@ -79,11 +79,10 @@ def run(path, rest):
         raise exits.Failure("import-masqmail: -C names masq's configuration; write the "
                             "result with -o FILE", exits.USAGE)
     if rest in (["-h"], ["--help"]):
-        sys.stdout.write(USAGE + "\n\nConvert masqmail.conf (default %s) and the route "
-                         "files it names into masq's\nconfiguration: on stdout, or into "
-                         "FILE (never over an existing one without --force).\n"
-                         "What cannot be carried over is listed on stderr, one line "
-                         "each.\n" % DEFAULT_CONF)
+        sys.stdout.write(USAGE + "\n\nConvert masqmail.conf (default %s) and the "
+                         "route files it names\ninto masq's configuration: on stdout, or "
+                         "into FILE (never over an existing\none without --force). What "
+                         "cannot be carried over is listed on stderr.\n" % DEFAULT_CONF)
         return exits.OK
     conf, output, force = _arguments(rest)
     text, lines = convert(conf)
