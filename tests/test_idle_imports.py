@@ -23,6 +23,8 @@ from helpers import ROOT, free_port, write_config
 ON_DEMAND = ("masq.inbound.session", "masq.proto.smtp_server", "masq.policy.relay",
              "masq.status.serve", "masq.proto.http", "masq.status.page",
              "masq.policy.passwords", "hashlib", "hmac", "ipaddress", "re", "json")
+# The filter stage (issue 15): imported only when configured, even once clients are served.
+FILTER_STAGE = ("masq.policy.archive",)
 LAUNCHER = ("import sys; sys.path.insert(0, %r); from masq.cli import main; "
             "sys.exit(main(['masq'] + sys.argv[1:]))" % ROOT)
 
@@ -71,6 +73,28 @@ def test_an_idle_daemon_has_not_imported_what_clients_need(conf, tmp_path):
                 if line.startswith(b"import time:") and b"imported package" not in line}
     assert "masq.inbound.listener" in imported and "masq.status.web" in imported
     assert sorted(m for m in ON_DEMAND if m in imported) == []
+
+
+def imports_in(log):
+    with open(log, "rb") as text:
+        lines = text.read().splitlines()
+    return {line.split(b"|")[2].strip().decode() for line in lines
+            if line.startswith(b"import time:") and b"imported package" not in line}
+
+
+def test_an_unconfigured_daemon_never_imports_the_filter_stage(conf, tmp_path):
+    path, smtp, _ = conf
+    log = str(tmp_path / "daemon.log")
+    proc = start(path, log, ("-X", "importtime"))
+    try:
+        with smtplib.SMTP("127.0.0.1", smtp, timeout=30) as client:
+            assert client.sendmail("a@test.example", ["postmaster@test.example"],
+                                   b"Subject: x\r\n\r\nhi\r\n") == {}
+    finally:
+        stop(proc)
+    imported = imports_in(log)
+    assert "masq.inbound.session" in imported           # the client was served
+    assert sorted(m for m in FILTER_STAGE if m in imported) == []
 
 
 def test_the_first_clients_are_served(conf, tmp_path):

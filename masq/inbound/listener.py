@@ -81,6 +81,10 @@ class ListenerSettings:
         self.local_users = tuple(main.local_users)
         self.relay_certs = frozenset(fingerprint(text) for text in main.relay_cert)
         self.users = dict(cfg.users)
+        self.archive = None         # archive copies (masq/policy/archive.py), if configured
+        if cfg.copies_wanted():
+            from masq.policy import archive
+            self.archive = archive.Rules(main)
 
     @property
     def relay_nets(self):

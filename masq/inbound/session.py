@@ -342,8 +342,11 @@ class SMTPServerSession:
             self._drop(txn)
             self.respond(txn.failure)
             return
+        recipients = txn.recipients
+        if self.server.settings.archive is not None:
+            recipients = self.server.settings.archive.with_copies(txn.sender, recipients)
         envelope = Envelope(
-            txn.sender, txn.recipients, received=self.server.now(), protocol="smtp",
+            txn.sender, recipients, received=self.server.now(), protocol="smtp",
             client=self.peer.ip, helo=self.engine.helo_name, auth_user=self.peer.auth_user,
             envid=txn.params.get("ENVID"), ret=txn.params.get("RET"),
             body=txn.params.get("BODY"), smtputf8="SMTPUTF8" in txn.params)
