@@ -24,7 +24,8 @@ ON_DEMAND = ("masq.inbound.session", "masq.proto.smtp_server", "masq.policy.rela
              "masq.status.serve", "masq.proto.http", "masq.status.page",
              "masq.policy.passwords", "hashlib", "hmac", "ipaddress", "re", "json")
 # The filter stage (issue 15): imported only when configured, even once clients are served.
-FILTER_STAGE = ("masq.policy.archive",)
+FILTER_STAGE = ("masq.policy.archive", "masq.policy.greylist", "masq.policy.greylist_state",
+                "masq.inbound.greylisting")
 LAUNCHER = ("import sys; sys.path.insert(0, %r); from masq.cli import main; "
             "sys.exit(main(['masq'] + sys.argv[1:]))" % ROOT)
 

@@ -108,6 +108,13 @@ OPTIONS = (
     # masqmail parity: templates and logging (errmsg_file, warnmsg_file)
     # filter stage: checks in the dialogue (dnsbl, dnswl, sender and HELO checks)
     # filter stage: greylisting
+    Option(_M, "greylist", BOOL, False),
+    Option(_M, "greylist_delay", INTERVAL, 300.0),
+    Option(_M, "greylist_window", INTERVAL, 86400.0),
+    Option(_M, "greylist_whitelist_after", COUNT, 5),
+    Option(_M, "greylist_whitelist_time", INTERVAL, 30 * 86400.0),
+    Option(_M, "greylist_exempt", LIST, ("postmaster", "abuse")),
+    Option(_M, "greylist_max_entries", COUNT, 10000),
     # filter stage: content filters
     # filter stage: archiving (always_bcc, sender_bcc, recipient_bcc, log_user)
     Option(_M, "always_bcc", ADDRESS),

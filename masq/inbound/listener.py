@@ -81,6 +81,10 @@ class ListenerSettings:
         self.local_users = tuple(main.local_users)
         self.relay_certs = frozenset(fingerprint(text) for text in main.relay_cert)
         self.users = dict(cfg.users)
+        self.greylist = None        # greylisting's settings (masq/policy/greylist.py), if on
+        if main.greylist:
+            from masq.policy import greylist
+            self.greylist = greylist.Settings(main)
         self.archive = None         # archive copies (masq/policy/archive.py), if configured
         if cfg.copies_wanted():
             from masq.policy import archive
@@ -135,6 +139,8 @@ class Listener(Component):
             session.transport.close("shutdown")
         if self in self.shared.get("listeners", ()):
             self.shared["listeners"].remove(self)
+        if "greylist" in self.shared:
+            self.shared["greylist"].save()
 
     def reload(self, cfg):
         """Take new settings (a changed listen list needs a restart)."""
@@ -274,6 +280,17 @@ class Listener(Component):
                          client=None if uid is not None else "unknown[%s]" % peer.ip,
                          uid=uid)
         self.host.publish(MessagesQueued((txn.id,)))
+
+    def greylisted(self, peer, sender, rcpt):
+        """Return a 450 reply if greylisting holds sender -> rcpt from peer back, else None.
+
+        One greylist serves every listener (masq/inbound/greylisting.py)."""
+        greylist = self.shared.get("greylist")
+        if greylist is None:
+            from masq.inbound.greylisting import Greylisting
+            greylist = self.shared["greylist"] = Greylisting(self.host, self.queue.dir,
+                                                             self.settings.greylist)
+        return greylist.check(self.settings.greylist, peer, sender, rcpt)
 
     def authenticate(self, session, event):
         """Answer an AUTH request for session."""

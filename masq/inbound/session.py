@@ -253,6 +253,11 @@ class SMTPServerSession:
             self.respond(refusal)
             return
         text = str(addr) if addr.domain else "%s@%s" % (addr, settings.hostname)
+        if settings.greylist is not None and txn.sender:     # the null sender: at DATA
+            refusal = self.server.greylisted(self.peer, txn.sender, text)
+            if refusal:
+                self.respond(refusal)
+                return
         if all(r.address != text for r in txn.recipients):
             orcpt = event.params.get("ORCPT")
             notify = event.params.get("NOTIFY")
@@ -275,6 +280,13 @@ class SMTPServerSession:
 
     def _data_start(self, event):
         txn = self.txn
+        if self.server.settings.greylist is not None and not txn.sender:
+            refusals = [self.server.greylisted(self.peer, "", r.address)
+                        for r in txn.recipients]
+            refusal = next((r for r in refusals if r is not None), None)
+            if refusal:
+                self.respond(refusal)
+                return
         txn.id = new_id(self.server.now())
         txn.writer = self.server.queue.writer(txn.id)
         txn.headers = message.ReceivedHeaders(self.server.settings.save_envelope_to)
