@@ -16,6 +16,7 @@ verification probes (`MAIL FROM:<>`, RCPT, QUIT) must get their answer, so such 
 checked at DATA instead, for all its recipients at once (postgrey's advice for Postfix).
 """
 
+from masq.base.ip import is_ipv4
 from masq.proto.reply import Reply
 
 GREYLISTED = Reply(450, "4.7.1", "Greylisted: please try again later")
@@ -37,6 +38,8 @@ class Settings:
 
 def network(ip):
     """Return the client network of ip (text): its /24 (IPv4) or /64 (IPv6)."""
+    if is_ipv4(ip):
+        return "%s.0/24" % ip.rpartition(".")[0]
     import ipaddress                    # lazily: imported by relay control anyway
     try:
         addr = ipaddress.ip_address(ip.split("%")[0])
