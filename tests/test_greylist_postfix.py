@@ -14,6 +14,7 @@ import shutil
 import pytest
 
 from helpers import Daemon, absent_users, free_port, wait_for, write_config
+from masq.policy import greylist_state
 from postfix_peer import PostfixMaster
 
 absent_users("mqgrey")
@@ -49,3 +50,6 @@ def test_postfix_retries_after_the_greylist_delay_and_the_message_arrives(tmp_pa
     assert grey < log.index("from=<sender@postfix.test.example>, size=")   # 450, then 250
     assert "450 4.7.1" in postfix_log and "status=deferred" in postfix_log
     assert "status=sent" in postfix_log
+    state = greylist_state.State(str(tmp_path / "spool" / greylist_state.NAME), 10)
+    state.load()                                    # saved when the daemon stopped
+    assert [v & 1 for v in state.triplets.values()] == [1]
