@@ -124,8 +124,7 @@ class State:
                           % (self.path, len(data)))
         self.salt = body[len(MAGIC):len(MAGIC) + 8]
         triplets, networks = {}, {}
-        rows = sorted(RECORD.iter_unpack(body[len(MAGIC) + 8:]), key=_last_seen)
-        for kind, key, a, b in rows:
+        for kind, key, a, b in RECORD.iter_unpack(body[len(MAGIC) + 8:]):  # recency order
             if kind == NETWORK:
                 networks[key] = (a << 32) | b
             elif kind in (WAITING, PASSED):
@@ -148,7 +147,7 @@ class State:
                 self.dirty = True
 
     def encode(self):
-        """Return the file's bytes."""
+        """Return the file's bytes (triplets in recency order, as the table holds them)."""
         out = bytearray(MAGIC)
         out += self.salt
         pack = RECORD.pack
@@ -174,8 +173,3 @@ class State:
             os.close(fd)
         os.rename(tmp, self.path)
         self.dirty = self.touched = False
-
-
-def _last_seen(row):
-    kind, _, a, b = row
-    return b if kind != NETWORK else 0      # triplets in recency order, as they were
