@@ -112,6 +112,21 @@ def test_the_state_survives_a_restart(tmp_path, state):
     assert b"test.example" not in data and b"192.0.2" not in data      # keys only
 
 
+def test_a_reloaded_state_still_drops_the_least_recently_seen(tmp_path):
+    path = str(tmp_path / "greylist.db")
+    state, opts = greylist_state.State(path, 8), settings()
+    for n in range(8):
+        ask(state, opts, T0 + n, rcpt="r%d@test.example" % n)
+    ask(state, opts, T0 + 300, rcpt="r0@test.example")          # r0 passes: now the newest
+    state.save()
+    again = greylist_state.State(path, 8)
+    again.load()
+    ask(again, opts, T0 + 301, rcpt="new@test.example")          # one too many: r1 goes
+    assert ask(again, opts, T0 + 302, rcpt="r0@test.example") == 250
+    assert ask(again, opts, T0 + 310, rcpt="r2@test.example") == 250
+    assert ask(again, opts, T0 + 320, rcpt="r1@test.example") == 450
+
+
 def test_expiry_forgets_stale_triplets_and_networks(state):
     opts = settings()
     ask(state, opts, T0, rcpt="waiting@test.example")
