@@ -18,9 +18,10 @@ from masq.policy import greylist_state
 from postfix_peer import PostfixMaster
 
 absent_users("mqgrey")
-pytestmark = pytest.mark.skipif(not os.path.exists("/usr/lib/postfix/sbin/master")
-                                or not shutil.which("postfix"),
-                                reason="postfix is not installed")
+pytestmark = [pytest.mark.skipif(not os.path.exists("/usr/lib/postfix/sbin/master")
+                                 or not shutil.which("postfix"),
+                                 reason="postfix is not installed"),
+              pytest.mark.skipif(os.geteuid() != 0, reason="postfix's master needs root")]
 
 
 def test_postfix_retries_after_the_greylist_delay_and_the_message_arrives(tmp_path):
