@@ -276,3 +276,18 @@ def test_a_daemon_with_a_torn_state_file_starts_and_greylists(tmp_path):
         assert any("torn or damaged" in line for line in d.log.recent)
     finally:
         d.close()
+
+
+def test_a_state_that_cannot_be_written_is_logged_and_greylisting_goes_on(tmp_path):
+    from masq.inbound.greylisting import Greylisting
+    clock = FakeClock()
+    log = Logger("stderr", "info", clock=clock)
+    host = FakeHost(schema.loads("config masq 'main'\n"), log, clock)
+    grey = Greylisting(host, str(tmp_path / "gone"), settings())     # no such folder
+    assert grey.check(settings(), STRANGER, "s@x.example", "r@test.example") is not None
+    clock.advance(301)
+    host.loop.run_once(block=False)                                 # the save is due: fails
+    assert any("greylist: cannot write" in line for line in log.recent)
+    clock.advance(301)
+    assert grey.check(settings(), STRANGER, "s@x.example", "r@test.example") is None
+    host.loop.close()
