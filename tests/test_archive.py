@@ -15,7 +15,9 @@ from helpers import Daemon, absent_users, free_port, masq, write_config
 from masq.config import schema
 from masq.config.uci import ConfigError
 from masq.policy import archive
+from masq.queue.spool import Queue
 from sinks import Sink
+import qmtp_peer
 
 absent_users("mqarch", "mqsend", "mqrcpt")
 BODY = b"Subject: keep me\n\nfor the record\n"
@@ -141,3 +143,25 @@ def test_a_failed_copy_is_only_logged(tmp_path):
     assert box(tmp_path, "mqsend") == []       # no DSN to the sender
     log = flush.stderr.decode()
     assert "perm-archive@remote.example" in log and "bounced" in log, log
+
+
+def test_qmtp_packages_get_their_copy_in_the_same_commit(tmp_path):
+    port = free_port()
+    conf = write_config(str(tmp_path / "masq.conf"), str(tmp_path / "spool"), extra=(
+        "\tlist listen 'qmtp://127.0.0.1:%d'\n\toption do_queue '1'\n"
+        "\toption log_user 'mqarch'\n" % port))
+    daemon = Daemon(conf, wait_port=port).start()
+    try:
+        [answers] = qmtp_peer.send(port, [(b"Subject: q\n\nhi\n", b"a@example.org",
+                                           [b"far@example.net", b"other@example.net"])])
+    finally:
+        daemon.stop()
+    assert all(a.startswith(b"K") for a in answers)
+    queue = Queue(str(tmp_path / "spool")).open("read")
+    try:
+        [msg] = queue.live()
+        rcpts = [(r.address, r.notify) for r in msg.envelope.recipients]
+    finally:
+        queue.close()
+    assert rcpts == [("far@example.net", None), ("other@example.net", None),
+                     ("mqarch@test.example", "NEVER")]
