@@ -11,10 +11,14 @@ import smtplib
 
 import pytest
 
+from fakes import FakeClock, FakeHost
 from helpers import Daemon, absent_users, free_port, masq, write_config
+from masq.base.logger import Logger
 from masq.config import schema
 from masq.config.uci import ConfigError
+from masq.inbound.fetch_intake import Intake
 from masq.policy import archive
+from masq.queue.memory import MemoryQueue
 from masq.queue.spool import Queue
 from sinks import Sink
 import qmtp_peer
@@ -165,3 +169,19 @@ def test_qmtp_packages_get_their_copy_in_the_same_commit(tmp_path):
         queue.close()
     assert rcpts == [("far@example.net", None), ("other@example.net", None),
                      ("mqarch@test.example", "NEVER")]
+
+
+def test_fetched_mail_gets_its_copy_too():
+    clock = FakeClock()
+    cfg = schema.loads("config masq 'main'\n\toption hostname 'home.lan'\n"
+                       "\tlist recipient_bcc '@home.lan mqarch'\n")
+    host = FakeHost(cfg, Logger("stderr", "info", clock=clock), clock,
+                    queue=MemoryQueue(clock=clock))
+    source = type("Source", (), {"recipient": "alice@home.lan", "name": "isp"})
+    intake = Intake(host, source, "uid-1", ("pop.isp.example", "192.0.2.1"), None, "POP3")
+    intake.feed(b"Return-Path: <far@example.net>\r\nSubject: fetched\r\n\r\nhi\r\n")
+    envelope = intake.commit(lambda error: None)
+    assert envelope.sender == "far@example.net"
+    assert [(r.address, r.notify) for r in envelope.recipients] == [
+        ("alice@home.lan", None), ("mqarch@home.lan", "NEVER")]
+    host.loop.close()
