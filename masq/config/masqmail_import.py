@@ -6,8 +6,9 @@ and the 0.2.x names its docs list) into one UCI file: every main option, the rou
 online detection (`online_query` as `pipe:` or, for `cat FILE`, `file:`; 0.2.x's
 online_detect file/pipe/mserver), local delivery (mbox, MDA, per-user choices) and 0.2.x
 POP3 get files. masqmail's defaults that differ from masq's (local domains, warning
-intervals, the 4-day lifetime) are written out, so mail behaves as before. Route and get
-files are masq.config.masqmail_routes'; the grammar is masq.config.masqmail's.
+intervals, the 4-day lifetime, case-sensitive local parts) are written out, so mail
+behaves as before. Route and get files are masq.config.masqmail_routes'; the grammar is
+masq.config.masqmail's.
 
 Output: the UCI text on stdout, or `-o FILE` (written atomically, mode 0600 since routes
 hold passwords, never over an existing file without --force). On stderr, one line per
@@ -24,9 +25,10 @@ import sys
 
 from masq import __version__
 from masq.base import exits
+from masq.base.ip import is_ipv4
 from masq.config import masqmail, uci
 from masq.config.masqmail_routes import (
-    NEVER_ONLINE, Draft, fetch_section, last_of_each, masq_command, route_name,
+    NEVER_ONLINE, PENDING, Draft, fetch_section, last_of_each, masq_command, route_name,
     route_section)
 from masq.config.uci import ConfigError, RawSection
 
@@ -53,9 +55,7 @@ SAME = {
     "pipe_fromhack": ("pipe_fromhack", "bool"),
     "mda_fromline": ("mda_fromline", "bool"),
     "mda_fromhack": ("mda_fromhack", "bool"),
-    "errmsg_file": ("errmsg_file", "text"),
-    "warnmsg_file": ("warnmsg_file", "text"),
-    "log_user": ("always_bcc", "text"),
+    "log_user": ("log_user", "text"),
     "max_defer_time": ("queue_lifetime", "text"),
 }
 WHY = {
@@ -78,6 +78,12 @@ def run(path, rest):
     if path is not None:
         raise exits.Failure("import-masqmail: -C names masq's configuration; write the "
                             "result with -o FILE", exits.USAGE)
+    if rest in (["-h"], ["--help"]):
+        sys.stdout.write(USAGE + "\n\nConvert masqmail.conf (default %s) and the "
+                         "route files it names\ninto masq's configuration: on stdout, or "
+                         "into FILE (never over an existing\none without --force). What "
+                         "cannot be carried over is listed on stderr.\n" % DEFAULT_CONF)
+        return exits.OK
     conf, output, force = _arguments(rest)
     text, lines = convert(conf)
     for line in lines:
@@ -100,8 +106,6 @@ def _arguments(rest):
             force = True
         elif word == "-o" and at + 1 < len(rest):
             output, at = rest[at + 1], at + 1
-        elif word in ("-h", "--help"):
-            raise exits.Failure(USAGE, exits.USAGE)
         elif word.startswith("-") or conf is not None:
             raise exits.Failure("import-masqmail: unexpected %r (%s)" % (word, USAGE),
                                 exits.USAGE)
@@ -192,8 +196,18 @@ class _Main:
             value = setting.value.strip()
         self.draft.put(self.main, option, value, setting)
 
+    def _template(self, setting):
+        """masqmail's templates are whole messages; masq's give the Subject: and text of
+        an RFC 3464 report (docs/CONFIG.md): one cannot stand for the other."""
+        if not self.draft.has("masq", setting.name):
+            self.draft.skip(setting, PENDING)
+            return
+        self.draft.skip(setting, "masq's template is a Subject: line and the report's "
+                        "text (no From:, MIME parts, @msg_headers or @msg_body): write one "
+                        "from %s and set %s" % (setting.value.strip(), setting.name))
+
     def _local_hosts(self, setting):
-        globs = self.draft.has("masq", "local_domain_glob")
+        globs = self.draft.has("masq", "local_addresses")    # came with glob local_domain
         names = []
         for item, _, _ in masqmail.spliced(setting):
             if any(c in item for c in "*?[") and not globs:
@@ -209,7 +223,7 @@ class _Main:
         for item, _, _ in masqmail.spliced(setting):
             host, _, port = item.rpartition(":") if ":" in item else (item, "", "25")
             host = "127.0.0.1" if host == "localhost" else host
-            if not _is_ipv4(host):
+            if not is_ipv4(host):
                 self.draft.skip(setting, "%r: masq listens on addresses, not names (write "
                                 "the IP address)" % item)
                 continue
@@ -267,6 +281,9 @@ class _Main:
             options["warn_intervals"] = uci.RawOption(list(WARN_INTERVALS), 0)
         if "max_defer_time" not in self.by_name:
             options["queue_lifetime"] = uci.RawOption(MAX_DEFER_TIME, 0)
+        if self.draft.has("masq", "caseless_matching") and not \
+                {"caseless_matching", "alias_local_caseless"} & set(self.by_name):
+            options["caseless_matching"] = uci.RawOption("0", 0)   # masqmail's default
 
     # local delivery
 
@@ -454,11 +471,6 @@ class _Main:
         return "always"
 
 
-def _is_ipv4(text):
-    parts = text.split(".")
-    return len(parts) == 4 and all(p.isdigit() and int(p) < 256 for p in parts)
-
-
 _HANDLERS = {
     "host_name": lambda self, setting: None,        # read first, by _hostname
     "local_hosts": _Main._local_hosts,
@@ -470,4 +482,6 @@ _HANDLERS = {
     "spool_dir": _Main._spool,
     "warn_intervals": _Main._warn,
     "max_msg_size": _Main._max_size,
+    "errmsg_file": _Main._template,
+    "warnmsg_file": _Main._template,
 }

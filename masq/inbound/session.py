@@ -34,6 +34,7 @@ section 3.1 wants, gets 503 5.5.1 for every command until its QUIT.
 """
 
 from masq.mail import address, message
+from masq.outbound import maillog
 from masq.policy import relay
 from masq.proto import smtp_path
 from masq.proto import smtp_server_events as ev
@@ -273,7 +274,15 @@ class SMTPServerSession:
     def _sender_checked(self, sender, params, refusal):
         if refusal is None:
             self.txn = Transaction(str(sender), params)
+        else:
+            self._rejected("MAIL", refusal, str(sender))
         self.respond(refusal)
+
+    def _rejected(self, stage, refusal, sender, rcpt=None):
+        """Log a refusal by a check in the dialogue, as Postfix logs one."""
+        maillog.rejected(self.server.log, stage, "unknown[%s]" % self.peer.ip, refusal,
+                         sender, rcpt, "ESMTP" if self.engine.extended else "SMTP",
+                         self.engine.helo_name)
 
     def _rcpt_to(self, event):
         txn, settings = self.txn, self.server.settings
@@ -302,7 +311,11 @@ class SMTPServerSession:
         self._recipient_checked(txn, text, event.params, None)
 
     def _recipient_checked(self, txn, text, params, refusal):
-        if refusal is None and all(r.address != text for r in txn.recipients):
+        if refusal is None and self.server.settings.greylist is not None and txn.sender:
+            refusal = self.server.greylisted(self.peer, txn.sender, text)   # <>: at DATA
+        if refusal is not None:
+            self._rejected("RCPT", refusal, txn.sender, text)
+        elif all(r.address != text for r in txn.recipients):
             orcpt = params.get("ORCPT")
             notify = params.get("NOTIFY")
             txn.recipients.append(Recipient(
@@ -324,6 +337,14 @@ class SMTPServerSession:
 
     def _data_start(self, event):
         txn = self.txn
+        if self.server.settings.greylist is not None and not txn.sender:
+            refusals = [self.server.greylisted(self.peer, "", r.address)
+                        for r in txn.recipients]
+            refusal = next((r for r in refusals if r is not None), None)
+            if refusal:
+                self._rejected("DATA", refusal, txn.sender)
+                self.respond(refusal)
+                return
         txn.id = new_id(self.server.now())
         txn.writer = self.server.queue.writer(txn.id)
         txn.headers = message.ReceivedHeaders(self.server.settings.save_envelope_to,
@@ -400,8 +421,11 @@ class SMTPServerSession:
             self._drop(txn)
             self.respond(txn.failure)
             return
+        recipients = txn.recipients
+        if self.server.settings.archive is not None:
+            recipients = self.server.settings.archive.with_copies(txn.sender, recipients)
         envelope = Envelope(
-            txn.sender, txn.recipients, received=self.server.now(), protocol="smtp",
+            txn.sender, recipients, received=self.server.now(), protocol="smtp",
             client=self.peer.ip, helo=self.engine.helo_name, auth_user=self.peer.auth_user,
             envid=txn.params.get("ENVID"), ret=txn.params.get("RET"),
             body=txn.params.get("BODY"), smtputf8="SMTPUTF8" in txn.params)
