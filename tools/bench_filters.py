@@ -29,10 +29,10 @@ import bench_idle                                 # noqa: E402
 import bench_smtp                                 # noqa: E402
 import peers                                      # noqa: E402
 
-sys.path.insert(0, os.path.join(peers.ROOT, "tests"))
+sys.path[:0] = [peers.ROOT, os.path.join(peers.ROOT, "tests")]   # masq; the tests' peers
 from sinks import Dnsmasq                         # noqa: E402
 
-RUNS = 3
+RUNS = 5
 CHECKS = ("\tlist dnsbl 'bl.test=127.0.0.[2..11]*2'\n\tlist dnsbl 'small.test'\n"
           "\tlist dnswl 'wl.test'\n\toption check_helo '1'\n")
 
