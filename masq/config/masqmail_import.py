@@ -6,8 +6,9 @@ and the 0.2.x names its docs list) into one UCI file: every main option, the rou
 online detection (`online_query` as `pipe:` or, for `cat FILE`, `file:`; 0.2.x's
 online_detect file/pipe/mserver), local delivery (mbox, MDA, per-user choices) and 0.2.x
 POP3 get files. masqmail's defaults that differ from masq's (local domains, warning
-intervals, the 4-day lifetime) are written out, so mail behaves as before. Route and get
-files are masq.config.masqmail_routes'; the grammar is masq.config.masqmail's.
+intervals, the 4-day lifetime, case-sensitive local parts) are written out, so mail
+behaves as before. Route and get files are masq.config.masqmail_routes'; the grammar is
+masq.config.masqmail's.
 
 Output: the UCI text on stdout, or `-o FILE` (written atomically, mode 0600 since routes
 hold passwords, never over an existing file without --force). On stderr, one line per
@@ -26,7 +27,7 @@ from masq import __version__
 from masq.base import exits
 from masq.config import masqmail, uci
 from masq.config.masqmail_routes import (
-    NEVER_ONLINE, Draft, fetch_section, last_of_each, masq_command, route_name,
+    NEVER_ONLINE, PENDING, Draft, fetch_section, last_of_each, masq_command, route_name,
     route_section)
 from masq.config.uci import ConfigError, RawSection
 
@@ -53,9 +54,7 @@ SAME = {
     "pipe_fromhack": ("pipe_fromhack", "bool"),
     "mda_fromline": ("mda_fromline", "bool"),
     "mda_fromhack": ("mda_fromhack", "bool"),
-    "errmsg_file": ("errmsg_file", "text"),
-    "warnmsg_file": ("warnmsg_file", "text"),
-    "log_user": ("always_bcc", "text"),
+    "log_user": ("log_user", "text"),
     "max_defer_time": ("queue_lifetime", "text"),
 }
 WHY = {
@@ -192,8 +191,18 @@ class _Main:
             value = setting.value.strip()
         self.draft.put(self.main, option, value, setting)
 
+    def _template(self, setting):
+        """masqmail's templates are whole messages; masq's give the Subject: and text of
+        an RFC 3464 report (docs/CONFIG.md): one cannot stand for the other."""
+        if not self.draft.has("masq", setting.name):
+            self.draft.skip(setting, PENDING)
+            return
+        self.draft.skip(setting, "masq's template is a Subject: line and the report's "
+                        "text (no From:, MIME parts, @msg_headers or @msg_body): write one "
+                        "from %s and set %s" % (setting.value.strip(), setting.name))
+
     def _local_hosts(self, setting):
-        globs = self.draft.has("masq", "local_domain_glob")
+        globs = self.draft.has("masq", "local_addresses")    # came with glob local_domain
         names = []
         for item, _, _ in masqmail.spliced(setting):
             if any(c in item for c in "*?[") and not globs:
@@ -267,6 +276,9 @@ class _Main:
             options["warn_intervals"] = uci.RawOption(list(WARN_INTERVALS), 0)
         if "max_defer_time" not in self.by_name:
             options["queue_lifetime"] = uci.RawOption(MAX_DEFER_TIME, 0)
+        if self.draft.has("masq", "caseless_matching") and not \
+                {"caseless_matching", "alias_local_caseless"} & set(self.by_name):
+            options["caseless_matching"] = uci.RawOption("0", 0)   # masqmail's default
 
     # local delivery
 
@@ -470,4 +482,6 @@ _HANDLERS = {
     "spool_dir": _Main._spool,
     "warn_intervals": _Main._warn,
     "max_msg_size": _Main._max_size,
+    "errmsg_file": _Main._template,
+    "warnmsg_file": _Main._template,
 }
