@@ -36,6 +36,14 @@ def ask(state, opts, now, peer=STRANGER, sender="s@sender.example", rcpt="r@test
     return reply.code if reply else 250
 
 
+def test_a_window_no_longer_than_the_delay_is_a_config_error():
+    with pytest.raises(schema.ConfigError) as err:
+        settings("\toption greylist_delay '1h'\n\toption greylist_window '30m'\n")
+    assert str(err.value).startswith("<string>:4: ") and "greylist_window" in str(err.value)
+    with pytest.raises(schema.ConfigError):
+        settings("\toption greylist_delay '2d'\n")
+
+
 def test_first_attempt_450_then_a_retry_after_the_delay_passes(state):
     opts = settings()
     assert greylist.GREYLISTED.code == 450 and greylist.GREYLISTED.enhanced == "4.7.1"
