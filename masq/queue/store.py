@@ -28,6 +28,7 @@ import struct
 from masq.base.tables import ShrinkingDict
 from masq.queue import envelope as env_mod
 from masq.queue import record
+from masq.queue import entry
 from masq.queue.entry import Message
 from masq.queue.log import LogError
 
@@ -153,7 +154,7 @@ class Store:
         """Return the damage that may be the lost COMMIT of pending msg: anywhere after its
         last chunk (other sessions' records may lie between, or a segment boundary), naming
         no id, its id, or an id the index does not know (one rotted into another)."""
-        last = (msg.at[-3], msg.at[-2])
+        last = msg.last_chunk()[:2]
         known = self.messages.keys() | self.recent.keys()
         found = []
         for damage in self.damage:
@@ -199,18 +200,19 @@ class Store:
         while pos < total:
             msg = self.messages.get(msgid) or self.recent.get(msgid)
             if msg is None or msg.packed is not packed:
-                packed = msg and msg.packed
-                at, i, start = self._locate(msg, msgid, total)
-            while start + at[i + 2] <= pos:
-                start += at[i + 2]
-                i += 3
-            seg = self.journal.segments.get(at[i])
+                packed, i, start = self._locate(msg, msgid, total)
+            number, offset, length = entry.chunk(packed, i)
+            while start + length <= pos:
+                start += length
+                i += 1
+                number, offset, length = entry.chunk(packed, i)
+            seg = self.journal.segments.get(number)
             if seg is None:
                 raise TextUnreadable("%s: message %s: segment %d is gone"
-                                     % (self.journal.dir, msgid, at[i]))
+                                     % (self.journal.dir, msgid, number))
             skip = pos - start
             try:
-                data = seg.read(at[i + 1] + skip, at[i + 2] - skip)
+                data = seg.read(offset + skip, length - skip)
             except (OSError, LogError) as exc:
                 raise TextUnreadable("%s: message %s: %s" % (self.journal.dir, msgid, exc)) \
                     from None
@@ -259,11 +261,12 @@ class Store:
                 from None
 
     def _locate(self, msg, msgid, total):
-        """Return (at, index, text offset) of msg's chunk list, checked against total."""
+        """Return (packed locations, chunk index, text offset) of msg's first chunk, checked
+        against total."""
         if msg is None or msg.size != total:
             raise TextUnreadable("%s: message %s changed or left the queue while being read"
                                  % (self.journal.dir, msgid))
-        return msg.at, 0, 0
+        return msg.packed, 0, 0
 
     def live_bytes(self):
         """Return the log bytes used by messages compaction must keep."""
@@ -401,16 +404,16 @@ def _first(msg, item):
 def _body(store, msg, item):
     copy = store.copies.get(msg.id)
     if copy is not None:
-        store.copies[msg.id] = copy + (item.seg, item.payload_offset, item.length)
+        copy += entry.pack_chunk(item.seg, item.payload_offset, item.length)
         return
     if msg.committed:
         raise ValueError("body after commit")
     _first(msg, item)
-    msg.at += (item.seg, item.payload_offset, item.length)
+    msg.add_chunk(item.seg, item.payload_offset, item.length)
 
 
 def _copy(store, msg, item):
-    store.copies[msg.id] = ()   # before its COMMIT too: the original's COMMIT may have rotted
+    store.copies[msg.id] = bytearray()  # before its COMMIT too: the original's COMMIT may have rotted
 
 
 def _commit(store, msg, item):
@@ -420,9 +423,9 @@ def _commit(store, msg, item):
     at = store.copies.pop(msg.id, None)
     if at is not None:            # a copy (maybe with no text) replaces the original whole:
                                   # its text, and its quarantine or none
-        msg.at = at
-        msg.first_seg = at[0] if at else item.seg
-        msg.bytes = sum(at[2::3]) + record.OVERHEAD * (len(at) // 3 + 2) + item.length
+        msg.set_chunks(at)
+        msg.first_seg = msg.first_chunk()[0] if at else item.seg
+        msg.bytes = msg.size + record.OVERHEAD * (msg.chunks() + 2) + item.length
         msg.quarantined = None
     elif msg.committed:
         raise ValueError("second commit")
