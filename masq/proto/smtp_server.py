@@ -93,6 +93,23 @@ class SMTPServer:
         """Return how many received octets the engine holds unprocessed."""
         return len(self._in)
 
+    @property
+    def reading_text(self):
+        """Return True while input is message text (DATA, or a BDAT chunk's octets): the
+        application may feed it in large pieces, as text makes no replies."""
+        mode = self._mode()
+        return mode == "chunk" or (mode == "data" and self._dot is not None)
+
+    def give_back(self, keep):
+        """Return (and forget) the unprocessed input beyond its first `keep` octets, for the
+        application to feed again later: after text fed in large pieces, the commands
+        pipelined behind it are then answered a slice at a time."""
+        if len(self._in) <= keep:
+            return b""
+        rest = bytes(self._in[keep:])
+        del self._in[keep:]
+        return rest
+
     def receive_data(self, data):
         """Feed bytes read from the peer; b"" means the peer closed its side."""
         if self.state == CLOSED or self._eof:
@@ -207,7 +224,8 @@ class SMTPServer:
             return False
         take = min(self._chunk_left, len(self._in))
         if self._chunk_reply is None:
-            self._body(bytes(self._in[:take]))
+            with memoryview(self._in) as view, view[:take] as text:
+                self._body(text.tobytes())
         del self._in[:take]
         self._chunk_left -= take
         if self._chunk_left == 0:

@@ -28,6 +28,9 @@ from masq.queue import record
 LOG_NAME = "queue.log"              # legacy single-file log: read as segment 0
 LOCK_NAME = "queue.lock"
 SEGMENT_SIZE = 1 << 20
+GROW = 16       # a large message's text fills segments of up to 16 times the size: a 1 GB
+                # message starts 64 segments, not 1,024 (each costs two fsyncs when made
+                # and an fdatasync of its own at the commit)
 _TAIL = struct.Struct(">IQ")        # newest segment, the end of its last whole append
 
 
@@ -353,17 +356,19 @@ class Journal:
 
     # appending
 
-    def append(self, data):
+    def append(self, data, grow=False):
         """Append framed records (bytes built by encode) as one write; return (segment, offset).
 
         `data` is a callable seg -> bytes, so records are framed with the salt of the
-        segment they land in."""
+        segment they land in. `grow`: the text of a large message, which may fill a segment
+        up to GROW times the segment size."""
         self.lock()
         try:
             self.catch_up_locked()
             seg = self.newest
             payload = data(seg)
-            if seg.end > seg.header_size and seg.end + len(payload) > self.segment_size:
+            limit = self.segment_size * (GROW if grow else 1)
+            if seg.end > seg.header_size and seg.end + len(payload) > limit:
                 seg = self.rotate_locked()
                 payload = data(seg)
             start = seg.write(payload)

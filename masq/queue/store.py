@@ -90,6 +90,7 @@ class Store:
         self.unsynced_commits = []   # clients' commits since the last sync: withdrawn if it fails
         self.unsynced_kept = []      # the daemon's own commits since then: written again if it fails
         self.again = {}              # ids whose text and COMMIT must be written again (a copy)
+        self._older_used = None      # (segments key, bytes used in all but the newest)
 
     # reading the log
 
@@ -274,21 +275,35 @@ class Store:
 
     def dead_bytes(self):
         """Return the log bytes compaction would free."""
-        used = sum(seg.end - seg.header_size for seg in self.journal.segments.values())
-        return used - self.kept_bytes
+        return self._used() - self.kept_bytes
+
+    def _used(self):
+        """Return the log bytes in use: the older segments' sum is kept until the set of
+        segments changes (only the newest grows), so the check each loop turn does not
+        walk the 1,024 segments a 1 GB message fills."""
+        segments, newest = self.journal.segments, self.journal.newest
+        key = (len(segments), newest.number)
+        if self._older_used is None or self._older_used[0] != key:
+            older = sum(seg.end - seg.header_size for seg in segments.values()
+                        if seg is not newest)
+            self._older_used = (key, older)
+        return self._older_used[1] + newest.end - newest.header_size
 
     # writing
 
-    def append(self, records, track=True):
+    def append(self, records, track=True, grow=False):
         """Append [(type, msgid, payload)] as one write and index them; return (seg, offset).
+        `grow`: the text of a large message (log.Journal.append).
 
         With track, its COMMIT records are a client's: withdrawn if the next sync fails (the
         client is answered 4xx and retries). Without, they are the daemon's own (copies made
         by compaction, DSNs, forwarded copies, quarantine notes): something already relies
         on them, so if the next sync fails they are written again, never trusted."""
         def frame(seg):
-            return b"".join(seg.encode(t, i.encode("ascii"), p) for t, i, p in records)
-        number, start = self.journal.append(frame)
+            return b"".join([part for t, i, p in records
+                             for part in record.frame(seg.seed, t, i.encode("ascii"), p)])
+        number, start = self.journal.append(frame, grow) if grow else \
+            self.journal.append(frame)
         pos = start
         for rtype, msgid, payload in records:
             item = record.Record(pos, rtype, msgid.encode("ascii"), len(payload), payload,
@@ -311,6 +326,7 @@ class Store:
         next sync covers; the records that rely on them (a RESULT "bounced" on its DSN, the
         deletion of a segment on its copies) wait for that sync."""
         commits, self.unsynced_commits = self.unsynced_commits, []
+        self._older_used = None      # a failed sync may cut a segment short
         try:
             self._write_again()
             self.journal.sync()
