@@ -115,7 +115,8 @@ class SMTPServerSession:
         Message text makes no replies: it goes in whole reads (what follows it is given
         back by `_text_ended`)."""
         if self.inbox and self.engine.wants_data:
-            size = TEXT_SLICE if self.engine.reading_text else SLICE
+            ahead = self.engine.text_ahead
+            size = min(ahead, TEXT_SLICE) if ahead else SLICE
             inbox = self.inbox
             if len(inbox) <= size:
                 self.engine.receive_data(inbox)
@@ -126,7 +127,7 @@ class SMTPServerSession:
                 if type(inbox) is bytes:
                     self.inbox = bytearray(inbox)
                 del self.inbox[:size]
-            self.text = size == TEXT_SLICE
+            self.text = bool(ahead)
             return True
         if self.eof == 1 and not self.inbox:
             self.eof = 2
@@ -149,7 +150,7 @@ class SMTPServerSession:
                 if self.transport.unsent() >= MAX_UNSENT:
                     break
                 event = self.engine.next_event()
-                if self.text and not self.engine.reading_text:
+                if self.text and not self.engine.text_ahead:
                     self._text_ended()
                 progress = self._collect() or progress
                 if event is ev.NEED_DATA and self._feed():

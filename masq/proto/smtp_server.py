@@ -94,11 +94,15 @@ class SMTPServer:
         return len(self._in)
 
     @property
-    def reading_text(self):
-        """Return True while input is message text (DATA, or a BDAT chunk's octets): the
-        application may feed it in large pieces, as text makes no replies."""
+    def text_ahead(self):
+        """Return how many of the next input octets are message text, which makes no replies
+        and may be fed in large pieces: the rest of a BDAT chunk, `max_pending` while DATA
+        text is read (its end is found by reading: the application takes back what follows
+        it with `give_back` once this is 0), 0 otherwise."""
         mode = self._mode()
-        return mode == "chunk" or (mode == "data" and self._dot is not None)
+        if mode == "chunk":
+            return self._chunk_left
+        return self.max_pending if mode == "data" and self._dot is not None else 0
 
     def give_back(self, keep):
         """Return (and forget) the unprocessed input beyond its first `keep` octets, for the
