@@ -28,6 +28,7 @@ from masq.queue import record
 LOG_NAME = "queue.log"              # legacy single-file log: read as segment 0
 LOCK_NAME = "queue.lock"
 SEGMENT_SIZE = 1 << 20
+SCAN_WINDOW = 1 << 20      # a scan lets go of the mapped pages behind it this often
 GROW = 16       # a large message's text fills segments of up to 16 times the size: a 1 GB
                 # message starts 64 segments, not 1,024 (each costs two fsyncs when made
                 # and an fdatasync of its own at the commit)
@@ -212,8 +213,13 @@ class Segment:
         if limit <= start:
             return
         with mmap.mmap(self.fd, limit, prot=mmap.PROT_READ) as buf:
+            done = start - start % mmap.PAGESIZE
             for item in record.scan(buf, start, limit, self.seed, with_bodies, self.number):
                 yield item
+                passed = item.offset - item.offset % mmap.PAGESIZE
+                if passed - done >= SCAN_WINDOW:      # pages read stay out of our RSS
+                    buf.madvise(mmap.MADV_DONTNEED, done, passed - done)
+                    done = passed
             del buf
 
     def read(self, offset, length):
