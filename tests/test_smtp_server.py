@@ -19,7 +19,7 @@ from masq.proto.smtp_server_framing import has_long_line
 
 HOST = "mx.test"
 EHLO_LINES = [b"250-mx.test", b"250-PIPELINING", b"250-SIZE 10000", b"250-ENHANCEDSTATUSCODES",
-              b"250-8BITMIME", b"250-DSN", b"250-SMTPUTF8", b"250 CHUNKING"]
+              b"250-8BITMIME", b"250-DSN", b"250-SMTPUTF8", b"250-CHUNKING", b"250 BINARYMIME"]
 EHLO_REPLY = b"\r\n".join(EHLO_LINES) + b"\r\n"
 OK = b"250 2.0.0 OK\r\n"
 MAIL_OK = b"250 2.1.0 Sender OK\r\n"
@@ -123,8 +123,24 @@ def test_greeting_default_and_refused():
     srv = server()
     assert srv.greeting() == b"220 mx.test ESMTP masq\r\n"
     srv = server()
-    assert srv.greeting(Reply(554, "5.7.1", "go away")) == b"554 5.7.1 go away\r\n"
+    assert srv.greeting(Reply(421, "4.3.2", "not now")) == b"421 4.3.2 not now\r\n"
     assert srv.next_event() == ConnectionClosed("refused")
+
+
+def test_a_554_greeting_answers_503_to_everything_until_quit():
+    """RFC 5321 section 3.1: after a 554 greeting the server waits for QUIT and answers any
+    other command 503; no command reaches the application."""
+    srv = server()
+    assert srv.greeting(Reply(554, "5.7.1", "go away")) == b"554 5.7.1 go away\r\n"
+    srv.receive_data(b"EHLO a.test\r\nMAIL FROM:<a@a.test>\r\nRCPT TO:<b@b.test>\r\n"
+                     b"DATA\r\nBDAT 3 LAST\r\nxyzRSET\r\nNOOP\r\nSTARTTLS\r\nQUIT\r\n")
+    events = []
+    while not events or type(events[-1]) is not ConnectionClosed:
+        events.append(srv.next_event())
+    assert [type(e).__name__ for e in events] == ["Quit", "ConnectionClosed"]
+    assert srv.data_to_send() == (
+        b"503 5.5.1 No mail is taken in this session; send QUIT\r\n" * 8
+        + b"221 2.0.0 Goodbye\r\n")
 
 
 def test_golden_basic_session():
@@ -313,7 +329,7 @@ def test_faults_03_bare_cr_in_command_is_refused():
 def test_faults_07_pipelined_plaintext_after_starttls_is_discarded():
     client = Client(tls_available=True)
     out = client.send(b"EHLO c.test\r\nSTARTTLS\r\nMAIL FROM:<evil@x.test>\r\n")
-    assert out.endswith(b"250 CHUNKING\r\n220 2.0.0 Go ahead with the TLS handshake\r\n")
+    assert out.endswith(b"250 BINARYMIME\r\n220 2.0.0 Go ahead with the TLS handshake\r\n")
     assert not any(isinstance(e, MailFrom) for e in client.events)
     assert not client.srv.wants_data
     with pytest.raises(UsageError):
@@ -616,7 +632,7 @@ def test_faults_30_bdat_over_size_across_chunks():
 
 
 def test_faults_30_bdat_without_chunking_is_skipped():
-    ehlo = EHLO_REPLY.replace(b"250-SMTPUTF8\r\n250 CHUNKING", b"250 SMTPUTF8")
+    ehlo = EHLO_REPLY.replace(b"250-SMTPUTF8\r\n250-CHUNKING\r\n250 BINARYMIME", b"250 SMTPUTF8")
     script = [(ENVELOPE + b"BDAT 4\r\nQUIT", ehlo + MAIL_OK + RCPT_OK +
                b"502 5.5.1 Command not offered here\r\n")]
     client = Client(chunking=False)
