@@ -23,7 +23,7 @@ from masq.queue.log import (LOG_NAME, SEGMENT_SIZE, Journal, LogError, corrupt_f
                             save_damage, segment_name, segment_numbers)
 from masq.queue.store import CHUNK, Store, new_id
 
-APPEND = 2 * CHUNK            # message text a Writer appends at a time
+APPEND = CHUNK                # a Writer appends its text as soon as a whole chunk is held
 GROW_AFTER = 16 * CHUNK       # text beyond this may fill larger segments (log.GROW)
 STEP_BYTES = 256 * 1024       # text copied forward per compaction step (at least one message)
 VOLATILE_FS = ("tmpfs", "ramfs")
@@ -461,9 +461,10 @@ class Queue:
 class Writer:
     """Streams one message's text into the log; commit() makes it part of the queue.
 
-    Text is held until APPEND octets have come, then appended as 64 KiB BODY records in
-    one write under one lock (a 1 GB message takes 8,192 appends, not 16,384), with one
-    copy of the text on the way: the pieces are joined once per record."""
+    Text is held as written until a whole 64 KiB chunk has come, then appended as a BODY
+    record at once, with one copy of the text on the way: the pieces are joined once.
+    (The tests of damage rely on that moment: a text of n * 64 KiB is all in the log
+    before its commit(), which then appends the COMMIT alone.)"""
 
     def __init__(self, queue, msgid, own=False):
         self.queue = queue
