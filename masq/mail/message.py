@@ -119,6 +119,9 @@ class InputNormalizer:
 
     def _watch(self, data):
         """Note bare CRs and LFs in data (a CR at its end is decided by the next piece)."""
+        if not self._cr_last and b"\r" not in data:     # LF text, as local programs give
+            self.bare_lf = self.bare_lf or b"\n" in data
+            return
         if not (self.bare_cr and self.bare_lf) and (
                 self._cr_last or b"\r" in data or b"\n" in data):
             text = b"\r" + data if self._cr_last else data
