@@ -36,6 +36,14 @@ def ask(state, opts, now, peer=STRANGER, sender="s@sender.example", rcpt="r@test
     return reply.code if reply else 250
 
 
+def test_a_window_no_longer_than_the_delay_is_a_config_error():
+    with pytest.raises(schema.ConfigError) as err:
+        settings("\toption greylist_delay '1h'\n\toption greylist_window '30m'\n")
+    assert str(err.value).startswith("<string>:4: ") and "greylist_window" in str(err.value)
+    with pytest.raises(schema.ConfigError):
+        settings("\toption greylist_delay '2d'\n")
+
+
 def test_first_attempt_450_then_a_retry_after_the_delay_passes(state):
     opts = settings()
     assert greylist.GREYLISTED.code == 450 and greylist.GREYLISTED.enhanced == "4.7.1"
@@ -125,6 +133,16 @@ def test_a_reloaded_state_still_drops_the_least_recently_seen(tmp_path):
     assert ask(again, opts, T0 + 302, rcpt="r0@test.example") == 250
     assert ask(again, opts, T0 + 310, rcpt="r2@test.example") == 250
     assert ask(again, opts, T0 + 320, rcpt="r1@test.example") == 450
+
+
+def test_a_temporary_file_left_by_a_crash_is_removed_at_load(tmp_path, state):
+    ask(state, settings(), T0)
+    state.save()
+    left = tmp_path / "greylist.db.4242.tmp"
+    left.write_bytes(b"half a file")
+    again = greylist_state.State(state.path, 10000)
+    again.load()
+    assert not left.exists() and len(again.triplets) == 1
 
 
 def test_expiry_forgets_stale_triplets_and_networks(state):

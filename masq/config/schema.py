@@ -305,6 +305,10 @@ def _check_together(config):
         raise config.error(main, "relay_cert", "relay_cert needs tls_cert (TLS for clients) "
                            "and tls_client_ca (what their certificates are checked against)")
     _check_fetches(config)
+    if main.greylist and main.greylist_window <= main.greylist_delay:
+        raise config.error(main, "greylist_window" if main.is_set("greylist_window") else
+                           "greylist_delay", "greylist_window must be longer than "
+                           "greylist_delay (no retry could ever pass)")
     if not main.tls_cert:
         for url in main.listen:
             if url.startswith("smtps://"):
