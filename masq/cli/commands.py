@@ -212,7 +212,8 @@ def newaliases(cfg):
     if not os.path.exists(path):
         print("%s: no aliases file; postmaster and MAILER-DAEMON go to root" % path)
         return exits.OK
-    problems = expansion.check(path, cfg.main.local_domain)
+    from masq.policy.local import Locality
+    problems = expansion.check(path, Locality.from_config(cfg.main))
     for problem in problems:
         sys.stderr.write("newaliases: %s\n" % problem)
     if problems:

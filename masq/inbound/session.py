@@ -247,7 +247,7 @@ class SMTPServerSession:
         if len(txn.recipients) >= settings.max_recipients:
             self.respond(TOO_MANY_RCPTS)
             return
-        refusal = relay.check_rcpt(self.peer, addr, settings.local_domains,
+        refusal = relay.check_rcpt(self.peer, addr, settings.locality,
                                    self.server.is_local_user)
         if refusal:
             self.respond(refusal)
