@@ -3,7 +3,8 @@
 Owns recursive expansion and its limits: names through aliases, `:include:` files, and
 local addresses (policy.local.Locality says which), down to final targets (`Target`:
 LOCAL, REMOTE, PIPE, FILE); and `check`, which expands every alias of a file for
-newaliases / -bi. Parsing and reading the files is `masq.aliases.file`.
+newaliases / -bi (`check_globs` for the glob aliases file). Parsing and reading the files
+is `masq.aliases.file`.
 
 Each local address is looked up, as masqmail does, first in the glob aliases (its whole
 `local@domain`, an unqualified name taking the hostname; the first matching line wins),
@@ -26,7 +27,8 @@ once, so an alias bomb costs time linear in the file, not in its expansion.
 """
 
 from masq.aliases.file import (ADDRESS, FILE, FINAL, INCLUDE, LOCAL, NAME, PIPE, REMOTE,
-                               AliasError, Item, Target, parse, read_file, read_include)
+                               AliasError, Item, Target, parse, parse_globs, read_file,
+                               read_include)
 from masq.mail import address
 from masq.policy.local import Locality, fold
 
@@ -197,6 +199,15 @@ def expand(aliases, local_part, locality=None, depth_limit=DEPTH_LIMIT,
     except RecursionError:
         return Expansion(status="5.4.6", text="aliases nested too deeply")
     return Expansion(expander.results.values())
+
+
+def check_globs(path):
+    """Return every problem in the glob aliases file at path (none if it is missing)."""
+    try:
+        text, _ = read_file(path, missing_ok=True)
+    except AliasError as exc:
+        return [exc]
+    return parse_globs(text or "", path)[1]
 
 
 def check(path, locality=None):
