@@ -2,10 +2,15 @@
 is not glob syntax (issue 14: `*.sub.example` was taken literally)."""
 
 import fnmatch
+import json
+import os
+import shutil
+import subprocess
 
 import pytest
 from hypothesis import given, strategies as st
 
+from helpers import ROOT
 from masq.mail import glob
 
 
@@ -94,3 +99,26 @@ def test_agrees_with_fnmatch(pattern, text):
         return                   # refused: Python would take a broken set literally
     assert glob.match_whole(pattern, text, caseless=False) == \
         fnmatch.fnmatchcase(text, pattern)
+
+
+@pytest.mark.skipif(not shutil.which("node"), reason="node is not installed")
+def test_the_luci_form_takes_domain_patterns():
+    """LuCI's local_domain field took only host names, so `*.sub.example` could not be
+    entered; its check now agrees with check_domain on these."""
+    view = os.path.join(ROOT, "openwrt", "luci-app-masq", "htdocs", "luci-static",
+                        "resources", "view", "masq", "settings.js")
+    [line] = [l for l in open(view) if l.startswith("var DOMAIN_PATTERN")]
+    values = ["*.sub.example", "lan", "[192.0.2.1]", "mail[0-9].lan", "{a,b}.example",
+              "a b.example", "(a|b).example", "x+.example"]
+    script = line + "console.log(JSON.stringify(%s.map(v => DOMAIN_PATTERN.test(v))));" % \
+        json.dumps(values)
+    done = subprocess.run(["node", "-e", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    expected = []
+    for value in values:
+        try:
+            glob.check_domain(value)
+            expected.append(True)
+        except glob.GlobError:
+            expected.append(False)
+    assert json.loads(done.stdout) == expected
