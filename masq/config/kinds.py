@@ -277,6 +277,12 @@ def fingerprint(text):
     return digits
 
 
+def _dnsbl_site(text):
+    from masq.config import dnsbl_site         # lazily: only when a DNS list is configured
+    hostname_text(dnsbl_site.parse(text).zone)
+    return text
+
+
 def _network(text):
     address, slash, prefix = text.partition("/")
     if is_ipv4(address) and (not slash or (prefix.isascii() and prefix.isdigit()
@@ -303,6 +309,8 @@ NETWORKS = Kind("list", "an IP network such as 192.168.1.0/24", _network, is_lis
 FINGERPRINTS = Kind("list", "sha256:FINGERPRINT (64 hex digits, colons allowed), as "
                    "`openssl x509 -noout -fingerprint -sha256` prints it",
                    lambda text: (fingerprint(text), text)[1], is_list=True)
+DNSBL_SITES = Kind("list", "a DNS list ZONE[=FILTER][*WEIGHT] such as "
+                   "zen.example=127.0.0.[2..11]*3", _dnsbl_site, is_list=True)
 LISTEN = Kind("list", "a listener such as smtp://127.0.0.1:25 (scheme %s; an IP address, "
               "IPv6 in brackets)"
               % ", ".join(LISTEN_SCHEMES), _listen, is_list=True)

@@ -18,10 +18,11 @@ option, what was expected and, for a typo, the nearest known name. The first err
 from masq.config import uci
 from masq.config.uci import ConfigError
 from masq.config.kinds import (
-    ADDRESS_PATTERNS, BARE_LINE_ENDS, BOOL, COMMAND, COUNT, DOMAIN_PATTERNS, FETCH_PROTOCOL,
-    FETCH_TLS, FINGERPRINTS, HOSTNAME, HOST_PORT, INTERVAL, INTERVALS, Invalid, LIST, LISTEN,
-    LOG, LOG_LEVEL, MAILBOX, NETWORKS, ONLINE, PATH, PORT, SENDER_PATTERNS, SERVER, SIZE,
-    SMARTHOST, STATUS_LISTEN, STR, TLS, hostname_text, int_kind, parse_ip_port, show)
+    ADDRESS_PATTERNS, BARE_LINE_ENDS, BOOL, COMMAND, COUNT, DNSBL_SITES, DOMAIN_PATTERNS,
+    FETCH_PROTOCOL, FETCH_TLS, FINGERPRINTS, HOSTNAME, HOST_PORT, INTERVAL, INTERVALS, Invalid,
+    LIST, LISTEN, LOG, LOG_LEVEL, MAILBOX, NETWORKS, ONLINE, PATH, PORT, SENDER_PATTERNS,
+    SERVER, SIZE, SMARTHOST, STATUS_LISTEN, STR, TLS, hostname_text, int_kind, parse_ip_port,
+    show)
 from masq.base.ip import is_loopback
 
 __all__ = ["ConfigError", "Config", "Section", "load", "loads", "describe", "OPTIONS"]
@@ -110,6 +111,12 @@ OPTIONS = (
     Option(_M, "caseless_matching", BOOL, True),
     # masqmail parity: templates and logging (errmsg_file, warnmsg_file)
     # filter stage: checks in the dialogue (dnsbl, dnswl, sender and HELO checks)
+    Option(_M, "dnsbl", DNSBL_SITES, ()),
+    Option(_M, "dnswl", DNSBL_SITES, ()),
+    Option(_M, "dnsbl_threshold", COUNT, 1),
+    Option(_M, "check_sender_domain", BOOL, False),
+    Option(_M, "check_helo", BOOL, False),
+    Option(_M, "smtp_greet_delay", INTERVAL, 0.0),
     # filter stage: greylisting
     # filter stage: content filters
     # filter stage: archiving (always_bcc, sender_bcc, recipient_bcc, log_user)

@@ -37,7 +37,7 @@ class Locality:
                  not_local_addresses=(), caseless=True):
         self.hostname = hostname
         self.exact = frozenset(d.lower() for d in domains if not glob.has_magic(d)
-                               or glob.is_literal(d))
+                               or glob.is_literal(d))   # also our own names (HELO checks)
         self.patterns = tuple(d for d in domains if d.lower() not in self.exact)
         self.local_addresses = tuple(self._qualify(a) for a in local_addresses)
         self.not_local_addresses = tuple(self._qualify(a) for a in not_local_addresses)
