@@ -90,3 +90,15 @@ def test_local_users_case():
 
 def test_the_default_is_caseless():
     assert schema.loads("").main.caseless_matching is True
+
+
+def test_archive_bare_user_keys_cover_glob_local_domains():
+    """recipient_bcc's bare `user` key means that user in any local domain: a glob
+    local_domain counts (it was compared literally)."""
+    from masq.policy.archive import Rules
+    main = schema.loads("config masq 'main'\n\toption hostname 'host.example'\n"
+                        "\tlist local_domain '*.lan'\n"
+                        "\tlist recipient_bcc 'bob archive@host.example'\n").main
+    rules = Rules(main)
+    assert rules.copies("x@far.example", ["bob@pc.lan"]) == ["archive@host.example"]
+    assert rules.copies("x@far.example", ["bob@far.example"]) == []
