@@ -311,7 +311,7 @@ class SMTPServerSession:
         self._recipient_checked(txn, text, event.params, None)
 
     def _recipient_checked(self, txn, text, params, refusal):
-        if refusal is None and self.server.settings.greylist is not None and txn.sender:
+        if refusal is None and txn.sender and self._greylisting():
             refusal = self.server.greylisted(self.peer, txn.sender, text)   # <>: at DATA
         if refusal is not None:
             self._rejected("RCPT", refusal, txn.sender, text)
@@ -322,6 +322,12 @@ class SMTPServerSession:
                 text, orcpt="%s;%s" % orcpt if orcpt else None,
                 notify=",".join(notify) if notify else None))
         self.respond(refusal)
+
+    def _greylisting(self):
+        """Return True if greylisting is on and applies to this client (a dnswl hit skips
+        it, as it skips the other checks in the dialogue)."""
+        return self.server.settings.greylist is not None and not (
+            self.checks is not None and self.checks.allowed())
 
     def _path(self, text, sender, smtputf8):
         """Parse a MAIL or RCPT path. A local process (`-bs` on a pipe: MUAs, inetd) may give
@@ -337,7 +343,7 @@ class SMTPServerSession:
 
     def _data_start(self, event):
         txn = self.txn
-        if self.server.settings.greylist is not None and not txn.sender:
+        if not txn.sender and self._greylisting():
             refusals = [self.server.greylisted(self.peer, "", r.address)
                         for r in txn.recipients]
             refusal = next((r for r in refusals if r is not None), None)
