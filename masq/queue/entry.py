@@ -81,6 +81,11 @@ class Message:
         self.packed = (_HEAD.pack(*head[:4], count) + raw
                        + self.packed[_HEAD.size + _CHUNK.size * head[4]:])
 
+    def raw_chunks(self):
+        """Return the text chunks packed as `set_chunks` takes them."""
+        count = _HEAD.unpack_from(self.packed)[4]
+        return bytes(self.packed[_HEAD.size:_HEAD.size + _CHUNK.size * count])
+
     def add_chunk(self, seg, offset, length):
         """Note one more text chunk of a message being written, in amortised constant time:
         its locations grow in place (a bytearray until the COMMIT makes them bytes again),

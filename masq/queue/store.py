@@ -471,7 +471,7 @@ def _adopt(store, msg, text_of):
     source = store.messages.get(text_of)
     if source is None or not source.pending:
         raise ValueError("new text %s is not in the log" % text_of)
-    at = source.at
+    at = source.raw_chunks()
     store.forget(text_of)
     return at
 
