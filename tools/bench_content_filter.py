@@ -18,7 +18,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import peers                                      # noqa: E402
-from bench_large import BLOCK, reset_peak, smtp_send, wait   # noqa: E402
+from bench_large import BLOCK, Watch, smtp_send, wait        # noqa: E402
 
 
 def passed(log_path, count):
@@ -41,17 +41,16 @@ def main():
         with peers.MasqDaemon(base, port, extra) as daemon:
             pid = daemon.pid
             for count, octets in enumerate((len(BLOCK), size), 1):
-                time.sleep(1.0)
-                rss = peers.proc_status(pid)["VmRSS"]
-                reset_peak(pid)
-                _, sent = smtp_send(port, octets)
-                start = time.perf_counter()
-                wait(lambda: passed(daemon.log_path, count), 3600, "the filter", poll=0.05)
-                seconds = time.perf_counter() - start
-                peak = peers.proc_status(pid)["VmHWM"]
+                with Watch(pid) as watch:
+                    sent = smtp_send(port, octets)
+                    start = time.perf_counter()
+                    wait(lambda: passed(daemon.log_path, count), 3600, "the filter",
+                         poll=0.05)
+                    seconds = time.perf_counter() - start
                 print("  %-10s %10.1f %10.1f %10.2f %10.1f" % (
                     "%d KB" % (sent >> 10) if sent < 1 << 20 else "%d MB" % (sent >> 20),
-                    rss / 1024, peak / 1024, seconds, sent / seconds / 1e6))
+                    watch.rss / 1024, (watch.rss + watch.growth) / 1024, seconds,
+                    sent / seconds / 1e6))
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
