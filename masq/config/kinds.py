@@ -286,6 +286,20 @@ def _network(text):
     return text
 
 
+def _map_kind(display_name):
+    """Return the kind of an address map: `PATTERN: REPLACEMENT` (masq.mail.addrmap)."""
+    def convert(text):
+        from masq.mail import addrmap      # lazily: `sendmail` reads the file on every run
+        try:
+            addrmap.parse_rule(text, display_name)
+        except ValueError as exc:
+            raise Invalid("%s: %s" % (show(text), exc)) from None
+        return text
+    return Kind("list", "PATTERN: REPLACEMENT (a glob on the local part, then an address%s "
+                "or *@DOMAIN)" % (", Name <address>" if display_name else ""), convert,
+                is_list=True)
+
+
 STR = Kind("str", "a string", _text)
 PATH = Kind("path", "an absolute path (one that starts with /)", _absolute)
 BOOL = Kind("bool", "a boolean (1/0, yes/no, on/off, true/false, enabled/disabled)",
@@ -302,6 +316,8 @@ NETWORKS = Kind("list", "an IP network such as 192.168.1.0/24", _network, is_lis
 FINGERPRINTS = Kind("list", "sha256:FINGERPRINT (64 hex digits, colons allowed), as "
                    "`openssl x509 -noout -fingerprint -sha256` prints it",
                    lambda text: (fingerprint(text), text)[1], is_list=True)
+HEADER_MAP = _map_kind(True)
+SENDER_MAP = _map_kind(False)
 LISTEN = Kind("list", "a listener such as smtp://127.0.0.1:25 (scheme %s; an IP address, "
               "IPv6 in brackets)"
               % ", ".join(LISTEN_SCHEMES), _listen, is_list=True)

@@ -99,4 +99,7 @@ def local_settings(cfg, forward, log):
         main.hostname, mailbox=main.mailbox,
         user_mailbox={name: u.mailbox for name, u in cfg.users.items() if u.mailbox},
         alias_file=main.alias_file, local_users=main.local_users,
-        local_domains=sorted({d.lower() for d in main.local_domain}), forward=forward, log=log)
+        local_domains=sorted({d.lower() for d in main.local_domain}), forward=forward, log=log,
+        pipe_from=(main.pipe_fromline, main.pipe_fromhack),
+        mda_from=(main.mda_fromline, main.mda_fromhack),
+        user_mda_from={name: (u.mda_fromline, u.mda_fromhack) for name, u in cfg.users.items()})
