@@ -110,6 +110,8 @@ OPTIONS = (
     Option(_M, "mda_fromline", BOOL, False),
     Option(_M, "mda_fromhack", BOOL, False),
     # masqmail parity: templates and logging (errmsg_file, warnmsg_file)
+    Option(_M, "errmsg_file", PATH),
+    Option(_M, "warnmsg_file", PATH),
     # filter stage: checks in the dialogue (dnsbl, dnswl, sender and HELO checks)
     # filter stage: greylisting
     # filter stage: content filters

@@ -555,7 +555,7 @@ def split(text):
     return pair
 
 
-def _encoded_words(text):
+def encoded_words(text):
     """Return text as RFC 2047 `=?utf-8?b?...?=` words, each at most 75 characters."""
     import base64
 
@@ -580,7 +580,7 @@ def format_address(display_name, addr):
     if not name:
         return _join(checked)
     if not name.isascii():
-        name = _encoded_words(name)
+        name = encoded_words(name)
     elif not _is_phrase(name) or "=?" in name:
         name = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return "%s <%s>" % (name, _join(checked))
