@@ -19,7 +19,7 @@ from masq.proto.smtp_server_framing import has_long_line
 
 HOST = "mx.test"
 EHLO_LINES = [b"250-mx.test", b"250-PIPELINING", b"250-SIZE 10000", b"250-ENHANCEDSTATUSCODES",
-              b"250-8BITMIME", b"250-DSN", b"250-SMTPUTF8", b"250 CHUNKING"]
+              b"250-8BITMIME", b"250-DSN", b"250-SMTPUTF8", b"250-CHUNKING", b"250 BINARYMIME"]
 EHLO_REPLY = b"\r\n".join(EHLO_LINES) + b"\r\n"
 OK = b"250 2.0.0 OK\r\n"
 MAIL_OK = b"250 2.1.0 Sender OK\r\n"
@@ -313,7 +313,7 @@ def test_faults_03_bare_cr_in_command_is_refused():
 def test_faults_07_pipelined_plaintext_after_starttls_is_discarded():
     client = Client(tls_available=True)
     out = client.send(b"EHLO c.test\r\nSTARTTLS\r\nMAIL FROM:<evil@x.test>\r\n")
-    assert out.endswith(b"250 CHUNKING\r\n220 2.0.0 Go ahead with the TLS handshake\r\n")
+    assert out.endswith(b"250 BINARYMIME\r\n220 2.0.0 Go ahead with the TLS handshake\r\n")
     assert not any(isinstance(e, MailFrom) for e in client.events)
     assert not client.srv.wants_data
     with pytest.raises(UsageError):
@@ -616,7 +616,7 @@ def test_faults_30_bdat_over_size_across_chunks():
 
 
 def test_faults_30_bdat_without_chunking_is_skipped():
-    ehlo = EHLO_REPLY.replace(b"250-SMTPUTF8\r\n250 CHUNKING", b"250 SMTPUTF8")
+    ehlo = EHLO_REPLY.replace(b"250-SMTPUTF8\r\n250-CHUNKING\r\n250 BINARYMIME", b"250 SMTPUTF8")
     script = [(ENVELOPE + b"BDAT 4\r\nQUIT", ehlo + MAIL_OK + RCPT_OK +
                b"502 5.5.1 Command not offered here\r\n")]
     client = Client(chunking=False)

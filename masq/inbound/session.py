@@ -9,7 +9,10 @@ Hostile input: everything the client sends; the engine bounds it, this module ne
 more than one read of it, handed to the engine in slices of `SLICE` octets. Message text
 (DATA and BDAT alike) is stored with CRLF line ends only: a bare CR or LF becomes CRLF
 (`masq.mail.message.InputNormalizer`, the rule `sendmail` input follows), or, with
-`bare_line_ends 'refuse'`, fails the message with `550 5.6.0`. Pipelined input is handed
+`bare_line_ends 'refuse'`, fails the message with `550 5.6.0`. The one exception is the
+body of a `BODY=BINARYMIME` message (RFC 3030, BDAT only): its header block follows the
+rule, its body is stored as received (the envelope's `body` says BINARYMIME, and every
+reader of the text copes: docs/QUEUE.md). Pipelined input is handed
 out by one loop (`pump`), never by recursion, and it stops while `MAX_UNSENT` octets of
 replies wait for a client that does not read (reading resumes when they are sent).
 Failures: a full disk answers `452 4.3.1` at MAIL (free space is checked first) and
@@ -57,6 +60,7 @@ class Transaction:
         self.size = 0
         self.headers = None        # HeaderReader: header cap and hop count
         self.line_ends = None      # InputNormalizer: bare CR and LF become CRLF
+        self.head = None           # HeadSplitter of a BINARYMIME text: the body is raw
         self.failure = None        # a Reply to give at end of data
 
 
@@ -279,6 +283,8 @@ class SMTPServerSession:
         txn.writer = self.server.queue.writer(txn.id)
         txn.headers = message.ReceivedHeaders(self.server.settings.save_envelope_to)
         txn.line_ends = message.InputNormalizer(dot_ends=False)
+        if txn.params.get("BODY") == "BINARYMIME":
+            txn.head = message.HeadSplitter()
         try:
             txn.writer.write(self._received(txn))
         except LogError as exc:
@@ -298,7 +304,13 @@ class SMTPServerSession:
         return headers.to_bytes()
 
     def _data_chunk(self, event):
-        self._text(self.txn.line_ends.feed(event.data))
+        txn = self.txn
+        if txn.head is None:
+            return self._text(txn.line_ends.feed(event.data))
+        head, body = txn.head.split(event.data)
+        self._text(txn.line_ends.feed(head))
+        if body and txn.failure is None:
+            self._store(txn.headers.feed(body))     # the block has ended: as received
 
     def _text(self, data):
         """Store message text that has CRLF line ends only (unless the transaction failed)."""

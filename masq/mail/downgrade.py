@@ -1,4 +1,4 @@
-"""8-bit MIME downgrade for a next hop without 8BITMIME (RFC 6152 §3), streaming.
+"""MIME downgrade for a next hop without 8BITMIME (RFC 6152 §3) or BINARYMIME (RFC 3030).
 
 Owns: walking a message's MIME structure line by line (header blocks, multipart
 boundaries, message/rfc822 inside), `scan` (which parts hold 8-bit octets, or why they
@@ -15,8 +15,16 @@ would be SMTPUTF8's business, or RFC 2047's), inside a signed or encrypted part
 signature, so those parts are never touched), or in a multipart's preamble or epilogue;
 and for a header block over HEADER_LIMIT octets.
 
-Input: chunks of wire-form text (CRLF line ends). Memory: one line (a longer line is
-handled in pieces of LINE octets) and one header block, whatever the message's size.
+A BINARYMIME text (`Plan(binary=True)`) may hold binary content: NUL, a bare CR or LF, a
+line over 998 octets. A part whose body holds any goes to base64, whatever its type, and
+decodes to exactly its octets; a part labelled `binary` without any is relabelled `8bit`
+(or converted as above when the target is 7-bit). Impossible (5.6.3) besides: binary
+content in a body without MIME (no MIME-Version and no Content-Type), in a signed or
+encrypted part, in a preamble or epilogue, or in a header block.
+
+Input: chunks of wire-form text (CRLF line ends, or a BINARYMIME text as received).
+Memory: one line (a longer line is handled in pieces of LINE octets) and one header
+block, whatever the message's size.
 """
 
 import binascii
@@ -173,12 +181,27 @@ def _delimiter(piece, stack):
     return None, False
 
 
-class Plan:
-    """What `scan` found: the entities to convert; `needed` is False for a 7-bit text."""
+def is_binary(piece, start):
+    """Return True if a body piece is binary content (not 8BITMIME text): a NUL, a bare CR
+    or LF, or part of a line over 998 octets before its CRLF."""
+    if not start or len(piece) > 1000 or b"\0" in piece:
+        return True
+    crlf = piece.endswith(b"\r\n")
+    if piece.endswith(b"\n") and not crlf:
+        return True
+    return piece.count(b"\r") > crlf
 
-    def __init__(self):
-        self.convert = set()        # entity numbers holding 8-bit octets
+
+class Plan:
+    """What `scan` found: the entities to convert; `needed` is False for a text that goes
+    as it is. `seven_bit`: the target takes 7-bit text only (else 8BITMIME text);
+    `binary`: the text is a BINARYMIME one (it may hold binary content)."""
+
+    def __init__(self, seven_bit=True, binary=False):
+        self.convert = set()        # entity numbers holding 8-bit octets (7-bit target)
+        self.binary = set()         # entity numbers holding binary content (to base64)
         self.needed = False
+        self.seven_bit, self.binary_text = seven_bit, binary
 
 
 def scan(chunks):
@@ -194,7 +217,7 @@ def scan_steps(chunks, plan, every=2000, reopen=None):
     can spread a long message over many turns of its loop. With `reopen` (a function that
     returns the text's chunks again), a quick first pass looks for 8-bit octets at all:
     a 7-bit text (the common case) needs no line-by-line walk."""
-    if reopen is not None:
+    if reopen is not None and not plan.binary_text:
         for number, chunk in enumerate(chunks):
             if not chunk.isascii():
                 break
@@ -208,27 +231,43 @@ def scan_steps(chunks, plan, every=2000, reopen=None):
         count += 1
         if count % every == 0:
             yield
-        kind = event[0]
-        if kind == "body":
-            entity, piece = event[1], event[2]
-            if not piece.isascii():
-                if entity.protected:
-                    raise Impossible("8-bit octets in a signed or encrypted part")
-                plan.convert.add(entity.number)
-                plan.needed = True
-        elif kind == "head":
-            entity, lines = event[1], event[2]
-            if not all(line.isascii() for line in lines):
-                raise Impossible("8-bit octets in a header (the next hop offers neither "
-                                 "8BITMIME nor SMTPUTF8)")
-            if entity.cte in _8BIT:
-                plan.needed = True
-        elif kind == "protected":
-            if not event[1].isascii():
+        _judge(event, plan)
+
+
+def _judge(event, plan):
+    """Note in plan what one walk event needs, or raise Impossible."""
+    kind, binary, seven = event[0], plan.binary_text, plan.seven_bit
+    if kind == "body":
+        entity, piece = event[1], event[2]
+        if binary and entity.number not in plan.binary and is_binary(piece, event[3]):
+            if entity.protected:
+                raise Impossible("binary content in a signed or encrypted part")
+            if entity.top and not (entity.mime or entity.has_content_type):
+                raise Impossible("binary content in a message that is not MIME")
+            plan.binary.add(entity.number)
+            plan.needed = True
+        elif seven and not piece.isascii():
+            if entity.protected:
                 raise Impossible("8-bit octets in a signed or encrypted part")
-        elif kind == "junk":
-            if not event[1].isascii():
-                raise Impossible("8-bit octets in a multipart preamble or epilogue")
+            plan.convert.add(entity.number)
+            plan.needed = True
+    elif kind == "head":
+        entity, lines = event[1], event[2]
+        if binary and any(b"\0" in line or not line.endswith(b"\r\n")
+                          or line.count(b"\r") > 1 for line in lines):
+            raise Impossible("binary octets in a header block")
+        if seven and not all(line.isascii() for line in lines):
+            raise Impossible("8-bit octets in a header (the next hop offers neither "
+                             "8BITMIME nor SMTPUTF8)")
+        if entity.cte == b"binary" or (seven and entity.cte in _8BIT):
+            plan.needed = True
+    elif kind in ("protected", "junk"):
+        where = ("a signed or encrypted part" if kind == "protected"
+                 else "a multipart preamble or epilogue")
+        if binary and is_binary(event[1], True):
+            raise Impossible("binary content in " + where)
+        if seven and not event[1].isascii():
+            raise Impossible("8-bit octets in " + where)
 
 
 def convert(chunks, plan):
@@ -245,17 +284,22 @@ def convert(chunks, plan):
                     yield out
             continue
         if encoder is not None and kind != "blank":
-            yield encoder.finish()
+            yield encoder.finish(kind == "end")
             encoder = None
         if kind == "head":
             entity, lines = event[1], event[2]
-            if entity.number in plan.convert:
+            if entity.number in plan.binary:
+                encoder = _Base64(exact=True)
+                yield _relabel(lines, b"base64", entity.top and not entity.mime)
+            elif entity.number in plan.convert:
                 qp = entity.ctype.startswith(b"text/") or not entity.has_content_type
                 encoding = b"quoted-printable" if qp else b"base64"
                 encoder = _QuotedPrintable() if qp else _Base64()
                 yield _relabel(lines, encoding, entity.top and not entity.mime)
-            elif entity.cte in _8BIT:
+            elif entity.cte in _8BIT and plan.seven_bit:
                 yield _relabel(lines, b"7bit", False)
+            elif entity.cte == b"binary":
+                yield _relabel(lines, b"8bit", False)
             else:
                 yield b"".join(lines)
         elif kind != "end":
@@ -291,19 +335,26 @@ class _QuotedPrintable:
         ended = len(text) != len(piece)
         return quoted_printable(text) + (b"\r\n" if ended else b"=\r\n")
 
-    def finish(self):
+    def finish(self, at_end=False):
         return b""
 
 
 class _Base64:
     """A body's octets to base64 in 76-character lines; the line end before the next
-    delimiter belongs to the delimiter (RFC 2046 §5.1.1), so it is held back."""
+    delimiter belongs to the delimiter (RFC 2046 §5.1.1), so it is held back.
 
-    def __init__(self):
-        self.data, self.held = b"", b""
+    `exact` (binary content): only that one CRLF (or LF) is the delimiter's; a CR before
+    it is content, and so is the line end at the end of the message (no delimiter)."""
+
+    def __init__(self, exact=False):
+        self.data, self.held, self.exact = b"", b"", exact
 
     def feed(self, piece, start):
-        text = piece.rstrip(b"\r\n")
+        if self.exact:
+            cut = 2 if piece.endswith(b"\r\n") else 1 if piece.endswith(b"\n") else 0
+            text = piece[:len(piece) - cut]
+        else:
+            text = piece.rstrip(b"\r\n")
         self.data += self.held + text
         self.held = piece[len(text):]
         cut = len(self.data) - len(self.data) % 57
@@ -313,7 +364,9 @@ class _Base64:
         self.data = self.data[cut:]
         return b"".join(out[i:i + 76] + b"\r\n" for i in range(0, len(out), 76))
 
-    def finish(self):
+    def finish(self, at_end=False):
+        if at_end and self.exact:
+            self.data, self.held = self.data + self.held, b""
         out = b""
         if self.data:
             out = binascii.b2a_base64(self.data, newline=False) + b"\r\n"

@@ -401,6 +401,31 @@ def strip_envelope_fields(headers, save_envelope_to=False):
         headers.remove("Envelope-To")
 
 
+class HeadSplitter:
+    """Split a BINARYMIME text (RFC 3030) at the end of its header block.
+
+    The header block (through the first empty line, CRLF CRLF) is text like any message's
+    and gets the usual line-end rule; what follows is the body, stored as received: bare CR
+    and LF, NUL and lines of any length are its content."""
+
+    def __init__(self):
+        self._tail = b"\r\n"    # the text so far ends a line: an empty first line ends it
+        self.done = False
+
+    def split(self, data):
+        """Return (header bytes, body bytes) of the next piece of text."""
+        if self.done:
+            return b"", data
+        probe = self._tail + data
+        end = probe.find(b"\r\n\r\n")
+        if end < 0:
+            self._tail = probe[-3:]
+            return data, b""
+        self.done = True
+        cut = end + 4 - len(self._tail)
+        return data[:cut], data[cut:]
+
+
 class ReceivedHeaders:
     """A HeaderReader for text being stored: it holds the header block back until it ends,
     then gives it out without the envelope fields (strip_envelope_fields)."""

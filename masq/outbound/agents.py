@@ -5,12 +5,15 @@ smarthost is `qmtp:HOST` or `qmqp:HOST` a QMTP or QMQP route; otherwise SMTP to 
 settings (mailboxes, aliases, local users and domains), and the rewritten outgoing copy
 for routes that rewrite addresses. Rebuilt on reload.
 
+Every agent but SMTP is wrapped in `binary.TextOnly`: it takes a BINARYMIME text only
+converted to line-based text (SMTP sends it as it is where the next hop takes it).
+
 Each agent is built, and its modules imported, when it is first needed: a daemon that has
 delivered nothing yet has not loaded the SMTP client, the mailbox writers or `subprocess`
 (about 2 MB of its idle RSS).
 """
 
-from masq.outbound import rewrite
+from masq.outbound import binary, rewrite
 
 # The agents' modules, imported on first use (the daemon imports them before it becomes
 # `option user`, who may not be able to read the library).
@@ -37,11 +40,12 @@ class Agents:
         if self._local is None:
             helper = self.host.local_helper
             if helper is not None:          # the daemon runs as `option user`
-                self._local = helper.agent(self.forward)
+                agent = helper.agent(self.forward)
             else:
                 from masq.outbound.local import LocalAgent
-                self._local = LocalAgent(self.loop, local_settings(self.cfg, self.forward,
-                                                                   self.host.log))
+                agent = LocalAgent(self.loop, local_settings(self.cfg, self.forward,
+                                                             self.host.log))
+            self._local = binary.TextOnly(self.loop, agent)
         return self._local
 
     def for_route(self, route):
@@ -50,10 +54,11 @@ class Agents:
         if agent is None:
             if route.pipe:
                 from masq.outbound.pipe import PipeAgent
-                agent = PipeAgent(self.loop, route)
+                agent = binary.TextOnly(self.loop, PipeAgent(self.loop, route))
             elif (route.smarthost or "").startswith(("qmtp:", "qmqp:")):
                 from masq.outbound.qmtp import QMTPAgent
-                agent = QMTPAgent(self.loop, route, self._resolver())
+                agent = binary.TextOnly(self.loop, QMTPAgent(self.loop, route,
+                                                             self._resolver()))
             else:
                 from masq.outbound.smtp import SMTPSettings, SMTPAgent
                 settings = SMTPSettings.from_route(route, self.cfg.main.hostname)

@@ -4,7 +4,8 @@ Owns the text of a `multipart/report; report-type=delivery-status` message: a hu
 a `message/delivery-status` part (per-message and per-recipient fields: Final-Recipient,
 Original-Recipient, Action failed|delayed, Status, Diagnostic-Code, Last-Attempt-Date,
 Will-Retry-Until) and the returned message (headers only for warnings, for RET=HDRS, and
-for messages over RETURN_LIMIT: `text/rfc822-headers`; otherwise `message/rfc822`). For an
+for messages over RETURN_LIMIT or with a BINARYMIME body, which a DSN's text cannot carry:
+`text/rfc822-headers`; otherwise `message/rfc822`). For an
 SMTPUTF8 message or a non-ASCII address, RFC 6533's types instead: report-type
 `global-delivery-status`, `message/global-delivery-status` (address type `utf-8`), and
 `message/global` or `message/global-headers`, in UTF-8.
@@ -121,7 +122,7 @@ def build(hostname, msgid, envelope, failures, body, action, until, now, templat
     boundary = _boundary(msgid)
     utf8 = is_global(envelope, failures)
     headers_only = (action != "failed" or (envelope.ret or "").upper() == "HDRS"
-                    or envelope.size > RETURN_LIMIT)
+                    or envelope.size > RETURN_LIMIT or envelope.body == "BINARYMIME")
     subject = ("Undelivered Mail Returned to Sender" if action == "failed"
                else "Delayed Mail (still being retried)")
     if template is None:

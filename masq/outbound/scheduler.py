@@ -322,7 +322,8 @@ class Scheduler:
         return Job(msg.id, sender, [r.address for r in rcpts], open_body, size=env.size,
                    route=route, notify=[r.notify for r in rcpts], orcpt=[r.orcpt for r in rcpts],
                    envid=env.envid, ret=env.ret, smtputf8=env.smtputf8,
-                   body8bit=env.body == "8BITMIME", received=env.received)
+                   body8bit=env.body == "8BITMIME", received=env.received,
+                   binary=env.body == "BINARYMIME")
 
     def _pump(self):
         """Start waiting jobs; an agent that can takes its waiting jobs in batches, one

@@ -167,12 +167,14 @@ class _Part:
     def __init__(self, job, indices, result):
         self.job, self.indices, self.result = job, indices, result
 
-    def envelope(self):
+    def envelope(self, binary=False):
+        """Return the transaction's envelope; `binary`: the BINARYMIME text goes as it is
+        (else a binary job's text goes converted, as 8BITMIME text where offered)."""
         job, pick = self.job, self.indices
         return C.OutgoingEnvelope(job.sender, tuple(job.recipients[i] for i in pick),
-                                  job.size or 0, job.body8bit, job.smtputf8, job.ret, job.envid,
-                                  tuple(job.notify[i] for i in pick),
-                                  tuple(job.orcpt[i] for i in pick))
+                                  job.size or 0, job.body8bit or job.binary, job.smtputf8,
+                                  job.ret, job.envid, tuple(job.notify[i] for i in pick),
+                                  tuple(job.orcpt[i] for i in pick), binary)
 
     def finish(self, outcomes):
         self.result.set(self.indices, outcomes)

@@ -7,7 +7,10 @@ in a queued body goes out as CRLF; after DATA, or in BDAT chunks of the queue's 
 size when the server offers CHUNKING), the 8-bit downgrade for a server without 8BITMIME
 (`masq.mail.downgrade`: the text is read first, a slice per loop turn, and, if it holds
 8-bit octets, scanned line by line; a message that cannot be made 7-bit fails 5.6.3
-before MAIL), the per-stage timers, QUIT, and turning a
+before MAIL), a BINARYMIME text (RFC 3030): as it is, by BDAT with BODY=BINARYMIME, to a
+server offering BINARYMIME and CHUNKING (with PIPELINING), else with its binary parts
+converted to base64 the same way first (5.6.3 when it cannot be: never binary after
+DATA), the per-stage timers, QUIT, and turning a
 finished transaction's replies into one Outcome per recipient. It applies the failure rules
 and TLS modes stated in `masq.outbound.smtp`.
 Does not: resolve, choose addresses, group recipients or retry: its destination
@@ -63,6 +66,7 @@ class SMTPClientSession:
         self.client = C.Client(self.settings.helo, self.settings.pipelining)
         self.stream = self.connector = self.timer = self.child = self.part = None
         self.body = self.armed = self.line_ends = self.plan = self.scanning = None
+        self.raw = False                # this part's BINARYMIME text goes as it is
         self.implicit = self.settings.tls == "tls" and not self.settings.wrapper
         self.encrypted = self.settings.tls == "tls" and bool(self.settings.wrapper)
         self.tls_refused = self.authed = self.connected = self.over = False
@@ -248,6 +252,9 @@ class SMTPClientSession:
             return self._end(None, None)
         self.part, self.plan = part, None
         ext = self.client.extensions
+        self.raw = part.job.binary and self.client.takes_binary()
+        if part.job.binary and not self.raw:
+            return self._scan()
         if "8BITMIME" not in ext and ("SMTPUTF8" in ext or not C.needs_smtputf8(
                 part.envelope())):      # else send_mail refuses it: 5.6.7, not 5.6.3
             return self._scan()
@@ -257,17 +264,17 @@ class SMTPClientSession:
         if self.sent:
             self.client.reset()
         self.sent += 1
-        self.client.send_mail(self.part.envelope())
+        self.client.send_mail(self.part.envelope(self.raw))
         self._flush()
         self._arm()
 
     def _scan(self):
-        """Find what the 8-bit downgrade must convert, a slice of the text per loop turn."""
-        self.plan = downgrade.Plan()
+        """Find what the downgrade must convert, a slice of the text per loop turn."""
+        job = self.part.job
+        self.plan = downgrade.Plan("8BITMIME" not in self.client.extensions, job.binary)
         try:
-            job = self.part.job
-            self.scanning = downgrade.scan_steps(_normalized(job.open_body()), self.plan,
-                                                 reopen=lambda: _normalized(job.open_body()))
+            self.scanning = downgrade.scan_steps(_text(job), self.plan,
+                                                 reopen=lambda: _text(job))
         except Exception as exc:
             return self._abort(Outcome.temp("4.3.0", "cannot read the message: %s" % exc))
         if self.timer is not None:
@@ -287,9 +294,13 @@ class SMTPClientSession:
         except downgrade.Impossible as exc:
             self.scanning = None
             part, self.part = self.part, None
-            part.finish([Outcome.perm("5.6.3", "%s does not offer 8BITMIME and the message "
-                                      "cannot be converted to 7 bits: %s" % (self.name, exc))]
-                        * len(part.indices))
+            if self.plan.binary_text:
+                why = "%s does not take BINARYMIME by BDAT and the message cannot be " \
+                      "converted: %s" % (self.name, exc)
+            else:
+                why = "%s does not offer 8BITMIME and the message cannot be converted " \
+                      "to 7 bits: %s" % (self.name, exc)
+            part.finish([Outcome.perm("5.6.3", why)] * len(part.indices))
             return self._next_message()
         except Exception as exc:        # the text failed part-way
             self.scanning = None
@@ -298,12 +309,14 @@ class SMTPClientSession:
 
     def _on_body(self, event):
         try:
-            self.body = iter(self.part.job.open_body())
             if self.plan is not None and self.plan.needed:
-                self.body = downgrade.convert(_normalized(self.body), self.plan)
+                self.body = downgrade.convert(_text(self.part.job), self.plan)
+            else:
+                self.body = iter(self.part.job.open_body())
         except Exception as exc:
             return self._abort(Outcome.temp("4.3.0", "cannot read the message: %s" % exc))
-        self.line_ends = message.InputNormalizer(dot_ends=False)  # bare CR/LF of old mail
+        # bare CR/LF of old mail become CRLF; a BINARYMIME text going as it is stays so
+        self.line_ends = None if self.raw else message.InputNormalizer(dot_ends=False)
         self._pump()
 
     def _pump(self):
@@ -318,10 +331,12 @@ class SMTPClientSession:
                 return self._abort(Outcome.temp("4.3.0", "cannot read the message: %s" % exc))
             if chunk is None:
                 self.body = None
-                self.client.send_body(self.line_ends.finish())
+                if self.line_ends is not None:
+                    self.client.send_body(self.line_ends.finish())
                 self.client.end_body()
             else:
-                self.client.send_body(self.line_ends.feed(chunk))
+                self.client.send_body(chunk if self.line_ends is None
+                                      else self.line_ends.feed(chunk))
             self._flush()
         self._arm()
 
@@ -408,6 +423,13 @@ _EVENTS = {
     C.ResetReply: SMTPClientSession._on_reset, C.QuitReply: SMTPClientSession._on_quit,
     ConnectionClosed: SMTPClientSession._on_eof,
 }
+
+
+def _text(job):
+    """Return the job's text to scan or convert: as stored for a BINARYMIME text (its bare
+    CR and LF are content), else with CRLF line ends only."""
+    chunks = job.open_body()
+    return iter(chunks) if job.binary else _normalized(chunks)
 
 
 def _normalized(chunks):

@@ -20,7 +20,8 @@ behind a 354), or bytes piggy-backed after the 220 to STARTTLS raise `ProtocolEr
 with a 451 4.5.0 reply describing the fault; the engine is then CLOSED. Calls in the wrong
 state raise `UsageError`. Envelopes the server cannot take (SIZE, SMTPUTF8, control
 characters in an address) are refused locally with a synthetic 5xx reply, nothing is sent
-for them.
+for them; so is a BINARYMIME text when the server does not take it by BDAT (the session
+converts such a text first: binary text never goes after DATA).
 """
 
 from collections import deque
@@ -28,8 +29,8 @@ from collections import deque
 from . import Sentinel, frozen
 from .errors import ConnectionClosed, ProtocolError, UsageError
 from .reply import Reply
-from .smtp_client_wire import (MAX_LINE, MAX_LINES, MECHANISMS, Extensions, OutgoingEnvelope,
-                               ReplyReader, check_envelope, choose_mechanism, mail_command,
+from .smtp_client_wire import (MAX_LINE, MAX_LINES, MECHANISMS, NOT_BINARY, Extensions,
+                               OutgoingEnvelope, ReplyReader, check_envelope, choose_mechanism, mail_command,
                                needs_smtputf8, rcpt_command, remote_error, stuff)
 
 __all__ = [  # the engine, and the wire syntax it re-exports
@@ -236,6 +237,12 @@ class Client:
                                                  password.encode("utf-8"))
         self._send("AUTH", line + b"\r\n")
 
+    def takes_binary(self):
+        """Return True if a BINARYMIME text may go as it is (BINARYMIME and BDAT in use)."""
+        ext = self.extensions
+        return (self.chunking and self.pipelining and "PIPELINING" in ext
+                and "CHUNKING" in ext and "BINARYMIME" in ext)
+
     def send_mail(self, envelope):
         """Start a transaction: MAIL, the RCPTs and DATA (pipelined if offered)."""
         self._move("send_mail")
@@ -243,6 +250,8 @@ class Client:
                    and "PIPELINING" in self.extensions)
         self._txn, self._bol, self._tail = _Transaction(envelope, chunked), True, b""
         refusal = check_envelope(envelope, self.extensions)
+        if refusal is None and envelope.binary and not chunked:
+            refusal = NOT_BINARY        # binary text never goes after DATA
         if refusal is not None:
             self._txn.mail = refusal
             self._check_done()
@@ -275,7 +284,7 @@ class Client:
         """End the message text with CRLF "." CRLF (or BDAT ... LAST), adding a CRLF unless
         the text ends in one (a bare LF is not a line end to a strict server)."""
         self._move("end_body")
-        end = b"" if self._tail in (b"", b"\r\n") else b"\r\n"
+        end = b"" if self._tail in (b"", b"\r\n") or self._txn.envelope.binary else b"\r\n"
         if self._txn.chunked:
             return self._send("BDAT", b"BDAT %d LAST\r\n%s" % (len(end), end))
         self._out += end + b".\r\n"

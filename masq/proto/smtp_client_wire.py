@@ -128,6 +128,10 @@ def choose_mechanism(offered, encrypted, plaintext_ok=False):
     return None
 
 
+NOT_BINARY = Reply(554, "5.6.3", "the server does not offer BINARYMIME with CHUNKING, "
+                   "which this text as it is needs")
+
+
 @frozen
 class OutgoingEnvelope:
     """What one mail transaction carries; notify/orcpt are per recipient (None: unset)."""
@@ -140,6 +144,7 @@ class OutgoingEnvelope:
     envid: str = None
     notify: tuple = ()
     orcpt: tuple = ()
+    binary: bool = False        # BODY=BINARYMIME: the text goes as it is, by BDAT only
 
 
 def needs_smtputf8(env):
@@ -158,6 +163,8 @@ def check_envelope(env, ext):
                      "message needs")
     if not sendable(env.sender):
         return BAD_SENDER
+    if env.binary and not ("BINARYMIME" in ext and "CHUNKING" in ext):
+        return NOT_BINARY
     return None
 
 
@@ -166,7 +173,9 @@ def mail_command(env, ext):
     words = ["MAIL FROM:<%s>" % env.sender]
     if "SIZE" in ext and env.size > 0:
         words.append("SIZE=%d" % env.size)
-    if env.body8bit and "8BITMIME" in ext:
+    if env.binary:
+        words.append("BODY=BINARYMIME")
+    elif env.body8bit and "8BITMIME" in ext:
         words.append("BODY=8BITMIME")
     utf8 = needs_smtputf8(env)
     if utf8:

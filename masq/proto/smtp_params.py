@@ -1,7 +1,7 @@
 """MAIL FROM / RCPT TO argument parsing: split the <path> off, check and decode ESMTP parameters.
 
 Owns: the syntax of `FROM:<path> params` and `TO:<path> params` (RFC 5321 §4.1.2), the
-parameters masq advertises (SIZE RFC 1870, BODY RFC 6152, SMTPUTF8 RFC 6531, RET/ENVID/
+parameters masq advertises (SIZE RFC 1870, BODY RFC 6152 and RFC 3030's BINARYMIME, SMTPUTF8 RFC 6531, RET/ENVID/
 NOTIFY/ORCPT RFC 3461, AUTH RFC 4954) and xtext (RFC 3461 §4).
 Does not: parse the address inside the brackets (that is `masq/mail/address.py`'s job); the path
 is returned as the raw text between `<` and `>`.
@@ -127,6 +127,14 @@ def _choice(keyword, allowed):
     return check
 
 
+def _body(value, limits):
+    """BODY=7BIT or 8BITMIME; BINARYMIME only where it is offered (RFC 3030)."""
+    word = (value or "").upper()
+    if word in ("7BIT", "8BITMIME") or (word == "BINARYMIME" and limits.get("binarymime")):
+        return word
+    raise _bad("BODY")
+
+
 def _flag(value, limits):
     if value is not None:
         raise _bad("SMTPUTF8")
@@ -170,7 +178,7 @@ def _orcpt(value, limits):
 
 MAIL_PARAMS = {
     "SIZE": _size,
-    "BODY": _choice("BODY", ("7BIT", "8BITMIME")),
+    "BODY": _body,
     "SMTPUTF8": _flag,
     "RET": _choice("RET", ("FULL", "HDRS")),
     "ENVID": _envid,
@@ -198,9 +206,11 @@ def _parse(arg, prefix, usage, table, limits):
     return path, _check(split_params(rest), table, limits)
 
 
-def parse_mail(arg, max_size):
-    """Parse `FROM:<path> params` into (path, params); params maps KEYWORD to checked value."""
-    path, params = _parse(arg, "FROM:", MAIL_USAGE, MAIL_PARAMS, {"max_size": max_size})
+def parse_mail(arg, max_size, binarymime=False):
+    """Parse `FROM:<path> params` into (path, params); params maps KEYWORD to checked value.
+    `binarymime`: BODY=BINARYMIME is offered (else it is malformed, 501 5.5.4)."""
+    path, params = _parse(arg, "FROM:", MAIL_USAGE, MAIL_PARAMS,
+                          {"max_size": max_size, "binarymime": binarymime})
     if not path.isascii() and "SMTPUTF8" not in params:
         raise ProtocolError(reply=NEED_SMTPUTF8)
     return path, params

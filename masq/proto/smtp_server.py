@@ -56,13 +56,16 @@ class SMTPServer:
     tls_available / tls_active: offer STARTTLS / the session is already encrypted.
     auth_mechanisms: subset of ("PLAIN", "LOGIN"); empty = no AUTH.
     auth_needs_tls: AUTH only offered and accepted under TLS (else 538 5.7.11).
-    chunking: offer BDAT (RFC 3030). max_errors: 5xx replies before 421 4.7.0.
+    chunking: offer BDAT (RFC 3030); binarymime: with it, BINARYMIME (RFC 3030: such text
+        comes by BDAT only, DATA gets 503 5.5.1, and no line length limit applies).
+    max_errors: 5xx replies before 421 4.7.0.
     max_pending: unprocessed input held while paused before `wants_data` turns False.
     """
 
     def __init__(self, hostname, *, max_size, max_line=512, max_data_line=65536,
                  tls_available=False, tls_active=False, auth_mechanisms=(),
-                 auth_needs_tls=True, chunking=True, max_errors=20, max_pending=65536):
+                 auth_needs_tls=True, chunking=True, binarymime=True, max_errors=20,
+                 max_pending=65536):
         if not hostname or int(max_size) <= 0:
             raise ValueError("hostname and a positive max_size are required")
         unknown = set(auth_mechanisms) - set(smtp_auth.MECHANISMS)
@@ -73,13 +76,14 @@ class SMTPServer:
         self.tls_available, self.tls_active = tls_available, tls_active
         self.auth_mechanisms, self.auth_needs_tls = tuple(auth_mechanisms), auth_needs_tls
         self.chunking, self.max_errors, self.max_pending = chunking, max_errors, max_pending
+        self.binarymime = chunking and binarymime
         self.state, self.errors, self.authenticated = GREET, 0, False
         self.helo_name, self.extended, self.recipients = None, False, 0
         self.close_reason = None
         self._in, self._out, self._eof = bytearray(), bytearray(), False
         self._events, self._pending = deque(), None
         self._lines = LineSplitter()
-        self._smtputf8, self._data_open = False, False
+        self._smtputf8 = self._binary = self._data_open = False
         self._dot = self._meter = self._sasl = None
         self._chunk_left, self._chunk_size, self._chunk_last, self._chunk_reply = 0, 0, False, None
 
@@ -278,7 +282,7 @@ class SMTPServer:
         self._decide(Hello(name, extended), "EHLO" if extended else "HELO")
 
     def _cmd_mail(self, arg, target):
-        path, params = smtp_params.parse_mail(arg, self.max_size)
+        path, params = smtp_params.parse_mail(arg, self.max_size, self.binarymime)
         self._decide(MailFrom(path, params), "MAIL")
 
     def _cmd_rcpt(self, arg, target):
@@ -288,6 +292,8 @@ class SMTPServer:
     def _cmd_data(self, arg, target):
         if arg:
             raise ProtocolError(reply=R.syntax("DATA"))
+        if self._binary:
+            raise ProtocolError(reply=R.DATA_BINARYMIME)
         self._decide(DataStart(), "DATA")
 
     def _cmd_bdat(self, arg, target):
@@ -376,6 +382,7 @@ class SMTPServer:
 
     def _accept_mail(self, event, verb, extra, reply):
         self._smtputf8 = "SMTPUTF8" in event.params
+        self._binary = event.params.get("BODY") == "BINARYMIME"
         self._move(verb)
         self._send(reply or R.MAIL_OK)
 
@@ -386,7 +393,7 @@ class SMTPServer:
 
     def _accept_data(self, event, verb, extra, reply):
         self._move(verb)
-        self._meter = Meter(self.max_size, self.max_data_line)
+        self._meter = Meter(self.max_size, 0 if self._binary else self.max_data_line)
         self._data_open = True
         if extra is not None:
             self._start_chunk(*extra)
@@ -468,7 +475,8 @@ class SMTPServer:
 
     def _end_transaction(self, reset):
         self._move("end")
-        self.recipients, self._smtputf8, self._data_open, self._meter = 0, False, False, None
+        self.recipients, self._meter = 0, None
+        self._smtputf8 = self._binary = self._data_open = False
         if reset:
             self._events.append(Reset())
 
@@ -481,6 +489,8 @@ class SMTPServer:
         lines += ["ENHANCEDSTATUSCODES", "8BITMIME", "DSN", "SMTPUTF8"]
         if self.chunking:
             lines.append("CHUNKING")
+        if self.binarymime:
+            lines.append("BINARYMIME")
         return Reply(250, "", lines)
 
     def _body(self, text):

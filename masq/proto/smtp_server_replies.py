@@ -39,6 +39,7 @@ NESTED_MAIL = Reply(503, "5.5.1", "Sender already given; send RSET to start over
 IN_TRANSACTION = Reply(503, "5.5.1", "Not inside a mail transaction; send RSET first")
 DATA_AFTER_BDAT = Reply(503, "5.5.1", "DATA cannot follow BDAT; send BDAT LAST or RSET")
 RCPT_AFTER_BDAT = Reply(503, "5.5.1", "RCPT cannot follow BDAT; send BDAT LAST or RSET")
+DATA_BINARYMIME = Reply(503, "5.5.1", "BODY=BINARYMIME text must come by BDAT; send RSET")
 ALREADY_AUTH = Reply(503, "5.5.1", "Already logged in")
 AUTH_DISABLED = Reply(503, "5.5.1", "AUTH is not offered here")
 TLS_ACTIVE = Reply(554, "5.5.1", "TLS is already on")
