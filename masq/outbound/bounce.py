@@ -13,10 +13,10 @@ SMTPUTF8 message or a non-ASCII address, RFC 6533's types instead: report-type
 The human part and the Subject: are masq's English text, or an administrator's template
 (errmsg_file, warnmsg_file: masq.outbound.dsn_text) filled in here; a part that is not
 ASCII goes as UTF-8 quoted-printable (raw UTF-8 in an RFC 6533 report), a Subject: as
-RFC 2047 encoded words. Who gets it is the scheduler's decision (never the null sender; a failed bounce goes to
-postmaster). Hostile input: everything from the original message and the remote replies;
-reply text is flattened to one line, and the original is carried as it is, after a MIME
-boundary that cannot occur in it.
+RFC 2047 encoded words. Who gets it is the scheduler's decision (never the null sender;
+a failed bounce goes to postmaster). Hostile input: everything from the original message
+and the remote replies; reply text is flattened to one line, and the original is carried
+as it is, after a MIME boundary that cannot occur in it.
 """
 
 import os

@@ -8,9 +8,10 @@ bounce.py's own English text is used.
 
 The syntax (docs/CONFIG.md, "Bounce and warning templates"): UTF-8 text; it may start with
 a `Subject:` line (folded lines allowed) and an empty line (a first line `From:`, `To:`,
-`Content-Type:` ... as in a masqmail template is refused; `Reason: ...` is text); `${name}` or `$name` is a
-variable (VARIABLES), `$$` a dollar sign, and a `$` before anything else is itself; a line
-that is only `@failed_rcpts` becomes one line per recipient, `<address>: reason`.
+`Content-Type:` ... as in a masqmail template is refused; `Reason: ...` is text);
+`${name}` or `$name` is a variable (VARIABLES), `$$` a dollar sign, and a `$` before
+anything else is itself; a line that is only `@failed_rcpts` becomes one line per
+recipient, `<address>: reason`.
 
 Checked when the configuration is loaded (`check`: check-config, daemon start, reload):
 an unknown variable, another header than Subject:, masqmail's `@msg_headers` /

@@ -6,8 +6,9 @@ expanded inside single arguments, never through a shell; SENDER and RECIPIENT ar
 environment too. The text goes with LF line ends (a Unix program's), after an mbox
 `From ` line with `pipe_fromline` and with body lines `From ` quoted as `>From ` with
 `pipe_fromhack` (masqmail's route options). The command runs as the daemon's user (the
-configuration that names it is the administrator's). Exit codes follow masq.outbound.command's table (docs/LOCAL.md): 0
-delivered, 75 deferred, the permanent sysexits codes bounce, anything else defers. With
+configuration that names it is the administrator's). Exit codes follow
+masq.outbound.command's table (docs/LOCAL.md): 0 delivered, 75 deferred, the permanent
+sysexits codes bounce, anything else defers. With
 `connect_error_fail`, a deferral bounces at once (masqmail). The route's `timeout` is the
 time limit.
 """
