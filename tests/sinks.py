@@ -123,13 +123,24 @@ def _wait_dns(port, host="127.0.0.1", timeout=10.0):
 
 
 class Dnsmasq:
-    """dnsmasq on 127.0.0.1:port serving the given MX and host records."""
+    """dnsmasq on 127.0.0.1:port serving the given MX, host and TXT records (with TTL
+    `ttl`; dnsmasq's default is 0); with `query_log` (a path) it logs every query there."""
 
-    def __init__(self, port, mx=(), hosts=()):
+    def __init__(self, port, mx=(), hosts=(), txt=(), query_log=None, ttl=0):
         self.port = port
-        self.args = ["--mx-host=%s,%s,%d" % m for m in mx]
+        self.args = ["--local-ttl=%d" % ttl] if ttl else []
+        self.args += ["--mx-host=%s,%s,%d" % m for m in mx]
         self.args += ["--host-record=%s,%s" % h for h in hosts]
+        self.args += ["--txt-record=%s,%s" % t for t in txt]
+        if query_log:
+            self.args += ["--log-queries", "--log-facility=%s" % query_log]
+        self.query_log = query_log
         self.proc = None
+
+    def queries(self, name):
+        """Return how many queries for name (any type) the log holds so far."""
+        with open(self.query_log, encoding="utf-8", errors="replace") as log:
+            return sum(1 for line in log if "query[" in line and " %s from " % name in line)
 
     def __enter__(self):
         self.proc = subprocess.Popen(

@@ -209,7 +209,8 @@ class Host:
     def __init__(self, loop):
         self.loop = loop
         self.settings = type("Settings", (), {"min_data_rate": 500, "refuse_bare": False,
-                                                "defer_all": False, "save_envelope_to": False})
+                                                "defer_all": False, "save_envelope_to": False,
+                                                "greet_delay": 0})
         self.log = type("Log", (), {"info": lambda *a: None, "error": lambda *a: None})
 
     def timeout(self):

@@ -23,6 +23,9 @@ from helpers import ROOT, free_port, write_config
 ON_DEMAND = ("masq.inbound.session", "masq.proto.smtp_server", "masq.policy.relay",
              "masq.status.serve", "masq.proto.http", "masq.status.page",
              "masq.policy.passwords", "hashlib", "hmac", "ipaddress", "re", "json")
+# Issue 15: the checks in the dialogue are loaded only when configured, not by a client.
+DIALOGUE_CHECKS = ("masq.inbound.checks", "masq.policy.dnsbl", "masq.policy.sender_helo",
+                   "masq.config.dnsbl_site", "masq.dns.resolver")
 LAUNCHER = ("import sys; sys.path.insert(0, %r); from masq.cli import main; "
             "sys.exit(main(['masq'] + sys.argv[1:]))" % ROOT)
 
@@ -90,6 +93,41 @@ def test_the_first_clients_are_served(conf, tmp_path):
     finally:
         stop(proc)
     assert os.path.exists(str(tmp_path / "spool"))
+
+
+def imported_by(log):
+    """Return the modules a `-X importtime` log lists."""
+    with open(log, "rb") as text:
+        return {line.split(b"|")[2].strip().decode() for line in text.read().splitlines()
+                if line.startswith(b"import time:") and b"imported package" not in line}
+
+
+def test_an_unconfigured_daemon_serving_a_client_loads_no_dialogue_checks(conf, tmp_path):
+    path, smtp, _ = conf
+    log = str(tmp_path / "daemon.log")
+    proc = start(path, log, ("-X", "importtime"))
+    try:
+        with smtplib.SMTP("127.0.0.1", smtp, timeout=30) as client:
+            assert client.sendmail("a@test.example", ["b@elsewhere.example"],
+                                   b"Subject: x\r\n\r\nhi\r\n") == {}
+    finally:
+        stop(proc)
+    imported = imported_by(log)
+    assert "masq.inbound.session" in imported          # the client was served
+    assert sorted(m for m in DIALOGUE_CHECKS if m in imported) == []
+
+
+def test_a_configured_daemon_loads_the_checks_at_its_first_client_only(tmp_path):
+    smtp = free_port()
+    path = write_config(str(tmp_path / "masq.conf"), str(tmp_path / "spool"),
+                        extra="\tlist listen 'smtp://127.0.0.1:%d'\n"
+                              "\tlist dnsbl 'bl.test'\n\toption check_helo '1'\n" % smtp)
+    log = str(tmp_path / "daemon.log")
+    proc = start(path, log, ("-X", "importtime"))
+    idle = imported_by(log)
+    stop(proc)
+    assert "masq.inbound.checks" not in idle and "masq.dns.resolver" not in idle
+    assert "masq.policy.dnsbl" not in idle
 
 
 @pytest.mark.parametrize("text", [

@@ -123,8 +123,24 @@ def test_greeting_default_and_refused():
     srv = server()
     assert srv.greeting() == b"220 mx.test ESMTP masq\r\n"
     srv = server()
-    assert srv.greeting(Reply(554, "5.7.1", "go away")) == b"554 5.7.1 go away\r\n"
+    assert srv.greeting(Reply(421, "4.3.2", "not now")) == b"421 4.3.2 not now\r\n"
     assert srv.next_event() == ConnectionClosed("refused")
+
+
+def test_a_554_greeting_answers_503_to_everything_until_quit():
+    """RFC 5321 section 3.1: after a 554 greeting the server waits for QUIT and answers any
+    other command 503; no command reaches the application."""
+    srv = server()
+    assert srv.greeting(Reply(554, "5.7.1", "go away")) == b"554 5.7.1 go away\r\n"
+    srv.receive_data(b"EHLO a.test\r\nMAIL FROM:<a@a.test>\r\nRCPT TO:<b@b.test>\r\n"
+                     b"DATA\r\nBDAT 3 LAST\r\nxyzRSET\r\nNOOP\r\nSTARTTLS\r\nQUIT\r\n")
+    events = []
+    while not events or type(events[-1]) is not ConnectionClosed:
+        events.append(srv.next_event())
+    assert [type(e).__name__ for e in events] == ["Quit", "ConnectionClosed"]
+    assert srv.data_to_send() == (
+        b"503 5.5.1 No mail is taken in this session; send QUIT\r\n" * 8
+        + b"221 2.0.0 Goodbye\r\n")
 
 
 def test_golden_basic_session():

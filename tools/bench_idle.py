@@ -46,18 +46,19 @@ def memory(pid):
     return out
 
 
-def config(base, kind):
-    """Write the configuration kind for a daemon in base; return (path, SMTP port)."""
+def config(base, kind, more=""):
+    """Write the configuration kind (plus the options in `more`) for a daemon in base;
+    return (path, SMTP port)."""
     port = peers.free_port()
-    extra = "\tlist listen 'smtp://127.0.0.1:%d'\n" % port
+    extra = "\tlist listen 'smtp://127.0.0.1:%d'\n" % port + more
     if kind == "openwrt":
         extra += "\toption status_listen '127.0.0.1:%d'\n" % peers.free_port()
     return peers.masq_config(base, extra), port
 
 
-def start_daemon(root, base, kind, flags=()):
+def start_daemon(root, base, kind, flags=(), more=""):
     """Start a daemon from checkout root; return (process, stderr path)."""
-    conf, _ = config(base, kind)
+    conf, _ = config(base, kind, more)
     launcher = ("import sys; sys.path.insert(0, %r); from masq.cli import main; "
                 "sys.exit(main(['masq'] + sys.argv[1:]))" % root)
     log = os.path.join(base, "daemon.log")
@@ -93,13 +94,13 @@ def stop(proc):
         proc.wait()
 
 
-def idle_memory(root, kind):
-    """Return [(Rss kB, Pss kB)] of STARTS fresh idle daemons."""
+def idle_memory(root, kind, more=""):
+    """Return [(Rss kB, Pss kB)] of STARTS fresh idle daemons (`more`: options added)."""
     out = []
     for _ in range(STARTS):
         base = peers.fresh_dir("masq-bench-idle-")
         try:
-            proc, _ = start_daemon(root, base, kind)
+            proc, _ = start_daemon(root, base, kind, more=more)
             try:
                 time.sleep(SETTLE)
                 mem = memory(proc.pid)
@@ -111,11 +112,11 @@ def idle_memory(root, kind):
     return out
 
 
-def idle_modules(root, kind):
+def idle_modules(root, kind, more=""):
     """Return the names of the modules an idle daemon has imported."""
     base = peers.fresh_dir("masq-bench-idle-")
     try:
-        proc, log = start_daemon(root, base, kind, ("-X", "importtime"))
+        proc, log = start_daemon(root, base, kind, ("-X", "importtime"), more)
         time.sleep(SETTLE)
         stop(proc)
         with open(log) as lines:

@@ -61,10 +61,11 @@ ROUTER_EXTRA = (MASQ_EXTRA + "\toption do_queue '0'\n\n"
                 "\toption smarthost '127.0.0.1:9'\n\toption tls 'none'\n")
 
 
-def smtp_source(port, messages=MESSAGES, rcpt="b@test.example"):
-    """Send messages with smtp-source to 127.0.0.1:port; return messages per second."""
+def smtp_source(port, messages=MESSAGES, rcpt="b@test.example", host="127.0.0.1"):
+    """Send messages with smtp-source to host:port (an IPv6 host in brackets); return
+    messages per second."""
     cmd = ["smtp-source", "-s", str(SESSIONS), "-m", str(messages), "-l", "2048",
-           "-f", "a@example.org", "-t", rcpt, "127.0.0.1:%d" % port]
+           "-f", "a@example.org", "-t", rcpt, "%s:%d" % (host, port)]
     start = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     elapsed = time.perf_counter() - start

@@ -276,6 +276,12 @@ def fingerprint(text):
     return digits
 
 
+def _dnsbl_site(text):
+    from masq.config import dnsbl_site         # lazily: only when a DNS list is configured
+    hostname_text(dnsbl_site.parse(text).zone)
+    return text
+
+
 def _network(text):
     address, slash, prefix = text.partition("/")
     if is_ipv4(address) and (not slash or (prefix.isascii() and prefix.isdigit()
@@ -318,6 +324,8 @@ FINGERPRINTS = Kind("list", "sha256:FINGERPRINT (64 hex digits, colons allowed),
                    lambda text: (fingerprint(text), text)[1], is_list=True)
 HEADER_MAP = _map_kind(True)
 SENDER_MAP = _map_kind(False)
+DNSBL_SITES = Kind("list", "a DNS list ZONE[=FILTER][*WEIGHT] such as "
+                   "zen.example=127.0.0.[2..11]*3", _dnsbl_site, is_list=True)
 LISTEN = Kind("list", "a listener such as smtp://127.0.0.1:25 (scheme %s; an IP address, "
               "IPv6 in brackets)"
               % ", ".join(LISTEN_SCHEMES), _listen, is_list=True)

@@ -18,10 +18,10 @@ option, what was expected and, for a typo, the nearest known name. The first err
 from masq.config import uci
 from masq.config.uci import ConfigError
 from masq.config.kinds import (
-    BARE_LINE_ENDS, BOOL, COMMAND, COUNT, FETCH_PROTOCOL, FETCH_TLS, FINGERPRINTS,
-    HEADER_MAP, HOSTNAME, HOST_PORT, INTERVAL, INTERVALS, Invalid, LIST, LISTEN, LOG,
-    LOG_LEVEL, MAILBOX, NETWORKS, ONLINE, PATH, PORT, SENDER_MAP, SERVER, SIZE, SMARTHOST,
-    STATUS_LISTEN, STR, TLS, hostname_text, int_kind, parse_ip_port, show)
+    BARE_LINE_ENDS, BOOL, COMMAND, COUNT, DNSBL_SITES, FETCH_PROTOCOL, FETCH_TLS,
+    FINGERPRINTS, HEADER_MAP, HOSTNAME, HOST_PORT, INTERVAL, INTERVALS, Invalid, LIST, LISTEN,
+    LOG, LOG_LEVEL, MAILBOX, NETWORKS, ONLINE, PATH, PORT, SENDER_MAP, SERVER, SIZE,
+    SMARTHOST, STATUS_LISTEN, STR, TLS, hostname_text, int_kind, parse_ip_port, show)
 from masq.base.ip import is_loopback
 
 __all__ = ["ConfigError", "Config", "Section", "load", "loads", "describe", "OPTIONS"]
@@ -113,6 +113,12 @@ OPTIONS = (
     Option(_M, "errmsg_file", PATH),
     Option(_M, "warnmsg_file", PATH),
     # filter stage: checks in the dialogue (dnsbl, dnswl, sender and HELO checks)
+    Option(_M, "dnsbl", DNSBL_SITES, ()),
+    Option(_M, "dnswl", DNSBL_SITES, ()),
+    Option(_M, "dnsbl_threshold", COUNT, 1),
+    Option(_M, "check_sender_domain", BOOL, False),
+    Option(_M, "check_helo", BOOL, False),
+    Option(_M, "smtp_greet_delay", INTERVAL, 0.0),
     # filter stage: greylisting
     # filter stage: content filters
     # filter stage: archiving (always_bcc, sender_bcc, recipient_bcc, log_user)

@@ -81,6 +81,14 @@ class ListenerSettings:
         self.local_users = tuple(main.local_users)
         self.relay_certs = frozenset(fingerprint(text) for text in main.relay_cert)
         self.users = dict(cfg.users)
+        self.greet_delay = main.smtp_greet_delay
+        self.check_helo = main.check_helo
+        self.check_sender_domain = main.check_sender_domain
+        self.checks = (tuple(main.dnsbl), tuple(main.dnswl), main.dnsbl_threshold,
+                       main.check_helo, main.check_sender_domain, main.dns_server,
+                       main.hosts_file)
+        self.checking = bool(main.dnsbl or main.dnswl or main.check_helo or
+                             main.check_sender_domain)
 
     @property
     def relay_nets(self):
@@ -131,6 +139,8 @@ class Listener(Component):
             session.transport.close("shutdown")
         if self in self.shared.get("listeners", ()):
             self.shared["listeners"].remove(self)
+        if not self.shared.get("listeners") and self.shared.get("checks") is not None:
+            self.shared.pop("checks").close()
 
     def reload(self, cfg):
         """Take new settings (a changed listen list needs a restart)."""
@@ -180,8 +190,9 @@ class Listener(Component):
         from masq.policy import relay
         peer = relay.Peer(ip, relay.in_networks(ip, self.settings.relay_nets), None, self.kind)
         engine = self._engine(tls_active=self.kind == "smtps")
+        checks = self._checks(peer, conn)
         transport = net.Stream(self.loop, conn, None, None)
-        session = SMTPServerSession(self, transport, peer, engine)
+        session = SMTPServerSession(self, transport, peer, engine, checks)
         transport.on_data, transport.on_close = session.on_data, session.on_close
         self.sessions.add(session)
         if self.kind == "smtps":
@@ -189,6 +200,27 @@ class Listener(Component):
                                 lambda error: self._tls_ready(session, error))
         else:
             session.start()
+
+    def _checks(self, peer, conn):
+        """Return the dialogue checks for a new client, or None when none are configured.
+
+        One Checks (and its resolver) serves every listener; a reload that changes the
+        options makes a new one."""
+        if not self.settings.checking or peer.trusted_net:
+            return None
+        checks = self.shared.get("checks")
+        if checks is None or checks.settings.checks != self.settings.checks:
+            from masq.inbound.checks import Checks
+            if checks is not None:
+                checks.close()
+            checks = self.shared["checks"] = Checks(self.loop, self.log, self.settings,
+                                                    self.host.cfg.main)
+        checks.settings = self.settings
+        try:
+            local_ip = conn.getsockname()[0]
+        except OSError:
+            local_ip = None
+        return checks.session(peer, local_ip)
 
     def _tls_ready(self, session, error):
         if error is not None:

@@ -24,6 +24,13 @@ inside it) and restarts only on progress: a reply or a decision, never a mere re
 message text, each octet received buys `1/smtp_min_data_rate` seconds more, so DATA must
 finish within the timeout plus its size at the minimum rate. At the deadline a client gets
 `421 4.4.2`; one in a TLS handshake or not reading its replies is just closed.
+
+Checks in the dialogue (masq/inbound/checks.py, only when configured) answer MAIL and RCPT
+through a callback, possibly a loop turn later: the engine stays paused meanwhile, so a
+pipelining client waits for the answer and the loop does not. Pregreet
+(`smtp_greet_delay`): a client outside relay_net is greeted only after the delay; one that
+sends anything before is greeted with 554 5.5.1 instead of 220 and then, as RFC 5321
+section 3.1 wants, gets 503 5.5.1 for every command until its QUIT.
 """
 
 from masq.mail import address, message
@@ -43,6 +50,7 @@ TOO_MANY_RCPTS = Reply(452, "4.5.3", "Too many recipients; send the rest in anot
 TOO_MANY_HOPS = Reply(554, "5.4.0", "Too many Received: lines; is there a mail loop?")
 BARE_LINE_END = Reply(550, "5.6.0", "Bare CR or LF in the message text; only CRLF may end a line")
 DEFER_ALL = Reply(421, "4.3.2", "Mail is not accepted for now (defer_all); try again later")
+PREGREET = Reply(554, "5.5.1", "Protocol error: you talked before my greeting; send QUIT")
 MAX_UNSENT = 65536      # octets of replies waiting for the client before input stops
 BATCH = 4096            # replies are written in batches of about this size
 SLICE = 8192            # input handed to the engine at a time (bounds the replies to it)
@@ -67,11 +75,14 @@ class Transaction:
 class SMTPServerSession:
     """One client connection, from greeting to close."""
 
-    def __init__(self, server, transport, peer, engine):
+    def __init__(self, server, transport, peer, engine, checks=None):
         self.server = server        # the Listener: settings, queue, counters, auth limiter
         self.transport = transport
         self.peer = peer
         self.engine = engine
+        self.checks = checks        # inbound.checks.ClientChecks, or None (none configured)
+        self.greet_timer = None     # smtp_greet_delay: the greeting is due when it fires
+        self.pregreet = False       # the client sent something before the greeting
         self.txn = None
         self.timer = None
         self.since = 0.0            # loop time of the last progress
@@ -89,9 +100,23 @@ class SMTPServerSession:
             self.transport.write(self.engine.greeting(DEFER_ALL))
             self.transport.close_when_flushed()
             return
-        self.transport.write(self.engine.greeting())
+        delay = self.server.settings.greet_delay
+        if delay and not self.peer.trusted_net:
+            self.greet_timer = self.server.loop.call_later(delay, self._greet)
+            self.transport.resume_reading()       # to hear a client that talks too soon
+            return
+        self._greet()
+
+    def _greet(self):
+        self.greet_timer = None
+        if self.pregreet:
+            self.server.log.info("client %s talked before the greeting", self.peer.ip)
+            self.transport.write(self.engine.greeting(PREGREET))
+        else:
+            self.transport.write(self.engine.greeting())
         self.transport.resume_reading()
         self._arm()
+        self.pump()
 
     # input and the event pump
 
@@ -103,6 +128,10 @@ class SMTPServerSession:
             self.inbox += data
         else:
             self.eof = max(self.eof, 1)
+        if self.greet_timer is not None:          # not greeted yet: hold it, hear no more
+            self.pregreet = self.pregreet or bool(data)
+            self.transport.pause_reading()
+            return
         self.pump()
 
     def _feed(self):
@@ -235,8 +264,16 @@ class SMTPServerSession:
         if not smtp_path.sendable(str(sender)):
             self.respond(smtp_path.BAD_SENDER)
             return
-        self.txn = Transaction(str(sender), event.params)
-        self.respond(None)
+        if self.checks is not None:
+            self.checks.mail(sender, lambda refusal: self._sender_checked(
+                sender, event.params, refusal))
+            return
+        self._sender_checked(sender, event.params, None)
+
+    def _sender_checked(self, sender, params, refusal):
+        if refusal is None:
+            self.txn = Transaction(str(sender), params)
+        self.respond(refusal)
 
     def _rcpt_to(self, event):
         txn, settings = self.txn, self.server.settings
@@ -257,13 +294,21 @@ class SMTPServerSession:
             self.respond(refusal)
             return
         text = str(addr) if addr.domain else "%s@%s" % (addr, settings.hostname)
-        if all(r.address != text for r in txn.recipients):
-            orcpt = event.params.get("ORCPT")
-            notify = event.params.get("NOTIFY")
+        if self.checks is not None:
+            local = not addr.domain or addr.domain in settings.local_domains
+            self.checks.rcpt(text, self.engine.helo_name, local, lambda refusal: (
+                self._recipient_checked(txn, text, event.params, refusal)))
+            return
+        self._recipient_checked(txn, text, event.params, None)
+
+    def _recipient_checked(self, txn, text, params, refusal):
+        if refusal is None and all(r.address != text for r in txn.recipients):
+            orcpt = params.get("ORCPT")
+            notify = params.get("NOTIFY")
             txn.recipients.append(Recipient(
                 text, orcpt="%s;%s" % orcpt if orcpt else None,
                 notify=",".join(notify) if notify else None))
-        self.respond(None)
+        self.respond(refusal)
 
     def _path(self, text, sender, smtputf8):
         """Parse a MAIL or RCPT path. A local process (`-bs` on a pipe: MUAs, inetd) may give
@@ -431,6 +476,11 @@ class SMTPServerSession:
         if self.timer:
             self.timer.cancel()
             self.timer = None
+        if self.greet_timer is not None:
+            self.greet_timer.cancel()
+            self.greet_timer = None
+        if self.checks is not None:
+            self.checks.close()
         self.server.session_closed(self)
 
 

@@ -147,10 +147,13 @@ class SMTPServer:
         return out
 
     def greeting(self, reply=None):
-        """Return the 220 greeting; a 4xx/5xx `reply` refuses the session instead."""
+        """Return the 220 greeting; a `reply` of 554 refuses the session instead (every
+        command but QUIT gets 503 5.5.1, RFC 5321 section 3.1), one of 421 closes it."""
         reply = reply or R.greeting(self.hostname)
         self._out += reply.to_bytes()
-        if not reply.is_positive():
+        if reply.code == 554:
+            self._move("refuse")
+        elif not reply.is_positive():
             self._close("refused")
         return self.data_to_send()
 

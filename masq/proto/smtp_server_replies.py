@@ -42,6 +42,7 @@ RCPT_AFTER_BDAT = Reply(503, "5.5.1", "RCPT cannot follow BDAT; send BDAT LAST o
 DATA_BINARYMIME = Reply(503, "5.5.1", "BODY=BINARYMIME text must come by BDAT; send RSET")
 ALREADY_AUTH = Reply(503, "5.5.1", "Already logged in")
 AUTH_DISABLED = Reply(503, "5.5.1", "AUTH is not offered here")
+REFUSED_SESSION = Reply(503, "5.5.1", "No mail is taken in this session; send QUIT")
 TLS_ACTIVE = Reply(554, "5.5.1", "TLS is already on")
 
 AUTH_NEEDS_TLS = Reply(538, "5.7.11", "Send STARTTLS before AUTH")

@@ -9,32 +9,34 @@ and it changes it only as these tables say. Pure data: no code, no IO.
 
 from . import smtp_server_replies as R
 
-# States in which command lines are read (the columns of TRANSITIONS).
-GREET, READY, MAIL, RCPT, CHUNK = "greet", "ready", "mail", "rcpt", "chunk"
+# States in which command lines are read (the columns of TRANSITIONS). REFUSED: the
+# greeting was a 554 (RFC 5321 section 3.1): every command but QUIT gets 503 until QUIT.
+GREET, READY, MAIL, RCPT, CHUNK, REFUSED = "greet", "ready", "mail", "rcpt", "chunk", "refused"
 # States in which something else is read: DATA text, a SASL exchange, nothing (TLS handshake
 # pending, or closed).
 DATA, AUTH, TLS, CLOSED = "data", "auth", "tls", "closed"
 SAME = "same"  # the command leaves the state as it is
 ANY = "*"
-COLUMN = {GREET: 0, READY: 1, MAIL: 2, RCPT: 3, CHUNK: 4}
+COLUMN = {GREET: 0, READY: 1, MAIL: 2, RCPT: 3, CHUNK: 4, REFUSED: 5}
 
 _TXN = R.IN_TRANSACTION
+_NO = R.REFUSED_SESSION
 # verb: per current state, the state after the command is accepted, or the sequence error.
 TRANSITIONS = {
-    #            GREET         READY        MAIL            RCPT            CHUNK
-    "HELO":     (READY,        READY,       READY,          READY,          READY),
-    "EHLO":     (READY,        READY,       READY,          READY,          READY),
-    "MAIL":     (R.NEED_HELO,  MAIL,        R.NESTED_MAIL,  R.NESTED_MAIL,  R.NESTED_MAIL),
-    "RCPT":     (R.NEED_MAIL,  R.NEED_MAIL, RCPT,           RCPT,           R.RCPT_AFTER_BDAT),
-    "DATA":     (R.NEED_MAIL,  R.NEED_MAIL, R.NEED_RCPT,    DATA,           R.DATA_AFTER_BDAT),
-    "BDAT":     (R.NEED_MAIL,  R.NEED_MAIL, R.NEED_RCPT,    CHUNK,          CHUNK),
-    "RSET":     (SAME,         READY,       READY,          READY,          READY),
-    "NOOP":     (SAME,         SAME,        SAME,           SAME,           SAME),
-    "VRFY":     (SAME,         SAME,        SAME,           SAME,           SAME),
-    "HELP":     (SAME,         SAME,        SAME,           SAME,           SAME),
-    "QUIT":     (CLOSED,       CLOSED,      CLOSED,         CLOSED,         CLOSED),
-    "STARTTLS": (TLS,          TLS,         _TXN,           _TXN,           _TXN),
-    "AUTH":     (R.NEED_HELO,  SAME,        _TXN,           _TXN,           _TXN),
+    #            GREET         READY        MAIL            RCPT            CHUNK           REFUSED
+    "HELO":     (READY,        READY,       READY,          READY,          READY,          _NO),
+    "EHLO":     (READY,        READY,       READY,          READY,          READY,          _NO),
+    "MAIL":     (R.NEED_HELO,  MAIL,        R.NESTED_MAIL,  R.NESTED_MAIL,  R.NESTED_MAIL,  _NO),
+    "RCPT":     (R.NEED_MAIL,  R.NEED_MAIL, RCPT,           RCPT,           R.RCPT_AFTER_BDAT, _NO),
+    "DATA":     (R.NEED_MAIL,  R.NEED_MAIL, R.NEED_RCPT,    DATA,           R.DATA_AFTER_BDAT, _NO),
+    "BDAT":     (R.NEED_MAIL,  R.NEED_MAIL, R.NEED_RCPT,    CHUNK,          CHUNK,          _NO),
+    "RSET":     (SAME,         READY,       READY,          READY,          READY,          _NO),
+    "NOOP":     (SAME,         SAME,        SAME,           SAME,           SAME,           _NO),
+    "VRFY":     (SAME,         SAME,        SAME,           SAME,           SAME,           _NO),
+    "HELP":     (SAME,         SAME,        SAME,           SAME,           SAME,           _NO),
+    "QUIT":     (CLOSED,       CLOSED,      CLOSED,         CLOSED,         CLOSED,         CLOSED),
+    "STARTTLS": (TLS,          TLS,         _TXN,           _TXN,           _TXN,           _NO),
+    "AUTH":     (R.NEED_HELO,  SAME,        _TXN,           _TXN,           _TXN,           _NO),
 }
 
 # (state, step) -> state: the engine's own moves.
@@ -44,9 +46,10 @@ STEPS = {
     (DATA, "end"): READY, (CHUNK, "end"): READY,
     (READY, "sasl"): AUTH, (AUTH, "sasl done"): READY,
     (TLS, "handshake done"): GREET,                 # everything is forgotten: EHLO again
+    (GREET, "refuse"): REFUSED, (REFUSED, "end"): SAME,   # a 554 greeting; BDAT skipped
     (ANY, "close"): CLOSED,
 }
 
 # How input is read in each state; a BDAT chunk's octets are read first in any state.
 MODES = {GREET: "command", READY: "command", MAIL: "command", RCPT: "command",
-         CHUNK: "command", DATA: "data", AUTH: "sasl", TLS: "nothing", CLOSED: "nothing"}
+         CHUNK: "command", REFUSED: "command", DATA: "data", AUTH: "sasl", TLS: "nothing", CLOSED: "nothing"}
