@@ -16,6 +16,7 @@ import pytest
 from hypothesis import assume, given, settings, strategies as st
 
 from masq.mail import downgrade as D
+from masq.proto import smtp_client as C
 from masq.proto.smtp_server import (DECISIONS, NEED_DATA, PAUSED, DataChunk, EndOfData,
                                     SMTPServer)
 from masq.queue.spool import Queue
@@ -23,6 +24,7 @@ from masq.queue.spool import Queue
 from helpers import Daemon, free_port, masq, wait_for, write_config
 from postfix_peer import PostfixSmtpd
 from sinks import SmtpSink
+from test_smtp_client import EHLO_CHUNKING, envelope, feed, ready
 
 BLOB = bytes(range(256)) + b"\r\r\n\n\x00--not-the-boundary\r\n.\r\n" + b"x" * 3000 + b"\r"
 BINARY = (b"From: a@example.org\r\nTo: far@example.org\r\nSubject: binary\r\n"
@@ -187,7 +189,7 @@ def test_to_postfix_binary_parts_arrive_in_base64_and_a_raw_body_bounces(tmp_pat
     assert b"raw\x00binary" not in bounce
 
 
-def test_local_mbox_gets_the_converted_text(tmp_path):
+def test_local_mbox_gets_the_converted_text_or_it_bounces(tmp_path):
     port = free_port()
     conf = write_config(str(tmp_path / "masq.conf"), str(tmp_path / "spool"),
                         extra="\tlist listen 'smtp://127.0.0.1:%d'\n"
@@ -203,6 +205,15 @@ def test_local_mbox_gets_the_converted_text(tmp_path):
             assert smtp.getreply()[0] == 250
         assert wait_for(lambda: mbox.exists() and b"\n--=_B--" in mbox.read_bytes(),
                         timeout=30), daemon.log_so_far()
+        with smtplib.SMTP("127.0.0.1", port, timeout=30) as smtp:
+            smtp.ehlo("client.example")
+            smtp.mail("a@example.org", ["BODY=BINARYMIME"])
+            assert smtp.rcpt("root@test.example")[0] == 250
+            smtp.send(b"BDAT %d LAST\r\n" % len(NOT_MIME) + NOT_MIME)
+            assert smtp.getreply()[0] == 250
+        assert wait_for(lambda: "dsn=5.6.3" in daemon.log_so_far(), timeout=30), \
+            daemon.log_so_far()
+        assert "cannot be written here as text" in daemon.log_so_far()
     finally:
         daemon.stop()
     text = mbox.read_bytes().split(b"\n", 1)[1]          # after the From_ line
@@ -253,3 +264,29 @@ def test_what_cannot_be_converted():
                        b"\r\n--m\r\nContent-Type: a/b\nX: y\r\n\r\nz\r\n--m--\r\n", "header")):
         with pytest.raises(D.Impossible, match=why):
             converted(text, 64)
+
+
+# The client engine
+
+def test_client_sends_binarymime_as_it_is_only_by_bdat():
+    client = ready(EHLO_CHUNKING.replace(b"250 CHUNKING", b"250-CHUNKING\r\n250 BINARYMIME"))
+    assert client.takes_binary()
+    client.send_mail(envelope(binary=True))
+    assert client.data_to_send().startswith(b"MAIL FROM:<a@me.example> BODY=BINARYMIME\r\n")
+    assert feed(client, b"250 ok\r\n250 ok\r\n")[0] == [C.BodyRequest(chunked=True)]
+    client.send_body(b"x\r\n\r\nno\x00end\r")
+    client.end_body()                                   # no CRLF added: it is content
+    assert client.data_to_send() == b"BDAT 12\r\nx\r\n\r\nno\x00end\rBDAT 0 LAST\r\n"
+    for ehlo in (EHLO_CHUNKING, EHLO_CHUNKING.replace(b"250-PIPELINING\r\n", b"").replace(
+            b"250 CHUNKING", b"250-CHUNKING\r\n250 BINARYMIME")):
+        client = ready(ehlo)                            # no BINARYMIME; no PIPELINING
+        assert not client.takes_binary()
+        client.send_mail(envelope(binary=True))
+        assert client.data_to_send() == b""             # nothing is sent: refused here
+        events = []
+        while True:
+            event = client.next_event()
+            if event is C.NEED_DATA:
+                break
+            events.append(event)
+        assert events[0].mail.code == 554 and events[0].mail.enhanced == "5.6.3"

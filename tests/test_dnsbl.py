@@ -80,6 +80,10 @@ def test_a_listed_client_is_refused_with_the_lists_txt(server):
     assert rcpt_reply(out) == ("554 5.7.1 Service unavailable; client [127.0.0.2] blocked "
                                "using bl.test; " + TXT), out
     assert "queued" not in out
+    assert wait_for(lambda: "NOQUEUE: reject: RCPT from unknown[127.0.0.2]: 554 5.7.1 Service "
+                    "unavailable; client [127.0.0.2] blocked using bl.test; " + TXT +
+                    "; from=<bob@mx.test> to=<alice@test.example> proto=ESMTP "
+                    "helo=<client.example>" in server["daemon"].log_so_far())
 
 
 def test_postmaster_gets_mail_from_a_listed_client(server):

@@ -14,7 +14,7 @@ import sys
 from masq.base import exits
 
 COMMANDS = ("daemon", "queue", "flush", "rm", "online", "status", "passwd", "setup",
-            "check-config", "version")
+            "import-masqmail", "check-config", "version")
 
 
 def main(argv=None):
@@ -104,6 +104,9 @@ commands:
   setup PRESET [--board NAME] [--force] [options]
                          write a configuration: local, smarthost, dialup, mobile,
                          lan-relay (`masq setup --help`, `--boards`)
+  import-masqmail [CONF] [-o FILE] [--force]
+                         convert masqmail.conf and its route files (default
+                         /etc/masqmail/masqmail.conf) into masq's configuration
   check-config           validate the configuration and print the effective settings
   version                print the version
 

@@ -1,5 +1,5 @@
 """The `masq COMMAND` commands: daemon, queue, flush, fetch, rm, online, status, passwd, setup,
-check-config, version.
+import-masqmail, check-config, version.
 
 Owns the table from command name to function and their argument checking; `-C FILE` may
 stand anywhere among a command's arguments. Each command that needs the daemon asks it
@@ -227,4 +227,6 @@ _COMMANDS = {
     "status": _status, "passwd": _passwd, "check-config": _check_config,
     "version": _version,
     "setup": lambda path, rest: __import__("masq.config.presets").config.presets.run(path, rest),
+    "import-masqmail": lambda path, rest: __import__(
+        "masq.config.masqmail_import").config.masqmail_import.run(path, rest),
 }

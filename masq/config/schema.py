@@ -130,6 +130,7 @@ OPTIONS = (
 
     Option(_R, "online", ONLINE, "always"),
     Option(_R, "online_require_route", BOOL, False),
+    Option(_R, "online_name", STR),
     Option(_R, "modem_min_signal", int_kind(-113, -51)),
     Option(_R, "smarthost", SMARTHOST),
     Option(_R, "port", PORT, 25),

@@ -80,7 +80,8 @@ class ListenerSettings:
         self.max_per_ip = main.max_connections_per_ip
         self.local_users = tuple(main.local_users)
         self.relay_certs = frozenset(fingerprint(text) for text in main.relay_cert)
-        self.users = dict(cfg.users)
+        # AUTH accounts: a user section without a password only names a mailbox
+        self.users = {name: u for name, u in cfg.users.items() if u.password}
         self.greet_delay = main.smtp_greet_delay
         self.check_helo = main.check_helo
         self.check_sender_domain = main.check_sender_domain

@@ -11,7 +11,8 @@ a file every FILE_INTERVAL seconds, a command every `online_check_interval`).
 `file:PATH` is online while PATH exists and, if it has content, its first line is the
 route's name. A FIFO or device at PATH counts as existing and is never read (it could
 block the loop). `pipe:COMMAND` is online when the command exits 0 and one of the words it
-prints on stdout is the route's name.
+prints on stdout is the route's name. "The route's name" is its `online_name` when set
+(masqmail's connection name, shared by the routes of one `query_routes.NAME`).
 
 Hostile input: whatever the file or command contains or prints. Output is capped and
 decoded leniently. Fails: a command that cannot start, is killed or runs past its time
@@ -97,6 +98,7 @@ class FileDetector:
 
     def __init__(self, ctx, route, arg):
         self.name = route.name
+        self.looks_for = route.online_name or route.name
         self.path = arg
 
     def start(self):
@@ -107,7 +109,7 @@ class FileDetector:
 
     def check(self, done):
         """Look at the file now; done(online, None)."""
-        done(file_says(self.name, self.path), None)
+        done(file_says(self.looks_for, self.path), None)
 
 
 class PipeDetector:
@@ -119,6 +121,7 @@ class PipeDetector:
     def __init__(self, ctx, route, arg):
         self.loop = ctx.loop
         self.name = route.name
+        self.looks_for = route.online_name or route.name
         self.command = arg
         self.child = None
 
@@ -141,5 +144,5 @@ class PipeDetector:
 
         def exited(code, output, error):
             self.child = None               # a non-zero exit is a plain "no", not an error
-            done(error is None and pipe_says(self.name, code, output), error)
+            done(error is None and pipe_says(self.looks_for, code, output), error)
         self.child = start_child(self.loop, argv, exited, time_limit=self.time_limit)

@@ -4,8 +4,8 @@ The daemon's detectors watch for changes; a one-shot run only needs to know the 
 judged by the same rules (the detector modules own them): `always` is online; `file:PATH`
 and `pipe:COMMAND` as masq.online.polled; `iface:NAME` as masq.online.netlink (up,
 addressed, NAME_4/NAME_6 included); `ubus:IFACE` as masq.online.ubus; `modem:DEVICE` as
-masq.online.modem. A route section, when given, supplies `online_require_route` and
-`modem_min_signal`. Anything else is offline here. A probe never raises.
+masq.online.modem. A route section, when given, supplies `online_name` (the name `file:`
+and `pipe:` look for), `online_require_route` and `modem_min_signal`. Anything else is offline here. A probe never raises.
 """
 
 import subprocess
@@ -31,7 +31,7 @@ def _always(name, arg, route):
 
 def _file(name, path, route):
     from masq.online import polled
-    return polled.file_says(name, path)
+    return polled.file_says(_option(route, "online_name", None) or name, path)
 
 
 def _pipe(name, command, route):
@@ -42,6 +42,7 @@ def _pipe(name, command, route):
                               timeout=PIPE_TIME_LIMIT)
     except (OSError, ValueError, subprocess.SubprocessError):
         return False
+    name = _option(route, "online_name", None) or name
     return polled.pipe_says(name, done.returncode, done.stdout[:polled.OUTPUT_CAP])
 
 

@@ -1,7 +1,7 @@
 """The delivery log: one line per mail event, in Postfix's format (docs/LOG.md).
 
 Owns the text of the events a mail administrator greps for: a message received (from SMTP
-or `sendmail`), a recipient delivered, deferred, bounced or expired, a DSN queued, a
+or `sendmail`), a command refused by a check in the dialogue, a recipient delivered, deferred, bounced or expired, a DSN queued, a
 message removed. Lines go through the Logger (syslog, stderr or a file, per `option log`);
 recipient results are also kept in the Logger's ring for the status page and `masq status`.
 
@@ -40,6 +40,14 @@ def result(host, msg, rcpt, outcome, route_name, now):
                        "status": status, "text": text})
     if msg.envelope.done:
         removed(host.log, msg.id)
+
+
+def rejected(log, stage, client, reply, sender, rcpt=None, proto="ESMTP", helo=None):
+    """Log a command refused by a check in the dialogue (no message id yet: NOQUEUE)."""
+    text = " ".join(reply.to_bytes().decode("utf-8", "replace").split())
+    to = " to=<%s>" % rcpt if rcpt is not None else ""
+    log.info("NOQUEUE: reject: %s from %s: %s; from=<%s>%s proto=%s helo=<%s>", stage,
+             client, text, sender, to, proto, helo or "")
 
 
 def dsn_queued(log, msgid, action, dsn_id, target):

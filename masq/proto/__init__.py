@@ -19,6 +19,9 @@ class Sentinel:
         return self.name
 
 
+NEED_DATA = Sentinel("NEED_DATA")   # every engine's "feed more bytes with receive_data()"
+
+
 class Factory:
     """A default made anew for each record (dataclasses' default_factory)."""
 

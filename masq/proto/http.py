@@ -19,7 +19,7 @@ application raises `errors.UsageError`.
 import base64
 import re
 
-from . import Sentinel, frozen
+from . import NEED_DATA, Sentinel, frozen
 from .errors import ConnectionClosed, ProtocolError, UsageError
 
 REASONS = {100: "Continue", 200: "OK", 204: "No Content", 303: "See Other",
@@ -40,7 +40,6 @@ MAX_FIELDS = 100
 MAX_BLANK_LINES = 8          # empty lines tolerated before a request line (RFC 9112 2.2)
 
 
-NEED_DATA = Sentinel("NEED_DATA")   # feed more bytes with receive_data()
 PAUSED = Sentinel("PAUSED")         # answer the last Request with send()
 
 

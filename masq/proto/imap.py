@@ -21,11 +21,14 @@ engine is then CLOSED. Calls in the wrong state raise `UsageError`.
 import base64
 from collections import deque
 
-from . import Sentinel, frozen
-from .errors import ConnectionClosed, ProtocolError, UsageError
+from . import client_engine, frozen
+from .client_engine import CLOSED, ClientEngine
+from .errors import ProtocolError, UsageError
 from .reply import Reply
 
-NEED_DATA = Sentinel("NEED_DATA")
+# every engine's "feed more bytes" marker and end-of-session event, named here for its users
+NEED_DATA, ConnectionClosed = client_engine.NEED_DATA, client_engine.ConnectionClosed
+
 MAX_LINE = 16384           # a response line, with its small literals
 MAX_MESSAGE = 64 << 20     # default bound on one BODY[] literal
 
@@ -77,7 +80,7 @@ class MessageEnd:
 GREETING, NOT_AUTHENTICATED, TLS, HANDSHAKE = "greeting", "not authenticated", "tls", \
     "handshake"
 LOGIN, AUTHENTICATED, SELECTED = "login", "authenticated", "selected"
-LOGOUT, CLOSED, ANY = "logout", "closed", "*"
+LOGOUT, ANY = "logout", "*"
 
 TRANSITIONS = {
     (GREETING, "greeted"): NOT_AUTHENTICATED,
@@ -122,22 +125,21 @@ def _clean(data):
     return "".join(c if c >= " " and c != "\x7f" else "?" for c in text)
 
 
-class Client:
+class Client(ClientEngine):
     """The client side of one IMAP session, from greeting to LOGOUT."""
 
+    MAX_LINE = MAX_LINE
+    _fault = staticmethod(remote_error)
+
     def __init__(self, max_message=MAX_MESSAGE):
+        super().__init__(GREETING)
         self.max_message = max_message
-        self.state = GREETING
         self.capabilities = frozenset()
         self.uidvalidity = self.exists = None
-        self._buffer = bytearray()
-        self._out = bytearray()
-        self._events = deque()
         self._tag = 0
         self._pending = None          # (tag, command) in flight
         self._backlog = deque()       # (command, line) not yet sent
         self._greeted = False
-        self._eof = False
         self._continuation = None     # bytes to send at the next "+"
         self._literal = None          # [uid, octets left, size] of a BODY[] being read
         self._rest = None             # the FETCH response after a BODY[] literal
@@ -148,39 +150,6 @@ class Client:
         if not self._greeted:
             return "GREETING"
         return self._pending[1] if self._pending else None
-
-    def receive_data(self, data):
-        """Feed bytes read from the server; b"" means it closed the connection."""
-        if self.state == CLOSED or self._eof:
-            return
-        if data:
-            self._buffer += data
-        else:
-            self._eof = True
-
-    def next_event(self):
-        """Return the next event, or NEED_DATA."""
-        try:
-            while not self._events:
-                if self.state == CLOSED:
-                    return NEED_DATA
-                if not self._step():
-                    if not self._eof:
-                        return NEED_DATA
-                    self._events.append(ConnectionClosed("eof", self.state))
-                    self._move("eof")
-        except ProtocolError:
-            self._move("broken")
-            self._buffer.clear()
-            self._out.clear()
-            raise
-        return self._events.popleft()
-
-    def data_to_send(self):
-        """Return (and forget) the bytes queued for the server."""
-        out = bytes(self._out)
-        self._out.clear()
-        return out
 
     # Calls
 
@@ -268,18 +237,6 @@ class Client:
             self._out += tag + b" " + line + b"\r\n"
             self._pending = (tag, command)
             self._continuation = continuation
-
-    def _line(self):
-        end = self._buffer.find(b"\n")
-        if end < 0:
-            if len(self._buffer) > MAX_LINE:
-                raise remote_error("a line longer than %d octets" % MAX_LINE)
-            return None
-        if end > MAX_LINE:
-            raise remote_error("a line longer than %d octets" % MAX_LINE)
-        line = bytes(self._buffer[:end])
-        del self._buffer[:end + 1]
-        return line[:-1] if line.endswith(b"\r") else line
 
     def _step(self):
         """Handle what the buffer holds next; return False if more data is needed."""

@@ -20,12 +20,15 @@ CLOSED. Calls in the wrong state raise `UsageError`.
 
 from collections import deque
 
-from . import Sentinel, frozen
-from .errors import ConnectionClosed, ProtocolError, UsageError
+from . import client_engine, frozen
+from .client_engine import CLOSED, ClientEngine
+from .errors import ProtocolError, UsageError
 from .reply import Reply
 from .smtp_client_wire import MECHANISMS
 
-NEED_DATA = Sentinel("NEED_DATA")
+# every engine's "feed more bytes" marker and end-of-session event, named here for its users
+NEED_DATA, ConnectionClosed = client_engine.NEED_DATA, client_engine.ConnectionClosed
+
 MAX_LINE = 2048            # a status or listing line (RFC 1939: 512; SASL lines are longer)
 MAX_LISTING = 100000       # lines of one CAPA, UIDL or LIST listing
 MAX_MESSAGE = 64 << 20     # default bound on one message's text
@@ -105,7 +108,7 @@ class QuitReply:
 
 # Session states.
 GREETING, AUTHORIZATION, TLS, HANDSHAKE = "greeting", "authorization", "tls", "handshake"
-LOGIN, TRANSACTION, REFUSED, QUIT, CLOSED = "login", "transaction", "refused", "quit", "closed"
+LOGIN, TRANSACTION, REFUSED, QUIT = "login", "transaction", "refused", "quit"
 ANY = "*"
 
 # (state, trigger) -> next state. Triggers are the public calls and what replies mean.
@@ -163,20 +166,20 @@ def apop_digest(timestamp, password):
     return hashlib.md5(timestamp + password).hexdigest().encode("ascii")
 
 
-class Client:
+class Client(ClientEngine):
     """The client side of one POP3 session, from greeting to QUIT."""
 
+    MAX_LINE = MAX_LINE
+    _fault = staticmethod(remote_error)
+
     def __init__(self, max_message=MAX_MESSAGE):
+        super().__init__(GREETING)
         self.max_message = max_message
-        self.state = GREETING
         self.capabilities = {}
         self.timestamp = None       # the greeting's APOP challenge
-        self._buffer = bytearray()
-        self._out = bytearray()
-        self._events = deque()
         self._pending = deque([("GREETING", None)])   # (command, argument) awaiting replies
         self._backlog = deque()                        # (command, argument, line) not yet sent
-        self._eof = self._logged_in = False
+        self._logged_in = False
         self._auth = None           # the rest of a login exchange: [answer(text) -> bytes]
         self._body = None           # (command, number) whose multi-line part is being read
         self._lines = []            # a listing being collected
@@ -187,39 +190,6 @@ class Client:
     def waiting_for(self):
         """Return the command whose reply is awaited next ("GREETING", "RETR"...), or None."""
         return self._pending[0][0] if self._pending else None
-
-    def receive_data(self, data):
-        """Feed bytes read from the server; b"" means it closed the connection."""
-        if self.state == CLOSED or self._eof:
-            return
-        if data:
-            self._buffer += data
-        else:
-            self._eof = True
-
-    def next_event(self):
-        """Return the next event, or NEED_DATA."""
-        try:
-            while not self._events:
-                if self.state == CLOSED:
-                    return NEED_DATA
-                if not self._step():
-                    if not self._eof:
-                        return NEED_DATA
-                    self._events.append(ConnectionClosed("eof", self.state))
-                    self._move("eof")
-        except ProtocolError:
-            self._move("broken")
-            self._buffer.clear()
-            self._out.clear()
-            raise
-        return self._events.popleft()
-
-    def data_to_send(self):
-        """Return (and forget) the bytes queued for the server."""
-        out = bytes(self._out)
-        self._out.clear()
-        return out
 
     # Calls: each checks the state table, then queues its command.
 
@@ -338,19 +308,6 @@ class Client:
         _HANDLERS[command](self, command, argument, status)
         self._drain()
         return True
-
-    def _line(self):
-        """Return the next line of the buffer without its line end, or None."""
-        end = self._buffer.find(b"\n")
-        if end < 0:
-            if len(self._buffer) > MAX_LINE:
-                raise remote_error("a line longer than %d octets" % MAX_LINE)
-            return None
-        if end > MAX_LINE:
-            raise remote_error("a line longer than %d octets" % MAX_LINE)
-        line = bytes(self._buffer[:end])
-        del self._buffer[:end + 1]
-        return line[:-1] if line.endswith(b"\r") else line
 
     def _read_listing(self):
         line = self._line()

@@ -18,7 +18,7 @@ fault. Faults raise `errors.ProtocolError`; the caller closes the connection.
 
 from .errors import ProtocolError
 from .qmtp import (MAX_ADDRESS, MAX_RECIPIENTS_FIELD, MAX_RESPONSE, NEED_DATA, MessageChunk,
-                   Package, PackageStart, _length, netstring, read_netstring)
+                   Package, PackageStart, _length, netstring, read_netstring, read_text)
 
 __all__ = ["Server", "Client", "NEED_DATA", "MessageChunk", "Package", "PackageStart",
            "ProtocolError"]
@@ -66,23 +66,10 @@ class Server:
             del self.buffer[:start]
             self.state, self.left = "text", size
             return PackageStart(size, False)
-        if self.state == "text":
-            if self.left == 0:
-                self.state = "comma"
-            elif not self.buffer:
-                return NEED_DATA
-            else:
-                data = bytes(self.buffer[:self.left])
-                del self.buffer[:len(data)]
-                self.left -= len(data)
-                return MessageChunk(data)
-        if self.state == "comma":
-            if not self.buffer:
-                return NEED_DATA
-            if self.buffer[:1] != b",":
-                raise ProtocolError("message netstring not ended by a comma")
-            del self.buffer[:1]
-            self.state = "envelope"
+        if self.state in ("text", "comma"):
+            event = read_text(self)
+            if event is not None:
+                return event
         if self.state == "envelope":
             return self._envelope()
         return NEED_DATA

@@ -20,14 +20,13 @@ closes the connection (the client sees a temporary failure). The message's size 
 declared here; whether it is too large is the caller's decision (`PackageStart`).
 """
 
-from . import Sentinel, frozen
+from . import NEED_DATA, frozen
 from .errors import ProtocolError
 
 LENGTH_DIGITS = 12          # a message of up to 999 GB can be declared
 MAX_ADDRESS = 2048          # octets of one address
 MAX_RECIPIENTS_FIELD = 1 << 20
 MAX_RESPONSE = 4096
-NEED_DATA = Sentinel("NEED_DATA")
 
 
 @frozen
@@ -100,6 +99,28 @@ def split_netstrings(data, limit):
     return items
 
 
+def read_text(server):
+    """Read a QMTP or QMQP server's message netstring on from its "text" or "comma" state:
+    return the next MessageChunk, NEED_DATA, or None once its comma is read (the state is
+    then "envelope"). The server has `state`, `buffer` and `left` (text octets to come)."""
+    if server.state == "text":
+        if server.left:
+            if not server.buffer:
+                return NEED_DATA
+            data = bytes(server.buffer[:server.left])
+            del server.buffer[:len(data)]
+            server.left -= len(data)
+            return MessageChunk(data)
+        server.state = "comma"
+    if not server.buffer:
+        return NEED_DATA
+    if server.buffer[:1] != b",":
+        raise ProtocolError("message netstring not ended by a comma")
+    del server.buffer[:1]
+    server.state = "envelope"
+    return None
+
+
 class Server:
     """The server side of one QMTP connection."""
 
@@ -139,24 +160,10 @@ class Server:
             del self.buffer[:start + 1]
             self.state, self.left, self.crlf = "text", size - 1, mark == 13
             return PackageStart(size - 1, self.crlf)
-        if self.state == "text":
-            if self.left == 0:
-                self.state = "comma"
-                return self.next_event()
-            if not self.buffer:
-                return NEED_DATA
-            data = bytes(self.buffer[:self.left])
-            del self.buffer[:len(data)]
-            self.left -= len(data)
-            return MessageChunk(data)
-        if self.state == "comma":
-            if not self.buffer:
-                return NEED_DATA
-            if self.buffer[:1] != b",":
-                raise ProtocolError("message netstring not ended by a comma")
-            del self.buffer[:1]
-            self.state = "envelope"
-            return self.next_event()
+        if self.state in ("text", "comma"):
+            event = read_text(self)
+            if event is not None:
+                return event
         if self.state == "envelope":
             return self._envelope()
         return NEED_DATA

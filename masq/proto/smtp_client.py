@@ -26,8 +26,9 @@ converts such a text first: binary text never goes after DATA).
 
 from collections import deque
 
-from . import Sentinel, frozen
-from .errors import ConnectionClosed, ProtocolError, UsageError
+from . import client_engine, frozen
+from .client_engine import CLOSED, ClientEngine
+from .errors import ConnectionClosed, UsageError
 from .reply import Reply
 from .smtp_client_wire import (MAX_LINE, MAX_LINES, MECHANISMS, NOT_BINARY, Extensions,
                                OutgoingEnvelope, ReplyReader, check_envelope, choose_mechanism, mail_command,
@@ -41,7 +42,7 @@ __all__ = [  # the engine, and the wire syntax it re-exports
     "MAX_LINE", "MAX_LINES", "MECHANISMS", "OutgoingEnvelope", "Extensions", "check_envelope",
     "choose_mechanism", "mail_command", "needs_smtputf8", "rcpt_command", "stuff"]
 
-NEED_DATA = Sentinel("NEED_DATA")
+NEED_DATA = client_engine.NEED_DATA   # next_event(): feed more bytes (every engine's one)
 
 # Events, in the order a session produces them.
 
@@ -102,7 +103,7 @@ class QuitReply:
 # Session states.
 GREETING, HELLO, READY, TLS, HANDSHAKE = "greeting", "hello", "ready", "tls", "handshake"
 AUTH, TXN, BODY, DOT = "auth", "transaction", "body", "dot"
-REFUSED, QUIT, CLOSED = "refused", "quit", "closed"
+REFUSED, QUIT = "refused", "quit"
 ANY = "*"
 
 # (state, trigger) -> next state. Triggers are the public calls and what replies mean.
@@ -156,64 +157,35 @@ class _Transaction:
         return any(r is not None and r.is_positive() for r in self.rcpts)
 
 
-class Client:
+class Client(ClientEngine):
     """The client side of one SMTP session, from greeting to QUIT."""
 
     def __init__(self, helo, pipelining=True, chunking=True):
+        super().__init__(GREETING)
         self.helo = helo                # ASCII: a domain or an address literal
         self.pipelining = pipelining    # use PIPELINING when the server offers it
         self.chunking = chunking        # use CHUNKING (BDAT) when the server offers it
-        self.state = GREETING
         self.extensions = Extensions()
         self.extended = False           # True once EHLO (not HELO) was accepted
         self.replies = 0                # complete replies received so far
-        self._reader, self._out = ReplyReader(), bytearray()
-        self._events = deque()
+        self._reader = ReplyReader()
+        self._reader.buffer = self._buffer      # the reader parses what receive_data keeps
         self._pending = deque([("GREETING", None)])   # replies awaited, in order
         self._backlog = deque()                        # (kind, index, line) not yet sent
         self._txn = self._auth = None
-        self._bol, self._tail, self._eof = True, b"", False
+        self._bol, self._tail = True, b""
 
     @property
     def waiting_for(self):
         """Return the command whose reply is awaited next ("GREETING", "MAIL"...), or None."""
         return self._pending[0][0] if self._pending else None
 
-    def receive_data(self, data):
-        """Feed bytes read from the server; b"" means it closed the connection."""
-        if self.state == CLOSED or self._eof:
-            return
-        if data:
-            self._reader.buffer += data
-        else:
-            self._eof = True
-
-    def next_event(self):
-        """Return the next event, or NEED_DATA."""
-        try:
-            while not self._events:
-                if self.state == CLOSED:
-                    return NEED_DATA
-                reply = self._reader.read()
-                if reply is not None:
-                    self._on_reply(reply)
-                elif self._eof:
-                    self._events.append(ConnectionClosed("eof", self.state))
-                    self._move("eof")
-                else:
-                    return NEED_DATA
-        except ProtocolError:
-            self._move("broken")
-            self._reader.buffer.clear()
-            self._out.clear()
-            raise
-        return self._events.popleft()
-
-    def data_to_send(self):
-        """Return (and forget) the bytes queued for the server."""
-        out = bytes(self._out)
-        self._out.clear()
-        return out
+    def _step(self):
+        reply = self._reader.read()
+        if reply is None:
+            return False
+        self._on_reply(reply)
+        return True
 
     # Calls: each checks the state table, then queues its command.
 

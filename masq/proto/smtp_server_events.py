@@ -14,10 +14,11 @@ engine); message text and SASL credentials stay `bytes`.
 """
 
 
-from . import Sentinel, frozen
+from . import NEED_DATA, Sentinel, frozen
 
-NEED_DATA = Sentinel("NEED_DATA")  # feed more bytes with receive_data()
 PAUSED = Sentinel("PAUSED")  # answer the last decision event with respond()
+__all__ = ["NEED_DATA", "PAUSED", "DECISIONS", "Hello", "MailFrom", "RcptTo", "DataStart",
+           "DataChunk", "EndOfData", "DataAborted", "Reset", "StartTLS", "AuthRequest", "Quit"]
 
 
 @frozen
