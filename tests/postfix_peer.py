@@ -1,4 +1,8 @@
-"""Postfix's real smtpd as a next hop, run by the test with its own configuration directory.
+"""Postfix as a test peer: its real smtpd as a next hop (`PostfixSmtpd`), or a whole
+private Postfix (`PostfixMaster`) as a retrying client, each with its own configuration
+directory.
+
+`PostfixSmtpd`:
 
 No Postfix queue, master or cleanup daemon: each connection accepted on 127.0.0.1:port
 gets its own `smtpd -S` (stand-alone, as inetd would run it) as the `postfix` user,
@@ -162,3 +166,116 @@ def _relay(a, b, tap):
                     (b if sock is a else a).sendall(data)
         except OSError:
             return
+
+
+MASTER_MAIN_CF = """\
+compatibility_level = 3.6
+queue_directory = {dir}/queue
+data_directory = {dir}/data
+meta_directory = /etc/postfix
+command_directory = /usr/sbin
+daemon_directory = /usr/lib/postfix/sbin
+shlib_directory = /usr/lib/postfix
+mail_owner = postfix
+setgid_group = postdrop
+myhostname = postfix.test.example
+mydomain = test.example
+myorigin = postfix.test.example
+mydestination =
+inet_interfaces = loopback-only
+inet_protocols = ipv4
+relayhost = [127.0.0.1]:{next_port}
+smtp_dns_support_level = disabled
+smtp_tls_security_level = none
+alias_maps =
+alias_database =
+maillog_file = {dir}/maillog
+maillog_file_prefixes = {dir}
+{extra}
+"""
+# No inet service: the instance listens on nothing; no chroot; the delivery agents a
+# relaying client needs, and postlogd for maillog_file (there may be no syslog).
+MASTER_CF = """\
+pickup    unix  n       -       n       60      1       pickup
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+verify    unix  -       -       n       -       1       verify
+flush     unix  n       -       n       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+smtp      unix  -       -       n       -       -       smtp
+relay     unix  -       -       n       -       -       smtp
+showq     unix  n       -       n       -       -       showq
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+postlog   unix-dgram n  -       n       -       1       postlogd
+"""
+
+
+class PostfixMaster:
+    """A private Postfix (its own config_directory and queue_directory under a temporary
+    folder, master(8) started with `postfix -c DIR start`) that relays all mail to
+    127.0.0.1:next_port. params are added to main.cf (e.g. short retry times)."""
+
+    def __init__(self, next_port, **params):
+        self.next_port, self.params, self.dir = next_port, params, None
+
+    def __enter__(self):
+        self.dir = tempfile.mkdtemp(prefix="masq-postfix-master-")
+        os.chmod(self.dir, 0o755)
+        os.mkdir(os.path.join(self.dir, "data"))
+        user = pwd.getpwnam("postfix")
+        os.chown(os.path.join(self.dir, "data"), user.pw_uid, user.pw_gid)
+        extra = "".join("%s = %s\n" % item for item in self.params.items())
+        with open(os.path.join(self.dir, "main.cf"), "w") as out:
+            out.write(MASTER_MAIN_CF.format(dir=self.dir, next_port=self.next_port,
+                                            extra=extra))
+        with open(os.path.join(self.dir, "master.cf"), "w") as out:
+            out.write(MASTER_CF)
+        os.mkdir(os.path.join(self.dir, "queue"))
+        done = self.postfix("start")
+        if done.returncode != 0:
+            log = self.log()
+            shutil.rmtree(self.dir, ignore_errors=True)
+            raise RuntimeError("postfix -c DIR start failed: %s %s" % (done.stdout, log))
+        return self
+
+    def postfix(self, command):
+        """Run `postfix -c DIR COMMAND`; return the CompletedProcess."""
+        return subprocess.run(["/usr/sbin/postfix", "-c", self.dir, command],
+                              capture_output=True, timeout=60)
+
+    def sendmail(self, sender, recipients, text):
+        """Submit text (bytes) with Postfix's sendmail(1) into this instance."""
+        return subprocess.run(["/usr/sbin/sendmail", "-C", self.dir, "-f", sender, "-i"]
+                              + list(recipients), input=text, capture_output=True,
+                              timeout=60)
+
+    def log(self):
+        """Return what the instance logged so far (its maillog_file)."""
+        try:
+            with open(os.path.join(self.dir, "maillog"), encoding="utf-8",
+                      errors="replace") as src:
+                return src.read()
+        except OSError:
+            return ""
+
+    def __exit__(self, *exc):
+        pid = None
+        try:
+            with open(os.path.join(self.dir, "queue", "pid", "master.pid")) as src:
+                pid = int(src.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
+        self.postfix("stop")
+        for _ in range(600):                # master ends its children, then itself
+            if pid is None or not os.path.exists("/proc/%d" % pid):
+                break
+            threading.Event().wait(0.05)
+        shutil.rmtree(self.dir, ignore_errors=True)

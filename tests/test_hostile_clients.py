@@ -210,7 +210,8 @@ class Host:
         self.loop = loop
         self.settings = type("Settings", (), {"min_data_rate": 500, "refuse_bare": False,
                                                 "defer_all": False, "save_envelope_to": False,
-                                                "greet_delay": 0})
+                                                "greet_delay": 0, "archive": None,
+                                                "greylist": None})
         self.log = type("Log", (), {"info": lambda *a: None, "error": lambda *a: None})
 
     def timeout(self):

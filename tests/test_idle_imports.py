@@ -26,6 +26,9 @@ ON_DEMAND = ("masq.inbound.session", "masq.proto.smtp_server", "masq.policy.rela
 # Issue 15: the checks in the dialogue are loaded only when configured, not by a client.
 DIALOGUE_CHECKS = ("masq.inbound.checks", "masq.policy.dnsbl", "masq.policy.sender_helo",
                    "masq.config.dnsbl_site", "masq.dns.resolver")
+# Issue 15: archiving and greylisting, likewise.
+FILTER_STAGE = ("masq.policy.archive", "masq.policy.greylist", "masq.policy.greylist_state",
+                "masq.inbound.greylisting")
 LAUNCHER = ("import sys; sys.path.insert(0, %r); from masq.cli import main; "
             "sys.exit(main(['masq'] + sys.argv[1:]))" % ROOT)
 
@@ -114,7 +117,7 @@ def test_an_unconfigured_daemon_serving_a_client_loads_no_dialogue_checks(conf, 
         stop(proc)
     imported = imported_by(log)
     assert "masq.inbound.session" in imported          # the client was served
-    assert sorted(m for m in DIALOGUE_CHECKS if m in imported) == []
+    assert sorted(m for m in DIALOGUE_CHECKS + FILTER_STAGE if m in imported) == []
 
 
 def test_a_configured_daemon_loads_the_checks_at_its_first_client_only(tmp_path):

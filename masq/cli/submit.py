@@ -167,7 +167,11 @@ def _receive(cfg, opts, writer, msgid, sender, warning, recipients, pending=b"")
     if norm.bare_cr and cfg.main.bare_line_ends == "refuse":   # LF is the local line end
         raise exits.Failure("message not queued: a bare CR in the text (option "
                             "bare_line_ends 'refuse')", exits.DATAERR)
-    writer.commit(Envelope(sender, recipients, received=now, protocol="local",
+    listed = recipients
+    if cfg.copies_wanted():
+        from masq.policy import archive
+        listed = archive.Rules(cfg.main).with_copies(sender, recipients)
+    writer.commit(Envelope(sender, listed, received=now, protocol="local",
                            origin=user_name()))
     return recipients
 

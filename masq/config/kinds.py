@@ -306,6 +306,33 @@ def _map_kind(display_name):
                 is_list=True)
 
 
+def _mail_address(text):
+    """Check an address as an option gives it: `user@domain`, or a bare user name (then the
+    host name is its domain); no white space, brackets or control characters."""
+    if not text or not text.isprintable() or any(c in text for c in " \t<>,;") or \
+            text.count("@") > 1 or text.startswith("@") or text.endswith("@"):
+        raise ValueError(text)
+    return text
+
+
+def _address_key(text):
+    """Check a map key: `user@domain`, `@domain` (anyone there) or a bare `user`."""
+    if text.startswith("@") and len(text) > 1:
+        return _mail_address("x" + text)[1:]
+    return _mail_address(text)
+
+
+def _bcc_map(text):
+    """Check an archive map row `KEY ADDRESS` (sender_bcc, recipient_bcc)."""
+    words = text.split()
+    if len(words) != 2:
+        raise Invalid("%s: write KEY ADDRESS, e.g. 'alice@home.lan archive@home.lan'"
+                      % show(text))
+    _address_key(words[0])
+    _mail_address(words[1])
+    return text
+
+
 STR = Kind("str", "a string", _text)
 PATH = Kind("path", "an absolute path (one that starts with /)", _absolute)
 BOOL = Kind("bool", "a boolean (1/0, yes/no, on/off, true/false, enabled/disabled)",
@@ -354,6 +381,9 @@ def _log_target(text):
 LOG = Kind("str", "syslog, stderr or an absolute file path", _log_target)
 LOG_LEVEL = _enum_kind("error", "warning", "info", "debug")
 BARE_LINE_ENDS = _enum_kind("normalise", "refuse")
+ADDRESS = Kind("str", "a mail address (user@domain, or a user name)", _mail_address)
+BCC_MAP = Kind("list", "KEY ADDRESS (KEY: user@domain, @domain or a user name)", _bcc_map,
+               is_list=True)
 
 
 def show(value):

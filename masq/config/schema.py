@@ -22,6 +22,7 @@ from masq.config.kinds import (
     FINGERPRINTS, HEADER_MAP, HOSTNAME, HOST_PORT, INTERVAL, INTERVALS, Invalid, LIST, LISTEN,
     LOG, LOG_LEVEL, MAILBOX, NETWORKS, ONLINE, PATH, PORT, SENDER_MAP, SERVER, SIZE,
     SMARTHOST, STATUS_LISTEN, STR, TLS, hostname_text, int_kind, parse_ip_port, show)
+from masq.config.kinds import ADDRESS, BCC_MAP          # the filter stage's archiving
 from masq.base.ip import is_loopback
 
 __all__ = ["ConfigError", "Config", "Section", "load", "loads", "describe", "OPTIONS"]
@@ -120,8 +121,19 @@ OPTIONS = (
     Option(_M, "check_helo", BOOL, False),
     Option(_M, "smtp_greet_delay", INTERVAL, 0.0),
     # filter stage: greylisting
+    Option(_M, "greylist", BOOL, False),
+    Option(_M, "greylist_delay", INTERVAL, 300.0),
+    Option(_M, "greylist_window", INTERVAL, 86400.0),
+    Option(_M, "greylist_whitelist_after", COUNT, 5),
+    Option(_M, "greylist_whitelist_time", INTERVAL, 30 * 86400.0),
+    Option(_M, "greylist_exempt", LIST, ("postmaster", "abuse")),
+    Option(_M, "greylist_max_entries", COUNT, 10000),
     # filter stage: content filters
     # filter stage: archiving (always_bcc, sender_bcc, recipient_bcc, log_user)
+    Option(_M, "always_bcc", ADDRESS),
+    Option(_M, "log_user", ADDRESS),
+    Option(_M, "sender_bcc", BCC_MAP, ()),
+    Option(_M, "recipient_bcc", BCC_MAP, ()),
 
     Option(_U, "password", STR, secret=True),
     Option(_U, "mailbox", MAILBOX),
@@ -254,6 +266,12 @@ class Config:
                 return fetch
         return None
 
+    def copies_wanted(self):
+        """Return True if an archive copy is configured (always_bcc, log_user, sender_bcc,
+        recipient_bcc); masq/policy/archive.py, imported only then, makes them."""
+        main = self.main
+        return bool(main.always_bcc or main.log_user or main.sender_bcc or main.recipient_bcc)
+
     def error(self, section, option, message):
         """Return a ConfigError pointing at the line that set section's option."""
         return ConfigError(self.path, section.line_of(option), message)
@@ -301,6 +319,10 @@ def _check_together(config):
         raise config.error(main, "relay_cert", "relay_cert needs tls_cert (TLS for clients) "
                            "and tls_client_ca (what their certificates are checked against)")
     _check_fetches(config)
+    if main.greylist and main.greylist_window <= main.greylist_delay:
+        raise config.error(main, "greylist_window" if main.is_set("greylist_window") else
+                           "greylist_delay", "greylist_window must be longer than "
+                           "greylist_delay (no retry could ever pass)")
     if not main.tls_cert:
         for url in main.listen:
             if url.startswith("smtps://"):

@@ -56,8 +56,12 @@ class Intake:
                 data = self.headers.abandon()
             if data:
                 self.writer.write(data)
+        sender, recipients = self._sender(), [self.source.recipient]
+        if self.host.cfg.copies_wanted():
+            from masq.policy import archive
+            recipients = archive.Rules(self.host.cfg.main).with_copies(sender, recipients)
         envelope = Envelope(
-            self._sender(), [self.source.recipient], received=self.host.loop.time(),
+            sender, recipients, received=self.host.loop.time(),
             protocol=self.protocol.lower(), client=self.peer[1], helo=self.peer[0],
             origin="fetch:" + self.source.name,
             fetched="%s %s" % (self.source.name, self.uid) if self.uid else None)

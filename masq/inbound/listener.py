@@ -90,6 +90,14 @@ class ListenerSettings:
                        main.hosts_file)
         self.checking = bool(main.dnsbl or main.dnswl or main.check_helo or
                              main.check_sender_domain)
+        self.greylist = None        # greylisting's settings (masq/policy/greylist.py), if on
+        if main.greylist:
+            from masq.policy import greylist
+            self.greylist = greylist.Settings(main)
+        self.archive = None         # archive copies (masq/policy/archive.py), if configured
+        if cfg.copies_wanted():
+            from masq.policy import archive
+            self.archive = archive.Rules(main)
 
     @property
     def relay_nets(self):
@@ -142,6 +150,8 @@ class Listener(Component):
             self.shared["listeners"].remove(self)
         if not self.shared.get("listeners") and self.shared.get("checks") is not None:
             self.shared.pop("checks").close()
+        if "greylist" in self.shared:
+            self.shared["greylist"].save()
 
     def reload(self, cfg):
         """Take new settings (a changed listen list needs a restart)."""
@@ -303,6 +313,17 @@ class Listener(Component):
                          client=None if uid is not None else "unknown[%s]" % peer.ip,
                          uid=uid)
         self.host.publish(MessagesQueued((txn.id,)))
+
+    def greylisted(self, peer, sender, rcpt):
+        """Return a 450 reply if greylisting holds sender -> rcpt from peer back, else None.
+
+        One greylist serves every listener (masq/inbound/greylisting.py)."""
+        greylist = self.shared.get("greylist")
+        if greylist is None:
+            from masq.inbound.greylisting import Greylisting
+            greylist = self.shared["greylist"] = Greylisting(self.host, self.queue.dir,
+                                                             self.settings.greylist)
+        return greylist.check(self.settings.greylist, peer, sender, rcpt)
 
     def authenticate(self, session, event):
         """Answer an AUTH request for session."""

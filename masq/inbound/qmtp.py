@@ -193,6 +193,8 @@ class QMTPSession:
                 if rcpt.address not in seen:
                     seen.add(rcpt.address)
                     unique.append(rcpt)
+            if self.server.settings.archive is not None:
+                unique = self.server.settings.archive.with_copies(sender, unique)
             self.writer.commit(Envelope(sender, unique, received=self.server.now(),
                                         protocol=self.server.kind, client=self.peer.ip))
         except message.HeaderTooLong as exc:

@@ -311,6 +311,8 @@ class SMTPServerSession:
         self._recipient_checked(txn, text, event.params, None)
 
     def _recipient_checked(self, txn, text, params, refusal):
+        if refusal is None and self.server.settings.greylist is not None and txn.sender:
+            refusal = self.server.greylisted(self.peer, txn.sender, text)   # <>: at DATA
         if refusal is not None:
             self._rejected("RCPT", refusal, txn.sender, text)
         elif all(r.address != text for r in txn.recipients):
@@ -335,6 +337,14 @@ class SMTPServerSession:
 
     def _data_start(self, event):
         txn = self.txn
+        if self.server.settings.greylist is not None and not txn.sender:
+            refusals = [self.server.greylisted(self.peer, "", r.address)
+                        for r in txn.recipients]
+            refusal = next((r for r in refusals if r is not None), None)
+            if refusal:
+                self._rejected("DATA", refusal, txn.sender)
+                self.respond(refusal)
+                return
         txn.id = new_id(self.server.now())
         txn.writer = self.server.queue.writer(txn.id)
         txn.headers = message.ReceivedHeaders(self.server.settings.save_envelope_to)
@@ -410,8 +420,11 @@ class SMTPServerSession:
             self._drop(txn)
             self.respond(txn.failure)
             return
+        recipients = txn.recipients
+        if self.server.settings.archive is not None:
+            recipients = self.server.settings.archive.with_copies(txn.sender, recipients)
         envelope = Envelope(
-            txn.sender, txn.recipients, received=self.server.now(), protocol="smtp",
+            txn.sender, recipients, received=self.server.now(), protocol="smtp",
             client=self.peer.ip, helo=self.engine.helo_name, auth_user=self.peer.auth_user,
             envid=txn.params.get("ENVID"), ret=txn.params.get("RET"),
             body=txn.params.get("BODY"), smtputf8="SMTPUTF8" in txn.params)

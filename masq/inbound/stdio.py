@@ -131,6 +131,7 @@ def run(cfg):
     session.start()
     while host.loop.running:
         host.loop.run_once()
+    listener.stop()                 # what it keeps (the greylist) is saved
     host.queue.sync_now()
     host.queue.close()
     if host.new_ids:
