@@ -1,6 +1,7 @@
 """Route selection: which way out each recipient of a message may take. Pure; delivers nothing.
 
-Owns masqmail's route criteria (docs/CONFIG.md, route sections): glob patterns (`*`, `?`) on the
+Owns masqmail's route criteria (docs/CONFIG.md, route sections): glob patterns (`*`, `?`,
+`[...]`, matched by masq/mail/glob.py) on the
 envelope sender (`allowed_sender`/`denied_sender`), each recipient
 (`allowed_recipient`/`denied_recipient`) and the address in the From: header
 (`allowed_from`/`denied_from`). A pattern without `@` matches the local part in any domain;
@@ -22,8 +23,8 @@ addresses (unqualified, or in a local domain). The rules are masq.mail.addrmap's
 
 from masq.mail import addrmap
 from masq.mail import address
+from masq.mail import glob
 
-_glob = addrmap.glob
 HEADER_FIELDS = ("From", "Sender", "Reply-To", "Mail-Followup-To")     # the rewritten ones
 
 
@@ -38,16 +39,9 @@ def _header_table(route, field):
 
 
 def matches(pattern, addr):
-    """Return True if the address text addr matches the route pattern."""
-    if pattern == "<>":
-        return addr == ""
-    if addr == "":
-        return False
-    local, _, domain = addr.rpartition("@")
-    if "@" not in pattern:
-        return bool(_glob(pattern).match(local if local else addr))
-    plocal, _, pdomain = pattern.rpartition("@")
-    return bool(_glob(plocal).match(local) and _glob(pdomain.lower()).match(domain.lower()))
+    """Return True if the address text addr matches the route pattern (masq/mail/glob.py;
+    the local part with regard to case, as masqmail)."""
+    return glob.match_address(pattern, addr, caseless=False)
 
 
 def _allowed(allow, deny, addr):

@@ -5,7 +5,8 @@ Owns masqmail's map tables (map_return_path_addresses, map_h_from_addresses ...;
 glob (`*`, `?`) on the local part, a colon, and a replacement: an address or `Name
 <address>`, where a local part `*` keeps the original one (`*@domain` changes the domain
 only). `alice:x` and `alice: x` are the
-same rule, as in masqmail. The glob itself (`glob`) is route selection's too.
+same rule, as in masqmail. The pattern is masq.mail.glob's syntax (checked at load),
+matched case-sensitively, as masqmail's fnmatch.
 
 Rewriting a header value changes only addr-specs, found by a real address-list parser
 (masq.mail.address): display names, comments, groups and folding stay as they were. A
@@ -20,9 +21,9 @@ would write a broken address is refused there, never skipped in silence.
 """
 
 from masq.mail import address
+from masq.mail import glob
 
 _CACHE_SIZE = 256
-_globs = {}                 # pattern -> compiled glob
 _rules = {}                 # (text, display_name) -> Rule
 
 
@@ -35,15 +36,6 @@ def _cached(cache, key, make):
     return found
 
 
-def glob(pattern):
-    """Return a compiled glob (`*` any run, `?` one character; the whole text must match)."""
-    def make():
-        import re           # at the first match: an idle daemon and `sendmail` do not hold re
-        return re.compile("".join(".*" if c == "*" else "." if c == "?" else re.escape(c)
-                                  for c in pattern) + r"\Z", re.S)
-    return _cached(_globs, pattern, make)
-
-
 class Rule:
     """One parsed rule: `.pattern`, and `.name`, `.local` (None: keep) and `.domain`."""
 
@@ -54,7 +46,7 @@ class Rule:
 
     def matches(self, local):
         """Return True if the rule's pattern matches the (unquoted) local part."""
-        return bool(glob(self.pattern).match(local))
+        return glob.match_whole(self.pattern, local, caseless=False)
 
     def apply(self, local):
         """Return (display name, new address text) for an address with this local part."""
@@ -79,6 +71,10 @@ def _parse_rule(text, display_name):
     if "@" in pattern:
         raise ValueError("the pattern %r holds '@', but it is matched against the local part "
                          "only" % pattern)
+    try:
+        glob.check(pattern)
+    except glob.GlobError as exc:
+        raise ValueError("bad pattern %r: %s" % (pattern, exc)) from None
     if not replacement:
         raise ValueError("no replacement after ':'")
     try:
