@@ -59,7 +59,8 @@ class TextOnly:
 
 
 def converted(job, plan):
-    """Return a copy of job whose text has plan's binary parts in base64 (8-bit text)."""
+    """Return a copy of job whose text has plan's binary parts in base64 (8-bit text); its
+    size is then the queued one's, not exact (an agent that declares it counts it)."""
     if plan.needed:
         from masq.mail import downgrade
 
@@ -69,4 +70,5 @@ def converted(job, plan):
         open_body = job.open_body
     return Job(job.message_id, job.sender, job.recipients, open_body, size=job.size,
                route=job.route, notify=job.notify, orcpt=job.orcpt, envid=job.envid,
-               ret=job.ret, smtputf8=job.smtputf8, body8bit=True, received=job.received)
+               ret=job.ret, smtputf8=job.smtputf8, body8bit=True, received=job.received,
+               size_exact=not plan.needed)
