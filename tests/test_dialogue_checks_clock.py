@@ -8,6 +8,7 @@ import socket
 import pytest
 
 from masq.config import schema as config
+from masq.proto import dns as wire
 from masq.inbound.listener import Listener
 from masq.queue.memory import MemoryQueue
 
@@ -57,12 +58,12 @@ def silent_dns():
 def make(silent_dns):
     made = []
 
-    def make(extra):
+    def make(extra, dns_port=silent_dns):
         port = free_port()
         text = ("config masq 'main'\n\toption hostname 'test.example'\n"
                 "\tlist local_domain 'test.example'\n\tlist local_users 'alice'\n"
                 "\tlist relay_net '127.0.0.9/32'\n\toption dns_server '127.0.0.1:%d'\n"
-                "\toption alias_file '/nonexistent/aliases'\n%s" % (silent_dns, extra))
+                "\toption alias_file '/nonexistent/aliases'\n%s" % (dns_port, extra))
         clock = FakeClock()
         host = FakeHost(config.loads(text), Log(), clock, MemoryQueue(clock=clock))
         host.loop.at_turn_end(host.queue.sync_now)
@@ -140,3 +141,39 @@ def test_a_relay_net_client_is_greeted_at_once(make):
     client = Client(port, "127.0.0.9")
     turns(host.loop)                         # no clock movement needed
     assert client.has(b"220 test.example ESMTP")
+
+
+class ServfailServer:
+    """A name server that answers every question SERVFAIL, run by the test's own loop."""
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.setblocking(False)
+        self.port = self.sock.getsockname()[1]
+        self.asked = []
+
+    def serve(self, loop):
+        loop.add_reader(self.sock, self._answer)
+
+    def _answer(self):
+        data, peer = self.sock.recvfrom(4096)
+        qid, name, qtype = wire.parse_query(data)
+        self.asked.append(name)
+        self.sock.sendto(wire.build_response(qid, name, qtype, rcode=wire.SERVFAIL), peer)
+
+
+def test_servfail_from_a_list_does_not_refuse_and_defers_a_sender_check(make):
+    server = ServfailServer()
+    host, listener, port = make("\tlist dnsbl 'bl.test'\n\toption check_sender_domain '1'\n",
+                                dns_port=server.port)
+    server.serve(host.loop)
+    client = Client(port, "127.0.0.2")
+    assert host.loop.run_until(lambda: client.has(b"220 "), 5)
+    client.send(b"EHLO client.example\r\nMAIL FROM:<bob@client.example>\r\n")
+    assert host.loop.run_until(lambda: client.has(b"\r\n450 4.1.8 "), 60)
+    client.send(b"MAIL FROM:<>\r\nRCPT TO:<alice@test.example>\r\n")
+    assert host.loop.run_until(lambda: client.has(b"250 2.1.5"), 60)
+    assert "2.0.0.127.bl.test" in server.asked and "client.example" in server.asked
+    host.loop.remove_reader(server.sock)
+    server.sock.close()

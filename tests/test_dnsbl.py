@@ -154,3 +154,25 @@ def test_a_relay_net_client_is_not_checked(server):
 def test_an_allow_listed_client_skips_the_helo_and_sender_checks(server):
     out = swaks(server, "127.0.0.3", helo="192.0.2.9", sender="bob@nx.test")
     assert "250 2.0.0 Message queued" in out, out
+
+
+@pytest.fixture(scope="module")
+def greylisting(tmp_path_factory, server):
+    """A second daemon with greylisting on, asking the same dnsmasq (allow list wl.test)."""
+    base = tmp_path_factory.mktemp("dnswl-greylist")
+    port = free_port()
+    extra = ("\toption do_queue '1'\n\tlist relay_net '10.0.0.0/8'\n"
+             "\tlist local_users 'alice'\n\toption dns_server '127.0.0.1:%d'\n"
+             "\tlist dnswl 'wl.test'\n\toption greylist '1'\n"
+             "\tlist listen 'smtp://127.0.0.1:%d'\n" % (server["dns"].port, port))
+    conf = write_config(str(base / "masq.conf"), str(base / "spool"), extra=extra)
+    daemon = Daemon(conf, wait_port=port).start()
+    yield {"ports": {"smtp": port}}
+    log = daemon.stop()
+    assert "Traceback" not in log and "internal error" not in log, log
+
+
+def test_an_allow_listed_client_is_not_greylisted(greylisting):
+    assert "250 2.0.0 Message queued" in swaks(greylisting, "127.0.0.3")
+    assert rcpt_reply(swaks(greylisting, "127.0.0.6")).startswith("450 4.7.1"), \
+        "a client on no list is greylisted"

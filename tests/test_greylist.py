@@ -135,6 +135,16 @@ def test_a_reloaded_state_still_drops_the_least_recently_seen(tmp_path):
     assert ask(again, opts, T0 + 320, rcpt="r1@test.example") == 450
 
 
+def test_a_temporary_file_left_by_a_crash_is_removed_at_load(tmp_path, state):
+    ask(state, settings(), T0)
+    state.save()
+    left = tmp_path / "greylist.db.4242.tmp"
+    left.write_bytes(b"half a file")
+    again = greylist_state.State(state.path, 10000)
+    again.load()
+    assert not left.exists() and len(again.triplets) == 1
+
+
 def test_expiry_forgets_stale_triplets_and_networks(state):
     opts = settings()
     ask(state, opts, T0, rcpt="waiting@test.example")

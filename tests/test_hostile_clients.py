@@ -255,6 +255,43 @@ def test_replies_held_for_a_client_that_never_reads_stay_bounded():
         theirs.close()
 
 
+def test_replies_to_commands_pipelined_behind_a_chunk_stay_bounded():
+    """Message text goes to the engine in whole reads (it makes no replies), but only as
+    far as it is text: a BDAT chunk refused out of sequence (no MAIL: its octets are
+    skipped, and no event stops the engine at its end), then HELP after HELP in the same
+    read, is still answered one slice at a time."""
+    from masq.inbound.session import SMTPServerSession
+    from masq.base.loop import Loop
+    from masq.base.net import Stream
+    from masq.proto.smtp_server import SMTPServer
+    ours, theirs = socket.socketpair()
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    theirs.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    loop = Loop()
+    try:
+        transport = Stream(loop, ours, None, None)
+        session = SMTPServerSession(Host(loop), transport, None,
+                                    SMTPServer("mx.test", max_size=1 << 20))
+        transport.on_data, transport.on_close = session.on_data, session.on_close
+        session.start()
+        theirs.setblocking(False)
+        wire = b"BDAT 9000\r\n" + b"x" * 9000 + b"HELP\r\n" * 20000
+        sent = 0
+        for _ in range(200):
+            try:
+                sent += theirs.send(wire[sent:sent + 65536])
+            except BlockingIOError:
+                pass
+            loop.run_once(block=False)
+        assert sent >= 65536                         # the server did read a whole read's worth
+        held = transport.unsent() + len(session.out) + len(session.inbox)
+        assert held <= 256 * 1024, held
+    finally:
+        loop.close()
+        ours.close()
+        theirs.close()
+
+
 def test_one_error_puts_a_bounded_line_in_the_log():
     from masq.base.logger import Logger, MAX_LINE
     log = Logger("stderr", "info")

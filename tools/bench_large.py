@@ -1,54 +1,73 @@
 #!/usr/bin/env python3
-"""Measure large messages and QMTP: masq beside Postfix, in the same run; asserts nothing.
+"""Measure one large message on every path in and out of masq, beside Postfix; asserts nothing.
 
-Run: `python3 tools/bench_large.py [SIZE_MB]` (default 1024; root, for the Postfix peer and
-/proc of the daemons). Everything listens on 127.0.0.1; files go under /var/tmp (on disk).
+Run: `python3 tools/bench_large.py [--size MB] [--dir DIR] [--only PATH,...] [--no-postfix]
+[--no-relay]` (root, for the Postfix peers and /proc of the daemons). Defaults: 1024 MB,
+files under /var/tmp (on disk; the run needs about three times the size free there: the
+message file, the spool and one delivered copy at a time). Everything listens on 127.0.0.1.
 
-  large      one message of SIZE_MB (lines of 78 octets) in by SMTP DATA from a client in
-             this process, then out by SMTP to Postfix's smtp-sink (which throws it away):
-             MB/s each way (in: first byte to the 250 after the final dot, which masq sends
-             only once the message is synced; out: the route brought online to the message
-             gone from the queue), the daemon's VmRSS before and its peak (VmHWM) during each
-             way, and the bytes the daemon wrote (/proc/PID/io write_bytes) per message byte;
-             after a warm-up message of 64 KB in and out, so that the modules of both ways
-             are loaded before the measurement.
-  Postfix    the same message into a throwaway Postfix (tools/peers.py RelayingPostfix: its
-             smtp transport held) and out, once released, to the same smtp-sink: MB/s each
-             way (out: release to its queue empty).
-  qmtp       2,000 messages of about 2 KB between two masq daemons: A holds them (queued
-             directly into its spool, route offline), then its route to B comes online; B
-             takes them over SMTP or over QMTP and keeps them (do_queue). Messages/s (online
-             to A's queue empty) and the CPU seconds A and B used meanwhile (utime + stime).
+Each path runs in a daemon of its own, after a warm-up message of 64 KB by the same path
+(so that its modules are loaded), and prints MB/s, the daemon's RSS growth (its peak,
+VmHWM reset through /proc/PID/clear_refs just before, over its VmRSS then) and the bytes
+the daemon (with the children it reaped) wrote to disk per message byte (/proc/PID/io).
+
+  in   smtp-data   SMTP DATA from a client in this process: first byte to the 250 after the
+                   final dot (sent only once the message is synced)
+       smtp-bdat   SMTP BDAT in chunks of 1 MiB, each answered before the next
+       sendmail    `masq -i` reading a file on stdin (its own process: peak RSS over its
+                   peak for 64 KB, its writes from getrusage), start to exit
+       qmtp        QMTP from a client in this process, to the K answer
+  out  smtp-data   SMTP to Postfix's smtp-sink (no CHUNKING): route online to queue empty
+       smtp-bdat   SMTP BDAT to Postfix's smtpd (tests/postfix_peer.py) in front of smtp-sink
+       qmtp        QMTP to a discarding server in this process
+       pipe        a pipe route to `cat > /dev/null`
+       maildir     local delivery into a maildir (`masq flush` to queue empty)
+                   (each out path: the message queued by this process first, as sendmail
+                   would, then the route brought online / the flush, to queue empty)
+       mbox        local delivery into an mbox
+  Postfix          the same message into a throwaway Postfix (tools/peers.py RelayingPostfix:
+                   its smtp transport held) and out, once released, to smtp-sink: MB/s each way.
+  relay            2,000 messages of about 2 KB between two masq daemons by SMTP and by QMTP
+                   (messages/s, CPU seconds of each daemon).
 """
 
+import argparse
+import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(1, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "tests"))
 
 import peers                                      # noqa: E402
 
 LINE = b"y" * 76 + b"\r\n"
 BLOCK = LINE * (65536 // len(LINE))
+WARM = len(BLOCK)
 SMALL = 2000
 SMALL_BODY = b"Subject: small\r\n\r\n" + LINE * 25
+IN_PATHS = ("smtp-data", "smtp-bdat", "sendmail", "qmtp")
+OUT_PATHS = ("smtp-data", "smtp-bdat", "qmtp", "pipe", "maildir", "mbox")
+FAR = "far@example.org"
+LOCAL = "b@test.example"
 
 
-def masq(conf, *args):
+def masq(conf, *args, stdin=None):
     """Run `masq -C conf ARGS` from this checkout; return its output (RuntimeError if it fails)."""
     done = subprocess.run([sys.executable, "-m", "masq", "-C", conf] + list(args),
-                          capture_output=True, text=True, cwd=peers.ROOT, timeout=600)
+                          capture_output=True, cwd=peers.ROOT, timeout=3600, stdin=stdin)
     if done.returncode != 0:
-        raise RuntimeError("masq %s: %s" % (" ".join(args), done.stderr.strip()))
-    return done.stdout
+        raise RuntimeError("masq %s: %s" % (" ".join(args), done.stderr.decode().strip()))
+    return done.stdout.decode()
 
 
 def queue_empty(conf):
-    import json
     return json.loads(masq(conf, "status", "--json"))["queue"] == []
 
 
@@ -75,15 +94,48 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def reset_peak(pid):
-    with open("/proc/%d/clear_refs" % pid, "w") as refs:
-        refs.write("5")
+class Watch:
+    """The daemon's RSS before, its peak and its disk writes while `with` runs."""
+
+    def __init__(self, pid):
+        self.pid = pid
+
+    def __enter__(self):
+        time.sleep(0.5)
+        self.rss = peers.proc_status(self.pid)["VmRSS"]
+        with open("/proc/%d/clear_refs" % self.pid, "w") as refs:
+            refs.write("5")
+        self.wrote = written(self.pid)
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self.start
+        self.wrote = written(self.pid) - self.wrote
+        self.growth = peers.proc_status(self.pid)["VmHWM"] - self.rss
+
+    def row(self, octets):
+        return {"mbs": octets / self.seconds / 1e6, "growth": self.growth / 1024,
+                "written": self.wrote / octets}
 
 
-def smtp_send(port, size):
-    """Send one message of size octets by SMTP DATA; return the seconds to its 250."""
+def message_file(folder, size):
+    """Write a message of about size octets (LF line ends, as a local program gives it)."""
+    path = os.path.join(folder, "message-%d" % size)
+    block = BLOCK.replace(b"\r\n", b"\n")
+    with open(path, "wb") as out:
+        out.write(b"Subject: large\n\n")
+        for _ in range(max(1, size // len(block))):
+            out.write(block)
+    return path
+
+
+# clients
+
+def smtp_send(port, size, bdat=False, rcpt=FAR):
+    """Send one message of about size octets by SMTP DATA or BDAT; return its octets."""
     blocks = max(1, size // len(BLOCK))
-    with socket.create_connection(("127.0.0.1", port), timeout=600) as sock:
+    with socket.create_connection(("127.0.0.1", port), timeout=3600) as sock:
         reader = sock.makefile("rb")
 
         def reply():
@@ -96,59 +148,246 @@ def smtp_send(port, size):
                         raise RuntimeError("server said %r" % line)
                     return line
         reply()
-        sock.sendall(b"EHLO bench.example\r\n")
+        head = b"Subject: large\r\n\r\n"
+        octets = blocks * len(BLOCK) + len(head)
+        for command in (b"EHLO bench.example", b"MAIL FROM:<a@example.org> SIZE=%d" % octets,
+                        b"RCPT TO:<%s>" % rcpt.encode()):
+            sock.sendall(command + b"\r\n")
+            reply()
+        if bdat:
+            per = 16
+            sock.sendall(b"BDAT %d\r\n" % len(head) + head)
+            reply()
+            for first in range(0, blocks, per):
+                count = min(per, blocks - first)
+                sock.sendall(b"BDAT %d\r\n" % (count * len(BLOCK)))
+                for _ in range(count):
+                    sock.sendall(BLOCK)
+                reply()
+            sock.sendall(b"BDAT 0 LAST\r\n")
+        else:
+            sock.sendall(b"DATA\r\n")
+            reply()
+            sock.sendall(head)
+            for _ in range(blocks):
+                sock.sendall(BLOCK)
+            sock.sendall(b".\r\n")
         reply()
-        sock.sendall(b"MAIL FROM:<a@example.org> SIZE=%d\r\n" % (blocks * len(BLOCK) + 20))
-        reply()
-        sock.sendall(b"RCPT TO:<far@example.org>\r\n")
-        reply()
-        start = time.perf_counter()
-        sock.sendall(b"DATA\r\n")
-        reply()
-        sock.sendall(b"Subject: large\r\n\r\n")
+        sock.sendall(b"QUIT\r\n")
+        return octets
+
+
+def netstring(data):
+    return b"%d:%s," % (len(data), data)
+
+
+def qmtp_send(port, size, rcpt=FAR):
+    """Send one package (three netstrings: text in encoding #1, CRLF, sender, recipients)
+    with one message of about size octets by QMTP, streamed; return its octets."""
+    blocks = max(1, size // len(BLOCK))
+    head = b"\rSubject: large\r\n\r\n"
+    octets = blocks * len(BLOCK) + len(head) - 1
+    rest = b"," + netstring(b"a@example.org") + netstring(netstring(rcpt.encode()))
+    with socket.create_connection(("127.0.0.1", port), timeout=3600) as sock:
+        sock.sendall(b"%d:" % (octets + 1) + head)
         for _ in range(blocks):
             sock.sendall(BLOCK)
-        sock.sendall(b".\r\n")
-        reply()
-        elapsed = time.perf_counter() - start
-        sock.sendall(b"QUIT\r\n")
-        return elapsed, blocks * len(BLOCK)
+        sock.sendall(rest)
+        answer = sock.recv(512)
+        if not answer[answer.index(b":") + 1:].startswith(b"K"):
+            raise RuntimeError("QMTP answer %r" % answer)
+    return octets
 
 
-def bench_masq_large(size, sink_port):
-    base = peers.fresh_dir("masq-bench-large-")
-    port = peers.free_port()
-    extra = ("\toption max_message_size '%dM'\n\n"
-             "config route 'out'\n\toption smarthost '127.0.0.1:%d'\n\toption tls 'none'\n"
-             "\toption online 'file:%s/up'\n" % (size // (1 << 20) + 16, sink_port, base))
+class QMTPDiscard(threading.Thread):
+    """A QMTP server that reads each package and throws its text away (answers K)."""
+
+    def __init__(self, port):
+        super().__init__(daemon=True)
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port))
+        self.sock.listen(8)
+        self.start()
+
+    def run(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                try:
+                    self._session(conn.makefile("rb"), conn)
+                except (OSError, ValueError):
+                    pass
+
+    @staticmethod
+    def _length(reader):
+        digits = b""
+        while True:
+            c = reader.read(1)
+            if not c:
+                raise ValueError("closed")
+            if c == b":":
+                return int(digits)
+            digits += c
+
+    def _session(self, reader, conn):
+        while True:
+            try:
+                left = self._length(reader)         # the text
+            except ValueError:
+                return
+            while left:
+                left -= len(reader.read(min(left, 1 << 20)))
+            reader.read(1)
+            reader.read(self._length(reader) + 1)   # sender
+            rcpts = reader.read(self._length(reader) + 1)
+            for _ in range(max(1, rcpts.count(b":"))):
+                conn.sendall(netstring(b"Kthrown away"))
+
+    def close(self):
+        self.sock.close()
+
+
+# the paths
+
+def daemon_for(base, port, extra=""):
+    return peers.MasqDaemon(base, port, extra)
+
+
+def bench_in(path, size, message):
+    base = peers.fresh_dir("masq-bench-in-")
+    port, qport = peers.free_port(), peers.free_port()
+    extra = ("\toption max_message_size '%dM'\n\tlist listen 'qmtp://127.0.0.1:%d'\n"
+             % (size // (1 << 20) + 16, qport))
     try:
-        with peers.MasqDaemon(base, port, extra) as daemon:
-            pid = daemon.pid
-            smtp_send(port, len(BLOCK))             # warm-up: the modules each way load
-            masq(daemon.conf, "online", "out", "up")
-            wait(lambda: queue_empty(daemon.conf), 60, "masq to deliver the warm-up")
-            masq(daemon.conf, "online", "out", "down")
-            time.sleep(1.0)
-            rss_in = peers.proc_status(pid)["VmRSS"]
-            reset_peak(pid)
-            wrote = written(pid)
-            seconds_in, octets = smtp_send(port, size)
-            wrote = written(pid) - wrote
-            peak_in = peers.proc_status(pid)["VmHWM"]
-            time.sleep(1.0)
-            rss_out = peers.proc_status(pid)["VmRSS"]
-            reset_peak(pid)
-            start = time.perf_counter()
-            masq(daemon.conf, "online", "out", "up")
-            wait(lambda: queue_empty(daemon.conf), 3600, "masq to deliver", poll=0.1)
-            seconds_out = time.perf_counter() - start
-            peak_out = peers.proc_status(pid)["VmHWM"]
-        return {"in": octets / seconds_in / 1e6, "out": octets / seconds_out / 1e6,
-                "rss_in": rss_in / 1024, "peak_in": peak_in / 1024,
-                "rss_out": rss_out / 1024, "peak_out": peak_out / 1024,
-                "written": wrote / octets}
+        if path == "sendmail":
+            return sendmail_in(base, extra, size, message)
+        with daemon_for(base, port, extra) as daemon:
+            if path == "qmtp":
+                peers.wait_port(qport, lambda: True, "masq's QMTP listener")
+                send = lambda n: qmtp_send(qport, n)   # noqa: E731
+            else:
+                send = lambda n: smtp_send(port, n, path == "smtp-bdat")   # noqa: E731
+            send(WARM)
+            with Watch(daemon.pid) as watch:
+                octets = send(size)
+        return watch.row(octets)
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+SENDMAIL_PROBE = """\
+import resource, subprocess, sys, time
+start = time.perf_counter()
+with open(sys.argv[1], 'rb') as text:
+    subprocess.run([sys.executable, '-m', 'masq', '-C', sys.argv[2], '-i', '-odq',
+                    '-f', 'a@example.org', sys.argv[3]], stdin=text, check=True)
+usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(time.perf_counter() - start, usage.ru_maxrss, usage.ru_oublock * 512)
+"""
+
+
+def sendmail_in(base, extra, size, message):
+    conf = peers.masq_config(base, extra)
+    small = message_file(base, WARM)
+
+    def run(path):
+        done = subprocess.run([sys.executable, "-c", SENDMAIL_PROBE, path, conf, FAR],
+                              capture_output=True, text=True, timeout=3600, cwd=peers.ROOT,
+                              env=dict(os.environ, PYTHONPATH=peers.ROOT))
+        if done.returncode != 0:
+            raise RuntimeError("sendmail: " + done.stderr.strip())
+        seconds, peak, wrote = done.stdout.split()
+        return float(seconds), int(peak), int(wrote)
+    _, peak_small, _ = run(small)
+    seconds, peak, wrote = run(message)
+    octets = os.path.getsize(message)
+    return {"mbs": octets / seconds / 1e6, "growth": (peak - peak_small) / 1024,
+            "written": wrote / octets}
+
+
+class _Nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+
+def bench_out(path, size, sink_port):
+    base = peers.fresh_dir("masq-bench-out-")
+    port, peer_port = peers.free_port(), peers.free_port()
+    route = "\n\nconfig route 'out'\n\toption online 'file:%s/up'\n" % base
+    peer = _Nothing()
+    rcpt = FAR
+    if path == "smtp-data":
+        route += "\toption smarthost '127.0.0.1:%d'\n\toption tls 'none'\n" % sink_port
+    elif path == "smtp-bdat":
+        from postfix_peer import PostfixSmtpd
+        peer = PostfixSmtpd(peer_port, sink_port)
+        route += "\toption smarthost '127.0.0.1:%d'\n\toption tls 'none'\n" % peer_port
+    elif path == "qmtp":
+        route += "\toption smarthost 'qmtp:127.0.0.1:%d'\n" % peer_port
+    elif path == "pipe":
+        route += "\toption pipe 'sh -c \"cat > /dev/null\"'\n"
+    else:
+        route, rcpt = "", LOCAL
+    extra = "\toption max_message_size '%dM'\n" % (size // (1 << 20) + 16) + route
+    discard = QMTPDiscard(peer_port) if path == "qmtp" else None
+    daemon = daemon_for(base, port, extra)
+    if path == "mbox":
+        with open(daemon.conf) as conf:
+            text = conf.read().replace("'maildir:", "'mbox:")
+        with open(daemon.conf, "w") as conf:
+            conf.write(text)
+    try:
+        with peer, daemon:
+
+            def deliver(octets):
+                queue_message(os.path.join(base, "spool"), octets, rcpt)
+                if path in ("maildir", "mbox"):
+                    watch = Watch(daemon.pid).__enter__()
+                    masq(daemon.conf, "flush")
+                else:
+                    watch = Watch(daemon.pid).__enter__()
+                    masq(daemon.conf, "online", "out", "up")
+                wait(lambda: queue_empty(daemon.conf), 3600, "masq to deliver", poll=0.1)
+                watch.__exit__()
+                if path not in ("maildir", "mbox"):
+                    masq(daemon.conf, "online", "out", "down")
+                for folder in ("mail",):
+                    shutil.rmtree(os.path.join(base, folder), ignore_errors=True)
+                return watch
+            deliver(WARM)
+            watch = deliver(size)
+        return watch.row(max(1, size // len(BLOCK)) * len(BLOCK))
+    finally:
+        if discard is not None:
+            discard.close()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def queue_message(spool, size, rcpt):
+    """Queue one message of about size octets as `sendmail` would, at disk speed (written
+    here, so that the submission does not count), and poke the daemon."""
+    sys.path.insert(0, peers.ROOT)
+    from masq.base import control
+    from masq.queue.envelope import Envelope
+    from masq.queue.spool import Queue
+    queue = Queue(spool).open("append")
+    try:
+        writer = queue.writer()
+        writer.write(b"Subject: large\r\n\r\n")
+        for _ in range(max(1, size // len(BLOCK))):
+            writer.write(BLOCK)
+        writer.commit(Envelope("a@example.org", [rcpt], received=time.time()))
+        queue.sync()
+    finally:
+        queue.close()
+    control.poke(spool)
 
 
 def bench_postfix_large(size, sink_port):
@@ -159,7 +398,9 @@ def bench_postfix_large(size, sink_port):
             postfix.postconf("message_size_limit = 0", "mailbox_size_limit = 0")
             postfix._postfix("reload")
             time.sleep(2.0)
-            seconds_in, octets = smtp_send(port, size)
+            start = time.perf_counter()
+            octets = smtp_send(port, size)
+            seconds_in = time.perf_counter() - start
             start = time.perf_counter()
             postfix.release()
             postfix.flush()
@@ -179,7 +420,7 @@ def prefill(base, count):
         for _ in range(count):
             writer = queue.writer()
             writer.write(SMALL_BODY)
-            writer.commit(Envelope("a@example.org", ["far@example.org"], received=time.time()))
+            writer.commit(Envelope("a@example.org", [FAR], received=time.time()))
         queue.sync()
     finally:
         queue.close()
@@ -212,27 +453,48 @@ def bench_relay(protocol):
 
 
 def main():
-    size = int(sys.argv[1]) << 20 if len(sys.argv) > 1 else 1 << 30
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=1024, help="message size in MB")
+    parser.add_argument("--dir", default="/var/tmp", help="where files go (on disk)")
+    parser.add_argument("--only", default="", help="paths to run, e.g. in:smtp-data,out:mbox")
+    parser.add_argument("--no-postfix", action="store_true")
+    parser.add_argument("--no-relay", action="store_true")
+    args = parser.parse_args()
+    size = args.size << 20
+    peers.BASE_DIR = args.dir
+    free = shutil.disk_usage(args.dir).free
+    if free < 3 * size + (256 << 20):
+        sys.exit("bench_large: %s has %d MB free; %d MB needs about %d MB"
+                 % (args.dir, free >> 20, args.size, (3 * size >> 20) + 256))
+    only = set(filter(None, args.only.split(",")))
+    folder = peers.fresh_dir("masq-bench-large-")
     sink_base = peers.fresh_dir("masq-bench-sink-")
     sink_port = peers.free_port()
+    print("one message of %d MB; MB/s, daemon RSS growth (peak over before), bytes written "
+          "per message byte" % args.size)
     try:
+        message = message_file(folder, size)
         with peers.SmtpSink(sink_base, sink_port):
-            m = bench_masq_large(size, sink_port)
-            p = bench_postfix_large(size, sink_port)
+            for way, paths, bench in (("in", IN_PATHS, bench_in), ("out", OUT_PATHS, bench_out)):
+                for path in paths:
+                    if only and "%s:%s" % (way, path) not in only:
+                        continue
+                    row = (bench(path, size, message) if way == "in"
+                           else bench(path, size, sink_port))
+                    print("  masq %-3s %-9s %7.1f MB/s  RSS %+6.2f MB  wrote %.3f" % (
+                        way, path, row["mbs"], row["growth"], row["written"]), flush=True)
+            if not args.no_postfix:
+                p = bench_postfix_large(size, sink_port)
+                print("  Postfix in  smtp-data %7.1f MB/s\n  Postfix out smtp-data %7.1f MB/s"
+                      % (p["in"], p["out"]), flush=True)
     finally:
         shutil.rmtree(sink_base, ignore_errors=True)
-    print("one message of %d MB, SMTP in, SMTP out to smtp-sink" % (size >> 20))
-    print("  masq     in %6.1f MB/s  out %6.1f MB/s" % (m["in"], m["out"]))
-    print("  Postfix  in %6.1f MB/s  out %6.1f MB/s" % (p["in"], p["out"]))
-    print("  masq VmRSS %.1f MB, peak %.1f MB (+%.2f) while receiving; %.1f MB, peak %.1f MB "
-          "(+%.2f) while sending" % (m["rss_in"], m["peak_in"], m["peak_in"] - m["rss_in"],
-                                     m["rss_out"], m["peak_out"],
-                                     m["peak_out"] - m["rss_out"]))
-    print("  masq wrote %.3f bytes per message byte while receiving" % m["written"])
-    for protocol in ("smtp", "qmtp"):
-        rate, cpu_a, cpu_b = bench_relay(protocol)
-        print("%d x 2 KB masq to masq by %s: %6.0f msgs/s, CPU A %.2f s, B %.2f s"
-              % (SMALL, protocol.upper(), rate, cpu_a, cpu_b))
+        shutil.rmtree(folder, ignore_errors=True)
+    if not args.no_relay:
+        for protocol in ("smtp", "qmtp"):
+            rate, cpu_a, cpu_b = bench_relay(protocol)
+            print("%d x 2 KB masq to masq by %s: %6.0f msgs/s, CPU A %.2f s, B %.2f s"
+                  % (SMALL, protocol.upper(), rate, cpu_a, cpu_b))
 
 
 if __name__ == "__main__":

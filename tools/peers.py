@@ -40,9 +40,12 @@ def free_port():
         return sock.getsockname()[1]
 
 
+BASE_DIR = "/var/tmp"        # where fresh_dir makes folders (a benchmark may move it)
+
+
 def fresh_dir(prefix):
-    """Create and return a new folder under /var/tmp that other users may traverse."""
-    path = tempfile.mkdtemp(prefix=prefix, dir="/var/tmp")
+    """Create and return a new folder under BASE_DIR that other users may traverse."""
+    path = tempfile.mkdtemp(prefix=prefix, dir=BASE_DIR)
     os.chmod(path, 0o755)
     return path
 

@@ -25,6 +25,7 @@ import sys
 
 from masq import __version__
 from masq.base import exits
+from masq.base.ip import is_ipv4
 from masq.config import masqmail, uci
 from masq.config.masqmail_routes import (
     NEVER_ONLINE, PENDING, Draft, fetch_section, last_of_each, masq_command, route_name,
@@ -77,6 +78,12 @@ def run(path, rest):
     if path is not None:
         raise exits.Failure("import-masqmail: -C names masq's configuration; write the "
                             "result with -o FILE", exits.USAGE)
+    if rest in (["-h"], ["--help"]):
+        sys.stdout.write(USAGE + "\n\nConvert masqmail.conf (default %s) and the "
+                         "route files it names\ninto masq's configuration: on stdout, or "
+                         "into FILE (never over an existing\none without --force). What "
+                         "cannot be carried over is listed on stderr.\n" % DEFAULT_CONF)
+        return exits.OK
     conf, output, force = _arguments(rest)
     text, lines = convert(conf)
     for line in lines:
@@ -99,8 +106,6 @@ def _arguments(rest):
             force = True
         elif word == "-o" and at + 1 < len(rest):
             output, at = rest[at + 1], at + 1
-        elif word in ("-h", "--help"):
-            raise exits.Failure(USAGE, exits.USAGE)
         elif word.startswith("-") or conf is not None:
             raise exits.Failure("import-masqmail: unexpected %r (%s)" % (word, USAGE),
                                 exits.USAGE)
@@ -218,7 +223,7 @@ class _Main:
         for item, _, _ in masqmail.spliced(setting):
             host, _, port = item.rpartition(":") if ":" in item else (item, "", "25")
             host = "127.0.0.1" if host == "localhost" else host
-            if not _is_ipv4(host):
+            if not is_ipv4(host):
                 self.draft.skip(setting, "%r: masq listens on addresses, not names (write "
                                 "the IP address)" % item)
                 continue
@@ -464,11 +469,6 @@ class _Main:
             if section.name == connection or (named and named.value == connection):
                 return section.name
         return "always"
-
-
-def _is_ipv4(text):
-    parts = text.split(".")
-    return len(parts) == 4 and all(p.isdigit() and int(p) < 256 for p in parts)
 
 
 _HANDLERS = {

@@ -13,7 +13,7 @@ postmaster can always be told about a false listing). HELO is judged at RCPT too
 4.1.8; the null sender is not checked). A relay_net client or an authenticated one
 skips every check (also one that authenticates after connecting); a dnswl hit skips the
 others (the DNS lists, HELO, the sender domain: the sender check then waits for the
-lists). A failed lookup never refuses a DNS list check. Pregreet is the session's
+lists; and greylisting, which the session asks `allowed()`). A failed lookup never refuses a DNS list check. Pregreet is the session's
 (smtp_greet_delay), not this module's.
 
 Imported only when one of the options is set (`dnsbl`, `dnswl`, `check_helo`,

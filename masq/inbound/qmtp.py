@@ -100,8 +100,7 @@ class QMTPSession:
                 if event is qmtp.NEED_DATA:
                     if not self.inbox:
                         break
-                    self.engine.receive_data(bytes(self.inbox[:SLICE]))
-                    del self.inbox[:SLICE]
+                    self._feed()
                     continue
                 _HANDLERS[type(event)](self, event)
         except ProtocolError as exc:
@@ -113,6 +112,17 @@ class QMTPSession:
             self.transport.resume_reading()
         else:
             self.transport.pause_reading()
+
+    def _feed(self):
+        """Hand the engine the next slice of input, copying it once (the engine's buffer)."""
+        inbox = self.inbox
+        if len(inbox) <= SLICE:
+            self.engine.receive_data(inbox)
+            inbox.clear()
+            return
+        with memoryview(inbox) as view, view[:SLICE] as piece:
+            self.engine.receive_data(piece)
+        del inbox[:SLICE]
 
     # events
 

@@ -55,6 +55,7 @@ PREGREET = Reply(554, "5.5.1", "Protocol error: you talked before my greeting; s
 MAX_UNSENT = 65536      # octets of replies waiting for the client before input stops
 BATCH = 4096            # replies are written in batches of about this size
 SLICE = 8192            # input handed to the engine at a time (bounds the replies to it)
+TEXT_SLICE = 65536      # message text handed to the engine at a time (it makes no replies)
 
 
 class Transaction:
@@ -91,7 +92,8 @@ class SMTPServerSession:
         self.closed = False
         self.pumping = False
         self.out = bytearray()      # replies collected from the engine, not yet written
-        self.inbox = bytearray()    # input read but not yet handed to the engine
+        self.inbox = b""            # input read but not yet handed to the engine
+        self.text = False           # the last input went in as text (whole reads)
         self.eof = 0                # 1: the client closed its side; 2: the engine knows
         self._arm()
 
@@ -125,7 +127,11 @@ class SMTPServerSession:
         """Take bytes from the client (b"" at EOF)."""
         if self.closed:
             return
-        if data:
+        if data and not self.inbox:
+            self.inbox = data       # kept as read (bytes): no copy while text flows
+        elif data:
+            if type(self.inbox) is bytes:
+                self.inbox = bytearray(self.inbox)
             self.inbox += data
         else:
             self.eof = max(self.eof, 1)
@@ -139,10 +145,23 @@ class SMTPServerSession:
         """Hand the engine the next slice of input; return False if there is none for it.
 
         Slices keep what one next_event() call can answer small: 8 KiB of pipelined HELP
-        makes about 130 KiB of replies, where a whole read of 64 KiB would make 1 MiB."""
+        makes about 130 KiB of replies, where a whole read of 64 KiB would make 1 MiB.
+        Message text makes no replies: it goes in whole reads (what follows it is given
+        back by `_text_ended`)."""
         if self.inbox and self.engine.wants_data:
-            self.engine.receive_data(bytes(self.inbox[:SLICE]))
-            del self.inbox[:SLICE]
+            ahead = self.engine.text_ahead
+            size = min(ahead, TEXT_SLICE) if ahead else SLICE
+            inbox = self.inbox
+            if len(inbox) <= size:
+                self.engine.receive_data(inbox)
+                self.inbox = b""
+            else:
+                with memoryview(inbox) as view, view[:size] as piece:
+                    self.engine.receive_data(piece)
+                if type(inbox) is bytes:
+                    self.inbox = bytearray(inbox)
+                del self.inbox[:size]
+            self.text = bool(ahead)
             return True
         if self.eof == 1 and not self.inbox:
             self.eof = 2
@@ -165,6 +184,8 @@ class SMTPServerSession:
                 if self.transport.unsent() >= MAX_UNSENT:
                     break
                 event = self.engine.next_event()
+                if self.text and not self.engine.text_ahead:
+                    self._text_ended()
                 progress = self._collect() or progress
                 if event is ev.NEED_DATA and self._feed():
                     continue
@@ -190,6 +211,13 @@ class SMTPServerSession:
             self.transport.resume_reading()
         else:
             self.transport.pause_reading()
+
+    def _text_ended(self):
+        """Take back from the engine what came behind the text beyond one slice."""
+        self.text = False
+        rest = self.engine.give_back(SLICE)
+        if rest:
+            self.inbox = rest + self.inbox
 
     def respond(self, reply=None):
         """Answer the pending decision (possibly from a later loop turn)."""
@@ -311,7 +339,7 @@ class SMTPServerSession:
         self._recipient_checked(txn, text, event.params, None)
 
     def _recipient_checked(self, txn, text, params, refusal):
-        if refusal is None and self.server.settings.greylist is not None and txn.sender:
+        if refusal is None and txn.sender and self._greylisting():
             refusal = self.server.greylisted(self.peer, txn.sender, text)   # <>: at DATA
         if refusal is not None:
             self._rejected("RCPT", refusal, txn.sender, text)
@@ -322,6 +350,12 @@ class SMTPServerSession:
                 text, orcpt="%s;%s" % orcpt if orcpt else None,
                 notify=",".join(notify) if notify else None))
         self.respond(refusal)
+
+    def _greylisting(self):
+        """Return True if greylisting is on and applies to this client (a dnswl hit skips
+        it, as it skips the other checks in the dialogue)."""
+        return self.server.settings.greylist is not None and not (
+            self.checks is not None and self.checks.allowed())
 
     def _path(self, text, sender, smtputf8):
         """Parse a MAIL or RCPT path. A local process (`-bs` on a pipe: MUAs, inetd) may give
@@ -337,7 +371,7 @@ class SMTPServerSession:
 
     def _data_start(self, event):
         txn = self.txn
-        if self.server.settings.greylist is not None and not txn.sender:
+        if not txn.sender and self._greylisting():
             refusals = [self.server.greylisted(self.peer, "", r.address)
                         for r in txn.recipients]
             refusal = next((r for r in refusals if r is not None), None)
@@ -462,7 +496,7 @@ class SMTPServerSession:
         self.txn = None
 
     def _start_tls(self, event):
-        self.inbox.clear()          # plaintext pipelined after STARTTLS is never executed
+        self.inbox = b""            # plaintext pipelined after STARTTLS is never executed
         self.respond(None)          # the 220 goes out in plaintext first
         self.server.loop.call_soon(lambda: self.transport.start_tls(
             self.server.tls_context, True, self._tls_done))

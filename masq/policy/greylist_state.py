@@ -9,9 +9,9 @@ file: a sender cannot aim at another triplet's key.
 
 The file: `MQGREY1\\n`, 8 bytes of salt, then 17-byte records (kind `G` waiting, `P`
 passed, `N` network; key; two 32-bit times or count and time), then the CRC-32 of all
-that. It is written whole, to `greylist.db.PID.tmp`, fdatasync'ed once and renamed over the
-old one, by `save`, which the caller runs some minutes after a change and at stop, never
-per RCPT. So a power cut loses at most the changes since the last save: a client is
+that. It is written whole, to `greylist.db.PID.tmp`, fdatasync'ed once and renamed over
+the old one (a crash leaves at most a temporary file, removed at the next load), by
+`save`, which the caller runs some minutes after a change and at stop, never per RCPT. So a power cut loses at most the changes since the last save: a client is
 greylisted once more, or a passed triplet or network must pass again. Nothing is lost
 that matters (mail is retried), and that is the price of a few flash writes an hour. A
 file that is short, torn or fails its CRC (flash damage, a foreign file) is set aside as
@@ -103,8 +103,16 @@ class State:
     # the file
 
     def load(self):
-        """Read the file if there is one; raise Damaged (after setting it aside) if it is
-        unreadable, OSError if it cannot be opened."""
+        """Read the file if there is one (removing temporary files a crash left); raise
+        Damaged (after setting it aside) if it is unreadable, OSError if it cannot be
+        opened."""
+        folder, name = os.path.split(self.path)
+        try:
+            for left in os.listdir(folder or "."):
+                if left.startswith(name + ".") and left.endswith(".tmp"):
+                    os.unlink(os.path.join(folder, left))
+        except OSError:
+            pass
         try:
             with open(self.path, "rb") as src:
                 data = src.read()

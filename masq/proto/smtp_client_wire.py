@@ -211,6 +211,8 @@ def rcpt_command(env, index, ext):
 
 def stuff(chunk, at_line_start):
     """Return chunk dot-stuffed, given whether it starts at the beginning of a line."""
+    if b"." not in chunk:       # memchr: base64, the bulk of large mail, has no dots
+        return chunk
     if at_line_start and chunk[:1] == b".":
         chunk = b"." + chunk
     return chunk.replace(b"\n.", b"\n..")

@@ -97,6 +97,27 @@ class SMTPServer:
         """Return how many received octets the engine holds unprocessed."""
         return len(self._in)
 
+    @property
+    def text_ahead(self):
+        """Return how many of the next input octets are message text, which makes no replies
+        and may be fed in large pieces: the rest of a BDAT chunk, `max_pending` while DATA
+        text is read (its end is found by reading: the application takes back what follows
+        it with `give_back` once this is 0), 0 otherwise."""
+        mode = self._mode()
+        if mode == "chunk":
+            return self._chunk_left
+        return self.max_pending if mode == "data" and self._dot is not None else 0
+
+    def give_back(self, keep):
+        """Return (and forget) the unprocessed input beyond its first `keep` octets, for the
+        application to feed again later: after text fed in large pieces, the commands
+        pipelined behind it are then answered a slice at a time."""
+        if len(self._in) <= keep:
+            return b""
+        rest = bytes(self._in[keep:])
+        del self._in[keep:]
+        return rest
+
     def receive_data(self, data):
         """Feed bytes read from the peer; b"" means the peer closed its side."""
         if self.state == CLOSED or self._eof:
@@ -214,7 +235,8 @@ class SMTPServer:
             return False
         take = min(self._chunk_left, len(self._in))
         if self._chunk_reply is None:
-            self._body(bytes(self._in[:take]))
+            with memoryview(self._in) as view, view[:take] as text:
+                self._body(text.tobytes())
         del self._in[:take]
         self._chunk_left -= take
         if self._chunk_left == 0:

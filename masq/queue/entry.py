@@ -21,6 +21,9 @@ _HEAD = struct.Struct("<QIIIH")   # log bytes used; COMMIT (segment, offset, len
 _CHUNK = struct.Struct("<III")    # a text chunk: segment, payload offset, length
 _RESULT = struct.Struct("<IIIB")  # a recipient's last RESULT (length 0: none), final (0/1)
 _EMPTY = _HEAD.pack(0, 0, 0, 0, 0)
+_BYTES = struct.Struct("<Q")      # the first field of _HEAD
+_COUNT = struct.Struct("<H")      # its last: the number of chunks
+_COUNT_AT = _HEAD.size - _COUNT.size
 
 REMOVED = 1         # removed, or its commit withdrawn (ABORTED after COMMIT)
 ABORTED = 2         # its writer gave up before committing: its chunks are garbage
@@ -53,26 +56,62 @@ class Message:
 
     @bytes.setter
     def bytes(self, value):
-        self.packed = _HEAD.pack(value, *_HEAD.unpack_from(self.packed)[1:]) + \
-            self.packed[_HEAD.size:]
+        if isinstance(self.packed, bytearray):      # being written: changed in place
+            _BYTES.pack_into(self.packed, 0, value)
+        else:
+            self.packed = _BYTES.pack(value) + self.packed[_BYTES.size:]
 
     @property
     def at(self):
-        """Return the text chunks, flat: (segment, offset, length, segment, ...)."""
+        """Return the text chunks, flat: (segment, offset, length, segment, ...).
+
+        A tuple of three ints per chunk (about 1.7 MB for a 1 GB message): the code that
+        reads a text uses `chunk(packed, i)` and `chunks()` instead."""
         count = _HEAD.unpack_from(self.packed)[4]
         return struct.unpack_from("<%dI" % (3 * count), self.packed, _HEAD.size)
 
     @at.setter
     def at(self, chunks):
+        self.set_chunks(struct.pack("<%dI" % len(chunks), *chunks))
+
+    def set_chunks(self, raw):
+        """Replace the text chunks by `raw`, packed chunks as `add_chunk` makes them."""
         head = _HEAD.unpack_from(self.packed)
-        count = len(chunks) // 3
-        self.packed = (_HEAD.pack(*head[:4], count) + struct.pack("<%dI" % (3 * count), *chunks)
+        count = len(raw) // _CHUNK.size
+        self.packed = (_HEAD.pack(*head[:4], count) + raw
                        + self.packed[_HEAD.size + _CHUNK.size * head[4]:])
+
+    def add_chunk(self, seg, offset, length):
+        """Note one more text chunk of a message being written, in amortised constant time:
+        its locations grow in place (a bytearray until the COMMIT makes them bytes again),
+        so a 1 GB message's 16,384 chunks never rebuild the whole list per chunk."""
+        count = _HEAD.unpack_from(self.packed)[4]
+        end = _HEAD.size + _CHUNK.size * count
+        if end != len(self.packed):                 # recipients follow: rebuild
+            self.set_chunks(self.packed[_HEAD.size:end] + _CHUNK.pack(seg, offset, length))
+            return
+        if not isinstance(self.packed, bytearray):
+            self.packed = bytearray(self.packed)
+        self.packed += pack_chunk(seg, offset, length)
+        _COUNT.pack_into(self.packed, _COUNT_AT, count + 1)
+
+    def first_chunk(self):
+        """Return (segment, offset, length) of the first text chunk (IndexError if none)."""
+        if not self.chunks():
+            raise IndexError("no text chunks")
+        return chunk(self.packed, 0)
+
+    def last_chunk(self):
+        """Return (segment, offset, length) of the last text chunk (IndexError if none)."""
+        count = self.chunks()
+        if not count:
+            raise IndexError("no text chunks")
+        return chunk(self.packed, count - 1)
 
     @property
     def size(self):
         """Return the size of the message text in bytes."""
-        return sum(self.at[2::3])
+        return text_size(self.packed)
 
     @property
     def commit_at(self):
@@ -177,3 +216,20 @@ class Message:
         """Return the envelope, read back from the log (Store.envelope; LogError if it
         cannot be read). Treat it as read-only: changes go through records."""
         return self.store.envelope(self)
+
+
+def pack_chunk(seg, offset, length):
+    """Return one text chunk's location, packed as `packed` holds it."""
+    return _CHUNK.pack(seg, offset, length)
+
+
+def chunk(packed, i):
+    """Return (segment, offset, length) of text chunk i in a message's `packed` locations."""
+    return _CHUNK.unpack_from(packed, _HEAD.size + _CHUNK.size * i)
+
+
+def text_size(packed):
+    """Return the text size the `packed` locations describe (one chunk at a time)."""
+    end = _HEAD.size + _CHUNK.size * _HEAD.unpack_from(packed)[4]
+    with memoryview(packed) as view, view[_HEAD.size:end] as chunks:
+        return sum(length for _, _, length in _CHUNK.iter_unpack(chunks))

@@ -28,6 +28,10 @@ from masq.queue import record
 LOG_NAME = "queue.log"              # legacy single-file log: read as segment 0
 LOCK_NAME = "queue.lock"
 SEGMENT_SIZE = 1 << 20
+SCAN_WINDOW = 1 << 20      # a scan lets go of the mapped pages behind it this often
+GROW = 16       # a large message's text fills segments of up to 16 times the size: a 1 GB
+                # message starts 64 segments, not 1,024 (each costs two fsyncs when made
+                # and an fdatasync of its own at the commit)
 _TAIL = struct.Struct(">IQ")        # newest segment, the end of its last whole append
 
 
@@ -209,8 +213,13 @@ class Segment:
         if limit <= start:
             return
         with mmap.mmap(self.fd, limit, prot=mmap.PROT_READ) as buf:
+            done = start - start % mmap.PAGESIZE
             for item in record.scan(buf, start, limit, self.seed, with_bodies, self.number):
                 yield item
+                passed = item.offset - item.offset % mmap.PAGESIZE
+                if passed - done >= SCAN_WINDOW:      # pages read stay out of our RSS
+                    buf.madvise(mmap.MADV_DONTNEED, done, passed - done)
+                    done = passed
             del buf
 
     def read(self, offset, length):
@@ -353,17 +362,19 @@ class Journal:
 
     # appending
 
-    def append(self, data):
+    def append(self, data, grow=False):
         """Append framed records (bytes built by encode) as one write; return (segment, offset).
 
         `data` is a callable seg -> bytes, so records are framed with the salt of the
-        segment they land in."""
+        segment they land in. `grow`: the text of a large message, which may fill a segment
+        up to GROW times the segment size."""
         self.lock()
         try:
             self.catch_up_locked()
             seg = self.newest
             payload = data(seg)
-            if seg.end > seg.header_size and seg.end + len(payload) > self.segment_size:
+            limit = self.segment_size * (GROW if grow else 1)
+            if seg.end > seg.header_size and seg.end + len(payload) > limit:
                 seg = self.rotate_locked()
                 payload = data(seg)
             start = seg.write(payload)

@@ -12,7 +12,7 @@ tests against both backends.
 import os
 
 from masq.queue import record
-from masq.queue.log import SEGMENT_SIZE
+from masq.queue.log import GROW, SEGMENT_SIZE
 from masq.queue.spool import Queue
 from masq.queue.store import Store
 
@@ -102,11 +102,13 @@ class MemoryJournal:
     def unlock(self):
         """No other process: nothing to unlock."""
 
-    def append(self, data):
-        """Append framed records (`data`: seg -> bytes) as one write; return (segment, offset)."""
+    def append(self, data, grow=False):
+        """Append framed records (`data`: seg -> bytes) as one write; return (segment, offset).
+        `grow` as in log.Journal.append."""
         seg = self.newest
         payload = data(seg)
-        if seg.end > seg.header_size and seg.end + len(payload) > self.segment_size:
+        limit = self.segment_size * (GROW if grow else 1)
+        if seg.end > seg.header_size and seg.end + len(payload) > limit:
             seg = self.rotate_locked()
             payload = data(seg)
         return seg.number, seg.write(payload)

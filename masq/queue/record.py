@@ -39,6 +39,7 @@ HEAD = struct.Struct(">2sBBI14s")
 HEAD_SIZE = HEAD.size           # 22
 TRAILER_SIZE = 4
 OVERHEAD = HEAD_SIZE + TRAILER_SIZE
+_CRC = struct.Struct(">I")
 MAX_PAYLOAD = 1 << 20           # bodies are written in chunks far below this
 
 BODY, COMMIT, RESULT, WARNED, REMOVED, ABORTED, QUARANTINED, COPY = (
@@ -104,9 +105,15 @@ def seed(salt):
 
 def encode(crc_seed, rtype, msgid, payload):
     """Return one framed record as bytes."""
+    return b"".join(frame(crc_seed, rtype, msgid, payload))
+
+
+def frame(crc_seed, rtype, msgid, payload):
+    """Return one record as its three parts (head, payload, checksum), for one join of
+    many records: the payload (any bytes-like object) is not copied here."""
     head = HEAD.pack(MAGIC, rtype, VERSION, len(payload), msgid)
     crc = zlib.crc32(payload, zlib.crc32(head[2:], crc_seed))
-    return head + payload + struct.pack(">I", crc)
+    return head, payload, _CRC.pack(crc)
 
 
 class Record:

@@ -28,6 +28,7 @@ import struct
 from masq.base.tables import ShrinkingDict
 from masq.queue import envelope as env_mod
 from masq.queue import record
+from masq.queue import entry
 from masq.queue.entry import Message
 from masq.queue.log import LogError
 
@@ -89,6 +90,7 @@ class Store:
         self.unsynced_commits = []   # clients' commits since the last sync: withdrawn if it fails
         self.unsynced_kept = []      # the daemon's own commits since then: written again if it fails
         self.again = {}              # ids whose text and COMMIT must be written again (a copy)
+        self._older_used = None      # (segments key, bytes used in all but the newest)
 
     # reading the log
 
@@ -153,7 +155,7 @@ class Store:
         """Return the damage that may be the lost COMMIT of pending msg: anywhere after its
         last chunk (other sessions' records may lie between, or a segment boundary), naming
         no id, its id, or an id the index does not know (one rotted into another)."""
-        last = (msg.at[-3], msg.at[-2])
+        last = msg.last_chunk()[:2]
         known = self.messages.keys() | self.recent.keys()
         found = []
         for damage in self.damage:
@@ -199,18 +201,19 @@ class Store:
         while pos < total:
             msg = self.messages.get(msgid) or self.recent.get(msgid)
             if msg is None or msg.packed is not packed:
-                packed = msg and msg.packed
-                at, i, start = self._locate(msg, msgid, total)
-            while start + at[i + 2] <= pos:
-                start += at[i + 2]
-                i += 3
-            seg = self.journal.segments.get(at[i])
+                packed, i, start = self._locate(msg, msgid, total)
+            number, offset, length = entry.chunk(packed, i)
+            while start + length <= pos:
+                start += length
+                i += 1
+                number, offset, length = entry.chunk(packed, i)
+            seg = self.journal.segments.get(number)
             if seg is None:
                 raise TextUnreadable("%s: message %s: segment %d is gone"
-                                     % (self.journal.dir, msgid, at[i]))
+                                     % (self.journal.dir, msgid, number))
             skip = pos - start
             try:
-                data = seg.read(at[i + 1] + skip, at[i + 2] - skip)
+                data = seg.read(offset + skip, length - skip)
             except (OSError, LogError) as exc:
                 raise TextUnreadable("%s: message %s: %s" % (self.journal.dir, msgid, exc)) \
                     from None
@@ -259,11 +262,12 @@ class Store:
                 from None
 
     def _locate(self, msg, msgid, total):
-        """Return (at, index, text offset) of msg's chunk list, checked against total."""
+        """Return (packed locations, chunk index, text offset) of msg's first chunk, checked
+        against total."""
         if msg is None or msg.size != total:
             raise TextUnreadable("%s: message %s changed or left the queue while being read"
                                  % (self.journal.dir, msgid))
-        return msg.at, 0, 0
+        return msg.packed, 0, 0
 
     def live_bytes(self):
         """Return the log bytes used by messages compaction must keep."""
@@ -271,21 +275,35 @@ class Store:
 
     def dead_bytes(self):
         """Return the log bytes compaction would free."""
-        used = sum(seg.end - seg.header_size for seg in self.journal.segments.values())
-        return used - self.kept_bytes
+        return self._used() - self.kept_bytes
+
+    def _used(self):
+        """Return the log bytes in use: the older segments' sum is kept until the set of
+        segments changes (only the newest grows), so the check each loop turn does not
+        walk the 1,024 segments a 1 GB message fills."""
+        segments, newest = self.journal.segments, self.journal.newest
+        key = (len(segments), newest.number)
+        if self._older_used is None or self._older_used[0] != key:
+            older = sum(seg.end - seg.header_size for seg in segments.values()
+                        if seg is not newest)
+            self._older_used = (key, older)
+        return self._older_used[1] + newest.end - newest.header_size
 
     # writing
 
-    def append(self, records, track=True):
+    def append(self, records, track=True, grow=False):
         """Append [(type, msgid, payload)] as one write and index them; return (seg, offset).
+        `grow`: the text of a large message (log.Journal.append).
 
         With track, its COMMIT records are a client's: withdrawn if the next sync fails (the
         client is answered 4xx and retries). Without, they are the daemon's own (copies made
         by compaction, DSNs, forwarded copies, quarantine notes): something already relies
         on them, so if the next sync fails they are written again, never trusted."""
         def frame(seg):
-            return b"".join(seg.encode(t, i.encode("ascii"), p) for t, i, p in records)
-        number, start = self.journal.append(frame)
+            return b"".join([part for t, i, p in records
+                             for part in record.frame(seg.seed, t, i.encode("ascii"), p)])
+        number, start = self.journal.append(frame, grow) if grow else \
+            self.journal.append(frame)
         pos = start
         for rtype, msgid, payload in records:
             item = record.Record(pos, rtype, msgid.encode("ascii"), len(payload), payload,
@@ -308,6 +326,7 @@ class Store:
         next sync covers; the records that rely on them (a RESULT "bounced" on its DSN, the
         deletion of a segment on its copies) wait for that sync."""
         commits, self.unsynced_commits = self.unsynced_commits, []
+        self._older_used = None      # a failed sync may cut a segment short
         try:
             self._write_again()
             self.journal.sync()
@@ -401,16 +420,16 @@ def _first(msg, item):
 def _body(store, msg, item):
     copy = store.copies.get(msg.id)
     if copy is not None:
-        store.copies[msg.id] = copy + (item.seg, item.payload_offset, item.length)
+        copy += entry.pack_chunk(item.seg, item.payload_offset, item.length)
         return
     if msg.committed:
         raise ValueError("body after commit")
     _first(msg, item)
-    msg.at += (item.seg, item.payload_offset, item.length)
+    msg.add_chunk(item.seg, item.payload_offset, item.length)
 
 
 def _copy(store, msg, item):
-    store.copies[msg.id] = ()   # before its COMMIT too: the original's COMMIT may have rotted
+    store.copies[msg.id] = bytearray()  # before its COMMIT too: the original's COMMIT may have rotted
 
 
 def _commit(store, msg, item):
@@ -420,9 +439,9 @@ def _commit(store, msg, item):
     at = store.copies.pop(msg.id, None)
     if at is not None:            # a copy (maybe with no text) replaces the original whole:
                                   # its text, and its quarantine or none
-        msg.at = at
-        msg.first_seg = at[0] if at else item.seg
-        msg.bytes = sum(at[2::3]) + record.OVERHEAD * (len(at) // 3 + 2) + item.length
+        msg.set_chunks(at)
+        msg.first_seg = msg.first_chunk()[0] if at else item.seg
+        msg.bytes = msg.size + record.OVERHEAD * (msg.chunks() + 2) + item.length
         msg.quarantined = None
     elif msg.committed:
         raise ValueError("second commit")
