@@ -53,6 +53,7 @@ bench: deps
 	$(PYTHON) tools/bench_hostile.py
 	$(PYTHON) tools/bench_privsep.py
 	$(PYTHON) tools/bench_parsing.py
+	$(PYTHON) tools/bench_locality.py
 
 install:
 	install -d $(DESTDIR)$(LIBDIR) $(BINDIR) $(SBINDIR)

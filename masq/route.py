@@ -1,6 +1,7 @@
 """Route selection: which way out each recipient of a message may take. Pure; delivers nothing.
 
-Owns masqmail's route criteria (docs/CONFIG.md, route sections): glob patterns (`*`, `?`) on the
+Owns masqmail's route criteria (docs/CONFIG.md, route sections): glob patterns (`*`, `?`,
+`[...]`, matched by masq/mail/glob.py) on the
 envelope sender (`allowed_sender`/`denied_sender`), each recipient
 (`allowed_recipient`/`denied_recipient`) and the address in the From: header
 (`allowed_from`/`denied_from`). A pattern without `@` matches the local part in any domain;
@@ -17,25 +18,13 @@ Also owns the per-route rewrites of the outgoing copy: `from_domain`, `map_sende
 to local addresses (unqualified, or in a local domain).
 """
 
-
-
-def _glob(pattern):
-    import re               # at the first match: an idle daemon does not hold re
-    return re.compile("".join(".*" if c == "*" else "." if c == "?" else re.escape(c)
-                              for c in pattern) + r"\Z", re.S)
+from masq.mail import glob
 
 
 def matches(pattern, addr):
-    """Return True if the address text addr matches the route pattern."""
-    if pattern == "<>":
-        return addr == ""
-    if addr == "":
-        return False
-    local, _, domain = addr.rpartition("@")
-    if "@" not in pattern:
-        return bool(_glob(pattern).match(local if local else addr))
-    plocal, _, pdomain = pattern.rpartition("@")
-    return bool(_glob(plocal).match(local) and _glob(pdomain.lower()).match(domain.lower()))
+    """Return True if the address text addr matches the route pattern (masq/mail/glob.py;
+    the local part with regard to case, as masqmail)."""
+    return glob.match_address(pattern, addr, caseless=False)
 
 
 def _allowed(allow, deny, addr):
@@ -102,7 +91,7 @@ def _map(rules, addr):
     for rule in rules:
         key, _, replacement = rule.partition(" ")
         replacement = replacement.strip()
-        if replacement and _glob(key.rstrip(":")).match(local):
+        if replacement and glob.match_whole(key.rstrip(":"), local, caseless=False):
             if replacement.startswith("*@"):
                 return "%s@%s" % (local, replacement[2:])
             return replacement

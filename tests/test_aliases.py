@@ -9,6 +9,7 @@ from masq.aliases import expand as expansion
 from masq.aliases import file as aliases
 from masq.aliases.expand import expand
 from masq.aliases.file import FILE, LOCAL, PIPE, REMOTE, AliasError, AliasFile, load, parse
+from masq.policy.local import Locality
 
 
 def table(text, path="/etc/aliases"):
@@ -71,7 +72,7 @@ def test_backslash_user_is_final_and_keeps_a_copy():
 
 def test_address_at_a_local_domain_is_expanded_again_remote_is_kept():
     t = table("a: b@router.lan, c@Elsewhere.Example, \"x y\"@far.example\nb: \\bee\n")
-    assert targets(expand(t, "a", local_domains=["router.lan"])) == [
+    assert targets(expand(t, "a", locality=Locality(["router.lan"]))) == [
         (LOCAL, "bee"), (REMOTE, "c@elsewhere.example"), (REMOTE, '"x y"@far.example')]
 
 
@@ -86,7 +87,7 @@ def test_fault_49_alias_loop_two_aliases_bounce_5_4_6():
 def test_fault_49_alias_to_itself_is_a_loop():
     result = expand(table("a: a\n"), "a")
     assert (result.status, "loop" in result.text) == ("5.4.6", True)
-    result = expand(table("a: x, A@router.lan\n"), "a", local_domains=["router.lan"])
+    result = expand(table("a: x, A@router.lan\n"), "a", locality=Locality(["router.lan"]))
     assert result.status == "5.4.6"
 
 
@@ -109,7 +110,7 @@ def test_fault_50_alias_bomb_three_levels_of_1000_fails_fast():
     lines += ["c%d: " % i + ", ".join("d%d" % j for j in range(1000)) for i in range(1000)]
     t = table("\n".join(lines) + "\n")
     lookups = []
-    t.get = lambda name, get=t.get: lookups.append(name) or get(name)
+    t.get = lambda name, caseless=True, get=t.get: lookups.append(name) or get(name, caseless)
     result = expand(t, "bomb")
     assert len(lookups) < 2 * 1000 * 1000      # stopped at the size limit, not after 10**9
     assert result.failed and not result.temporary
@@ -130,7 +131,7 @@ def test_fault_50_alias_chain_1001_deep_hits_the_depth_limit():
 def test_fault_50_duplicates_collapsed_and_size_limit_counts_distinct_addresses():
     many = ", ".join("u%d" % i for i in range(1000))
     t = table("list: %s, %s, U1, u2@router.lan\n" % (many, many))
-    assert len(expand(t, "list", local_domains=["router.lan"]).targets) == 1000
+    assert len(expand(t, "list", locality=Locality(["router.lan"])).targets) == 1000
     t = table("list: %s, extra\n" % many)
     result = expand(t, "list")
     assert (result.status, "over 1000 addresses" in result.text) == ("5.3.5", True)

@@ -11,6 +11,7 @@ from masq.base.host import MessagesQueued, RouteChanged
 from masq.config import schema as config
 from masq.outbound import scheduler as sched
 from masq.outbound.outcome import Outcome
+from masq.policy.local import Locality
 from masq.queue.envelope import Envelope
 from masq.queue.memory import MemoryQueue
 from masq.queue.spool import LogError, Queue
@@ -108,7 +109,7 @@ class Agents:
     def __init__(self, loop, names):
         self.local = Agent(loop, batch=False)
         self.routes = {name: Agent(loop) for name in names}
-        self.local_domains = frozenset(["test.example"])
+        self.is_local = Locality(["test.example"]).is_local
 
     def for_route(self, route):
         return self.routes[route.name]

@@ -1,9 +1,15 @@
 """Expand a local part through the aliases into its final delivery targets.
 
 Owns recursive expansion and its limits: names through aliases, `:include:` files, and
-addresses in our own domains, down to final targets (`Target`: LOCAL, REMOTE, PIPE, FILE);
-and `check`, which expands every alias of a file for newaliases / -bi. Parsing and reading
-the files is `masq.aliases.file`.
+local addresses (policy.local.Locality says which), down to final targets (`Target`:
+LOCAL, REMOTE, PIPE, FILE); and `check`, which expands every alias of a file for
+newaliases / -bi (`check_globs` for the glob aliases file). Parsing and reading the files
+is `masq.aliases.file`.
+
+Each local address is looked up, as masqmail does, first in the glob aliases (its whole
+`local@domain`, an unqualified name taking the hostname; the first matching line wins),
+then by its local part in the aliases, then among the names that always resolve. Local
+parts compare as `caseless_matching` says (the Locality's `caseless`).
 
 Does not deliver, check that a user exists, run commands or read `.forward` files.
 
@@ -21,8 +27,10 @@ once, so an alias bomb costs time linear in the file, not in its expansion.
 """
 
 from masq.aliases.file import (ADDRESS, FILE, FINAL, INCLUDE, LOCAL, NAME, PIPE, REMOTE,
-                               AliasError, Item, Target, parse, read_file, read_include)
+                               AliasError, Item, Target, parse, parse_globs, read_file,
+                               read_include)
 from masq.mail import address
+from masq.policy.local import Locality, fold
 
 ALWAYS = ("postmaster", "mailer-daemon")   # resolvable even when not aliased: to root
 DEPTH_LIMIT = 20
@@ -70,20 +78,24 @@ def _chain(names, last):
 class _Expander:
     """One expansion: the results so far, what was expanded, and the limits."""
 
-    def __init__(self, aliases, local_domains, depth_limit, size_limit, read_include):
+    def __init__(self, aliases, locality, depth_limit, size_limit, read_include, globs):
         self.aliases = aliases
-        self.local_domains = {d.lower() for d in local_domains}
+        self.locality = locality
+        self.globs = globs
         self.depth_limit = depth_limit
         self.size_limit = size_limit
         self.read_include = read_include
         self.results = {}
         self.expanded = set()
 
-    def name(self, name, ancestors, alias):
+    def name(self, name, ancestors, alias, domain=None):
+        if self.globs and self.glob(name, domain, ancestors):
+            return
         key = name.lower()
         if key in ancestors:
             raise _Fail("5.4.6", "mail forwarding loop: " + _chain(ancestors, key))
-        items = self.aliases.get(key) if self.aliases is not None else None
+        items = self.aliases.get(name, self.locality.caseless) \
+            if self.aliases is not None else None
         if items is None and key in ALWAYS:
             items = [Item(NAME, "root", 0)]
         if items is None:
@@ -95,6 +107,23 @@ class _Expander:
         for item in items:
             self.item(item, ancestors + (key,), key, None)
 
+    def glob(self, name, domain, ancestors):
+        """Expand name@domain by the first glob alias that matches it; False if none."""
+        found = self.globs.match("%s@%s" % (name, domain or self.locality.hostname),
+                                 self.locality.caseless)
+        if found is None:
+            return False
+        line, pattern, items = found
+        key = "glob:" + pattern
+        if key in ancestors:
+            raise _Fail("5.4.6", "mail forwarding loop: " + _chain(ancestors, key))
+        if key in self.expanded:
+            return True
+        self.enter(key, ancestors)
+        for item in items:
+            self.item(item, ancestors + (key,), pattern, None, True)
+        return True
+
     def enter(self, key, ancestors):
         if len(ancestors) >= self.depth_limit:
             raise _Fail("5.4.6", "aliases nested deeper than %d levels: %s"
@@ -104,7 +133,7 @@ class _Expander:
             raise _Fail("5.3.5", "alias expansion too large: over %d aliases and include "
                         "files" % self.size_limit)
 
-    def item(self, item, ancestors, alias, include):
+    def item(self, item, ancestors, alias, include, from_glob=False):
         kind, value = item.kind, item.value
         if include is not None and kind in (PIPE, FILE, INCLUDE):
             raise _Fail("5.7.1", "include file %s line %d: commands, files and includes are "
@@ -118,14 +147,15 @@ class _Expander:
         elif kind == INCLUDE:
             self.include(value, ancestors, alias)
         else:
-            self.final(kind, value, alias)
+            self.final(kind, value, alias, from_glob)
 
     def address(self, pair, ancestors, alias):
         local, domain = pair
-        if not domain or domain in self.local_domains:
-            self.name(local, ancestors, alias)
+        text = "%s@%s" % (address.quote_local(local), domain) if domain else local
+        if self.locality.is_local(text):
+            self.name(local, ancestors, alias, domain)
         else:
-            self.final(REMOTE, "%s@%s" % (address.quote_local(local), domain), alias)
+            self.final(REMOTE, text, alias)
 
     def include(self, path, ancestors, alias):
         key = ":include:" + path
@@ -142,22 +172,28 @@ class _Expander:
         for item in items:
             self.item(item, ancestors + (key,), alias, path)
 
-    def final(self, kind, value, alias):
-        key = (kind, value.lower() if kind in (LOCAL, REMOTE) else value)
+    def final(self, kind, value, alias, from_glob=False):
+        if kind == LOCAL:
+            key = (kind, fold(value, self.locality.caseless))
+        else:
+            key = (kind, value.lower() if kind == REMOTE else value)
         if key in self.results:
             return
-        self.results[key] = Target(kind, value, alias)
+        self.results[key] = Target(kind, value, alias, from_glob)
         if len(self.results) > self.size_limit:
             raise _Fail("5.3.5", "alias expansion too large: over %d addresses"
                         % self.size_limit)
 
 
-def expand(aliases, local_part, local_domains=(), depth_limit=DEPTH_LIMIT,
-           size_limit=SIZE_LIMIT, read_include=read_include):
-    """Return the Expansion of local_part through aliases (an Aliases, or None for none)."""
-    expander = _Expander(aliases, local_domains, depth_limit, size_limit, read_include)
+def expand(aliases, local_part, locality=None, depth_limit=DEPTH_LIMIT,
+           size_limit=SIZE_LIMIT, read_include=read_include, domain=None, globs=None):
+    """Return the Expansion of local_part@domain through globs (GlobAliases, or None) and
+    aliases (an Aliases, or None for none); locality: a policy.local.Locality (None: only
+    unqualified addresses are local)."""
+    expander = _Expander(aliases, locality or Locality(()), depth_limit, size_limit,
+                         read_include, globs)
     try:
-        expander.name(local_part, (), None)
+        expander.name(local_part, (), None, domain)
     except _Fail as fail:
         return Expansion(status=fail.status, text=fail.text)
     except RecursionError:
@@ -165,7 +201,16 @@ def expand(aliases, local_part, local_domains=(), depth_limit=DEPTH_LIMIT,
     return Expansion(expander.results.values())
 
 
-def check(path, local_domains=()):
+def check_globs(path):
+    """Return every problem in the glob aliases file at path (none if it is missing)."""
+    try:
+        text, _ = read_file(path, missing_ok=True)
+    except AliasError as exc:
+        return [exc]
+    return parse_globs(text or "", path)[1]
+
+
+def check(path, locality=None):
     """Return every problem in the aliases file at path (for newaliases / -bi), in order."""
     try:
         text, _ = read_file(path)
@@ -174,7 +219,7 @@ def check(path, local_domains=()):
     aliases, errors = parse(text, path)
     problems = errors + aliases.warnings
     for name, (line, _) in aliases.entries.items():
-        result = expand(aliases, name, local_domains)
+        result = expand(aliases, aliases.spelled.get(name, name), locality)
         if result.failed:
             problems.append(AliasError(path, line, "alias %r: %s %s"
                                        % (name, result.status, result.text)))

@@ -8,6 +8,10 @@ local user (`\\user`), an ADDRESS, an INCLUDE file, a PIPE (a command line, spli
 with shlex, never given to a shell) or a FILE (a path appended to in mbox format). A final
 `Target`, what expansion ends in, is LOCAL (a user), REMOTE (an address), PIPE or FILE.
 
+Also reads the glob aliases file (masqmail's `globalias_file`): the same syntax, but each
+name is a glob pattern (masq/mail/glob.py) matched against a whole address, and the lines
+are kept in file order (`GlobAliases.match`: the first matching line wins).
+
 Does not expand: recursive expansion with its limits, loops and the include-file rules is
 `masq.aliases.expand`, which imports this module (never the other way).
 Does not deliver, check that a user exists, run commands or read `.forward` files.
@@ -26,7 +30,8 @@ import re
 import shlex
 import stat
 
-from masq.mail import address
+from masq.mail import address, glob
+from masq.policy.local import fold
 
 LOCAL, REMOTE, PIPE, FILE = "local", "remote", "pipe", "file"
 NAME, FINAL, ADDRESS, INCLUDE = "name", "final", "address", "include"   # kinds before expansion
@@ -60,37 +65,66 @@ class Item:
 class Target:
     """A final delivery target: kind (LOCAL, REMOTE, PIPE, FILE), value, and its alias."""
 
-    __slots__ = ("kind", "value", "alias")
+    __slots__ = ("kind", "value", "alias", "glob")
 
-    def __init__(self, kind, value, alias=None):
+    def __init__(self, kind, value, alias=None, glob=False):
         self.kind = kind
         self.value = value      # user name, address, command line or path
         self.alias = alias      # the alias name whose list held it (None: not aliased)
+        self.glob = glob        # True: that alias is a line of the glob aliases file
 
     def __repr__(self):
         return "Target(%s, %r)" % (self.kind, self.value)
 
 
 class Aliases:
-    """The parsed aliases: name (lower-cased) -> (line, [Item]); `owner` is the file's uid."""
+    """The parsed aliases: name (lower-cased) -> (line, [Item]); `owner` is the file's uid;
+    `spelled`: lower-cased name -> the name as written."""
 
-    def __init__(self, path, entries=None, owner=None, warnings=()):
+    def __init__(self, path, entries=None, owner=None, warnings=(), spelled=None):
         self.path = path
         self.entries = entries or {}
         self.owner = owner
         self.warnings = list(warnings)
+        self.spelled = spelled or {}
 
-    def get(self, name):
-        """Return the items of alias `name` (any case), or None."""
-        entry = self.entries.get(name.lower())
-        return entry[1] if entry else None
+    def get(self, name, caseless=True):
+        """Return the items of alias `name`, or None; caseless False: only as spelled
+        (postmaster and MAILER-DAEMON in any case)."""
+        key = name.lower()
+        entry = self.entries.get(key)
+        if entry is None or fold(self.spelled.get(key, key), caseless) != fold(name, caseless):
+            return None
+        return entry[1]
 
     def __contains__(self, name):
         return name.lower() in self.entries
 
-    def names(self):
-        """Return the alias names, lower-cased, in file order."""
-        return list(self.entries)
+    def names(self, caseless=True):
+        """Return the alias names in file order, lower-cased (caseless) or as spelled."""
+        return [fold(self.spelled.get(key, key), caseless) for key in self.entries]
+
+
+class GlobAliases:
+    """The parsed glob aliases: [(line, pattern, [Item])] in file order; `owner`."""
+
+    def __init__(self, path, entries=(), owner=None):
+        self.path = path
+        self.entries = list(entries)
+        self.owner = owner
+        self.warnings = []
+
+    def match(self, addr, caseless=True):
+        """Return (line, pattern, items) of the first line matching the address text addr
+        (local@domain), or None. A pattern with `@` matches the domain in any case and the
+        local part as caseless says (postmaster: any case); one without `@` the whole text."""
+        caseless = caseless or addr.rpartition("@")[0].lower() == "postmaster"
+        for entry in self.entries:
+            pattern = entry[1]
+            if glob.match_address(pattern, addr, caseless) if "@" in pattern else \
+                    glob.match_whole(pattern, addr, caseless):
+                return entry
+        return None
 
 
 def read_file(path, missing_ok=False):
@@ -144,7 +178,7 @@ def _decode(path, data):
 
 def parse(text, path="<aliases>"):
     """Return (Aliases, errors) for the text of an aliases file; errors is a list."""
-    entries, errors, warnings = {}, [], []
+    entries, errors, warnings, spelled = {}, [], [], {}
     for line, logical in _logical_lines(text, path, errors):
         try:
             name, items = _entry(logical, path, line)
@@ -157,7 +191,31 @@ def parse(text, path="<aliases>"):
                                        % (name, entries[key][0])))
             continue
         entries[key] = (line, items)
-    return Aliases(path, entries, warnings=warnings), errors
+        spelled[key] = name
+    return Aliases(path, entries, warnings=warnings, spelled=spelled), errors
+
+
+def parse_globs(text, path="<globaliases>"):
+    """Return (GlobAliases, errors) for the text of a glob aliases file."""
+    entries, errors = [], []
+    for line, logical in _logical_lines(text, path, errors):
+        try:
+            pieces = _split(logical, ":", path, line, limit=1)
+            if len(pieces) != 2:
+                raise AliasError(path, line, "missing ':' after the pattern")
+            pattern, _ = _unquote(pieces[0])
+            try:
+                glob.check_address(pattern) if "@" in pattern else glob.check(pattern)
+            except glob.GlobError as exc:
+                raise AliasError(path, line, "bad pattern %r: %s" % (pattern, exc)) from None
+            items = parse_items(pieces[1], path, line)
+            if not items:
+                raise AliasError(path, line, "pattern %r has no targets" % pattern)
+        except AliasError as exc:
+            errors.append(exc)
+            continue
+        entries.append((line, pattern, items))
+    return GlobAliases(path, entries), errors
 
 
 def _logical_lines(text, path, errors):
@@ -295,12 +353,13 @@ def _address(text, path, line):
         raise AliasError(path, line, "bad target %r: %s" % (text, exc.text)) from None
 
 
-def load(path):
-    """Return the Aliases in the file at path (none if it is missing); raise AliasError."""
+def load(path, parser=parse):
+    """Return the Aliases (parser parse_globs: GlobAliases) in the file at path (none if it
+    is missing); raise AliasError."""
     text, owner = read_file(path, missing_ok=True)
     if text is None:
-        return Aliases(path)
-    aliases, errors = parse(text, path)
+        return parser("", path)[0]
+    aliases, errors = parser(text, path)
     if errors:
         raise errors[0]
     aliases.owner = owner
@@ -308,10 +367,12 @@ def load(path):
 
 
 class AliasFile:
-    """The aliases file, parsed again whenever it changes on disk (checked on each get)."""
+    """The aliases file (parser parse_globs: the glob aliases file), parsed again whenever
+    it changes on disk (checked on each get)."""
 
-    def __init__(self, path):
+    def __init__(self, path, parser=parse):
         self.path = path
+        self.parser = parser
         self._stamp = None
         self._aliases = None
 
@@ -325,7 +386,7 @@ class AliasFile:
             raise AliasError(self.path, 0, "cannot stat: %s" % exc.strerror) from None
         if self._aliases is None or stamp != self._stamp or stamp is None:
             self._aliases, self._stamp = None, None
-            self._aliases = load(self.path)
+            self._aliases = load(self.path, self.parser)
             self._stamp = stamp
         return self._aliases
 

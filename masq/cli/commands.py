@@ -209,10 +209,15 @@ def newaliases(cfg):
     import os
     from masq.aliases import expand as expansion
     path = cfg.main.alias_file
+    globs = cfg.main.globalias_file
+    problems = expansion.check_globs(globs) if globs else []
     if not os.path.exists(path):
+        for problem in problems:
+            sys.stderr.write("newaliases: %s\n" % problem)
         print("%s: no aliases file; postmaster and MAILER-DAEMON go to root" % path)
-        return exits.OK
-    problems = expansion.check(path, cfg.main.local_domain)
+        return exits.DATAERR if problems else exits.OK
+    from masq.policy.local import Locality
+    problems += expansion.check(path, Locality.from_config(cfg.main))
     for problem in problems:
         sys.stderr.write("newaliases: %s\n" % problem)
     if problems:

@@ -255,8 +255,9 @@ def _poke(cfg, opts, msgid, recipients):
 
 def _deliverable(cfg, recipients):
     """Return True if a recipient is local or an online route would take one."""
-    domains = {d.lower() for d in cfg.main.local_domain}
-    remote = [r for r in recipients if r.rpartition("@")[2].lower() not in domains]
+    from masq.policy.local import Locality
+    is_local = Locality.from_config(cfg.main).is_local
+    remote = [r for r in recipients if not is_local(r)]
     if len(remote) < len(recipients):
         return True
     if not remote or not cfg.routes:

@@ -10,6 +10,7 @@ Hostile input: an administrator's text, possibly mistyped. A converter raises Va
 """
 
 from masq.base.ip import is_ipv4
+from masq.mail import glob
 
 
 class Invalid(ValueError):
@@ -362,6 +363,22 @@ def _log_target(text):
     raise ValueError(text)
 
 
+def _pattern_kind(expected, check):
+    def convert(text):
+        try:
+            return check(text)
+        except glob.GlobError as exc:
+            raise Invalid("%s: %s" % (show(text), exc)) from None
+    return Kind("list", expected, convert, is_list=True)
+
+
+DOMAIN_PATTERNS = _pattern_kind("a domain or a glob pattern (*, ?, [...]) such as "
+                                "*.example.org", glob.check_domain)
+ADDRESS_PATTERNS = _pattern_kind("an address or a glob pattern (*, ?, [...]) such as "
+                                 "*@example.org", glob.check_address)
+SENDER_PATTERNS = _pattern_kind("an address, a glob pattern (*, ?, [...]) such as "
+                                "*@example.org, or <> (the null sender)",
+                                lambda text: glob.check_address(text, null_ok=True))
 LOG = Kind("str", "syslog, stderr or an absolute file path", _log_target)
 LOG_LEVEL = _enum_kind("error", "warning", "info", "debug")
 BARE_LINE_ENDS = _enum_kind("normalise", "refuse")

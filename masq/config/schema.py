@@ -18,10 +18,11 @@ option, what was expected and, for a typo, the nearest known name. The first err
 from masq.config import uci
 from masq.config.uci import ConfigError
 from masq.config.kinds import (
-    BARE_LINE_ENDS, BOOL, COMMAND, COUNT, DNSBL_SITES, FETCH_PROTOCOL, FETCH_TLS, FINGERPRINTS,
-    HOSTNAME, HOST_PORT, INTERVAL, INTERVALS, Invalid, LIST, LISTEN, LOG, LOG_LEVEL,
-    MAILBOX, NETWORKS, ONLINE, PATH, PORT, SERVER, SIZE, SMARTHOST, STATUS_LISTEN, STR,
-    TLS, hostname_text, int_kind, parse_ip_port, show)
+    ADDRESS_PATTERNS, BARE_LINE_ENDS, BOOL, COMMAND, COUNT, DNSBL_SITES, DOMAIN_PATTERNS,
+    FETCH_PROTOCOL, FETCH_TLS, FINGERPRINTS, HOSTNAME, HOST_PORT, INTERVAL, INTERVALS, Invalid,
+    LIST, LISTEN, LOG, LOG_LEVEL, MAILBOX, NETWORKS, ONLINE, PATH, PORT, SENDER_PATTERNS,
+    SERVER, SIZE, SMARTHOST, STATUS_LISTEN, STR, TLS, hostname_text, int_kind, parse_ip_port,
+    show)
 from masq.config.kinds import ADDRESS, BCC_MAP          # the filter stage's archiving
 from masq.base.ip import is_loopback
 
@@ -67,7 +68,7 @@ OPTIONS = (
     Option(_M, "volatile_spool", BOOL, False),
     Option(_M, "queue_segment_size", SIZE, 1 << 20),
     Option(_M, "listen", LISTEN, ("smtp://127.0.0.1:25",)),
-    Option(_M, "local_domain", LIST, _local_domain),
+    Option(_M, "local_domain", DOMAIN_PATTERNS, _local_domain),
     Option(_M, "relay_net", NETWORKS, ("127.0.0.0/8", "::1/128")),
     Option(_M, "local_users", LIST, ()),
     Option(_M, "alias_file", PATH, "/etc/aliases"),
@@ -105,6 +106,10 @@ OPTIONS = (
     Option(_M, "log", LOG, "syslog"),
     Option(_M, "log_level", LOG_LEVEL, "info"),
     # masqmail parity: which addresses are local (local_addresses, globs, glob aliases)
+    Option(_M, "local_addresses", ADDRESS_PATTERNS, ()),
+    Option(_M, "not_local_addresses", ADDRESS_PATTERNS, ()),
+    Option(_M, "globalias_file", PATH),
+    Option(_M, "caseless_matching", BOOL, True),
     # masqmail parity: templates and logging (errmsg_file, warnmsg_file)
     # filter stage: checks in the dialogue (dnsbl, dnswl, sender and HELO checks)
     Option(_M, "dnsbl", DNSBL_SITES, ()),
@@ -143,12 +148,12 @@ OPTIONS = (
     Option(_R, "auth_user", STR),
     Option(_R, "auth_pass", STR, secret=True),
     Option(_R, "helo", HOSTNAME),
-    Option(_R, "allowed_sender", LIST, ()),
-    Option(_R, "denied_sender", LIST, ()),
-    Option(_R, "allowed_recipient", LIST, ()),
-    Option(_R, "denied_recipient", LIST, ()),
-    Option(_R, "allowed_from", LIST, ()),
-    Option(_R, "denied_from", LIST, ()),
+    Option(_R, "allowed_sender", SENDER_PATTERNS, ()),
+    Option(_R, "denied_sender", SENDER_PATTERNS, ()),
+    Option(_R, "allowed_recipient", ADDRESS_PATTERNS, ()),
+    Option(_R, "denied_recipient", ADDRESS_PATTERNS, ()),
+    Option(_R, "allowed_from", ADDRESS_PATTERNS, ()),
+    Option(_R, "denied_from", ADDRESS_PATTERNS, ()),
     Option(_R, "from_domain", STR),
     Option(_R, "map_sender", LIST, ()),
     Option(_R, "map_from", LIST, ()),

@@ -155,7 +155,7 @@ class ClientChecks:
             return None
         if settings.check_helo and helo:
             refusal = sender_helo.helo_refusal(helo, rcpt, settings.hostname,
-                                               settings.local_domains, (self.local_ip,))
+                                               settings.locality.exact, (self.local_ip,))
             if refusal is not None:
                 return refusal
         if verdict is not None and verdict.blocked:

@@ -66,7 +66,8 @@ class ListenerSettings:
     def __init__(self, cfg):
         main = cfg.main
         self.hostname = main.hostname
-        self.local_domains = frozenset(d.lower() for d in main.local_domain)
+        self._main = main
+        self._locality = None
         self.relay_net = tuple(main.relay_net)
         self._relay_nets = None
         self.max_recipients = main.max_recipients
@@ -79,6 +80,7 @@ class ListenerSettings:
         self.max_connections = main.max_connections
         self.max_per_ip = main.max_connections_per_ip
         self.local_users = tuple(main.local_users)
+        self.caseless = main.caseless_matching
         self.relay_certs = frozenset(fingerprint(text) for text in main.relay_cert)
         # AUTH accounts: a user section without a password only names a mailbox
         self.users = {name: u for name, u in cfg.users.items() if u.password}
@@ -98,6 +100,15 @@ class ListenerSettings:
         if cfg.copies_wanted():
             from masq.policy import archive
             self.archive = archive.Rules(main)
+
+    @property
+    def locality(self):
+        """Return which addresses are local (policy.local.Locality), built at the first
+        client."""
+        if self._locality is None:
+            from masq.policy import local
+            self._locality = local.Locality.from_config(self._main)
+        return self._locality
 
     @property
     def relay_nets(self):
@@ -282,13 +293,35 @@ class Listener(Component):
             return None
         return NO_SPACE if stat.f_bavail * stat.f_frsize < need else None
 
-    def is_local_user(self, local_part):
-        """Return True if local_part is a recipient this host delivers to (None: can't tell)."""
+    def is_local_user(self, addr):
+        """Return True if addr (a local Address) is a recipient this host delivers to
+        (None: can't tell)."""
         from masq.policy import local
-        names = self._alias_names()
-        if local.is_local_user(local_part, self.settings.local_users, names or ()):
+        caseless = self.settings.caseless
+        globs = self._glob_aliases()
+        full = "%s@%s" % (addr.local, addr.domain or self.settings.hostname)
+        if globs and globs.match(full, caseless) is not None:
             return True
-        return None if names is None else False
+        names = self._alias_names()
+        if local.is_local_user(addr.local, self.settings.local_users, names or (), caseless):
+            return True
+        return None if names is None or globs is None else False
+
+    def _glob_aliases(self):
+        """Return the glob aliases (False: no globalias_file; None: it is broken)."""
+        from masq.aliases import file as aliases
+        path = self.host.cfg.main.globalias_file
+        if not path:
+            return False
+        glob_file = self.shared.get("globaliases")
+        if glob_file is None or glob_file.path != path:
+            glob_file = self.shared["globaliases"] = aliases.AliasFile(path,
+                                                                         aliases.parse_globs)
+        try:
+            return glob_file.get()
+        except aliases.AliasError as exc:
+            self.log.warning("glob aliases: %s", exc)
+            return None
 
     def _alias_names(self):
         """Return the names the aliases file defines (lower-cased); None if it is broken.
@@ -300,7 +333,7 @@ class Listener(Component):
         if alias_file is None or alias_file.path != path:
             alias_file = self.shared["aliases"] = aliases.AliasFile(path)
         try:
-            return frozenset(alias_file.get().names())
+            return frozenset(alias_file.get().names(self.settings.caseless))
         except aliases.AliasError as exc:
             self.log.warning("aliases: %s", exc)
             return None

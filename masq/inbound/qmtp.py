@@ -243,7 +243,7 @@ class QMTPSession:
                          getattr(exc, "text", "bad recipient address"))
         if not smtp_path.sendable(str(addr)):
             return smtp_path.BAD_RECIPIENT
-        refusal = None if self.whole else relay.check_rcpt(self.peer, addr, settings.local_domains,
+        refusal = None if self.whole else relay.check_rcpt(self.peer, addr, settings.locality,
                                    self.server.is_local_user)
         if refusal:
             return refusal

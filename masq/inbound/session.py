@@ -325,14 +325,14 @@ class SMTPServerSession:
         if len(txn.recipients) >= settings.max_recipients:
             self.respond(TOO_MANY_RCPTS)
             return
-        refusal = relay.check_rcpt(self.peer, addr, settings.local_domains,
+        refusal = relay.check_rcpt(self.peer, addr, settings.locality,
                                    self.server.is_local_user)
         if refusal:
             self.respond(refusal)
             return
         text = str(addr) if addr.domain else "%s@%s" % (addr, settings.hostname)
         if self.checks is not None:
-            local = not addr.domain or addr.domain in settings.local_domains
+            local = settings.locality.is_local(text)
             self.checks.rcpt(text, self.engine.helo_name, local, lambda refusal: (
                 self._recipient_checked(txn, text, event.params, refusal)))
             return

@@ -1,1 +1,1 @@
-"""Mail as data: addresses and message text, parsed and checked (no I/O)."""
+"""Mail as data: addresses, glob patterns on them and message text, parsed and checked (no I/O)."""

@@ -14,6 +14,7 @@ delivered nothing yet has not loaded the SMTP client, the mailbox writers or `su
 """
 
 from masq.outbound import binary, rewrite
+from masq.policy.local import Locality
 
 # The agents' modules, imported on first use (the daemon imports them before it becomes
 # `option user`, who may not be able to read the library).
@@ -31,7 +32,7 @@ class Agents:
         self.resolver = None
         self.by_route = {}
         self.forward = forward
-        self.local_domains = frozenset(d.lower() for d in self.cfg.main.local_domain)
+        self.locality = Locality.from_config(self.cfg.main)
         self._local = None
 
     @property
@@ -80,15 +81,15 @@ class Agents:
         return self.resolver
 
     def is_local(self, addr):
-        """Return True for an unqualified address or one in a local domain."""
-        domain = addr.rpartition("@")[2].lower()
-        return not domain or domain in self.local_domains
+        """Return True if the address text addr is delivered here (policy.local)."""
+        return self.locality.is_local(addr)
 
     def rewrite(self, route, msg):
-        """Return (sender, open_body) of msg's outgoing copy for route."""
+        """Return (sender, open_body) of msg's outgoing copy for route (only addresses in a
+        local domain are rewritten, as masqmail)."""
         queue = self.host.queue
         return rewrite.outgoing(route, msg.envelope.sender, lambda: queue.body(msg.id),
-                                self.is_local)
+                                self.locality.in_local_domain_of)
 
     def close(self):
         """Release the resolver's sockets."""
@@ -104,4 +105,5 @@ def local_settings(cfg, forward, log):
         main.hostname, mailbox=main.mailbox,
         user_mailbox={name: u.mailbox for name, u in cfg.users.items() if u.mailbox},
         alias_file=main.alias_file, local_users=main.local_users,
-        local_domains=sorted({d.lower() for d in main.local_domain}), forward=forward, log=log)
+        locality=Locality.from_config(main), forward=forward, log=log,
+        globalias_file=main.globalias_file)

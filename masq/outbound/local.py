@@ -35,6 +35,7 @@ from masq.outbound.command import (Refused, environment, expand_argv, expand_pat
                                    run_command, run_in_child, unsafe_component)
 from masq.outbound.job import Job
 from masq.outbound.outcome import PERMFAIL, TEMPFAIL, Outcome
+from masq.policy.local import Locality, fold
 
 METHODS = ("maildir", "mbox", "mda")
 
@@ -43,16 +44,18 @@ class LocalSettings:
     """What the local agent needs; the daemon fills it in from the configuration."""
 
     def __init__(self, hostname, mailbox="mbox:/var/mail/%u", user_mailbox=None,
-                 alias_file="/etc/aliases", local_users=(), local_domains=None, forward=None,
+                 alias_file="/etc/aliases", local_users=(), locality=None, forward=None,
                  command_timeout=600.0, mailbox_timeout=600.0, output_cap=8192,
                  lock_timeout=mbox.LOCK_TIMEOUT, command_user="nobody", in_child=None,
-                 alias_depth=expansion.DEPTH_LIMIT, alias_size=expansion.SIZE_LIMIT, log=None):
+                 alias_depth=expansion.DEPTH_LIMIT, alias_size=expansion.SIZE_LIMIT, log=None,
+                 globalias_file=None):
         self.hostname = hostname
         self.mailbox = mailbox                    # maildir:PATH, mbox:PATH or mda:COMMAND
         self.user_mailbox = dict(user_mailbox or {})   # user -> spec, overrides mailbox
         self.alias_file = alias_file
         self.local_users = list(local_users)      # users without a passwd entry
-        self.local_domains = list(local_domains or (hostname, "localhost"))
+        self.locality = locality or Locality((hostname, "localhost"), hostname)
+        self.globalias_file = globalias_file      # None: no glob aliases
         self.forward = forward                    # forward(job, [address]) -> None|Outcome
         self.command_timeout = command_timeout    # MDA and |command
         self.mailbox_timeout = mailbox_timeout    # a child writing a maildir or mbox
@@ -163,6 +166,8 @@ class LocalAgent:
         self.loop = loop
         self.settings = settings
         self.alias_file = aliases.AliasFile(settings.alias_file)
+        self.globalias_file = aliases.AliasFile(settings.globalias_file, aliases.parse_globs) \
+            if settings.globalias_file else None
 
     def deliver(self, job, done):
         """Deliver job to each of its recipients; call done(outcomes) from the loop."""
@@ -175,13 +180,15 @@ class LocalAgent:
         return os.geteuid() == 0
 
     def find_user(self, name):
-        """Return the Identity mail for user `name` is delivered as, or None if unknown."""
-        for candidate in dict.fromkeys((name, name.lower())):
+        """Return the Identity mail for user `name` is delivered as, or None if unknown
+        (names compare as caseless_matching says)."""
+        caseless = self.settings.locality.caseless
+        for candidate in dict.fromkeys((name, name.lower()) if caseless else (name,)):
             found = Identity.of_user(candidate)
             if found is not None:
                 return found
         for user in self.settings.local_users:
-            if user.lower() == name.lower():
+            if fold(user, caseless) == fold(name, caseless):
                 me = Identity.current()
                 return Identity(me.uid, me.gid, user, me.home)
         return None
@@ -210,7 +217,7 @@ class _Run:
         self.loop = agent.loop
         self.outcomes = []
         self.seen = {}              # target key -> Outcome, within this job
-        self.table = self.table_error = None
+        self.table = self.table_error = self.globs = None
         self.delivered = set()
         self.rcpt = self.targets = self.results = None
         self.local = self.domain = ""
@@ -225,6 +232,8 @@ class _Run:
             return
         try:
             self.table = self.agent.alias_file.get()
+            if self.agent.globalias_file is not None:
+                self.globs = self.agent.globalias_file.get()
         except aliases.AliasError as exc:
             self.table_error = exc
         self.loop.call_soon(self.next_recipient)
@@ -269,8 +278,9 @@ class _Run:
                                 "in the header)" % _clean(rcpt))
         if self.table_error is not None:
             return Outcome.temp("4.3.0", "aliases unusable: %s" % _clean(str(self.table_error)))
-        found = expansion.expand(self.table, local, self.settings.local_domains,
-                               self.settings.alias_depth, self.settings.alias_size)
+        found = expansion.expand(self.table, local, self.settings.locality,
+                                 self.settings.alias_depth, self.settings.alias_size,
+                                 domain=self.domain, globs=self.globs)
         if found.failed:
             kind = TEMPFAIL if found.temporary else PERMFAIL
             return Outcome(kind, found.status, "%s: %s" % (_clean(local), found.text))
@@ -320,12 +330,12 @@ class _Run:
         if kind == aliases.LOCAL:
             self.to_user(target.value, done)
         elif kind == aliases.PIPE:
-            identity = self.agent.alias_identity(self.table)
+            identity = self.agent.alias_identity(self.globs if target.glob else self.table)
             argv = (shell_argv(target.value) or
                     expand_argv(target.value, self.values(self.local)))
             self.command(argv, identity, done)
         elif kind == aliases.FILE:
-            identity = self.agent.alias_identity(self.table)
+            identity = self.agent.alias_identity(self.globs if target.glob else self.table)
             self.write_mailbox("mbox", target.value, identity, None, done)
         else:
             self.forward(target.value, done)

@@ -267,8 +267,7 @@ class Scheduler:
                         from_addrs)
 
     def _is_local(self, addr):
-        domain = addr.rpartition("@")[2].lower()
-        return not domain or domain in self.agents.local_domains
+        return self.agents.is_local(addr)
 
     def _from_addresses(self, msg):
         if not any(r.allowed_from or r.denied_from for r in self.host.cfg.routes):

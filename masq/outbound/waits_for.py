@@ -16,18 +16,14 @@ The answer is {"route": name or None, "reason": REASON, "until": time or None}:
 """
 
 from masq import route as routes
+from masq.policy.local import Locality
 from masq.queue.envelope import FINAL
 
 
 def for_config(cfg, online, now):
     """Return waits(sender, rcpt) -> explain(...) for configuration cfg (online: as in
     explain)."""
-    domains = frozenset(d.lower() for d in cfg.main.local_domain)
-
-    def is_local(addr):
-        domain = addr.rpartition("@")[2].lower()
-        return not domain or domain in domains
-
+    is_local = Locality.from_config(cfg.main).is_local
     return lambda sender, rcpt: explain(cfg.routes, online, is_local, sender, rcpt, now)
 
 

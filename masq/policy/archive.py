@@ -21,6 +21,7 @@ an option of it is set; mail masq makes itself (DSNs, delay warnings, the messag
 forwards to remote addresses) is not copied again. Pure: no IO.
 """
 
+from masq.policy.local import Locality
 from masq.queue.envelope import Recipient
 
 NEVER = "NEVER"
@@ -29,11 +30,11 @@ NEVER = "NEVER"
 class Rules:
     """The archive settings of one configuration, parsed once."""
 
-    __slots__ = ("always", "senders", "recipients", "hostname", "local_domains")
+    __slots__ = ("always", "senders", "recipients", "hostname", "in_local_domain")
 
     def __init__(self, main):
         self.hostname = main.hostname.lower()
-        self.local_domains = frozenset(d.lower() for d in main.local_domain)
+        self.in_local_domain = Locality.from_config(main).in_local_domain   # globs too
         self.always = [self.qualify(a) for a in (main.always_bcc, main.log_user) if a]
         self.senders = self._map(main.sender_bcc)
         self.recipients = self._map(main.recipient_bcc)
@@ -56,7 +57,7 @@ class Rules:
         addr = addr.lower()
         local, _, domain = addr.rpartition("@")
         found = table.get(addr) or table.get("@" + domain)
-        if found is None and domain in self.local_domains:
+        if found is None and self.in_local_domain(domain):
             found = table.get(local)
         return found
 

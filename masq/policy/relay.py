@@ -79,14 +79,16 @@ def certificate(der, listed):
     return digest if digest in listed else None
 
 
-def check_rcpt(peer, addr, local_domains, is_local_user):
-    """Return a refusal for RCPT TO addr (an Address) from peer, or None."""
-    domain = addr.domain
-    local = not domain or domain in local_domains
+def check_rcpt(peer, addr, locality, is_local_user):
+    """Return a refusal for RCPT TO addr (an Address) from peer, or None.
+
+    locality: the configuration's policy.local.Locality; is_local_user(addr): True, False,
+    or None when that cannot be told now."""
+    local = locality.is_local(str(addr))
     if addr.routed and not peer.trusted:
         return Reply(554, "5.7.1", "<%s>: not relaying for you to this domain" % addr)
     if local:
-        known = is_local_user(addr.local)
+        known = is_local_user(addr)
         if known is None:           # the aliases file is broken: never bounce, defer
             return Reply(450, "4.3.0", "<%s>: cannot check this address now; try again later"
                          % addr)

@@ -16,7 +16,10 @@ from masq.proto.reply import Reply
 
 
 def helo_refusal(name, rcpt, hostname, local_domains, own_ips):
-    """Return the refusal for RCPT TO rcpt after HELO name, or None."""
+    """Return the refusal for RCPT TO rcpt after HELO name, or None.
+
+    local_domains: the local domains that are names, lower-cased (a pattern such as
+    `*.lan` names other hosts too, not us)."""
     lowered = name.lower().rstrip(".")
     if is_ipv4(lowered) or (":" in lowered and not lowered.startswith("[")):
         why = "an address must be given in brackets"

@@ -13,6 +13,7 @@ from hypothesis import given, strategies as st
 from fuzzing import fuzz_settings
 from masq.aliases import expand as expansion
 from masq.aliases import file as aliases
+from masq.policy.local import Locality
 
 _name = st.sampled_from(["root", "alice", "bob", "list", "Postmaster", "mailer-daemon", "a.b",
                          '"odd name"', "x@y", "", "é", "a\tb"])
@@ -65,12 +66,15 @@ def test_any_aliases_file_parses_and_expands_without_raising(tmp_path_factory, t
     parsed, errors = aliases.parse(read, path)
     lines = read.count("\n") + 1
     assert all(isinstance(e, aliases.AliasError) and 1 <= e.line <= lines for e in errors)
+    globs, glob_errors = aliases.parse_globs(read, path)     # the same text as glob aliases
+    assert all(isinstance(e, aliases.AliasError) and 1 <= e.line <= lines for e in glob_errors)
+    locality = Locality(["router.lan", "*.lan"], "router.lan")
     for name in parsed.names() + [local_part]:
-        result = expansion.expand(parsed, name, ("router.lan",))
+        result = expansion.expand(parsed, name, locality, globs=globs)
         assert result.failed or len(result.targets) <= expansion.SIZE_LIMIT
         assert all(t.kind in (aliases.LOCAL, aliases.REMOTE, aliases.PIPE, aliases.FILE)
                    for t in result.targets)
-    assert isinstance(expansion.check(path, ("router.lan",)), list)
+    assert isinstance(expansion.check(path, locality), list)
     (folder / "raw").write_bytes(raw)
     try:
         items = aliases.read_include(str(folder / "raw"))

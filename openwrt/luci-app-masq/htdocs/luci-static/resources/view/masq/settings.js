@@ -23,6 +23,16 @@ function validateListener(section_id, value) {
 	return _('Expecting SCHEME://ADDRESS[:PORT], scheme smtp, submission, smtps or qmtp');
 }
 
+// A domain or a glob pattern (docs/CONFIG.md, "Patterns"): `*.sub.example`, `mail?.lan`,
+// `[192.0.2.1]`; `masq check-config` has the last word.
+var DOMAIN_PATTERN = /^(\[[0-9A-Fa-f.:v]+\]|[A-Za-z0-9*?\[\]!^-][A-Za-z0-9.*?\[\]!^-]*)$/;
+
+function validateDomainPattern(section_id, value) {
+	if (value == null || value === '' || DOMAIN_PATTERN.test(value))
+		return true;
+	return _('Expecting a domain or a pattern such as *.example.org');
+}
+
 function validateMailbox(section_id, value) {
 	if (value == null || value === '' || /^(maildir|mbox|mda):.+$/.test(value))
 		return true;
@@ -54,7 +64,7 @@ function mainSection(m) {
 
 	o = s.taboption('general', form.DynamicList, 'local_domain', _('Local domains'),
 		_('Mail for these domains is delivered on this device.'));
-	o.datatype = 'hostname';
+	o.validate = validateDomainPattern;
 
 	o = s.taboption('general', form.Value, 'mailbox', _('Mailbox'),
 		_('Local delivery: maildir:PATH, mbox:PATH or mda:COMMAND; %u is the user.'));
