@@ -13,12 +13,29 @@ whose criteria accept it and that the message fits, so one message can leave by 
 routes; when no route at all (online or not) that accepts a recipient fits the message,
 `too_small` names the route whose limit the bounce states.
 
-Also owns the per-route rewrites of the outgoing copy: `from_domain`, `map_sender`,
-`map_from` (masqmail's `map_return_path_addresses` / `map_h_from_addresses`), applied only
-to local addresses (unqualified, or in a local domain).
+Also owns which address the per-route rewrites of the outgoing copy give: `map_sender`
+(the envelope sender), `map_from` (From: and Sender:), `map_reply_to`, `map_followup_to`,
+then `map_outgoing` (all of them, after the specific table), then `from_domain`
+(masqmail's map_return_path_addresses, map_h_from_addresses, map_h_reply_to_addresses,
+map_h_mail_followup_to_addresses, map_outgoing_addresses), applied only to local
+addresses (unqualified, or in a local domain). The rules are masq.mail.addrmap's.
 """
 
+from masq.mail import addrmap
+from masq.mail import address
 from masq.mail import glob
+
+HEADER_FIELDS = ("From", "Sender", "Reply-To", "Mail-Followup-To")     # the rewritten ones
+
+
+def _header_table(route, field):
+    """Return the specific table of a header field (map_outgoing comes after it)."""
+    field = field.lower()
+    if field == "reply-to":
+        return route.map_reply_to
+    if field == "mail-followup-to":
+        return route.map_followup_to
+    return route.map_from                   # From: and Sender:
 
 
 def matches(pattern, addr):
@@ -85,41 +102,37 @@ def choose(routes, usable, sender, recipients, from_addrs, after=None, size=0):
     return chosen, left
 
 
-def _map(rules, addr):
-    """Return the rewrite of addr by `local-part replacement` rules, or addr."""
-    local, _, domain = addr.rpartition("@")
-    for rule in rules:
-        key, _, replacement = rule.partition(" ")
-        replacement = replacement.strip()
-        if replacement and glob.match_whole(key.rstrip(":"), local, caseless=False):
-            if replacement.startswith("*@"):
-                return "%s@%s" % (local, replacement[2:])
-            return replacement
-    return addr
-
-
-def _rewrite(rules, route, addr, is_local):
-    """Return a local addr mapped by rules, else with from_domain, else unchanged."""
+def _rewrite(tables, route, addr, is_local):
+    """Return (display name, new address) for a local addr by the first table with a
+    matching rule, else by from_domain; None when addr stays as it is."""
     if not addr or not is_local(addr):
-        return addr
-    mapped = _map(rules, addr)
-    if mapped != addr:
-        return mapped
+        return None
+    try:
+        local, _ = address.split(addr)
+    except address.AddressError:
+        return None
+    for rules in tables:
+        rule = addrmap.first_match(rules, local)
+        if rule is not None:
+            return rule.apply(local)
     if route.from_domain:
-        return "%s@%s" % (addr.rpartition("@")[0] or addr, route.from_domain)
-    return addr
+        return "", "%s@%s" % (address.quote_local(local), route.from_domain)
+    return None
 
 
 def rewrite_sender(route, sender, is_local):
     """Return the envelope sender as it leaves by route."""
-    return _rewrite(route.map_sender, route, sender, is_local)
+    found = _rewrite((route.map_sender, route.map_outgoing), route, sender, is_local)
+    return sender if found is None else found[1]          # a display name is not for it
 
 
-def rewrite_header_address(route, addr, is_local):
-    """Return a From:/Sender: address as it leaves by route."""
-    return _rewrite(route.map_from, route, addr, is_local)
+def rewrite_header_address(route, field, addr, is_local):
+    """Return None, or (display name, address) for an address of header field (one of
+    HEADER_FIELDS) as it leaves by route."""
+    return _rewrite((_header_table(route, field), route.map_outgoing), route, addr, is_local)
 
 
 def has_rewrites(route):
     """Return True if route changes anything in the outgoing copy."""
-    return bool(route.from_domain or route.map_sender or route.map_from)
+    return bool(route.from_domain or route.map_sender or route.map_outgoing or
+                any(_header_table(route, field) for field in HEADER_FIELDS))

@@ -54,7 +54,7 @@ class Server:
     recipient by its local part: z-* gets Z, d-* gets D, everything else K."""
 
     def __init__(self, port):
-        self.port, self.packages = port, []
+        self.port, self.packages, self.connections = port, [], 0
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", port))
@@ -73,6 +73,7 @@ class Server:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
+            self.connections += 1
             threading.Thread(target=self._session, args=(conn,), daemon=True).start()
 
     def _session(self, conn):

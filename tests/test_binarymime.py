@@ -290,3 +290,28 @@ def test_client_sends_binarymime_as_it_is_only_by_bdat():
                 break
             events.append(event)
         assert events[0].mail.code == 554 and events[0].mail.enhanced == "5.6.3"
+
+
+def test_to_a_qmtp_route_the_converted_text_goes_with_its_own_size(tmp_path):
+    """QMTP declares the text's size first: a BINARYMIME text converted to base64 is longer
+    than the queued one, and must go with its converted size (not be cut off and deferred
+    for ever as 'the message's size changed')."""
+    import qmtp_peer
+    hop = free_port()
+    port = free_port()
+    conf = write_config(str(tmp_path / "masq.conf"), str(tmp_path / "spool"),
+                        extra="\tlist listen 'smtp://127.0.0.1:%d'\n" % port,
+                        routes="config route 'q'\n\toption smarthost 'qmtp:127.0.0.1:%d'\n"
+                               % hop)
+    with qmtp_peer.Server(hop) as server:
+        daemon = Daemon(conf, wait_port=port).start()
+        try:
+            send_binary(port, BINARY)
+            assert wait_for(lambda: server.packages, timeout=60), daemon.log_so_far()
+            assert wait_for(lambda: queued(str(tmp_path / "spool")) == [], timeout=30), \
+                daemon.log_so_far()
+        finally:
+            daemon.stop()
+    (body, sender, rcpts), = server.packages
+    assert rcpts == [b"far@example.org"]
+    assert [data for _, data in leaves(body)] == [data for _, data in leaves(BINARY)]

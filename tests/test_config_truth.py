@@ -28,6 +28,8 @@ COMPUTED = {
     ("route", "tls_ca"): "system CA bundle",
     ("route", "helo"): "the masq `hostname`",
     ("user", "mailbox"): "the masq `mailbox`",
+    ("user", "mda_fromline"): "the masq `mda_fromline`",
+    ("user", "mda_fromhack"): "the masq `mda_fromhack`",
     ("fetch", "server"): "(required)",
     ("fetch", "user"): "(required)",
     ("fetch", "password"): "(required)",

@@ -103,7 +103,7 @@ def test_from_domain_and_map_sender_rewrite_only_the_outgoing_copy(tmp_path):
     port = free_port()
     conf = setup(tmp_path, route("isp", smarthost="127.0.0.1:%d" % port, tls="none",
                                  from_domain="isp.example",
-                                 map_sender=["boss chief@isp.example"]))
+                                 map_sender=["boss: chief@isp.example"]))
     with Sink(port) as sink:
         send(conf, "x@example.org", sender="alice@test.example",
              body=b"From: Alice <alice@test.example>\nSubject: r\n\nbody\n")

@@ -11,7 +11,7 @@ from helpers import Daemon, masq, wait_for, write_config
 
 pytestmark = pytest.mark.skipif(not dovecot.available(), reason="dovecot not installed")
 
-USERS = {"u%d" % i: "pw%d" % i for i in range(12)}
+USERS = {"u%d" % i: "pw%d" % i for i in range(13)}
 
 
 @pytest.fixture(scope="module")
@@ -123,6 +123,23 @@ def test_fetched_envelope_fields_are_not_doubled(tmp_path, server):
     [msg] = mailbox.mbox(str(tmp_path / "mail" / "mqfetch"))
     assert msg.get_all("Return-Path") == ["<sender8@example.org>"]
     assert msg.get_all("Envelope-To") is None and msg["Subject"] == "test 8"
+
+
+def test_a_return_path_with_a_comment_still_names_the_sender(tmp_path, server):
+    """Return-Path: is parsed as an address header (comments and folding allowed), not as
+    an SMTP path: `<a@b> (comment)` used to make the fetched message's sender `<>`."""
+    server.clear("u12")
+    server.deliver("u12", message(12).replace(
+        b"Return-Path: <sender12@example.org>",
+        b"Return-Path: (bounces here)\n <sender12@example.org> (via pop.example)"))
+    conf, spool = setup(tmp_path, server, "u12", main="\toption do_queue '1'\n")
+    daemon = Daemon(conf).start()
+    try:
+        assert fetch(conf)[0] == 0
+        doc = json.loads(masq("status", "--json", "-C", conf).stdout)
+    finally:
+        daemon.stop()
+    assert [m["sender"] for m in doc["queue"]] == ["sender12@example.org"]
 
 
 def test_keep_leaves_mail_and_never_fetches_twice(tmp_path, server):

@@ -309,3 +309,31 @@ def test_a_state_that_cannot_be_written_is_logged_and_greylisting_goes_on(tmp_pa
     clock.advance(301)
     assert grey.check(settings(), STRANGER, "s@x.example", "r@test.example") is None
     host.loop.close()
+
+
+def test_client_networks_are_bounded_too(tmp_path):
+    """A client with many IPv6 /64s passing one triplet each must not grow the file
+    without bound: networks are dropped oldest first like triplets."""
+    state = greylist_state.State(str(tmp_path / "greylist.db"), 80)
+    opts = settings()
+    for n in range(400):
+        peer = Peer("2001:db8:0:%x::1" % n)
+        ask(state, opts, T0 + n, peer=peer)
+        assert ask(state, opts, T0 + n + 300, peer=peer) == 250
+    assert len(state.networks) <= 80 and len(state.triplets) <= 80
+    assert state.network(state.key("net", greylist.network("2001:db8:0:18f::1")))[0] == 1
+
+
+def test_a_save_on_a_full_disk_leaves_no_temporary_file():
+    from helpers import fill_disk, small_tmpfs
+    with small_tmpfs("64k") as folder:
+        state = greylist_state.State(str(folder / "greylist.db"), 100000)
+        opts = settings()
+        for n in range(5000):                      # 85 kB of records: more than fits
+            ask(state, opts, T0, rcpt="r%d@test.example" % n)
+        fill_disk(folder)
+        os.unlink(folder / "filler")
+        with pytest.raises(OSError):
+            state.save()
+        assert sorted(os.listdir(folder)) == []
+        assert state.dirty                          # tried again at the next change

@@ -82,3 +82,26 @@ def test_the_smarthost_may_name_qmtp():
     for bad in ("qmtp:", "qmtp:relay.example:x", "smtp:relay.example"):
         with pytest.raises(config.ConfigError):
             config.loads(base + "\toption smarthost '%s'\n" % bad, path="t.conf")
+
+
+def test_queued_messages_go_over_one_connection(tmp_path):
+    """The QMTP agent carries a batch of packages over one connection, also behind the
+    wrapper every non-SMTP agent gets for BINARYMIME texts (outbound/binary.py)."""
+    port = free_port()
+    folder = tmp_path / "online"
+    conf = write_config(str(tmp_path / "masq.conf"), str(tmp_path / "spool"), routes=(
+        "config route 'q'\n\toption smarthost 'qmtp:127.0.0.1:%d'\n"
+        "\toption online 'file:%s'\n" % (port, folder)))
+    with qmtp_peer.Server(port) as server:
+        daemon = Daemon(conf).start()
+        try:
+            for n in range(3):
+                done = masq("-C", conf, "-i", "-f", "me@test.example", "r%d@example.org" % n,
+                            input=b"Subject: %d\n\nbody\n" % n)
+                assert done.returncode == 0, done.stderr
+            assert masq("online", "q", "up", "-C", conf).returncode == 0
+            assert wait_for(lambda: len(server.packages) == 3, timeout=60), \
+                daemon.log_so_far()
+        finally:
+            daemon.stop()
+    assert server.connections == 1

@@ -293,6 +293,20 @@ def _network(text):
     return text
 
 
+def _map_kind(display_name):
+    """Return the kind of an address map: `PATTERN: REPLACEMENT` (masq.mail.addrmap)."""
+    def convert(text):
+        from masq.mail import addrmap      # lazily: `sendmail` reads the file on every run
+        try:
+            addrmap.parse_rule(text, display_name)
+        except ValueError as exc:
+            raise Invalid("%s: %s" % (show(text), exc)) from None
+        return text
+    return Kind("list", "PATTERN: REPLACEMENT (a glob on the local part, then an address%s "
+                "or *@DOMAIN)" % (", Name <address>" if display_name else ""), convert,
+                is_list=True)
+
+
 def _mail_address(text):
     """Check an address as an option gives it: `user@domain`, or a bare user name (then the
     host name is its domain); no white space, brackets or control characters."""
@@ -336,6 +350,8 @@ NETWORKS = Kind("list", "an IP network such as 192.168.1.0/24", _network, is_lis
 FINGERPRINTS = Kind("list", "sha256:FINGERPRINT (64 hex digits, colons allowed), as "
                    "`openssl x509 -noout -fingerprint -sha256` prints it",
                    lambda text: (fingerprint(text), text)[1], is_list=True)
+HEADER_MAP = _map_kind(True)
+SENDER_MAP = _map_kind(False)
 DNSBL_SITES = Kind("list", "a DNS list ZONE[=FILTER][*WEIGHT] such as "
                    "zen.example=127.0.0.[2..11]*3", _dnsbl_site, is_list=True)
 LISTEN = Kind("list", "a listener such as smtp://127.0.0.1:25 (scheme %s; an IP address, "

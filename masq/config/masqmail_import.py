@@ -184,12 +184,8 @@ class _Main:
     def _same(self, setting, option, how):
         if how == "bool":
             value = "1" if masqmail.boolean(setting) else "0"
-            if not self.draft.has("masq", option):
-                if option == "caseless_matching" and value == "0":
-                    self.draft.skip(setting, "masq matches local parts without regard to "
-                                    "case")
-                if value == "0" or option == "caseless_matching":
-                    return                  # masq does the same
+            if value == "0" and not self.draft.has("masq", option):
+                return                      # masq does not do it either
         elif how == "list":
             value = [item for item, _, _ in masqmail.spliced(setting)]
         else:
@@ -207,14 +203,7 @@ class _Main:
                         "from %s and set %s" % (setting.value.strip(), setting.name))
 
     def _local_hosts(self, setting):
-        globs = self.draft.has("masq", "local_addresses")    # came with glob local_domain
-        names = []
-        for item, _, _ in masqmail.spliced(setting):
-            if any(c in item for c in "*?[") and not globs:
-                self.draft.skip(setting, "%r is a pattern; masq's local_domain takes plain "
-                                "domain names: list each domain" % item)
-            else:
-                names.append(item)
+        names = [item for item, _, _ in masqmail.spliced(setting)]
         if names:
             self.draft.put(self.main, "local_domain", names, setting)
 
@@ -281,8 +270,7 @@ class _Main:
             options["warn_intervals"] = uci.RawOption(list(WARN_INTERVALS), 0)
         if "max_defer_time" not in self.by_name:
             options["queue_lifetime"] = uci.RawOption(MAX_DEFER_TIME, 0)
-        if self.draft.has("masq", "caseless_matching") and not \
-                {"caseless_matching", "alias_local_caseless"} & set(self.by_name):
+        if not {"caseless_matching", "alias_local_caseless"} & set(self.by_name):
             options["caseless_matching"] = uci.RawOption("0", 0)   # masqmail's default
 
     # local delivery

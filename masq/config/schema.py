@@ -19,10 +19,10 @@ from masq.config import uci
 from masq.config.uci import ConfigError
 from masq.config.kinds import (
     ADDRESS_PATTERNS, BARE_LINE_ENDS, BOOL, COMMAND, COUNT, DNSBL_SITES, DOMAIN_PATTERNS,
-    FETCH_PROTOCOL, FETCH_TLS, FINGERPRINTS, HOSTNAME, HOST_PORT, INTERVAL, INTERVALS, Invalid,
-    LIST, LISTEN, LOG, LOG_LEVEL, MAILBOX, NETWORKS, ONLINE, PATH, PORT, SENDER_PATTERNS,
-    SERVER, SIZE, SMARTHOST, STATUS_LISTEN, STR, TLS, hostname_text, int_kind, parse_ip_port,
-    show)
+    FETCH_PROTOCOL, FETCH_TLS, FINGERPRINTS, HEADER_MAP, HOSTNAME, HOST_PORT, INTERVAL,
+    INTERVALS, Invalid, LIST, LISTEN, LOG, LOG_LEVEL, MAILBOX, NETWORKS, ONLINE, PATH, PORT,
+    SENDER_MAP, SENDER_PATTERNS, SERVER, SIZE, SMARTHOST, STATUS_LISTEN, STR, TLS,
+    hostname_text, int_kind, parse_ip_port, show)
 from masq.config.kinds import ADDRESS, BCC_MAP          # the filter stage's archiving
 from masq.config.kinds import FILTER_EXITS, FILTERS, FOLDER
 from masq.base.ip import is_loopback
@@ -111,7 +111,14 @@ OPTIONS = (
     Option(_M, "not_local_addresses", ADDRESS_PATTERNS, ()),
     Option(_M, "globalias_file", PATH),
     Option(_M, "caseless_matching", BOOL, True),
+    # masqmail parity: From_ lines for pipes and MDAs (alias pipes, mda: mailboxes)
+    Option(_M, "pipe_fromline", BOOL, False),
+    Option(_M, "pipe_fromhack", BOOL, False),
+    Option(_M, "mda_fromline", BOOL, False),
+    Option(_M, "mda_fromhack", BOOL, False),
     # masqmail parity: templates and logging (errmsg_file, warnmsg_file)
+    Option(_M, "errmsg_file", PATH),
+    Option(_M, "warnmsg_file", PATH),
     # filter stage: checks in the dialogue (dnsbl, dnswl, sender and HELO checks)
     Option(_M, "dnsbl", DNSBL_SITES, ()),
     Option(_M, "dnswl", DNSBL_SITES, ()),
@@ -140,6 +147,8 @@ OPTIONS = (
 
     Option(_U, "password", STR, secret=True),
     Option(_U, "mailbox", MAILBOX),
+    Option(_U, "mda_fromline", BOOL),
+    Option(_U, "mda_fromhack", BOOL),
 
     Option(_R, "online", ONLINE, "always"),
     Option(_R, "online_require_route", BOOL, False),
@@ -160,8 +169,8 @@ OPTIONS = (
     Option(_R, "allowed_from", ADDRESS_PATTERNS, ()),
     Option(_R, "denied_from", ADDRESS_PATTERNS, ()),
     Option(_R, "from_domain", STR),
-    Option(_R, "map_sender", LIST, ()),
-    Option(_R, "map_from", LIST, ()),
+    Option(_R, "map_sender", SENDER_MAP, ()),
+    Option(_R, "map_from", HEADER_MAP, ()),
     Option(_R, "last_route", BOOL, False),
     Option(_R, "connect_error_fail", BOOL, False),
     Option(_R, "pipe", COMMAND),
@@ -170,7 +179,12 @@ OPTIONS = (
     Option(_R, "max_message_size", SIZE, 0),
     Option(_R, "pop3_login", STR),
     # masqmail parity: header rewrites (map_reply_to, map_followup_to ...)
+    Option(_R, "map_reply_to", HEADER_MAP, ()),
+    Option(_R, "map_followup_to", HEADER_MAP, ()),
+    Option(_R, "map_outgoing", HEADER_MAP, ()),
     # masqmail parity: From_ lines for pipes and MDAs
+    Option(_R, "pipe_fromline", BOOL, False),
+    Option(_R, "pipe_fromhack", BOOL, False),
 
     Option(_F, "server", HOST_PORT),
     Option(_F, "protocol", FETCH_PROTOCOL, "pop3"),

@@ -3,7 +3,8 @@
 masq.config.schema checks each value's form, and every command runs that. This checks what only
 the host can answer, so that what `masq check-config` passes, the daemon runs: the `user`
 account exists, `tls_cert` and `tls_key` load as a pair, `tls_client_ca` loads, each
-route's `tls_ca` can be read, and the spool is not on RAM unless `volatile_spool` says so. Run by check-config, by
+route's `tls_ca` can be read, the bounce and warning templates (`errmsg_file`,
+`warnmsg_file`) load, and the spool is not on RAM unless `volatile_spool` says so. Run by check-config, by
 the daemon at start and on SIGHUP (a failing reload keeps the old configuration). Not by
 `sendmail`: it needs none of these (a missing certificate must not stop mail being
 queued), and an unprivileged user could not read the key anyway.
@@ -34,6 +35,8 @@ def check(cfg):
         if route.tls_ca and not os.access(route.tls_ca, os.R_OK):
             raise cfg.error(route, "tls_ca", "option tls_ca in route '%s': cannot read %s"
                             % (route.name, route.tls_ca))
+    from masq.outbound import dsn_text      # a template's error names its own file and line
+    dsn_text.check(cfg)
     _check_spool(cfg, main)
 
 

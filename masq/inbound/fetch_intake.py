@@ -81,13 +81,22 @@ class Intake:
 
     def _sender(self):
         for value in self.headers.headers.get_all("Return-Path"):
-            text = value.strip()
-            if text in ("<>", ""):
-                return ""
-            try:
-                path = address.parse_path(text if text.startswith("<") else "<%s>" % text,
-                                          sender=True, smtputf8=True)
-            except address.AddressError:
-                return ""
-            return "" if path.is_null else str(path)
+            return return_path(value)
         return ""
+
+
+def return_path(value):
+    """Return the sender a Return-Path: value names ("" for `<>` or one that does not
+    parse). The value is parsed as an address, so comments and folding around the path
+    (`<a@b> (via x)`, RFC 5322 §3.6.7) do not turn the sender into `<>`."""
+    text = value.strip()
+    if text in ("<>", ""):
+        return ""
+    try:
+        found = address.find_addresses(text)
+        if len(found) != 1:
+            return ""
+        path = address.parse_path("<%s>" % found[0].text, sender=True, smtputf8=True)
+    except address.AddressError:
+        return ""
+    return "" if path.is_null else str(path)

@@ -349,37 +349,40 @@ def _bracket_end(value, pos):
 
 
 def _tokens(value):
-    """Return the tokens of an unfolded header value as (kind, text) pairs, comments dropped."""
-    value = value.replace("\r\n ", " ").replace("\r\n\t", "\t")
-    if _has_control(value):
+    """Return the tokens of a header value as (kind, text, start, end), comments dropped.
+
+    Folding (CRLF then a space or tab) counts as white space; start and end index value."""
+    plain = value.replace("\r\n ", "   ").replace("\r\n\t", "  \t")
+    if _has_control(plain):
         raise _Syntax("control character or line break in address")
-    tokens, pos, size = [], 0, len(value)
+    tokens, pos, size = [], 0, len(plain)
     while pos < size:
-        char = value[pos]
+        char = plain[pos]
         if char == " " or char == "\t":
             pos += 1
             continue
         if char in _SPECIALS:
-            tokens.append((char, char))
+            tokens.append((char, char, pos, pos + 1))
             pos += 1
             continue
         if char == '"':
-            end = _quoted_end(value, pos)
+            end = _quoted_end(plain, pos)
             if end < 0:
                 raise _Syntax(_WHAT[char])
-            tokens.append(("qs", _unquote(value[pos + 1:end - 1])))
+            inner = value[pos + 1:end - 1].replace("\r\n ", " ").replace("\r\n\t", "\t")
+            tokens.append(("qs", _unquote(inner), pos, end))
         elif char == "[":
-            end = _bracket_end(value, pos)
+            end = _bracket_end(plain, pos)
             if end < 0:
                 raise _Syntax(_WHAT[char])
-            tokens.append(("dlit", value[pos:end]))
+            tokens.append(("dlit", plain[pos:end], pos, end))
         elif char == "(":
-            end = _skip_comment(value, pos)
+            end = _skip_comment(plain, pos)
         else:
-            end = _atext_end(value, pos)
+            end = _atext_end(plain, pos)
             if end == pos:
                 raise _Syntax(_WHAT.get(char, "unexpected %s" % _show(char)))
-            tokens.append(("atom", value[pos:end]))
+            tokens.append(("atom", plain[pos:end], pos, end))
         pos = end
     return tokens
 
@@ -443,10 +446,11 @@ def _angle(tokens, i, out):
         i += 1
     if _kind(tokens, i) == ">":
         raise _Syntax("empty address '<>'")
+    first = i
     pair, i = _addr_spec(tokens, i)
     if _kind(tokens, i) != ">":
         raise _Syntax("unbalanced '<'")
-    out.append(_join(pair))
+    out.append(Found(pair, tokens[first][2], tokens[i - 1][3], True))
     return i + 1
 
 
@@ -457,16 +461,17 @@ def _address(tokens, i, out, in_group):
         j += 1
     stop = _kind(tokens, j)
     if stop in (":", "<"):
-        for kind, text in tokens[i:j]:
-            if kind not in ("atom", "qs", "."):
-                raise _Syntax("unexpected %s in display name" % _show(text))
+        for token in tokens[i:j]:
+            if token[0] not in ("atom", "qs", "."):
+                raise _Syntax("unexpected %s in display name" % _show(token[1]))
         if stop == "<":
             return _angle(tokens, j + 1, out)
         if in_group:
             raise _Syntax("nested group")
         return _list(tokens, j + 1, out, True)
+    first = i
     pair, i = _addr_spec(tokens, i)
-    out.append(_join(pair))
+    out.append(Found(pair, tokens[first][2], tokens[i - 1][3], False))
     return i
 
 
@@ -486,14 +491,56 @@ def _list(tokens, i, out, in_group):
     return i
 
 
-def parse_address_list(value):
-    """Return the addr-specs of an RFC 5322 address-list header value (To, Cc, Bcc)."""
+class Found:
+    """One addr-spec of an address list: `.text` (as masq writes it), `.local`, `.domain`,
+    where it stands in the value (`.start`, `.end`) and whether it was in angle brackets."""
+
+    __slots__ = ("local", "domain", "start", "end", "bracketed")
+
+    def __init__(self, pair, start, end, bracketed):
+        self.local, self.domain = pair
+        self.start, self.end, self.bracketed = start, end, bracketed
+
+    @property
+    def text(self):
+        return _join((self.local, self.domain))
+
+
+def find_addresses(value):
+    """Return the addr-specs of an RFC 5322 address-list value as Found, in order.
+
+    value may be the raw, folded text of a field (CRLF plus white space inside): start and
+    end index it, so a caller can change an address and keep everything around it (display
+    names, comments, groups, folding). Raise AddressError if the list does not parse."""
     out = []
     try:
         _list(_tokens(value), 0, out, False)
     except _Syntax as fault:
         raise _list_error(str(fault)) from None
     return out
+
+
+def parse_mailbox(value):
+    """Return (display name, addr-spec text) of one mailbox, `Name <a@b>` or `a@b`.
+
+    The display name is unquoted ('' when there is none); a group, a list of several
+    addresses or a malformed one raise AddressError."""
+    found = find_addresses(value)
+    tokens = _tokens(value)
+    if len(found) != 1 or any(t[0] in (":", ";", ",") for t in tokens):
+        raise _list_error("expected one address, as a@b or Name <a@b>")
+    words = []
+    for token in tokens:
+        if token[0] == "<":
+            break
+        words.append(token[1] if token[0] != "." else ".")
+    name = " ".join(words).replace(" . ", ". ") if found[0].bracketed else ""
+    return name, found[0].text
+
+
+def parse_address_list(value):
+    """Return the addr-specs of an RFC 5322 address-list header value (To, Cc, Bcc)."""
+    return [found.text for found in find_addresses(value)]
 
 
 def split(text):
@@ -508,7 +555,7 @@ def split(text):
     return pair
 
 
-def _encoded_words(text):
+def encoded_words(text):
     """Return text as RFC 2047 `=?utf-8?b?...?=` words, each at most 75 characters."""
     import base64
 
@@ -533,7 +580,7 @@ def format_address(display_name, addr):
     if not name:
         return _join(checked)
     if not name.isascii():
-        name = _encoded_words(name)
+        name = encoded_words(name)
     elif not _is_phrase(name) or "=?" in name:
         name = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return "%s <%s>" % (name, _join(checked))

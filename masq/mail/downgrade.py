@@ -321,15 +321,19 @@ def _relabel(lines, encoding, add_mime_version):
     return b"".join(kept)
 
 
+def quoted_printable(line):
+    """Return one line (no line end) as quoted-printable lines, CRLF between them."""
+    out = binascii.b2a_qp(line, quotetabs=False, istext=False, header=False)
+    return out.replace(b"=\n", b"=\r\n")
+
+
 class _QuotedPrintable:
     """A body's lines to quoted-printable (RFC 2045 §6.7): line ends stay line ends."""
 
     def feed(self, piece, start):
         text = piece.rstrip(b"\r\n")
         ended = len(text) != len(piece)
-        out = binascii.b2a_qp(text, quotetabs=False, istext=False, header=False)
-        out = out.replace(b"=\n", b"=\r\n")
-        return out + (b"\r\n" if ended else b"=\r\n")
+        return quoted_printable(text) + (b"\r\n" if ended else b"=\r\n")
 
     def finish(self, at_end=False):
         return b""

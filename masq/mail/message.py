@@ -258,6 +258,21 @@ class Headers:
         for i in reversed(found[1:]):
             del self._fields[i]
 
+    def rewrite(self, name, change):
+        """Rewrite every field called name in its raw form: change(text) gets the text after
+        the colon as stored (folds included, the final CRLF not) and returns the new text,
+        or None to keep the field's bytes; return how many fields changed."""
+        changed = 0
+        for i in self._find(name):
+            key, raw = self._fields[i]
+            colon = raw.index(b":") + 1
+            new = change(raw[colon:-2].decode("utf-8", "surrogateescape"))
+            if new is not None:
+                self._fields[i] = (key, raw[:colon] + new.encode("utf-8", "surrogateescape")
+                                   + b"\r\n")
+                changed += 1
+        return changed
+
     def prepend(self, name, value):
         """Add a field at the top (a CR, LF or NUL in value raises ValueError)."""
         self._fields.insert(0, (_check_name(name).lower(), _fold(name, value)))

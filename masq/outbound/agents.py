@@ -110,4 +110,8 @@ def local_settings(cfg, forward, log):
         user_mailbox={name: u.mailbox for name, u in cfg.users.items() if u.mailbox},
         alias_file=main.alias_file, local_users=main.local_users,
         locality=Locality.from_config(main), forward=forward, log=log,
-        globalias_file=main.globalias_file, spam_folder=main.spam_folder)
+        globalias_file=main.globalias_file,
+        pipe_from=(main.pipe_fromline, main.pipe_fromhack),
+        mda_from=(main.mda_fromline, main.mda_fromhack),
+        user_mda_from={name: (u.mda_fromline, u.mda_fromhack) for name, u in cfg.users.items()},
+        spam_folder=main.spam_folder)

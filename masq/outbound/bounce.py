@@ -10,10 +10,13 @@ SMTPUTF8 message or a non-ASCII address, RFC 6533's types instead: report-type
 `global-delivery-status`, `message/global-delivery-status` (address type `utf-8`), and
 `message/global` or `message/global-headers`, in UTF-8.
 
-Who gets it is the scheduler's decision (never the null sender; a failed bounce goes to
-postmaster). Hostile input: everything from the original message and the remote replies;
-reply text is flattened to one line, and the original is carried as it is, after a MIME
-boundary that cannot occur in it.
+The human part and the Subject: are masq's English text, or an administrator's template
+(errmsg_file, warnmsg_file: masq.outbound.dsn_text) filled in here; a part that is not
+ASCII goes as UTF-8 quoted-printable (raw UTF-8 in an RFC 6533 report), a Subject: as
+RFC 2047 encoded words. Who gets it is the scheduler's decision (never the null sender;
+a failed bounce goes to postmaster). Hostile input: everything from the original message
+and the remote replies; reply text is flattened to one line, and the original is carried
+as it is, after a MIME boundary that cannot occur in it.
 """
 
 import os
@@ -75,9 +78,43 @@ def _human(hostname, failures, action):
     return lines
 
 
-def build(hostname, msgid, envelope, failures, body, action, until, now):
+def _values(hostname, msgid, envelope, failures, until):
+    """Return the template variables (masq.outbound.dsn_text.VARIABLES) for this report."""
+    from masq import __version__
+    sender = envelope.sender or ""
+    local, _, domain = sender.rpartition("@") if "@" in sender else (sender, "", "")
+    first = failures[0][0].address if failures else ""
+    rcpt_local, _, rcpt_domain = first.rpartition("@") if "@" in first else (first, "", "")
+    reasons = list(dict.fromkeys(_line(outcome.text) for _, outcome in failures))
+    origin = envelope.origin or ""              # the local submitter, as mailq's ident=
+    ident = envelope.auth_user or ("" if origin.startswith("fetch:") else origin)
+    values = {"host_name": hostname, "package": "masq", "version": __version__, "uid": msgid,
+              "return_path": sender, "return_path_local": local, "return_path_domain": domain,
+              "received_host": envelope.client or "", "ident": ident,
+              "rcpt": ", ".join(r.address for r, _ in failures), "rcpt_local": rcpt_local,
+              "rcpt_domain": rcpt_domain, "err_msg": "; ".join(reasons),
+              "retry_until": message.format_date(until) if until else ""}
+    return {name: _line(value) for name, value in values.items()}
+
+
+def _text_part(lines, utf8, own):
+    """Return the human part's header lines and its text lines: a template's (own) 8-bit
+    text as UTF-8 quoted-printable unless utf8; masq's text as it always was."""
+    if not own or all(line.isascii() for line in lines):
+        return ["Content-Type: text/plain; charset=%s" % ("utf-8" if utf8 else "us-ascii"),
+                ""], lines
+    if utf8:
+        return ["Content-Type: text/plain; charset=utf-8", ""], lines
+    from masq.mail.downgrade import quoted_printable
+    encoded = [quoted_printable(line.encode("utf-8")).decode("ascii") for line in lines]
+    return ["Content-Type: text/plain; charset=utf-8",
+            "Content-Transfer-Encoding: quoted-printable", ""], encoded
+
+
+def build(hostname, msgid, envelope, failures, body, action, until, now, template=None):
     """Yield the DSN, dated `now`, as bytes chunks (headers, parts, and the original from
-    body); `until` (or None) is when a delayed message will be given up.
+    body); `until` (or None) is when a delayed message will be given up; `template` (a
+    masq.outbound.dsn_text.Template, or None for masq's text) gives the human part.
 
     For an SMTPUTF8 message or a non-ASCII address the report is RFC 6533's: report-type
     global-delivery-status, message/global-delivery-status, message/global(-headers), and
@@ -88,6 +125,14 @@ def build(hostname, msgid, envelope, failures, body, action, until, now):
                     or envelope.size > RETURN_LIMIT or envelope.body == "BINARYMIME")
     subject = ("Undelivered Mail Returned to Sender" if action == "failed"
                else "Delayed Mail (still being retried)")
+    if template is None:
+        human = _human(hostname, failures, action)
+    else:
+        own, human = template.render(_values(hostname, msgid, envelope, failures, until),
+                                     [(_line(r.address), _line(o.text)) for r, o in failures])
+        if own and own.strip():
+            from masq.mail.address import encoded_words
+            subject = own if own.isascii() or utf8 else encoded_words(own)
     report = "global-delivery-status" if utf8 else "delivery-status"
     head = message.Headers()
     head.append("From", "Mail Delivery System <MAILER-DAEMON@%s>" % hostname)
@@ -99,10 +144,9 @@ def build(hostname, msgid, envelope, failures, body, action, until, now):
     head.append("MIME-Version", "1.0")
     head.append("Content-Type", 'multipart/report; report-type=%s;'
                 ' boundary="%s"' % (report, boundary))
+    part_head, human = _text_part(human, utf8, template is not None)
     text = [head.to_bytes().decode("utf-8", "replace"), "This is a MIME-encapsulated message.",
-            "", "--" + boundary, "Content-Type: text/plain; charset=%s"
-            % ("utf-8" if utf8 else "us-ascii"), ""]
-    text += _human(hostname, failures, action)
+            "", "--" + boundary] + part_head + human
     text += ["", "--" + boundary, "Content-Type: message/%s" % report, ""]
     text += _status_fields(hostname, envelope, failures, action, until, now)
     if utf8:

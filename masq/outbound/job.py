@@ -18,11 +18,11 @@ class Job:
 
     __slots__ = ("message_id", "sender", "recipients", "notify", "orcpt", "size",
                  "open_body", "route", "envid", "ret", "smtputf8", "body8bit", "received",
-                 "binary")
+                 "binary", "size_exact")
 
     def __init__(self, message_id, sender, recipients, open_body, size=0, route=None,
                  notify=None, orcpt=None, envid=None, ret=None, smtputf8=False,
-                 body8bit=False, received=0.0, binary=False):
+                 body8bit=False, received=0.0, binary=False, size_exact=True):
         self.message_id = message_id
         self.sender = sender                # "" for the null sender
         self.recipients = list(recipients)  # addresses as text
@@ -37,3 +37,4 @@ class Job:
         self.body8bit = body8bit
         self.received = received
         self.binary = binary
+        self.size_exact = size_exact        # False: size is the queued text's, not this one's

@@ -48,7 +48,8 @@ class LocalSettings:
                  command_timeout=600.0, mailbox_timeout=600.0, output_cap=8192,
                  lock_timeout=mbox.LOCK_TIMEOUT, command_user="nobody", in_child=None,
                  alias_depth=expansion.DEPTH_LIMIT, alias_size=expansion.SIZE_LIMIT, log=None,
-                 globalias_file=None, spam_folder=""):
+                 globalias_file=None, pipe_from=(False, False), mda_from=(False, False),
+                 user_mda_from=None, spam_folder=""):
         self.hostname = hostname
         self.mailbox = mailbox                    # maildir:PATH, mbox:PATH or mda:COMMAND
         self.user_mailbox = dict(user_mailbox or {})   # user -> spec, overrides mailbox
@@ -66,8 +67,17 @@ class LocalSettings:
         self.alias_depth = alias_depth
         self.alias_size = alias_size
         self.log = log                            # a masq.base.logger.Logger, or None
+        self.pipe_from = tuple(pipe_from)         # (From_ line, >From quoting): alias pipes
+        self.mda_from = tuple(mda_from)           # the same for mda: mailboxes
+        self.user_mda_from = dict(user_mda_from or {})  # user -> (line|None, quote|None)
         self.spam_folder = spam_folder            # maildir subfolder (.Junk) for mail a
                                                   # content filter flagged (X-Spam-Flag: YES)
+
+    def mda_from_for(self, user):
+        """Return (From_ line, >From quoting) for user's mda: mailbox."""
+        line, quote = self.user_mda_from.get(user, (None, None))
+        return (self.mda_from[0] if line is None else line,
+                self.mda_from[1] if quote is None else quote)
 
 
 class Identity:
@@ -338,7 +348,7 @@ class _Run:
             identity = self.agent.alias_identity(self.globs if target.glob else self.table)
             argv = (shell_argv(target.value) or
                     expand_argv(target.value, self.values(self.local)))
-            self.command(argv, identity, done)
+            self.command(argv, identity, done, self.settings.pipe_from)
         elif kind == aliases.FILE:
             identity = self.agent.alias_identity(self.globs if target.glob else self.table)
             self.write_mailbox("mbox", target.value, identity, None, done)
@@ -361,7 +371,8 @@ class _Run:
         method, rest = parse_spec(spec)
         values = self.values(identity.name)
         if method == "mda":
-            self.command(expand_argv(rest, values), identity, done)
+            self.command(expand_argv(rest, values), identity, done,
+                         self.settings.mda_from_for(identity.name))
         else:
             path = expand_path(rest, values)
             if method == "maildir" and self.spam and self.settings.spam_folder:
@@ -373,11 +384,15 @@ class _Run:
         return ("Return-Path: <%s>\r\nDelivered-To: %s\r\n" % (sender, _clean(self.rcpt))
                 ).encode("utf-8", "surrogateescape")
 
-    def command(self, argv, identity, done):
+    def command(self, argv, identity, done, from_=(False, False)):
+        """Run argv with the message on stdin (LF line ends); from_ is (put an mbox From_
+        line first, quote body lines `From ` as `>From `), masqmail's fromline/fromhack."""
         env = environment(self.job.sender, self.rcpt, identity,
                           message_id=self.job.message_id, qualify_domain=self.settings.hostname)
-        body = itertools.chain((self.prefix(),), self.job.open_body())
-        run_command(self.loop, argv, env, write.to_lf(body), self.settings.command_timeout,
+        body = write.to_lf(itertools.chain((self.prefix(),), self.job.open_body()))
+        if any(from_):
+            body = mbox.with_from_line(body, self.job.sender, self.loop.clock.time(), *from_)
+        run_command(self.loop, argv, env, body, self.settings.command_timeout,
                     self.settings.output_cap, done, identity=identity)
 
     def write_mailbox(self, method, path, identity, owner, done):

@@ -3,15 +3,19 @@
 For UUCP, fax and SMS gateways (masqmail's pipe routes). The command is split with shlex
 and its placeholders (`%s` sender, `%r` recipient, `%u` local part, `%d` domain) are
 expanded inside single arguments, never through a shell; SENDER and RECIPIENT are in the
-environment too. The command runs as the daemon's user (the configuration that names it
-is the administrator's). Exit codes follow masq.outbound.command's table (docs/LOCAL.md): 0
-delivered, 75 deferred, the permanent sysexits codes bounce, anything else defers. With
+environment too. The text goes with LF line ends (a Unix program's), after an mbox
+`From ` line with `pipe_fromline` and with body lines `From ` quoted as `>From ` with
+`pipe_fromhack` (masqmail's route options). The command runs as the daemon's user (the
+configuration that names it is the administrator's). Exit codes follow
+masq.outbound.command's table (docs/LOCAL.md): 0 delivered, 75 deferred, the permanent
+sysexits codes bounce, anything else defers. With
 `connect_error_fail`, a deferral bounces at once (masqmail). The route's `timeout` is the
 time limit.
 """
 
 from masq.outbound import command
 from masq.outbound.local import Identity
+from masq.outbound.mailbox import mbox, write
 from masq.outbound.outcome import Outcome
 
 OUTPUT_CAP = 8192
@@ -49,5 +53,9 @@ class PipeAgent:
             return
         env = command.environment(job.sender, rcpt, Identity.current(),
                                   message_id=job.message_id)
-        command.run_command(self.loop, argv, env, job.open_body(), self.route.timeout,
-                            OUTPUT_CAP, finished)
+        body = write.to_lf(job.open_body())
+        if self.route.pipe_fromline or self.route.pipe_fromhack:
+            body = mbox.with_from_line(body, job.sender, self.loop.clock.time(),
+                                       self.route.pipe_fromline, self.route.pipe_fromhack)
+        command.run_command(self.loop, argv, env, body, self.route.timeout, OUTPUT_CAP,
+                            finished)

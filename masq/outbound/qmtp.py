@@ -13,8 +13,8 @@ for the package in flight (after its last byte: it may have been delivered twice
 the packages not yet sent go to the next address. Timeouts: `connect`, and the route's
 `timeout` for each block of text and for the responses. QMTP has no TLS and no AUTH: a
 route's `tls` and `auth_user` do not apply to it. A package declares its text's size
-first: the queued size, or, for a route that rewrites addresses, the size of the
-rewritten copy counted in a first pass; a text whose size changed meanwhile is cut off
+first: the queued size, or, for a route that rewrites addresses or a BINARYMIME text
+converted to base64 (masq/outbound/binary.py), the size of that copy counted in a first pass; a text whose size changed meanwhile is cut off
 (the server drops the connection's package) and deferred.
 
 QMQP differs in three ways: one message per connection (the jobs of a call go one after
@@ -138,7 +138,7 @@ class _Connection:
                 size = sum(len(chunk) for chunk in _lf(job.open_body()))
                 self.body = _lf(job.open_body())
             else:
-                if job.route is not None and has_rewrites(job.route):
+                if not job.size_exact or (job.route is not None and has_rewrites(job.route)):
                     size = sum(len(chunk) for chunk in job.open_body())
                 self.body = iter(job.open_body())
             self.left = size

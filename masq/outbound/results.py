@@ -121,9 +121,10 @@ def _queue_dsn(host, msg, rows, action, target, origin, now, until=None):
     writer = host.queue.writer(own=True)
     dsn_id = writer.id
     try:
-        from masq.outbound import bounce       # at the first bounce
+        from masq.outbound import bounce, dsn_text     # at the first bounce
+        template = dsn_text.for_action(host.cfg.main, action, host.log)
         for chunk in bounce.build(host.cfg.main.hostname, msg.id, msg.envelope, rows,
-                                  host.queue.body(msg.id), action, until, now):
+                                  host.queue.body(msg.id), action, until, now, template):
             writer.write(chunk)
         writer.commit(Envelope("", [target], received=now, protocol="local", origin=origin))
     except LogError:

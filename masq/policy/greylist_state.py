@@ -17,8 +17,9 @@ that matters (mail is retried), and that is the price of a few flash writes an h
 file that is short, torn or fails its CRC (flash damage, a foreign file) is set aside as
 `greylist.db.bad`, the daemon logs it and starts with an empty greylist: it never stops.
 
-Bounded: at most `limit` triplets; when more arrive, the least recently seen eighth is
-dropped (dict order is recency: a touched entry is moved to the end). Stale entries
+Bounded: at most `limit` triplets and `limit` client networks; when more arrive, the least
+recently seen eighth is dropped (dict order is recency: a touched entry is moved to the
+end). A save that fails (a full disk) removes its temporary file. Stale entries
 (waiting past the window, passed and unseen past the whitelist time) go at each save.
 """
 
@@ -77,10 +78,11 @@ class State:
         while len(self.triplets) > self.limit:
             self._drop_oldest()
 
-    def _drop_oldest(self):
+    def _drop_oldest(self, table=None):
+        table = self.triplets if table is None else table
         count = max(1, self.limit // 8)
-        for key in [k for _, k in zip(range(count), self.triplets)]:
-            del self.triplets[key]
+        for key in [k for _, k in zip(range(count), table)]:
+            del table[key]
         self.dirty = True
 
     # networks
@@ -91,9 +93,12 @@ class State:
         return value >> 32, value & 0xFFFFFFFF
 
     def put_network(self, key, count, last):
-        """Store a network's pass count and last time."""
+        """Store a network's pass count and last time, as the most recently seen."""
+        self.networks.pop(key, None)
         self.networks[key] = (int(count) << 32) | int(last)
         self.dirty = True
+        while len(self.networks) > self.limit:
+            self._drop_oldest(self.networks)
 
     # the file
 
@@ -173,11 +178,18 @@ class State:
         tmp = "%s.%d.tmp" % (self.path, os.getpid())
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fdatasync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, self.path)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+            os.rename(tmp, self.path)
+        except BaseException:
+            try:                        # a full disk keeps no half-written copy
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
         self.dirty = self.touched = False

@@ -41,9 +41,12 @@ _MAX_GTS = 65536                    # a longer run of '>' is not worth quoting: 
 
 
 class FromQuoter:
-    """mboxrd quoting, streaming: a line matching `>*From ` gets one more `>` in front."""
+    """mboxrd quoting, streaming: a line matching `>*From ` gets one more `>` in front.
 
-    def __init__(self):
+    With rd False, masqmail's `fromhack` (mboxo): only a line starting `From ` is quoted."""
+
+    def __init__(self, rd=True):
+        self.rd = rd
         self.bol = True         # the next byte starts a line
         self.gts = 0            # '>' at the start of the current line, held back
         self.head = b""         # bytes after them that may still become "From "
@@ -66,7 +69,7 @@ class FromQuoter:
         return self._out(out)
 
     def _line_start(self, data, pos, out):
-        if not self.head:
+        if not self.head and self.rd:
             run = _GTS.match(data, pos).end()
             self.gts += run - pos
             pos = run
@@ -192,6 +195,24 @@ def from_line(sender, now):
     who = re.sub(r"[\x00-\x20\x7f]", "_", sender) if sender else "MAILER-DAEMON"
     return ("From %s  %s\n" % (who, time.asctime(time.localtime(now)))).encode(
         "utf-8", "surrogateescape")
+
+
+def with_from_line(chunks, sender, now, line=True, quote=True):
+    """Yield LF text chunks for a pipe or MDA: the `From ` line first if line, and body
+    lines starting `From ` quoted as `>From ` if quote (masqmail's fromline and fromhack)."""
+    if line:
+        yield from_line(sender, now)
+    if not quote:
+        yield from chunks
+        return
+    quoter = FromQuoter(rd=False)
+    for chunk in chunks:
+        out = quoter.feed(chunk)
+        if out:
+            yield out
+    tail = quoter.finish()
+    if tail:
+        yield tail
 
 
 def _append(fd, sender, data_iter, prefix_headers, now):
