@@ -221,3 +221,86 @@ def test_a_made_segment_is_never_half_linked(spool, monkeypatch):
             if os.path.getsize(os.path.join(spool, segment_name(n))) < 32] == []
     assert not [name for name in os.listdir(spool) if ".new." in name]
     queue.close()
+
+
+def _daemon_conf(tmp_path):
+    from helpers import write_config
+    spool = str(tmp_path / "spool")
+    extra = "\toption queue_segment_size '65536'\n\toption max_message_size '64M'\n"
+    return spool, write_config(str(tmp_path / "masq.conf"), spool, extra)
+
+
+def _port(conf):
+    for line in open(conf):
+        if "smtp://127.0.0.1:" in line:
+            return int(line.rsplit(":", 1)[1].strip().strip("'"))
+    raise AssertionError("no listener in " + conf)
+
+
+def _large_text(size):
+    line = b"z" * 78 + b"\r\n"
+    return b"Subject: large\r\n\r\n" + line * (size // len(line))
+
+
+def _sane(spool):
+    """Open the spool as its runner (recovery runs); return the live texts (from their
+    Subject: line on) and what recovery said; nothing quarantined, no damage in the log."""
+    said = []
+    queue = Queue(spool, segment_size=SEGMENT, report=said.append).open("runner")
+    try:
+        texts = {b"Subject:" + b"".join(queue.body(m.id)).split(b"\r\nSubject:", 1)[1]
+                 for m in queue.live()}             # without the Received: line
+        assert not [m for m in queue.listed() if m.quarantined]
+        assert queue.store.damage == []
+        return texts, said
+    finally:
+        queue.close()
+
+
+@pytest.mark.parametrize("when", ["before its 250", "after its 250"])
+def test_sigkill_of_the_daemon_while_a_large_message_arrives(tmp_path, when):
+    """The daemon is killed (SIGKILL) while a large text has made several segments and
+    before its 250, or right after the 250: restarted, the spool is sane, an acknowledged
+    message is whole, an unacknowledged one is not there."""
+    import signal
+    import smtplib
+    import socket
+
+    from helpers import Daemon, reply, wait_for
+
+    spool, conf = _daemon_conf(tmp_path)
+    daemon = Daemon(conf).start()
+    try:
+        port = _port(conf)
+        first = b"Subject: first\r\n\r\nacknowledged before\r\n"
+        with smtplib.SMTP("127.0.0.1", port) as client:
+            client.sendmail("a@example.org", ["far@example.net"], first)
+        start = set(segment_numbers(spool))
+        text = _large_text(6 << 20)
+        if when == "after its 250":
+            with smtplib.SMTP("127.0.0.1", port) as client:
+                client.sendmail("a@example.org", ["far@example.net"], text)
+            daemon.stop(signal.SIGKILL)          # at once after the 250
+            expected = {first, text}
+        else:
+            sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+            reply(sock, b"220 ")
+            for line in (b"EHLO kill.example", b"MAIL FROM:<a@example.org>",
+                         b"RCPT TO:<far@example.net>", b"DATA"):
+                sock.sendall(line + b"\r\n")
+                reply(sock, b"354 " if line == b"DATA" else b"250 ")
+            sock.sendall(text[:5 << 20])
+            assert wait_for(lambda: len(set(segment_numbers(spool)) - start) >= 4, 60)
+            daemon.stop(signal.SIGKILL)          # several segments made, no final dot
+            sock.close()
+            expected = {first}
+        texts, _ = _sane(spool)
+        assert texts == expected
+        daemon = Daemon(conf, wait_port=port).start()    # it starts on it, and goes on
+        with smtplib.SMTP("127.0.0.1", port) as client:
+            client.sendmail("a@example.org", ["far@example.net"], b"Subject: after\r\n\r\nx\r\n")
+        daemon.stop()
+        texts, _ = _sane(spool)
+        assert texts == expected | {b"Subject: after\r\n\r\nx\r\n"}
+    finally:
+        daemon.stop(signal.SIGKILL)

@@ -36,8 +36,8 @@ LOCK_NAME = "queue.lock"
 SEGMENT_SIZE = 1 << 20
 SCAN_WINDOW = 1 << 20      # a scan lets go of the mapped pages behind it this often
 GROW = 16       # a large message's text fills segments of up to 16 times the size: a 1 GB
-                # message starts 64 segments, not 1,024 (each costs two fsyncs when made
-                # and an fdatasync of its own at the commit)
+                # message starts 64 segments, not 1,024 (each costs an fdatasync of its own
+                # at the commit)
 _TAIL = struct.Struct(">IQ")        # newest segment, the end of its last whole append
 _NAMED = struct.Struct(">II")       # after it: the newest segment whose name a directory
                                     # fsync made durable, and its CRC-32
