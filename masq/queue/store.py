@@ -355,22 +355,56 @@ class Store:
                     # its text is no longer readable: nothing left to write again
             del self.again[msgid]
 
-    def copy(self, msg):
-        """Append a copy of msg (COPY, its text, COMMIT with its current state)."""
+    def copy(self, msg, keep=()):
+        """Append a copy of msg (COPY, its text, COMMIT with its current state).
+
+        `keep`: segments that hold nothing but chunks of msg's text (a large text's own
+        segments): those chunks are not copied; the COMMIT says where they go in the text
+        (`kept`), so a gigabyte text is never written twice."""
         envelope = self.envelope(msg)
-        payload = envelope.copy(quarantined=msg.quarantined or envelope.quarantined,
-                                text_of=None, replaces=None).encode()
         records = [(record.COPY, msg.id, b"")]
+        kept, parts = self._kept_parts(msg, keep) if keep else (None, None)
+        payload = envelope.copy(quarantined=msg.quarantined or envelope.quarantined,
+                                text_of=None, replaces=None, kept=kept).encode()
+        grow = False
+        if kept:                  # what it copies gets a segment of its own too (log.py)
+            self.append(records, track=False)
+            records, grow = [], msg.id
         size = 0
-        for part in _coalesce(self.body(msg.id)):
+        for part in parts if kept else _coalesce(self.body(msg.id)):
             data = b"".join(part)
-            if size + len(data) > CHUNK and len(records) > 1:
-                self.append(records, track=False)
+            if size + len(data) > CHUNK and records and (grow or len(records) > 1):
+                self.append(records, track=False, grow=grow)
                 records, size = [], 0
             records.append((record.BODY, msg.id, data))
             size += len(data)
+        if grow and records:
+            self.append(records, track=False, grow=grow)
+            records = []
         records.append((record.COMMIT, msg.id, payload))
         self.append(records, track=False)
+
+    def _kept_parts(self, msg, keep):
+        """Return ([[text offset, segment], ...] of msg's chunks that stay in the segments
+        keep names, an iterator of the other chunks' text as one-piece parts), or (None,
+        None) when none stays. A segment stays only if its chunks are one run of the text."""
+        chunks = list(entry.unpack_chunks(msg.raw_chunks()))
+        runs, pos, last = {}, 0, None
+        for seg, _, length in chunks:
+            if seg != last:
+                runs.setdefault(seg, []).append(pos)
+                last = seg
+            pos += length
+        stay = {seg for seg in keep if len(runs.get(seg, ())) == 1}
+        if not stay:
+            return None, None
+        kept = [[runs[seg][0], seg] for seg in sorted(stay, key=lambda seg: runs[seg][0])]
+
+        def parts():
+            for seg, offset, length in chunks:
+                if seg not in stay:
+                    yield [self._read(msg, seg, offset, length)]
+        return kept, parts()
 
     def withdraw(self, ids):
         """Append ABORTED for commits whose sync failed: they were never acknowledged."""
@@ -434,12 +468,20 @@ def _commit(store, msg, item):
     held when the copy was made: every RESULT before it is in it)."""
     envelope = env_mod.Envelope.decode(item.payload)
     at = store.copies.pop(msg.id, None)
-    if at is None and envelope.text_of is not None:
+    kept, envelope.kept = envelope.kept, None
+    if at is not None and kept:   # a copy that left a large text's own segments in place
+        at = _splice(msg, at, kept)
+    elif at is None and envelope.text_of is not None:
         at = _adopt(store, msg, envelope.text_of)
     if at is not None:            # a copy (maybe with no text) replaces the original whole:
                                   # its text, and its quarantine or none
         msg.set_chunks(at)
-        msg.first_seg = msg.first_chunk()[0] if at else item.seg
+        if not at:
+            msg.first_seg = item.seg
+        elif kept:
+            msg.first_seg = min(seg for seg, _, _ in entry.unpack_chunks(at))
+        else:
+            msg.first_seg = msg.first_chunk()[0]
         msg.bytes = msg.size + record.OVERHEAD * (msg.chunks() + 2) + item.length
         msg.quarantined = None
     elif envelope.text_of is not None:      # a new envelope over the same text
@@ -458,6 +500,37 @@ def _commit(store, msg, item):
     elif msg.size != envelope.size:
         msg.quarantined = "text of %d bytes, envelope says %d" % (msg.size, envelope.size)
     store._remember(msg, envelope)
+
+
+def _splice(msg, copied, kept):
+    """Return the chunks of a copy that left some of the text where it was: the copy's own
+    chunks, and for each [offset, segment] in kept, msg's chunks in that segment put in at
+    that text offset. ValueError if they are not where the COMMIT says (then the message
+    is quarantined, never delivered with a hole)."""
+    groups = {}
+    for seg, offset, length in entry.unpack_chunks(msg.raw_chunks()):
+        groups.setdefault(seg, bytearray()).extend(entry.pack_chunk(seg, offset, length))
+    own = entry.unpack_chunks(copied)
+    out, pos = bytearray(), 0
+    for place in kept:
+        if (not isinstance(place, list) or len(place) != 2
+                or not all(type(n) is int for n in place)):
+            raise ValueError("bad kept text %r" % (place,))
+        offset, seg = place
+        while pos < offset:
+            part = next(own, None)
+            if part is None:
+                break
+            out += entry.pack_chunk(*part)
+            pos += part[2]
+        group = groups.pop(seg, None)
+        if pos != offset or group is None:
+            raise ValueError("kept text at %d in segment %d is not in the log" % (offset, seg))
+        out += group
+        pos += sum(length for _, _, length in entry.unpack_chunks(group))
+    for part in own:
+        out += entry.pack_chunk(*part)
+    return bytes(out)
 
 
 def _adopt(store, msg, text_of):
