@@ -22,7 +22,7 @@ from masq.queue.spool import Queue
 from test_queue_segments import Crash, Injector
 from test_queue_sync_at_commit import small, write_text
 
-SEGMENT = 64 * 1024
+SEGMENTS = [64 * 1024, 256 * 1024]    # 256 KiB: the text's first MiB shares a segment
 
 
 def deliver(queue, msgid):
@@ -52,9 +52,9 @@ def files(spool, numbers):
     return out
 
 
-def waiting_large(spool, size=3 << 20):
+def waiting_large(spool, segment, size=3 << 20):
     """A queue with a large message waiting; return (queue, its id, its text)."""
-    queue = Queue(spool, segment_size=SEGMENT).open("runner")
+    queue = Queue(spool, segment_size=segment).open("runner")
     small(queue, 0)
     writer = write_text(queue, None, size)
     writer.commit(Envelope("s@x", ["far@y"], received=1))
@@ -79,24 +79,25 @@ def spool(tmp_path):
     return path
 
 
-def test_small_traffic_compacts_around_a_waiting_large_text_without_copying_it(spool):
-    queue, big, text = waiting_large(spool)
+@pytest.mark.parametrize("segment", SEGMENTS)
+def test_small_traffic_compacts_around_a_waiting_large_text_without_copying_it(spool, segment):
+    queue, big, text = waiting_large(spool, segment)
     own = [n for n in segment_numbers(spool)
            if n != max(segment_numbers(spool))
-           and os.path.getsize(os.path.join(spool, segment_name(n))) > SEGMENT]
+           and os.path.getsize(os.path.join(spool, segment_name(n))) > segment]
     assert own                                   # its text filled segments of its own
     before = files(spool, own)
     writes = TextWrites(queue, big)
-    traffic(queue, 12000)                        # dead bytes pass the text's size
-    assert queue.compactions > 20                # the log compacted around it
+    traffic(queue, 5000)                         # 2.5 MB of dead records
+    assert queue.compactions >= 3                # the log compacted around it
     assert writes.bytes <= 2 << 20               # what lay outside its own segments, at most
     assert files(spool, own) == before           # never rewritten, never moved
     used = sum(os.path.getsize(os.path.join(spool, segment_name(n)))
                for n in segment_numbers(spool))
-    assert used < len(text) + 16 * SEGMENT       # held once, plus the small traffic's tail
+    assert used < len(text) + 16 * segment       # held once, plus the small traffic's tail
     assert b"".join(queue.body(big)) == text
     queue.close()
-    queue = Queue(spool, segment_size=SEGMENT).open("runner")   # recovery over the gaps
+    queue = Queue(spool, segment_size=segment).open("runner")   # recovery over the gaps
     assert len(queue.live()) == 2 and queue.get_live(big) is not None   # and small(0)
     assert b"".join(queue.body(big)) == text
     assert not [m for m in queue.listed() if m.quarantined]
@@ -108,8 +109,9 @@ def test_small_traffic_compacts_around_a_waiting_large_text_without_copying_it(s
     queue.close()
 
 
-def test_a_full_compaction_leaves_a_large_texts_own_segments_too(spool):
-    queue, big, text = waiting_large(spool)
+@pytest.mark.parametrize("segment", SEGMENTS)
+def test_a_full_compaction_leaves_a_large_texts_own_segments_too(spool, segment):
+    queue, big, text = waiting_large(spool, segment)
     for n in range(1, 200):
         deliver(queue, small(queue, n))
     queue.sync()
@@ -117,20 +119,22 @@ def test_a_full_compaction_leaves_a_large_texts_own_segments_too(spool):
     assert queue.compact()
     assert writes.bytes <= 2 << 20
     queue.close()
-    queue = Queue(spool, segment_size=SEGMENT).open("runner")
+    queue = Queue(spool, segment_size=segment).open("runner")
     live = {m.id for m in queue.live()}
     assert big in live and len(live) == 2       # the first small one was never delivered
     assert b"".join(queue.body(big)) == text
     queue.close()
 
 
-def test_a_crash_at_every_system_call_of_compaction_around_a_large_text(tmp_path, monkeypatch):
+@pytest.mark.parametrize("segment", SEGMENTS)
+def test_a_crash_at_every_system_call_of_compaction_around_a_large_text(tmp_path, monkeypatch,
+                                                                        segment):
     """Segments after a large text's own are deleted out of order now: a crash at each
     write, sync, link, unlink of such a compaction (simulated SIGKILL; the page cache
     keeps what was written) resurrects no delivered message and loses nothing."""
     master = str(tmp_path / "master")
     os.mkdir(master)
-    queue, big, text = waiting_large(master, size=2 << 20)
+    queue, big, text = waiting_large(master, segment, size=2 << 20)
     kept = small(queue, 1)
     for n in range(2, 400):
         deliver(queue, small(queue, n))
@@ -140,7 +144,7 @@ def test_a_crash_at_every_system_call_of_compaction_around_a_large_text(tmp_path
     while True:
         spool = str(tmp_path / ("crash%d" % at))
         os.system("cp -a %s %s" % (master, spool))
-        queue = Queue(spool, segment_size=SEGMENT).open("runner")
+        queue = Queue(spool, segment_size=segment).open("runner")
         before = {m.id: b"".join(queue.body(m.id)) for m in queue.live()}
         assert before[big] == text and kept in before and len(before) == 3
         injector = Injector(monkeypatch, spool, at)
@@ -152,7 +156,7 @@ def test_a_crash_at_every_system_call_of_compaction_around_a_large_text(tmp_path
         monkeypatch.undo()
         queue.close()
         for _ in range(2):                       # after the crash, then after compacting again
-            queue = Queue(spool, segment_size=SEGMENT).open("runner")
+            queue = Queue(spool, segment_size=segment).open("runner")
             assert {m.id: b"".join(queue.body(m.id)) for m in queue.live()} == before, \
                 "crash at call %d" % at
             assert not [m for m in queue.listed() if m.quarantined], "crash at call %d" % at

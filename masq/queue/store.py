@@ -233,6 +233,7 @@ class Store:
             raise TextUnreadable("%s: message %s has no envelope" % (self.journal.dir, msg.id))
         try:
             envelope = env_mod.Envelope.decode(self._read(msg, *where))
+            envelope.kept = None      # where its text lies: the index has that
             for index, (seg, offset, length, _) in enumerate(msg.results()):
                 if length:
                     env_mod.apply_result(envelope, self._read(msg, seg, offset, length))
@@ -359,52 +360,56 @@ class Store:
         """Append a copy of msg (COPY, its text, COMMIT with its current state).
 
         `keep`: segments that hold nothing but chunks of msg's text (a large text's own
-        segments): those chunks are not copied; the COMMIT says where they go in the text
-        (`kept`), so a gigabyte text is never written twice."""
+        segments): those chunks are not copied (`_copy_keeping`)."""
         envelope = self.envelope(msg)
-        records = [(record.COPY, msg.id, b"")]
-        kept, parts = self._kept_parts(msg, keep) if keep else (None, None)
+        stay = self._staying(msg, keep) if keep else None
+        if stay:
+            self._copy_keeping(msg, envelope, stay)
+            return
         payload = envelope.copy(quarantined=msg.quarantined or envelope.quarantined,
-                                text_of=None, replaces=None, kept=kept).encode()
-        grow = False
-        if kept:                  # what it copies gets a segment of its own too (log.py)
-            self.append(records, track=False)
-            records, grow = [], msg.id
+                                text_of=None, replaces=None).encode()
+        records = [(record.COPY, msg.id, b"")]
         size = 0
-        for part in parts if kept else _coalesce(self.body(msg.id)):
+        for part in _coalesce(self.body(msg.id)):
             data = b"".join(part)
-            if size + len(data) > CHUNK and records and (grow or len(records) > 1):
-                self.append(records, track=False, grow=grow)
+            if size + len(data) > CHUNK and len(records) > 1:
+                self.append(records, track=False)
                 records, size = [], 0
             records.append((record.BODY, msg.id, data))
             size += len(data)
-        if grow and records:
-            self.append(records, track=False, grow=grow)
-            records = []
         records.append((record.COMMIT, msg.id, payload))
         self.append(records, track=False)
 
-    def _kept_parts(self, msg, keep):
-        """Return ([[text offset, segment], ...] of msg's chunks that stay in the segments
-        keep names, an iterator of the other chunks' text as one-piece parts), or (None,
-        None) when none stays. A segment stays only if its chunks are one run of the text."""
-        chunks = list(entry.unpack_chunks(msg.raw_chunks()))
-        runs, pos, last = {}, 0, None
-        for seg, _, length in chunks:
+    @staticmethod
+    def _staying(msg, keep):
+        """Return the segments of keep in which msg's chunks lie in the order of its text
+        (as every writer and copy appends them; `_splice` relies on it)."""
+        ends, stay = {}, set(keep)
+        for seg, offset, _ in entry.unpack_chunks(msg.raw_chunks()):
+            if seg in stay:
+                if offset < ends.get(seg, 0):
+                    stay.discard(seg)
+                ends[seg] = offset
+        return stay & ends.keys()
+
+    def _copy_keeping(self, msg, envelope, stay):
+        """Copy msg leaving its chunks in the segments `stay` where they are: the other
+        chunks are written again, in a segment of their own (log.Journal.append), and the
+        COMMIT lists where every run of the text lies (`kp`: [[text offset, segment], ...]),
+        so it needs neither the COPY record nor the chunks' order in the log."""
+        self.append([(record.COPY, msg.id, b"")], track=False)
+        kept, pos, last = [], 0, None
+        for seg, offset, length in list(entry.unpack_chunks(msg.raw_chunks())):
+            if seg not in stay:
+                data = self._read(msg, seg, offset, length)
+                seg, _ = self.append([(record.BODY, msg.id, data)], track=False, grow=msg.id)
             if seg != last:
-                runs.setdefault(seg, []).append(pos)
+                kept.append([pos, seg])
                 last = seg
             pos += length
-        stay = {seg for seg in keep if len(runs.get(seg, ())) == 1}
-        if not stay:
-            return None, None
-        kept = [[runs[seg][0], seg] for seg in sorted(stay, key=lambda seg: runs[seg][0])]
-
-        def parts():
-            for seg, offset, length in chunks:
-                if seg not in stay:
-                    yield [self._read(msg, seg, offset, length)]
-        return kept, parts()
+        payload = envelope.copy(quarantined=msg.quarantined or envelope.quarantined,
+                                text_of=None, replaces=None, kept=kept).encode()
+        self.append([(record.COMMIT, msg.id, payload)], track=False)
 
     def withdraw(self, ids):
         """Append ABORTED for commits whose sync failed: they were never acknowledged."""
@@ -469,8 +474,8 @@ def _commit(store, msg, item):
     envelope = env_mod.Envelope.decode(item.payload)
     at = store.copies.pop(msg.id, None)
     kept, envelope.kept = envelope.kept, None
-    if at is not None and kept:   # a copy that left a large text's own segments in place
-        at = _splice(msg, at, kept)
+    if kept:                      # a copy that left a large text's own segments in place
+        at = _splice(msg, at or b"", kept)
     elif at is None and envelope.text_of is not None:
         at = _adopt(store, msg, envelope.text_of)
     if at is not None:            # a copy (maybe with no text) replaces the original whole:
@@ -503,33 +508,35 @@ def _commit(store, msg, item):
 
 
 def _splice(msg, copied, kept):
-    """Return the chunks of a copy that left some of the text where it was: the copy's own
-    chunks, and for each [offset, segment] in kept, msg's chunks in that segment put in at
-    that text offset. ValueError if they are not where the COMMIT says (then the message
-    is quarantined, never delivered with a hole)."""
+    """Return the chunks of a copy's text as its COMMIT lists them: each [offset, segment]
+    in kept is a run of the text, up to the next one's offset (the last: to the end), made
+    of msg's chunks in that segment (the original's, or the copy's own). ValueError if they
+    are not where it says (the message is then quarantined, never delivered with a hole or
+    out of order)."""
     groups = {}
-    for seg, offset, length in entry.unpack_chunks(msg.raw_chunks()):
-        groups.setdefault(seg, bytearray()).extend(entry.pack_chunk(seg, offset, length))
-    own = entry.unpack_chunks(copied)
-    out, pos = bytearray(), 0
+    for source in (msg.raw_chunks(), copied):
+        mine = set()
+        for part in entry.unpack_chunks(source):
+            if part[0] in groups and part[0] not in mine:
+                raise ValueError("segment %d holds two copies of the text" % part[0])
+            mine.add(part[0])
+            groups.setdefault(part[0], []).append(part)
     for place in kept:
         if (not isinstance(place, list) or len(place) != 2
                 or not all(type(n) is int for n in place)):
             raise ValueError("bad kept text %r" % (place,))
-        offset, seg = place
-        while pos < offset:
-            part = next(own, None)
-            if part is None:
-                break
-            out += entry.pack_chunk(*part)
-            pos += part[2]
-        group = groups.pop(seg, None)
-        if pos != offset or group is None:
+    out, pos = bytearray(), 0
+    ends = [place[0] for place in kept[1:]] + [None]
+    for (offset, seg), end in zip(kept, ends):
+        run = groups.get(seg)
+        if pos != offset or not run:
             raise ValueError("kept text at %d in segment %d is not in the log" % (offset, seg))
-        out += group
-        pos += sum(length for _, _, length in entry.unpack_chunks(group))
-    for part in own:
-        out += entry.pack_chunk(*part)
+        taken = 0
+        while taken < len(run) and (end is None or pos < end):
+            out += entry.pack_chunk(*run[taken])
+            pos += run[taken][2]
+            taken += 1
+        del run[:taken]
     return bytes(out)
 
 
