@@ -327,7 +327,7 @@ def bench_out(path, size, sink_port):
         route += "\toption smarthost '127.0.0.1:%d'\n\toption tls 'none'\n" % sink_port
     elif path == "smtp-bdat":
         from postfix_peer import PostfixSmtpd
-        peer = PostfixSmtpd(peer_port, sink_port)
+        peer = PostfixSmtpd(peer_port, sink_port, tap=False)
         route += "\toption smarthost '127.0.0.1:%d'\n\toption tls 'none'\n" % peer_port
     elif path == "qmtp":
         route += "\toption smarthost 'qmtp:127.0.0.1:%d'\n" % peer_port
