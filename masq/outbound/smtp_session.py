@@ -3,7 +3,8 @@
 Owns: connecting (or spawning the `wrapper`), feeding the `masq.proto.smtp_client` engine
 and dispatching its events (one table, `_EVENTS`), STARTTLS or implicit TLS, the AUTH step,
 streaming message text under a low-water mark (with CRLF line ends only: a bare CR or LF
-in a queued body goes out as CRLF; after DATA, or in BDAT chunks of the queue's own chunk
+in a queued body of old mail goes out as CRLF, a text whose envelope says its writer made
+it CRLF only (`crlf`) is not looked at again; after DATA, or in BDAT chunks of the queue's own chunk
 size when the server offers CHUNKING), the 8-bit downgrade for a server without 8BITMIME
 (`masq.mail.downgrade`: the text is read first, a slice per loop turn, and, if it holds
 8-bit octets, scanned line by line; a message that cannot be made 7-bit fails 5.6.3
@@ -315,8 +316,10 @@ class SMTPClientSession:
                 self.body = iter(self.part.job.open_body())
         except Exception as exc:
             return self._abort(Outcome.temp("4.3.0", "cannot read the message: %s" % exc))
-        # bare CR/LF of old mail become CRLF; a BINARYMIME text going as it is stays so
-        self.line_ends = None if self.raw else message.InputNormalizer(dot_ends=False)
+        # bare CR/LF of old mail become CRLF; a BINARYMIME text going as it is stays so, and
+        # a text its writer made CRLF only needs no second look
+        self.line_ends = None if self.raw or self.part.job.crlf else \
+            message.InputNormalizer(dot_ends=False)
         self._pump()
 
     def _pump(self):
@@ -427,9 +430,9 @@ _EVENTS = {
 
 def _text(job):
     """Return the job's text to scan or convert: as stored for a BINARYMIME text (its bare
-    CR and LF are content), else with CRLF line ends only."""
+    CR and LF are content) or one known to be CRLF only, else with CRLF line ends only."""
     chunks = job.open_body()
-    return iter(chunks) if job.binary else _normalized(chunks)
+    return iter(chunks) if job.binary or job.crlf else _normalized(chunks)
 
 
 def _normalized(chunks):
