@@ -119,6 +119,26 @@ class Watch:
                 "written": self.wrote / octets}
 
 
+class LogWatch:
+    """Whether a daemon's log file has said `what` since this was made: read from where it
+    ended then, so that a poll costs a read of the new lines (a `masq status` per poll would
+    cost a process start, CPU taken from the daemon being measured)."""
+
+    def __init__(self, path, what):
+        self.path, self.what = path, what
+        self.offset, self.tail, self.found = os.path.getsize(path), b"", False
+
+    def seen(self):
+        with open(self.path, "rb") as log:
+            log.seek(self.offset)
+            new = log.read()
+        self.offset += len(new)
+        self.tail += new
+        self.found = self.found or self.what in self.tail
+        self.tail = self.tail[-len(self.what):]
+        return self.found
+
+
 def message_file(folder, size):
     """Write a message of about size octets (LF line ends, as a local program gives it)."""
     path = os.path.join(folder, "message-%d" % size)
@@ -348,14 +368,16 @@ def bench_out(path, size, sink_port):
 
             def deliver(octets):
                 queue_message(os.path.join(base, "spool"), octets, rcpt)
+                done = LogWatch(daemon.log_path, b": removed")
                 if path in ("maildir", "mbox"):
                     watch = Watch(daemon.pid).__enter__()
                     masq(daemon.conf, "flush")
                 else:
                     watch = Watch(daemon.pid).__enter__()
                     masq(daemon.conf, "online", "out", "up")
-                wait(lambda: queue_empty(daemon.conf), 3600, "masq to deliver", poll=0.1)
+                wait(done.seen, 3600, "masq to deliver", poll=0.02)
                 watch.__exit__()
+                wait(lambda: queue_empty(daemon.conf), 60, "masq's queue to be empty")
                 if path not in ("maildir", "mbox"):
                     masq(daemon.conf, "online", "out", "down")
                 for folder in ("mail",):
@@ -383,7 +405,7 @@ def queue_message(spool, size, rcpt):
         writer.write(b"Subject: large\r\n\r\n")
         for _ in range(max(1, size // len(BLOCK))):
             writer.write(BLOCK)
-        writer.commit(Envelope("a@example.org", [rcpt], received=time.time()))
+        writer.commit(Envelope("a@example.org", [rcpt], received=time.time(), crlf=True))
         queue.sync()
     finally:
         queue.close()

@@ -42,6 +42,7 @@ _TIMER_FOR = {"GREETING": "greeting", "EHLO": "command", "HELO": "command",
               "STARTTLS": "command", "AUTH": "command", "RSET": "command", "QUIT": "quit",
               "MAIL": "mail", "RCPT": "rcpt", "DATA": "data", "DOT": "final", "BDAT": "final"}
 LOW_WATER = 65536   # message text buffered for the socket before reading more
+TURN = 1 << 20      # message text fed in one loop turn: then replies and others' turns
 
 
 class DrainingStream(net.Stream):
@@ -323,10 +324,16 @@ class SMTPClientSession:
         self._pump()
 
     def _pump(self):
-        """Feed message text while the socket keeps up; then wait for it to drain."""
+        """Feed message text while the socket keeps up (TURN octets at most, then again next
+        turn: a fast peer never holds the loop for a whole message); then wait for it to
+        drain."""
+        fed = 0
         while not self.over and self.client.state == C.BODY:
             if len(self.stream.out) >= LOW_WATER:
                 self.stream.on_drain = self._pump
+                return self._set_timer("block", "sending the message text")
+            if fed >= TURN:
+                self.loop.call_soon(self._pump)
                 return self._set_timer("block", "sending the message text")
             try:
                 chunk = next(self.body, None)
@@ -338,6 +345,7 @@ class SMTPClientSession:
                     self.client.send_body(self.line_ends.finish())
                 self.client.end_body()
             else:
+                fed += len(chunk)
                 self.client.send_body(chunk if self.line_ends is None
                                       else self.line_ends.feed(chunk))
             self._flush()
