@@ -132,8 +132,10 @@ def message_file(folder, size):
 
 # clients
 
-def smtp_send(port, size, bdat=False, rcpt=FAR):
-    """Send one message of about size octets by SMTP DATA or BDAT; return its octets."""
+def smtp_send(port, size, bdat=False, rcpt=FAR, before_end=None):
+    """Send one message of about size octets by SMTP DATA or BDAT; return its octets.
+    before_end() is called once the whole text is sent, before its end (`BDAT 0 LAST`,
+    the final dot)."""
     blocks = max(1, size // len(BLOCK))
     with socket.create_connection(("127.0.0.1", port), timeout=3600) as sock:
         reader = sock.makefile("rb")
@@ -164,6 +166,8 @@ def smtp_send(port, size, bdat=False, rcpt=FAR):
                 for _ in range(count):
                     sock.sendall(BLOCK)
                 reply()
+            if before_end is not None:
+                before_end()
             sock.sendall(b"BDAT 0 LAST\r\n")
         else:
             sock.sendall(b"DATA\r\n")
@@ -171,6 +175,8 @@ def smtp_send(port, size, bdat=False, rcpt=FAR):
             sock.sendall(head)
             for _ in range(blocks):
                 sock.sendall(BLOCK)
+            if before_end is not None:
+                before_end()
             sock.sendall(b".\r\n")
         reply()
         sock.sendall(b"QUIT\r\n")
