@@ -13,7 +13,9 @@ server_hostname is passed as ASCII bytes.
 import os
 import socket
 
-READ_SIZE = 65536
+from masq.base import reads
+
+READ_SIZE = reads.READ_SIZE
 HIGH_WATER = 1 << 20
 
 
@@ -129,7 +131,7 @@ class Stream:
 
     def _readable(self):
         try:
-            data = self.sock.recv(READ_SIZE)
+            data = reads.for_loop(self.loop).recv(self.sock)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
@@ -190,10 +192,10 @@ class Stream:
             self._handshake()
             if self.handshake_done is not None or self.closed or not self.tls:
                 return
-        chunks = []
+        chunks, buffer = [], reads.for_loop(self.loop)
         while True:
             try:
-                chunk = self.tls.read(READ_SIZE)
+                chunk = buffer.read_tls(self.tls)
             except ssl.SSLWantReadError:
                 break
             except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
