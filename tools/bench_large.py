@@ -488,7 +488,7 @@ def prefill(base, count):
         for _ in range(count):
             writer = queue.writer()
             writer.write(SMALL_BODY)
-            writer.commit(Envelope("a@example.org", [FAR], received=time.time()))
+            writer.commit(Envelope("a@example.org", [FAR], received=time.time(), crlf=True))
         queue.sync()
     finally:
         queue.close()
