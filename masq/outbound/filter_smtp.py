@@ -53,14 +53,8 @@ class SMTPFilter:
         env, queue, msgid = self.env, self.host.queue, self.msgid
         indices = [i for i, r in enumerate(env.recipients) if not r.final]
         line = ("%s: %s\r\n" % (HEADER, msgid)).encode("ascii")
-        job = Job(msgid, env.sender, [env.recipients[i].address for i in indices],
-                  lambda: itertools.chain((line,), queue.body(msgid)),
-                  size=env.size + len(line),
-                  notify=[env.recipients[i].notify for i in indices],
-                  orcpt=[env.recipients[i].orcpt for i in indices],
-                  envid=env.envid, ret=env.ret, smtputf8=env.smtputf8,
-                  body8bit=env.body == "8BITMIME", received=env.received,
-                  crlf=env.crlf)
+        job = Job.of(msgid, env, indices, lambda: itertools.chain((line,), queue.body(msgid)),
+                     extra=len(line))
         self.agent.deliver(job, self._answered)
 
     def cancel(self):

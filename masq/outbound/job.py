@@ -40,3 +40,16 @@ class Job:
         self.size_exact = size_exact        # False: size is the queued text's, not this one's
         self.crlf = crlf                    # True: the text is known to have CRLF line ends
                                             # only (else old mail may hold bare CR or LF)
+
+    @classmethod
+    def of(cls, message_id, env, indices, open_body, sender=None, route=None, extra=0):
+        """Return the Job for env's recipients at indices: what the envelope says of its
+        text (size, body type, SMTPUTF8, line ends) carried over in one place; `extra`
+        octets added in front by the caller's open_body."""
+        rcpts = [env.recipients[i] for i in indices]
+        return cls(message_id, env.sender if sender is None else sender,
+                   [r.address for r in rcpts], open_body, size=env.size + extra, route=route,
+                   notify=[r.notify for r in rcpts], orcpt=[r.orcpt for r in rcpts],
+                   envid=env.envid, ret=env.ret, smtputf8=env.smtputf8,
+                   body8bit=env.body == "8BITMIME", received=env.received,
+                   binary=env.body == "BINARYMIME", crlf=env.crlf)

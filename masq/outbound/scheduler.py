@@ -317,16 +317,11 @@ class Scheduler:
                 item.flush.finished([Outcome.temp("4.3.0", "not attempted: message not "
                                                   "readable")] * len(item.indices))
             return None
-        rcpts = [env.recipients[i] for i in item.indices]
         route = item.route
         sender, open_body = env.sender, (lambda msgid=msg.id: self.host.queue.body(msgid))
         if route is not None and routes.has_rewrites(route):
             sender, open_body = self.agents.rewrite(route, msg)
-        return Job(msg.id, sender, [r.address for r in rcpts], open_body, size=env.size,
-                   route=route, notify=[r.notify for r in rcpts], orcpt=[r.orcpt for r in rcpts],
-                   envid=env.envid, ret=env.ret, smtputf8=env.smtputf8,
-                   body8bit=env.body == "8BITMIME", received=env.received,
-                   binary=env.body == "BINARYMIME", crlf=env.crlf)
+        return Job.of(msg.id, env, item.indices, open_body, sender=sender, route=route)
 
     def _pump(self):
         """Start waiting jobs; an agent that can takes its waiting jobs in batches, one
