@@ -18,7 +18,10 @@ the daemon (with the children it reaped) wrote to disk per message byte (/proc/P
                    peak for 64 KB, its writes from getrusage), start to exit
        qmtp        QMTP from a client in this process, to the K answer
   out  smtp-data   SMTP to Postfix's smtp-sink (no CHUNKING): route online to queue empty
-       smtp-bdat   SMTP BDAT to Postfix's smtpd (tests/postfix_peer.py) in front of smtp-sink
+       smtp-bdat   SMTP BDAT to Postfix's smtpd (tests/postfix_peer.py, no relay in front)
+                   in front of smtp-sink (smtpd, not masq, may be the limit: see the next)
+       bdat-sink   SMTP BDAT to a server in this process that offers CHUNKING and throws
+                   the chunks away (Postfix's smtp-sink does not offer CHUNKING)
        qmtp        QMTP to a discarding server in this process
        pipe        a pipe route to `cat > /dev/null`
        maildir     local delivery into a maildir (`masq flush` to queue empty)
@@ -53,7 +56,7 @@ WARM = len(BLOCK)
 SMALL = 2000
 SMALL_BODY = b"Subject: small\r\n\r\n" + LINE * 25
 IN_PATHS = ("smtp-data", "smtp-bdat", "sendmail", "qmtp")
-OUT_PATHS = ("smtp-data", "smtp-bdat", "qmtp", "pipe", "maildir", "mbox")
+OUT_PATHS = ("smtp-data", "smtp-bdat", "bdat-sink", "qmtp", "pipe", "maildir", "mbox")
 FAR = "far@example.org"
 LOCAL = "b@test.example"
 
@@ -117,6 +120,26 @@ class Watch:
     def row(self, octets):
         return {"mbs": octets / self.seconds / 1e6, "growth": self.growth / 1024,
                 "written": self.wrote / octets}
+
+
+class LogWatch:
+    """Whether a daemon's log file has said `what` since this was made: read from where it
+    ended then, so that a poll costs a read of the new lines (a `masq status` per poll would
+    cost a process start, CPU taken from the daemon being measured)."""
+
+    def __init__(self, path, what):
+        self.path, self.what = path, what
+        self.offset, self.tail, self.found = os.path.getsize(path), b"", False
+
+    def seen(self):
+        with open(self.path, "rb") as log:
+            log.seek(self.offset)
+            new = log.read()
+        self.offset += len(new)
+        self.tail += new
+        self.found = self.found or self.what in self.tail
+        self.tail = self.tail[-len(self.what):]
+        return self.found
 
 
 def message_file(folder, size):
@@ -257,6 +280,35 @@ class QMTPDiscard(threading.Thread):
         self.sock.close()
 
 
+class BDATDiscard(QMTPDiscard):
+    """An SMTP server offering PIPELINING and CHUNKING that reads each BDAT chunk and throws
+    it away (250 to everything else; DATA is refused: it is for BDAT)."""
+
+    EHLO = b"250-discard\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-CHUNKING\r\n250 SIZE\r\n"
+
+    def _session(self, reader, conn):
+        conn.sendall(b"220 discard ESMTP\r\n")
+        for line in iter(reader.readline, b""):
+            words = line.split()
+            verb = words[0].upper() if words else b""
+            if verb == b"BDAT" and len(words) > 1:
+                left = int(words[1])
+                while left:
+                    got = len(reader.read(min(left, 1 << 20)))
+                    if not got:
+                        return
+                    left -= got
+                conn.sendall(b"250 2.0.0 %d octets\r\n" % int(words[1]))
+            elif verb == b"EHLO":
+                conn.sendall(self.EHLO)
+            elif verb == b"QUIT":
+                return conn.sendall(b"221 2.0.0 bye\r\n")
+            elif verb == b"DATA":
+                conn.sendall(b"502 5.5.1 BDAT only\r\n")
+            else:
+                conn.sendall(b"250 2.0.0 ok\r\n")
+
+
 # the paths
 
 def daemon_for(base, port, extra=""):
@@ -333,7 +385,9 @@ def bench_out(path, size, sink_port):
         route += "\toption smarthost '127.0.0.1:%d'\n\toption tls 'none'\n" % sink_port
     elif path == "smtp-bdat":
         from postfix_peer import PostfixSmtpd
-        peer = PostfixSmtpd(peer_port, sink_port)
+        peer = PostfixSmtpd(peer_port, sink_port, tap=False)
+        route += "\toption smarthost '127.0.0.1:%d'\n\toption tls 'none'\n" % peer_port
+    elif path == "bdat-sink":
         route += "\toption smarthost '127.0.0.1:%d'\n\toption tls 'none'\n" % peer_port
     elif path == "qmtp":
         route += "\toption smarthost 'qmtp:127.0.0.1:%d'\n" % peer_port
@@ -342,7 +396,8 @@ def bench_out(path, size, sink_port):
     else:
         route, rcpt = "", LOCAL
     extra = "\toption max_message_size '%dM'\n" % (size // (1 << 20) + 16) + route
-    discard = QMTPDiscard(peer_port) if path == "qmtp" else None
+    discard = (QMTPDiscard(peer_port) if path == "qmtp" else BDATDiscard(peer_port)
+               if path == "bdat-sink" else None)
     daemon = daemon_for(base, port, extra)
     if path == "mbox":
         with open(daemon.conf) as conf:
@@ -354,14 +409,16 @@ def bench_out(path, size, sink_port):
 
             def deliver(octets):
                 queue_message(os.path.join(base, "spool"), octets, rcpt)
+                done = LogWatch(daemon.log_path, b": removed")
                 if path in ("maildir", "mbox"):
                     watch = Watch(daemon.pid).__enter__()
                     masq(daemon.conf, "flush")
                 else:
                     watch = Watch(daemon.pid).__enter__()
                     masq(daemon.conf, "online", "out", "up")
-                wait(lambda: queue_empty(daemon.conf), 3600, "masq to deliver", poll=0.1)
+                wait(done.seen, 3600, "masq to deliver", poll=0.02)
                 watch.__exit__()
+                wait(lambda: queue_empty(daemon.conf), 60, "masq's queue to be empty")
                 if path not in ("maildir", "mbox"):
                     masq(daemon.conf, "online", "out", "down")
                 for folder in ("mail",):
@@ -389,7 +446,7 @@ def queue_message(spool, size, rcpt):
         writer.write(b"Subject: large\r\n\r\n")
         for _ in range(max(1, size // len(BLOCK))):
             writer.write(BLOCK)
-        writer.commit(Envelope("a@example.org", [rcpt], received=time.time()))
+        writer.commit(Envelope("a@example.org", [rcpt], received=time.time(), crlf=True))
         queue.sync()
     finally:
         queue.close()

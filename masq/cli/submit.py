@@ -179,7 +179,7 @@ def _receive(cfg, opts, writer, msgid, sender, warning, recipients, pending=b"")
         from masq.policy import archive
         listed = archive.Rules(cfg.main).with_copies(sender, recipients)
     writer.commit(Envelope(sender, listed, received=now, protocol="local",
-                           origin=user_name()))
+                           origin=user_name(), crlf=True))
     return recipients
 
 

@@ -209,7 +209,8 @@ class QMTPSession:
             if self.server.settings.archive is not None:
                 unique = self.server.settings.archive.with_copies(sender, unique)
             self.writer.commit(Envelope(sender, unique, received=self.server.now(),
-                                        protocol=self.server.kind, client=self.peer.ip))
+                                        protocol=self.server.kind, client=self.peer.ip,
+                                        crlf=True))
         except message.HeaderTooLong as exc:
             self._drop()
             return self._respond([Reply(exc.code, exc.enhanced, exc.text)] * len(replies))
