@@ -9,7 +9,9 @@ message file, the spool and one delivered copy at a time). Everything listens on
 Each path runs in a daemon of its own, after a warm-up message of 64 KB by the same path
 (so that its modules are loaded), and prints MB/s, the daemon's RSS growth (its peak,
 VmHWM reset through /proc/PID/clear_refs just before, over its VmRSS then) and the bytes
-the daemon (with the children it reaped) wrote to disk per message byte (/proc/PID/io).
+the daemon (with the children it reaped) wrote to disk per message byte (/proc/PID/io), and
+the daemon's CPU seconds per GB of message (/proc/PID/stat: a figure the other processes
+on a loaded machine disturb less than MB/s).
 
   in   smtp-data   SMTP DATA from a client in this process: first byte to the 250 after the
                    final dot (sent only once the message is synced)
@@ -98,7 +100,7 @@ def cpu_seconds(pid):
 
 
 class Watch:
-    """The daemon's RSS before, its peak and its disk writes while `with` runs."""
+    """The daemon's RSS before, its peak, its disk writes and CPU time while `with` runs."""
 
     def __init__(self, pid):
         self.pid = pid
@@ -109,17 +111,19 @@ class Watch:
         with open("/proc/%d/clear_refs" % self.pid, "w") as refs:
             refs.write("5")
         self.wrote = written(self.pid)
+        self.cpu = cpu_seconds(self.pid)
         self.start = time.perf_counter()
         return self
 
     def __exit__(self, *exc):
         self.seconds = time.perf_counter() - self.start
         self.wrote = written(self.pid) - self.wrote
+        self.cpu = cpu_seconds(self.pid) - self.cpu
         self.growth = peers.proc_status(self.pid)["VmHWM"] - self.rss
 
     def row(self, octets):
         return {"mbs": octets / self.seconds / 1e6, "growth": self.growth / 1024,
-                "written": self.wrote / octets}
+                "written": self.wrote / octets, "cpu": self.cpu / octets * (1 << 30)}
 
 
 class LogWatch:
@@ -344,7 +348,8 @@ with open(sys.argv[1], 'rb') as text:
     subprocess.run([sys.executable, '-m', 'masq', '-C', sys.argv[2], '-i', '-odq',
                     '-f', 'a@example.org', sys.argv[3]], stdin=text, check=True)
 usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-print(time.perf_counter() - start, usage.ru_maxrss, usage.ru_oublock * 512)
+print(time.perf_counter() - start, usage.ru_maxrss, usage.ru_oublock * 512,
+      usage.ru_utime + usage.ru_stime)
 """
 
 
@@ -358,13 +363,13 @@ def sendmail_in(base, extra, size, message):
                               env=dict(os.environ, PYTHONPATH=peers.ROOT))
         if done.returncode != 0:
             raise RuntimeError("sendmail: " + done.stderr.strip())
-        seconds, peak, wrote = done.stdout.split()
-        return float(seconds), int(peak), int(wrote)
-    _, peak_small, _ = run(small)
-    seconds, peak, wrote = run(message)
+        seconds, peak, wrote, cpu = done.stdout.split()
+        return float(seconds), int(peak), int(wrote), float(cpu)
+    _, peak_small, _, _ = run(small)
+    seconds, peak, wrote, cpu = run(message)
     octets = os.path.getsize(message)
     return {"mbs": octets / seconds / 1e6, "growth": (peak - peak_small) / 1024,
-            "written": wrote / octets}
+            "written": wrote / octets, "cpu": cpu / octets * (1 << 30)}
 
 
 class _Nothing:
@@ -483,7 +488,7 @@ def prefill(base, count):
         for _ in range(count):
             writer = queue.writer()
             writer.write(SMALL_BODY)
-            writer.commit(Envelope("a@example.org", [FAR], received=time.time()))
+            writer.commit(Envelope("a@example.org", [FAR], received=time.time(), crlf=True))
         queue.sync()
     finally:
         queue.close()
@@ -544,8 +549,9 @@ def main():
                         continue
                     row = (bench(path, size, message) if way == "in"
                            else bench(path, size, sink_port))
-                    print("  masq %-3s %-9s %7.1f MB/s  RSS %+6.2f MB  wrote %.3f" % (
-                        way, path, row["mbs"], row["growth"], row["written"]), flush=True)
+                    print("  masq %-3s %-9s %7.1f MB/s  RSS %+6.2f MB  wrote %.3f  CPU %5.2f s/GB"
+                          % (way, path, row["mbs"], row["growth"], row["written"], row["cpu"]),
+                          flush=True)
             if not args.no_postfix:
                 p = bench_postfix_large(size, sink_port)
                 print("  Postfix in  smtp-data %7.1f MB/s\n  Postfix out smtp-data %7.1f MB/s"

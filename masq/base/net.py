@@ -82,7 +82,8 @@ class Stream:
     # writing
 
     def write(self, data):
-        """Queue bytes for the peer (encrypted if TLS is on)."""
+        """Queue bytes for the peer (encrypted if TLS is on); with nothing queued before
+        them, what the socket takes now is sent from data itself, never copied."""
         if self.closed or not data:
             return
         if self.tls is not None:
@@ -93,6 +94,15 @@ class Stream:
                 self.close("TLS write failed: %s" % exc)
                 return
             data = self.outgoing.read()
+        if not self.out:
+            try:
+                sent = self.sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError as exc:
+                self.close("send failed: %s" % exc.strerror)
+                return
+            data = memoryview(data)[sent:]
         self.out += data
         self._flush()
 
