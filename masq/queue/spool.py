@@ -587,8 +587,8 @@ class Writer:
 
         Each record's text is exactly CHUNK octets (but the last), joined from the pieces
         as written, so the allocations are all of one size however the text came (BDAT
-        chunks end anywhere): mixed sizes around glibc's mmap threshold left the heap
-        fragmented, 3 MB more RSS by the end of a 1 GB message."""
+        chunks end anywhere); what once grew the heap at 1 GB were reads shrunk in place,
+        now gone (masq/base/reads.py)."""
         parts, records = self.parts, []
         while self.held >= CHUNK or (not whole and self.held):
             take, size = [], 0
