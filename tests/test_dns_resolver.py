@@ -25,6 +25,7 @@ from masq.proto import dns as wire
 from masq.proto.dns import ResourceRecord
 
 from fakes import FakeClock, Frozen
+from helpers import free_port
 
 DNSMASQ = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -48,12 +49,6 @@ RECORDS = [
 for letter in "abcd":
     RECORDS.append("--mx-host=tie.test,%s.tie.test,%d" % (letter, 20 if letter == "d" else 10))
     RECORDS.append("--host-record=%s.tie.test,127.0.1.%d" % (letter, ord(letter)))
-
-
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def wait_for_dns(port, proc, deadline=60.0):

@@ -20,6 +20,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from helpers import free_port, wait_port
 from masq.base.loop import Loop
 from masq.outbound import tls as tls_contexts
 from masq.outbound.job import Job
@@ -99,22 +100,6 @@ def kinds(outcomes):
     return [o.kind for o in outcomes]
 
 
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_port(ip, port):
-    for _ in range(200):
-        try:
-            socket.create_connection((ip, port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.02)
-    raise RuntimeError("server on %s:%d did not start" % (ip, port))
-
-
 # smtp-sink
 
 
@@ -135,7 +120,7 @@ def sink():
         argv += ["-d", str(dump) + "/"] + list(options) + ["%s:%d" % (ip, port), "16"]
         procs.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL,
                                       stderr=subprocess.DEVNULL))
-        wait_port(ip, port)
+        wait_port(port, ip, proc=procs[-1])
         return SimpleNamespace(port=port, ip=ip, dump=dump)
 
     yield start
