@@ -73,7 +73,7 @@ class Dovecot:
         self.proc = subprocess.Popen([DOVECOT, "-F", "-c", conf],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         import socket
-        deadline = time.time() + 20
+        deadline = time.time() + 60             # a bound on a hung start, not a timing
         for port in self.ports.values():
             while True:
                 try:

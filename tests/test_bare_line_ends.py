@@ -50,7 +50,7 @@ def delivered(relay, count):
     assert len(bodies) == count and not any(BARE.search(body) for body in bodies), bodies
     done = masq("online", "hop", "up", "-C", relay["conf"])
     assert done.returncode == 0, done.stderr
-    return relay["sink"].wait(count, timeout=15)
+    return relay["sink"].wait(count, timeout=60)
 
 
 def dialogue(port, script):

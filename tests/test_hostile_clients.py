@@ -139,7 +139,7 @@ def test_plaintext_pipelined_after_starttls_is_never_executed(tmp_path, cert):
 def daemon_busy(port):
     """Return True while the readiness probe's connection may still hold a slot."""
     try:
-        sock = connect(port, timeout=5)
+        sock = connect(port, timeout=30)
     except OSError:
         return True
     with sock:

@@ -53,7 +53,7 @@ class Client:
             self.headers["Authorization"] = "Basic " + base64.b64encode(auth.encode()).decode()
 
     def request(self, method, path, body=None, headers=None):
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         try:
             all_headers = dict(self.headers)
             if self.cookie:
@@ -89,7 +89,7 @@ class Client:
         return json.loads(data)
 
 
-def raw(port, data, timeout=5.0):
+def raw(port, data, timeout=30.0):
     """Send raw bytes; return everything the server sends until it closes."""
     with socket.create_connection(("127.0.0.1", port), timeout) as sock:
         sock.sendall(data)
@@ -155,7 +155,7 @@ def test_status_json_is_the_cli_document(page):
 
 
 def test_keep_alive_serves_several_requests_on_one_connection(page):
-    conn = http.client.HTTPConnection("127.0.0.1", page.port, timeout=5)
+    conn = http.client.HTTPConnection("127.0.0.1", page.port, timeout=30)
     for _ in range(3):
         conn.request("GET", "/status.json")
         response = conn.getresponse()
