@@ -62,7 +62,7 @@ def test_make_run_starts_and_delivers_locally(tmp_path):
         conf = str(run_dir / "masq.conf")
         status = masq("status", "-C", conf)
         assert status.returncode == 0 and b"up " in status.stdout
-        page = urllib.request.urlopen("http://127.0.0.1:%d/" % status_port, timeout=10)
+        page = urllib.request.urlopen("http://127.0.0.1:%d/" % status_port, timeout=30)
         assert page.status == 200 and b"masq" in page.read()
         maildir = run_dir / "mail" / user / "new"
         assert wait_for(lambda: maildir.exists() and os.listdir(maildir))

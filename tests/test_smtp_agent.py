@@ -760,7 +760,7 @@ def test_starttls_delivery_with_idna_and_heavy_modules_blocked(aiosmtp, certs):
     port = aiosmtp(recorder, tls_context=server_context(certs, certs.server, "server.key"),
                    require_starttls=True)
     done = subprocess.run([sys.executable, "-c", LIGHT % (port, certs.ca)], cwd=ROOT,
-                          capture_output=True, timeout=20)
+                          capture_output=True, timeout=60)
     assert done.returncode == 0, done.stderr.decode()
     assert done.stdout == b"delivered\n" and recorder.messages[0].tls
 

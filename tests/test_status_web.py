@@ -328,7 +328,7 @@ def test_too_many_connections_get_503_and_half_requests_do_not_hurt(page):
 
 def test_non_loopback_without_password_refuses_to_start(tmp_path):
     conf = make_conf(tmp_path, "0.0.0.0:%d" % free_port())
-    done = masq("-C", conf, "daemon", timeout=20, text=True)
+    done = masq("-C", conf, "daemon", timeout=60, text=True)
     assert done.returncode == 78
     assert "status_password" in done.stderr and "Traceback" not in done.stderr
     assert "status_listen 0.0.0.0:" in done.stderr.strip().splitlines()[-1]
@@ -336,7 +336,7 @@ def test_non_loopback_without_password_refuses_to_start(tmp_path):
 
 def test_bad_status_listen_is_a_clear_config_error(tmp_path):
     conf = make_conf(tmp_path, "router.lan:80")
-    done = masq("-C", conf, "daemon", timeout=20, text=True)
+    done = masq("-C", conf, "daemon", timeout=60, text=True)
     assert done.returncode == 78 and "status_listen" in done.stderr, done.stderr
 
 
