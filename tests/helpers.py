@@ -132,17 +132,21 @@ def free_port():
 
 
 def _unbound(socket, port):
-    """Return True if a TCP and a UDP socket can bind port on every address."""
+    """Return True if a TCP and a UDP socket can bind port on every address (IPv6 and
+    IPv4 at once where the machine has IPv6, else IPv4)."""
+    import errno
     for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
         try:
-            sock = socket.socket(socket.AF_INET6, kind)
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-            where = ("::", port)
-        except OSError:                                 # no IPv6 here
-            sock, where = socket.socket(socket.AF_INET, kind), ("0.0.0.0", port)
-        with sock:
+            with socket.socket(socket.AF_INET6, kind) as sock:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+                sock.bind(("::", port))
+            continue
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return False
+        with socket.socket(socket.AF_INET, kind) as sock:   # no IPv6 here
             try:
-                sock.bind(where)
+                sock.bind(("0.0.0.0", port))
             except OSError:
                 return False
     return True
