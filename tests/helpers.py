@@ -152,12 +152,26 @@ def _unbound(socket, port):
     return True
 
 
+def installed(folder):
+    """Write the `masq` launcher the installation writes (tools/launcher.py: Python -IS,
+    no site-packages) for this checkout into folder; return its path. A process started
+    by it has the memory of an installed masq, not of one under pytest's interpreter."""
+    path = os.path.join(folder, "masq")
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "launcher.py"),
+                           sys.executable, ROOT], capture_output=True, text=True, check=True)
+    with open(path, "w") as out:
+        out.write(done.stdout)
+    os.chmod(path, 0o755)
+    return path
+
+
 class Daemon:
     """`masq daemon` in a subprocess, for end-to-end tests."""
 
-    def __init__(self, conf, wait_port=None):
+    def __init__(self, conf, wait_port=None, launcher=None):
         self.conf = conf
         self.wait_port = wait_port
+        self.launcher = launcher    # a launcher made by `installed()`, or python -m masq
         self.proc = None
 
     def start(self):
@@ -167,7 +181,8 @@ class Daemon:
         # the output goes to a file, not a pipe: a daemon that logs more than a pipe holds
         # (64 KB) before the test reads it would block on its next log line
         self.output = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen([sys.executable, "-m", "masq", "-C", self.conf, "daemon"],
+        command = [self.launcher] if self.launcher else [sys.executable, "-m", "masq"]
+        self.proc = subprocess.Popen(command + ["-C", self.conf, "daemon"],
                                      stdout=self.output, stderr=subprocess.STDOUT,
                                      env=environ, cwd=ROOT)
         deadline = time.time() + 60            # a bound on a hung start, not a timing

@@ -6,11 +6,13 @@ directory.
 
 No Postfix queue, master or cleanup daemon: each connection accepted on 127.0.0.1:port
 gets its own `smtpd -S` (stand-alone, as inetd would run it) as the `postfix` user,
-through a relay that notes the BDAT and DATA commands the client sends (`commands`), and
-smtpd passes every transaction on, before its own queue, to the SMTP server at next_port
-(`smtpd_proxy_filter`). The address resolver smtpd asks (`private/rewrite`) is Postfix's
-`trivial-rewrite`, run the same way on a UNIX socket; run stand-alone it does not announce
-its protocol as it does under master(8), so the test's relay says it for it first. So masq talks to Postfix's own SMTP engine (CHUNKING, PIPELINING,
+through a relay that notes the BDAT and DATA commands the client sends (`commands`; with
+`tap=False` smtpd gets the connection itself, no relay: benchmarks, where a relay in Python
+would be what is measured), and smtpd passes every transaction on, before its own queue, to
+the SMTP server at next_port (`smtpd_proxy_filter`). The address resolver smtpd asks
+(`private/rewrite`) is Postfix's `trivial-rewrite`, run the same way on a UNIX socket; run
+stand-alone it does not announce its protocol as it does under master(8), so the test says
+it for it first. So masq talks to Postfix's own SMTP engine (CHUNKING, PIPELINING,
 8BITMIME, SMTPUTF8, SIZE), and what Postfix accepted lands in the server behind it (an
 smtp-sink, for instance). smtpd logs to syslog; without one, its log is lost.
 """
@@ -50,8 +52,9 @@ smtpd_banner = $myhostname ESMTP
 class PostfixSmtpd:
     """Postfix's smtpd on 127.0.0.1:port relaying (before its queue) to next_port."""
 
-    def __init__(self, port, next_port, size=1 << 30, **params):
+    def __init__(self, port, next_port, size=1 << 30, tap=True, **params):
         self.port, self.next_port, self.size, self.params = port, next_port, size, params
+        self.tap = tap              # False: smtpd gets the connection itself, no relay
         self.dir, self.listeners, self.threads = None, [], []
         self.children = []
         self.commands = []          # what clients sent that starts like BDAT or DATA
@@ -64,9 +67,12 @@ class PostfixSmtpd:
             os.mkdir(os.path.join(self.dir, name))
             os.chown(os.path.join(self.dir, name), user.pw_uid, user.pw_gid)
         extra = "".join("%s = %s\n" % item for item in self.params.items())
-        with open(os.path.join(self.dir, "main.cf"), "w") as out:
+        main_cf = os.path.join(self.dir, "main.cf")
+        with open(main_cf, "w") as out:
             out.write(MAIN_CF.format(dir=self.dir, next_port=self.next_port, size=self.size,
                                      extra=extra))
+        aged = os.stat(main_cf).st_mtime - 60    # Postfix waits for a file 2 s old to settle
+        os.utime(main_cf, (aged, aged))
         private = os.path.join(self.dir, "queue", "private")
         os.mkdir(private)
         os.chown(private, user.pw_uid, user.pw_gid)
@@ -87,23 +93,57 @@ class PostfixSmtpd:
         return self
 
     def _accept(self, sock, daemon, user):
+        """Start one `daemon -S` per connection accepted on sock (smtpd through the relay
+        that notes the commands, unless tap is False)."""
         while True:
             try:
                 conn, _ = sock.accept()
             except OSError:
                 return
-            ours, theirs = socket.socketpair()
             if daemon in ANNOUNCE:
-                conn.sendall(ANNOUNCE[daemon])
-            tap = _Tap(self.commands) if daemon == "smtpd" else None
-            threading.Thread(target=_relay, args=(conn, ours, tap), daemon=True).start()
+                threading.Thread(target=self._broker, args=(conn, daemon, user),
+                                 daemon=True).start()
+                continue
+            theirs = conn       # the daemon gets the connection itself, as from inetd
+            if daemon == "smtpd" and self.tap:
+                ours, theirs = socket.socketpair()
+                threading.Thread(target=_relay, args=(conn, ours, _Tap(self.commands)),
+                                 daemon=True).start()
             with theirs:
-                self.children.append(subprocess.Popen(
-                    [DAEMONS + daemon, "-S"], stdin=theirs, stdout=theirs,
-                    stderr=subprocess.DEVNULL, cwd=self.dir,
-                    env={"MAIL_CONFIG": self.dir, "PATH": "/usr/sbin:/usr/bin:/bin"},
-                    user=user.pw_uid, group=user.pw_gid, extra_groups=[]))
-            self.children = [c for c in self.children if c.poll() is None]
+                self._spawn(daemon, theirs, user)
+
+    def _spawn(self, daemon, sock, user):
+        """Start `daemon -S` on sock, as the postfix user."""
+        self.children.append(subprocess.Popen(
+            [DAEMONS + daemon, "-S"], stdin=sock, stdout=sock, stderr=subprocess.DEVNULL,
+            cwd=self.dir, env={"MAIL_CONFIG": self.dir, "PATH": "/usr/sbin:/usr/bin:/bin"},
+            user=user.pw_uid, group=user.pw_gid, extra_groups=[]))
+        self.children = [c for c in self.children if c.poll() is None]
+
+    def _broker(self, conn, daemon, user):
+        """Serve a client of a request/reply service (trivial-rewrite): announce its
+        protocol, then hand each request to a `daemon -S` of its own. Stand-alone, such a
+        daemon answers one request and exits, and smtpd, finding the connection gone,
+        would sleep a second before asking again: two or three seconds per transaction."""
+        with conn:
+            try:
+                conn.sendall(ANNOUNCE[daemon])
+                reader = _Attributes(conn)
+                while True:
+                    request = reader.read()
+                    if request is None:
+                        return
+                    ours, theirs = socket.socketpair()
+                    with ours:
+                        with theirs:
+                            self._spawn(daemon, theirs, user)
+                        ours.sendall(request)
+                        reply = _Attributes(ours).read()
+                    if reply is None:
+                        return
+                    conn.sendall(reply)
+            except OSError:
+                return
 
     def __exit__(self, *exc):
         for sock in self.listeners:
@@ -149,6 +189,37 @@ class _Tap:
                 elif words == ["DATA"]:
                     self.commands.append(line)
                     self.buffer, self.in_data = b"\r\n" + self.buffer, True
+
+
+class _Attributes:
+    """Reads Postfix's attr_print0 records from a socket: name NUL value NUL pairs, ended by
+    an empty name."""
+
+    def __init__(self, sock):
+        self.sock, self.buffer = sock, b""
+
+    def read(self):
+        """Return the next whole record's bytes, or None at the end of the stream."""
+        start = 0
+        while True:
+            end = self.buffer.find(b"\0", start)
+            if end < 0:
+                data = self.sock.recv(4096)
+                if not data:
+                    return None
+                self.buffer += data
+                continue
+            if end == start:                # an empty name: the record ends here
+                record, self.buffer = self.buffer[:end + 1], self.buffer[end + 1:]
+                return record
+            value = self.buffer.find(b"\0", end + 1)
+            if value < 0:
+                data = self.sock.recv(4096)
+                if not data:
+                    return None
+                self.buffer += data
+                continue
+            start = value + 1
 
 
 def _relay(a, b, tap):

@@ -83,12 +83,15 @@ class SmtpSink:
 
     def messages(self, count=1, timeout=60.0):
         """Return the texts of dumped messages once count have arrived and smtp-sink has
-        closed every dump file (no message half written), else []."""
+        closed every dump file (no message half written), in the order they were written
+        (a file's name has only the second, then a random number); else []."""
         deadline = time.time() + timeout
         while time.time() < deadline:
-            names = sorted(os.listdir(self.folder))
+            names = os.listdir(self.folder)
             if len(names) >= count and not self._writing():
-                return [open(os.path.join(self.folder, n), "rb").read() for n in names]
+                paths = [os.path.join(self.folder, n) for n in names]
+                paths.sort(key=lambda path: (os.stat(path).st_mtime_ns, path))
+                return [open(path, "rb").read() for path in paths]
             time.sleep(0.05)
         return []
 

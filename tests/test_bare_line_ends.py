@@ -40,14 +40,18 @@ def relay(request, tmp_path):
 
 
 def delivered(relay, count):
-    """Check the queued copies carry CRLF only; bring the route up; return what arrived."""
+    """Check the queued copies carry CRLF only and their envelopes say so (`crlf`: the
+    SMTP client then sends them without a second look); bring the route up; return what
+    arrived."""
     assert masq("status", "--json", "-C", relay["conf"]).returncode == 0  # as test_smtpd
     queue = Queue(relay["spool"]).open("read")
     try:
         bodies = [b"".join(queue.body(msg.id)) for msg in queue.live()]
+        flags = [msg.envelope.crlf for msg in queue.live()]
     finally:
         queue.close()
     assert len(bodies) == count and not any(BARE.search(body) for body in bodies), bodies
+    assert flags == [True] * count
     done = masq("online", "hop", "up", "-C", relay["conf"])
     assert done.returncode == 0, done.stderr
     return relay["sink"].wait(count, timeout=60)

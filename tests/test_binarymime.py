@@ -147,7 +147,7 @@ def test_smtplib_bdat_binarymime_stored_as_received_then_masq_to_masq(tmp_path):
             assert (code, answer[:5]) == (503, b"5.5.1"), answer
         send_binary(port_a, BINARY)
         [(env, text)] = queued(spool_a)
-        assert env.body == "BINARYMIME"
+        assert env.body == "BINARYMIME" and not env.crlf     # its body is as received
         assert text.startswith(b"Received: ") and head_and_body(text)[1] == \
             head_and_body(BINARY)[1]
         assert text.endswith(BINARY.split(b"Subject: binary\r\n", 1)[1])

@@ -41,7 +41,7 @@ def test_qmqp_source_messages_are_queued(tmp_path):
     messages = stored(str(tmp_path / "spool"))
     assert len(messages) == 10
     for env, body in messages:
-        assert env.sender == "qs@example.org" and env.protocol == "qmqp"
+        assert env.sender == "qs@example.org" and env.protocol == "qmqp" and env.crlf
         assert [r.address for r in env.recipients] == ["far@example.net"]
         assert b"with QMQP" in body and b"\r\n\r\n" in body
         assert b"\n" not in body.replace(b"\r\n", b"")      # stored with CRLF line ends

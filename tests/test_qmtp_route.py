@@ -68,7 +68,7 @@ def test_masq_relays_to_masq_over_qmtp(tmp_path):
     finally:
         queue.close()
     assert [r.address for r in msg.envelope.recipients] == ["far@example.org"]
-    assert msg.envelope.protocol == "qmtp"
+    assert msg.envelope.protocol == "qmtp" and msg.envelope.crlf
     assert body.endswith(TEXT.split(b"\n\n", 1)[1].replace(b"\n", b"\r\n"))
     assert body.count(b"Received: ") == 2           # masq a's, then masq b's (QMTP)
 

@@ -178,3 +178,24 @@ def test_compaction_steps_keep_a_message_being_written(make_queue):
     writer.write(b"y" * 10)
     writer.commit(Envelope("s@y.example", ["a@x.example"], received=1.0))
     assert text_of(queue, writer.id) == b"y" * 3010
+
+
+def test_the_crlf_fact_is_kept_through_compaction_and_old_commits_say_unknown(make_queue):
+    """The envelope's `crlf` (its writer made the text CRLF only, docs/QUEUE.md) survives a
+    compaction copy; a COMMIT written before the field existed reads as False: check."""
+    queue = make_queue(segment_size=4096)
+    writer = queue.writer()
+    writer.write(b"Subject: t\r\n\r\nhello\r\n")
+    writer.commit(Envelope("s@y.example", ["a@x.example"], received=100.0, crlf=True))
+    flagged, old = writer.id, put(queue)
+    assert b'"cr":true' in queue.get(flagged).envelope.encode()
+    for n in range(8):                                  # filler, then gone: a compaction
+        queue.remove(put(queue, b"Subject: %d\r\n\r\n" % n + b"x" * 1500), "done")
+    queue.sync()
+    assert queue.compact()
+    assert queue.get(flagged).envelope.crlf is True
+    assert queue.get(old).envelope.crlf is False
+    payload = queue.get(old).envelope.encode()
+    assert b'"cr"' not in payload and Envelope.decode(payload).crlf is False
+    with pytest.raises(ValueError):
+        Envelope.decode(payload[:-1] + b',"cr":"yes"}')

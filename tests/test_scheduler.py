@@ -174,6 +174,21 @@ def temp(addr):
     return Outcome.temp("4.4.1", "connection refused")
 
 
+def test_a_job_carries_whether_its_text_is_known_crlf_only(tmp_path):
+    """The SMTP agent skips the line-end check for a text its writer made CRLF only (the
+    envelope's crlf); an envelope without it (old mail) is checked."""
+    host = Host(tmp_path)
+    host.arrive("far@example.org")
+    writer = host.queue.writer()
+    writer.write(b"Subject: test\r\n\r\nhello\r\n")
+    writer.commit(Envelope("w@example.org", ["far@example.org"], received=host.clock.time(),
+                           crlf=True))
+    host.queue.sync()
+    host.scheduler.queued(MessagesQueued((writer.id,)))
+    host.turn()
+    assert [job.crlf for job in host.route("isp").jobs] == [False, True]
+
+
 def test_retry_backoff_doubles_up_to_retry_max(tmp_path):
     host = Host(tmp_path, main="\toption retry_interval '5m'\n\toption retry_max '20m'\n")
     host.route("isp").answer = temp

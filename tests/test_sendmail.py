@@ -175,7 +175,7 @@ def test_untrusted_f_is_marked(open_dir):
     done = nobody_masq("-C", conf, "-f", "boss@example.org", "a@example.org", input=b"\nhi\n")
     assert done.returncode == 0, done.stderr
     [(env, text)] = stored(conf)
-    assert env.sender == "boss@example.org"
+    assert env.sender == "boss@example.org" and env.crlf
     assert b"X-Authentication-Warning:" in text and b"using -f" in text
 
 

@@ -9,7 +9,9 @@ message file, the spool and one delivered copy at a time). Everything listens on
 Each path runs in a daemon of its own, after a warm-up message of 64 KB by the same path
 (so that its modules are loaded), and prints MB/s, the daemon's RSS growth (its peak,
 VmHWM reset through /proc/PID/clear_refs just before, over its VmRSS then) and the bytes
-the daemon (with the children it reaped) wrote to disk per message byte (/proc/PID/io).
+the daemon (with the children it reaped) wrote to disk per message byte (/proc/PID/io), and
+the daemon's CPU seconds per GB of message (/proc/PID/stat: a figure the other processes
+on a loaded machine disturb less than MB/s).
 
   in   smtp-data   SMTP DATA from a client in this process: first byte to the 250 after the
                    final dot (sent only once the message is synced)
@@ -18,7 +20,10 @@ the daemon (with the children it reaped) wrote to disk per message byte (/proc/P
                    peak for 64 KB, its writes from getrusage), start to exit
        qmtp        QMTP from a client in this process, to the K answer
   out  smtp-data   SMTP to Postfix's smtp-sink (no CHUNKING): route online to queue empty
-       smtp-bdat   SMTP BDAT to Postfix's smtpd (tests/postfix_peer.py) in front of smtp-sink
+       smtp-bdat   SMTP BDAT to Postfix's smtpd (tests/postfix_peer.py, no relay in front)
+                   in front of smtp-sink (smtpd, not masq, may be the limit: see the next)
+       bdat-sink   SMTP BDAT to a server in this process that offers CHUNKING and throws
+                   the chunks away (Postfix's smtp-sink does not offer CHUNKING)
        qmtp        QMTP to a discarding server in this process
        pipe        a pipe route to `cat > /dev/null`
        maildir     local delivery into a maildir (`masq flush` to queue empty)
@@ -53,7 +58,7 @@ WARM = len(BLOCK)
 SMALL = 2000
 SMALL_BODY = b"Subject: small\r\n\r\n" + LINE * 25
 IN_PATHS = ("smtp-data", "smtp-bdat", "sendmail", "qmtp")
-OUT_PATHS = ("smtp-data", "smtp-bdat", "qmtp", "pipe", "maildir", "mbox")
+OUT_PATHS = ("smtp-data", "smtp-bdat", "bdat-sink", "qmtp", "pipe", "maildir", "mbox")
 FAR = "far@example.org"
 LOCAL = "b@test.example"
 
@@ -95,7 +100,7 @@ def cpu_seconds(pid):
 
 
 class Watch:
-    """The daemon's RSS before, its peak and its disk writes while `with` runs."""
+    """The daemon's RSS before, its peak, its disk writes and CPU time while `with` runs."""
 
     def __init__(self, pid):
         self.pid = pid
@@ -106,17 +111,39 @@ class Watch:
         with open("/proc/%d/clear_refs" % self.pid, "w") as refs:
             refs.write("5")
         self.wrote = written(self.pid)
+        self.cpu = cpu_seconds(self.pid)
         self.start = time.perf_counter()
         return self
 
     def __exit__(self, *exc):
         self.seconds = time.perf_counter() - self.start
         self.wrote = written(self.pid) - self.wrote
+        self.cpu = cpu_seconds(self.pid) - self.cpu
         self.growth = peers.proc_status(self.pid)["VmHWM"] - self.rss
 
     def row(self, octets):
         return {"mbs": octets / self.seconds / 1e6, "growth": self.growth / 1024,
-                "written": self.wrote / octets}
+                "written": self.wrote / octets, "cpu": self.cpu / octets * (1 << 30)}
+
+
+class LogWatch:
+    """Whether a daemon's log file has said `what` since this was made: read from where it
+    ended then, so that a poll costs a read of the new lines (a `masq status` per poll would
+    cost a process start, CPU taken from the daemon being measured)."""
+
+    def __init__(self, path, what):
+        self.path, self.what = path, what
+        self.offset, self.tail, self.found = os.path.getsize(path), b"", False
+
+    def seen(self):
+        with open(self.path, "rb") as log:
+            log.seek(self.offset)
+            new = log.read()
+        self.offset += len(new)
+        self.tail += new
+        self.found = self.found or self.what in self.tail
+        self.tail = self.tail[-len(self.what):]
+        return self.found
 
 
 def message_file(folder, size):
@@ -132,8 +159,10 @@ def message_file(folder, size):
 
 # clients
 
-def smtp_send(port, size, bdat=False, rcpt=FAR):
-    """Send one message of about size octets by SMTP DATA or BDAT; return its octets."""
+def smtp_send(port, size, bdat=False, rcpt=FAR, before_end=None):
+    """Send one message of about size octets by SMTP DATA or BDAT; return its octets.
+    before_end() is called once the whole text is sent, before its end (`BDAT 0 LAST`,
+    the final dot)."""
     blocks = max(1, size // len(BLOCK))
     with socket.create_connection(("127.0.0.1", port), timeout=3600) as sock:
         reader = sock.makefile("rb")
@@ -164,6 +193,8 @@ def smtp_send(port, size, bdat=False, rcpt=FAR):
                 for _ in range(count):
                     sock.sendall(BLOCK)
                 reply()
+            if before_end is not None:
+                before_end()
             sock.sendall(b"BDAT 0 LAST\r\n")
         else:
             sock.sendall(b"DATA\r\n")
@@ -171,6 +202,8 @@ def smtp_send(port, size, bdat=False, rcpt=FAR):
             sock.sendall(head)
             for _ in range(blocks):
                 sock.sendall(BLOCK)
+            if before_end is not None:
+                before_end()
             sock.sendall(b".\r\n")
         reply()
         sock.sendall(b"QUIT\r\n")
@@ -251,6 +284,35 @@ class QMTPDiscard(threading.Thread):
         self.sock.close()
 
 
+class BDATDiscard(QMTPDiscard):
+    """An SMTP server offering PIPELINING and CHUNKING that reads each BDAT chunk and throws
+    it away (250 to everything else; DATA is refused: it is for BDAT)."""
+
+    EHLO = b"250-discard\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-CHUNKING\r\n250 SIZE\r\n"
+
+    def _session(self, reader, conn):
+        conn.sendall(b"220 discard ESMTP\r\n")
+        for line in iter(reader.readline, b""):
+            words = line.split()
+            verb = words[0].upper() if words else b""
+            if verb == b"BDAT" and len(words) > 1:
+                left = int(words[1])
+                while left:
+                    got = len(reader.read(min(left, 1 << 20)))
+                    if not got:
+                        return
+                    left -= got
+                conn.sendall(b"250 2.0.0 %d octets\r\n" % int(words[1]))
+            elif verb == b"EHLO":
+                conn.sendall(self.EHLO)
+            elif verb == b"QUIT":
+                return conn.sendall(b"221 2.0.0 bye\r\n")
+            elif verb == b"DATA":
+                conn.sendall(b"502 5.5.1 BDAT only\r\n")
+            else:
+                conn.sendall(b"250 2.0.0 ok\r\n")
+
+
 # the paths
 
 def daemon_for(base, port, extra=""):
@@ -286,7 +348,8 @@ with open(sys.argv[1], 'rb') as text:
     subprocess.run([sys.executable, '-m', 'masq', '-C', sys.argv[2], '-i', '-odq',
                     '-f', 'a@example.org', sys.argv[3]], stdin=text, check=True)
 usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-print(time.perf_counter() - start, usage.ru_maxrss, usage.ru_oublock * 512)
+print(time.perf_counter() - start, usage.ru_maxrss, usage.ru_oublock * 512,
+      usage.ru_utime + usage.ru_stime)
 """
 
 
@@ -300,13 +363,13 @@ def sendmail_in(base, extra, size, message):
                               env=dict(os.environ, PYTHONPATH=peers.ROOT))
         if done.returncode != 0:
             raise RuntimeError("sendmail: " + done.stderr.strip())
-        seconds, peak, wrote = done.stdout.split()
-        return float(seconds), int(peak), int(wrote)
-    _, peak_small, _ = run(small)
-    seconds, peak, wrote = run(message)
+        seconds, peak, wrote, cpu = done.stdout.split()
+        return float(seconds), int(peak), int(wrote), float(cpu)
+    _, peak_small, _, _ = run(small)
+    seconds, peak, wrote, cpu = run(message)
     octets = os.path.getsize(message)
     return {"mbs": octets / seconds / 1e6, "growth": (peak - peak_small) / 1024,
-            "written": wrote / octets}
+            "written": wrote / octets, "cpu": cpu / octets * (1 << 30)}
 
 
 class _Nothing:
@@ -327,7 +390,9 @@ def bench_out(path, size, sink_port):
         route += "\toption smarthost '127.0.0.1:%d'\n\toption tls 'none'\n" % sink_port
     elif path == "smtp-bdat":
         from postfix_peer import PostfixSmtpd
-        peer = PostfixSmtpd(peer_port, sink_port)
+        peer = PostfixSmtpd(peer_port, sink_port, tap=False)
+        route += "\toption smarthost '127.0.0.1:%d'\n\toption tls 'none'\n" % peer_port
+    elif path == "bdat-sink":
         route += "\toption smarthost '127.0.0.1:%d'\n\toption tls 'none'\n" % peer_port
     elif path == "qmtp":
         route += "\toption smarthost 'qmtp:127.0.0.1:%d'\n" % peer_port
@@ -336,7 +401,8 @@ def bench_out(path, size, sink_port):
     else:
         route, rcpt = "", LOCAL
     extra = "\toption max_message_size '%dM'\n" % (size // (1 << 20) + 16) + route
-    discard = QMTPDiscard(peer_port) if path == "qmtp" else None
+    discard = (QMTPDiscard(peer_port) if path == "qmtp" else BDATDiscard(peer_port)
+               if path == "bdat-sink" else None)
     daemon = daemon_for(base, port, extra)
     if path == "mbox":
         with open(daemon.conf) as conf:
@@ -348,14 +414,16 @@ def bench_out(path, size, sink_port):
 
             def deliver(octets):
                 queue_message(os.path.join(base, "spool"), octets, rcpt)
+                done = LogWatch(daemon.log_path, b": removed")
                 if path in ("maildir", "mbox"):
                     watch = Watch(daemon.pid).__enter__()
                     masq(daemon.conf, "flush")
                 else:
                     watch = Watch(daemon.pid).__enter__()
                     masq(daemon.conf, "online", "out", "up")
-                wait(lambda: queue_empty(daemon.conf), 3600, "masq to deliver", poll=0.1)
+                wait(done.seen, 3600, "masq to deliver", poll=0.02)
                 watch.__exit__()
+                wait(lambda: queue_empty(daemon.conf), 60, "masq's queue to be empty")
                 if path not in ("maildir", "mbox"):
                     masq(daemon.conf, "online", "out", "down")
                 for folder in ("mail",):
@@ -383,7 +451,7 @@ def queue_message(spool, size, rcpt):
         writer.write(b"Subject: large\r\n\r\n")
         for _ in range(max(1, size // len(BLOCK))):
             writer.write(BLOCK)
-        writer.commit(Envelope("a@example.org", [rcpt], received=time.time()))
+        writer.commit(Envelope("a@example.org", [rcpt], received=time.time(), crlf=True))
         queue.sync()
     finally:
         queue.close()
@@ -420,7 +488,7 @@ def prefill(base, count):
         for _ in range(count):
             writer = queue.writer()
             writer.write(SMALL_BODY)
-            writer.commit(Envelope("a@example.org", [FAR], received=time.time()))
+            writer.commit(Envelope("a@example.org", [FAR], received=time.time(), crlf=True))
         queue.sync()
     finally:
         queue.close()
@@ -481,8 +549,9 @@ def main():
                         continue
                     row = (bench(path, size, message) if way == "in"
                            else bench(path, size, sink_port))
-                    print("  masq %-3s %-9s %7.1f MB/s  RSS %+6.2f MB  wrote %.3f" % (
-                        way, path, row["mbs"], row["growth"], row["written"]), flush=True)
+                    print("  masq %-3s %-9s %7.1f MB/s  RSS %+6.2f MB  wrote %.3f  CPU %5.2f s/GB"
+                          % (way, path, row["mbs"], row["growth"], row["written"], row["cpu"]),
+                          flush=True)
             if not args.no_postfix:
                 p = bench_postfix_large(size, sink_port)
                 print("  Postfix in  smtp-data %7.1f MB/s\n  Postfix out smtp-data %7.1f MB/s"

@@ -28,6 +28,8 @@ whatever the child prints, bounded by the cap.
 import os
 import signal
 
+from masq.base import reads
+
 OUTPUT_CAP = 4096
 READ_SIZE = 65536
 NULL = "null"           # stdin or stderr from or to /dev/null
@@ -163,7 +165,7 @@ class Child:
 
     def _read(self):
         try:
-            data = os.read(self.stdout, READ_SIZE)
+            data = reads.for_loop(self.loop).read(self.stdout, READ_SIZE)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:

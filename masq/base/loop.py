@@ -68,6 +68,7 @@ class Loop:
         self.on_error = None
         self.turns = 0
         self.calls = 0              # callbacks run, ever (run_until: did a turn do anything?)
+        self.read_buffer = None     # the one buffer its readers read into (masq.base.reads)
 
     @property
     def now(self):

@@ -13,7 +13,9 @@ server_hostname is passed as ASCII bytes.
 import os
 import socket
 
-READ_SIZE = 65536
+from masq.base import reads
+
+READ_SIZE = reads.READ_SIZE
 HIGH_WATER = 1 << 20
 
 
@@ -80,7 +82,8 @@ class Stream:
     # writing
 
     def write(self, data):
-        """Queue bytes for the peer (encrypted if TLS is on)."""
+        """Queue bytes for the peer (encrypted if TLS is on); with nothing queued before
+        them, what the socket takes now is sent from data itself, never copied."""
         if self.closed or not data:
             return
         if self.tls is not None:
@@ -91,6 +94,15 @@ class Stream:
                 self.close("TLS write failed: %s" % exc)
                 return
             data = self.outgoing.read()
+        if not self.out:
+            try:
+                sent = self.sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError as exc:
+                self.close("send failed: %s" % exc.strerror)
+                return
+            data = memoryview(data)[sent:]
         self.out += data
         self._flush()
 
@@ -129,7 +141,7 @@ class Stream:
 
     def _readable(self):
         try:
-            data = self.sock.recv(READ_SIZE)
+            data = reads.for_loop(self.loop).recv(self.sock)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
@@ -190,10 +202,10 @@ class Stream:
             self._handshake()
             if self.handshake_done is not None or self.closed or not self.tls:
                 return
-        chunks = []
+        chunks, buffer = [], reads.for_loop(self.loop)
         while True:
             try:
-                chunk = self.tls.read(READ_SIZE)
+                chunk = buffer.read_tls(self.tls)
             except ssl.SSLWantReadError:
                 break
             except (ssl.SSLZeroReturnError, ssl.SSLEOFError):

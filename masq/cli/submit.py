@@ -18,7 +18,7 @@ line each.
 import os
 import pwd
 
-from masq.base import exits
+from masq.base import exits, reads
 from masq.mail import address, message
 from masq.config.load import load_config
 from masq.policy.users import privileged, user_name
@@ -27,7 +27,14 @@ from masq.queue.envelope import Envelope
 from masq.queue.log import LogError
 from masq.queue.opening import open_queue
 
-READ_SIZE = 65536
+_stdin = []         # the ReadBuffer stdin is read into (one per process, made at first use)
+
+
+def _read_stdin():
+    """Return the next read of stdin (b"" at its end), at its own size (masq.base.reads)."""
+    if not _stdin:
+        _stdin.append(reads.ReadBuffer())
+    return _stdin[0].read(0)
 
 
 def run(opts):
@@ -144,7 +151,7 @@ def _receive(cfg, opts, writer, msgid, sender, warning, recipients, pending=b"")
     finished = False
     try:
         while not reader.done:
-            data, pending = pending or os.read(0, READ_SIZE), b""
+            data, pending = pending or _read_stdin(), b""
             finished = not data or norm.ended
             text = norm.feed(data) + (norm.finish() if finished else b"")
             first_body += reader.feed(text)
@@ -172,7 +179,7 @@ def _receive(cfg, opts, writer, msgid, sender, warning, recipients, pending=b"")
         from masq.policy import archive
         listed = archive.Rules(cfg.main).with_copies(sender, recipients)
     writer.commit(Envelope(sender, listed, received=now, protocol="local",
-                           origin=user_name()))
+                           origin=user_name(), crlf=True))
     return recipients
 
 
@@ -186,7 +193,7 @@ def _copy_body(writer, norm, text, limit, finished):
             writer.write(text)
         if finished:
             return
-        data = os.read(0, READ_SIZE)
+        data = _read_stdin()
         text = norm.feed(data)
         if not data or norm.ended:
             text += norm.finish()

@@ -64,7 +64,8 @@ class Intake:
             sender, recipients, received=self.host.loop.time(),
             protocol=self.protocol.lower(), client=self.peer[1], helo=self.peer[0],
             origin="fetch:" + self.source.name,
-            fetched="%s %s" % (self.source.name, self.uid) if self.uid else None)
+            fetched="%s %s" % (self.source.name, self.uid) if self.uid else None,
+            crlf=True)
         self.sender = envelope.sender
         self.writer.commit(envelope)
         self.host.queue.want_sync(durable)

@@ -114,11 +114,14 @@ class QMTPSession:
             self.transport.pause_reading()
 
     def _feed(self):
-        """Hand the engine the next slice of input, copying it once (the engine's buffer)."""
+        """Hand the engine the next slice of input, copying it once (the engine's buffer).
+
+        An emptied inbox is replaced, never cleared: clear() shrinks its 64 KiB block in
+        place, and the small block left behind pins the hole (masq/base/reads.py)."""
         inbox = self.inbox
         if len(inbox) <= SLICE:
             self.engine.receive_data(inbox)
-            inbox.clear()
+            self.inbox = bytearray()
             return
         with memoryview(inbox) as view, view[:SLICE] as piece:
             self.engine.receive_data(piece)
@@ -206,7 +209,8 @@ class QMTPSession:
             if self.server.settings.archive is not None:
                 unique = self.server.settings.archive.with_copies(sender, unique)
             self.writer.commit(Envelope(sender, unique, received=self.server.now(),
-                                        protocol=self.server.kind, client=self.peer.ip))
+                                        protocol=self.server.kind, client=self.peer.ip,
+                                        crlf=True))
         except message.HeaderTooLong as exc:
             self._drop()
             return self._respond([Reply(exc.code, exc.enhanced, exc.text)] * len(replies))

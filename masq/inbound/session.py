@@ -462,7 +462,8 @@ class SMTPServerSession:
             txn.sender, recipients, received=self.server.now(), protocol="smtp",
             client=self.peer.ip, helo=self.engine.helo_name, auth_user=self.peer.auth_user,
             envid=txn.params.get("ENVID"), ret=txn.params.get("RET"),
-            body=txn.params.get("BODY"), smtputf8="SMTPUTF8" in txn.params)
+            body=txn.params.get("BODY"), smtputf8="SMTPUTF8" in txn.params,
+            crlf=txn.params.get("BODY") != "BINARYMIME")
         if getattr(self.server, "filtered", False) and self._reinjected(txn, envelope):
             return
         try:

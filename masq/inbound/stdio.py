@@ -9,7 +9,7 @@ address; otherwise it is a local process, trusted like `sendmail`.
 import os
 import socket
 
-from masq.base import control, exits
+from masq.base import control, exits, reads
 from masq.base.host import Host, MessagesQueued
 from masq.base.logger import Logger
 from masq.base.loop import Loop
@@ -44,7 +44,7 @@ class StdioTransport:
 
     def _readable(self):
         try:
-            data = os.read(0, 65536)
+            data = reads.for_loop(self.loop).read(0)
         except OSError:
             data = b""
         self.session.on_data(data)

@@ -85,7 +85,8 @@ class Delivery(Component):
             for chunk in job.open_body():
                 writer.write(chunk)
             writer.commit(Envelope(job.sender, list(addresses), received=job.received,
-                                   protocol="local", origin="alias"))
+                                   protocol="local", origin="alias",
+                                   crlf=job.crlf and not job.binary))
         except spool.LogError as exc:
             writer.abort()
             return Outcome.temp("4.3.0", "cannot queue forwarded copy: %s" % exc)

@@ -54,7 +54,8 @@ class SMTPFilter(Filter):
                   notify=[env.recipients[i].notify for i in indices],
                   orcpt=[env.recipients[i].orcpt for i in indices],
                   envid=env.envid, ret=env.ret, smtputf8=env.smtputf8,
-                  body8bit=env.body == "8BITMIME", received=env.received)
+                  body8bit=env.body == "8BITMIME", received=env.received,
+                  crlf=env.crlf)
         self.agent.deliver(job, self._answered)
 
     def cancel(self):

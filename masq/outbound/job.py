@@ -18,11 +18,11 @@ class Job:
 
     __slots__ = ("message_id", "sender", "recipients", "notify", "orcpt", "size",
                  "open_body", "route", "envid", "ret", "smtputf8", "body8bit", "received",
-                 "binary", "size_exact")
+                 "binary", "size_exact", "crlf")
 
     def __init__(self, message_id, sender, recipients, open_body, size=0, route=None,
                  notify=None, orcpt=None, envid=None, ret=None, smtputf8=False,
-                 body8bit=False, received=0.0, binary=False, size_exact=True):
+                 body8bit=False, received=0.0, binary=False, size_exact=True, crlf=False):
         self.message_id = message_id
         self.sender = sender                # "" for the null sender
         self.recipients = list(recipients)  # addresses as text
@@ -38,3 +38,5 @@ class Job:
         self.received = received
         self.binary = binary
         self.size_exact = size_exact        # False: size is the queued text's, not this one's
+        self.crlf = crlf                    # True: the text is known to have CRLF line ends
+                                            # only (else old mail may hold bare CR or LF)

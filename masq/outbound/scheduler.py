@@ -326,7 +326,7 @@ class Scheduler:
                    route=route, notify=[r.notify for r in rcpts], orcpt=[r.orcpt for r in rcpts],
                    envid=env.envid, ret=env.ret, smtputf8=env.smtputf8,
                    body8bit=env.body == "8BITMIME", received=env.received,
-                   binary=env.body == "BINARYMIME")
+                   binary=env.body == "BINARYMIME", crlf=env.crlf)
 
     def _pump(self):
         """Start waiting jobs; an agent that can takes its waiting jobs in batches, one

@@ -3,7 +3,8 @@
 Owns: connecting (or spawning the `wrapper`), feeding the `masq.proto.smtp_client` engine
 and dispatching its events (one table, `_EVENTS`), STARTTLS or implicit TLS, the AUTH step,
 streaming message text under a low-water mark (with CRLF line ends only: a bare CR or LF
-in a queued body goes out as CRLF; after DATA, or in BDAT chunks of the queue's own chunk
+in a queued body of old mail goes out as CRLF, a text whose envelope says its writer made
+it CRLF only (`crlf`) is not looked at again; after DATA, or in BDAT chunks of the queue's own chunk
 size when the server offers CHUNKING), the 8-bit downgrade for a server without 8BITMIME
 (`masq.mail.downgrade`: the text is read first, a slice per loop turn, and, if it holds
 8-bit octets, scanned line by line; a message that cannot be made 7-bit fails 5.6.3
@@ -41,6 +42,7 @@ _TIMER_FOR = {"GREETING": "greeting", "EHLO": "command", "HELO": "command",
               "STARTTLS": "command", "AUTH": "command", "RSET": "command", "QUIT": "quit",
               "MAIL": "mail", "RCPT": "rcpt", "DATA": "data", "DOT": "final", "BDAT": "final"}
 LOW_WATER = 65536   # message text buffered for the socket before reading more
+TURN = 1 << 20      # message text fed in one loop turn: then replies and others' turns
 
 
 class DrainingStream(net.Stream):
@@ -315,15 +317,23 @@ class SMTPClientSession:
                 self.body = iter(self.part.job.open_body())
         except Exception as exc:
             return self._abort(Outcome.temp("4.3.0", "cannot read the message: %s" % exc))
-        # bare CR/LF of old mail become CRLF; a BINARYMIME text going as it is stays so
-        self.line_ends = None if self.raw else message.InputNormalizer(dot_ends=False)
+        # bare CR/LF of old mail become CRLF; a BINARYMIME text going as it is stays so, and
+        # a text its writer made CRLF only needs no second look
+        self.line_ends = None if self.raw or self.part.job.crlf else \
+            message.InputNormalizer(dot_ends=False)
         self._pump()
 
     def _pump(self):
-        """Feed message text while the socket keeps up; then wait for it to drain."""
+        """Feed message text while the socket keeps up (TURN octets at most, then again next
+        turn: a fast peer never holds the loop for a whole message); then wait for it to
+        drain."""
+        fed = 0
         while not self.over and self.client.state == C.BODY:
             if len(self.stream.out) >= LOW_WATER:
                 self.stream.on_drain = self._pump
+                return self._set_timer("block", "sending the message text")
+            if fed >= TURN:
+                self.loop.call_soon(self._pump)
                 return self._set_timer("block", "sending the message text")
             try:
                 chunk = next(self.body, None)
@@ -335,6 +345,7 @@ class SMTPClientSession:
                     self.client.send_body(self.line_ends.finish())
                 self.client.end_body()
             else:
+                fed += len(chunk)
                 self.client.send_body(chunk if self.line_ends is None
                                       else self.line_ends.feed(chunk))
             self._flush()
@@ -427,9 +438,9 @@ _EVENTS = {
 
 def _text(job):
     """Return the job's text to scan or convert: as stored for a BINARYMIME text (its bare
-    CR and LF are content), else with CRLF line ends only."""
+    CR and LF are content) or one known to be CRLF only, else with CRLF line ends only."""
     chunks = job.open_body()
-    return iter(chunks) if job.binary else _normalized(chunks)
+    return iter(chunks) if job.binary or job.crlf else _normalized(chunks)
 
 
 def _normalized(chunks):

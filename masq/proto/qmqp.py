@@ -83,7 +83,7 @@ class Server(Answering):
             raise ProtocolError("a message without recipients")
         if len(self.buffer) > self.outer + 1:
             raise ProtocolError("data after the message")
-        self.buffer.clear()
+        self.buffer = bytearray()       # replaced, not shrunk in place (no pinned hole)
         self.state = "answer"
         return Package(fields[0], tuple(fields[1:]))
 

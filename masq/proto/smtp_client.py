@@ -171,6 +171,7 @@ class Client(ClientEngine):
         self._reader = ReplyReader()
         self._reader.buffer = self._buffer      # the reader parses what receive_data keeps
         self._pending = deque([("GREETING", None)])   # replies awaited, in order
+        self._ungroupable = 1           # of those, the ones after which nothing may follow
         self._backlog = deque()                        # (kind, index, line) not yet sent
         self._txn = self._auth = None
         self._bol, self._tail = True, b""
@@ -288,7 +289,7 @@ class Client(ClientEngine):
 
     def _may_send(self):
         return not self._pending or (self.pipelining and "PIPELINING" in self.extensions
-                                     and all(k in _GROUPABLE for k, _ in self._pending))
+                                     and not self._ungroupable)
 
     def _drain(self):
         while self._backlog and self._may_send():
@@ -306,6 +307,7 @@ class Client(ClientEngine):
                 continue
             self._out += line
             self._pending.append((kind, index))
+            self._ungroupable += kind not in _GROUPABLE
         self._check_done()
 
     def _check_done(self):
@@ -320,6 +322,7 @@ class Client(ClientEngine):
         if not self._pending:
             raise remote_error("unsolicited reply %s" % reply)
         kind, index = self._pending.popleft()
+        self._ungroupable -= kind not in _GROUPABLE
         self.replies += 1
         _HANDLERS[kind](self, reply, index)
         self._drain()

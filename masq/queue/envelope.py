@@ -28,6 +28,7 @@ _ENVELOPE_KEYS = (
     ("envid", "e"), ("ret", "ret"), ("body", "b"), ("smtputf8", "8"),
     ("warned", "w"), ("quarantined", "q"), ("fetched", "f"),
     ("filtered", "fl"), ("held_by", "qf"), ("text_of", "tx"), ("replaces", "rp"),
+    ("crlf", "cr"),
 )
 EXEMPT = -1     # `filtered` of a message no content filter sees (the daemon's own: DSNs,
                 # alias forwards; a copy reinjected by an smtp: filter)
@@ -85,7 +86,7 @@ class Envelope:
     def __init__(self, sender, recipients, received=0.0, size=0, protocol="local",
                  client=None, helo=None, auth_user=None, origin=None, envid=None, ret=None,
                  body=None, smtputf8=False, warned=None, quarantined=None, fetched=None,
-                 filtered=0, held_by=None, text_of=None, replaces=None):
+                 filtered=0, held_by=None, text_of=None, replaces=None, crlf=False):
         self.sender = sender
         self.recipients = tuple(r if isinstance(r, Recipient) else Recipient(r)
                                 for r in recipients)
@@ -109,6 +110,8 @@ class Envelope:
                                     # pending text of this id (its own id: the text stays)
         self.replaces = replaces    # the id of the message this one replaces (removed by
                                     # this COMMIT: a copy an smtp: filter sent back)
+        self.crlf = crlf            # True: the writer made the text CRLF only (its body
+                                    # excepted if BINARYMIME); False: unknown, check
 
     @property
     def done(self):
@@ -209,7 +212,7 @@ def _pack(obj, keys, always):
 _NUMBER = (int, float)
 # attribute -> the JSON type of its value (the others are strings); null where the
 # attribute's default is None, never for those in _NOT_NULL
-_TYPES = {"received": _NUMBER, "size": int, "smtputf8": bool, "warned": _NUMBER,
+_TYPES = {"received": _NUMBER, "size": int, "smtputf8": bool, "crlf": bool, "warned": _NUMBER,
           "filtered": int,
           "attempts": int, "next_attempt": _NUMBER, "updated": _NUMBER}
 _NOT_NULL = frozenset(("received", "size", "protocol", "smtputf8", "attempts", "state",

@@ -10,7 +10,12 @@ appender left in `queue.lock`; a torn tail is saved under `corrupt/` and cut bef
 lands after it. A write that fails part-way is cut off again before the lock is released.
 
 Durability is `sync()`: one fdatasync per segment written since the last sync (group
-commit). An fdatasync error is never retried and trusted (fsyncgate): the segment is
+commit), and one fsync of the directory when one of them may not have a durable name yet.
+A segment is made without syncing (a large text that starts segments while it arrives
+syncs nothing before its commit), so a crash may leave one without its header: such a
+segment held nothing acknowledged (any sync of a record in it covered its header too) and
+is set aside when the log is opened (`Journal.open`). Which segments have durable names is
+a mark in `queue.lock` that every process shares. An fdatasync error is never retried and trusted (fsyncgate): the segment is
 reopened, the unsynced range read back and checked, a bad part saved and cut, and the error
 raised so that the caller answers 4xx for what the sync was meant to cover.
 
@@ -22,6 +27,7 @@ import fcntl
 import mmap
 import os
 import struct
+import zlib
 
 from masq.queue import record
 
@@ -30,9 +36,11 @@ LOCK_NAME = "queue.lock"
 SEGMENT_SIZE = 1 << 20
 SCAN_WINDOW = 1 << 20      # a scan lets go of the mapped pages behind it this often
 GROW = 16       # a large message's text fills segments of up to 16 times the size: a 1 GB
-                # message starts 64 segments, not 1,024 (each costs two fsyncs when made
-                # and an fdatasync of its own at the commit)
+                # message starts 64 segments, not 1,024 (each costs an fdatasync of its own
+                # at the commit)
 _TAIL = struct.Struct(">IQ")        # newest segment, the end of its last whole append
+_NAMED = struct.Struct(">II")       # after it: the newest segment whose name a directory
+                                    # fsync made durable, and its CRC-32
 
 
 class LogError(Exception):
@@ -41,6 +49,16 @@ class LogError(Exception):
     def __init__(self, message, temporary=False):
         super().__init__(message)
         self.temporary = temporary
+
+
+class BadHeader(LogError):
+    """A segment whose header no salt check or record confirms. `missing`: shorter than a
+    header, or only zeros there: what a crash leaves of a segment made since the last sync
+    (the file's name was durable, its first page not)."""
+
+    def __init__(self, message, missing=False):
+        super().__init__(message)
+        self.missing = missing
 
 
 def segment_name(number):
@@ -62,7 +80,14 @@ def segment_numbers(folder):
 
 
 def create(path, salt=None):
-    """Create an empty segment at path unless one exists (atomic: temp file + link)."""
+    """Create an empty segment at path unless one exists (atomic: temp file + link).
+
+    Nothing is synced here: the header is covered by the fdatasync that covers the first
+    record written after it, the name by the directory fsync of that same sync (Journal.sync).
+    A live process never sees a segment without its whole header (it is written before the
+    link); only a crash can leave one (Journal.open sets it aside). The salt is random per
+    segment unless given (tests): a segment made again under the same number after a crash
+    never has the salt of the one set aside."""
     tmp = "%s.new.%d" % (path, os.getpid())
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW   # never a planted name
     try:
@@ -71,17 +96,16 @@ def create(path, salt=None):
         os.unlink(tmp)
         fd = os.open(tmp, flags, 0o600)
     try:
-        os.write(fd, record.file_header(salt or os.urandom(8)))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        pass
+        try:
+            _write_all(fd, record.file_header(salt if salt is not None else os.urandom(8)))
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
     finally:
         os.unlink(tmp)
-    sync_dir(os.path.dirname(path) or ".")
 
 
 def sync_dir(path):
@@ -93,16 +117,22 @@ def sync_dir(path):
         os.close(fd)
 
 
-def corrupt_file(spool, name, replace):
-    """Return (a new file in corrupt/ opened for writing, its path), or (None, path) if it
-    exists and replace is false. Never through a symlink: the spool may belong to the
-    daemon's user while root repairs it."""
+def _corrupt_folder(spool):
+    """Return the path of corrupt/ in spool, made (0700) if missing; never a symlink."""
     folder = os.path.join(spool, "corrupt")
-    path = os.path.join(folder, name)
     if not os.path.isdir(folder) or os.path.islink(folder):
         if os.path.lexists(folder):
             os.unlink(folder)                   # a planted symlink or file
         os.mkdir(folder, 0o700)
+    return folder
+
+
+def corrupt_file(spool, name, replace):
+    """Return (a new file in corrupt/ opened for writing, its path), or (None, path) if it
+    exists and replace is false. Never through a symlink: the spool may belong to the
+    daemon's user while root repairs it."""
+    folder = _corrupt_folder(spool)
+    path = os.path.join(folder, name)
     dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
     try:
@@ -152,7 +182,10 @@ class Segment:
         found = record.parse_file_header(header) or self._resync_salt(fd, header)
         if found is None:
             os.close(fd)
-            raise LogError("%s is not a masq queue log (bad header)" % self.path)
+            if len(header) < record.FILE_HEADER_SIZE or not header.strip(b"\0"):
+                raise BadHeader("%s has no header (it was being started when the system "
+                                "stopped)" % self.path, missing=True)
+            raise BadHeader("%s is not a masq queue log (bad header)" % self.path)
         self.fd = fd
         self.seed, self.header_size = record.seed(found[0]), found[1]
         self.end = self.synced = self.header_size
@@ -280,6 +313,7 @@ class Journal:
         self.segments = {}                # number -> open Segment
         self.lock_fd = -1
         self.newest = None
+        self.named = 0                    # segments up to this one have durable names
 
     # opening
 
@@ -292,14 +326,15 @@ class Journal:
             raise LogError("cannot open %s: %s" % (path, exc.strerror)) from None
         self.lock()
         try:
-            numbers = segment_numbers(self.dir)
+            numbers = self._set_aside_unfinished(segment_numbers(self.dir), all_segments)
             if not numbers:
                 if not create_missing:
                     raise LogError("%s: no queue log" % self.dir)
                 numbers = [1]
                 self._create(1)
-            for number in (numbers if all_segments else numbers[-1:]):
-                self._open(number)
+                self._open(1).unsynced = True     # its header and name: the first sync
+            if self._read_named() > numbers[-1]:
+                self._write_named(0)              # segments went away behind our back
         except BaseException:
             self.close()
             raise
@@ -307,6 +342,57 @@ class Journal:
             if self.lock_fd >= 0:
                 self.unlock()
         return self
+
+    def _set_aside_unfinished(self, numbers, all_segments):
+        """Open the segments (all, or only the newest whole one) and set aside those a
+        crash left unfinished; return the numbers left, oldest first. BadHeader for a bad
+        header that is damage.
+
+        Unfinished: a header missing or all zeros, anywhere (a sendmail's large text may
+        start a segment that the daemon's next commit rotates past; no sync covered it),
+        or a bad header in the newest segments, each followed only by such segments
+        (never a legacy queue.log: no masq makes one, so it is someone else's file). What
+        they hold was never covered by a sync, so never acknowledged; it is kept in
+        corrupt/ all the same."""
+        bad = {}
+        for number in reversed(numbers):
+            try:
+                if number not in self.segments:
+                    self._open(number)
+            except BadHeader as exc:
+                bad[number] = exc
+                continue
+            if not all_segments:
+                break
+        trailing = True
+        for number in reversed(numbers):
+            exc = bad.get(number)
+            if exc is None:
+                trailing = False
+            elif number and (exc.missing or trailing):      # never made by us: queue.log
+                self._set_aside(number, exc)
+            else:
+                raise exc
+        return [n for n in numbers if n not in bad]
+
+    def _set_aside(self, number, why):
+        path = os.path.join(self.dir, segment_name(number))
+        try:
+            size = os.lstat(path).st_size
+            if size == 0:
+                os.unlink(path)
+                where = "removed it"
+            else:
+                folder = _corrupt_folder(self.dir)
+                name = "seg-%d-unfinished-%d.log" % (number, os.lstat(path).st_ino)
+                os.rename(path, os.path.join(folder, name))
+                sync_dir(folder)
+                where = "moved it to corrupt/%s" % name
+            sync_dir(self.dir)
+        except OSError as exc:
+            raise LogError("cannot set aside %s: %s" % (path, exc.strerror)) from None
+        self.report("queue: %s (%d bytes); %s: a crash stopped it before any sync, nothing "
+                    "acknowledged was in it" % (why, size, where))
 
     def _create(self, number):
         path = os.path.join(self.dir, segment_name(number))
@@ -360,6 +446,24 @@ class Journal:
         except OSError:
             pass                          # only a hint: the next appender then checks more
 
+    def _read_named(self):
+        """Return the newest segment whose name a directory fsync made durable (0: unknown)."""
+        try:
+            data = os.pread(self.lock_fd, _NAMED.size, _TAIL.size)
+        except OSError:
+            return 0
+        if len(data) != _NAMED.size:
+            return 0
+        number, check = _NAMED.unpack(data)
+        return number if check == zlib.crc32(data[:4]) else 0
+
+    def _write_named(self, number):
+        try:
+            os.pwrite(self.lock_fd, _NAMED.pack(number, zlib.crc32(struct.pack(">I", number))),
+                      _TAIL.size)
+        except OSError:
+            pass                          # then the next sync fsyncs the directory again
+
     # appending
 
     def append(self, data, grow=False):
@@ -384,10 +488,12 @@ class Journal:
             self.unlock()
 
     def rotate_locked(self):
-        """Start the next segment (the caller holds the lock); return it."""
+        """Start the next segment (the caller holds the lock); return it. Nothing is synced
+        now: the next sync covers its header and its name."""
         number = self.newest.number + 1
         self._create(number)
         seg = self._open(number)
+        seg.unsynced = True
         self._write_mark()
         return seg
 
@@ -427,14 +533,27 @@ class Journal:
     # syncing and removing
 
     def sync(self):
-        """fdatasync every segment this process wrote since its last sync; LogError on error."""
-        error = None
+        """fdatasync every segment this process wrote (or made) since its last sync, then
+        fsync the directory once if one of them may not have a durable name yet (it was made
+        since the last directory fsync of any process); LogError on error."""
+        error, top = None, 0
         for seg in self.ordered():
             if seg.unsynced:
+                top = seg.number
                 try:
                     seg.sync()
                 except LogError as exc:
                     error = error or exc
+        if top > self.named and top > self._read_named():
+            try:
+                sync_dir(self.dir)
+            except OSError as exc:
+                error = error or LogError("cannot sync %s: %s" % (self.dir, exc.strerror),
+                                          temporary=True)
+            else:
+                self._write_named(max(top, self._read_named()))
+        if top > self.named and error is None:
+            self.named = top
         if error is not None:
             raise error
 
