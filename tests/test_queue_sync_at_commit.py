@@ -269,9 +269,9 @@ def test_sigkill_of_the_daemon_while_a_large_message_arrives(tmp_path, when):
     from helpers import Daemon, reply, wait_for
 
     spool, conf = _daemon_conf(tmp_path)
-    daemon = Daemon(conf).start()
+    port = _port(conf)
+    daemon = Daemon(conf, wait_port=port).start()
     try:
-        port = _port(conf)
         first = b"Subject: first\r\n\r\nacknowledged before\r\n"
         with smtplib.SMTP("127.0.0.1", port) as client:
             client.sendmail("a@example.org", ["far@example.net"], first)

@@ -106,6 +106,12 @@ class Stream:
         self.out += data
         self._flush()
 
+    def when_writable(self, callback):
+        """Call callback (one shot, as on_drain) once the socket can take more, at the next
+        poll at the earliest: a writer with more to send yields to the loop this way."""
+        self.on_drain = callback
+        self.loop.add_writer(self.sock, self._writable)
+
     def close_when_flushed(self):
         """Close once everything queued has been sent."""
         self.close_after_flush = True

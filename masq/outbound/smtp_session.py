@@ -332,8 +332,8 @@ class SMTPClientSession:
             if len(self.stream.out) >= LOW_WATER:
                 self.stream.on_drain = self._pump
                 return self._set_timer("block", "sending the message text")
-            if fed >= TURN:
-                self.loop.call_soon(self._pump)
+            if fed >= TURN:             # not call_soon: that runs before the loop polls again
+                self.stream.when_writable(self._pump)
                 return self._set_timer("block", "sending the message text")
             try:
                 chunk = next(self.body, None)

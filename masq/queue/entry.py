@@ -238,3 +238,8 @@ def text_size(packed):
     end = _HEAD.size + _CHUNK.size * _HEAD.unpack_from(packed)[4]
     with memoryview(packed) as view, view[_HEAD.size:end] as chunks:
         return sum(length for _, _, length in _CHUNK.iter_unpack(chunks))
+
+
+def unpack_chunks(raw):
+    """Yield (segment, offset, length) of each chunk in `raw` (as raw_chunks returns)."""
+    return _CHUNK.iter_unpack(raw)

@@ -28,7 +28,7 @@ _ENVELOPE_KEYS = (
     ("envid", "e"), ("ret", "ret"), ("body", "b"), ("smtputf8", "8"),
     ("warned", "w"), ("quarantined", "q"), ("fetched", "f"),
     ("filtered", "fl"), ("held_by", "qf"), ("text_of", "tx"), ("replaces", "rp"),
-    ("crlf", "cr"),
+    ("crlf", "cr"), ("kept", "kp"),
 )
 EXEMPT = -1     # `filtered` of a message no content filter sees (the daemon's own: DSNs,
                 # alias forwards; a copy reinjected by an smtp: filter)
@@ -86,7 +86,8 @@ class Envelope:
     def __init__(self, sender, recipients, received=0.0, size=0, protocol="local",
                  client=None, helo=None, auth_user=None, origin=None, envid=None, ret=None,
                  body=None, smtputf8=False, warned=None, quarantined=None, fetched=None,
-                 filtered=0, held_by=None, text_of=None, replaces=None, crlf=False):
+                 filtered=0, held_by=None, text_of=None, replaces=None, crlf=False,
+                 kept=None):
         self.sender = sender
         self.recipients = tuple(r if isinstance(r, Recipient) else Recipient(r)
                                 for r in recipients)
@@ -112,6 +113,8 @@ class Envelope:
                                     # this COMMIT: a copy an smtp: filter sent back)
         self.crlf = crlf            # True: the writer made the text CRLF only (its body
                                     # excepted if BINARYMIME); False: unknown, check
+        self.kept = kept            # a copy's COMMIT: [[text offset, segment], ...] where
+                                    # the text's chunks in that segment stay (docs/QUEUE.md)
 
     @property
     def done(self):
@@ -213,7 +216,7 @@ _NUMBER = (int, float)
 # attribute -> the JSON type of its value (the others are strings); null where the
 # attribute's default is None, never for those in _NOT_NULL
 _TYPES = {"received": _NUMBER, "size": int, "smtputf8": bool, "crlf": bool, "warned": _NUMBER,
-          "filtered": int,
+          "filtered": int, "kept": list,
           "attempts": int, "next_attempt": _NUMBER, "updated": _NUMBER}
 _NOT_NULL = frozenset(("received", "size", "protocol", "smtputf8", "attempts", "state",
                        "filtered"))

@@ -314,6 +314,8 @@ class Journal:
         self.lock_fd = -1
         self.newest = None
         self.named = 0                    # segments up to this one have durable names
+        self.owner = (None, None)         # (segment, id of the large text it is for; "":
+                                          # several), while that segment is the newest
 
     # opening
 
@@ -466,21 +468,30 @@ class Journal:
 
     # appending
 
-    def append(self, data, grow=False):
+    def append(self, data, grow=None):
         """Append framed records (bytes built by encode) as one write; return (segment, offset).
 
         `data` is a callable seg -> bytes, so records are framed with the salt of the
-        segment they land in. `grow`: the text of a large message, which may fill a segment
-        up to GROW times the segment size."""
+        segment they land in. `grow`: the id of a large message whose text this is: it may
+        fill a segment up to GROW times the segment size, and it gets segments of its own
+        (it starts one rather than follow other records, and other records start one rather
+        than follow it), so that compaction can leave them where they are (docs/QUEUE.md).
+        Two large texts arriving at once share theirs."""
         self.lock()
         try:
             self.catch_up_locked()
             seg = self.newest
+            owner = self.owner[1] if self.owner[0] == seg.number else None
+            if seg.end > seg.header_size and (owner is None if grow else owner is not None):
+                seg, owner = self.rotate_locked(), None
             payload = data(seg)
             limit = self.segment_size * (GROW if grow else 1)
             if seg.end > seg.header_size and seg.end + len(payload) > limit:
-                seg = self.rotate_locked()
+                payload = None                    # one framed copy of the text at a time
+                seg, owner = self.rotate_locked(), None
                 payload = data(seg)
+            if grow:
+                self.owner = (seg.number, grow if owner in (None, grow) else "")
             start = seg.write(payload)
             self._write_mark()
             return seg.number, start
@@ -563,7 +574,12 @@ class Journal:
 
     def remove_oldest(self):
         """Delete the oldest segment (never the newest) and make the removal durable."""
-        seg = self.ordered()[0]
+        return self.remove(min(self.segments))
+
+    def remove(self, number):
+        """Delete segment number (never the newest) and make the removal durable; return
+        number, or None if it is the newest."""
+        seg = self.segments[number]
         if seg is self.newest:
             return None
         self.lock()

@@ -131,7 +131,11 @@ class MemoryJournal:
 
     def remove_oldest(self):
         """Drop the oldest segment (never the newest); return its number, or None."""
-        seg = self.ordered()[0]
+        return self.remove(min(self.segments))
+
+    def remove(self, number):
+        """Drop segment number (never the newest); return its number, or None."""
+        seg = self.segments[number]
         if seg is self.newest:
             return None
         seg.close()

@@ -17,6 +17,7 @@ import os
 
 from masq.base import exits
 from masq.base.clock import Clock
+from masq.queue import entry
 from masq.queue import envelope as env_mod
 from masq.queue import record
 from masq.queue.log import (LOG_NAME, SEGMENT_SIZE, Journal, LogError, corrupt_file,
@@ -92,6 +93,8 @@ class Queue:
         self.foreign_commits = []
         self.writing = set()          # ids our own Writers have not committed or aborted
         self.compactions = 0          # segments removed by this process
+        self._bytes_of = {}           # id -> (its locations, {segment: its text bytes there})
+        self._held_at = (None, 0)     # (key, kept bytes in segments of their own)
 
     def open(self, mode):
         """Open the spool for mode; SpoolError if it cannot be trusted."""
@@ -364,43 +367,128 @@ class Queue:
     # compaction: one bounded step per loop turn
 
     def compact_due(self):
-        """Return True when dead bytes dominate the log and an old segment can go."""
+        """Return True when a segment can go now, or dead bytes dominate the log (beside
+        the kept bytes that would be copied: not a large text's own segments)."""
         store = self.store
         if len(store.journal.segments) < 2:
             return False
-        oldest = min(store.journal.segments)
-        if not store.pins.get(oldest):
+        target, _, parked = self._plan()
+        if target is None:
+            return False
+        users = self._users(target, parked)
+        if not users:
             return True
-        return store.dead_bytes() >= max(self.segment_size, store.live_bytes())
+        return store.dead_bytes() >= max(self.segment_size, store.live_bytes() - self._held())
+
+    def _held(self):
+        """Return the kept bytes in segments of their own (never copied): summed again only
+        when the segments or the messages change in number."""
+        store, journal = self.store, self.store.journal
+        key = (len(journal.segments), journal.newest.number, len(store.messages))
+        if self._held_at[0] != key:
+            held = 0
+            for msg in store.messages.values():
+                if msg.size >= self.segment_size // 2 and msg.committed and msg.kept:
+                    held += sum(self._segment_bytes(n) for n in self._own_segments(msg))
+            self._held_at = (key, held)
+        return self._held_at[1]
+
+    def _segment_bytes(self, number):
+        seg = self.store.journal.segments[number]
+        return seg.end - seg.header_size
 
     def compact_step(self, budget=STEP_BYTES):
         """Do one bounded step of compaction if it is due; return True if it did something.
 
-        A step copies kept messages of the oldest segment forward (COPY, BODY..., COMMIT,
-        appended like any other records) until budget bytes of text moved, or, once nothing
-        in the oldest segment is needed, syncs the copies and deletes that segment."""
+        A step works on the oldest segment that is not a kept text's own (`_plan`): it
+        copies the messages that use it forward (COPY, BODY..., COMMIT, appended like any
+        other records) until budget bytes of text moved, or, once nothing uses it, syncs
+        the copies and deletes it."""
         if not self.compact_due():
             return False
+        target, _, parked = self._plan()
+        return self._work_on(target, parked, budget)
+
+    def _work_on(self, target, parked, budget):
+        users = self._users(target, parked)
+        if users:
+            return self._copy_forward(target, sorted(users), budget)
         journal = self.store.journal
-        oldest = min(journal.segments)
-        ids = self.store.pins.get(oldest)
-        if ids:
-            return self._copy_forward(oldest, sorted(ids), budget)
         if journal.unsynced():
             self.store.sync()
-        number = journal.remove_oldest()
-        if number is None:
+        if journal.remove(target) is None:
             return False
         self.compactions += 1
         return True
+
+    def _plan(self):
+        """Return (the segment compaction works on or None, the bytes of the segments
+        before it, {id: message} of the kept messages those belong to).
+
+        Oldest first, it passes over segments that hold nothing but text chunks of one kept
+        message (a large text's own segments, docs/QUEUE.md): they are freed whole when
+        that message goes, never copied. Deleting a segment after them resurrects nothing:
+        no other message has a record before it."""
+        store, journal = self.store, self.store.journal
+        left, parked, own = 0, {}, {}
+        for number in sorted(journal.segments):
+            seg = journal.segments[number]
+            if seg is journal.newest:
+                return None, left, parked
+            ids = store.pins.get(number)
+            if ids and len(ids) == 1:
+                msg = store.messages.get(next(iter(ids)))
+                if msg is not None and msg.committed and msg.kept and msg.id not in parked:
+                    parked[msg.id] = msg
+                    own[msg.id] = self._own_segments(msg)
+            if (ids and len(ids) > 1) or not any(number in segs for segs in own.values()):
+                return number, left, parked
+            left += seg.end - seg.header_size
+        return None, left, parked
+
+    def _users(self, target, parked):
+        """Return the ids of the kept messages with a record that matters in segment target:
+        those that start there, and those of `parked` with a chunk, their COMMIT or a
+        RESULT in force there."""
+        users = set(self.store.pins.get(target) or ())
+        for msg in parked.values():
+            if msg.id not in users and (
+                    target in self._text_bytes(msg) or msg.commit_at[0] == target
+                    or any(seg == target and length for seg, _, length, _ in msg.results())):
+                users.add(msg.id)
+        return users
+
+    def _text_bytes(self, msg):
+        """Return {segment: bytes of msg's text records in it} (cached while msg is unchanged)."""
+        cached = self._bytes_of.get(msg.id)
+        if cached is not None and cached[0] is msg.packed:
+            return cached[1]
+        per = {}
+        for seg, _, length in entry.unpack_chunks(msg.raw_chunks()):
+            per[seg] = per.get(seg, 0) + length + record.OVERHEAD
+        if len(self._bytes_of) >= 64:
+            self._bytes_of.clear()
+        self._bytes_of[msg.id] = (msg.packed, per)
+        return per
+
+    def _own_segments(self, msg):
+        """Return the segments (never the newest) that hold nothing but chunks of msg's text."""
+        journal = self.store.journal
+        own = set()
+        for number, size in self._text_bytes(msg).items():
+            seg = journal.segments.get(number)
+            if seg is not None and seg is not journal.newest and \
+                    seg.end - seg.header_size == size:
+                own.add(number)
+        return own
 
     def _copy_forward(self, oldest, ids, budget):
         moved = False
         idle = None
         for msgid in ids:
             msg = self.store.messages.get(msgid)
-            if msg is None or msg.first_seg != oldest:
-                continue
+            if msg is None or msg.first_seg > oldest:
+                continue                      # copied forward already
             if msg.pending:
                 if msgid in self.writing:
                     continue                  # our own session is still writing it
@@ -409,7 +497,7 @@ class Queue:
                     if idle:
                         self.catch_up()       # what they appended before they let go
                 msg = self.store.messages.get(msgid)
-                if msg is None or msg.first_seg != oldest:
+                if msg is None or msg.first_seg > oldest:
                     continue
                 if msg.pending:
                     if idle:                  # its writer died: quarantined if damage may
@@ -425,8 +513,9 @@ class Queue:
         return moved
 
     def _copy(self, msg):
-        """Append a copy of msg (COPY, its text, COMMIT with its current state)."""
-        self.store.copy(msg)
+        """Append a copy of msg (COPY, its text, COMMIT with its current state); the chunks
+        in segments of its own stay where they are."""
+        self.store.copy(msg, keep=self._own_segments(msg))
 
     def _no_other_writers(self):
         """Return True if no one-shot appender (sendmail, -bs) holds writers.lock now."""
@@ -456,19 +545,11 @@ class Queue:
                 journal.unlock()
         stop = journal.newest.number          # copies land in it or later: never chase them
         did = False
-        while min(journal.segments) < stop and self._step_forced():
+        while True:
+            target, _, parked = self._plan()
+            if target is None or target >= stop or not self._work_on(target, parked, 1 << 62):
+                return did
             did = True
-        return did
-
-    def _step_forced(self):
-        journal = self.store.journal
-        oldest = min(journal.segments)
-        ids = self.store.pins.get(oldest)
-        if ids:
-            return self._copy_forward(oldest, sorted(ids), 1 << 62)
-        if journal.unsynced():
-            self.store.sync()
-        return journal.remove_oldest() is not None
 
 
 class Writer:
@@ -497,7 +578,8 @@ class Writer:
         self.held += len(data)
         self.size += len(data)
         if self.held >= APPEND:
-            self.queue.append(self._records(whole=True), grow=self.size > GROW_AFTER)
+            self.queue.append(self._records(whole=True),
+                              grow=self.id if self.size > GROW_AFTER else None)
             self.written = True
 
     def _records(self, whole):

@@ -233,6 +233,7 @@ class Store:
             raise TextUnreadable("%s: message %s has no envelope" % (self.journal.dir, msg.id))
         try:
             envelope = env_mod.Envelope.decode(self._read(msg, *where))
+            envelope.kept = None      # where its text lies: the index has that
             for index, (seg, offset, length, _) in enumerate(msg.results()):
                 if length:
                     env_mod.apply_result(envelope, self._read(msg, seg, offset, length))
@@ -355,9 +356,16 @@ class Store:
                     # its text is no longer readable: nothing left to write again
             del self.again[msgid]
 
-    def copy(self, msg):
-        """Append a copy of msg (COPY, its text, COMMIT with its current state)."""
+    def copy(self, msg, keep=()):
+        """Append a copy of msg (COPY, its text, COMMIT with its current state).
+
+        `keep`: segments that hold nothing but chunks of msg's text (a large text's own
+        segments): those chunks are not copied (`_copy_keeping`)."""
         envelope = self.envelope(msg)
+        stay = self._staying(msg, keep) if keep else None
+        if stay:
+            self._copy_keeping(msg, envelope, stay)
+            return
         payload = envelope.copy(quarantined=msg.quarantined or envelope.quarantined,
                                 text_of=None, replaces=None).encode()
         records = [(record.COPY, msg.id, b"")]
@@ -371,6 +379,37 @@ class Store:
             size += len(data)
         records.append((record.COMMIT, msg.id, payload))
         self.append(records, track=False)
+
+    @staticmethod
+    def _staying(msg, keep):
+        """Return the segments of keep in which msg's chunks lie in the order of its text
+        (as every writer and copy appends them; `_splice` relies on it)."""
+        ends, stay = {}, set(keep)
+        for seg, offset, _ in entry.unpack_chunks(msg.raw_chunks()):
+            if seg in stay:
+                if offset < ends.get(seg, 0):
+                    stay.discard(seg)
+                ends[seg] = offset
+        return stay & ends.keys()
+
+    def _copy_keeping(self, msg, envelope, stay):
+        """Copy msg leaving its chunks in the segments `stay` where they are: the other
+        chunks are written again, in a segment of their own (log.Journal.append), and the
+        COMMIT lists where every run of the text lies (`kp`: [[text offset, segment], ...]),
+        so it needs neither the COPY record nor the chunks' order in the log."""
+        self.append([(record.COPY, msg.id, b"")], track=False)
+        kept, pos, last = [], 0, None
+        for seg, offset, length in list(entry.unpack_chunks(msg.raw_chunks())):
+            if seg not in stay:
+                data = self._read(msg, seg, offset, length)
+                seg, _ = self.append([(record.BODY, msg.id, data)], track=False, grow=msg.id)
+            if seg != last:
+                kept.append([pos, seg])
+                last = seg
+            pos += length
+        payload = envelope.copy(quarantined=msg.quarantined or envelope.quarantined,
+                                text_of=None, replaces=None, kept=kept).encode()
+        self.append([(record.COMMIT, msg.id, payload)], track=False)
 
     def withdraw(self, ids):
         """Append ABORTED for commits whose sync failed: they were never acknowledged."""
@@ -434,12 +473,20 @@ def _commit(store, msg, item):
     held when the copy was made: every RESULT before it is in it)."""
     envelope = env_mod.Envelope.decode(item.payload)
     at = store.copies.pop(msg.id, None)
-    if at is None and envelope.text_of is not None:
+    kept, envelope.kept = envelope.kept, None
+    if kept:                      # a copy that left a large text's own segments in place
+        at = _splice(msg, at or b"", kept)
+    elif at is None and envelope.text_of is not None:
         at = _adopt(store, msg, envelope.text_of)
     if at is not None:            # a copy (maybe with no text) replaces the original whole:
                                   # its text, and its quarantine or none
         msg.set_chunks(at)
-        msg.first_seg = msg.first_chunk()[0] if at else item.seg
+        if not at:
+            msg.first_seg = item.seg
+        elif kept:
+            msg.first_seg = min(seg for seg, _, _ in entry.unpack_chunks(at))
+        else:
+            msg.first_seg = msg.first_chunk()[0]
         msg.bytes = msg.size + record.OVERHEAD * (msg.chunks() + 2) + item.length
         msg.quarantined = None
     elif envelope.text_of is not None:      # a new envelope over the same text
@@ -458,6 +505,39 @@ def _commit(store, msg, item):
     elif msg.size != envelope.size:
         msg.quarantined = "text of %d bytes, envelope says %d" % (msg.size, envelope.size)
     store._remember(msg, envelope)
+
+
+def _splice(msg, copied, kept):
+    """Return the chunks of a copy's text as its COMMIT lists them: each [offset, segment]
+    in kept is a run of the text, up to the next one's offset (the last: to the end), made
+    of msg's chunks in that segment (the original's, or the copy's own). ValueError if they
+    are not where it says (the message is then quarantined, never delivered with a hole or
+    out of order)."""
+    groups = {}
+    for source in (msg.raw_chunks(), copied):
+        mine = set()
+        for part in entry.unpack_chunks(source):
+            if part[0] in groups and part[0] not in mine:
+                raise ValueError("segment %d holds two copies of the text" % part[0])
+            mine.add(part[0])
+            groups.setdefault(part[0], []).append(part)
+    for place in kept:
+        if (not isinstance(place, list) or len(place) != 2
+                or not all(type(n) is int for n in place)):
+            raise ValueError("bad kept text %r" % (place,))
+    out, pos = bytearray(), 0
+    ends = [place[0] for place in kept[1:]] + [None]
+    for (offset, seg), end in zip(kept, ends):
+        run = groups.get(seg)
+        if pos != offset or not run:
+            raise ValueError("kept text at %d in segment %d is not in the log" % (offset, seg))
+        taken = 0
+        while taken < len(run) and (end is None or pos < end):
+            out += entry.pack_chunk(*run[taken])
+            pos += run[taken][2]
+            taken += 1
+        del run[:taken]
+    return bytes(out)
 
 
 def _adopt(store, msg, text_of):
