@@ -21,7 +21,7 @@ until read), so `masq status` after `sendmail` sees the message.
 import os
 import stat
 
-from masq.base import compat
+from masq.base import compat, reads
 
 SOCKET_NAME = "control.sock"
 PICKUP_NAME = "pickup"
@@ -170,7 +170,7 @@ class Connection:
 
     def _read(self):
         try:
-            part = self.conn.recv(65536)
+            part = reads.for_loop(self.server.loop).recv(self.conn)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:

@@ -52,8 +52,9 @@ class ReadBuffer:
 
 
 def for_loop(loop):
-    """Return the loop's shared ReadBuffer, made at its first use."""
-    buffer = loop.read_buffer
+    """Return the loop's shared ReadBuffer, made at its first use (a stand-in for a loop
+    in a test gets one too)."""
+    buffer = getattr(loop, "read_buffer", None)
     if buffer is None:
         buffer = loop.read_buffer = ReadBuffer()
     return buffer

@@ -29,6 +29,7 @@ import ipaddress
 import os
 import socket
 
+from masq.base import reads
 from masq.proto import Factory, frozen, replace
 from masq.proto import dns as wire
 from masq.proto.dns import A, AAAA, MX
@@ -187,7 +188,7 @@ class _Exchange:
     def _on_udp(self):
         for _ in range(16):
             try:
-                data = self.sock.recv(65535)
+                data = reads.for_loop(self.loop).recv(self.sock, 65535)
             except BlockingIOError:
                 return
             except OSError as exc:
@@ -240,7 +241,7 @@ class _Exchange:
 
     def _on_tcp_readable(self):
         try:
-            data = self.sock.recv(65537)
+            data = reads.for_loop(self.loop).recv(self.sock)
         except BlockingIOError:
             return
         except OSError as exc:

@@ -21,6 +21,8 @@ import errno
 import socket
 import struct
 
+from masq.base import reads
+
 NETLINK_ROUTE = 0
 RTMGRP_LINK, RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR = 0x1, 0x10, 0x100
 RTMGRP_IPV4_ROUTE, RTMGRP_IPV6_ROUTE = 0x40, 0x400
@@ -286,7 +288,7 @@ class Netlink:
         changed = False
         while self.sock is not None:
             try:
-                data = self.sock.recv(65536)
+                data = reads.for_loop(self.loop).recv(self.sock)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as exc:
