@@ -73,7 +73,7 @@ class Dovecot:
         self.proc = subprocess.Popen([DOVECOT, "-F", "-c", conf],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         import socket
-        deadline = time.time() + 20
+        deadline = time.time() + 60             # a bound on a hung start, not a timing
         for port in self.ports.values():
             while True:
                 try:
@@ -90,7 +90,7 @@ class Dovecot:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(timeout=15)
+                self.proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()

@@ -58,8 +58,11 @@ def status(conf):
     return json.loads(done.stdout)
 
 
-def wait_for(predicate, timeout=10.0):
-    """Poll predicate until it is true (or timeout seconds pass); return its last value."""
+def wait_for(predicate, timeout=60.0):
+    """Poll predicate until it is true (or timeout seconds pass); return its last value.
+
+    The timeout only bounds a wait that fails: a loaded machine (two cores shared by
+    several test runs) can take many seconds for what takes milliseconds when idle."""
     import time
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -84,12 +87,69 @@ def reply(sock, last, limit=65536):
     return data
 
 
-def free_port():
-    """Return a TCP port on 127.0.0.1 that is free right now."""
+_handed_out = set()
+
+
+def wait_port(port, host="127.0.0.1", timeout=60.0, proc=None):
+    """Wait until something accepts TCP connections on host:port; RuntimeError if it does
+    not within timeout seconds (a bound on a hung start) or proc exits first."""
     import socket
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    import time
+    deadline = time.time() + timeout
+    while True:
+        try:
+            socket.create_connection((host, port), 5).close()
+            return
+        except OSError:
+            if time.time() > deadline or (proc is not None and proc.poll() is not None):
+                raise RuntimeError("nothing listens on %s:%d" % (host, port)) from None
+            time.sleep(0.05)
+
+
+def free_port():
+    """Return a port that no TCP or UDP socket holds now, on any address, and that this
+    process has not handed out before.
+
+    It lies below the kernel's ephemeral range (ip_local_port_range): a port the kernel
+    picked for a bind to port 0 could be taken, before the test's server binds it, by any
+    outgoing connection on the machine (another test's client, another pytest run), and
+    two such picks could even be the same port. Outside that range only an explicit bind
+    takes a port; each pick starts at a random place, and no port is handed out twice."""
+    import random
+    import socket
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as ranges:
+        low, high = (int(n) for n in ranges.read().split())
+    first, last = (low - 12000, low - 1) if low > 13024 else (high + 1, min(high + 12000,
+                                                                                65535))
+    span = last - first + 1
+    start = random.SystemRandom().randrange(span)
+    for step in range(span):
+        port = first + (start + step) % span
+        if port not in _handed_out and _unbound(socket, port):
+            _handed_out.add(port)
+            return port
+    raise RuntimeError("no free port in %d-%d" % (first, last))
+
+
+def _unbound(socket, port):
+    """Return True if a TCP and a UDP socket can bind port on every address (IPv6 and
+    IPv4 at once where the machine has IPv6, else IPv4)."""
+    import errno
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        try:
+            with socket.socket(socket.AF_INET6, kind) as sock:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+                sock.bind(("::", port))
+            continue
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return False
+        with socket.socket(socket.AF_INET, kind) as sock:   # no IPv6 here
+            try:
+                sock.bind(("0.0.0.0", port))
+            except OSError:
+                return False
+    return True
 
 
 def installed(folder):
@@ -125,14 +185,14 @@ class Daemon:
         self.proc = subprocess.Popen(command + ["-C", self.conf, "daemon"],
                                      stdout=self.output, stderr=subprocess.STDOUT,
                                      env=environ, cwd=ROOT)
-        deadline = time.time() + 15
+        deadline = time.time() + 60            # a bound on a hung start, not a timing
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError("daemon exited: %s" % self._read())
             if self._ready():
                 return self
             time.sleep(0.05)
-        raise RuntimeError("daemon did not come up")
+        raise RuntimeError("daemon did not come up: %s" % self._read())
 
     def _ready(self):
         import socket
@@ -153,7 +213,7 @@ class Daemon:
         if self.proc.poll() is None:
             self.proc.send_signal(sig or signal.SIGTERM)
         try:
-            self.proc.wait(timeout=15)
+            self.proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()

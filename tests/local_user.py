@@ -70,9 +70,10 @@ def _account_tool(*argv):
     """Run useradd/userdel; retry while another process holds the lock on /etc/passwd or
     /etc/group (exit 1 or 10: "cannot lock", "cannot update")."""
     import time
-    for _ in range(50):
+    deadline = time.monotonic() + 120   # a bound on a lock never released, not a timing
+    while True:
         done = subprocess.run(list(argv), capture_output=True, text=True)
-        if done.returncode not in (1, 10):
+        if done.returncode not in (1, 10) or time.monotonic() > deadline:
             break
         time.sleep(0.1)             # someone else's useradd: the lock is theirs, not a clock
     if done.returncode != 0:

@@ -7,6 +7,8 @@ import time
 
 from aiosmtpd.controller import Controller
 
+from helpers import wait_port
+
 
 class Recorder:
     """An aiosmtpd handler that records messages; local parts steer the replies:
@@ -34,8 +36,9 @@ class Recorder:
                                   envelope.original_content))
         return "250 2.0.0 OK stored"
 
-    def wait(self, count, timeout=10.0):
-        """Wait until count messages arrived; return them."""
+    def wait(self, count, timeout=60.0):
+        """Wait until count messages arrived (timeout: a bound on a failing wait); return
+        them."""
         deadline = time.time() + timeout
         while time.time() < deadline:
             with self.lock:
@@ -75,41 +78,42 @@ class SmtpSink:
         self.proc = subprocess.Popen(["smtp-sink", "-d", template, "-u", "root"] + self.options
                                      + ["127.0.0.1:%d" % self.port, "128"],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait_port(self.port)
+        wait_port(self.port, proc=self.proc)
         return self
 
-    def messages(self, count=1, timeout=10.0):
-        """Return the texts of dumped messages once count have arrived, in the order they
-        were written (a file's name has only the second, then a random number)."""
+    def messages(self, count=1, timeout=60.0):
+        """Return the texts of dumped messages once count have arrived and smtp-sink has
+        closed every dump file (no message half written), in the order they were written
+        (a file's name has only the second, then a random number); else []."""
         deadline = time.time() + timeout
         while time.time() < deadline:
             names = os.listdir(self.folder)
-            if len(names) >= count:
-                time.sleep(0.1)
+            if len(names) >= count and not self._writing():
                 paths = [os.path.join(self.folder, n) for n in names]
                 paths.sort(key=lambda path: (os.stat(path).st_mtime_ns, path))
                 return [open(path, "rb").read() for path in paths]
             time.sleep(0.05)
         return []
 
+    def _writing(self):
+        """Return True while smtp-sink holds a file of the dump folder open."""
+        fds, folder = "/proc/%d/fd" % self.proc.pid, os.path.abspath(self.folder) + os.sep
+        for fd in os.listdir(fds):
+            try:
+                if os.readlink(os.path.join(fds, fd)).startswith(folder):
+                    return True
+            except OSError:
+                pass
+        return False
+
     def __exit__(self, *exc):
         self.proc.terminate()
         self.proc.wait(5)
 
 
-def _wait_port(port, host="127.0.0.1"):
-    import socket
-    for _ in range(200):
-        try:
-            socket.create_connection((host, port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.02)
-    raise RuntimeError("nothing listens on %s:%d" % (host, port))
-
-
-def _wait_dns(port, host="127.0.0.1", timeout=10.0):
-    """Wait until a DNS server on host:port answers a query (any answer)."""
+def _wait_dns(port, host="127.0.0.1", timeout=60.0):
+    """Wait until a DNS server on host:port answers a query (any answer); the timeout
+    bounds a hung start."""
     import socket
     from masq.proto import dns as wire
     deadline = time.time() + timeout

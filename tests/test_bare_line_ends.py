@@ -54,7 +54,7 @@ def delivered(relay, count):
     assert flags == [True] * count
     done = masq("online", "hop", "up", "-C", relay["conf"])
     assert done.returncode == 0, done.stderr
-    return relay["sink"].wait(count, timeout=15)
+    return relay["sink"].wait(count, timeout=60)
 
 
 def dialogue(port, script):

@@ -82,7 +82,7 @@ class TracedDaemon(Daemon):
             + rule + [sys.executable, "-m", "masq", "-C", self.conf, "daemon"],
             stdout=self.output, stderr=subprocess.STDOUT, env=environ, cwd=ROOT,
             start_new_session=True)
-        deadline = time.time() + 30
+        deadline = time.time() + 60             # a bound on a hung start, not a timing
         while time.time() < deadline:
             if self._ready():
                 return self

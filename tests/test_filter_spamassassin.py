@@ -14,9 +14,8 @@ import tempfile
 
 import pytest
 
-from helpers import Daemon, free_port, masq, status, wait_for, write_config
-from sinks import Sink
-from test_filter_pipe import send
+from helpers import free_port, masq, status, wait_for
+from test_filter_pipe import configure, running, send
 
 RULES = "/usr/share/spamassassin"
 GTUBE = b"XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
@@ -67,15 +66,8 @@ def spamd():
 
 
 def setup(tmp_path, spamd_port, extra=""):
-    sink_port, smtp_port = free_port(), free_port()
-    conf = write_config(
-        str(tmp_path / "masq.conf"), str(tmp_path / "spool"),
-        extra="\tlist listen 'smtp://127.0.0.1:%d'\n"
-              "\tlist filter 'pipe:%s -E -x -d 127.0.0.1 -p %d'\n%s"
-              % (smtp_port, SPAMC, spamd_port, extra),
-        routes="config route 'isp'\n\toption smarthost '127.0.0.1:%d'\n\toption tls 'none'\n"
-               % sink_port)
-    return conf, smtp_port, sink_port
+    return configure(str(tmp_path), "\tlist filter 'pipe:%s -E -x -d 127.0.0.1 -p %d'\n"
+                     % (SPAMC, spamd_port), extra)
 
 
 MESSAGE = (b"From: Alice <alice@sender.example>\r\nTo: bob@remote.example\r\n"
@@ -86,17 +78,13 @@ MESSAGE = (b"From: Alice <alice@sender.example>\r\nTo: bob@remote.example\r\n"
 def test_gtube_is_quarantined_and_a_clean_message_passes_with_spamassassins_headers(
         tmp_path, spamd):
     conf, smtp_port, sink_port = setup(tmp_path, spamd)
-    with Sink(sink_port) as sink:
-        daemon = Daemon(conf, smtp_port).start()
-        try:
-            send(smtp_port, body=MESSAGE % (b"spam", b"one", GTUBE))
-            assert wait_for(lambda: any(m["quarantined"] for m in status(conf)["queue"]), 60)
-            send(smtp_port, body=MESSAGE % (b"lunch", b"two",
-                                            b"Shall we meet for lunch on Friday?"))
-            [(_, rcpts, text)] = sink.wait(1, timeout=60)
-            [held] = status(conf)["queue"]
-        finally:
-            log = daemon.stop()
+    with running(conf, smtp_port, sink_port) as run:
+        send(smtp_port, body=MESSAGE % (b"spam", b"one", GTUBE))
+        assert wait_for(lambda: any(m["quarantined"] for m in status(conf)["queue"]), 60)
+        send(smtp_port, body=MESSAGE % (b"lunch", b"two", b"Shall we meet for lunch on Friday?"))
+        [(_, rcpts, text)] = run.sink.wait(1, timeout=60)
+        [held] = status(conf)["queue"]
+    log = run.log
     assert rcpts == ["bob@remote.example"] and b"Subject: lunch" in text
     assert b"X-Spam-Status: No" in text and b"X-Spam-Checker-Version: SpamAssassin" in text
     assert b"\n" not in text.replace(b"\r\n", b"")
@@ -113,17 +101,14 @@ def test_spam_let_through_tagged_goes_to_the_junk_folder(tmp_path, spamd):
         tmp_path, spamd, "\tlist filter_exit '1=pass'\n\toption spam_folder '.Junk'\n"
                          "\tlist local_users 'mqjunk'\n"
                          "\toption mailbox 'maildir:%s/%%u'\n" % mail)
-    daemon = Daemon(conf, smtp_port).start()
-    try:
+    with running(conf, smtp_port) as run:
         send(smtp_port, rcpt="mqjunk@test.example", body=MESSAGE % (b"spam", b"one", GTUBE))
         send(smtp_port, rcpt="mqjunk@test.example",
              body=MESSAGE % (b"lunch", b"two", b"Shall we meet for lunch on Friday?"))
         inbox, junk = mail / "mqjunk" / "new", mail / "mqjunk" / ".Junk" / "new"
         assert wait_for(lambda: inbox.is_dir() and junk.is_dir() and
                         len(os.listdir(inbox)) + len(os.listdir(junk)) == 2, 60), \
-            daemon.log_so_far()
-    finally:
-        daemon.stop()
+            run.daemon.log_so_far()
     [spam] = [(junk / name).read_bytes() for name in os.listdir(junk)]
     [ham] = [(inbox / name).read_bytes() for name in os.listdir(inbox)]
     assert b"X-Spam-Flag: YES" in spam and b"Subject: spam" in spam

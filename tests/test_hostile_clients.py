@@ -10,14 +10,17 @@ No test asserts a duration: each waits (with a generous socket timeout) for what
 server must do, and the old code never did it at all.
 """
 
+import fcntl
 import json
 import os
 import select
 import shutil
 import socket
 import ssl
+import struct
 import subprocess
 import sys
+import termios
 import threading
 
 import pytest
@@ -136,7 +139,7 @@ def test_plaintext_pipelined_after_starttls_is_never_executed(tmp_path, cert):
 def daemon_busy(port):
     """Return True while the readiness probe's connection may still hold a slot."""
     try:
-        sock = connect(port, timeout=5)
+        sock = connect(port, timeout=30)
     except OSError:
         return True
     with sock:
@@ -163,24 +166,62 @@ def test_400_pipelined_commands_in_one_read_get_400_replies(tmp_path):
     assert "RecursionError" not in output and "internal error" not in output
 
 
+def unread(server_port, client_port):
+    """Return the octets the kernel holds for the server's end of the connection from
+    client_port that the server has not read (its receive queue), or None if not found."""
+    for line in open("/proc/net/tcp").readlines()[1:]:
+        parts = line.split()
+        if (parts[1].endswith(":%04X" % server_port)
+                and parts[2].endswith(":%04X" % client_port)):
+            return int(parts[4].split(":")[1], 16)
+    return None
+
+
+def asleep(pid):
+    """Return True if process pid is sleeping (not running, not runnable)."""
+    with open("/proc/%d/stat" % pid) as stat:
+        return stat.read().rpartition(")")[2].split()[0] == "S"
+
+
 def test_a_client_that_never_reads_its_replies_is_not_buffered_for(tmp_path):
+    """The daemon stops reading from a client that does not read its replies. What it has
+    read is counted without the kernel's buffers (the receive buffer grows with the
+    load, up to tcp_rmem's maximum): what was sent, less what waits in the client's send
+    queue and in the server's receive queue. It has stopped reading when it sleeps, its
+    socket holds input, and it read nothing meanwhile: a state, not a time."""
+    from masq.base.net import HIGH_WATER
     port, daemon = start(tmp_path, "")
-    total = 8 << 20
+    with open("/proc/sys/net/ipv4/tcp_wmem") as wmem:
+        kernel_out = int(wmem.read().split()[2])
+    limit = HIGH_WATER + kernel_out + (64 << 10)   # no reply is shorter than its NOOP
     try:
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
         sock.connect(("127.0.0.1", port))
         sock.setblocking(False)
-        chunk, sent = b"NOOP\r\n" * 10000, 0
-        while sent < total:
+        client_port = sock.getsockname()[1]
+
+        def taken():
+            waiting = unread(port, client_port)
+            unsent = struct.unpack("i", fcntl.ioctl(sock, termios.TIOCOUTQ, b"\0" * 4))[0]
+            return sent - unsent - waiting, waiting
+
+        chunk, sent, still = b"NOOP\r\n" * 10000, 0, 0
+        while still < 3:
             try:
                 sent += sock.send(chunk)
+                still = 0
+                continue
             except BlockingIOError:
-                _, writable, _ = select.select([], [sock], [], 3.0)
-                if not writable:
-                    break                       # the server stopped reading: good
-        assert sent < total // 2
+                pass
+            before, waiting = taken()
+            assert before < limit, "the daemon read %d octets" % before
+            sleeping = asleep(daemon.proc.pid)
+            after, _ = taken()
+            still = still + 1 if waiting and sleeping and after == before else 0
+            select.select([], [sock], [], 0.2)  # a pause between looks, not a deadline
+        assert before < limit
         sock.close()
     finally:
         daemon.stop()
@@ -389,8 +430,10 @@ def keep_alive(sock, stop):
 
 
 def test_data_trickled_one_byte_at_a_time_is_dropped_at_its_deadline(tmp_path):
+    """The three trickling sessions must all still be there when the fourth client comes:
+    smtp_timeout is long enough for a loaded machine to open them one after another."""
     port, daemon = start(tmp_path, (
-        "\toption smtp_timeout '2s'\n\toption smtp_min_data_rate '100'\n"
+        "\toption smtp_timeout '8s'\n\toption smtp_min_data_rate '100'\n"
         "\toption max_connections '6'\n\toption max_connections_per_ip '3'\n"))
     stop, threads, socks = threading.Event(), [], []
     try:

@@ -42,7 +42,7 @@ def start(conf, log, flags=()):
         proc = subprocess.Popen([sys.executable, "-I", "-S"] + list(flags) +
                                 ["-c", LAUNCHER, "-C", conf, "daemon"],
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=out, cwd="/")
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:      # a bound on a hung start, not a timing
         with open(log, "rb") as text:
             if text.read().count(b"listening on") and proc.poll() is None:

@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from helpers import Daemon, free_port, masq, status, wait_for, write_config
+from helpers import Daemon, free_port, masq, status, wait_for, wait_port, write_config
 from postfix_peer import PostfixSmtpd
 import qmtp_peer
 
@@ -37,11 +37,10 @@ class Discarding:
         self.port = port
 
     def __enter__(self):
-        from sinks import _wait_port
         self.proc = subprocess.Popen(["smtp-sink", "-u", "root", "127.0.0.1:%d" % self.port,
                                       "16"], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
-        _wait_port(self.port)
+        wait_port(self.port, proc=self.proc)
         return self
 
     def __exit__(self, *exc):

@@ -8,9 +8,8 @@ import smtplib
 import ssl
 import subprocess
 import sys
-import time
 
-from helpers import ROOT, free_port, write_config
+from helpers import ROOT, free_port, wait_port, write_config
 from sinks import Sink
 
 LIGHT = os.path.join(ROOT, "tests", "light.py")
@@ -129,12 +128,8 @@ def test_daemon_with_starttls_on_python3_light(tmp_path):
                              "daemon"], env=env, cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        for _ in range(100):
-            try:
-                smtp = smtplib.SMTP("127.0.0.1", port, timeout=5)
-                break
-            except OSError:
-                time.sleep(0.05)
+        wait_port(port, proc=proc)
+        smtp = smtplib.SMTP("127.0.0.1", port, timeout=30)
         context = ssl.create_default_context()
         context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
         smtp.starttls(context=context)
@@ -142,5 +137,5 @@ def test_daemon_with_starttls_on_python3_light(tmp_path):
         smtp.quit()
     finally:
         proc.terminate()
-        out = proc.communicate(timeout=10)[0]
+        out = proc.communicate(timeout=60)[0]
     assert b"Traceback" not in out and b"internal error" not in out, out

@@ -9,8 +9,7 @@ import sys
 
 import pytest
 
-from helpers import ROOT, fill_disk, free_port, small_tmpfs, wait_for, write_config
-from sinks import _wait_port
+from helpers import ROOT, fill_disk, free_port, small_tmpfs, wait_for, wait_port, write_config
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
 
@@ -48,7 +47,7 @@ def test_daemon_survives_its_log_on_a_full_disk(tmp_path, full, where):
                             env=dict(os.environ, PYTHONPATH=ROOT))
     err.close()
     try:
-        _wait_port(port)
+        wait_port(port, proc=proc)
         for n in range(3):
             assert send(port, "far%d@example.org" % n) == ({}, 250)
         assert proc.poll() is None

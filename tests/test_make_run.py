@@ -10,10 +10,9 @@ import signal
 import smtplib
 import subprocess
 import sys
-import time
 import urllib.request
 
-from helpers import ROOT, free_port, masq, wait_for
+from helpers import ROOT, free_port, masq, wait_for, wait_port
 
 
 def start_make_run(run_dir, smtp_port, status_port):
@@ -25,17 +24,13 @@ def start_make_run(run_dir, smtp_port, status_port):
 
 
 def connect(port):
-    for _ in range(200):
-        try:
-            return smtplib.SMTP("127.0.0.1", port, timeout=5)
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError("make run did not listen on %d" % port)
+    wait_port(port)
+    return smtplib.SMTP("127.0.0.1", port, timeout=30)
 
 
 def stop(proc):
     os.killpg(proc.pid, signal.SIGTERM)
-    out = proc.communicate(timeout=20)[0].decode()
+    out = proc.communicate(timeout=60)[0].decode()
     assert "Traceback" not in out, out
     return out
 
@@ -67,13 +62,10 @@ def test_make_run_starts_and_delivers_locally(tmp_path):
         conf = str(run_dir / "masq.conf")
         status = masq("status", "-C", conf)
         assert status.returncode == 0 and b"up " in status.stdout
-        page = urllib.request.urlopen("http://127.0.0.1:%d/" % status_port, timeout=10)
+        page = urllib.request.urlopen("http://127.0.0.1:%d/" % status_port, timeout=30)
         assert page.status == 200 and b"masq" in page.read()
         maildir = run_dir / "mail" / user / "new"
-        for _ in range(100):
-            if maildir.exists() and os.listdir(maildir):
-                break
-            time.sleep(0.05)
+        assert wait_for(lambda: maildir.exists() and os.listdir(maildir))
         [name] = os.listdir(maildir)
         assert b"hello" in (maildir / name).read_bytes()
     finally:

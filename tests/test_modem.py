@@ -223,7 +223,7 @@ def host():
 
 
 def settled(h):
-    return h.run_until(lambda: not h.detectors.busy, 10.0)
+    return h.run_until(lambda: not h.detectors.busy, 60.0)
 
 
 def test_registered_home_roaming_and_searching(fakemodem, host):
@@ -286,9 +286,9 @@ def test_dcd_mode_reads_only_the_carrier_even_on_a_locked_port(fakemodem, host, 
     h = host(("dialup", "modem:%s?dcd" % fakemodem.link))
     assert settled(h) and h.is_online("dialup")
     fakemodem.proc.send_signal(signal.SIGUSR1)                      # the line drops
-    assert h.run_until(lambda: "dcd 0" in fakemodem.state_text(), 10.0)
+    assert h.run_until(lambda: "dcd 0" in fakemodem.state_text(), 60.0)
     h.publish(FlushAsked("dialup"))
-    assert h.run_until(lambda: not h.is_online("dialup"), 10.0)
+    assert h.run_until(lambda: not h.is_online("dialup"), 60.0)
     assert fakemodem.commands() == []                               # nothing was written
 
 
@@ -311,9 +311,9 @@ def test_signals_lose_and_regain_registration(fakemodem, host):
     h.publish(MessagesQueued(()))
     assert settled(h) and h.is_online("lte")
     fakemodem.proc.send_signal(signal.SIGUSR1)
-    assert h.run_until(lambda: not h.is_online("lte"), 10.0)
+    assert h.run_until(lambda: not h.is_online("lte"), 60.0)
     fakemodem.proc.send_signal(signal.SIGUSR2)
-    assert h.run_until(lambda: h.is_online("lte"), 10.0)
+    assert h.run_until(lambda: h.is_online("lte"), 60.0)
 
 
 def test_asked_only_while_mail_waits(fakemodem, host):

@@ -73,15 +73,14 @@ def _send(port, text, sender, recipients):
 
 
 def test_qmqp_route_to_postfix_qmqp_sink(tmp_path):
-    from helpers import masq, status, wait_for
-    from sinks import _wait_port
+    from helpers import masq, status, wait_for, wait_port
     port = free_port()
     conf = write_config(str(tmp_path / "masq.conf"), str(tmp_path / "spool"), routes=(
         "config route 'q'\n\toption smarthost 'qmqp:127.0.0.1:%d'\n" % port))
     sink = subprocess.Popen(["qmqp-sink", "-c", "127.0.0.1:%d" % port, "16"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        _wait_port(port)
+        wait_port(port, proc=sink)
         daemon = Daemon(conf).start()
         try:
             for n in range(3):

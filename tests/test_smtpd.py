@@ -154,7 +154,7 @@ def test_smtps_speaks_tls_from_the_first_byte(server):
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     with smtplib.SMTP_SSL("127.0.0.1", server["ports"]["smtps"], context=context,
-                          timeout=10) as smtp:
+                          timeout=30) as smtp:
         smtp.login("carol", "s3cret pass")
         smtp.sendmail("carol@test.example", ["tls@elsewhere.example"], b"\r\nvia smtps\r\n")
     assert queued(server)["tls@elsewhere.example"].endswith(b"via smtps\r\n")

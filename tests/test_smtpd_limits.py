@@ -11,11 +11,10 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 
-from helpers import ROOT, Daemon, free_port, masq, reply, wait_for, write_config
+from helpers import ROOT, Daemon, free_port, masq, reply, wait_for, wait_port, write_config
 from local_user import open_dir
 from masq.policy.passwords import hash_password
 
@@ -29,14 +28,14 @@ def start(tmp_path, extra, routes=""):
 
 
 def test_idle_client_gets_421_after_the_timeout(tmp_path):
-    port, daemon = start(tmp_path, "\toption smtp_timeout '1s'\n")
+    port, daemon = start(tmp_path, "\toption smtp_timeout '2s'\n")
     try:
-        sock = socket.create_connection(("127.0.0.1", port), 10)
+        sock = socket.create_connection(("127.0.0.1", port), 30)
         assert sock.recv(1000).startswith(b"220 ")
         sock.sendall(b"EHLO slow\r\n")
         reply(sock, b"250 ")
         sock.sendall(b"MAIL FROM:<a@b.example>")     # a command that never ends
-        sock.settimeout(5)
+        sock.settimeout(60)                         # a bound on a failing wait
         data = sock.recv(1000)
         assert data.startswith(b"421 4.4.2")
         assert sock.recv(1000) == b""
@@ -129,12 +128,8 @@ def test_ipv6_listener(tmp_path):
         "\tlist listen 'smtp://[::1]:%d'\n\tlist local_users 'bob'\n" % port))
     daemon = Daemon(conf).start()
     try:
-        for _ in range(100):
-            try:
-                smtp = smtplib.SMTP("::1", port, timeout=5)
-                break
-            except OSError:
-                time.sleep(0.05)
+        wait_port(port, "::1")
+        smtp = smtplib.SMTP("::1", port, timeout=30)
         refused = smtp.sendmail("a@example.org", ["bob@test.example"], b"\r\nover IPv6\r\n")
         smtp.quit()
         assert refused == {}
@@ -161,8 +156,5 @@ def test_bd_detaches_and_accepts_mail_from_swaks(tmp_path):
         assert b"<bob@test.example>" in masq("-C", conf, "-bp").stdout
     finally:
         os.kill(pid, signal.SIGTERM)
-    for _ in range(100):
-        if not os.path.exists("/proc/%d" % pid):
-            break
-        time.sleep(0.05)
+    wait_for(lambda: not os.path.exists("/proc/%d" % pid))
     assert not os.path.exists(tmp_path / "masq.pid")     # removed on a clean stop

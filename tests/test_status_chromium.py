@@ -133,7 +133,7 @@ class DevTools:
             raise RuntimeError("%s: %s" % (expression, result["exceptionDetails"]))
         return result["result"].get("value")
 
-    def wait(self, expression, timeout=15.0):
+    def wait(self, expression, timeout=60.0):
         deadline = time.time() + timeout
         while time.time() < deadline:
             value = self.evaluate(expression)
@@ -188,7 +188,7 @@ def browser(tmp_path):
         shutil.rmtree(profile, ignore_errors=True)
 
 
-def _devtools_port(profile, proc, timeout=30.0):
+def _devtools_port(profile, proc, timeout=120.0):
     path = os.path.join(profile, "DevToolsActivePort")
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -207,8 +207,9 @@ def _devtools_port(profile, proc, timeout=30.0):
 
 def _page_path(port):
     import http.client
-    for _ in range(50):
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    deadline = time.time() + 60                 # a bound on a failing wait, not a timing
+    while time.time() < deadline:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         conn.request("GET", "/json/list")
         targets = json.loads(conn.getresponse().read())
         conn.close()
@@ -311,7 +312,9 @@ def _shoot(browser, tmp_path, name, width, height):
                  deviceScaleFactor=1, mobile=width < 600)
     browser.evaluate("window.masqRefresh()")
     browser.wait("document.querySelectorAll('#queue tr.msg').length === 2")
-    time.sleep(0.3)                 # layout settles after the redraw (a screenshot, no clock)
+    # the layout of the redraw is done once two frames have been drawn
+    browser.evaluate("new Promise(function(done){requestAnimationFrame(function(){"
+                     "requestAnimationFrame(function(){done(true)})})})")
     path = browser.screenshot(str(tmp_path / ("%s-%d.png" % (name, width))))
     if SHOTS:
         shutil.copyfile(path, os.path.join(SHOTS, os.path.basename(path)))

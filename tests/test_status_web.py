@@ -53,7 +53,7 @@ class Client:
             self.headers["Authorization"] = "Basic " + base64.b64encode(auth.encode()).decode()
 
     def request(self, method, path, body=None, headers=None):
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         try:
             all_headers = dict(self.headers)
             if self.cookie:
@@ -89,7 +89,7 @@ class Client:
         return json.loads(data)
 
 
-def raw(port, data, timeout=5.0):
+def raw(port, data, timeout=30.0):
     """Send raw bytes; return everything the server sends until it closes."""
     with socket.create_connection(("127.0.0.1", port), timeout) as sock:
         sock.sendall(data)
@@ -155,7 +155,7 @@ def test_status_json_is_the_cli_document(page):
 
 
 def test_keep_alive_serves_several_requests_on_one_connection(page):
-    conn = http.client.HTTPConnection("127.0.0.1", page.port, timeout=5)
+    conn = http.client.HTTPConnection("127.0.0.1", page.port, timeout=30)
     for _ in range(3):
         conn.request("GET", "/status.json")
         response = conn.getresponse()
@@ -328,7 +328,7 @@ def test_too_many_connections_get_503_and_half_requests_do_not_hurt(page):
 
 def test_non_loopback_without_password_refuses_to_start(tmp_path):
     conf = make_conf(tmp_path, "0.0.0.0:%d" % free_port())
-    done = masq("-C", conf, "daemon", timeout=20, text=True)
+    done = masq("-C", conf, "daemon", timeout=60, text=True)
     assert done.returncode == 78
     assert "status_password" in done.stderr and "Traceback" not in done.stderr
     assert "status_listen 0.0.0.0:" in done.stderr.strip().splitlines()[-1]
@@ -336,7 +336,7 @@ def test_non_loopback_without_password_refuses_to_start(tmp_path):
 
 def test_bad_status_listen_is_a_clear_config_error(tmp_path):
     conf = make_conf(tmp_path, "router.lan:80")
-    done = masq("-C", conf, "daemon", timeout=20, text=True)
+    done = masq("-C", conf, "daemon", timeout=60, text=True)
     assert done.returncode == 78 and "status_listen" in done.stderr, done.stderr
 
 

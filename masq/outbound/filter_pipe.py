@@ -24,7 +24,7 @@ import os
 from masq.base.child import Child
 from masq.mail.message import InputNormalizer
 from masq.outbound import command
-from masq.outbound.filter_verdict import Verdict, reason_of
+from masq.outbound.filter_verdict import Filter, Verdict, reason_of
 from masq.queue.spool import LogError
 
 DEFAULT_EXITS = {0: "pass", 1: "quarantine", 75: "tempfail", 77: "reject", 100: "reject"}
@@ -41,15 +41,11 @@ def exit_table(entries):
     return table
 
 
-class PipeFilter:
+class PipeFilter(Filter):
     """Runs `pipe:COMMAND` over message msgid; done(Verdict) once it has ended."""
 
     def __init__(self, host, msgid, env, spec, done):
-        self.host = host
-        self.msgid = msgid
-        self.env = env
-        self.spec = spec
-        self.done = done
+        super().__init__(host, msgid, env, spec, done)
         self.child = None
         self.text = None
         self.normalizer = InputNormalizer(dot_ends=False)
@@ -64,7 +60,7 @@ class PipeFilter:
         main = self.host.cfg.main
         loop = self.host.loop
         try:
-            argv = command.expand_argv(self.spec[len("pipe:"):], {"s": self.env.sender})
+            argv = command.expand_argv(self.target, {"s": self.env.sender})
         except command.Refused as refused:
             why = refused.outcome.text
             loop.call_soon(lambda: self._report(Verdict("tempfail", why)))
@@ -139,7 +135,7 @@ class PipeFilter:
         self._report(self._verdict(child))
 
     def _verdict(self, child):
-        name = os.path.basename(self.spec[len("pipe:"):].split()[0])
+        name = os.path.basename(self.target.split()[0])
         said = command.excerpt(bytes(self.errors))
         if child.error is not None:
             return Verdict("tempfail", "cannot run filter %s: %s" % (name, child.error))

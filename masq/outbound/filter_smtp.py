@@ -19,19 +19,15 @@ or change the envelope in the queue (masq.outbound.filters does).
 import itertools
 
 from masq.mail.message import FILTER_ID as HEADER
-from masq.outbound.filter_verdict import Verdict
+from masq.outbound.filter_verdict import Filter, Verdict
 from masq.outbound.job import Job
 
 
-class SMTPFilter:
+class SMTPFilter(Filter):
     """Sends message msgid to `smtp:HOST:PORT`; done(Verdict) once the filter answered."""
 
     def __init__(self, host, msgid, env, spec, done):
-        self.host = host
-        self.msgid = msgid
-        self.env = env
-        self.spec = spec
-        self.done = done
+        super().__init__(host, msgid, env, spec, done)
         self.agent = None
         self.resolver = None
         self.cancelled = False
@@ -42,9 +38,8 @@ class SMTPFilter:
         from masq.dns.resolver import parse_server
         from masq.outbound.smtp import SMTPAgent, SMTPSettings
         main = self.host.cfg.main
-        target = self.spec[len("smtp:"):]
         timeouts = {"connect": main.filter_timeout, "final": main.filter_timeout}
-        settings = SMTPSettings(smarthost=target, tls="none", helo=main.hostname,
+        settings = SMTPSettings(smarthost=self.target, tls="none", helo=main.hostname,
                                 timeouts=timeouts, max_sessions=1)
         servers = [parse_server(main.dns_server)] if main.dns_server else None
         self.resolver = MailResolver(self.host.loop, servers, own_names=[],

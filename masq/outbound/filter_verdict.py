@@ -1,4 +1,5 @@
-"""What a content filter said about a message: a Verdict, and the reason found in its output.
+"""What a content filter said about a message: a Verdict, the reason found in its output,
+and what each run of a filter starts from (`Filter`).
 
 Shared by the `pipe:` and `smtp:` filters (masq.outbound.filter_pipe, filter_smtp) and the
 stage that records verdicts (masq.outbound.filters).
@@ -18,6 +19,19 @@ class Verdict:
         self.kind = kind
         self.reason = reason[:REASON]
         self.text = text
+
+
+class Filter:
+    """One run of the filter `spec` (`pipe:COMMAND` or `smtp:HOST:PORT`, its `target` after
+    the colon) over queued message msgid with envelope env; done(Verdict) once it ended."""
+
+    def __init__(self, host, msgid, env, spec, done):
+        self.host = host
+        self.msgid = msgid
+        self.env = env
+        self.spec = spec
+        self.target = spec.partition(":")[2]
+        self.done = done
 
 
 def reason_of(head):

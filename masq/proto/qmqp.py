@@ -5,60 +5,51 @@ message's netstring (its lines ended by LF), the sender's and one per recipient;
 answers with one netstring for the whole message, starting with K (queued), Z (temporary
 failure) or D (permanent failure), and closes. Port 628.
 
-Owns: `Server` (bytes in; the events of `masq.proto.qmtp`: `PackageStart`, the text in
+Owns: `Server` (bytes in; the events of `masq.proto.qmail`: `PackageStart`, the text in
 `MessageChunk`s as it streams, `Package` once the envelope is complete; `respond(kind,
 text)` makes the answer) and `Client` (the bytes that frame a message whose LF-ended text
 has a known size; the response parsed). No sockets, files or clocks.
 
-All input is hostile: the netstring rules and limits of `masq.proto.qmtp` apply (an address
-over MAX_ADDRESS, more than LENGTH_DIGITS digits of length); the parts must fill the outer
-netstring exactly, a message needs at least one recipient, and anything after it is a
-fault. Faults raise `errors.ProtocolError`; the caller closes the connection.
+All input is hostile: the netstring rules of `masq.proto.qmail` (no more than
+LENGTH_DIGITS digits of length) and the limits of `masq.proto.qmtp` apply (an address over
+MAX_ADDRESS); the parts must fill the outer netstring exactly, a message needs at least one
+recipient, and anything after it is a fault. Faults raise `errors.ProtocolError`; the
+caller closes the connection.
 """
 
+from . import NEED_DATA
 from .errors import ProtocolError
-from .qmtp import (MAX_ADDRESS, MAX_RECIPIENTS_FIELD, MAX_RESPONSE, NEED_DATA, MessageChunk,
-                   Package, PackageStart, _length, netstring, read_netstring, read_text)
+from .qmail import (Answering, MessageChunk, Package, PackageStart, Responses, length,
+                    netstring, read_netstring)
+from .qmtp import MAX_ADDRESS, MAX_RECIPIENTS_FIELD
 
 __all__ = ["Server", "Client", "NEED_DATA", "MessageChunk", "Package", "PackageStart",
            "ProtocolError"]
 
 
-class Server:
+class Server(Answering):
     """The server side of one QMQP connection."""
 
     def __init__(self):
-        self.buffer = bytearray()
-        self.state = "outer"        # outer, length, text, comma, envelope, answer, done
-        self.outer = self.left = 0  # octets of the outer netstring still to come; of text
-        self.eof = False
-        self._out = bytearray()
+        super().__init__("outer")   # outer, length, text, comma, envelope, answer, done
+        self.outer = 0              # octets of the outer netstring still to come
 
     @property
     def wants_data(self):
         """Return True while the engine can take more input."""
         return self.state not in ("answer", "done")
 
-    def receive_data(self, data):
-        """Take bytes from the client (b"" at EOF)."""
-        if data:
-            if self.state == "done":
-                raise ProtocolError("data after the message")
-            self.buffer += data
-        else:
-            self.eof = True
-
     def next_event(self):
         """Return the next event, or NEED_DATA."""
         if self.state == "outer":
-            found = _length(self.buffer, 0)
+            found = length(self.buffer, 0)
             if found is None:
                 return NEED_DATA
             self.outer, start = found
             del self.buffer[:start]
             self.state = "length"
         if self.state == "length":
-            found = _length(self.buffer, 0)
+            found = length(self.buffer, 0)
             if found is None:
                 return NEED_DATA
             size, start = found
@@ -66,13 +57,7 @@ class Server:
             del self.buffer[:start]
             self.state, self.left = "text", size
             return PackageStart(size, False)
-        if self.state in ("text", "comma"):
-            event = read_text(self)
-            if event is not None:
-                return event
-        if self.state == "envelope":
-            return self._envelope()
-        return NEED_DATA
+        return self._message()
 
     def _take(self, octets):
         if octets > self.outer:
@@ -104,25 +89,12 @@ class Server:
 
     def respond(self, kind, text):
         """Answer the message: kind K, Z or D; then the connection is done."""
-        self._out += netstring(kind.encode("ascii") + text.encode("utf-8", "replace"))
+        self._answer(kind, text)
         self.state = "done"
 
-    def shutdown(self):
-        """Return what to send when the server stops: nothing (QMQP has no such reply)."""
-        return b""
 
-    def data_to_send(self):
-        """Return (and forget) the bytes queued for the client."""
-        out = bytes(self._out)
-        self._out.clear()
-        return out
-
-
-class Client:
+class Client(Responses):
     """The client side: frames one message and reads the response."""
-
-    def __init__(self):
-        self.buffer = bytearray()
 
     @staticmethod
     def start(size, sender, recipients):
@@ -133,16 +105,6 @@ class Client:
         head = b"%d:" % size
         return b"%d:" % (len(head) + size + len(tail)) + head, tail + b","
 
-    def receive_data(self, data):
-        """Take bytes from the server."""
-        self.buffer += data
-
     def response(self):
         """Return the response (kind, text) once complete, else None."""
-        found = read_netstring(self.buffer, 0, MAX_RESPONSE)
-        if found is None:
-            return None
-        value = found[0]
-        if value[:1] not in (b"K", b"Z", b"D"):
-            raise ProtocolError("response %r does not start with K, Z or D" % value[:20])
-        return value[:1].decode(), value[1:].decode("utf-8", "replace")
+        return self._next()

@@ -240,6 +240,14 @@ def text_size(packed):
         return sum(length for _, _, length in _CHUNK.iter_unpack(chunks))
 
 
+CHUNK_SIZE = _CHUNK.size            # bytes of one packed chunk location
+
+
+def unpack_chunk(raw, i):
+    """Return (segment, offset, length) of chunk i in `raw` (as raw_chunks returns)."""
+    return _CHUNK.unpack_from(raw, _CHUNK.size * i)
+
+
 def unpack_chunks(raw):
     """Yield (segment, offset, length) of each chunk in `raw` (as raw_chunks returns)."""
     return _CHUNK.iter_unpack(raw)

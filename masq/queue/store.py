@@ -399,7 +399,7 @@ class Store:
         so it needs neither the COPY record nor the chunks' order in the log."""
         self.append([(record.COPY, msg.id, b"")], track=False)
         kept, pos, last = [], 0, None
-        for seg, offset, length in list(entry.unpack_chunks(msg.raw_chunks())):
+        for seg, offset, length in entry.unpack_chunks(msg.raw_chunks()):   # a snapshot
             if seg not in stay:
                 data = self._read(msg, seg, offset, length)
                 seg, _ = self.append([(record.BODY, msg.id, data)], track=False, grow=msg.id)
@@ -510,17 +510,20 @@ def _commit(store, msg, item):
 def _splice(msg, copied, kept):
     """Return the chunks of a copy's text as its COMMIT lists them: each [offset, segment]
     in kept is a run of the text, up to the next one's offset (the last: to the end), made
-    of msg's chunks in that segment (the original's, or the copy's own). ValueError if they
-    are not where it says (the message is then quarantined, never delivered with a hole or
-    out of order)."""
-    groups = {}
+    of msg's chunks in that segment (the original's, or the copy's own), in their order.
+    ValueError if they are not where it says (the message is then quarantined, never
+    delivered with a hole or out of order). Locations stay packed (12 bytes a chunk: a
+    1 GB text's 16,384 take 192 KiB, not a tuple each)."""
+    groups = {}                   # segment -> [its chunks packed, how many are taken]
     for source in (msg.raw_chunks(), copied):
         mine = set()
-        for part in entry.unpack_chunks(source):
-            if part[0] in groups and part[0] not in mine:
-                raise ValueError("segment %d holds two copies of the text" % part[0])
-            mine.add(part[0])
-            groups.setdefault(part[0], []).append(part)
+        for seg, offset, length in entry.unpack_chunks(source):
+            if seg not in mine:
+                if seg in groups:
+                    raise ValueError("segment %d holds two copies of the text" % seg)
+                mine.add(seg)
+                groups[seg] = [bytearray(), 0]
+            groups[seg][0] += entry.pack_chunk(seg, offset, length)
     for place in kept:
         if (not isinstance(place, list) or len(place) != 2
                 or not all(type(n) is int for n in place)):
@@ -528,15 +531,15 @@ def _splice(msg, copied, kept):
     out, pos = bytearray(), 0
     ends = [place[0] for place in kept[1:]] + [None]
     for (offset, seg), end in zip(kept, ends):
-        run = groups.get(seg)
-        if pos != offset or not run:
+        group = groups.get(seg)
+        if pos != offset or group is None or group[1] * entry.CHUNK_SIZE >= len(group[0]):
             raise ValueError("kept text at %d in segment %d is not in the log" % (offset, seg))
-        taken = 0
-        while taken < len(run) and (end is None or pos < end):
-            out += entry.pack_chunk(*run[taken])
-            pos += run[taken][2]
+        packed, taken = group
+        while taken * entry.CHUNK_SIZE < len(packed) and (end is None or pos < end):
+            pos += entry.unpack_chunk(packed, taken)[2]
             taken += 1
-        del run[:taken]
+        out += packed[group[1] * entry.CHUNK_SIZE:taken * entry.CHUNK_SIZE]
+        group[1] = taken
     return bytes(out)
 
 
