@@ -12,6 +12,7 @@ import threading
 from aiosmtpd.controller import Controller
 
 from helpers import free_port, masq, status, wait_for
+from test_binarymime import BINARY, BLOB, leaves, send_binary
 from test_filter_pipe import configure, running, send
 
 
@@ -135,3 +136,16 @@ def test_the_filtered_listener_takes_only_relay_net(tmp_path):
         except smtplib.SMTPConnectError as exc:
             code, text = exc.smtp_code, exc.smtp_error
     assert code == 554 and b"relay_net" in text and "not in relay_net" in run.log
+
+
+def test_a_binarymime_message_reaches_the_filter_converted_never_raw_after_data(tmp_path):
+    """The filter (aiosmtpd: no CHUNKING, no BINARYMIME) gets the binary part in base64,
+    decoding to the same octets; the message is never sent as it is after DATA."""
+    with filtering(tmp_path) as (conf, smtp_port, relay, sink_port), \
+            running(conf, smtp_port, sink_port) as run:
+        send_binary(smtp_port, BINARY)
+        [(_, rcpts, text)] = run.sink.wait(1, timeout=60)
+    [seen] = relay.seen
+    assert b"\x00" not in seen and b"Content-Transfer-Encoding: base64" in seen
+    assert leaves(seen) == [leaves(BINARY)[0], ("application/octet-stream", BLOB)]
+    assert rcpts == ["far@example.org"] and leaves(text) == leaves(seen)
