@@ -145,9 +145,14 @@ class Meter:
         """Account for `data`; return the fault name the first time a limit is crossed."""
         if self.fault is not None or not data:
             return None
+        room = self.max_size - self.size      # octets that still fit
         self.size += len(data)
         if self.size > self.max_size:
-            self.fault = "too big"
+            # the limit crossed first in the text wins, however the reads were cut: a line
+            # too long by the octet that made the message too big is too long
+            fits = data[:room + 1]
+            too_long = self.max_line and has_long_line(fits, self.max_line, self._line)
+            self.fault = "line too long" if too_long else "too big"
         elif self.max_line and has_long_line(data, self.max_line, self._line):
             self.fault = "line too long"
         last = data.rfind(b"\n")
