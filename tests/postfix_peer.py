@@ -203,17 +203,11 @@ class _Attributes:
         start = 0
         while True:
             end = self.buffer.find(b"\0", start)
-            if end < 0:
-                data = self.sock.recv(4096)
-                if not data:
-                    return None
-                self.buffer += data
-                continue
             if end == start:                # an empty name: the record ends here
                 record, self.buffer = self.buffer[:end + 1], self.buffer[end + 1:]
                 return record
-            value = self.buffer.find(b"\0", end + 1)
-            if value < 0:
+            value = -1 if end < 0 else self.buffer.find(b"\0", end + 1)
+            if value < 0:                   # a name or its value not yet whole: read on
                 data = self.sock.recv(4096)
                 if not data:
                     return None

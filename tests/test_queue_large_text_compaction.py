@@ -19,7 +19,7 @@ from masq.queue.envelope import DELIVERED, Envelope, Recipient
 from masq.queue.log import segment_name, segment_numbers
 from masq.queue.spool import Queue
 
-from test_queue_segments import Crash, Injector
+from test_queue_segments import compact_crashing
 from test_queue_sync_at_commit import small, write_text
 
 SEGMENTS = [64 * 1024, 256 * 1024]    # 256 KiB: the text's first MiB shares a segment
@@ -147,14 +147,7 @@ def test_a_crash_at_every_system_call_of_compaction_around_a_large_text(tmp_path
         queue = Queue(spool, segment_size=segment).open("runner")
         before = {m.id: b"".join(queue.body(m.id)) for m in queue.live()}
         assert before[big] == text and kept in before and len(before) == 3
-        injector = Injector(monkeypatch, spool, at)
-        try:
-            queue.compact()
-            finished = True
-        except Crash:
-            finished = False
-        monkeypatch.undo()
-        queue.close()
+        finished, injector = compact_crashing(monkeypatch, queue, spool, at)
         for _ in range(2):                       # after the crash, then after compacting again
             queue = Queue(spool, segment_size=segment).open("runner")
             assert {m.id: b"".join(queue.body(m.id)) for m in queue.live()} == before, \

@@ -155,6 +155,20 @@ class Injector:
         return call
 
 
+def compact_crashing(monkeypatch, queue, spool, at):
+    """Compact queue with the at-th system call on spool's files crashing, then close it as
+    the kernel does for a killed process; return (whether compaction finished, injector)."""
+    injector = Injector(monkeypatch, spool, at)
+    try:
+        queue.compact()
+        finished = True
+    except Crash:
+        finished = False
+    monkeypatch.undo()
+    queue.close()
+    return finished, injector
+
+
 def test_a_crash_at_every_system_call_of_compaction_loses_nothing(tmp_path, monkeypatch):
     """SIGKILL (simulated) at each write, sync, link, unlink of a whole compaction: the
     reopened queue is the same, and a second compaction finishes the job."""
@@ -166,14 +180,7 @@ def test_a_crash_at_every_system_call_of_compaction_loses_nothing(tmp_path, monk
         spool = str(tmp_path / ("crash%d" % at))
         os.system("cp -a %s %s" % (master, spool))
         queue = Queue(spool, segment_size=SEGMENT).open("runner")
-        injector = Injector(monkeypatch, spool, at)
-        try:
-            queue.compact()
-            finished = True
-        except Crash:
-            finished = False
-        monkeypatch.undo()
-        queue.close()                        # what the kernel does for a killed process
+        finished, injector = compact_crashing(monkeypatch, queue, spool, at)
         assert reopened(spool) == (before, []), "crash at call %d" % at
         queue = Queue(spool, segment_size=SEGMENT).open("runner")
         queue.compact()
