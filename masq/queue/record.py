@@ -116,6 +116,18 @@ def frame(crc_seed, rtype, msgid, payload):
     return head, payload, _CRC.pack(crc)
 
 
+def intact(head, payload, trailer, crc_seed):
+    """Return True if head, payload and trailer, read back apart, are one valid record: a
+    text chunk is checked on every read, so that bit rot after the spool was opened is
+    never delivered."""
+    if len(head) != HEAD_SIZE or len(trailer) != TRAILER_SIZE:
+        return False
+    magic, _, version, length, _ = HEAD.unpack(head)
+    if magic != MAGIC or version != VERSION or length != len(payload):
+        return False
+    return _CRC.unpack(trailer)[0] == zlib.crc32(payload, zlib.crc32(head[2:], crc_seed))
+
+
 class Record:
     """A record found in the log: where it is and what it says."""
 

@@ -213,10 +213,17 @@ class Store:
                                      % (self.journal.dir, msgid, number))
             skip = pos - start
             try:
-                data = seg.read(offset + skip, length - skip)
+                head = seg.read(offset - record.HEAD_SIZE, record.HEAD_SIZE)
+                data = seg.read(offset, length)
+                trailer = seg.read(offset + length, record.TRAILER_SIZE)
             except (OSError, LogError) as exc:
                 raise TextUnreadable("%s: message %s: %s" % (self.journal.dir, msgid, exc)) \
                     from None
+            if not record.intact(head, data, trailer, seg.seed):
+                raise TextUnreadable("%s: message %s: text damaged in segment %d at offset "
+                                     "%d (checksum)" % (self.journal.dir, msgid, number, offset))
+            if skip:
+                data = data[skip:]
             pos += len(data)
             yield data
 
