@@ -48,6 +48,12 @@ def test_a_text_that_rots_after_the_spool_was_opened_is_not_read(tmp_path):
             b"".join(queue.body(writer.id))
     finally:
         queue.close()
+    queue = Queue(spool).open("runner")          # the next open quarantines it: kept, listed
+    try:
+        assert queue.live() == [] and [m.id for m in queue.listed() if m.quarantined] == \
+            [writer.id]
+    finally:
+        queue.close()
 
 
 def test_the_daemon_never_delivers_a_rotten_text(tmp_path):
